@@ -1,0 +1,447 @@
+//! Verification: strict, bounded, and typed.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::claims::PeerClaims;
+use crate::clock::{Clock, ClockDebug, DynClock, SystemClock};
+use crate::error::{Claim, Field, ValueError, VerifyError};
+use crate::keys::KeySet;
+use crate::policy::PeerPolicy;
+use crate::value::check_key_id;
+
+/// The default largest token accepted, in bytes. Ours are about 270 bytes.
+pub const DEFAULT_MAX_TOKEN_LEN: usize = 4096;
+/// The default clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+
+/// Length of an Ed25519 signature in base64url without padding.
+const SIGNATURE_B64_LEN: usize = 86;
+
+/// The claims of a token whose signature, algorithm, key and time checks all passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedClaims {
+    key_id: String,
+    peer: PeerClaims,
+    expires_at: u64,
+    issued_at: Option<u64>,
+    not_before: Option<u64>,
+    token_id: Option<String>,
+}
+
+impl VerifiedClaims {
+    /// The `kid` of the key that signed the token.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The peer's identity and policy.
+    pub fn peer(&self) -> &PeerClaims {
+        &self.peer
+    }
+
+    /// The group id (`gid`).
+    pub fn group_id(&self) -> &str {
+        self.peer.group_id()
+    }
+
+    /// The peer id (`pid`).
+    pub fn peer_id(&self) -> &str {
+        self.peer.peer_id()
+    }
+
+    /// The allow policy (`ap`); `None` when the token's `ap` is `null`.
+    pub fn allow_policy(&self) -> Option<&PeerPolicy> {
+        self.peer.allow_policy()
+    }
+
+    /// `exp`, Unix seconds.
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+
+    /// `iat`, when present.
+    pub fn issued_at(&self) -> Option<u64> {
+        self.issued_at
+    }
+
+    /// `nbf`, when present.
+    pub fn not_before(&self) -> Option<u64> {
+        self.not_before
+    }
+
+    /// `jti`, when present.
+    pub fn token_id(&self) -> Option<&str> {
+        self.token_id.as_deref()
+    }
+}
+
+/// Verifies tokens against a [`KeySet`].
+///
+/// Checks, in order: length bound; three base64url segments; header JSON with `alg` exactly
+/// `EdDSA` and a known `kid`; strict Ed25519 signature; then the claims (`exp` required, `nbf`
+/// honoured, ids and patterns valid, unknown claims ignored).
+#[derive(Clone)]
+pub struct Verifier {
+    keys: KeySet,
+    leeway_secs: u64,
+    max_token_len: usize,
+    clock: DynClock,
+}
+
+impl Verifier {
+    /// A verifier for `keys` with the default leeway and size bound and the system clock.
+    pub fn new(keys: KeySet) -> Self {
+        Verifier {
+            keys,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Sets the clock skew tolerated on `exp` and `nbf`.
+    #[must_use]
+    pub fn with_leeway(mut self, secs: u64) -> Self {
+        self.leeway_secs = secs;
+        self
+    }
+
+    /// Sets the largest token accepted, in bytes.
+    #[must_use]
+    pub fn with_max_token_len(mut self, bytes: usize) -> Self {
+        self.max_token_len = bytes;
+        self
+    }
+
+    /// Replaces the clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The key set.
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// The leeway in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
+    }
+
+    /// Verifies `token` at the clock's current time.
+    ///
+    /// # Errors
+    ///
+    /// A [`VerifyError`] saying why the token is rejected.
+    pub fn verify(&self, token: &str) -> Result<VerifiedClaims, VerifyError> {
+        self.verify_at(token, self.clock.now_unix())
+    }
+
+    /// Verifies `token` as if the time were `now_unix`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Verifier::verify`].
+    pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<VerifiedClaims, VerifyError> {
+        let parts = split(token, self.max_token_len)?;
+        let header = parse_header(parts.header)?;
+        let kid = header.kid.ok_or(VerifyError::MissingKeyId)?;
+        let key = self.keys.get(&kid).ok_or(VerifyError::UnknownKeyId)?;
+        let signature = decode_signature(parts.signature)?;
+        if !key.verify_strict(parts.signing_input.as_bytes(), &signature) {
+            return Err(VerifyError::InvalidSignature);
+        }
+        let payload = decode_b64(parts.payload, TokenPart::Payload)?;
+        let claims = parse_claims(&payload, kid)?;
+        if now_unix >= claims.expires_at.saturating_add(self.leeway_secs) {
+            return Err(VerifyError::Expired {
+                exp: claims.expires_at,
+                now: now_unix,
+            });
+        }
+        if let Some(nbf) = claims.not_before {
+            if now_unix.saturating_add(self.leeway_secs) < nbf {
+                return Err(VerifyError::NotYetValid { nbf, now: now_unix });
+            }
+        }
+        Ok(claims)
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("max_token_len", &self.max_token_len)
+            .field("clock", &ClockDebug)
+            .finish()
+    }
+}
+
+use crate::error::TokenPart;
+
+struct Parts<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    signing_input: &'a str,
+}
+
+fn split(token: &str, max_len: usize) -> Result<Parts<'_>, VerifyError> {
+    if token.len() > max_len {
+        return Err(VerifyError::TooLarge {
+            len: token.len(),
+            max: max_len,
+        });
+    }
+    let malformed = || {
+        VerifyError::malformed(
+            TokenPart::Token,
+            "expected three base64url segments separated by `.`",
+        )
+    };
+    let (signing_input, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
+    let (header, payload) = signing_input.split_once('.').ok_or_else(malformed)?;
+    if payload.contains('.') {
+        return Err(malformed());
+    }
+    Ok(Parts {
+        header,
+        payload,
+        signature,
+        signing_input,
+    })
+}
+
+fn decode_b64(segment: &str, part: TokenPart) -> Result<Vec<u8>, VerifyError> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| VerifyError::malformed(part, "not canonical base64url without padding"))
+}
+
+fn decode_signature(segment: &str) -> Result<[u8; 64], VerifyError> {
+    if segment.len() != SIGNATURE_B64_LEN {
+        return Err(VerifyError::malformed(
+            TokenPart::Signature,
+            "an Ed25519 signature is 64 bytes (86 base64url characters)",
+        ));
+    }
+    let mut signature = [0u8; 64];
+    match URL_SAFE_NO_PAD.decode_slice(segment, &mut signature) {
+        Ok(64) => Ok(signature),
+        _ => Err(VerifyError::malformed(
+            TokenPart::Signature,
+            "not canonical base64url without padding",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<Value>,
+    kid: Option<Value>,
+    crit: Option<IgnoredAny>,
+}
+
+pub(crate) struct Header {
+    pub(crate) kid: Option<String>,
+}
+
+fn json_error(part: TokenPart, e: &serde_json::Error) -> VerifyError {
+    use serde_json::error::Category;
+    VerifyError::malformed(
+        part,
+        match e.classify() {
+            Category::Data => "a member is duplicated or of the wrong type",
+            Category::Syntax | Category::Eof | Category::Io => "not a valid JSON object",
+        },
+    )
+}
+
+fn parse_header(segment: &str) -> Result<Header, VerifyError> {
+    let bytes = decode_b64(segment, TokenPart::Header)?;
+    let raw: RawHeader =
+        serde_json::from_slice(&bytes).map_err(|e| json_error(TokenPart::Header, &e))?;
+    if raw.crit.is_some() {
+        return Err(VerifyError::malformed(
+            TokenPart::Header,
+            "`crit` extensions are not supported",
+        ));
+    }
+    match raw.alg {
+        Some(Value::String(alg)) if alg == "EdDSA" => {}
+        _ => return Err(VerifyError::UnsupportedAlgorithm),
+    }
+    let kid = match raw.kid {
+        None | Some(Value::Null) => None,
+        Some(Value::String(kid)) => Some(kid),
+        Some(_) => {
+            return Err(VerifyError::malformed(
+                TokenPart::Header,
+                "`kid` must be a string",
+            ))
+        }
+    };
+    Ok(Header { kid })
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    exp: Option<Value>,
+    gid: Option<Value>,
+    pid: Option<Value>,
+    ap: Option<Value>,
+    iat: Option<Value>,
+    nbf: Option<Value>,
+    jti: Option<Value>,
+}
+
+fn time_claim(value: Option<Value>, claim: Claim) -> Result<Option<u64>, VerifyError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+            VerifyError::invalid(claim, "must be a non-negative integer of seconds")
+        }),
+        Some(_) => Err(VerifyError::invalid(
+            claim,
+            "must be a non-negative integer of seconds",
+        )),
+    }
+}
+
+fn string_claim(value: Option<Value>, claim: Claim) -> Result<String, VerifyError> {
+    match value {
+        None | Some(Value::Null) => Err(VerifyError::MissingClaim { claim }),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(VerifyError::invalid(claim, "must be a string")),
+    }
+}
+
+fn value_claim(claim: Claim) -> impl Fn(ValueError) -> VerifyError {
+    move |e| VerifyError::invalid(claim, e.to_string())
+}
+
+fn policy_claim(value: Option<Value>) -> Result<Option<PeerPolicy>, VerifyError> {
+    let shape = "must be null or {\"group_id\": string, \"peer_id\": string}";
+    let map = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(VerifyError::invalid(Claim::AllowPolicy, shape)),
+    };
+    match (map.get("group_id"), map.get("peer_id")) {
+        (Some(Value::String(g)), Some(Value::String(p))) => PeerPolicy::new(g, p)
+            .map(Some)
+            .map_err(value_claim(Claim::AllowPolicy)),
+        _ => Err(VerifyError::invalid(Claim::AllowPolicy, shape)),
+    }
+}
+
+/// Parses the claims JSON into typed claims; checks types and value rules, not time.
+pub(crate) fn parse_claims(payload: &[u8], key_id: String) -> Result<VerifiedClaims, VerifyError> {
+    let raw: RawClaims =
+        serde_json::from_slice(payload).map_err(|e| json_error(TokenPart::Payload, &e))?;
+    let expires_at = time_claim(raw.exp, Claim::Expiry)?.ok_or(VerifyError::MissingClaim {
+        claim: Claim::Expiry,
+    })?;
+    let issued_at = time_claim(raw.iat, Claim::IssuedAt)?;
+    let not_before = time_claim(raw.nbf, Claim::NotBefore)?;
+    let group_id = string_claim(raw.gid, Claim::GroupId)?;
+    let peer_id = string_claim(raw.pid, Claim::PeerId)?;
+    let mut peer = PeerClaims::new(&group_id, &peer_id).map_err(|e| match e.field() {
+        Field::GroupId => value_claim(Claim::GroupId)(e),
+        _ => value_claim(Claim::PeerId)(e),
+    })?;
+    if let Some(policy) = policy_claim(raw.ap)? {
+        peer.set_allow_policy(policy);
+    }
+    let token_id = match raw.jti {
+        None | Some(Value::Null) => None,
+        Some(Value::String(jti)) => {
+            check_key_id(&jti, Field::TokenId).map_err(value_claim(Claim::TokenId))?;
+            Some(jti)
+        }
+        Some(_) => return Err(VerifyError::invalid(Claim::TokenId, "must be a string")),
+    };
+    Ok(VerifiedClaims {
+        key_id,
+        peer,
+        expires_at,
+        issued_at,
+        not_before,
+        token_id,
+    })
+}
+
+/// Reading a token without verifying it. Nothing here proves who made a token; use it only to
+/// show a token to a person, never to decide what its holder may do.
+pub mod dangerous {
+    use super::*;
+
+    /// A token decoded without any check of its signature, key or time.
+    #[derive(Debug, Clone)]
+    pub struct UnverifiedToken {
+        /// The JOSE header as JSON.
+        pub header: serde_json::Map<String, Value>,
+        /// The claims as JSON.
+        pub payload: serde_json::Map<String, Value>,
+        /// The decoded signature's length in bytes (64 for Ed25519).
+        pub signature_len: usize,
+    }
+
+    impl UnverifiedToken {
+        /// The header's `alg`, when it is a string.
+        pub fn alg(&self) -> Option<&str> {
+            self.header.get("alg").and_then(Value::as_str)
+        }
+
+        /// The header's `kid`, when it is a string.
+        pub fn kid(&self) -> Option<&str> {
+            self.header.get("kid").and_then(Value::as_str)
+        }
+
+        /// The claims typed as a verifier would type them, with no signature or time check.
+        ///
+        /// # Errors
+        ///
+        /// The [`VerifyError`] a verifier would give for the claims.
+        pub fn claims(&self) -> Result<VerifiedClaims, VerifyError> {
+            let bytes = serde_json::to_vec(&self.payload).unwrap_or_default();
+            parse_claims(&bytes, self.kid().unwrap_or_default().to_owned())
+        }
+    }
+
+    /// Decodes `token` without verifying it. The length bound of [`DEFAULT_MAX_TOKEN_LEN`]
+    /// still applies.
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError::TooLarge`] or [`VerifyError::Malformed`].
+    pub fn decode_unverified(token: &str) -> Result<UnverifiedToken, VerifyError> {
+        let parts = split(token.trim(), DEFAULT_MAX_TOKEN_LEN)?;
+        let object = |segment: &str, part: TokenPart| {
+            let bytes = decode_b64(segment, part)?;
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(map)) => Ok(map),
+                _ => Err(VerifyError::malformed(part, "not a JSON object")),
+            }
+        };
+        let header = object(parts.header, TokenPart::Header)?;
+        let payload = object(parts.payload, TokenPart::Payload)?;
+        let signature_len = decode_b64(parts.signature, TokenPart::Signature)?.len();
+        Ok(UnverifiedToken {
+            header,
+            payload,
+            signature_len,
+        })
+    }
+}
