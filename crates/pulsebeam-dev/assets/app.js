@@ -1,0 +1,258 @@
+// The demo page: get a token from /auth, open a tunnel, and chat (and see video) with other peers.
+//
+// Query parameters (all optional): groupId, peerId, connect (peer to call), allow (policy
+// "group:peer" asked of /auth, dev mode only), relay=1 (relay-only ICE through TURN),
+// camera=0 (no camera), autostart=1 (start without pressing Start), split=1 (two panes, alice
+// and bob, side by side).
+import { Tunnel, TwirpError, patternMatches } from './tunnel.js';
+import { Session } from './session.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+const sessions = new Map(); // stream key -> { session, item, video }
+let tunnel = null;
+// A handle for the browser console (and the end-to-end tests): the live sessions.
+window.pulsebeamDemo = { sessions };
+
+function log(text) {
+  const item = document.createElement('li');
+  item.textContent = `${new Date().toLocaleTimeString()} ${text}`;
+  $('log').append(item);
+  $('log').scrollTop = $('log').scrollHeight;
+}
+
+function setStatus(state, text) {
+  const status = $('status');
+  status.dataset.state = state;
+  status.textContent = text;
+  log(text);
+}
+
+function showError(text) {
+  const error = $('error');
+  error.textContent = text;
+  error.hidden = false;
+  log(`error: ${text}`);
+}
+
+function addChat(who, text) {
+  const item = document.createElement('li');
+  item.dataset.from = who;
+  item.textContent = `${who}: ${text}`;
+  $('messages').append(item);
+  $('messages').scrollTop = $('messages').scrollHeight;
+}
+
+function refreshOverall() {
+  const open = [...sessions.values()].filter((s) => s.session.state === 'connected');
+  $('message').disabled = open.length === 0;
+  $('send').disabled = open.length === 0;
+  if (!tunnel || tunnel.closed) return;
+  if (open.length > 0) {
+    setStatus('connected', `connected to ${open.map((s) => s.session.name).join(', ')}`);
+  } else {
+    const waiting = params.get('connect') || $('setup').elements.connect.value;
+    setStatus('online', waiting ? `online; waiting for ${waiting}` : 'online; waiting for someone to call');
+  }
+}
+
+function explainClose(error, dst) {
+  if (!error) return 'signaling closed';
+  if (!(error instanceof TwirpError)) return `signaling stopped: ${error.message}`;
+  const who = dst ? dst.peerId : null;
+  switch (error.code) {
+    case 'permission_denied': {
+      if (!who) return `the server refused this page's connection: ${error.msg}`;
+      const policy = tunnel?.claims?.ap;
+      if (!policy) return `not allowed to reach ${who}: this token has no allow policy, so it may reach no one`;
+      const policyText = `${policy.group_id}:${policy.peer_id}`;
+      if (!patternMatches(policy.group_id, dst.groupId) || !patternMatches(policy.peer_id, who)) {
+        return `not allowed to reach ${who}: the token's policy (${policyText}) excludes ${dst.groupId}:${who}`;
+      }
+      return `not allowed to reach ${who}: the server refused it (${error.msg})`;
+    }
+    case 'unauthenticated':
+      return `the server did not accept the token (${error.msg}); reload the page to get a fresh one`;
+    default:
+      return `the server refused the request (${error.code}): ${error.msg}`;
+  }
+}
+
+function onStream(stream, options) {
+  const session = new Session(tunnel, stream, options);
+  const key = `${stream.remote.groupId}/${stream.remote.peerId}/${stream.remote.connId}`;
+  const item = document.createElement('li');
+  item.dataset.peer = session.name;
+  $('peers').append(item);
+  const entry = { session, item, video: null };
+  sessions.set(key, entry);
+  log(`session with ${session.name} (connection ${stream.remote.connId}) opened`);
+
+  session.addEventListener('state', (event) => {
+    const { state, text } = event.detail;
+    item.dataset.state = state;
+    item.textContent = `${session.name}: ${text}`;
+    log(text);
+    if (state === 'failed') showError(text);
+    if (state === 'closed' || state === 'failed') {
+      sessions.delete(key);
+      entry.video?.closest('figure')?.remove();
+    }
+    refreshOverall();
+  });
+  session.addEventListener('note', (event) => log(event.detail));
+  session.addEventListener('chat', (event) => addChat(session.name, event.detail));
+  session.addEventListener('track', (event) => {
+    if (!entry.video) {
+      const figure = document.createElement('figure');
+      const video = document.createElement('video');
+      video.autoplay = true;
+      video.muted = true;
+      video.playsInline = true;
+      video.dataset.peer = session.name;
+      const caption = document.createElement('figcaption');
+      caption.textContent = session.name;
+      figure.append(video, caption);
+      $('remote-videos').append(figure);
+      entry.video = video;
+    }
+    entry.video.srcObject = event.detail;
+    log(`receiving video from ${session.name}`);
+  });
+}
+
+async function getCamera(wanted) {
+  if (!wanted) return null;
+  if (!navigator.mediaDevices?.getUserMedia) {
+    log('no camera access in this browser context (needs https or localhost): chat only');
+    return null;
+  }
+  try {
+    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 }, audio: false });
+    $('local-video').srcObject = media;
+    return media;
+  } catch (err) {
+    log(`no camera (${err.name}): chat only; the other side's video still shows`);
+    return null;
+  }
+}
+
+async function start(form) {
+  const groupId = form.groupId.value.trim();
+  const peerId = form.peerId.value.trim();
+  const connect = form.connect.value.trim();
+  const allow = form.allow.value.trim();
+  const relayOnly = form.relay.checked;
+  for (const el of form.elements) el.disabled = true;
+  $('error').hidden = true;
+
+  setStatus('starting', `getting a token for ${peerId} from /auth`);
+  const query = new URLSearchParams({ groupId, peerId });
+  if (allow) query.set('allow', allow);
+  let auth;
+  try {
+    const resp = await fetch(`/auth?${query}`);
+    auth = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw new Error(auth.error ?? `HTTP ${resp.status}`);
+  } catch (err) {
+    setStatus('failed', 'no token');
+    showError(`could not get a token: ${err.message}`);
+    for (const el of form.elements) el.disabled = false;
+    return;
+  }
+
+  tunnel = new Tunnel({ baseUrl: `${location.origin}/twirp`, token: auth.token });
+  const policy = tunnel.claims.ap ? `${tunnel.claims.ap.group_id}:${tunnel.claims.ap.peer_id}` : 'none';
+  log(`token for ${auth.groupId}:${auth.peerId}, policy ${policy}, connection ${tunnel.info.connId}`);
+  tunnel.addEventListener('state', (event) => log(event.detail.text));
+  tunnel.addEventListener('close', (event) => {
+    const { error, dst } = event.detail;
+    const text = explainClose(error, dst);
+    setStatus(error ? 'failed' : 'closed', text);
+    if (error) showError(text);
+  });
+
+  setStatus('starting', 'asking the server for ICE servers');
+  let iceServers;
+  try {
+    iceServers = await tunnel.prepare();
+  } catch (err) {
+    const text = err instanceof TwirpError ? explainClose(err) : err.message;
+    setStatus('failed', 'could not prepare');
+    showError(`could not prepare the connection: ${text}`);
+    return;
+  }
+  log(`ICE servers: ${iceServers.map((s) => s.urls.join(' ') + (s.username ? ' (with TURN credentials)' : '')).join(', ') || 'none'}`);
+  if (relayOnly) {
+    const turn = iceServers.filter((s) => s.urls.some((u) => u.startsWith('turn')));
+    log(turn.length ? 'relay only: all traffic goes through the TURN server' : 'relay only, but the server offers no TURN server: connecting will fail');
+  }
+
+  const localStream = await getCamera(form.camera.checked);
+  tunnel.addEventListener('stream', (event) => onStream(event.detail, { iceServers, relayOnly, localStream }));
+  tunnel.run();
+  if (connect) tunnel.connect(groupId, connect);
+  refreshOverall();
+  addEventListener('pagehide', () => tunnel.close());
+}
+
+function setupPeerView() {
+  const form = $('setup');
+  for (const name of ['groupId', 'peerId', 'connect', 'allow']) {
+    if (params.has(name)) form.elements[name].value = params.get(name);
+  }
+  if (params.get('relay') === '1') form.elements.relay.checked = true;
+  if (params.get('camera') === '0') form.elements.camera.checked = false;
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    start(form.elements);
+  });
+  $('chat').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = $('message').value;
+    if (!text) return;
+    let sent = 0;
+    for (const { session } of sessions.values()) if (session.send(text)) sent += 1;
+    if (sent === 0) {
+      showError('not connected to anyone yet: nobody to send to');
+      return;
+    }
+    addChat('you', text);
+    $('message').value = '';
+  });
+
+  const me = form.elements.peerId.value;
+  const other = form.elements.connect.value || 'bob';
+  const link = new URLSearchParams({ groupId: form.elements.groupId.value, peerId: other, connect: me, autostart: '1' });
+  if (form.elements.relay.checked) link.set('relay', '1');
+  $('other').innerHTML = '';
+  const a = document.createElement('a');
+  a.href = `/?${link}`;
+  a.target = '_blank';
+  a.textContent = `open ${other} in a new tab`;
+  const split = document.createElement('a');
+  split.href = '/?split=1';
+  split.textContent = 'both peers side by side';
+  $('other').append('Try it: ', a, ' or ', split, '.');
+
+  if (params.get('autostart') === '1') start(form.elements);
+}
+
+function setupSplitView() {
+  document.body.classList.add('split');
+  const panes = document.createElement('div');
+  panes.className = 'panes';
+  const relay = params.get('relay') === '1' ? '&relay=1' : '';
+  for (const [me, other] of [['alice', 'bob'], ['bob', 'alice']]) {
+    const frame = document.createElement('iframe');
+    frame.title = me;
+    frame.allow = 'camera';
+    frame.src = `/?groupId=default&peerId=${me}&connect=${other}&autostart=1${relay}`;
+    panes.append(frame);
+  }
+  $('peer-view').replaceWith(panes);
+}
+
+if (params.get('split') === '1') setupSplitView();
+else setupPeerView();
