@@ -1,0 +1,1586 @@
+//! Runs the built `pulsebeam` binary and checks stdout, stderr and the exit code of every
+//! command; parses tables of valid and invalid command lines.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pulsebeam");
+
+/// A finished run of the binary.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().expect("exited, not killed"),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+
+    #[track_caller]
+    fn expect(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+}
+
+/// Runs `pulsebeam args…` with no PULSEBEAM_* variables unless given in `env`.
+fn pulsebeam_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("PULSEBEAM_API_KEY")
+        .env_remove("PULSEBEAM_API_SECRET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    drop(pipe);
+    Run::from(child.wait_with_output().unwrap())
+}
+
+fn pulsebeam(args: &[&str]) -> Run {
+    pulsebeam_with(args, &[], None)
+}
+
+fn vectors() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/original-tokens.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn str_of<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    let mut at = v;
+    for key in path {
+        at = &at[*key];
+    }
+    at.as_str()
+        .unwrap_or_else(|| panic!("{path:?} is not a string in {v}"))
+}
+
+const KEY: &str = "kid_73d8caa6c387d46c";
+const SECRET: &str = "sk_7edea599046490dfd271b863b03398d2b613812b1f23efd023ca3b08026d3e67";
+const PUBLIC: &str = "2794bcd146cb160929f368b8ffafb20f3c9e19bbba42d914b421b10112eefbc8";
+
+/// A token from the vector key, minted at `now` for `ttl` seconds.
+fn mint(now: u64, ttl: u64, extra: &[&str]) -> String {
+    let now = now.to_string();
+    let ttl = ttl.to_string();
+    let mut args = vec![
+        "create-token",
+        "--api-key",
+        KEY,
+        "--api-secret",
+        SECRET,
+        "--group-id",
+        "room1",
+        "--peer-id",
+        "alice",
+        "--allow-policy",
+        "room1:*",
+        "--now",
+        &now,
+        "--duration",
+        &ttl,
+    ];
+    args.extend_from_slice(extra);
+    pulsebeam(&args).expect(0).stdout.trim().to_owned()
+}
+
+mod parsing {
+    use clap::error::ErrorKind;
+    use clap::{CommandFactory, Parser};
+    use pulsebeam_cli::commands::policy::PolicyCommand;
+    use pulsebeam_cli::{Cli, Command};
+
+    /// What a parsed command line must satisfy.
+    type Check = fn(&Cli) -> bool;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pulsebeam").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn valid_command_lines() {
+        let cases: Vec<(&[&str], Check)> = vec![
+            (
+                &["keygen"],
+                |c| matches!(&c.command, Command::Keygen(a) if a.out.is_none() && !a.json),
+            ),
+            (
+                &[
+                    "keygen",
+                    "-o",
+                    ".env",
+                    "--jwks-out",
+                    "k.json",
+                    "--force",
+                    "--json",
+                ],
+                |c| matches!(&c.command, Command::Keygen(a) if a.out.as_deref() == Some(".env".as_ref()) && a.force && a.json),
+            ),
+            (
+                &["create-token", "--peer-id", "p", "--group-id", "g"],
+                |c| {
+                    matches!(&c.command, Command::CreateToken(a)
+                    if a.duration.secs == 3600 && a.allow_policy.is_none() && !a.no_policy)
+                },
+            ),
+            // The original's flags, unchanged.
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--duration",
+                    "60",
+                    "--allow-policy",
+                    "test:peer-*",
+                    "--api-key",
+                    "k",
+                    "--api-secret",
+                    "s",
+                ],
+                |c| {
+                    matches!(&c.command, Command::CreateToken(a)
+                    if a.duration.secs == 60 && a.duration.bare
+                    && a.allow_policy.as_ref().map(ToString::to_string).as_deref() == Some("test:peer-*")
+                    && a.credentials.api_key.as_deref() == Some("k"))
+                },
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--duration",
+                    "90m",
+                ],
+                |c| matches!(&c.command, Command::CreateToken(a) if a.duration.secs == 5400 && !a.duration.bare),
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--no-policy",
+                    "--iat",
+                    "--nbf",
+                    "5",
+                    "--jti",
+                    "abc",
+                    "--env-file",
+                    "x",
+                    "--now",
+                    "7",
+                    "--json",
+                ],
+                |c| {
+                    matches!(&c.command, Command::CreateToken(a)
+                    if a.no_policy && a.iat && a.nbf == Some(5) && a.jti.as_deref() == Some("abc")
+                    && a.clock.now == Some(7) && a.json)
+                },
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "ピア🙂",
+                    "--group-id",
+                    "群组",
+                    "--random-jti",
+                ],
+                |c| matches!(&c.command, Command::CreateToken(a) if a.peer_id == "ピア🙂" && a.random_jti),
+            ),
+            (&["-q", "verify", "--public-key", "ab", "tok"], |c| {
+                c.quiet
+                    && matches!(&c.command, Command::Verify(a) if a.token == "tok" && a.leeway == 30)
+            }),
+            (
+                &[
+                    "verify", "--jwks", "k.json", "-", "--leeway", "0", "--now", "1", "--json",
+                ],
+                |c| matches!(&c.command, Command::Verify(a) if a.token == "-" && a.leeway == 0 && a.json),
+            ),
+            (
+                &["verify", "--public-key", "ab", "--kid", "kid_1", "tok"],
+                |c| matches!(&c.command, Command::Verify(a) if a.kid.as_deref() == Some("kid_1")),
+            ),
+            (&["inspect", "-", "--quiet"], |c| {
+                c.quiet && matches!(&c.command, Command::Inspect(a) if a.token == "-")
+            }),
+            (
+                &[
+                    "policy", "check", "--policy", "dev*:*", "--group", "devs", "--peer", "alice",
+                ],
+                |c| {
+                    matches!(&c.command, Command::Policy(PolicyCommand::Check(a))
+                    if a.policy.allows("devs", "alice") && a.group == "devs")
+                },
+            ),
+        ];
+        for (args, check) in cases {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?} must parse: {e}"));
+            assert!(check(&cli), "{args:?} parsed to {cli:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_command_lines() {
+        let cases: &[(&[&str], ErrorKind, &str)] = &[
+            (
+                &[],
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+                "Usage",
+            ),
+            (&["mint"], ErrorKind::InvalidSubcommand, "mint"),
+            (
+                &["create-token", "--group-id", "g"],
+                ErrorKind::MissingRequiredArgument,
+                "--peer-id",
+            ),
+            (
+                &["create-token", "--peer-id", "p"],
+                ErrorKind::MissingRequiredArgument,
+                "--group-id",
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--allow-policy",
+                    "nocolon",
+                ],
+                ErrorKind::ValueValidation,
+                "write it as GROUP:PEER",
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--allow-policy",
+                    "a:b:c",
+                ],
+                ErrorKind::ValueValidation,
+                "more than one `:`",
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--allow-policy",
+                    ":",
+                ],
+                ErrorKind::ValueValidation,
+                "group pattern is empty",
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--allow-policy",
+                    "**:*",
+                ],
+                ErrorKind::ValueValidation,
+                "at most one",
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--allow-policy",
+                    "*:*",
+                    "--no-policy",
+                ],
+                ErrorKind::ArgumentConflict,
+                "--no-policy",
+            ),
+            (
+                &["create-token", "--peer-id", "p*", "--group-id", "g"],
+                ErrorKind::ValueValidation,
+                "only policy patterns take a wildcard",
+            ),
+            (
+                &["create-token", "--peer-id", "p", "--group-id", ""],
+                ErrorKind::ValueValidation,
+                "group id is empty",
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "seventeen-chars-x",
+                    "--group-id",
+                    "g",
+                ],
+                ErrorKind::ValueValidation,
+                "at most 16",
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--duration",
+                    "1.5h",
+                ],
+                ErrorKind::ValueValidation,
+                "not a duration",
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--duration",
+                    "-1",
+                ],
+                ErrorKind::UnknownArgument,
+                "-1",
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--nbf",
+                    "soon",
+                ],
+                ErrorKind::ValueValidation,
+                "--nbf",
+            ),
+            (
+                &[
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--jti",
+                    "a",
+                    "--random-jti",
+                ],
+                ErrorKind::ArgumentConflict,
+                "--random-jti",
+            ),
+            (
+                &["verify", "tok"],
+                ErrorKind::MissingRequiredArgument,
+                "--public-key",
+            ),
+            (
+                &["verify", "--public-key", "ab", "--jwks", "k", "tok"],
+                ErrorKind::ArgumentConflict,
+                "--jwks",
+            ),
+            (
+                &["verify", "--jwks", "k", "--kid", "x", "tok"],
+                ErrorKind::ArgumentConflict,
+                "--jwks",
+            ),
+            (
+                &["verify", "--public-key", "ab"],
+                ErrorKind::MissingRequiredArgument,
+                "TOKEN|-",
+            ),
+            (
+                &["verify", "--public-key", "ab", "--leeway", "-3", "tok"],
+                ErrorKind::UnknownArgument,
+                "-3",
+            ),
+            (&["inspect"], ErrorKind::MissingRequiredArgument, "TOKEN|-"),
+            (&["inspect", "a", "b"], ErrorKind::UnknownArgument, "b"),
+            (
+                &["policy"],
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+                "check",
+            ),
+            (
+                &[
+                    "policy", "check", "--policy", "x", "--group", "g", "--peer", "p",
+                ],
+                ErrorKind::ValueValidation,
+                "has no `:`",
+            ),
+            (
+                &[
+                    "policy", "check", "--policy", "*:*", "--group", "g*", "--peer", "p",
+                ],
+                ErrorKind::ValueValidation,
+                "group id contains `*`",
+            ),
+            (
+                &["policy", "check", "--policy", "*:*", "--group", "g"],
+                ErrorKind::MissingRequiredArgument,
+                "--peer",
+            ),
+            (
+                &["keygen", "--bogus"],
+                ErrorKind::UnknownArgument,
+                "--bogus",
+            ),
+        ];
+        for (args, kind, needle) in cases {
+            let error = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} must not parse"));
+            assert_eq!(error.kind(), *kind, "{args:?}: {error}");
+            let rendered = error.render().to_string();
+            assert!(
+                rendered.contains(needle),
+                "{args:?}: {needle:?} not in:\n{rendered}"
+            );
+        }
+    }
+}
+
+mod general {
+    use super::*;
+
+    #[test]
+    fn help_documents_exit_codes_and_examples() {
+        let run = pulsebeam(&["--help"]).expect(0);
+        for needle in [
+            "Exit codes:",
+            "  2  error",
+            "Examples:",
+            "keygen",
+            "create-token",
+            "verify",
+            "inspect",
+            "policy",
+            "PULSEBEAM_API_KEY",
+        ] {
+            assert!(
+                run.stdout.contains(needle),
+                "{needle:?} not in --help:\n{}",
+                run.stdout
+            );
+        }
+        assert!(run.stderr.is_empty());
+        for sub in [
+            &["create-token", "--help"][..],
+            &["verify", "--help"],
+            &["inspect", "--help"],
+            &["keygen", "--help"],
+            &["policy", "check", "--help"],
+        ] {
+            let run = pulsebeam(sub).expect(0);
+            assert!(run.stdout.contains("Examples:"), "{sub:?}:\n{}", run.stdout);
+        }
+        assert!(pulsebeam(&["--version"])
+            .expect(0)
+            .stdout
+            .starts_with("pulsebeam "));
+    }
+
+    #[test]
+    fn usage_errors_exit_2_on_stderr() {
+        let run = pulsebeam(&["create-token", "--peer-id", "p"]).expect(2);
+        assert!(run.stdout.is_empty());
+        assert!(run.stderr.contains("--group-id"), "{}", run.stderr);
+        let run = pulsebeam(&[]).expect(2);
+        assert!(run.stderr.contains("Usage"), "{}", run.stderr);
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_quietly() {
+        // inspect reads all of stdin before writing, so the read end of stdout is closed first.
+        let token = mint(1_000_000, 3600, &[]);
+        let mut child = Command::new(BIN)
+            .args(["inspect", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(token.as_bytes()).unwrap();
+        drop(stdin);
+        let run = Run::from(child.wait_with_output().unwrap()).expect(0);
+        assert!(run.stderr.is_empty(), "{}", run.stderr);
+    }
+}
+
+mod keygen {
+    use super::*;
+
+    #[test]
+    fn prints_a_dotenv_file_and_the_public_key() {
+        let run = pulsebeam(&["keygen"]).expect(0);
+        assert!(run.stderr.is_empty());
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        let key = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("PULSEBEAM_API_KEY="))
+            .unwrap();
+        let secret = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("PULSEBEAM_API_SECRET="))
+            .unwrap();
+        assert!(key.starts_with("kid_") && key.len() == 20, "{key}");
+        assert!(secret.starts_with("sk_") && secret.len() == 67, "{secret}");
+        let hex = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("# hex: "))
+            .unwrap();
+        assert_eq!(hex.len(), 64);
+        let jwk: Value = serde_json::from_str(
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix("# jwk: "))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(jwk["kty"], "OKP");
+        assert_eq!(jwk["kid"], key);
+        // Every other line is a comment, so the output is a valid .env file.
+        assert!(lines
+            .iter()
+            .all(|l| l.starts_with('#') || l.starts_with("PULSEBEAM_API_")));
+        // Two runs give two different keys.
+        assert_ne!(pulsebeam(&["keygen"]).expect(0).stdout, run.stdout);
+    }
+
+    #[test]
+    fn json_output() {
+        let doc = pulsebeam(&["keygen", "--json"]).expect(0).json();
+        assert!(str_of(&doc, &["api_key"]).starts_with("kid_"));
+        assert!(str_of(&doc, &["api_secret"]).starts_with("sk_"));
+        assert_eq!(str_of(&doc, &["public_key"]).len(), 64);
+        assert_eq!(doc["jwk"]["kid"], doc["api_key"]);
+    }
+
+    #[test]
+    fn writes_an_owner_only_file_and_never_prints_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env");
+        let jwks = dir.path().join("jwks.json");
+        let run = pulsebeam(&[
+            "keygen",
+            "--out",
+            env.to_str().unwrap(),
+            "--jwks-out",
+            jwks.to_str().unwrap(),
+        ])
+        .expect(0);
+        let text = std::fs::read_to_string(&env).unwrap();
+        let secret = text
+            .lines()
+            .find_map(|l| l.strip_prefix("PULSEBEAM_API_SECRET="))
+            .unwrap();
+        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+        assert!(run.stdout.contains("public key: "), "{}", run.stdout);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&env).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+        let keys: Value = serde_json::from_str(&std::fs::read_to_string(&jwks).unwrap()).unwrap();
+        assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
+
+        // An existing file is kept unless --force is given.
+        let run = pulsebeam(&["keygen", "--out", env.to_str().unwrap()]).expect(2);
+        assert!(
+            run.stderr.contains("already exists; pass --force"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&env).unwrap(), text);
+        pulsebeam(&["keygen", "--out", env.to_str().unwrap(), "--force"]).expect(0);
+        assert_ne!(std::fs::read_to_string(&env).unwrap(), text);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                std::fs::metadata(&env).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        // --json with --out leaves the secret out.
+        let doc = pulsebeam(&[
+            "keygen",
+            "--out",
+            env.to_str().unwrap(),
+            "--force",
+            "--json",
+        ])
+        .expect(0)
+        .json();
+        assert!(doc.get("api_secret").is_none(), "{doc}");
+        assert_eq!(str_of(&doc, &["env_file"]), env.to_str().unwrap());
+        // No temporary files left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn unwritable_paths_are_io_errors() {
+        let run = pulsebeam(&["keygen", "--out", "/nonexistent-dir/x/.env"]).expect(2);
+        assert!(
+            run.stderr
+                .starts_with("error: cannot write `/nonexistent-dir/x/.env`: "),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        let run = pulsebeam(&["keygen", "--out", "same", "--jwks-out", "same"]).expect(2);
+        assert!(run.stderr.contains("different paths"), "{}", run.stderr);
+    }
+}
+
+mod create_token {
+    use super::*;
+
+    #[test]
+    fn reproduces_the_original_tokens_byte_for_byte() {
+        let vectors = vectors();
+        for vector in vectors["vectors"].as_array().unwrap() {
+            let inputs = &vector["inputs"];
+            let fixed = &vector["fixed_clock"];
+            let now = fixed["now_unix"].as_u64().unwrap().to_string();
+            let ttl = fixed["duration_secs"].as_u64().unwrap().to_string();
+            let policy = match inputs["allow_policy"].as_object() {
+                Some(ap) => format!(
+                    "{}:{}",
+                    ap["group_id"].as_str().unwrap(),
+                    ap["peer_id"].as_str().unwrap()
+                ),
+                None => String::new(),
+            };
+            let mut args = vec![
+                "create-token",
+                "--api-key",
+                str_of(vector, &["api_key"]),
+                "--api-secret",
+                str_of(vector, &["api_secret"]),
+                "--group-id",
+                str_of(inputs, &["group_id"]),
+                "--peer-id",
+                str_of(inputs, &["peer_id"]),
+                "--duration",
+                &ttl,
+                "--now",
+                &now,
+            ];
+            if policy.is_empty() {
+                args.push("--no-policy");
+            } else {
+                args.extend(["--allow-policy", &policy]);
+            }
+            let run = pulsebeam(&args).expect(0);
+            assert_eq!(
+                run.stdout,
+                format!("{}\n", str_of(fixed, &["token"])),
+                "vector {}",
+                vector["id"]
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_flags_then_env_file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("creds.env");
+        let other_secret = "sk_0000000000000000000000000000000000000000000000000000000000000001";
+        std::fs::write(&file, format!("# keys\nexport PULSEBEAM_API_KEY=kid_fromfile\nPULSEBEAM_API_SECRET=\"{SECRET}\"\n")).unwrap();
+        let file = file.to_str().unwrap();
+        let base = [
+            "create-token",
+            "--group-id",
+            "g",
+            "--peer-id",
+            "p",
+            "--allow-policy",
+            "g:*",
+            "--json",
+        ];
+        let kid_of = |extra: &[&str], env: &[(&str, &str)]| {
+            let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+            let run = pulsebeam_with(&args, env, None).expect(0);
+            let token = str_of(&run.json(), &["token"]).to_owned();
+            let verified = pulsebeam(&["verify", "--public-key", PUBLIC, &token]);
+            (str_of(&run.json(), &["kid"]).to_owned(), verified.code)
+        };
+        let env = [
+            ("PULSEBEAM_API_KEY", "kid_fromenv"),
+            ("PULSEBEAM_API_SECRET", other_secret),
+        ];
+        // Environment only.
+        assert_eq!(kid_of(&[], &env), ("kid_fromenv".to_owned(), 1));
+        // The file beats the environment, for both values.
+        assert_eq!(
+            kid_of(&["--env-file", file], &env),
+            ("kid_fromfile".to_owned(), 0)
+        );
+        // Flags beat the file.
+        assert_eq!(
+            kid_of(&["--env-file", file, "--api-key", "kid_fromflag"], &env),
+            ("kid_fromflag".to_owned(), 0)
+        );
+        assert_eq!(
+            kid_of(&["--env-file", file, "--api-secret", other_secret], &[]),
+            ("kid_fromfile".to_owned(), 1)
+        );
+        // Each value falls back on its own: key from the flag, secret from the environment.
+        assert_eq!(
+            kid_of(&["--api-key", "kid_x"], &[("PULSEBEAM_API_SECRET", SECRET)]),
+            ("kid_x".to_owned(), 0)
+        );
+    }
+
+    #[test]
+    fn missing_or_bad_credentials_exit_2_without_echoing_the_secret() {
+        let base = [
+            "create-token",
+            "--group-id",
+            "g",
+            "--peer-id",
+            "p",
+            "--allow-policy",
+            "g:*",
+        ];
+        let run = pulsebeam(&base).expect(2);
+        assert!(run.stdout.is_empty());
+        assert!(
+            run.stderr
+                .starts_with("error: no API key: pass --api-key, set PULSEBEAM_API_KEY"),
+            "{}",
+            run.stderr
+        );
+        let run = pulsebeam_with(&base, &[("PULSEBEAM_API_KEY", KEY)], None).expect(2);
+        assert!(run.stderr.contains("no API secret"), "{}", run.stderr);
+
+        let bad = "sk_7edea599046490dfd271b863b03398d2";
+        let run = pulsebeam_with(
+            &base,
+            &[("PULSEBEAM_API_KEY", KEY), ("PULSEBEAM_API_SECRET", bad)],
+            None,
+        )
+        .expect(2);
+        assert_eq!(
+            run.stderr,
+            "error: invalid API secret from $PULSEBEAM_API_SECRET: invalid secret length: 16 bytes, expected 32 (64 hex digits after `sk_`)\n"
+        );
+        let with_flag: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain(["--api-key", KEY, "--api-secret", "sk_zz"])
+            .collect();
+        let run = pulsebeam(&with_flag).expect(2);
+        assert!(
+            run.stderr
+                .contains("invalid API secret from --api-secret: invalid secret format"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("sk_zz"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("e");
+        std::fs::write(&file, "PULSEBEAM_API_KEY=kid_1\nsk_notaline\n").unwrap();
+        let with_file: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain(["--env-file", file.to_str().unwrap()])
+            .collect();
+        let run = pulsebeam(&with_file).expect(2);
+        assert!(
+            run.stderr.contains("line 2 is not NAME=VALUE"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("notaline"));
+        let missing: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain(["--env-file", "/nonexistent.env"])
+            .collect();
+        let run = pulsebeam(&missing).expect(2);
+        assert!(
+            run.stderr
+                .starts_with("error: cannot read --env-file `/nonexistent.env`: "),
+            "{}",
+            run.stderr
+        );
+    }
+
+    #[test]
+    fn malformed_policies_are_errors_not_policy_less_tokens() {
+        // The original minted `"ap":null` (or empty patterns) for these.
+        let vectors = vectors();
+        for case in vectors["original_cli_allow_policy_parsing"]["cases"]
+            .as_array()
+            .unwrap()
+        {
+            let arg = str_of(case, &["allow_policy_arg"]);
+            let run = pulsebeam(&[
+                "create-token",
+                "--api-key",
+                KEY,
+                "--api-secret",
+                SECRET,
+                "--group-id",
+                "g",
+                "--peer-id",
+                "p",
+                "--allow-policy",
+                arg,
+                "--json",
+            ]);
+            match case["ap"].as_object() {
+                Some(ap) if !ap["group_id"].as_str().unwrap().is_empty() => {
+                    let doc = run.expect(0).json();
+                    assert_eq!(&doc["claims"]["ap"], &case["ap"], "{arg}");
+                }
+                _ => {
+                    let run = run.expect(2);
+                    assert!(run.stdout.is_empty(), "{arg}");
+                    assert!(
+                        run.stderr.contains("--allow-policy"),
+                        "{arg}: {}",
+                        run.stderr
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn warnings_for_risky_choices() {
+        let base = [
+            "create-token",
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+            "--group-id",
+            "g",
+            "--peer-id",
+            "p",
+        ];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+            pulsebeam(&args).expect(0).stderr
+        };
+        assert!(with(&[]).contains("warning: no --allow-policy given, so the token gets `*:*`"));
+        assert!(with(&["--allow-policy", "*:*"]).contains("warning: the allow policy `*:*`"));
+        assert_eq!(with(&["--allow-policy", "g:*"]), "");
+        let ms = with(&["--allow-policy", "g:*", "--duration", "3600000"]);
+        assert!(
+            ms.contains("if you meant milliseconds, use --duration 3600"),
+            "{ms}"
+        );
+        let long = with(&["--allow-policy", "g:*", "--duration", "2d"]);
+        assert!(long.contains("more than a day"), "{long}");
+        assert_eq!(with(&["--allow-policy", "g:*", "--duration", "1d"]), "");
+        assert_eq!(with(&["-q", "--duration", "3600000"]), "");
+    }
+
+    #[test]
+    fn json_and_extra_claims() {
+        let run = pulsebeam(&[
+            "create-token",
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+            "--group-id",
+            "g",
+            "--peer-id",
+            "p",
+            "--allow-policy",
+            "g:*",
+            "--now",
+            "1000",
+            "--duration",
+            "60",
+            "--iat",
+            "--nbf",
+            "1010",
+            "--jti",
+            "t-1",
+            "--json",
+        ])
+        .expect(0);
+        let doc = run.json();
+        assert_eq!(doc["exp"], 1060);
+        assert_eq!(doc["kid"], KEY);
+        assert_eq!(doc["expires_at"], "1970-01-01T00:17:40Z");
+        assert_eq!(
+            doc["claims"],
+            serde_json::json!({"exp":1060,"gid":"g","pid":"p","ap":{"group_id":"g","peer_id":"*"},"iat":1000,"nbf":1010,"jti":"t-1"})
+        );
+        assert_eq!(doc["policy"]["admits"], "any peer in the group \"g\"");
+        assert_eq!(str_of(&doc, &["token"]).split('.').count(), 3);
+
+        let random = pulsebeam(&[
+            "create-token",
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+            "--group-id",
+            "g",
+            "--peer-id",
+            "p",
+            "--allow-policy",
+            "g:*",
+            "--random-jti",
+            "--json",
+        ])
+        .expect(0)
+        .json();
+        assert_eq!(str_of(&random, &["claims", "jti"]).len(), 32);
+
+        let run = pulsebeam(&[
+            "create-token",
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+            "--group-id",
+            "g",
+            "--peer-id",
+            "p",
+            "--allow-policy",
+            "g:*",
+            "--jti",
+            "",
+        ])
+        .expect(2);
+        assert!(
+            run.stderr
+                .starts_with("error: cannot mint the token: token id (jti) is empty"),
+            "{}",
+            run.stderr
+        );
+        let run = pulsebeam(&[
+            "create-token",
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+            "--group-id",
+            "g",
+            "--peer-id",
+            "p",
+            "--allow-policy",
+            "g:*",
+            "--duration",
+            "0",
+        ])
+        .expect(2);
+        assert!(run.stderr.contains("ttl is 0 seconds"), "{}", run.stderr);
+        let run = pulsebeam(&[
+            "create-token",
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+            "--group-id",
+            "g",
+            "--peer-id",
+            "p",
+            "--allow-policy",
+            "g:*",
+            "--now",
+            "1000",
+            "--duration",
+            "60",
+            "--nbf",
+            "2000",
+        ])
+        .expect(0);
+        assert!(run.stderr.contains("will never be valid"), "{}", run.stderr);
+    }
+}
+
+mod verify {
+    use super::*;
+
+    #[test]
+    fn the_originals_long_lived_tokens_verify() {
+        let vectors = vectors();
+        for vector in vectors["vectors"].as_array().unwrap() {
+            let token = str_of(vector, &["original_wallclock", "token"]);
+            let public = str_of(vector, &["public_key_hex"]);
+            let run = pulsebeam(&["verify", "--public-key", public, token]).expect(0);
+            assert!(run.stdout.starts_with("valid: peer "), "{}", run.stdout);
+            assert!(run.stdout.contains("2163-"), "{}", run.stdout);
+            assert!(run.stderr.is_empty());
+            let doc = pulsebeam(&["verify", "--public-key", public, "--json", token])
+                .expect(0)
+                .json();
+            assert_eq!(doc["valid"], true);
+            assert_eq!(doc["claims"]["exp"], vector["original_wallclock"]["exp"]);
+            assert_eq!(doc["claims"]["gid"], vector["inputs"]["group_id"]);
+            assert_eq!(doc["claims"]["ap"], vector["inputs"]["allow_policy"]);
+            assert_eq!(doc["kid"], vector["api_key"]);
+        }
+    }
+
+    #[test]
+    fn fixed_clock_tokens_are_expired_unless_the_clock_is_pinned() {
+        let vectors = vectors();
+        let vector = &vectors["vectors"][0];
+        let token = str_of(vector, &["fixed_clock", "token"]);
+        let run = pulsebeam(&["verify", "--public-key", PUBLIC, token]).expect(1);
+        assert!(run.stdout.is_empty());
+        assert!(
+            run.stderr
+                .starts_with("rejected: token expired at 1735693200"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("(2025-01-01T01:00:00Z)"),
+            "{}",
+            run.stderr
+        );
+        let doc = pulsebeam(&["verify", "--public-key", PUBLIC, "--json", token])
+            .expect(1)
+            .json();
+        assert_eq!(doc["valid"], false);
+        assert_eq!(doc["code"], "token_expired");
+
+        let run = pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1735689600",
+            token,
+        ])
+        .expect(0);
+        assert!(
+            run.stdout
+                .contains("may reach:  any peer in the group \"default\" (default:*)"),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .contains("expires:    2025-01-01T01:00:00Z (in 1h)"),
+            "{}",
+            run.stdout
+        );
+        // Within the leeway, then past it.
+        pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1735693229",
+            token,
+        ])
+        .expect(0);
+        pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1735693229",
+            "--leeway",
+            "0",
+            token,
+        ])
+        .expect(1);
+    }
+
+    #[test]
+    fn rejections_name_the_reason() {
+        let token = mint(1_000_000, 3600, &["--nbf", "1000500"]);
+        let other = "b3a2c3123bfd3bd11f677615a4006d15c1361f5943d1fbc87451ec3f1126f539";
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["--public-key", other, "--now", "1000600", &token],
+                "rejected: invalid signature",
+            ),
+            (
+                vec![
+                    "--public-key",
+                    PUBLIC,
+                    "--kid",
+                    "kid_other",
+                    "--now",
+                    "1000600",
+                    &token,
+                ],
+                "rejected: unknown key id",
+            ),
+            (
+                vec!["--public-key", PUBLIC, "--now", "1000000", &token],
+                "rejected: token not valid before 1000500",
+            ),
+            (
+                vec!["--public-key", PUBLIC, "not-a-token"],
+                "rejected: malformed token: token: expected three",
+            ),
+            (
+                vec!["--public-key", PUBLIC, "e30.e30.AAAA"],
+                "rejected: unsupported algorithm",
+            ),
+        ];
+        for (args, want) in cases {
+            let args: Vec<&str> = std::iter::once("verify").chain(args).collect();
+            let run = pulsebeam(&args).expect(1);
+            assert!(run.stderr.starts_with(want), "{args:?}: {}", run.stderr);
+            assert!(run.stdout.is_empty());
+        }
+        pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--kid",
+            KEY,
+            "--now",
+            "1000600",
+            &token,
+        ])
+        .expect(0);
+        // A tampered payload fails the signature check.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = mint(1_000_001, 3600, &["--nbf", "1000500"])
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        let run = pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1000600",
+            &parts.join("."),
+        ])
+        .expect(1);
+        assert!(
+            run.stderr.starts_with("rejected: invalid signature"),
+            "{}",
+            run.stderr
+        );
+    }
+
+    #[test]
+    fn key_sources_and_their_errors() {
+        let token = mint(1_000_000, 3600, &[]);
+        let dir = tempfile::tempdir().unwrap();
+        let jwk = format!(
+            r#"{{"kty":"OKP","crv":"Ed25519","x":"J5S80UbLFgkp82i4_6-yDzyeGbu6QtkUtCGxARLu-8g","kid":"{KEY}"}}"#
+        );
+        let single = dir.path().join("jwk.json");
+        std::fs::write(&single, &jwk).unwrap();
+        let set = dir.path().join("jwks.json");
+        std::fs::write(&set, format!(r#"{{"keys":[{jwk}]}}"#)).unwrap();
+        for path in [&single, &set] {
+            pulsebeam(&[
+                "verify",
+                "--jwks",
+                path.to_str().unwrap(),
+                "--now",
+                "1000001",
+                &token,
+            ])
+            .expect(0);
+        }
+        let broken = dir.path().join("broken.json");
+        std::fs::write(&broken, "{not json").unwrap();
+        let errors: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["--jwks", broken.to_str().unwrap()],
+                "error: cannot use --jwks",
+            ),
+            (
+                vec!["--jwks", "/nonexistent.json"],
+                "error: cannot read --jwks `/nonexistent.json`: ",
+            ),
+            (
+                vec!["--public-key", "zz"],
+                "error: cannot use --public-key: invalid public key",
+            ),
+            (
+                vec!["--public-key", SECRET],
+                "error: --public-key was given an API secret (sk_…)",
+            ),
+            (
+                vec!["--public-key", PUBLIC, "--kid", ""],
+                "error: cannot use --kid: api key is empty",
+            ),
+        ];
+        for (args, want) in errors {
+            let args: Vec<&str> = std::iter::once("verify")
+                .chain(args)
+                .chain([token.as_str()])
+                .collect();
+            let run = pulsebeam(&args).expect(2);
+            assert!(run.stderr.starts_with(want), "{args:?}: {}", run.stderr);
+            assert!(
+                !run.stderr.contains(&SECRET[3..]),
+                "the secret must not be echoed"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_the_token_from_stdin() {
+        let token = mint(1_000_000, 3600, &[]);
+        let run = pulsebeam_with(
+            &["verify", "--public-key", PUBLIC, "--now", "1000001", "-"],
+            &[],
+            Some(&format!("{token}\n")),
+        )
+        .expect(0);
+        assert!(
+            run.stdout
+                .starts_with("valid: peer \"alice\" in group \"room1\""),
+            "{}",
+            run.stdout
+        );
+        let run = pulsebeam_with(&["verify", "--public-key", PUBLIC, "-"], &[], Some("")).expect(2);
+        assert!(
+            run.stderr.contains("standard input is empty"),
+            "{}",
+            run.stderr
+        );
+        let run = pulsebeam_with(
+            &["verify", "--public-key", PUBLIC, "-"],
+            &[],
+            Some(&"a".repeat(70_000)),
+        )
+        .expect(2);
+        assert!(run.stderr.contains("larger than 64 KiB"), "{}", run.stderr);
+    }
+}
+
+mod inspect {
+    use super::*;
+
+    #[test]
+    fn explains_a_token_in_plain_words() {
+        let token = mint(1_000_000, 3600, &["--iat", "--jti", "abc"]);
+        let run = pulsebeam(&["inspect", "--now", "1000005", &token]).expect(0);
+        let out = &run.stdout;
+        assert!(out.starts_with("NOT VERIFIED"), "{out}");
+        for needle in [
+            "peer:       \"alice\" in group \"room1\"",
+            "may reach:  any peer in the group \"room1\" (room1:*)",
+            "expires:    1970-01-12T14:46:40Z (expires in 59m)",
+            "issued:     1970-01-12T13:46:40Z (5s ago)",
+            "token id:   \"abc\"",
+            "key id:     \"kid_73d8caa6c387d46c\"",
+            "algorithm:  \"EdDSA\"",
+        ] {
+            assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+        }
+        assert!(!out.contains("notes:"), "{out}");
+        let run = pulsebeam(&[
+            "inspect",
+            "--now",
+            &(1_000_000 + 3600 + 3 * 3600).to_string(),
+            &token,
+        ])
+        .expect(0);
+        assert!(run.stdout.contains("(expired 3h ago)"), "{}", run.stdout);
+    }
+
+    #[test]
+    fn points_out_odd_things() {
+        let vectors = vectors();
+        // The original's tokens: no policy, `*:*`, lifetimes of 136 years.
+        let no_policy = str_of(&vectors["vectors"][5], &["original_wallclock", "token"]);
+        let out = pulsebeam(&["inspect", "--now", "1800000000", no_policy])
+            .expect(0)
+            .stdout;
+        assert!(out.contains("may reach:  no one (\"ap\": null)"), "{out}");
+        assert!(out.contains("notes:\n  - no allow policy"), "{out}");
+        assert!(out.contains("stays valid for 136y"), "{out}");
+        let everyone = str_of(&vectors["vectors"][4], &["original_wallclock", "token"]);
+        let out = pulsebeam(&["inspect", "--now", "1800000000", everyone])
+            .expect(0)
+            .stdout;
+        assert!(
+            out.contains("the policy `*:*` lets this peer reach every peer"),
+            "{out}"
+        );
+        assert!(
+            out.contains("peer:       \"ピア🙂\" in group \"群组\""),
+            "{out}"
+        );
+
+        // A hand-made token: alg none, no kid, exp in milliseconds, an unknown claim.
+        let b64 = |s: &str| {
+            use std::fmt::Write as _;
+            // base64url without padding, written out here to keep the test self-contained.
+            const ALPHABET: &[u8] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let bytes = s.as_bytes();
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+                for i in 0..=chunk.len() {
+                    out.write_char(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char)
+                        .unwrap();
+                }
+            }
+            out
+        };
+        let odd = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(
+                r#"{"exp":1735693200000,"gid":"g","pid":"p","ap":{"group_id":"g","peer_id":"*"},"role":"admin"}"#
+            ),
+            "AAAA"
+        );
+        let out = pulsebeam(&["inspect", &odd]).expect(0).stdout;
+        for needle in [
+            "the algorithm is \"none\", not \"EdDSA\"",
+            "the header has no kid",
+            "the signature is 3 bytes",
+            "exp 1735693200000 looks like milliseconds",
+            "claims PulseBeam ignores: \"role\"",
+            "header members the original SDK never wrote: \"typ\"",
+        ] {
+            assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+        }
+    }
+
+    #[test]
+    fn json_output_and_undecodable_tokens() {
+        let token = mint(1_000_000, 3600, &[]);
+        let doc = pulsebeam_with(
+            &["inspect", "--json", "--now", "1000000", "-"],
+            &[],
+            Some(&token),
+        )
+        .expect(0)
+        .json();
+        assert_eq!(doc["verified"], false);
+        assert_eq!(doc["header"]["kid"], KEY);
+        assert_eq!(doc["claims"]["pid"], "alice");
+        assert_eq!(doc["expired"], false);
+        assert_eq!(doc["expires_in_secs"], 3600);
+        assert_eq!(doc["admits"], "any peer in the group \"room1\"");
+
+        let run = pulsebeam(&["inspect", "abc"]).expect(1);
+        assert!(
+            run.stderr
+                .starts_with("cannot decode the token: malformed token"),
+            "{}",
+            run.stderr
+        );
+        let doc = pulsebeam(&["inspect", "--json", "a.b.c"]).expect(1).json();
+        assert_eq!(doc["decoded"], false);
+        assert_eq!(doc["code"], "malformed_token");
+    }
+}
+
+mod policy {
+    use super::*;
+
+    #[test]
+    fn allowed_and_denied_with_reasons() {
+        let run = pulsebeam(&[
+            "policy", "check", "--policy", "dev*:*", "--group", "devs", "--peer", "alice",
+        ])
+        .expect(0);
+        assert_eq!(
+            run.stdout,
+            "allowed: group \"devs\" matches `dev*` (groups starting with \"dev\"), and peer \"alice\" matches `*` (any peer)\n"
+        );
+        let run = pulsebeam(&[
+            "policy", "check", "--policy", "dev*:*", "--group", "ops", "--peer", "alice",
+        ])
+        .expect(1);
+        assert_eq!(
+            run.stdout,
+            "denied: group \"ops\" does not match `dev*` (groups starting with \"dev\")\n  `dev*:*` admits any peer in groups starting with \"dev\"\n"
+        );
+        let run = pulsebeam(&[
+            "policy", "check", "--policy", "a*a:bob", "--group", "a", "--peer", "eve",
+        ])
+        .expect(1);
+        assert!(
+            run.stdout.contains("group \"a\" does not match `a*a`")
+                && run
+                    .stdout
+                    .contains(", and peer \"eve\" does not match `bob`"),
+            "{}",
+            run.stdout
+        );
+        let doc = pulsebeam(&[
+            "policy",
+            "check",
+            "--json",
+            "--policy",
+            "room1:*bob",
+            "--group",
+            "room1",
+            "--peer",
+            "xbob",
+        ])
+        .expect(0)
+        .json();
+        assert_eq!(doc["allowed"], true);
+        assert_eq!(doc["peer"]["matches"], true);
+        assert_eq!(
+            doc["admits"],
+            "peers ending with \"bob\" in the group \"room1\""
+        );
+        let run = pulsebeam(&[
+            "policy", "check", "--policy", "room1", "--group", "g", "--peer", "p",
+        ])
+        .expect(2);
+        assert!(
+            run.stderr.contains("write it as GROUP:PEER"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+mod round_trip {
+    use super::*;
+
+    #[test]
+    fn keygen_create_token_verify_inspect() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env");
+        let jwks = dir.path().join("jwks.json");
+        let (env, jwks) = (env.to_str().unwrap(), jwks.to_str().unwrap());
+        pulsebeam(&["keygen", "--out", env, "--jwks-out", jwks]).expect(0);
+
+        let minted = pulsebeam(&[
+            "create-token",
+            "--env-file",
+            env,
+            "--group-id",
+            "room1",
+            "--peer-id",
+            "alice",
+            "--allow-policy",
+            "room1:*",
+            "--duration",
+            "1h",
+            "--iat",
+        ])
+        .expect(0);
+        assert!(minted.stderr.is_empty(), "{}", minted.stderr);
+        let token = minted.stdout.trim();
+
+        let verified = pulsebeam(&["verify", "--jwks", jwks, token]).expect(0);
+        assert!(
+            verified
+                .stdout
+                .starts_with("valid: peer \"alice\" in group \"room1\""),
+            "{}",
+            verified.stdout
+        );
+        let piped = pulsebeam_with(
+            &["verify", "--jwks", jwks, "--json", "-"],
+            &[],
+            Some(&minted.stdout),
+        )
+        .expect(0)
+        .json();
+        assert_eq!(piped["claims"]["ap"]["group_id"], "room1");
+
+        let inspected = pulsebeam(&["inspect", token]).expect(0);
+        assert!(
+            inspected
+                .stdout
+                .contains("may reach:  any peer in the group \"room1\""),
+            "{}",
+            inspected.stdout
+        );
+        assert!(
+            inspected.stdout.contains("(expires in 59m")
+                || inspected.stdout.contains("(expires in 1h)"),
+            "{}",
+            inspected.stdout
+        );
+
+        // Another project's keys reject it.
+        let other = dir.path().join("other.json");
+        pulsebeam(&[
+            "keygen",
+            "--out",
+            dir.path().join("other.env").to_str().unwrap(),
+            "--jwks-out",
+            other.to_str().unwrap(),
+        ])
+        .expect(0);
+        let run = pulsebeam(&["verify", "--jwks", other.to_str().unwrap(), token]).expect(1);
+        assert!(
+            run.stderr.starts_with("rejected: unknown key id"),
+            "{}",
+            run.stderr
+        );
+    }
+}
