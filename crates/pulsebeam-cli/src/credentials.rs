@@ -116,16 +116,19 @@ impl CredentialArgs {
                     flag_name: &'static str,
                     from_file: Option<&Zeroizing<String>>,
                     var: &'static str|
-         -> Option<(Zeroizing<String>, Origin)> {
+         -> Result<Option<(Zeroizing<String>, Origin)>, CliError> {
             if let Some(value) = flag {
-                return Some((Zeroizing::new(value.clone()), Origin::Flag(flag_name)));
+                return Ok(Some((
+                    Zeroizing::new(value.clone()),
+                    Origin::Flag(flag_name),
+                )));
             }
             if let (Some(value), Some((_, path))) = (from_file, &file) {
-                return Some((value.clone(), Origin::File(path.clone())));
+                return Ok(Some((value.clone(), Origin::File(path.clone()))));
             }
-            session
-                .env(var)
-                .map(|value| (Zeroizing::new(value), Origin::Env(var)))
+            Ok(session
+                .env(var)?
+                .map(|value| (Zeroizing::new(value), Origin::Env(var))))
         };
         let missing = |what: &str, flag: &str, var: &str| {
             CliError::Usage(format!(
@@ -137,14 +140,14 @@ impl CredentialArgs {
             "--api-key",
             file.as_ref().and_then(|(f, _)| f.api_key.as_ref()),
             API_KEY_VAR,
-        )
+        )?
         .ok_or_else(|| missing("API key", "--api-key", API_KEY_VAR))?;
         let (secret, secret_origin) = pick(
             &self.api_secret,
             "--api-secret",
             file.as_ref().and_then(|(f, _)| f.api_secret.as_ref()),
             API_SECRET_VAR,
-        )
+        )?
         .ok_or_else(|| missing("API secret", "--api-secret", API_SECRET_VAR))?;
         AccessToken::new(&key, &secret).map_err(|source| {
             let context = match source {
@@ -159,6 +162,25 @@ impl CredentialArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn env_file_errors_never_quote_the_file(text in "[^\\n=]{1,40}") {
+            // A line without `=` is refused, and the message does not repeat it.
+            let line = format!("x{text}");
+            match parse_env_file(&line, Path::new("f")) {
+                Err(CliError::Usage(message)) => proptest::prop_assert!(!message.contains(line.trim())),
+                Ok(_) => proptest::prop_assert!(line.trim().is_empty() || line.trim().starts_with('#')),
+                Err(other) => proptest::prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+
+        #[test]
+        fn env_file_values_round_trip(value in "[0-9a-zA-Z_]{1,70}") {
+            let file = parse_env_file(&format!("PULSEBEAM_API_SECRET={value}\n"), Path::new("f")).unwrap();
+            proptest::prop_assert_eq!(file.api_secret.as_deref().map(String::as_str), Some(value.as_str()));
+        }
+    }
 
     #[test]
     fn env_file_lines() {

@@ -12,6 +12,7 @@
 //! chain joined on one line. Writing to a closed pipe (`pulsebeam … | head -c0`) ends the
 //! command quietly with [`Status::Success`].
 
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
 
 use clap::{Parser, Subcommand};
@@ -106,7 +107,7 @@ pub struct Context<'a> {
     /// Standard error: warnings, rejections and errors.
     pub stderr: &'a mut dyn Write,
     /// Reads an environment variable; `None` when it is unset.
-    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub env: &'a dyn Fn(&str) -> Option<OsString>,
     /// The current time, unless a command is given `--now`.
     pub clock: &'a dyn Clock,
 }
@@ -167,9 +168,17 @@ impl Session<'_, '_> {
         }
     }
 
-    /// Reads an environment variable.
-    pub(crate) fn env(&self, name: &str) -> Option<String> {
+    /// Reads an environment variable; a value that is not UTF-8 is an error naming it.
+    pub(crate) fn env(&self, name: &str) -> Result<Option<String>, CliError> {
         (self.ctx.env)(name)
+            .map(|value| {
+                value.into_string().map_err(|_| {
+                    CliError::Usage(format!(
+                        "${name} is not valid UTF-8; set it to the value `pulsebeam keygen` printed"
+                    ))
+                })
+            })
+            .transpose()
     }
 
     /// The current time: `now` when given (from `--now`), else the context's clock.

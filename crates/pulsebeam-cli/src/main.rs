@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::from(status.code());
         }
     };
-    let env = |name: &str| std::env::var(name).ok();
+    let env = |name: &str| std::env::var_os(name);
     let mut stdin = io::stdin().lock();
     let mut stdout = io::stdout().lock();
     let mut stderr = io::stderr().lock();

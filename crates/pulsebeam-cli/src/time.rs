@@ -164,6 +164,38 @@ mod tests {
         assert_eq!(relative(5, 5), "now");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn ttl_units_scale(n in 0u64..1_000_000, unit in 0usize..5) {
+            let (suffix, scale) = [("", 1), ("s", 1), ("m", MINUTE), ("h", HOUR), ("d", DAY)][unit];
+            let ttl = parse_ttl(&format!("{n}{suffix}")).unwrap();
+            proptest::prop_assert_eq!(ttl.secs, n * scale);
+            proptest::prop_assert_eq!(ttl.bare, suffix.is_empty());
+        }
+
+        #[test]
+        fn ttl_parsing_is_total(text in "\\PC{0,24}") {
+            let _ = parse_ttl(&text);
+        }
+
+        #[test]
+        fn times_render_for_every_input(a in proptest::num::u64::ANY, b in proptest::num::u64::ANY) {
+            let when = utc(a);
+            proptest::prop_assert!(when.ends_with('Z'));
+            let rel = relative(a, b);
+            proptest::prop_assert!(rel == "now" || rel.starts_with("in ") || rel.ends_with(" ago"));
+        }
+
+        #[test]
+        fn utc_counts_whole_days(days in 0u64..3_000_000) {
+            // Midnight of consecutive days: the date changes and the clock reads zero.
+            let today = utc(days * DAY);
+            let tomorrow = utc((days + 1) * DAY);
+            proptest::prop_assert!(today.ends_with("T00:00:00Z"));
+            proptest::prop_assert!(today < tomorrow || today.len() < tomorrow.len());
+        }
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");

@@ -867,6 +867,34 @@ mod create_token {
         );
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn environment_values_must_be_utf8() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let output = Command::new(BIN)
+            .args([
+                "create-token",
+                "--group-id",
+                "g",
+                "--peer-id",
+                "p",
+                "--allow-policy",
+                "g:*",
+            ])
+            .env(
+                "PULSEBEAM_API_KEY",
+                std::ffi::OsStr::from_bytes(b"kid_\xff"),
+            )
+            .env("PULSEBEAM_API_SECRET", SECRET)
+            .output()
+            .unwrap();
+        let run = Run::from(output).expect(2);
+        assert_eq!(
+            run.stderr,
+            "error: $PULSEBEAM_API_KEY is not valid UTF-8; set it to the value `pulsebeam keygen` printed\n"
+        );
+    }
+
     #[test]
     fn malformed_policies_are_errors_not_policy_less_tokens() {
         // The original minted `"ap":null` (or empty patterns) for these.
