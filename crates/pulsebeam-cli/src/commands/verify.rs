@@ -70,6 +70,7 @@ pub(crate) fn run(args: &VerifyArgs, session: &mut Session<'_, '_>) -> Result<St
     let token = token(&args.token, session.stdin())?;
     let keys = key_set(args, &token)?;
     let now = session.now(args.clock.now);
+    let known: Vec<String> = keys.iter().map(|(kid, _)| kid.to_owned()).collect();
     let verifier = Verifier::new(keys).with_leeway(args.leeway);
     match verifier.verify_at(&token, now) {
         Ok(claims) => {
@@ -90,7 +91,8 @@ pub(crate) fn run(args: &VerifyArgs, session: &mut Session<'_, '_>) -> Result<St
                 });
                 session.out(&format!("{doc}\n"))?;
             } else {
-                session.err_line(&format!("rejected: {}", rejection(&error, now)));
+                let detail = rejection(&error, &token, &known, now);
+                session.err_line(&format!("rejected: {detail}"));
             }
             Ok(Status::Refused)
         }
@@ -139,8 +141,27 @@ fn key_set(args: &VerifyArgs, token: &str) -> Result<KeySet, CliError> {
     Ok(keys)
 }
 
-fn rejection(error: &VerifyError, now: u64) -> String {
+/// The rejection with what helps to act on it: when, or which keys.
+fn rejection(error: &VerifyError, token: &str, known: &[String], now: u64) -> String {
     match error {
+        VerifyError::UnknownKeyId => {
+            let named = dangerous::decode_unverified(token)
+                .ok()
+                .and_then(|decoded| decoded.kid().map(|kid| format!("{kid:?}")))
+                .unwrap_or_else(|| "an invalid kid".to_owned());
+            let mut sorted = known.to_vec();
+            sorted.sort();
+            let given = if sorted.is_empty() {
+                "no usable key".to_owned()
+            } else {
+                sorted
+                    .iter()
+                    .map(|kid| format!("{kid:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!("{error}\n  the token names {named}; the keys given are {given}")
+        }
         VerifyError::Expired { exp, .. } => {
             format!(
                 "{error}\n  it expired {} ({})",
