@@ -1610,5 +1610,19 @@ mod round_trip {
             "{}",
             run.stderr
         );
+        let kid = |path: &str| {
+            let text = std::fs::read_to_string(path).unwrap();
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix("PULSEBEAM_API_KEY="));
+            line.unwrap().to_owned()
+        };
+        let other_env = dir.path().join("other.env");
+        let want = format!(
+            "the token names {:?}; the keys given are {:?}",
+            kid(env),
+            kid(other_env.to_str().unwrap())
+        );
+        assert!(run.stderr.contains(&want), "{want}\n{}", run.stderr);
     }
 }
