@@ -139,12 +139,13 @@ async function getCamera(wanted) {
 }
 
 async function start(form) {
-  const groupId = form.groupId.value.trim();
-  const peerId = form.peerId.value.trim();
-  const connect = form.connect.value.trim();
-  const allow = form.allow.value.trim();
-  const relayOnly = form.relay.checked;
-  for (const el of form.elements) el.disabled = true;
+  const fields = form.elements;
+  const groupId = fields.groupId.value.trim();
+  const peerId = fields.peerId.value.trim();
+  const connect = fields.connect.value.trim();
+  const allow = fields.allow.value.trim();
+  const relayOnly = fields.relay.checked;
+  for (const el of fields) el.disabled = true;
   $('error').hidden = true;
 
   setStatus('starting', `getting a token for ${peerId} from /auth`);
@@ -158,7 +159,7 @@ async function start(form) {
   } catch (err) {
     setStatus('failed', 'no token');
     showError(`could not get a token: ${err.message}`);
-    for (const el of form.elements) el.disabled = false;
+    for (const el of fields) el.disabled = false;
     return;
   }
 
@@ -189,7 +190,7 @@ async function start(form) {
     log(turn.length ? 'relay only: all traffic goes through the TURN server' : 'relay only, but the server offers no TURN server: connecting will fail');
   }
 
-  const localStream = await getCamera(form.camera.checked);
+  const localStream = await getCamera(fields.camera.checked);
   tunnel.addEventListener('stream', (event) => onStream(event.detail, { iceServers, relayOnly, localStream }));
   tunnel.run();
   if (connect) tunnel.connect(groupId, connect);
@@ -206,7 +207,7 @@ function setupPeerView() {
   if (params.get('camera') === '0') form.elements.camera.checked = false;
   form.addEventListener('submit', (event) => {
     event.preventDefault();
-    start(form.elements);
+    start(form);
   });
   $('chat').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -236,7 +237,7 @@ function setupPeerView() {
   split.textContent = 'both peers side by side';
   $('other').append('Try it: ', a, ' or ', split, '.');
 
-  if (params.get('autostart') === '1') start(form.elements);
+  if (params.get('autostart') === '1') start(form);
 }
 
 function setupSplitView() {

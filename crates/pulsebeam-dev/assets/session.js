@@ -38,7 +38,10 @@ export class Session extends EventTarget {
 
     if (localStream) {
       for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
-    } else {
+    } else if (!this.polite) {
+      // Without a camera the offering side still asks for the other's video. The answering
+      // side adds nothing: the offer's m-line brings its receiver (an extra transceiver of its
+      // own would only force a second, larger offer).
       pc.addTransceiver('video', { direction: 'recvonly' });
     }
     pc.ontrack = (event) => {
@@ -121,6 +124,7 @@ export class Session extends EventTarget {
   async negotiate() {
     try {
       this.makingOffer = true;
+      preferCompactCodecs(this.pc);
       await this.pc.setLocalDescription();
       this.sendDescription(this.pc.localDescription);
     } catch (err) {
@@ -131,6 +135,7 @@ export class Session extends EventTarget {
   }
 
   sendDescription(description) {
+    this.note(`sent ${description.type} to ${this.name} (${description.sdp.length} bytes of SDP)`);
     this.stream.sendReliable({ signal: { generationCounter: 0, sdp: { kind: TYPE_TO_KIND[description.type] ?? 0, sdp: description.sdp } } });
   }
 
@@ -152,6 +157,7 @@ export class Session extends EventTarget {
         await this.pc.setRemoteDescription(description);
         this.settingRemoteAnswer = false;
         if (type === 'offer') {
+          preferCompactCodecs(this.pc);
           await this.pc.setLocalDescription();
           this.sendDescription(this.pc.localDescription);
         }
@@ -191,6 +197,23 @@ export class Session extends EventTarget {
     this.closed = true;
     this.pc.close();
     this.setState(state, text);
+  }
+}
+
+// The server bounds a signaling payload to 10 kB, and an SDP listing every codec Chromium has
+// comes close to it. Video here is a demo: VP8 (and its retransmissions) is enough everywhere.
+function preferCompactCodecs(pc) {
+  const capabilities = globalThis.RTCRtpReceiver?.getCapabilities?.('video');
+  if (!capabilities) return;
+  const wanted = capabilities.codecs.filter((c) => /^video\/(vp8|rtx)$/i.test(c.mimeType));
+  if (!wanted.some((c) => /vp8/i.test(c.mimeType))) return;
+  for (const transceiver of pc.getTransceivers()) {
+    if (transceiver.receiver.track?.kind !== 'video' || transceiver.stopped) continue;
+    try {
+      transceiver.setCodecPreferences(wanted);
+    } catch {
+      // keep the browser's defaults
+    }
   }
 }
 

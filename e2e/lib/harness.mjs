@@ -1,0 +1,225 @@
+// Starts and stops what the end-to-end tests need: the `pulsebeam dev` server, coturn, and
+// headless Chromium. Every process started here is killed when the test ends, pass or fail.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+
+/** How the dev server is started: `PULSEBEAM_DEV_BIN` (+ `PULSEBEAM_DEV_SUBCOMMAND`, e.g. `dev`). */
+function devCommand() {
+  const bin = process.env.PULSEBEAM_DEV_BIN ?? path.join(repoRoot, 'target/debug/pulsebeam');
+  const sub = process.env.PULSEBEAM_DEV_SUBCOMMAND ?? 'dev';
+  return { bin, args: sub ? [sub] : [] };
+}
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  // The tests run with loopback only: let WebRTC use it, and show raw addresses (no mDNS names).
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+];
+
+/** A temporary directory removed by `cleanup`. */
+export function tempDir(t, prefix) {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A TCP/UDP port that was free a moment ago on 127.0.0.1. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function stopProcess(child, name) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve();
+      return;
+    }
+    const killer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    child.once('exit', () => {
+      clearTimeout(killer);
+      resolve();
+    });
+    if (!child.kill('SIGTERM')) {
+      clearTimeout(killer);
+      resolve();
+    }
+  }).catch((err) => console.error(`stopping ${name}: ${err.message}`));
+}
+
+/** Spawns a process, keeps its output for failure messages, and kills it when the test ends. */
+function spawnTracked(t, name, bin, args, options = {}) {
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  const output = [];
+  const keep = (chunk) => {
+    output.push(chunk.toString());
+    if (output.length > 400) output.shift();
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  child.on('error', (err) => output.push(`cannot start ${name} (${bin}): ${err.message}\n`));
+  t.after(() => stopProcess(child, name));
+  return { child, output: () => output.join('') };
+}
+
+/**
+ * Starts `pulsebeam dev --port 0` with a fresh state directory and resolves to `{ url, output }`
+ * once it prints the URL it bound. `turn`: `{ url, secret }`.
+ */
+export async function startDev(t, { turn } = {}) {
+  const { bin, args } = devCommand();
+  const stateDir = tempDir(t, 'pulsebeam-dev-state-');
+  const all = [...args, '--port', '0', '--state-dir', stateDir];
+  if (turn) all.push('--turn-url', turn.url, '--turn-secret', turn.secret);
+  const proc = spawnTracked(t, 'pulsebeam dev', bin, all, { env: { ...process.env, RUST_LOG: 'warn' } });
+  const url = await new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error(`pulsebeam dev printed no URL within 30 s:\n${proc.output()}`)), 30_000);
+    const onData = (chunk) => {
+      seen += chunk.toString();
+      const match = seen.match(/listening on (http:\/\/\S+?)\/?\s/);
+      if (match) {
+        clearTimeout(timer);
+        proc.child.stdout.off('data', onData);
+        resolve(match[1]);
+      }
+    };
+    proc.child.stdout.on('data', onData);
+    proc.child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`pulsebeam dev exited (${code ?? signal}) before listening:\n${proc.output()}`));
+    });
+  });
+  return { url, output: proc.output, child: proc.child };
+}
+
+async function waitForTcp(port, deadlineMs, isAlive) {
+  const end = Date.now() + deadlineMs;
+  while (Date.now() < end) {
+    if (!isAlive()) return false;
+    const ok = await new Promise((resolve) => {
+      const socket = net.connect({ host: '127.0.0.1', port });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (ok) return true;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return false;
+}
+
+/** Starts coturn on 127.0.0.1 with `static-auth-secret` and resolves to `{ port, url }`. */
+export async function startCoturn(t, { secret }) {
+  const dir = tempDir(t, 'pulsebeam-coturn-');
+  const port = await freePort();
+  const conf = path.join(dir, 'turnserver.conf');
+  writeFileSync(
+    conf,
+    [
+      `listening-port=${port}`,
+      'listening-ip=127.0.0.1',
+      'relay-ip=127.0.0.1',
+      'min-port=49152',
+      'max-port=65535',
+      'use-auth-secret',
+      `static-auth-secret=${secret}`,
+      'realm=pulsebeam.test',
+      'fingerprint',
+      'no-tls',
+      'no-dtls',
+      'no-cli',
+      'no-multicast-peers',
+      'allow-loopback-peers',
+      'no-stdout-log',
+      `log-file=${path.join(dir, 'turn.log')}`,
+      `pidfile=${path.join(dir, 'turn.pid')}`,
+      `userdb=${path.join(dir, 'turndb')}`,
+      'simple-log',
+      'verbose',
+      '',
+    ].join('\n'),
+  );
+  const proc = spawnTracked(t, 'coturn', 'turnserver', ['-c', conf]);
+  const up = await waitForTcp(port, 15_000, () => proc.child.exitCode === null);
+  if (!up) throw new Error(`coturn did not start listening on 127.0.0.1:${port}:\n${proc.output()}`);
+  return { port, url: `turn:127.0.0.1:${port}?transport=udp`, logDir: dir };
+}
+
+/** Launches headless Chromium (Debian's) with a fake camera; closed when the test ends. */
+export async function launchBrowser(t) {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
+  t.after(() => browser.close().catch(() => {}));
+  return browser;
+}
+
+const dumps = new WeakMap();
+
+/** Runs a test body; when it fails, prints every page's log before rethrowing. */
+export async function withPageLogs(t, body) {
+  try {
+    await body();
+  } catch (err) {
+    for (const dump of dumps.get(t) ?? []) await dump();
+    throw err;
+  }
+  if (process.env.E2E_VERBOSE) for (const dump of dumps.get(t) ?? []) await dump();
+}
+
+/** Opens the demo page as one peer in its own browser context. Query: groupId, peerId, connect, allow, relay... */
+export async function openPeer(t, browser, baseUrl, query) {
+  const context = await browser.newContext({ permissions: ['camera'] });
+  const page = await context.newPage();
+  const logs = [];
+  page.on('console', (msg) => logs.push(`[${query.peerId} console] ${msg.text()}`));
+  page.on('pageerror', (err) => logs.push(`[${query.peerId} pageerror] ${err.message}`));
+  const dump = async () => {
+    const pageLog = await page.locator('#log').innerText({ timeout: 1000 }).catch(() => '(no log)');
+    console.error(`--- ${query.peerId} page log ---\n${pageLog}\n${logs.join('\n')}`);
+  };
+  if (!dumps.has(t)) dumps.set(t, []);
+  dumps.get(t).push(dump);
+  t.after(() => context.close().catch(() => {}));
+  const params = new URLSearchParams({ groupId: 'default', autostart: '1', ...query });
+  await page.goto(`${baseUrl}/?${params}`);
+  return page;
+}
+
+/** Waits until the page's overall status has `data-state` = state. */
+export async function waitForState(page, state, timeout = 30_000) {
+  await page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
+}
+
+/** The page's status line and error text, for assertion messages. */
+export async function describe(page) {
+  const status = await page.locator('#status').innerText().catch(() => '?');
+  const error = await page.locator('#error').innerText().catch(() => '');
+  return `status: ${status}; error: ${error}`;
+}
