@@ -1274,6 +1274,8 @@ mod verify {
             ])
             .expect(0);
         }
+        let empty = dir.path().join("empty.json");
+        std::fs::write(&empty, r#"{"keys":[]}"#).unwrap();
         let broken = dir.path().join("broken.json");
         std::fs::write(&broken, "{not json").unwrap();
         let errors: Vec<(Vec<&str>, &str)> = vec![
@@ -1281,6 +1283,7 @@ mod verify {
                 vec!["--jwks", broken.to_str().unwrap()],
                 "error: cannot use --jwks",
             ),
+            (vec!["--jwks", empty.to_str().unwrap()], "error: --jwks `"),
             (
                 vec!["--jwks", "/nonexistent.json"],
                 "error: cannot read --jwks `/nonexistent.json`: ",

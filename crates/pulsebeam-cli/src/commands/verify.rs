@@ -102,10 +102,17 @@ pub(crate) fn run(args: &VerifyArgs, session: &mut Session<'_, '_>) -> Result<St
 fn key_set(args: &VerifyArgs, token: &str) -> Result<KeySet, CliError> {
     if let Some(path) = &args.keys.jwks {
         let text = read_file(path, "--jwks")?;
-        return KeySet::from_jwks_json(&text).map_err(|source| CliError::Key {
+        let keys = KeySet::from_jwks_json(&text).map_err(|source| CliError::Key {
             context: format!("cannot use --jwks `{}`", path.display()),
             source,
-        });
+        })?;
+        if keys.is_empty() {
+            return Err(CliError::Usage(format!(
+                "--jwks `{}` holds no keys; add the JWK that `pulsebeam keygen --jwks-out` writes",
+                path.display()
+            )));
+        }
+        return Ok(keys);
     }
     let hex = args.keys.public_key.as_deref().unwrap_or_default().trim();
     if hex.starts_with("sk_") {
@@ -151,15 +158,14 @@ fn rejection(error: &VerifyError, token: &str, known: &[String], now: u64) -> St
                 .unwrap_or_else(|| "an invalid kid".to_owned());
             let mut sorted = known.to_vec();
             sorted.sort();
-            let given = if sorted.is_empty() {
-                "no usable key".to_owned()
-            } else {
-                sorted
-                    .iter()
-                    .map(|kid| format!("{kid:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+            if sorted.is_empty() {
+                return format!("{error}\n  the token names {named}, which no given key can have");
+            }
+            let given = sorted
+                .iter()
+                .map(|kid| format!("{kid:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             format!("{error}\n  the token names {named}; the keys given are {given}")
         }
         VerifyError::Expired { exp, .. } => {
