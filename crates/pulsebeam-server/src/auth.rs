@@ -1,0 +1,320 @@
+//! Bearer-token authentication with a bounded cache of verified tokens.
+//!
+//! A token is fully verified (signature, algorithm, key, claims, time) the first time it is
+//! seen; the resulting [`Identity`] is then reused for every call carrying the same token
+//! until the token expires, so a busy peer costs one hash lookup per call instead of an
+//! Ed25519 verification. Only successes are cached. The cache is sharded and bounded; when a
+//! shard is full, expired entries are dropped first, then an arbitrary one.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+
+use pulsebeam_token::{Clock, KeySet, PeerPolicy, Verifier, VerifyError};
+use tokio::time::Instant;
+
+use crate::twirp::{Code, TwirpError};
+
+const SHARDS: usize = 16;
+
+/// Who is calling: the verified claims of a token, plus its call budget.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    /// Index of the project whose key signed the token.
+    pub(crate) project: u32,
+    pub(crate) group: Arc<str>,
+    pub(crate) peer: Arc<str>,
+    pub(crate) policy: Option<PeerPolicy>,
+    /// `exp`, Unix seconds.
+    pub(crate) expires_at: u64,
+    /// Last instant the token is accepted (`exp` plus leeway), Unix seconds.
+    valid_until: u64,
+    bucket: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Identity {
+    /// Whether the policy admits `(group, peer)`; no policy admits no one.
+    pub(crate) fn allows(&self, group: &str, peer: &str) -> bool {
+        self.policy.as_ref().is_some_and(|p| p.allows(group, peer))
+    }
+
+    /// Takes one call from the token's budget (`rate` per second, `burst` at most).
+    pub(crate) fn take_call(&self, rate: u32, burst: u32) -> bool {
+        let now = Instant::now();
+        let Ok(mut bucket) = self.bucket.lock() else {
+            return true;
+        };
+        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+        bucket.last = now;
+        bucket.tokens = (bucket.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why a call was not authenticated, for the metric label.
+pub(crate) fn failure_kind(err: &AuthError) -> &'static str {
+    match err {
+        AuthError::MissingToken => "missing_token",
+        AuthError::Token(e) => e.code(),
+    }
+}
+
+/// An authentication failure.
+#[derive(Debug)]
+pub(crate) enum AuthError {
+    MissingToken,
+    Token(VerifyError),
+}
+
+impl From<AuthError> for TwirpError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::MissingToken => TwirpError::new(
+                Code::Unauthenticated,
+                "missing bearer token; send `Authorization: Bearer <token>` with a token minted for this server's project",
+            ),
+            AuthError::Token(e) => TwirpError::new(Code::Unauthenticated, e.to_string()),
+        }
+    }
+}
+
+type Shard = Mutex<HashMap<Box<str>, Arc<Identity>>>;
+
+pub(crate) struct Authenticator {
+    verifier: Verifier,
+    project_of_kid: HashMap<Box<str>, u32>,
+    clock: Arc<dyn Clock>,
+    leeway_secs: u64,
+    hasher: RandomState,
+    shards: Box<[Shard]>,
+    shard_capacity: usize,
+    burst: u32,
+}
+
+impl Authenticator {
+    pub(crate) fn new(
+        key_sets: &[KeySet],
+        clock: Arc<dyn Clock>,
+        leeway_secs: u64,
+        cache_capacity: usize,
+        burst: u32,
+    ) -> Self {
+        let mut all = KeySet::new();
+        let mut project_of_kid = HashMap::new();
+        for (index, set) in key_sets.iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            for (kid, key) in set.iter() {
+                // Config validation already refused duplicate kids, so insert cannot fail.
+                if all.insert(kid, *key).is_ok() {
+                    project_of_kid.insert(Box::from(kid), index);
+                }
+            }
+        }
+        let verifier = Verifier::new(all).with_leeway(leeway_secs);
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        Authenticator {
+            verifier,
+            project_of_kid,
+            clock,
+            leeway_secs,
+            hasher: RandomState::new(),
+            shards,
+            shard_capacity: cache_capacity.div_ceil(SHARDS),
+            burst,
+        }
+    }
+
+    /// The current Unix time of the injected clock.
+    pub(crate) fn now_unix(&self) -> u64 {
+        self.clock.now_unix()
+    }
+
+    /// Authenticates the value of an `Authorization` header.
+    pub(crate) fn authenticate(&self, header: Option<&[u8]>) -> Result<Arc<Identity>, AuthError> {
+        let token = header
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(bearer_token)
+            .ok_or(AuthError::MissingToken)?;
+        let now = self.clock.now_unix();
+        let shard = self.shard(token);
+        if let Some(shard) = shard {
+            if let Ok(map) = shard.lock() {
+                if let Some(identity) = map.get(token) {
+                    if now < identity.valid_until {
+                        return Ok(Arc::clone(identity));
+                    }
+                }
+            }
+        }
+        let claims = self
+            .verifier
+            .verify_at(token, now)
+            .map_err(AuthError::Token)?;
+        let project = self
+            .project_of_kid
+            .get(claims.key_id())
+            .copied()
+            .ok_or(AuthError::Token(VerifyError::UnknownKeyId))?;
+        let identity = Arc::new(Identity {
+            project,
+            group: Arc::from(claims.group_id()),
+            peer: Arc::from(claims.peer_id()),
+            policy: claims.allow_policy().cloned(),
+            expires_at: claims.expires_at(),
+            valid_until: claims.expires_at().saturating_add(self.leeway_secs),
+            bucket: Mutex::new(Bucket {
+                tokens: f64::from(self.burst),
+                last: Instant::now(),
+            }),
+        });
+        if let Some(shard) = shard {
+            if let Ok(mut map) = shard.lock() {
+                if map.len() >= self.shard_capacity {
+                    map.retain(|_, id| now < id.valid_until);
+                }
+                if map.len() >= self.shard_capacity {
+                    if let Some(victim) = map.keys().next().cloned() {
+                        map.remove(&victim);
+                    }
+                }
+                // Another call may have inserted the same token meanwhile: keep the first, so
+                // both share one call budget.
+                let entry = map
+                    .entry(Box::from(token))
+                    .or_insert_with(|| Arc::clone(&identity));
+                return Ok(Arc::clone(entry));
+            }
+        }
+        Ok(identity)
+    }
+
+    /// Number of cached tokens.
+    pub(crate) fn cached(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    /// The shard of `token`; `None` only when caching is off.
+    fn shard(&self, token: &str) -> Option<&Shard> {
+        if self.shard_capacity == 0 {
+            return None;
+        }
+        let hash = self.hasher.hash_one(token);
+        let index = usize::try_from(hash % SHARDS as u64).unwrap_or(0);
+        self.shards.get(index)
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive), trimmed; `None` when absent.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulsebeam_token::{AccessToken, KeyPair, PeerClaims};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn bearer_scheme_is_parsed_strictly() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("abc"), None);
+    }
+
+    #[tokio::test]
+    async fn cached_tokens_still_expire() {
+        let pair = KeyPair::generate().unwrap();
+        let keys = KeySet::new()
+            .with(pair.api_key(), pair.public_key())
+            .unwrap();
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let clock_now = Arc::clone(&now);
+        let clock: Arc<dyn Clock> = Arc::new(move || clock_now.load(Ordering::SeqCst));
+        let auth = Authenticator::new(&[keys], clock, 0, 100, 10);
+        let app = AccessToken::new(pair.api_key(), &pair.api_secret())
+            .unwrap()
+            .with_clock(pulsebeam_token::FixedClock(1_000_000));
+        let claims = PeerClaims::new("g", "p")
+            .unwrap()
+            .with_allow_policy(PeerPolicy::allow_all());
+        let token = app.create_token(&claims, 60).unwrap();
+        let header = format!("Bearer {token}");
+
+        let first = auth.authenticate(Some(header.as_bytes())).unwrap();
+        let second = auth.authenticate(Some(header.as_bytes())).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "second call must hit the cache"
+        );
+        assert_eq!(auth.cached(), 1);
+
+        now.store(1_000_060, Ordering::SeqCst);
+        let err = auth.authenticate(Some(header.as_bytes())).unwrap_err();
+        assert_eq!(failure_kind(&err), "token_expired");
+    }
+
+    #[tokio::test]
+    async fn cache_stays_bounded() {
+        let pair = KeyPair::generate().unwrap();
+        let keys = KeySet::new()
+            .with(pair.api_key(), pair.public_key())
+            .unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(pulsebeam_token::FixedClock(1_000_000));
+        let auth = Authenticator::new(&[keys], clock, 0, 16, 10);
+        let app = AccessToken::new(pair.api_key(), &pair.api_secret())
+            .unwrap()
+            .with_clock(pulsebeam_token::FixedClock(1_000_000));
+        for i in 0..200 {
+            let claims = PeerClaims::new("g", &format!("p{i}")).unwrap();
+            let claims = claims.with_allow_policy(PeerPolicy::allow_all());
+            let token = app.create_token(&claims, 60).unwrap();
+            auth.authenticate(Some(format!("Bearer {token}").as_bytes()))
+                .unwrap();
+        }
+        assert!(auth.cached() <= 16, "{}", auth.cached());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_budget_refills_over_time() {
+        let identity = Identity {
+            project: 0,
+            group: Arc::from("g"),
+            peer: Arc::from("p"),
+            policy: None,
+            expires_at: 0,
+            valid_until: 0,
+            bucket: Mutex::new(Bucket {
+                tokens: 2.0,
+                last: Instant::now(),
+            }),
+        };
+        assert!(identity.take_call(1, 2));
+        assert!(identity.take_call(1, 2));
+        assert!(!identity.take_call(1, 2));
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        assert!(identity.take_call(1, 2));
+        assert!(!identity.take_call(1, 2));
+    }
+}

@@ -1,0 +1,609 @@
+//! The server's configuration: one TOML file, or built in code.
+//!
+//! Every key is documented in the crate README; `pulsebeam.example.toml` shows them all.
+//! [`Config::validate`] checks everything that can be checked before binding a socket and names
+//! the offending key and the fix.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use pulsebeam_token::{KeySet, PublicKey};
+use serde::{Deserialize, Serialize};
+
+/// The whole server configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address to listen on (`listen`), e.g. `0.0.0.0:3000`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Projects, each with its own keys (`[[projects]]`).
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
+    /// STUN and TURN servers handed out by `Prepare` (`[ice]`).
+    #[serde(default)]
+    pub ice: IceConfig,
+    /// Limits (`[limits]`).
+    #[serde(default)]
+    pub limits: Limits,
+    /// Cross-origin access for browsers (`[cors]`).
+    #[serde(default)]
+    pub cors: CorsConfig,
+    /// Whether a message is delivered only when the receiver's own policy also admits the
+    /// sender (`mutual_policy`, default `true`). The sender's policy is always checked.
+    #[serde(default = "default_true")]
+    pub mutual_policy: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 3000))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            projects: Vec::new(),
+            ice: IceConfig::default(),
+            limits: Limits::default(),
+            cors: CorsConfig::default(),
+            mutual_policy: true,
+        }
+    }
+}
+
+/// One project: an isolated namespace of groups and peers, with the keys that sign its tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProjectConfig {
+    /// The project's name, used in logs and metrics (`projects[].id`), 1 to 64 characters.
+    pub id: String,
+    /// The keys whose tokens belong to this project (`[[projects.keys]]`); several allow rotation.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+impl ProjectConfig {
+    /// A project named `id` with no keys yet.
+    pub fn new(id: impl Into<String>) -> Self {
+        ProjectConfig {
+            id: id.into(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Adds a verifying key.
+    #[must_use]
+    pub fn with_key(mut self, kid: impl Into<String>, public_key: &PublicKey) -> Self {
+        self.keys.push(KeyConfig::new(kid, public_key));
+        self
+    }
+}
+
+/// A verifying key of a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeyConfig {
+    /// The API key (`kid`), e.g. `kid_73d8caa6c387d46c`. Unique across all projects.
+    pub kid: String,
+    /// The Ed25519 public key, 64 hex digits (as `pulsebeam keys` prints it).
+    pub public_key: String,
+}
+
+impl KeyConfig {
+    /// A key entry for `kid`.
+    pub fn new(kid: impl Into<String>, public_key: &PublicKey) -> Self {
+        KeyConfig {
+            kid: kid.into(),
+            public_key: public_key.to_hex(),
+        }
+    }
+}
+
+/// ICE servers for `Prepare`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct IceConfig {
+    /// STUN URLs (`ice.stun_urls`), e.g. `["stun:stun.l.google.com:19302"]`.
+    #[serde(default)]
+    pub stun_urls: Vec<String>,
+    /// TURN servers with coturn `use-auth-secret` credentials (`[[ice.turn]]`).
+    #[serde(default)]
+    pub turn: Vec<TurnConfig>,
+}
+
+/// A TURN server (or several URLs of one) sharing a coturn `static-auth-secret`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TurnConfig {
+    /// `turn:` / `turns:` URLs (`ice.turn[].urls`).
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret` (`ice.turn[].secret`).
+    pub secret: String,
+    /// Longest credential lifetime in seconds (`ice.turn[].credential_ttl_secs`); a credential
+    /// never outlives the token it was issued for.
+    #[serde(default = "default_turn_ttl")]
+    pub credential_ttl_secs: u64,
+}
+
+fn default_turn_ttl() -> u64 {
+    3600
+}
+
+impl TurnConfig {
+    /// A TURN entry with the default credential lifetime (one hour).
+    pub fn new(urls: Vec<String>, secret: impl Into<String>) -> Self {
+        TurnConfig {
+            urls,
+            secret: secret.into(),
+            credential_ttl_secs: default_turn_ttl(),
+        }
+    }
+}
+
+impl fmt::Debug for TurnConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TurnConfig")
+            .field("urls", &self.urls)
+            .field("secret", &"<redacted>")
+            .field("credential_ttl_secs", &self.credential_ttl_secs)
+            .finish()
+    }
+}
+
+/// Every bound the server enforces. Defaults suit the 0.0.17 browser client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest request body in bytes; larger bodies get `invalid_argument`.
+    pub max_body_bytes: usize,
+    /// Largest encoded message payload in bytes; larger get `invalid_argument`.
+    pub max_payload_bytes: usize,
+    /// Messages waiting per connection (and per peer for discovery); more get `resource_exhausted`.
+    pub mailbox_capacity: usize,
+    /// How long an undelivered message waits before it is dropped, in seconds.
+    pub message_ttl_secs: u64,
+    /// Longest `Recv` long-poll in milliseconds; then it answers empty.
+    pub poll_timeout_ms: u64,
+    /// Once a message is there, how long `Recv` waits for more to batch, in milliseconds.
+    pub batch_window_ms: u64,
+    /// Most messages in one `Recv` answer.
+    pub max_batch_messages: usize,
+    /// A connection that has not polled for this long is no longer live, in seconds.
+    pub connection_idle_secs: u64,
+    /// Connections (conn ids) per peer; a new one beyond this gets `resource_exhausted`.
+    pub max_connections_per_peer: usize,
+    /// Connections per project; a new one beyond this gets `resource_exhausted`.
+    pub max_connections_per_project: usize,
+    /// Sustained calls per second allowed per token.
+    pub rate_per_sec: u32,
+    /// Calls a token may make in a burst above the sustained rate.
+    pub rate_burst: u32,
+    /// Verified tokens remembered so repeated calls skip signature checks; 0 disables.
+    pub token_cache_capacity: usize,
+    /// Clock skew tolerated on token `exp`/`nbf`, in seconds.
+    pub token_leeway_secs: u64,
+    /// On shutdown, how long in-flight calls may take to finish, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024,
+            max_payload_bytes: 10 * 1024,
+            mailbox_capacity: 128,
+            message_ttl_secs: 30,
+            poll_timeout_ms: 20_000,
+            batch_window_ms: 5,
+            max_batch_messages: 64,
+            connection_idle_secs: 15,
+            max_connections_per_peer: 8,
+            max_connections_per_project: 10_000,
+            rate_per_sec: 50,
+            rate_burst: 200,
+            token_cache_capacity: 65_536,
+            token_leeway_secs: pulsebeam_token::DEFAULT_LEEWAY_SECS,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// Cross-origin resource sharing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CorsConfig {
+    /// Origins allowed to call from a browser (`cors.allowed_origins`): `"*"` for any, or exact
+    /// origins such as `"https://app.example.com"`. Empty: no cross-origin access.
+    #[serde(default = "default_origins")]
+    pub allowed_origins: Vec<String>,
+}
+
+fn default_origins() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: default_origins(),
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("invalid config: {message}")]
+    Parse {
+        /// The parser's message, with the key and position.
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("config key `{key}`: {problem}; {fix}")]
+    Invalid {
+        /// The TOML key path, e.g. `projects[0].keys[1].public_key`.
+        key: String,
+        /// What is wrong.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// The TOML key the error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Adds a project (builder style), e.g. `Config::default().with_project(project)`.
+    #[must_use]
+    pub fn with_project(mut self, project: ProjectConfig) -> Self {
+        self.projects.push(project);
+        self
+    }
+
+    /// Parses and validates TOML text.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Parse`] for bad TOML or unknown keys, [`ConfigError::Invalid`] from
+    /// [`Config::validate`].
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] when the file cannot be read, then as [`Config::from_toml_str`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Checks every rule that does not need the network.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError::Invalid`] found, naming the key and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.key_sets().map(|_| ())?;
+        self.validate_ice()?;
+        self.limits.validate()?;
+        validate_origins(&self.cors.allowed_origins)
+    }
+
+    /// One key set per project, in order, after checking ids and keys.
+    pub(crate) fn key_sets(&self) -> Result<Vec<KeySet>, ConfigError> {
+        if self.projects.is_empty() {
+            return Err(ConfigError::invalid(
+                "projects",
+                "no project is configured, so no token could be accepted",
+                "add a [[projects]] table with an `id` and at least one [[projects.keys]] entry",
+            ));
+        }
+        let mut ids = HashSet::new();
+        let mut kids = HashSet::new();
+        let mut sets = Vec::with_capacity(self.projects.len());
+        for (p, project) in self.projects.iter().enumerate() {
+            let id_len = project.id.chars().count();
+            if id_len == 0 || id_len > 64 || project.id.chars().any(char::is_control) {
+                return Err(ConfigError::invalid(
+                    format!("projects[{p}].id"),
+                    "must be 1 to 64 characters without control characters",
+                    "give the project a short name such as \"prod\"",
+                ));
+            }
+            if !ids.insert(project.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("projects[{p}].id"),
+                    format!("project id \"{}\" is used twice", project.id),
+                    "give every project its own id",
+                ));
+            }
+            if project.keys.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("projects[{p}].keys"),
+                    "the project has no key",
+                    "add a [[projects.keys]] entry with `kid` and `public_key`",
+                ));
+            }
+            let mut set = KeySet::new();
+            for (k, key) in project.keys.iter().enumerate() {
+                let public = PublicKey::from_hex(key.public_key.trim()).map_err(|e| {
+                    ConfigError::invalid(
+                        format!("projects[{p}].keys[{k}].public_key"),
+                        e.to_string(),
+                        "give the 64 hex digit Ed25519 public key (not the `sk_` secret)",
+                    )
+                })?;
+                if !kids.insert(key.kid.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("projects[{p}].keys[{k}].kid"),
+                        format!("kid \"{}\" appears more than once", key.kid),
+                        "a kid selects its project, so each must be unique across all projects",
+                    ));
+                }
+                set.insert(&key.kid, public).map_err(|e| {
+                    ConfigError::invalid(
+                        format!("projects[{p}].keys[{k}].kid"),
+                        e.to_string(),
+                        "use the API key exactly as issued, e.g. \"kid_73d8caa6c387d46c\"",
+                    )
+                })?;
+            }
+            sets.push(set);
+        }
+        Ok(sets)
+    }
+
+    fn validate_ice(&self) -> Result<(), ConfigError> {
+        for (i, url) in self.ice.stun_urls.iter().enumerate() {
+            if !(url.starts_with("stun:") || url.starts_with("stuns:")) || has_space(url) {
+                return Err(ConfigError::invalid(
+                    format!("ice.stun_urls[{i}]"),
+                    format!("\"{url}\" is not a STUN URL"),
+                    "write it as stun:HOST:PORT, e.g. \"stun:stun.l.google.com:19302\"",
+                ));
+            }
+        }
+        for (t, turn) in self.ice.turn.iter().enumerate() {
+            if turn.urls.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("ice.turn[{t}].urls"),
+                    "no URL given",
+                    "add at least one URL such as \"turn:turn.example.com:3478\"",
+                ));
+            }
+            for (i, url) in turn.urls.iter().enumerate() {
+                if !(url.starts_with("turn:") || url.starts_with("turns:")) || has_space(url) {
+                    return Err(ConfigError::invalid(
+                        format!("ice.turn[{t}].urls[{i}]"),
+                        format!("\"{url}\" is not a TURN URL"),
+                        "write it as turn:HOST:PORT or turns:HOST:PORT (optionally ?transport=udp|tcp)",
+                    ));
+                }
+            }
+            if turn.secret.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("ice.turn[{t}].secret"),
+                    "the secret is empty",
+                    "set it to coturn's static-auth-secret",
+                ));
+            }
+            if turn.credential_ttl_secs == 0 {
+                return Err(ConfigError::invalid(
+                    format!("ice.turn[{t}].credential_ttl_secs"),
+                    "a lifetime of 0 makes every credential expired",
+                    "use a positive number of seconds, e.g. 3600",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn has_space(s: &str) -> bool {
+    s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+impl Limits {
+    /// Checks that every limit is usable.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the `limits.*` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_body_bytes", self.max_body_bytes as u64),
+            ("max_payload_bytes", self.max_payload_bytes as u64),
+            ("mailbox_capacity", self.mailbox_capacity as u64),
+            ("message_ttl_secs", self.message_ttl_secs),
+            ("poll_timeout_ms", self.poll_timeout_ms),
+            ("max_batch_messages", self.max_batch_messages as u64),
+            ("connection_idle_secs", self.connection_idle_secs),
+            (
+                "max_connections_per_peer",
+                self.max_connections_per_peer as u64,
+            ),
+            (
+                "max_connections_per_project",
+                self.max_connections_per_project as u64,
+            ),
+            ("rate_per_sec", u64::from(self.rate_per_sec)),
+            ("rate_burst", u64::from(self.rate_burst)),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    format!("limits.{name}"),
+                    "must be greater than 0",
+                    "remove the key to use the default, or give a positive number",
+                ));
+            }
+        }
+        if self.max_payload_bytes > self.max_body_bytes {
+            return Err(ConfigError::invalid(
+                "limits.max_payload_bytes",
+                format!(
+                    "{} is larger than limits.max_body_bytes ({}), so such payloads could never arrive",
+                    self.max_payload_bytes, self.max_body_bytes
+                ),
+                "raise limits.max_body_bytes above it (leave about 1 KiB for the header)",
+            ));
+        }
+        if self.max_body_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "limits.max_body_bytes",
+                "more than 16 MiB",
+                "signaling messages are small; use at most a few tens of KiB",
+            ));
+        }
+        if self.poll_timeout_ms > 120_000 {
+            return Err(ConfigError::invalid(
+                "limits.poll_timeout_ms",
+                "longer than 120000 ms, beyond the idle timeout of common proxies",
+                "use 60000 or less (the default is 20000)",
+            ));
+        }
+        if self.batch_window_ms >= self.poll_timeout_ms {
+            return Err(ConfigError::invalid(
+                "limits.batch_window_ms",
+                "not shorter than limits.poll_timeout_ms",
+                "keep the batching window to a few milliseconds (the default is 5)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_origins(origins: &[String]) -> Result<(), ConfigError> {
+    for (i, origin) in origins.iter().enumerate() {
+        if origin == "*" {
+            continue;
+        }
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let ok = rest.is_some_and(|host| {
+            !host.is_empty() && !host.contains('/') && !has_space(host) && host.is_ascii()
+        });
+        if !ok {
+            return Err(ConfigError::invalid(
+                format!("cors.allowed_origins[{i}]"),
+                format!("\"{origin}\" is not an origin"),
+                "write scheme://host[:port] with no path or trailing slash, e.g. \"https://app.example.com\", or \"*\"",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    fn base() -> String {
+        format!("[[projects]]\nid = \"p\"\n[[projects.keys]]\nkid = \"kid_0000000000000001\"\npublic_key = \"{KEY}\"\n")
+    }
+
+    fn key_of(text: &str) -> Option<String> {
+        Config::from_toml_str(text)
+            .err()
+            .and_then(|e| e.key().map(str::to_owned))
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let config = Config::from_toml_str(&base()).unwrap();
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.cors.allowed_origins, ["*"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert_eq!(key_of("").as_deref(), Some("projects"));
+        let bad_key = base().replace(KEY, "00");
+        assert_eq!(
+            key_of(&bad_key).as_deref(),
+            Some("projects[0].keys[0].public_key")
+        );
+        let twice = format!(
+            "{}[[projects]]\nid = \"q\"\n[[projects.keys]]\nkid = \"kid_0000000000000001\"\npublic_key = \"{KEY}\"\n",
+            base()
+        );
+        assert_eq!(key_of(&twice).as_deref(), Some("projects[1].keys[0].kid"));
+        let stun = format!("{}[ice]\nstun_urls = [\"http://x\"]\n", base());
+        assert_eq!(key_of(&stun).as_deref(), Some("ice.stun_urls[0]"));
+        let limits = format!("{}[limits]\nmailbox_capacity = 0\n", base());
+        assert_eq!(key_of(&limits).as_deref(), Some("limits.mailbox_capacity"));
+        let cors = format!(
+            "{}[cors]\nallowed_origins = [\"https://a.example/\"]\n",
+            base()
+        );
+        assert_eq!(key_of(&cors).as_deref(), Some("cors.allowed_origins[0]"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let text = format!("{}[limits]\nmailbox_depth = 3\n", base());
+        let err = Config::from_toml_str(&text).unwrap_err().to_string();
+        assert!(err.contains("mailbox_depth"), "{err}");
+    }
+
+    #[test]
+    fn turn_secret_is_not_printed() {
+        let turn = TurnConfig::new(vec!["turn:t:3478".into()], "hunter2");
+        assert!(!format!("{turn:?}").contains("hunter2"));
+    }
+}

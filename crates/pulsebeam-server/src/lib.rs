@@ -1,0 +1,55 @@
+//! A self-hostable PulseBeam signaling server: the Twirp service `pulsebeam.v1.Tunnel` that
+//! the browser SDK `@pulsebeam/peer` 0.0.17 talks to, with the token auth, policies, projects
+//! and TURN credentials of the hosted service.
+//!
+//! # Security posture
+//!
+//! - **Every call is authenticated.** `Authorization: Bearer <token>` is verified against the
+//!   configured project keys (the `kid` selects the project). Missing, malformed, badly signed,
+//!   unknown-kid, expired or not-yet-valid tokens get `unauthenticated`. A verified token is
+//!   cached until it expires, so a busy peer does not pay a signature check per call.
+//! - **A token speaks only for itself.** `Recv.src` and `Send.msg.header.src` must carry the
+//!   token's `gid`/`pid` (else `permission_denied`); conn ids 0..15 are refused as a source.
+//! - **Policy on every Send.** The sender's allow policy must admit the destination; a token
+//!   with `ap: null` may send to no one. With `mutual_policy` (the default) the receiver's own
+//!   policy must also admit the sender, checked when the receiver collects its mail, since only
+//!   then is its token known; refused messages are dropped and counted.
+//! - **Projects are apart.** Mailboxes are keyed by project, so equal group and peer ids in two
+//!   projects never meet.
+//! - **Everything is bounded.** Body and payload size, mailbox depth, message age, connections
+//!   per peer and per project, calls per token, long-poll wait, token cache: each configurable,
+//!   each overflow answered with `resource_exhausted` (transient, retried by the client) or
+//!   `invalid_argument` (a request that can never succeed).
+//!
+//! # Use
+//!
+//! ```no_run
+//! use pulsebeam_server::{serve, shutdown_signal, Config, Server};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_file("pulsebeam.toml")?;
+//! let server = Server::new(config)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! serve(listener, server, shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Or, binding `listen` from the config: `pulsebeam_server::run(config, shutdown_signal())`.
+
+mod auth;
+mod config;
+mod metrics;
+pub mod proto;
+mod server;
+pub mod store;
+mod tunnel;
+mod turn;
+mod twirp;
+
+pub use config::{
+    Config, ConfigError, CorsConfig, IceConfig, KeyConfig, Limits, ProjectConfig, TurnConfig,
+};
+pub use server::{run, serve, shutdown_signal, RunError, Server, ServerBuilder, TWIRP_PREFIX};
+pub use store::{MailboxStore, MemoryStore};
+pub use turn::{turn_credential, TurnCredential};
+pub use twirp::{Code, TwirpError};

@@ -1,0 +1,198 @@
+//! Prometheus metrics, kept in fixed arrays of atomics: recording is a relaxed add, with no
+//! lock and no allocation on the request path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::store::StoreStats;
+use crate::twirp::Code;
+
+/// The three Twirp methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    Prepare,
+    Send,
+    Recv,
+}
+
+impl Method {
+    const ALL: [Method; 3] = [Method::Prepare, Method::Send, Method::Recv];
+
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Method::Prepare => "Prepare",
+            Method::Send => "Send",
+            Method::Recv => "Recv",
+        }
+    }
+
+    const fn index(self) -> usize {
+        match self {
+            Method::Prepare => 0,
+            Method::Send => 1,
+            Method::Recv => 2,
+        }
+    }
+}
+
+/// Labels of `pulsebeam_auth_failures_total{kind}`: the token crate's error codes plus ours.
+const AUTH_KINDS: [&str; 12] = [
+    "missing_token",
+    "token_too_large",
+    "malformed_token",
+    "unsupported_algorithm",
+    "missing_key_id",
+    "unknown_key_id",
+    "invalid_signature",
+    "token_expired",
+    "token_not_yet_valid",
+    "missing_claim",
+    "invalid_claim",
+    "other",
+];
+
+/// Why a message was dropped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Drop {
+    /// The receiver's mailbox was full; the sender got `resource_exhausted`.
+    MailboxFull,
+    /// The receiver's own policy does not admit the sender (mutual policy).
+    ReceiverPolicy,
+}
+
+const CODES: usize = Code::ALL.len() + 1;
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    /// `[method][0 = ok, 1.. = Code::index + 1]`.
+    calls: [[AtomicU64; CODES]; 3],
+    auth_failures: [AtomicU64; AUTH_KINDS.len()],
+    relayed: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_policy: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn call(&self, method: Method, code: Option<Code>) {
+        let column = code.map_or(0, |c| c.index() + 1);
+        if let Some(counter) = self
+            .calls
+            .get(method.index())
+            .and_then(|row| row.get(column))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn auth_failure(&self, kind: &str) {
+        let index = AUTH_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(AUTH_KINDS.len() - 1);
+        if let Some(counter) = self.auth_failures.get(index) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn relayed(&self) {
+        self.relayed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped(&self, why: Drop, n: u64) {
+        match why {
+            Drop::MailboxFull => &self.dropped_full,
+            Drop::ReceiverPolicy => &self.dropped_policy,
+        }
+        .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn render(&self, store: &StoreStats, cached_tokens: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP pulsebeam_calls_total Twirp calls by method and result code.\n");
+        out.push_str("# TYPE pulsebeam_calls_total counter\n");
+        for (method, row) in Method::ALL.iter().zip(&self.calls) {
+            for (column, counter) in row.iter().enumerate() {
+                let code = match column.checked_sub(1).and_then(|i| Code::ALL.get(i)) {
+                    Some(code) => code.as_str(),
+                    None => "ok",
+                };
+                let _ = writeln!(
+                    out,
+                    "pulsebeam_calls_total{{method=\"{}\",code=\"{code}\"}} {}",
+                    method.name(),
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP pulsebeam_auth_failures_total Calls refused as unauthenticated, by kind.\n",
+        );
+        out.push_str("# TYPE pulsebeam_auth_failures_total counter\n");
+        for (kind, counter) in AUTH_KINDS.iter().zip(&self.auth_failures) {
+            let _ = writeln!(
+                out,
+                "pulsebeam_auth_failures_total{{kind=\"{kind}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let gauges = [
+            (
+                "pulsebeam_connections",
+                "Connections with a mailbox.",
+                store.connections,
+            ),
+            (
+                "pulsebeam_polling_connections",
+                "Recv long-polls waiting right now.",
+                store.polling,
+            ),
+            (
+                "pulsebeam_mailbox_messages",
+                "Messages waiting in mailboxes (total mailbox depth).",
+                store.queued_messages,
+            ),
+            (
+                "pulsebeam_token_cache_entries",
+                "Verified tokens in the cache.",
+                cached_tokens as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pulsebeam_messages_relayed_total Messages accepted by Send.\n# TYPE pulsebeam_messages_relayed_total counter\npulsebeam_messages_relayed_total {}",
+            self.relayed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pulsebeam_messages_delivered_total Messages handed to a receiver by Recv.\n# TYPE pulsebeam_messages_delivered_total counter\npulsebeam_messages_delivered_total {}",
+            store.delivered_messages
+        );
+        out.push_str(
+            "# HELP pulsebeam_messages_dropped_total Messages not delivered, by reason.\n",
+        );
+        out.push_str("# TYPE pulsebeam_messages_dropped_total counter\n");
+        let dropped = [
+            ("mailbox_full", self.dropped_full.load(Ordering::Relaxed)),
+            (
+                "receiver_policy",
+                self.dropped_policy.load(Ordering::Relaxed),
+            ),
+            ("expired", store.expired_messages),
+            ("connection_replaced", store.evicted_messages),
+        ];
+        for (reason, value) in dropped {
+            let _ = writeln!(
+                out,
+                "pulsebeam_messages_dropped_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,601 @@
+//! HTTP plumbing: routes, body codecs, CORS, shutdown.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State as AxumState};
+use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use pulsebeam_token::{Clock, SystemClock};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{failure_kind, Authenticator, Identity};
+use crate::config::{Config, ConfigError};
+use crate::metrics::{Method, Metrics};
+use crate::proto::{PrepareReq, RecvReq, SendReq, SendResp};
+use crate::store::{MailboxStore, MemoryStore};
+use crate::tunnel;
+use crate::twirp::{Code, TwirpError};
+
+/// The Twirp path prefix of the service; the client's `baseUrl` is the origin plus `/twirp`.
+pub const TWIRP_PREFIX: &str = "/twirp/pulsebeam.v1.Tunnel/";
+
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) auth: Authenticator,
+    pub(crate) store: Arc<dyn MailboxStore>,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: watch::Sender<bool>,
+    cors: Cors,
+}
+
+/// A configured signaling server: build it with [`Server::new`] or [`Server::builder`], then
+/// hand it to [`serve`] or take its [`Server::router`].
+#[derive(Clone)]
+pub struct Server {
+    state: Arc<State>,
+    extra: Option<Router>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listen", &self.state.config.listen)
+            .field("projects", &self.state.config.projects.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Server`] with a custom clock or mailbox store.
+pub struct ServerBuilder {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    store: Option<Arc<dyn MailboxStore>>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder").finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Replaces the wall clock used for token expiry and TURN credentials.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Replaces the in-memory mailbox store.
+    #[must_use]
+    pub fn store(mut self, store: impl MailboxStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Validates the configuration and builds the server.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] of [`Config::validate`].
+    pub fn build(self) -> Result<Server, ConfigError> {
+        let config = self.config;
+        config.validate()?;
+        let key_sets = config.key_sets()?;
+        let limits = &config.limits;
+        let auth = Authenticator::new(
+            &key_sets,
+            self.clock,
+            limits.token_leeway_secs,
+            limits.token_cache_capacity,
+            limits.rate_burst,
+        );
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::new(limits, config.projects.len())));
+        let cors = Cors::new(&config.cors.allowed_origins);
+        let (shutdown, _) = watch::channel(false);
+        Ok(Server {
+            state: Arc::new(State {
+                config,
+                auth,
+                store,
+                metrics: Metrics::default(),
+                shutdown,
+                cors,
+            }),
+            extra: None,
+        })
+    }
+}
+
+impl Server {
+    /// A server for `config` with the system clock and the in-memory store.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] of [`Config::validate`].
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Self::builder(config).build()
+    }
+
+    /// A builder, to set a clock or a store before building.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            clock: Arc::new(SystemClock),
+            store: None,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// Adds routes (e.g. a dev token endpoint or a demo page) served beside the signaling
+    /// routes by [`serve`]; they get the same CORS handling.
+    #[must_use]
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.extra = Some(match self.extra.take() {
+            Some(existing) => existing.merge(routes),
+            None => routes,
+        });
+        self
+    }
+
+    /// The HTTP routes: `POST /twirp/pulsebeam.v1.Tunnel/{Prepare,Send,Recv}`, `GET /_ping`,
+    /// `GET /healthz`, `GET /metrics`, plus any added with [`Server::with_routes`], all
+    /// behind the CORS layer.
+    pub fn router(&self) -> Router {
+        let state = Arc::clone(&self.state);
+        let mut router = Router::new()
+            .route(
+                "/twirp/pulsebeam.v1.Tunnel/Prepare",
+                any(|s: AxumState<Arc<State>>, r: Request| twirp(s, Method::Prepare, r)),
+            )
+            .route(
+                "/twirp/pulsebeam.v1.Tunnel/Send",
+                any(|s: AxumState<Arc<State>>, r: Request| twirp(s, Method::Send, r)),
+            )
+            .route(
+                "/twirp/pulsebeam.v1.Tunnel/Recv",
+                any(|s: AxumState<Arc<State>>, r: Request| twirp(s, Method::Recv, r)),
+            )
+            .route("/twirp/{*rest}", any(bad_route))
+            .route("/_ping", get(|| async { "Pong" }))
+            .route("/healthz", get(health))
+            .route("/metrics", get(metrics))
+            .with_state(Arc::clone(&state));
+        if let Some(extra) = &self.extra {
+            router = router.merge(extra.clone());
+        }
+        router.layer(middleware::from_fn_with_state(state, cors))
+    }
+
+    /// Starts shutting down: open long-polls are answered with what is queued and new calls
+    /// get `unavailable` (which the client retries). [`serve`] calls this when its shutdown
+    /// future completes.
+    pub fn shutdown(&self) {
+        self.state.shutdown.send_replace(true);
+    }
+
+    /// Whether [`Server::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.state.shutdown.borrow()
+    }
+}
+
+/// Serves `server` on `listener` until `shutdown` completes, then drains: long-polls are
+/// answered at once, other calls get up to `limits.shutdown_grace_secs` to finish.
+///
+/// Also runs the store's periodic sweep of expired messages and idle connections.
+///
+/// # Errors
+///
+/// An I/O error from the listener.
+pub async fn serve(
+    listener: TcpListener,
+    server: Server,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+
+    let state = Arc::clone(&server.state);
+    let router = server.router();
+    let sweeper = {
+        let store = Arc::clone(&state.store);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                store.sweep().await;
+            }
+        })
+    };
+    let signal = {
+        let server = server.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: answering long-polls and refusing new calls");
+            server.shutdown();
+        }
+    };
+    let listener = listener.tap_io(|tcp| {
+        // Small request/response pairs: do not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+    });
+    let serving = axum::serve(listener, router)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    let grace = Duration::from_secs(state.config.limits.shutdown_grace_secs);
+    let mut down = state.shutdown.subscribe();
+    let result = tokio::select! {
+        result = serving => result,
+        () = async {
+            let _ = down.wait_for(|d| *d).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
+    sweeper.abort();
+    result
+}
+
+/// Why [`run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}; check config key `listen` (is the port taken?)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Validates `config`, binds `config.listen`, logs the address and serves until `shutdown`.
+///
+/// # Errors
+///
+/// [`RunError`] when the config is invalid, the address cannot be bound or serving fails.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let server = Server::new(config)?;
+    let addr = server.config().listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(
+        addr = %local,
+        projects = server.config().projects.len(),
+        "pulsebeam signaling server listening; clients use baseUrl http://{local}/twirp"
+    );
+    serve(listener, server, shutdown)
+        .await
+        .map_err(RunError::Serve)?;
+    tracing::info!("pulsebeam signaling server stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Result<Self, TwirpError> {
+        let value = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = value.split(';').next().unwrap_or("").trim();
+        if essence.eq_ignore_ascii_case("application/protobuf")
+            || essence.eq_ignore_ascii_case("application/x-protobuf")
+        {
+            Ok(Encoding::Protobuf)
+        } else if essence.eq_ignore_ascii_case("application/json") {
+            Ok(Encoding::Json)
+        } else {
+            Err(TwirpError::new(
+                Code::BadRoute,
+                "unsupported Content-Type; send application/protobuf or application/json",
+            ))
+        }
+    }
+
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Encoding::Protobuf => "application/protobuf",
+            Encoding::Json => "application/json",
+        })
+    }
+
+    fn decode<T: prost::Message + Default + DeserializeOwned>(
+        self,
+        body: &[u8],
+    ) -> Result<T, TwirpError> {
+        match self {
+            Encoding::Protobuf => T::decode(body).map_err(|_| {
+                TwirpError::new(
+                    Code::Malformed,
+                    "the body is not a valid protobuf message of the request type",
+                )
+            }),
+            Encoding::Json => {
+                // proto3 JSON: an empty body is not JSON, but treat it as an empty message.
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(T::default());
+                }
+                serde_json::from_slice(body).map_err(|e| {
+                    TwirpError::new(
+                        Code::Malformed,
+                        format!("the body is not valid JSON for the request type: {e}"),
+                    )
+                })
+            }
+        }
+    }
+
+    fn respond(self, body: Bytes) -> Response {
+        let mut response = Response::new(Body::from(body));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, self.content_type());
+        response
+    }
+
+    fn encode<T: prost::Message + Serialize>(self, message: &T) -> Response {
+        let body = match self {
+            Encoding::Protobuf => Bytes::from(message.encode_to_vec()),
+            Encoding::Json => Bytes::from(serde_json::to_vec(message).unwrap_or_default()),
+        };
+        self.respond(body)
+    }
+}
+
+async fn twirp(
+    AxumState(state): AxumState<Arc<State>>,
+    method: Method,
+    request: Request,
+) -> Response {
+    match handle(&state, method, request).await {
+        Ok(response) => {
+            state.metrics.call(method, None);
+            response
+        }
+        Err(err) => {
+            state.metrics.call(method, Some(err.code));
+            tracing::debug!(method = method.name(), code = err.code.as_str(), msg = %err.msg, "call refused");
+            err.into_response()
+        }
+    }
+}
+
+async fn handle(state: &State, method: Method, request: Request) -> Result<Response, TwirpError> {
+    if request.method() != HttpMethod::POST {
+        return Err(TwirpError::new(
+            Code::BadRoute,
+            format!(
+                "{} is not allowed; Twirp methods take POST",
+                request.method()
+            ),
+        ));
+    }
+    let encoding = Encoding::of(request.headers())?;
+    if *state.shutdown.borrow() {
+        return Err(TwirpError::new(
+            Code::Unavailable,
+            "the server is shutting down; retry shortly",
+        ));
+    }
+    let identity = authenticate(state, request.headers())?;
+    let limits = &state.config.limits;
+    if !identity.take_call(limits.rate_per_sec, limits.rate_burst) {
+        return Err(TwirpError::new(
+            Code::ResourceExhausted,
+            format!(
+                "rate limit of {} calls per second exceeded; slow down and retry",
+                limits.rate_per_sec
+            ),
+        ));
+    }
+    let body = read_body(request.into_body(), limits.max_body_bytes).await?;
+    match method {
+        Method::Prepare => {
+            let _: PrepareReq = encoding.decode(&body)?;
+            Ok(encoding.encode(&tunnel::prepare(state, &identity)))
+        }
+        Method::Send => {
+            let request: SendReq = encoding.decode(&body)?;
+            tunnel::send(state, &identity, request).await?;
+            Ok(encoding.encode(&SendResp {}))
+        }
+        Method::Recv => {
+            let request: RecvReq = encoding.decode(&body)?;
+            let envelopes = tunnel::recv(state, &identity, request.src.as_ref()).await?;
+            Ok(match encoding {
+                Encoding::Protobuf => encoding.respond(tunnel::recv_resp_protobuf(&envelopes)),
+                Encoding::Json => encoding.encode(&tunnel::recv_resp_message(&envelopes)?),
+            })
+        }
+    }
+}
+
+fn authenticate(state: &State, headers: &HeaderMap) -> Result<Arc<Identity>, TwirpError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    state.auth.authenticate(header).map_err(|err| {
+        state.metrics.auth_failure(failure_kind(&err));
+        err.into()
+    })
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, TwirpError> {
+    let too_large = || {
+        TwirpError::new(
+            Code::InvalidArgument,
+            format!(
+                "the request body is larger than the {limit} bytes allowed; send smaller messages"
+            ),
+        )
+    };
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(_) => Err(TwirpError::new(
+            Code::Malformed,
+            "the request body could not be read",
+        )),
+    }
+}
+
+async fn bad_route(request: Request) -> Response {
+    TwirpError::new(
+        Code::BadRoute,
+        format!(
+            "no such method {}; the service pulsebeam.v1.Tunnel has Prepare, Send and Recv",
+            request.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+async fn health(AxumState(state): AxumState<Arc<State>>) -> Response {
+    if *state.shutdown.borrow() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
+    let text = state
+        .metrics
+        .render(&state.store.stats(), state.auth.cached());
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Allowed origins, decided once at startup.
+struct Cors {
+    any: bool,
+    origins: Vec<HeaderValue>,
+}
+
+impl Cors {
+    fn new(origins: &[String]) -> Self {
+        Cors {
+            any: origins.iter().any(|o| o == "*"),
+            origins: origins
+                .iter()
+                .filter(|o| *o != "*")
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect(),
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
+    fn allow(&self, origin: &HeaderValue) -> Option<HeaderValue> {
+        if self.any {
+            Some(HeaderValue::from_static("*"))
+        } else {
+            self.origins.iter().find(|o| *o == origin).cloned()
+        }
+    }
+}
+
+async fn cors(AxumState(state): AxumState<Arc<State>>, request: Request, next: Next) -> Response {
+    let allowed = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|origin| state.cors.allow(origin));
+    let preflight = request.method() == HttpMethod::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    if let Some(origin) = allowed {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        if preflight {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("POST, GET, OPTIONS"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(
+                    "content-type, authorization, accept-encoding, accept, twirp-version",
+                ),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("86400"),
+            );
+        }
+    }
+    response
+}

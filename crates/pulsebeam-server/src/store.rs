@@ -1,0 +1,658 @@
+//! Mailboxes: where messages wait for their receiver.
+//!
+//! [`MailboxStore`] is the small interface between the Twirp handlers and the storage of
+//! undelivered messages and live connections. [`MemoryStore`] keeps everything in this
+//! process and is the default; a shared store (e.g. on Redis) can implement the same trait so
+//! that several server processes behind a load balancer serve the same peers.
+//!
+//! # Model
+//!
+//! A *peer* is `(project, group, peer)`. It has up to `max_connections_per_peer`
+//! *connections*, one per conn id (a browser page), each with a FIFO mailbox. A connection is
+//! *live* while it is polling or has polled within `connection_idle_secs`. Messages sent to
+//! conn id 0 (discovery) go to the peer's most recently active live connection, or, when none
+//! is live, wait in the peer's discovery queue and go to the first connection that polls.
+//! Messages sent to a conn id that has never polled open its mailbox, so a reply sent before
+//! the receiver's first poll still arrives. Every message carries a per-peer sequence number,
+//! so what one sender sends to one receiver is delivered in order, also when discovery and
+//! direct messages meet in one mailbox. Undelivered messages are dropped after
+//! `message_ttl_secs`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::Limits;
+
+/// A boxed, sendable future, as the methods of [`MailboxStore`] return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A project, by its position in [`crate::Config::projects`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProjectId(pub u32);
+
+/// A peer's address: its project, group id and peer id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr<'a> {
+    /// The project.
+    pub project: ProjectId,
+    /// The group id.
+    pub group: &'a str,
+    /// The peer id.
+    pub peer: &'a str,
+}
+
+/// A message waiting for delivery, with its authenticated sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sender's group id, as its token states it.
+    pub src_group: Arc<str>,
+    /// The sender's peer id, as its token states it.
+    pub src_peer: Arc<str>,
+    /// The `pulsebeam.v1.Message`, protobuf-encoded.
+    pub message: Bytes,
+}
+
+/// How a [`MailboxStore::poll`] waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollOptions {
+    /// Longest wait for a first message; zero takes what is there without waiting.
+    pub wait: Duration,
+    /// After the first message arrives, how long to wait for more.
+    pub batch_window: Duration,
+    /// Most messages returned at once.
+    pub max_messages: usize,
+}
+
+/// Why a store refused an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The destination mailbox holds as many messages as allowed.
+    #[error("the receiver's mailbox is full ({capacity} messages waiting); retry later")]
+    MailboxFull {
+        /// The configured capacity.
+        capacity: usize,
+    },
+    /// The peer has as many live connections as allowed.
+    #[error("the peer has {max} live connections, the most allowed; close one or retry later")]
+    TooManyPeerConnections {
+        /// The configured limit.
+        max: usize,
+    },
+    /// The project has as many connections (or peers with mail) as allowed.
+    #[error("the project has {max} connections, the most allowed; retry later")]
+    TooManyProjectConnections {
+        /// The configured limit.
+        max: usize,
+    },
+    /// The store cannot be reached or failed.
+    #[error("mailbox store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Counters a store reports for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Connections with a mailbox.
+    pub connections: u64,
+    /// Connections polling right now.
+    pub polling: u64,
+    /// Messages waiting in mailboxes.
+    pub queued_messages: u64,
+    /// Messages delivered to a receiver so far.
+    pub delivered_messages: u64,
+    /// Messages dropped so far because nobody took them within the message TTL.
+    pub expired_messages: u64,
+    /// Messages dropped so far with a connection that was replaced.
+    pub evicted_messages: u64,
+}
+
+/// Storage of mailboxes and live connections.
+///
+/// Implementations must keep messages from one sender to one connection in order, bound every
+/// queue, and never block a `deliver` on a receiver.
+pub trait MailboxStore: Send + Sync + 'static {
+    /// Puts `envelope` into the mailbox of `(dst, conn_id)`; conn id 0 is discovery.
+    fn deliver<'a>(
+        &'a self,
+        dst: PeerAddr<'a>,
+        conn_id: u32,
+        envelope: Envelope,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Registers `(me, conn_id)` as polling and waits, as `options` say, for its messages.
+    ///
+    /// A newer poll of the same connection ends an older one (with no messages). Dropping the
+    /// future ends the poll; its messages stay queued.
+    fn poll<'a>(
+        &'a self,
+        me: PeerAddr<'a>,
+        conn_id: u32,
+        options: PollOptions,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
+
+    /// Drops expired messages and idle connections; the server calls it about once a second.
+    fn sweep(&self) -> BoxFuture<'_, ()>;
+
+    /// Current counters.
+    fn stats(&self) -> StoreStats;
+}
+
+const SHARDS: usize = 64;
+
+#[derive(Debug, PartialEq, Eq)]
+struct PeerKey {
+    project: ProjectId,
+    group: Box<str>,
+    peer: Box<str>,
+}
+
+impl Hash for PeerKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_peer(self.project, &self.group, &self.peer, state);
+    }
+}
+
+fn hash_peer<H: Hasher>(project: ProjectId, group: &str, peer: &str, state: &mut H) {
+    project.0.hash(state);
+    group.hash(state);
+    peer.hash(state);
+}
+
+/// A borrowed [`PeerKey`] for lookups without allocating.
+struct PeerRef<'a>(PeerAddr<'a>);
+
+impl Hash for PeerRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_peer(self.0.project, self.0.group, self.0.peer, state);
+    }
+}
+
+impl hashbrown::Equivalent<PeerKey> for PeerRef<'_> {
+    fn equivalent(&self, key: &PeerKey) -> bool {
+        self.0.project == key.project && *self.0.group == *key.group && *self.0.peer == *key.peer
+    }
+}
+
+#[derive(Debug)]
+struct Queued {
+    seq: u64,
+    at: Instant,
+    envelope: Envelope,
+}
+
+#[derive(Debug)]
+struct Conn {
+    id: u32,
+    queue: VecDeque<Queued>,
+    notify: Arc<Notify>,
+    polls: u32,
+    generation: u64,
+    /// When a poll last ended or began; `None` for a mailbox opened by a sender.
+    last_seen: Option<Instant>,
+    created: Instant,
+}
+
+impl Conn {
+    fn is_live(&self, now: Instant, idle: Duration) -> bool {
+        self.polls > 0 || self.last_seen.is_some_and(|t| now.duration_since(t) < idle)
+    }
+
+    fn last_activity(&self) -> Instant {
+        self.last_seen.unwrap_or(self.created)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    conns: Vec<Conn>,
+    discovery: VecDeque<Queued>,
+    next_seq: u64,
+}
+
+type Shard = Mutex<hashbrown::HashMap<PeerKey, Peer, RandomState>>;
+
+#[derive(Debug, Default)]
+struct ProjectCounters {
+    conns: AtomicUsize,
+    peers: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicU64,
+    polling: AtomicU64,
+    queued: AtomicU64,
+    delivered: AtomicU64,
+    expired: AtomicU64,
+    evicted: AtomicU64,
+}
+
+fn dec(counter: &AtomicU64, n: u64) {
+    // Saturating, so a bookkeeping slip can never wrap a gauge.
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
+
+fn dec_usize(counter: &AtomicUsize) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(1))
+    });
+}
+
+/// The in-process [`MailboxStore`]: sharded maps behind short-held locks, a [`Notify`] per
+/// connection to wake its poll.
+#[derive(Debug)]
+pub struct MemoryStore {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    projects: Box<[ProjectCounters]>,
+    counters: Counters,
+    capacity: usize,
+    ttl: Duration,
+    idle: Duration,
+    max_per_peer: usize,
+    max_per_project: usize,
+}
+
+enum Step {
+    Done(Vec<Envelope>),
+    Batch,
+    Wait,
+}
+
+impl MemoryStore {
+    /// A store enforcing `limits` for `projects` projects.
+    pub fn new(limits: &Limits, projects: usize) -> Self {
+        let hasher = RandomState::new();
+        MemoryStore {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(hashbrown::HashMap::with_hasher(hasher.clone())))
+                .collect(),
+            hasher,
+            projects: (0..projects).map(|_| ProjectCounters::default()).collect(),
+            counters: Counters::default(),
+            capacity: limits.mailbox_capacity,
+            ttl: Duration::from_secs(limits.message_ttl_secs),
+            idle: Duration::from_secs(limits.connection_idle_secs),
+            max_per_peer: limits.max_connections_per_peer,
+            max_per_project: limits.max_connections_per_project,
+        }
+    }
+
+    fn lock(
+        &self,
+        addr: PeerAddr<'_>,
+    ) -> Result<MutexGuard<'_, hashbrown::HashMap<PeerKey, Peer, RandomState>>, StoreError> {
+        let index =
+            usize::try_from(self.hasher.hash_one(PeerRef(addr)) % SHARDS as u64).unwrap_or(0);
+        self.shards
+            .get(index)
+            .ok_or_else(|| StoreError::Unavailable("shard out of range".into()))?
+            .lock()
+            .map_err(|_| StoreError::Unavailable("a mailbox lock was poisoned".into()))
+    }
+
+    fn project(&self, project: ProjectId) -> Result<&ProjectCounters, StoreError> {
+        usize::try_from(project.0)
+            .ok()
+            .and_then(|i| self.projects.get(i))
+            .ok_or_else(|| StoreError::Unavailable(format!("unknown project {}", project.0)))
+    }
+
+    /// The peer's entry, created if needed (within the project's limit).
+    fn peer_mut<'m>(
+        &self,
+        map: &'m mut hashbrown::HashMap<PeerKey, Peer, RandomState>,
+        addr: PeerAddr<'_>,
+    ) -> Result<&'m mut Peer, StoreError> {
+        if !map.contains_key(&PeerRef(addr)) {
+            let counters = self.project(addr.project)?;
+            if counters.peers.load(Ordering::Relaxed) >= self.max_per_project {
+                return Err(StoreError::TooManyProjectConnections {
+                    max: self.max_per_project,
+                });
+            }
+            counters.peers.fetch_add(1, Ordering::Relaxed);
+            map.insert(
+                PeerKey {
+                    project: addr.project,
+                    group: addr.group.into(),
+                    peer: addr.peer.into(),
+                },
+                Peer::default(),
+            );
+        }
+        map.get_mut(&PeerRef(addr))
+            .ok_or_else(|| StoreError::Unavailable("peer entry vanished".into()))
+    }
+
+    /// Index of the connection `conn_id`, creating it (evicting an idle one if the peer is full).
+    fn conn_index(
+        &self,
+        peer: &mut Peer,
+        project: ProjectId,
+        conn_id: u32,
+        now: Instant,
+    ) -> Result<usize, StoreError> {
+        if let Some(i) = peer.conns.iter().position(|c| c.id == conn_id) {
+            return Ok(i);
+        }
+        let counters = self.project(project)?;
+        if peer.conns.len() >= self.max_per_peer {
+            let victim = peer
+                .conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.is_live(now, self.idle))
+                .min_by_key(|(_, c)| c.last_activity())
+                .map(|(i, _)| i)
+                .ok_or(StoreError::TooManyPeerConnections {
+                    max: self.max_per_peer,
+                })?;
+            let old = peer.conns.swap_remove(victim);
+            let dropped = old.queue.len() as u64;
+            dec(&self.counters.queued, dropped);
+            self.counters.evicted.fetch_add(dropped, Ordering::Relaxed);
+            dec(&self.counters.connections, 1);
+            dec_usize(&counters.conns);
+        }
+        if counters.conns.load(Ordering::Relaxed) >= self.max_per_project {
+            return Err(StoreError::TooManyProjectConnections {
+                max: self.max_per_project,
+            });
+        }
+        counters.conns.fetch_add(1, Ordering::Relaxed);
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        peer.conns.push(Conn {
+            id: conn_id,
+            queue: VecDeque::new(),
+            notify: Arc::new(Notify::new()),
+            polls: 0,
+            generation: 0,
+            last_seen: None,
+            created: now,
+        });
+        Ok(peer.conns.len() - 1)
+    }
+
+    fn expire(&self, queue: &mut VecDeque<Queued>, now: Instant) {
+        let mut dropped = 0;
+        while queue
+            .front()
+            .is_some_and(|q| now.duration_since(q.at) >= self.ttl)
+        {
+            queue.pop_front();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            dec(&self.counters.queued, dropped);
+            self.counters.expired.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+
+    fn push(&self, queue: &mut VecDeque<Queued>, item: Queued) -> Result<(), StoreError> {
+        self.expire(queue, item.at);
+        if queue.len() >= self.capacity {
+            return Err(StoreError::MailboxFull {
+                capacity: self.capacity,
+            });
+        }
+        queue.push_back(item);
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn deliver_now(
+        &self,
+        dst: PeerAddr<'_>,
+        conn_id: u32,
+        envelope: Envelope,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut map = self.lock(dst)?;
+        let peer = self.peer_mut(&mut map, dst)?;
+        let item = Queued {
+            seq: peer.next_seq,
+            at: now,
+            envelope,
+        };
+        let target = if conn_id == 0 {
+            peer.conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_live(now, self.idle))
+                .max_by_key(|(_, c)| (c.polls > 0, c.last_activity()))
+                .map(|(i, _)| i)
+        } else {
+            Some(self.conn_index(peer, dst.project, conn_id, now)?)
+        };
+        match target.and_then(|i| peer.conns.get_mut(i)) {
+            Some(conn) => {
+                self.push(&mut conn.queue, item)?;
+                conn.notify.notify_one();
+            }
+            None => self.push(&mut peer.discovery, item)?,
+        }
+        peer.next_seq += 1;
+        Ok(())
+    }
+
+    /// Registers a poll; returns what the poll needs to wait.
+    fn begin_poll(&self, me: PeerAddr<'_>, conn_id: u32) -> Result<(Arc<Notify>, u64), StoreError> {
+        let now = Instant::now();
+        let mut map = self.lock(me)?;
+        let peer = self.peer_mut(&mut map, me)?;
+        let index = self.conn_index(peer, me.project, conn_id, now)?;
+        let discovery = std::mem::take(&mut peer.discovery);
+        let conn = peer
+            .conns
+            .get_mut(index)
+            .ok_or_else(|| StoreError::Unavailable("connection vanished".into()))?;
+        if !discovery.is_empty() {
+            conn.queue = merge_by_seq(std::mem::take(&mut conn.queue), discovery);
+        }
+        if conn.polls > 0 {
+            // A newer poll replaces older ones: their HTTP clients have most likely gone.
+            conn.notify.notify_waiters();
+        }
+        conn.polls += 1;
+        conn.generation += 1;
+        conn.last_seen = Some(now);
+        self.counters.polling.fetch_add(1, Ordering::Relaxed);
+        Ok((Arc::clone(&conn.notify), conn.generation))
+    }
+
+    fn end_poll(&self, me: PeerAddr<'_>, conn_id: u32) {
+        dec(&self.counters.polling, 1);
+        let Ok(mut map) = self.lock(me) else { return };
+        let Some(conn) = map
+            .get_mut(&PeerRef(me))
+            .and_then(|p| p.conns.iter_mut().find(|c| c.id == conn_id))
+        else {
+            return;
+        };
+        conn.polls = conn.polls.saturating_sub(1);
+        conn.last_seen = Some(Instant::now());
+    }
+
+    fn step(
+        &self,
+        me: PeerAddr<'_>,
+        conn_id: u32,
+        generation: u64,
+        options: &PollOptions,
+        may_batch: bool,
+    ) -> Result<Step, StoreError> {
+        let now = Instant::now();
+        let mut map = self.lock(me)?;
+        let Some(conn) = map
+            .get_mut(&PeerRef(me))
+            .and_then(|p| p.conns.iter_mut().find(|c| c.id == conn_id))
+        else {
+            return Ok(Step::Done(Vec::new()));
+        };
+        if conn.generation != generation {
+            return Ok(Step::Done(Vec::new()));
+        }
+        self.expire(&mut conn.queue, now);
+        if conn.queue.is_empty() {
+            return Ok(Step::Wait);
+        }
+        if may_batch {
+            return Ok(Step::Batch);
+        }
+        let n = conn.queue.len().min(options.max_messages.max(1));
+        let out: Vec<Envelope> = conn.queue.drain(..n).map(|q| q.envelope).collect();
+        dec(&self.counters.queued, n as u64);
+        self.counters
+            .delivered
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(Step::Done(out))
+    }
+
+    async fn poll_inner(
+        &self,
+        me: PeerAddr<'_>,
+        conn_id: u32,
+        options: PollOptions,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let start = Instant::now();
+        let deadline = start + options.wait;
+        let (notify, generation) = self.begin_poll(me, conn_id)?;
+        let _guard = PollGuard {
+            store: self,
+            me,
+            conn_id,
+        };
+        let mut waited = false;
+        let mut batched = options.batch_window.is_zero();
+        loop {
+            let mut notified = pin!(notify.notified());
+            notified.as_mut().enable();
+            match self.step(me, conn_id, generation, &options, waited && !batched)? {
+                Step::Done(messages) => return Ok(messages),
+                Step::Batch => {
+                    batched = true;
+                    let until = (Instant::now() + options.batch_window).min(deadline);
+                    tokio::time::sleep_until(until).await;
+                    continue;
+                }
+                Step::Wait => {}
+            }
+            if Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+            waited = true;
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+
+    fn sweep_now(&self) {
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            let Ok(mut map) = shard.lock() else { continue };
+            map.retain(|key, peer| {
+                self.expire(&mut peer.discovery, now);
+                let counters = self.project(key.project).ok();
+                peer.conns.retain_mut(|conn| {
+                    self.expire(&mut conn.queue, now);
+                    let keep = conn.polls > 0
+                        || !conn.queue.is_empty()
+                        || now.duration_since(conn.last_activity()) < self.idle;
+                    if !keep {
+                        dec(&self.counters.connections, 1);
+                        if let Some(c) = counters {
+                            dec_usize(&c.conns);
+                        }
+                    }
+                    keep
+                });
+                let keep = !peer.conns.is_empty() || !peer.discovery.is_empty();
+                if !keep {
+                    if let Some(c) = counters {
+                        dec_usize(&c.peers);
+                    }
+                }
+                keep
+            });
+        }
+    }
+}
+
+/// Marks the end of a poll even when its future is dropped.
+struct PollGuard<'a> {
+    store: &'a MemoryStore,
+    me: PeerAddr<'a>,
+    conn_id: u32,
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        self.store.end_poll(self.me, self.conn_id);
+    }
+}
+
+fn merge_by_seq(a: VecDeque<Queued>, b: VecDeque<Queued>) -> VecDeque<Queued> {
+    let mut out = VecDeque::with_capacity(a.len() + b.len());
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.seq <= y.seq,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return out,
+        };
+        let next = if take_a { a.next() } else { b.next() };
+        out.extend(next);
+    }
+}
+
+impl MailboxStore for MemoryStore {
+    fn deliver<'a>(
+        &'a self,
+        dst: PeerAddr<'a>,
+        conn_id: u32,
+        envelope: Envelope,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let result = self.deliver_now(dst, conn_id, envelope);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn poll<'a>(
+        &'a self,
+        me: PeerAddr<'a>,
+        conn_id: u32,
+        options: PollOptions,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
+        Box::pin(self.poll_inner(me, conn_id, options))
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, ()> {
+        self.sweep_now();
+        Box::pin(std::future::ready(()))
+    }
+
+    fn stats(&self) -> StoreStats {
+        let c = &self.counters;
+        StoreStats {
+            connections: c.connections.load(Ordering::Relaxed),
+            polling: c.polling.load(Ordering::Relaxed),
+            queued_messages: c.queued.load(Ordering::Relaxed),
+            delivered_messages: c.delivered.load(Ordering::Relaxed),
+            expired_messages: c.expired.load(Ordering::Relaxed),
+            evicted_messages: c.evicted.load(Ordering::Relaxed),
+        }
+    }
+}

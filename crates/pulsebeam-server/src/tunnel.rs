@@ -1,0 +1,257 @@
+//! The three Twirp methods of `pulsebeam.v1.Tunnel` and the rules they enforce.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message as _;
+
+use crate::auth::Identity;
+use crate::metrics::Drop;
+use crate::proto::{self, IceServer, PeerInfo, PrepareResp, RecvResp, SendReq};
+use crate::server::State;
+use crate::store::{Envelope, PeerAddr, PollOptions, ProjectId, StoreError};
+use crate::turn::turn_credential;
+use crate::twirp::{Code, TwirpError};
+
+/// Connection ids below this are reserved; 0 is discovery.
+const FIRST_CONN_ID: u32 = 16;
+/// Longest group or peer id, in characters (`tokens.md`).
+const MAX_ID_CHARS: usize = pulsebeam_token::MAX_ID_CHARS;
+
+impl From<StoreError> for TwirpError {
+    fn from(err: StoreError) -> Self {
+        let code = match err {
+            StoreError::MailboxFull { .. }
+            | StoreError::TooManyPeerConnections { .. }
+            | StoreError::TooManyProjectConnections { .. } => Code::ResourceExhausted,
+            StoreError::Unavailable(_) => Code::Unavailable,
+        };
+        TwirpError::new(code, err.to_string())
+    }
+}
+
+/// `Prepare`: the configured STUN servers and, per TURN entry, fresh TURN REST credentials
+/// that expire no later than the token.
+pub(crate) fn prepare(state: &State, identity: &Identity) -> PrepareResp {
+    let mut ice_servers = Vec::with_capacity(state.config.ice.turn.len() + 1);
+    if !state.config.ice.stun_urls.is_empty() {
+        ice_servers.push(IceServer {
+            urls: state.config.ice.stun_urls.clone(),
+            username: None,
+            credential: None,
+        });
+    }
+    if !state.config.ice.turn.is_empty() {
+        let now = state.auth.now_unix();
+        let user = format!("{}/{}", identity.group, identity.peer);
+        for turn in &state.config.ice.turn {
+            let expires_at = now
+                .saturating_add(turn.credential_ttl_secs)
+                .min(identity.expires_at);
+            let credential = turn_credential(&turn.secret, &user, expires_at);
+            ice_servers.push(IceServer {
+                urls: turn.urls.clone(),
+                username: Some(credential.username),
+                credential: Some(credential.credential),
+            });
+        }
+    }
+    PrepareResp { ice_servers }
+}
+
+/// `Send`: checks identity, ids, payload size and policy, then queues the message.
+pub(crate) async fn send(
+    state: &State,
+    identity: &Identity,
+    request: SendReq,
+) -> Result<(), TwirpError> {
+    let message = request.msg.ok_or_else(|| {
+        TwirpError::new(
+            Code::InvalidArgument,
+            "SendReq.msg is missing; send a Message",
+        )
+    })?;
+    let header = message.header.as_ref().ok_or_else(|| {
+        TwirpError::new(
+            Code::InvalidArgument,
+            "msg.header is missing; set header.src and header.dst",
+        )
+    })?;
+    let src = header.src.as_ref().ok_or_else(|| {
+        TwirpError::new(
+            Code::InvalidArgument,
+            "msg.header.src is missing; set it to your own group, peer and conn id",
+        )
+    })?;
+    check_own_identity(identity, src, "msg.header.src")?;
+    let dst = header.dst.as_ref().ok_or_else(|| {
+        TwirpError::new(
+            Code::InvalidArgument,
+            "msg.header.dst is missing; set the destination group and peer (conn id 0 to discover)",
+        )
+    })?;
+    check_id(&dst.group_id, "msg.header.dst.groupId")?;
+    check_id(&dst.peer_id, "msg.header.dst.peerId")?;
+    if dst.conn_id != 0 && dst.conn_id < FIRST_CONN_ID {
+        return Err(TwirpError::new(
+            Code::InvalidArgument,
+            format!(
+                "msg.header.dst.connId {} is reserved; use 0 to discover the peer or a conn id of 16 or more",
+                dst.conn_id
+            ),
+        ));
+    }
+    let payload_len = message
+        .payload
+        .as_ref()
+        .map_or(0, prost::Message::encoded_len);
+    let max_payload = state.config.limits.max_payload_bytes;
+    if payload_len > max_payload {
+        return Err(TwirpError::new(
+            Code::InvalidArgument,
+            format!("msg.payload is {payload_len} bytes, more than the {max_payload} allowed; send smaller messages"),
+        ));
+    }
+    if !identity.allows(&dst.group_id, &dst.peer_id) {
+        let msg = match &identity.policy {
+            None => "the token has no allow policy (`ap` is null), so it may send to no one; mint it with a policy".to_owned(),
+            Some(policy) => format!(
+                "the token's policy {policy} does not allow sending to this destination"
+            ),
+        };
+        return Err(TwirpError::new(Code::PermissionDenied, msg));
+    }
+    let envelope = Envelope {
+        src_group: Arc::clone(&identity.group),
+        src_peer: Arc::clone(&identity.peer),
+        message: Bytes::from(message.encode_to_vec()),
+    };
+    let dst_addr = PeerAddr {
+        project: ProjectId(identity.project),
+        group: &dst.group_id,
+        peer: &dst.peer_id,
+    };
+    match state.store.deliver(dst_addr, dst.conn_id, envelope).await {
+        Ok(()) => {
+            state.metrics.relayed();
+            Ok(())
+        }
+        Err(err) => {
+            if matches!(err, StoreError::MailboxFull { .. }) {
+                state.metrics.dropped(Drop::MailboxFull, 1);
+            }
+            Err(err.into())
+        }
+    }
+}
+
+/// `Recv`: long-polls the caller's own mailbox; on shutdown answers with what is queued.
+pub(crate) async fn recv(
+    state: &State,
+    identity: &Identity,
+    src: Option<&PeerInfo>,
+) -> Result<Vec<Envelope>, TwirpError> {
+    let src = src.ok_or_else(|| {
+        TwirpError::new(
+            Code::InvalidArgument,
+            "RecvReq.src is missing; set it to your own group, peer and conn id",
+        )
+    })?;
+    check_own_identity(identity, src, "src")?;
+    let me = PeerAddr {
+        project: ProjectId(identity.project),
+        group: &identity.group,
+        peer: &identity.peer,
+    };
+    let limits = &state.config.limits;
+    let options = PollOptions {
+        wait: Duration::from_millis(limits.poll_timeout_ms),
+        batch_window: Duration::from_millis(limits.batch_window_ms),
+        max_messages: limits.max_batch_messages,
+    };
+    let mut shutdown = state.shutdown.subscribe();
+    let shutting_down = async move {
+        // The `Ref` that `wait_for` returns must not live across an await.
+        let _ = shutdown.wait_for(|down| *down).await;
+    };
+    let envelopes = tokio::select! {
+        result = state.store.poll(me, src.conn_id, options) => result?,
+        () = shutting_down => {
+            let now = PollOptions { wait: Duration::ZERO, ..options };
+            state.store.poll(me, src.conn_id, now).await?
+        }
+    };
+    if !state.config.mutual_policy {
+        return Ok(envelopes);
+    }
+    let before = envelopes.len();
+    let admitted: Vec<Envelope> = envelopes
+        .into_iter()
+        .filter(|e| identity.allows(&e.src_group, &e.src_peer))
+        .collect();
+    let refused = before - admitted.len();
+    if refused > 0 {
+        state.metrics.dropped(Drop::ReceiverPolicy, refused as u64);
+        tracing::debug!(
+            refused,
+            "dropped messages the receiver's policy does not admit"
+        );
+    }
+    Ok(admitted)
+}
+
+/// `RecvResp` in protobuf, built from the stored message bytes without re-encoding them.
+pub(crate) fn recv_resp_protobuf(envelopes: &[Envelope]) -> Bytes {
+    let len: usize = envelopes
+        .iter()
+        .map(|e| 1 + prost::encoding::encoded_len_varint(e.message.len() as u64) + e.message.len())
+        .sum();
+    let mut out = BytesMut::with_capacity(len);
+    for e in envelopes {
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(e.message.len() as u64, &mut out);
+        out.put_slice(&e.message);
+    }
+    out.freeze()
+}
+
+/// `RecvResp` as a message, for the JSON encoding.
+pub(crate) fn recv_resp_message(envelopes: &[Envelope]) -> Result<RecvResp, TwirpError> {
+    let msgs = envelopes
+        .iter()
+        .map(|e| proto::Message::decode(e.message.as_ref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TwirpError::new(Code::Internal, "a stored message could not be decoded"))?;
+    Ok(RecvResp { msgs })
+}
+
+fn check_own_identity(identity: &Identity, info: &PeerInfo, field: &str) -> Result<(), TwirpError> {
+    if info.group_id != *identity.group || info.peer_id != *identity.peer {
+        return Err(TwirpError::new(
+            Code::PermissionDenied,
+            format!("{field} must name the token's own group and peer (gid/pid); a token can only speak for itself"),
+        ));
+    }
+    if info.conn_id < FIRST_CONN_ID {
+        return Err(TwirpError::new(
+            Code::InvalidArgument,
+            format!(
+                "{field}.connId {} is reserved; draw a random conn id of 16 or more per page load",
+                info.conn_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_id(id: &str, field: &str) -> Result<(), TwirpError> {
+    let chars = id.chars().count();
+    if chars == 0 || chars > MAX_ID_CHARS || id.chars().any(char::is_control) {
+        return Err(TwirpError::new(
+            Code::InvalidArgument,
+            format!("{field} must be 1 to {MAX_ID_CHARS} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
