@@ -92,7 +92,7 @@ function onStream(stream, options) {
   session.addEventListener('state', (event) => {
     const { state, text } = event.detail;
     item.dataset.state = state;
-    item.textContent = `${session.name}: ${text}`;
+    item.textContent = text;
     log(text);
     if (state === 'failed') showError(text);
     if (state === 'closed' || state === 'failed') {
@@ -223,19 +223,24 @@ function setupPeerView() {
     $('message').value = '';
   });
 
-  const me = form.elements.peerId.value;
-  const other = form.elements.connect.value || 'bob';
-  const link = new URLSearchParams({ groupId: form.elements.groupId.value, peerId: other, connect: me, autostart: '1' });
-  if (form.elements.relay.checked) link.set('relay', '1');
-  $('other').innerHTML = '';
   const a = document.createElement('a');
-  a.href = `/?${link}`;
   a.target = '_blank';
-  a.textContent = `open ${other} in a new tab`;
   const split = document.createElement('a');
   split.href = '/?split=1';
   split.textContent = 'both peers side by side';
   $('other').append('Try it: ', a, ' or ', split, '.');
+  // The link opens the other side, calling back whoever this page is.
+  const updateLink = () => {
+    const me = form.elements.peerId.value;
+    const other = form.elements.connect.value || 'bob';
+    const link = new URLSearchParams({ groupId: form.elements.groupId.value, peerId: other, connect: me, autostart: '1' });
+    if (form.elements.relay.checked) link.set('relay', '1');
+    a.href = `/?${link}`;
+    a.textContent = `open ${other} in a new tab`;
+  };
+  form.addEventListener('input', updateLink);
+  updateLink();
+  if (window.self !== window.top) document.body.classList.add('embedded');
 
   if (params.get('autostart') === '1') start(form);
 }

@@ -3,6 +3,8 @@
 //! `GET /auth?groupId=<group>&peerId=<peer>` answers `{"groupId","peerId","token"}` with a token
 //! allowed to reach everyone (`*:*`). Dev mode also takes `allow=<group pattern>:<peer pattern>`
 //! to mint a token with a narrower policy, so restricted peers can be tried out and tested.
+//! Cross-origin requests (a front end on another local port) get the signaling server's CORS
+//! headers, like the Twirp routes.
 
 use std::sync::Arc;
 
@@ -104,11 +106,6 @@ fn json(status: StatusCode, body: String) -> Response {
                 HeaderValue::from_static("application/json"),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            // Any local dev front end may fetch tokens, as from an app backend.
-            (
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            ),
         ],
         body,
     )

@@ -160,9 +160,18 @@ mod tokens {
         assert_eq!(keys.len(), 1);
         assert!(keys.get(&server.api_key).is_some());
 
-        let auth = get(server.addr, "/auth?groupId=default&peerId=alice").await;
+        // A front end on another local port may fetch tokens (the server's CORS layer).
+        let auth = request(
+            server.addr,
+            "GET",
+            "/auth?groupId=default&peerId=alice",
+            &[("origin", "http://localhost:5173")],
+            b"",
+        )
+        .await;
         assert_eq!(auth.status, 200, "{}", auth.text());
         assert_eq!(auth.header("cache-control"), Some("no-store"));
+        assert!(auth.header("access-control-allow-origin").is_some());
         let body = auth.json();
         assert_eq!(body["groupId"], "default");
         assert_eq!(body["peerId"], "alice");
