@@ -67,7 +67,7 @@ glue="$staging/pulsebeam.js"
 assert_line='        throw new Error(`expected instance of ${klass.name}`);'
 grep -qxF "$assert_line" "$glue" || die "wasm-bindgen $wb_version glue changed: update the _assertClass patch in build.sh"
 awk -v old="$assert_line" '$0 == old {
-    print "        const got = instance === null ? \"null\" : Array.isArray(instance) ? \"an array\" : typeof instance === \"object\" ? `an instance of ${instance?.constructor?.name ?? \"Object\"}` : typeof instance;"
+    print "        const got = instance === null ? \"null\" : Array.isArray(instance) ? \"an array\" : typeof instance !== \"object\" ? typeof instance : [Object, undefined].includes(instance.constructor) ? \"a plain object\" : `an instance of ${instance.constructor.name}`;"
     print "        const error = new TypeError(`expected an instance of ${klass.name}, got ${got}`);"
     print "        error.name = \"PulseBeamError\";"
     print "        error.code = \"invalid_argument\";"
