@@ -545,6 +545,79 @@ mod general {
     }
 
     #[test]
+    fn every_error_is_printed_once_and_exits_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().join("existing");
+        std::fs::write(&existing, "x").unwrap();
+        let existing = existing.to_str().unwrap();
+        let mint = [
+            "create-token",
+            "--group-id",
+            "g",
+            "--peer-id",
+            "p",
+            "--allow-policy",
+            "g:*",
+        ];
+        let with = |extra: &[&'static str]| -> Vec<&'static str> {
+            mint.iter().copied().chain(extra.iter().copied()).collect()
+        };
+        let cases: Vec<Vec<&str>> = vec![
+            vec!["frobnicate"],
+            vec!["keygen", "--out", existing],
+            vec!["keygen", "--out", "/nonexistent-dir/.env"],
+            with(&[]),
+            with(&["--api-key", KEY]),
+            with(&["--api-key", KEY, "--api-secret", "nope"]),
+            with(&["--api-key", "", "--api-secret", SECRET]),
+            with(&["--env-file", "/nonexistent.env"]),
+            with(&["--api-key", KEY, "--api-secret", SECRET, "--duration", "0"]),
+            with(&[
+                "--api-key",
+                KEY,
+                "--api-secret",
+                SECRET,
+                "--duration",
+                "4294967296",
+            ]),
+            with(&["--api-key", KEY, "--api-secret", SECRET, "--jti", "a\u{7}b"]),
+            vec![
+                "create-token",
+                "--group-id",
+                "g",
+                "--peer-id",
+                "p",
+                "--allow-policy",
+                "a:b:c",
+            ],
+            vec!["verify", "--public-key", "00", "x.y.z"],
+            vec!["verify", "--jwks", "/nonexistent.json", "x.y.z"],
+            vec!["verify", "--public-key", PUBLIC, ""],
+            vec!["inspect", " "],
+            vec!["policy", "check", "--policy", "a:b", "--group", "g"],
+        ];
+        for args in cases {
+            let run = pulsebeam(&args).expect(2);
+            assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+            assert_eq!(
+                run.stderr.matches("error:").count(),
+                1,
+                "{args:?}: {}",
+                run.stderr
+            );
+            assert!(
+                run.stderr.starts_with("error: "),
+                "{args:?}: {}",
+                run.stderr
+            );
+            assert!(
+                !run.stderr.contains(&SECRET[3..]),
+                "{args:?}: the secret was echoed"
+            );
+        }
+    }
+
+    #[test]
     fn a_closed_pipe_ends_quietly() {
         // inspect reads all of stdin before writing, so the read end of stdout is closed first.
         let token = mint(1_000_000, 3600, &[]);

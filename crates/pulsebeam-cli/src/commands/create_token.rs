@@ -86,15 +86,17 @@ pub(crate) fn run(
     let app = args.credentials.access_token(session)?;
     let now = session.now(args.clock.now);
 
+    // Warnings are printed only once a token has been minted; a refusal is reason enough.
+    let mut warnings: Vec<String> = Vec::new();
     let ttl = args.duration.secs;
     if args.duration.bare && ttl > DAY_SECS && ttl % 1000 == 0 {
-        session.warn(&format!(
+        warnings.push(format!(
             "--duration is in seconds: {ttl} seconds is {}; if you meant milliseconds, use --duration {}",
             span(ttl),
             ttl / 1000
         ));
     } else if ttl > DAY_SECS {
-        session.warn(&format!(
+        warnings.push(format!(
             "the token lives {} (more than a day) and cannot be revoked before it expires; prefer short-lived tokens",
             span(ttl)
         ));
@@ -112,15 +114,15 @@ pub(crate) fn run(
         let policy = match &args.allow_policy {
             Some(policy) => {
                 if policy.is_allow_all() {
-                    session.warn(
-                        "the allow policy `*:*` lets this peer reach every peer of the project; narrow it, e.g. --allow-policy 'room1:*'",
+                    warnings.push(
+                        "the allow policy `*:*` lets this peer reach every peer of the project; narrow it, e.g. --allow-policy 'room1:*'".to_owned(),
                     );
                 }
                 policy.clone()
             }
             None => {
-                session.warn(
-                    "no --allow-policy given, so the token gets `*:*`: this peer may reach every peer of the project; narrow it, e.g. --allow-policy 'room1:*'",
+                warnings.push(
+                    "no --allow-policy given, so the token gets `*:*`: this peer may reach every peer of the project; narrow it, e.g. --allow-policy 'room1:*'".to_owned(),
                 );
                 PeerPolicy::allow_all()
             }
@@ -132,7 +134,7 @@ pub(crate) fn run(
     }
     if let Some(nbf) = args.nbf {
         if nbf >= now.saturating_add(ttl) {
-            session.warn(&format!(
+            warnings.push(format!(
                 "--nbf {nbf} is not before the expiry {}: the token will never be valid",
                 now.saturating_add(ttl)
             ));
@@ -154,6 +156,9 @@ pub(crate) fn run(
     let minted = app
         .mint_at(&claims, &options, now)
         .map_err(CliError::Create)?;
+    for warning in &warnings {
+        session.warn(warning);
+    }
     if !args.json {
         return session
             .out(&format!("{}\n", minted.token))

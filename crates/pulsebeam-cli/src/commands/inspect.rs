@@ -14,7 +14,7 @@ use crate::{explain, Session, Status};
 const EXAMPLES: &str = "\
 Examples:
   pulsebeam inspect \"$TOKEN\"
-  pbpaste | pulsebeam inspect -
+  pulsebeam inspect - < token.txt
   pulsebeam inspect --json \"$TOKEN\" | jq .notes
 
 Nothing here is verified: anyone can write any claims. Use `pulsebeam verify` to trust a token.
