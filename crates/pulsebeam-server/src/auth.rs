@@ -27,8 +27,8 @@ pub(crate) struct Identity {
     pub(crate) policy: Option<PeerPolicy>,
     /// `exp`, Unix seconds.
     pub(crate) expires_at: u64,
-    /// Last instant the token is accepted (`exp` plus leeway), Unix seconds.
-    valid_until: u64,
+    /// First second the token is refused (`exp` plus leeway), Unix seconds.
+    pub(crate) valid_until: u64,
     bucket: Mutex<Bucket>,
 }
 

@@ -35,6 +35,8 @@
 //! ```
 //!
 //! Or, binding `listen` from the config: `pulsebeam_server::run(config, shutdown_signal())`.
+//!
+//! The crate README documents every configuration key, route, error code and metric.
 
 mod auth;
 mod config;
@@ -53,3 +55,8 @@ pub use server::{run, serve, shutdown_signal, RunError, Server, ServerBuilder, T
 pub use store::{MailboxStore, MemoryStore};
 pub use turn::{turn_credential, TurnCredential};
 pub use twirp::{Code, TwirpError};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -656,3 +656,218 @@ impl MailboxStore for MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(tweak: impl FnOnce(&mut Limits)) -> Arc<MemoryStore> {
+        let mut limits = Limits::default();
+        tweak(&mut limits);
+        Arc::new(MemoryStore::new(&limits, 2))
+    }
+
+    fn addr(peer: &str) -> PeerAddr<'_> {
+        PeerAddr {
+            project: ProjectId(0),
+            group: "g",
+            peer,
+        }
+    }
+
+    fn envelope(text: &'static str) -> Envelope {
+        Envelope {
+            src_group: Arc::from("g"),
+            src_peer: Arc::from("sender"),
+            message: Bytes::from_static(text.as_bytes()),
+        }
+    }
+
+    fn texts(envelopes: &[Envelope]) -> Vec<&[u8]> {
+        envelopes.iter().map(|e| e.message.as_ref()).collect()
+    }
+
+    const NOW: PollOptions = PollOptions {
+        wait: Duration::ZERO,
+        batch_window: Duration::ZERO,
+        max_messages: 64,
+    };
+
+    const LONG: PollOptions = PollOptions {
+        wait: Duration::from_secs(20),
+        batch_window: Duration::from_millis(5),
+        max_messages: 64,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn undelivered_messages_expire_after_the_ttl() {
+        let s = store(|l| l.message_ttl_secs = 30);
+        s.deliver(addr("bob"), 100, envelope("old")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(29)).await;
+        s.deliver(addr("bob"), 100, envelope("new")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let got = s.poll(addr("bob"), 100, NOW).await.unwrap();
+        assert_eq!(texts(&got), [b"new"]);
+        assert_eq!(s.stats().expired_messages, 1);
+        assert_eq!(s.stats().queued_messages, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_poll_returns_empty_exactly_at_its_deadline() {
+        let s = store(|_| {});
+        let start = Instant::now();
+        let got = s.poll(addr("bob"), 100, LONG).await.unwrap();
+        assert!(got.is_empty());
+        assert_eq!(start.elapsed(), LONG.wait);
+        assert_eq!(s.stats().polling, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_poll_batches_what_arrives_within_the_window() {
+        let s = store(|_| {});
+        let poll = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move { s.poll(addr("bob"), 100, LONG).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        s.deliver(addr("bob"), 100, envelope("1")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        s.deliver(addr("bob"), 0, envelope("2")).await.unwrap();
+        let got = poll.await.unwrap().unwrap();
+        assert_eq!(texts(&got), [b"1", b"2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn discovery_waits_for_the_first_poll_and_keeps_send_order() {
+        let s = store(|_| {});
+        s.deliver(addr("bob"), 0, envelope("join")).await.unwrap();
+        s.deliver(addr("bob"), 100, envelope("direct"))
+            .await
+            .unwrap();
+        s.deliver(addr("bob"), 0, envelope("join again"))
+            .await
+            .unwrap();
+        let got = s.poll(addr("bob"), 100, NOW).await.unwrap();
+        assert_eq!(texts(&got), [&b"join"[..], b"direct", b"join again"]);
+        // Another peer's mailbox and another project's are untouched.
+        let other = PeerAddr {
+            project: ProjectId(1),
+            ..addr("bob")
+        };
+        assert!(s.poll(other, 100, NOW).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn discovery_prefers_the_polling_connection_and_skips_idle_ones() {
+        let s = store(|l| l.connection_idle_secs = 15);
+        s.poll(addr("bob"), 100, NOW).await.unwrap();
+        tokio::time::advance(Duration::from_secs(16)).await;
+        // Conn 100 is idle now: discovery waits for the next poll instead.
+        s.deliver(addr("bob"), 0, envelope("a")).await.unwrap();
+        let got = s.poll(addr("bob"), 200, NOW).await.unwrap();
+        assert_eq!(texts(&got), [b"a"]);
+
+        let poll = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move { s.poll(addr("bob"), 300, LONG).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        s.deliver(addr("bob"), 0, envelope("b")).await.unwrap();
+        assert_eq!(texts(&poll.await.unwrap().unwrap()), [b"b"]);
+        assert!(s.poll(addr("bob"), 200, NOW).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_poll_ends_the_older_one() {
+        let s = store(|_| {});
+        let old = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move { s.poll(addr("bob"), 100, LONG).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let new = tokio::spawn({
+            let s = Arc::clone(&s);
+            async move { s.poll(addr("bob"), 100, LONG).await }
+        });
+        assert!(old.await.unwrap().unwrap().is_empty());
+        s.deliver(addr("bob"), 100, envelope("x")).await.unwrap();
+        assert_eq!(texts(&new.await.unwrap().unwrap()), [b"x"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mailboxes_and_connections_are_bounded() {
+        let s = store(|l| {
+            l.mailbox_capacity = 2;
+            l.max_connections_per_peer = 2;
+            l.max_connections_per_project = 3;
+        });
+        s.deliver(addr("bob"), 100, envelope("1")).await.unwrap();
+        s.deliver(addr("bob"), 100, envelope("2")).await.unwrap();
+        assert_eq!(
+            s.deliver(addr("bob"), 100, envelope("3")).await,
+            Err(StoreError::MailboxFull { capacity: 2 })
+        );
+        // Two live (polling) connections fill the peer ...
+        let polls: Vec<_> = [200, 300]
+            .into_iter()
+            .map(|conn| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move { s.poll(addr("bob"), conn, LONG).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // ... (the never-polled mailbox of conn 100 was given up for them) ...
+        assert_eq!(s.stats().evicted_messages, 2);
+        assert_eq!(
+            s.poll(addr("bob"), 400, NOW).await,
+            Err(StoreError::TooManyPeerConnections { max: 2 })
+        );
+        // ... and the project allows three peers' worth of entries.
+        s.deliver(addr("carol"), 0, envelope("c")).await.unwrap();
+        s.deliver(addr("dave"), 0, envelope("d")).await.unwrap();
+        assert_eq!(
+            s.deliver(addr("erin"), 0, envelope("e")).await,
+            Err(StoreError::TooManyProjectConnections { max: 3 })
+        );
+        for p in polls {
+            p.abort();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweep_drops_idle_connections_and_empty_peers() {
+        let s = store(|l| {
+            l.connection_idle_secs = 15;
+            l.message_ttl_secs = 30;
+        });
+        s.poll(addr("bob"), 100, NOW).await.unwrap();
+        s.deliver(addr("carol"), 0, envelope("c")).await.unwrap();
+        assert_eq!(s.stats().connections, 1);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        s.sweep().await;
+        let stats = s.stats();
+        assert_eq!((stats.connections, stats.queued_messages), (0, 0));
+        assert_eq!(stats.expired_messages, 1);
+        assert!(s.shards.iter().all(|m| m.lock().unwrap().is_empty()));
+        assert!(s
+            .projects
+            .iter()
+            .all(|p| p.conns.load(Ordering::Relaxed) == 0 && p.peers.load(Ordering::Relaxed) == 0));
+    }
+
+    #[test]
+    fn merge_keeps_sequence_order() {
+        let q = |seqs: &[u64]| -> VecDeque<Queued> {
+            seqs.iter()
+                .map(|&seq| Queued {
+                    seq,
+                    at: Instant::now(),
+                    envelope: envelope("x"),
+                })
+                .collect()
+        };
+        let merged = merge_by_seq(q(&[1, 4, 5]), q(&[0, 2, 3, 6]));
+        let seqs: Vec<u64> = merged.iter().map(|x| x.seq).collect();
+        assert_eq!(seqs, [0, 1, 2, 3, 4, 5, 6]);
+    }
+}

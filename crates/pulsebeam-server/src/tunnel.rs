@@ -165,8 +165,10 @@ pub(crate) async fn recv(
         peer: &identity.peer,
     };
     let limits = &state.config.limits;
+    // A poll never outlasts the token: its expiry ends the session, as it did on the hosted service.
+    let token_left = identity.valid_until.saturating_sub(state.auth.now_unix());
     let options = PollOptions {
-        wait: Duration::from_millis(limits.poll_timeout_ms),
+        wait: Duration::from_millis(limits.poll_timeout_ms).min(Duration::from_secs(token_left)),
         batch_window: Duration::from_millis(limits.batch_window_ms),
         max_messages: limits.max_batch_messages,
     };
