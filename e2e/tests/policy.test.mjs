@@ -19,3 +19,20 @@ test('a peer whose policy excludes the other cannot connect, and the page explai
     assert.equal(await bob.locator('#status').getAttribute('data-state'), 'online', await describe(bob));
   });
 });
+
+test('an id the token rules refuse is explained on the page', { timeout: 60_000 }, async (t) => {
+  const dev = await startDev(t);
+  const browser = await launchBrowser(t);
+  const page = await openPeer(t, browser, dev.url, { peerId: 'a-peer-id-too-long', connect: 'bob', camera: '0' });
+
+  await withPageLogs(t, async () => {
+    await page.waitForSelector('#error:not([hidden])', { timeout: 20_000 });
+    assert.equal(
+      await page.locator('#error').innerText(),
+      'could not get a token: bad groupId or peerId: peer id is 18 characters long; shorten it to at most 16',
+    );
+    assert.equal(await page.locator('#status').getAttribute('data-state'), 'failed');
+    // The form is usable again to fix the id.
+    assert.equal(await page.locator('#start').isEnabled(), true);
+  });
+});
