@@ -51,7 +51,9 @@ impl JsVerifier {
     #[wasm_bindgen(constructor)]
     pub fn new(
         keys: &JsKeySet,
-        #[wasm_bindgen(unchecked_param_type = "VerifierOptions")] options: Option<js_sys::Object>,
+        #[wasm_bindgen(unchecked_optional_param_type = "VerifierOptions")] options: Option<
+            js_sys::Object,
+        >,
     ) -> Result<JsVerifier, JsValue> {
         let options: JsValue = options.map_or(JsValue::UNDEFINED, Into::into);
         verifier(keys.inner.clone(), &options)
@@ -64,7 +66,9 @@ impl JsVerifier {
     #[wasm_bindgen(js_name = fromJwks)]
     pub fn from_jwks(
         #[wasm_bindgen(unchecked_param_type = "Jwks | Jwk | string")] jwks: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "VerifierOptions")] options: Option<js_sys::Object>,
+        #[wasm_bindgen(unchecked_optional_param_type = "VerifierOptions")] options: Option<
+            js_sys::Object,
+        >,
     ) -> Result<JsVerifier, JsValue> {
         let keys = JsKeySet::from_jwks(jwks)?;
         let options: JsValue = options.map_or(JsValue::UNDEFINED, Into::into);

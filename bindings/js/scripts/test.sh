@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the @pulsebeam/server package and runs its tests for real on Deno, Bun, workerd
+# (through miniflare, on loopback) and Node's test runner, whose summary closes the output.
+# Exits non-zero if the build or any runtime's tests fail. Every step is bounded in time.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+failed=()
+step() { # step NAME SECONDS COMMAND...
+  local name="$1" seconds="$2"
+  shift 2
+  log "$name"
+  if ! timeout --kill-after=10 "$seconds" "$@"; then
+    failed+=("$name")
+    log "FAILED: $name"
+  fi
+}
+
+timeout 1800 bash scripts/build.sh || { log "FAILED: build"; exit 1; }
+
+# Test dependencies (deno, bun, miniflare with workerd, jose) exactly as package-lock.json pins.
+stamp=node_modules/.package-lock.json
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
+  log "npm ci"
+  timeout 600 npm ci --no-audit --no-fund --loglevel=error || { log "FAILED: npm ci"; exit 1; }
+fi
+bin="$here/node_modules/.bin"
+
+# The Rust crate's own verifier, used natively by the interop test.
+timeout 900 cargo build --quiet --locked --example verify_token || { log "FAILED: building examples/verify_token"; exit 1; }
+
+export NO_COLOR=1
+step "deno: type-check the shipped declarations" 300 "$bin/deno" check --quiet test/types/usage.ts
+step "deno: tests" 300 "$bin/deno" test --quiet --no-prompt --allow-read=.,../../testdata test/deno/
+step "bun: tests" 300 "$bin/bun" test test/bun/
+step "node: tests (and workerd through miniflare)" 600 \
+  node --test test/node/*.test.mjs
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  log "failed: ${failed[*]}"
+  exit 1
+fi
