@@ -61,3 +61,14 @@ test("package.json and jsr.json agree, and every file they name is built", () =>
     .split("\n").filter((line) => !line.startsWith("//")).join("\n");
   assert.doesNotMatch(workerd, /import\.meta\.url|node:fs|fetch\(/, "workerd.js neither reads files nor fetches");
 });
+
+test("CommonJS code can require() the Node entry point (no top-level await in it)", () => {
+  const out = execFileSync(process.execPath, ["-e", `
+    const { AccessToken, PeerClaims, PeerPolicy } = require("@pulsebeam/server");
+    const claims = new PeerClaims("g", "p");
+    claims.setAllowPolicy(new PeerPolicy("*", "*"));
+    const app = new AccessToken("kid_73d8caa6c387d46c", "sk_7edea599046490dfd271b863b03398d2b613812b1f23efd023ca3b08026d3e67");
+    console.log(app.createToken(claims, 60).split(".").length);
+  `], { cwd: root, encoding: "utf8" });
+  assert.equal(out.trim(), "3");
+});
