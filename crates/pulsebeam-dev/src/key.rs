@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pulsebeam_token::{AccessToken, KeyPair};
 use zeroize::Zeroizing;
@@ -42,12 +43,25 @@ pub(crate) fn load_or_create(state_dir: &Path) -> Result<DevKey, DevError> {
         }
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             create_state_dir(state_dir)?;
-            let minter = create(&path)?;
-            Ok(DevKey {
-                minter,
-                path,
-                created: true,
-            })
+            match create(&path) {
+                Ok(minter) => Ok(DevKey {
+                    minter,
+                    path,
+                    created: true,
+                }),
+                // Another dev server started at the same moment and wrote it first: use theirs.
+                Err(DevError::KeyFileIo { source, .. })
+                    if source.kind() == io::ErrorKind::AlreadyExists =>
+                {
+                    let minter = load(&path)?;
+                    Ok(DevKey {
+                        minter,
+                        path,
+                        created: false,
+                    })
+                }
+                Err(err) => Err(err),
+            }
         }
         Err(source) => Err(DevError::KeyFileIo { path, source }),
     }
@@ -101,9 +115,23 @@ fn create(path: &Path) -> Result<AccessToken, DevError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(io_err)?;
-    file.write_all(contents.as_bytes()).map_err(io_err)?;
-    file.sync_all().map_err(io_err)?;
+    // Written whole under a private name, then linked into place: the link fails if the file
+    // appeared meanwhile, and a reader never sees a half-written key.
+    static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
+    let staging = path.with_extension(format!(
+        "env.new-{}-{}",
+        std::process::id(),
+        STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = options
+        .open(&staging)
+        .and_then(|mut file| {
+            file.write_all(contents.as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::hard_link(&staging, path));
+    let _ = fs::remove_file(&staging);
+    written.map_err(io_err)?;
     AccessToken::new(pair.api_key(), &secret).map_err(|source| DevError::Key {
         path: path.to_path_buf(),
         source,

@@ -63,6 +63,7 @@ pub const MAX_TOKEN_TTL_SECS: u64 = 86_400;
 
 /// TURN settings: a coturn server run with `use-auth-secret` and `static-auth-secret`.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DevTurn {
     /// `turn:` / `turns:` URLs handed to browsers, e.g. `turn:127.0.0.1:3478?transport=udp`.
     pub urls: Vec<String>,

@@ -473,3 +473,35 @@ mod state {
         assert!(err.to_string().contains("--port"), "{err}");
     }
 }
+
+mod concurrency {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn servers_starting_together_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let starts = (0..4).map(|_| DevServer::bind(options(dir.path())));
+        let servers: Vec<DevServer> = futures_join_all(starts).await;
+        let created = servers.iter().filter(|s| s.key_created()).count();
+        assert_eq!(created, 1);
+        assert!(servers.iter().all(|s| s.api_key() == servers[0].api_key()));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != "dev.env" && name != ".gitignore")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<DevServer>
+    where
+        F: std::future::Future<Output = Result<DevServer, DevError>> + Send + 'static,
+    {
+        let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.unwrap().unwrap());
+        }
+        out
+    }
+}
