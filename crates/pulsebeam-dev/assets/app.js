@@ -193,7 +193,15 @@ async function start(form) {
   const localStream = await getCamera(fields.camera.checked);
   tunnel.addEventListener('stream', (event) => onStream(event.detail, { iceServers, relayOnly, localStream }));
   tunnel.run();
-  if (connect) tunnel.connect(groupId, connect);
+  if (connect) {
+    tunnel.connect(groupId, connect);
+    // Silence is all a caller sees when the other side is absent or its policy drops us.
+    setTimeout(() => {
+      if (!tunnel.closed && sessions.size === 0) {
+        setStatus('online', `still no answer from ${connect} after 10 s: is ${connect}'s page open, and does ${connect}'s token allow ${peerId}?`);
+      }
+    }, 10_000);
+  }
   refreshOverall();
   addEventListener('pagehide', () => tunnel.close());
 }
