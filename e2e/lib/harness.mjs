@@ -72,9 +72,17 @@ function stopProcess(child, name) {
   }).catch((err) => console.error(`stopping ${name}: ${err.message}`));
 }
 
+// Whatever happens to the test runner (a timeout, an uncaught error), nothing outlives it.
+const liveChildren = new Set();
+process.on('exit', () => {
+  for (const child of liveChildren) child.kill('SIGKILL');
+});
+
 /** Spawns a process, keeps its output for failure messages, and kills it when the test ends. */
 function spawnTracked(t, name, bin, args, options = {}) {
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  liveChildren.add(child);
+  child.once('exit', () => liveChildren.delete(child));
   const output = [];
   const keep = (chunk) => {
     output.push(chunk.toString());
