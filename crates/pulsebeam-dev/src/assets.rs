@@ -34,9 +34,18 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The page loads only its own scripts and styles and talks only to this server.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'self'";
+
 /// `GET /`: the demo page.
 pub(crate) async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML)
+    let mut response = asset("text/html; charset=utf-8", INDEX_HTML);
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    response
 }
 
 /// `GET /demo/{file}`.

@@ -330,6 +330,8 @@ mod demo {
             Some("text/html; charset=utf-8")
         );
         assert!(page.text().contains("<title>PulseBeam dev demo</title>"));
+        let csp = page.header("content-security-policy").unwrap();
+        assert!(csp.contains("default-src 'self'"), "{csp}");
         for file in ["app.js", "session.js", "tunnel.js", "proto.js"] {
             let resp = get(server.addr, &format!("/demo/{file}")).await;
             assert_eq!(resp.status, 200, "{file}");
