@@ -185,9 +185,10 @@ impl Server {
         router.layer(middleware::from_fn_with_state(state, cors))
     }
 
-    /// Starts shutting down: open long-polls are answered with what is queued and new calls
-    /// get `unavailable` (which the client retries). [`serve`] calls this when its shutdown
-    /// future completes.
+    /// Starts shutting down: open long-polls are answered with what is queued, new calls get
+    /// `unavailable` (which the client retries) and `/healthz` answers 503. [`serve`] calls this
+    /// when its shutdown future completes; calling it directly makes [`serve`] drain and return
+    /// the same way.
     pub fn shutdown(&self) {
         self.state.shutdown.send_replace(true);
     }
@@ -228,8 +229,16 @@ pub async fn serve(
     };
     let signal = {
         let server = server.clone();
+        let mut down = state.shutdown.subscribe();
         async move {
-            shutdown.await;
+            // Either the caller's signal or a direct `Server::shutdown()` starts the drain.
+            let flagged = async move {
+                let _ = down.wait_for(|d| *d).await;
+            };
+            tokio::select! {
+                () = shutdown => {}
+                () = flagged => {}
+            }
             tracing::info!("shutting down: answering long-polls and refusing new calls");
             server.shutdown();
         }
