@@ -30,11 +30,13 @@ test('relay-only peers connect through coturn with the server\'s TURN credential
   const dev = await startDev(t, { turn: { url: turn.url, secret: SECRET } });
   const browser = await launchBrowser(t);
   const bob = await openPeer(t, browser, dev.url, { peerId: 'bob', connect: '', relay: '1', camera: '0' });
+  const started = Date.now();
   const alice = await openPeer(t, browser, dev.url, { peerId: 'alice', connect: 'bob', relay: '1', camera: '0' });
 
   await withPageLogs(t, async () => {
     await waitForState(alice, 'connected', 45_000);
     await waitForState(bob, 'connected', 45_000);
+    t.diagnostic(`alice's page load to both connected through the relay: ${Date.now() - started} ms`);
     assert.deepEqual(await selectedPairTypes(alice), { local: 'relay', remote: 'relay' });
 
     await alice.fill('#message', 'via the relay');
