@@ -31,8 +31,25 @@ fn wrong_type(name: &str, expected: &str, value: &JsValue) -> JsValue {
     )
 }
 
+/// Strings up to this many UTF-16 units are checked for lone surrogates. Longer ones (tokens,
+/// JWKS documents) are not: a surrogate there becomes U+FFFD, which no token or key accepts.
+const CHECKED_STRING_UNITS: u32 = 256;
+
 /// A required string argument.
+///
+/// A JavaScript string may hold a lone surrogate, which is not Unicode text; converting it would
+/// silently replace it with U+FFFD and mint a token for an id nobody asked for, so it is refused.
 pub(crate) fn string(value: &JsValue, name: &str) -> Result<String, JsValue> {
+    let Some(js_string) = value.dyn_ref::<js_sys::JsString>() else {
+        return Err(wrong_type(name, "a string", value));
+    };
+    if js_string.length() <= CHECKED_STRING_UNITS && !js_string.is_valid_utf16() {
+        return Err(js_error(
+            Kind::Type,
+            INVALID_ARGUMENT,
+            &format!("{name} is not well-formed Unicode: it holds a lone surrogate (U+D800 to U+DFFF); pass valid text"),
+        ));
+    }
     value
         .as_string()
         .ok_or_else(|| wrong_type(name, "a string", value))

@@ -414,6 +414,8 @@ export function cases(api, vectors) {
       [() => Verifier.fromJwks(42), "jwks must be a JWKS (an object or a JSON string), got number"],
       [() => verifierFor().verify(42), "token must be a string, got number"],
       [() => PeerPolicy.allowAll().allows("g"), "peerId must be a string, got undefined"],
+      [() => new PeerClaims("g\uD800", "p"), "groupId is not well-formed Unicode: it holds a lone surrogate (U+D800 to U+DFFF); pass valid text"],
+      [() => new PeerPolicy("*", "\uDC00*"), "peerPattern is not well-formed Unicode: it holds a lone surrogate (U+D800 to U+DFFF); pass valid text"],
     ];
     for (const [fn, message] of cases) throwsCode(fn, "invalid_argument", message, { message, type: TypeError });
     throwsCode(() => app.mint(claims, { ttlSeconds: 60, nowUnix: -5 }), "invalid_argument", "negative nowUnix", {
