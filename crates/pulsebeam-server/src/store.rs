@@ -35,7 +35,9 @@ use crate::config::Limits;
 /// A boxed, sendable future, as the methods of [`MailboxStore`] return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A project, by its position in [`crate::Config::projects`].
+/// A project, by its position in [`crate::Config::projects`]. A store shared by several
+/// processes should key by the project's configured `id` (`config.projects[n].id`) so that
+/// processes whose configs list projects in different orders still agree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProjectId(pub u32);
 

@@ -1151,4 +1151,18 @@ mod shutdown {
         let response = router.oneshot(health).await.unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
+
+    #[tokio::test]
+    async fn run_refuses_a_bad_config_and_serves_a_good_one_until_told_to_stop() {
+        let err = pulsebeam_server::run(Config::default(), async {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("`projects`"), "{err}");
+
+        let pair = KeyPair::generate().unwrap();
+        let mut config = Config::default()
+            .with_project(ProjectConfig::new("main").with_key(pair.api_key(), &pair.public_key()));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        pulsebeam_server::run(config, async {}).await.unwrap();
+    }
 }
