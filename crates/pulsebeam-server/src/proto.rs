@@ -508,4 +508,100 @@ mod tests {
         assert_eq!(bytes, [0x22, 0x06, 0x0a, 0x04, 0x08, 0x01, 0x10, 0x02]);
         assert_eq!(MessagePayload::decode(bytes.as_slice()).unwrap(), payload);
     }
+
+    mod round_trips {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn peer_info() -> impl Strategy<Value = PeerInfo> {
+            ("\\PC{0,16}", "\\PC{0,16}", any::<u32>()).prop_map(|(g, p, c)| PeerInfo {
+                group_id: g,
+                peer_id: p,
+                conn_id: c,
+            })
+        }
+
+        fn payload() -> impl Strategy<Value = Option<PayloadType>> {
+            let sdp =
+                (0i32..5, "\\PC{0,64}").prop_map(|(kind, sdp)| SignalData::Sdp(Sdp { kind, sdp }));
+            let candidate = (
+                "\\PC{0,64}",
+                proptest::option::of(any::<u32>()),
+                proptest::option::of("\\PC{0,4}"),
+                proptest::option::of("\\PC{0,8}"),
+            )
+                .prop_map(|(candidate, index, mid, username)| {
+                    SignalData::IceCandidate(IceCandidate {
+                        candidate,
+                        sdp_m_line_index: index,
+                        sdp_mid: mid,
+                        username,
+                        password: None,
+                    })
+                });
+            let signal = (
+                any::<u32>(),
+                proptest::option::of(prop_oneof![sdp, candidate]),
+            )
+                .prop_map(|(generation_counter, data)| {
+                    PayloadType::Signal(Signal {
+                        generation_counter,
+                        data,
+                    })
+                });
+            let ack =
+                proptest::collection::vec((any::<u32>(), any::<u32>()), 0..4).prop_map(|ranges| {
+                    PayloadType::Ack(Ack {
+                        ack_ranges: ranges
+                            .into_iter()
+                            .map(|(seqnum_start, seqnum_end)| AckRange {
+                                seqnum_start,
+                                seqnum_end,
+                            })
+                            .collect(),
+                    })
+                });
+            proptest::option::of(prop_oneof![
+                signal,
+                ack,
+                Just(PayloadType::Join(Join {})),
+                Just(PayloadType::Bye(Bye {})),
+            ])
+        }
+
+        fn message() -> impl Strategy<Value = Message> {
+            (
+                proptest::option::of(peer_info()),
+                proptest::option::of(peer_info()),
+                any::<u32>(),
+                any::<bool>(),
+                payload(),
+            )
+                .prop_map(|(src, dst, seqnum, reliable, payload_type)| Message {
+                    header: Some(MessageHeader {
+                        src,
+                        dst,
+                        seqnum,
+                        reliable,
+                    }),
+                    payload: Some(MessagePayload { payload_type }),
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn json_and_binary_round_trip(msg in message()) {
+                let json = serde_json::to_string(&msg).unwrap();
+                prop_assert_eq!(&serde_json::from_str::<Message>(&json).unwrap(), &msg);
+                let bytes = msg.encode_to_vec();
+                prop_assert_eq!(&Message::decode(bytes.as_slice()).unwrap(), &msg);
+            }
+
+            #[test]
+            fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = SendReq::decode(bytes.as_slice());
+                let _ = serde_json::from_slice::<SendReq>(&bytes);
+            }
+        }
+    }
 }
