@@ -216,7 +216,8 @@ pub async fn serve(
 
     let state = Arc::clone(&server.state);
     let router = server.router();
-    let sweeper = {
+    // Aborted when `serve` returns or its future is dropped.
+    let _sweeper = AbortOnDrop({
         let store = Arc::clone(&state.store);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -226,7 +227,7 @@ pub async fn serve(
                 store.sweep().await;
             }
         })
-    };
+    });
     let signal = {
         let server = server.clone();
         let mut down = state.shutdown.subscribe();
@@ -262,8 +263,15 @@ pub async fn serve(
             Ok(())
         }
     };
-    sweeper.abort();
     result
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Why [`run`] stopped with an error.
