@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub struct Config {
     /// Address to listen on (`listen`), e.g. `0.0.0.0:3000`.
-    #[serde(default = "default_listen")]
+    #[serde(default = "default_listen", deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     /// Projects, each with its own keys (`[[projects]]`).
     #[serde(default)]
@@ -40,6 +40,15 @@ pub struct Config {
 
 fn default_true() -> bool {
     true
+}
+
+fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an IP:PORT address; write e.g. \"0.0.0.0:3000\" (all interfaces) or \"127.0.0.1:3000\" (host names are not accepted)"
+        ))
+    })
 }
 
 fn default_listen() -> SocketAddr {
@@ -592,6 +601,16 @@ mod tests {
             base()
         );
         assert_eq!(key_of(&cors).as_deref(), Some("cors.allowed_origins[0]"));
+    }
+
+    #[test]
+    fn a_bad_listen_address_says_how_to_write_one() {
+        let err = Config::from_toml_str(&format!("listen = \"localhost:3000\"\n{}", base()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0.0.0.0:3000"), "{err}");
+        let ok = Config::from_toml_str(&format!("listen = \"[::1]:8080\"\n{}", base())).unwrap();
+        assert_eq!(ok.listen.port(), 8080);
     }
 
     #[test]
