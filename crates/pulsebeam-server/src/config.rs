@@ -343,7 +343,12 @@ impl Config {
     ///
     /// The first [`ConfigError::Invalid`] found, naming the key and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.key_sets().map(|_| ())?;
+        self.key_sets()?;
+        self.validate_without_keys()
+    }
+
+    /// Every check of [`Config::validate`] but the projects and keys ([`Config::key_sets`]).
+    pub(crate) fn validate_without_keys(&self) -> Result<(), ConfigError> {
         self.validate_ice()?;
         self.limits.validate()?;
         validate_origins(&self.cors.allowed_origins)

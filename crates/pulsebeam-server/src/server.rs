@@ -92,8 +92,8 @@ impl ServerBuilder {
     /// The first [`ConfigError`] of [`Config::validate`].
     pub fn build(self) -> Result<Server, ConfigError> {
         let config = self.config;
-        config.validate()?;
         let key_sets = config.key_sets()?;
+        config.validate_without_keys()?;
         let limits = &config.limits;
         let auth = Authenticator::new(
             &key_sets,
@@ -163,15 +163,15 @@ impl Server {
         let state = Arc::clone(&self.state);
         let mut router = Router::new()
             .route(
-                "/twirp/pulsebeam.v1.Tunnel/Prepare",
+                &format!("{TWIRP_PREFIX}Prepare"),
                 any(|s: AxumState<Arc<State>>, r: Request| twirp(s, Method::Prepare, r)),
             )
             .route(
-                "/twirp/pulsebeam.v1.Tunnel/Send",
+                &format!("{TWIRP_PREFIX}Send"),
                 any(|s: AxumState<Arc<State>>, r: Request| twirp(s, Method::Send, r)),
             )
             .route(
-                "/twirp/pulsebeam.v1.Tunnel/Recv",
+                &format!("{TWIRP_PREFIX}Recv"),
                 any(|s: AxumState<Arc<State>>, r: Request| twirp(s, Method::Recv, r)),
             )
             .route("/twirp/{*rest}", any(bad_route))
