@@ -75,6 +75,20 @@ awk -v old="$assert_line" '$0 == old {
     next
   } { print }' "$glue" > "$glue.tmp"
 mv "$glue.tmp" "$glue"
+# A call on a freed object (after `free()` or a `using` block) reaches Rust as a null pointer,
+# which wasm-bindgen reports as a plain Error; say what happened, with the package's code.
+throw_line='            throw new Error(getStringFromWasm0(arg0, arg1));'
+[ "$(grep -cxF "$throw_line" "$glue")" = 1 ] || die "wasm-bindgen $wb_version glue changed: update the __wbindgen_throw patch in build.sh"
+awk -v old="$throw_line" '$0 == old {
+    print "            const message = getStringFromWasm0(arg0, arg1);"
+    print "            if (message !== \"null pointer passed to rust\") throw new Error(message);"
+    print "            const error = new TypeError(\"this object was freed (by free() or the end of a `using` block); create a new one\");"
+    print "            error.name = \"PulseBeamError\";"
+    print "            error.code = \"invalid_argument\";"
+    print "            throw error;"
+    next
+  } { print }' "$glue" > "$glue.tmp"
+mv "$glue.tmp" "$glue"
 cp entries/*.js entries/*.d.ts "$staging/"
 rm -rf "$out"
 mv "$staging" "$out"

@@ -508,6 +508,15 @@ export function cases(api, vectors) {
     eq(claims.peerId, "p", "peerId");
   });
 
+  test("using a freed object is a TypeError that says so, and the package keeps working", () => {
+    const policy = new PeerPolicy("*", "*");
+    policy.free();
+    const message = "this object was freed (by free() or the end of a `using` block); create a new one";
+    throwsCode(() => policy.allows("g", "p"), "invalid_argument", "method on a freed object", { message, type: TypeError });
+    throwsCode(() => new PeerClaims("g", "p").setAllowPolicy(policy), "invalid_argument", "freed argument", { message, type: TypeError });
+    ok(new PeerPolicy("a*", "*").allows("ab", "x"), "new objects work");
+  });
+
   // --- keys --------------------------------------------------------------------------------
 
   test("KeyPair.generate makes working, distinct credentials in the documented format", () => {
