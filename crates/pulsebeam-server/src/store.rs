@@ -173,6 +173,16 @@ fn hash_peer<H: Hasher>(project: ProjectId, group: &str, peer: &str, state: &mut
 /// A borrowed [`PeerKey`] for lookups without allocating.
 struct PeerRef<'a>(PeerAddr<'a>);
 
+impl From<&PeerRef<'_>> for PeerKey {
+    fn from(r: &PeerRef<'_>) -> Self {
+        PeerKey {
+            project: r.0.project,
+            group: r.0.group.into(),
+            peer: r.0.peer.into(),
+        }
+    }
+}
+
 impl Hash for PeerRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         hash_peer(self.0.project, self.0.group, self.0.peer, state);
@@ -312,31 +322,26 @@ impl MemoryStore {
             .ok_or_else(|| StoreError::Unavailable(format!("unknown project {}", project.0)))
     }
 
-    /// The peer's entry, created if needed (within the project's limit).
+    /// The peer's entry, created if needed (within the project's limit), in one lookup.
     fn peer_mut<'m>(
         &self,
         map: &'m mut hashbrown::HashMap<PeerKey, Peer, RandomState>,
         addr: PeerAddr<'_>,
     ) -> Result<&'m mut Peer, StoreError> {
-        if !map.contains_key(&PeerRef(addr)) {
-            let counters = self.project(addr.project)?;
-            if counters.peers.load(Ordering::Relaxed) >= self.max_per_project {
-                return Err(StoreError::TooManyProjectConnections {
-                    max: self.max_per_project,
-                });
+        match map.entry_ref(&PeerRef(addr)) {
+            hashbrown::hash_map::EntryRef::Occupied(entry) => Ok(entry.into_mut()),
+            hashbrown::hash_map::EntryRef::Vacant(entry) => {
+                let counters = self.project(addr.project)?;
+                if counters.peers.load(Ordering::Relaxed) >= self.max_per_project {
+                    return Err(StoreError::TooManyProjectConnections {
+                        max: self.max_per_project,
+                    });
+                }
+                counters.peers.fetch_add(1, Ordering::Relaxed);
+                let key = PeerKey::from(entry.key());
+                Ok(entry.insert_with_key(key, Peer::default()))
             }
-            counters.peers.fetch_add(1, Ordering::Relaxed);
-            map.insert(
-                PeerKey {
-                    project: addr.project,
-                    group: addr.group.into(),
-                    peer: addr.peer.into(),
-                },
-                Peer::default(),
-            );
         }
-        map.get_mut(&PeerRef(addr))
-            .ok_or_else(|| StoreError::Unavailable("peer entry vanished".into()))
     }
 
     /// Index of the connection `conn_id`, creating it (evicting an idle one if the peer is full).
@@ -376,6 +381,10 @@ impl MemoryStore {
         }
         counters.conns.fetch_add(1, Ordering::Relaxed);
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        if peer.conns.capacity() == 0 {
+            // Most peers have one page open: do not let `push` reserve room for four.
+            peer.conns.reserve_exact(1);
+        }
         peer.conns.push(Conn {
             id: conn_id,
             queue: VecDeque::new(),
