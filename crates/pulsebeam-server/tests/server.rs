@@ -646,6 +646,33 @@ mod auth {
     }
 
     #[tokio::test]
+    async fn every_key_of_a_project_opens_the_same_namespace() {
+        let old = KeyPair::generate().unwrap();
+        let new = KeyPair::generate().unwrap();
+        let config = Config::default().with_project(
+            ProjectConfig::new("main")
+                .with_key(old.api_key(), &old.public_key())
+                .with_key(new.api_key(), &new.public_key()),
+        );
+        let h = Harness::start_config(config, new).await;
+        let alice = h.peer("room", "alice", 100);
+        let bob = Peer {
+            token: mint(
+                &h.app_of(&old),
+                "room",
+                "bob",
+                Some(PeerPolicy::allow_all()),
+                3600,
+            ),
+            ..h.peer("room", "bob", 200)
+        };
+        alice.send_ok(&bob.info, 1, true, offer("rotated")).await;
+        let got = bob.recv().await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(src_of(&got[0]), &alice.info);
+    }
+
+    #[tokio::test]
     async fn projects_with_equal_ids_do_not_see_each_other() {
         let north = KeyPair::generate().unwrap();
         let south = KeyPair::generate().unwrap();
