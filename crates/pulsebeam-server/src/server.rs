@@ -551,6 +551,21 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
     response
 }
 
+/// Request headers a browser may send cross-origin: what the 0.0.17 client sends, plus Twirp's.
+const ALLOWED_HEADERS: &str = "content-type, authorization, accept-encoding, accept, twirp-version";
+
+/// [`ALLOWED_HEADERS`] plus whatever else the preflight asks for: access is decided by the
+/// bearer token, not by header names, so a client library that adds a header of its own is not
+/// refused by the browser.
+fn allowed_headers(request: &HeaderMap) -> HeaderValue {
+    request
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|asked| asked.to_str().ok())
+        .filter(|asked| !asked.trim().is_empty())
+        .and_then(|asked| HeaderValue::from_str(&format!("{ALLOWED_HEADERS}, {asked}")).ok())
+        .unwrap_or(HeaderValue::from_static(ALLOWED_HEADERS))
+}
+
 /// Allowed origins, decided once at startup.
 struct Cors {
     any: bool,
@@ -588,6 +603,7 @@ async fn cors(AxumState(state): AxumState<Arc<State>>, request: Request, next: N
         && request
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let allow_headers = preflight.then(|| allowed_headers(request.headers()));
     let mut response = if preflight {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -597,17 +613,12 @@ async fn cors(AxumState(state): AxumState<Arc<State>>, request: Request, next: N
     headers.append(header::VARY, HeaderValue::from_static("origin"));
     if let Some(origin) = allowed {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        if preflight {
+        if let Some(allow_headers) = allow_headers {
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
                 HeaderValue::from_static("POST, GET, OPTIONS"),
             );
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static(
-                    "content-type, authorization, accept-encoding, accept, twirp-version",
-                ),
-            );
+            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
             headers.insert(
                 header::ACCESS_CONTROL_MAX_AGE,
                 HeaderValue::from_static("86400"),

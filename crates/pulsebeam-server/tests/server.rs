@@ -935,7 +935,7 @@ mod http_surface {
                 ("access-control-request-method", "POST"),
                 (
                     "access-control-request-headers",
-                    "content-type, authorization",
+                    "content-type, authorization, x-client-extra",
                 ),
             ],
             Vec::new(),
@@ -950,7 +950,12 @@ mod http_surface {
         let allowed = reply.headers["access-control-allow-headers"]
             .to_str()
             .unwrap();
-        for name in ["content-type", "authorization", "accept-encoding"] {
+        for name in [
+            "content-type",
+            "authorization",
+            "accept-encoding",
+            "x-client-extra",
+        ] {
             assert!(allowed.contains(name), "{allowed}");
         }
 
