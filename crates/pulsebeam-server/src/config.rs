@@ -194,7 +194,8 @@ pub struct Limits {
     pub connection_idle_secs: u64,
     /// Connections (conn ids) per peer; a new one beyond this gets `resource_exhausted`.
     pub max_connections_per_peer: usize,
-    /// Connections per project; a new one beyond this gets `resource_exhausted`.
+    /// Connections per project that have polled, and separately mailboxes that senders opened
+    /// for peers or connections that have not polled yet; beyond either, `resource_exhausted`.
     pub max_connections_per_project: usize,
     /// Sustained calls per second allowed per token.
     pub rate_per_sec: u32,

@@ -229,14 +229,21 @@ struct Peer {
     conns: Vec<Conn>,
     discovery: VecDeque<Queued>,
     next_seq: u64,
+    /// Created by a sender before the peer ever polled; counted in `ProjectCounters::mail`
+    /// until the peer polls or the entry is swept.
+    opened_by_sender: bool,
 }
 
 type Shard = Mutex<hashbrown::HashMap<PeerKey, Peer, RandomState>>;
 
+/// Two budgets per project, so that senders opening mailboxes for peers that never show up
+/// cannot lock real, polling peers out.
 #[derive(Debug, Default)]
 struct ProjectCounters {
-    conns: AtomicUsize,
-    peers: AtomicUsize,
+    /// Connections that have polled.
+    polled: AtomicUsize,
+    /// Mailboxes opened by senders: never-polled connections and peer entries.
+    mail: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -322,40 +329,79 @@ impl MemoryStore {
             .ok_or_else(|| StoreError::Unavailable(format!("unknown project {}", project.0)))
     }
 
-    /// The peer's entry, created if needed (within the project's limit), in one lookup.
+    /// Takes one unit of `budget`, or says the project is full.
+    fn take(&self, budget: &AtomicUsize) -> Result<(), StoreError> {
+        if budget.load(Ordering::Relaxed) >= self.max_per_project {
+            return Err(StoreError::TooManyProjectConnections {
+                max: self.max_per_project,
+            });
+        }
+        budget.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Returns the budget a removed connection held.
+    fn release(&self, counters: Option<&ProjectCounters>, conn: &Conn) {
+        dec(&self.counters.connections, 1);
+        if let Some(c) = counters {
+            dec_usize(if conn.last_seen.is_some() {
+                &c.polled
+            } else {
+                &c.mail
+            });
+        }
+    }
+
+    /// The peer's entry, created if needed, in one lookup. A sender creating it spends the
+    /// project's mail budget; the peer's own poll gives that back.
     fn peer_mut<'m>(
         &self,
         map: &'m mut hashbrown::HashMap<PeerKey, Peer, RandomState>,
         addr: PeerAddr<'_>,
+        by_sender: bool,
     ) -> Result<&'m mut Peer, StoreError> {
         match map.entry_ref(&PeerRef(addr)) {
-            hashbrown::hash_map::EntryRef::Occupied(entry) => Ok(entry.into_mut()),
-            hashbrown::hash_map::EntryRef::Vacant(entry) => {
-                let counters = self.project(addr.project)?;
-                if counters.peers.load(Ordering::Relaxed) >= self.max_per_project {
-                    return Err(StoreError::TooManyProjectConnections {
-                        max: self.max_per_project,
-                    });
+            hashbrown::hash_map::EntryRef::Occupied(entry) => {
+                let peer = entry.into_mut();
+                if !by_sender && peer.opened_by_sender {
+                    peer.opened_by_sender = false;
+                    dec_usize(&self.project(addr.project)?.mail);
                 }
-                counters.peers.fetch_add(1, Ordering::Relaxed);
+                Ok(peer)
+            }
+            hashbrown::hash_map::EntryRef::Vacant(entry) => {
+                if by_sender {
+                    self.take(&self.project(addr.project)?.mail)?;
+                }
                 let key = PeerKey::from(entry.key());
-                Ok(entry.insert_with_key(key, Peer::default()))
+                let peer = Peer {
+                    opened_by_sender: by_sender,
+                    ..Peer::default()
+                };
+                Ok(entry.insert_with_key(key, peer))
             }
         }
     }
 
-    /// Index of the connection `conn_id`, creating it (evicting an idle one if the peer is full).
+    /// Index of the connection `conn_id`, creating it (evicting an idle one if the peer is
+    /// full). A connection opened by a sender spends the mail budget until it first polls.
     fn conn_index(
         &self,
         peer: &mut Peer,
         project: ProjectId,
         conn_id: u32,
         now: Instant,
+        by_sender: bool,
     ) -> Result<usize, StoreError> {
+        let counters = self.project(project)?;
         if let Some(i) = peer.conns.iter().position(|c| c.id == conn_id) {
+            if !by_sender && peer.conns.get(i).is_some_and(|c| c.last_seen.is_none()) {
+                // First poll of a mailbox a sender opened: it moves to the polled budget.
+                self.take(&counters.polled)?;
+                dec_usize(&counters.mail);
+            }
             return Ok(i);
         }
-        let counters = self.project(project)?;
         if peer.conns.len() >= self.max_per_peer {
             let victim = peer
                 .conns
@@ -371,15 +417,13 @@ impl MemoryStore {
             let dropped = old.queue.len() as u64;
             dec(&self.counters.queued, dropped);
             self.counters.evicted.fetch_add(dropped, Ordering::Relaxed);
-            dec(&self.counters.connections, 1);
-            dec_usize(&counters.conns);
+            self.release(Some(counters), &old);
         }
-        if counters.conns.load(Ordering::Relaxed) >= self.max_per_project {
-            return Err(StoreError::TooManyProjectConnections {
-                max: self.max_per_project,
-            });
-        }
-        counters.conns.fetch_add(1, Ordering::Relaxed);
+        self.take(if by_sender {
+            &counters.mail
+        } else {
+            &counters.polled
+        })?;
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         if peer.conns.capacity() == 0 {
             // Most peers have one page open: do not let `push` reserve room for four.
@@ -432,7 +476,7 @@ impl MemoryStore {
     ) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut map = self.lock(dst)?;
-        let peer = self.peer_mut(&mut map, dst)?;
+        let peer = self.peer_mut(&mut map, dst, true)?;
         let item = Queued {
             seq: peer.next_seq,
             at: now,
@@ -446,7 +490,7 @@ impl MemoryStore {
                 .max_by_key(|(_, c)| (c.polls > 0, c.last_activity()))
                 .map(|(i, _)| i)
         } else {
-            Some(self.conn_index(peer, dst.project, conn_id, now)?)
+            Some(self.conn_index(peer, dst.project, conn_id, now, true)?)
         };
         match target.and_then(|i| peer.conns.get_mut(i)) {
             Some(conn) => {
@@ -463,8 +507,8 @@ impl MemoryStore {
     fn begin_poll(&self, me: PeerAddr<'_>, conn_id: u32) -> Result<(Arc<Notify>, u64), StoreError> {
         let now = Instant::now();
         let mut map = self.lock(me)?;
-        let peer = self.peer_mut(&mut map, me)?;
-        let index = self.conn_index(peer, me.project, conn_id, now)?;
+        let peer = self.peer_mut(&mut map, me, false)?;
+        let index = self.conn_index(peer, me.project, conn_id, now, false)?;
         let discovery = std::mem::take(&mut peer.discovery);
         let conn = peer
             .conns
@@ -582,17 +626,14 @@ impl MemoryStore {
                         || !conn.queue.is_empty()
                         || now.duration_since(conn.last_activity()) < self.idle;
                     if !keep {
-                        dec(&self.counters.connections, 1);
-                        if let Some(c) = counters {
-                            dec_usize(&c.conns);
-                        }
+                        self.release(counters, conn);
                     }
                     keep
                 });
                 let keep = !peer.conns.is_empty() || !peer.discovery.is_empty();
-                if !keep {
+                if !keep && peer.opened_by_sender {
                     if let Some(c) = counters {
-                        dec_usize(&c.peers);
+                        dec_usize(&c.mail);
                     }
                 }
                 keep
@@ -833,13 +874,26 @@ mod tests {
             s.poll(addr("bob"), 400, NOW).await,
             Err(StoreError::TooManyPeerConnections { max: 2 })
         );
-        // ... and the project allows three peers' worth of entries.
-        s.deliver(addr("carol"), 0, envelope("c")).await.unwrap();
-        s.deliver(addr("dave"), 0, envelope("d")).await.unwrap();
+        // ... senders may open three mailboxes for peers that have not polled ...
+        for peer in ["carol", "dave", "erin"] {
+            s.deliver(addr(peer), 0, envelope("hi")).await.unwrap();
+        }
         assert_eq!(
-            s.deliver(addr("erin"), 0, envelope("e")).await,
+            s.deliver(addr("frank"), 0, envelope("f")).await,
             Err(StoreError::TooManyProjectConnections { max: 3 })
         );
+        // ... which does not keep real peers out: three may poll, whatever senders did.
+        s.poll(addr("zed"), 500, NOW).await.unwrap();
+        assert_eq!(
+            s.poll(addr("yan"), 600, NOW).await,
+            Err(StoreError::TooManyProjectConnections { max: 3 })
+        );
+        // A peer that senders were waiting for shows up (refused here, the polled budget being
+        // full): it is real now, so its entry no longer counts against the senders' budget.
+        s.poll(addr("carol"), 700, NOW).await.unwrap_err();
+        let budgets = &s.projects[0];
+        assert_eq!(budgets.mail.load(Ordering::Relaxed), 2);
+        s.deliver(addr("frank"), 0, envelope("f")).await.unwrap();
         for p in polls {
             p.abort();
         }
@@ -863,7 +917,7 @@ mod tests {
         assert!(s
             .projects
             .iter()
-            .all(|p| p.conns.load(Ordering::Relaxed) == 0 && p.peers.load(Ordering::Relaxed) == 0));
+            .all(|p| p.polled.load(Ordering::Relaxed) == 0 && p.mail.load(Ordering::Relaxed) == 0));
     }
 
     #[test]
