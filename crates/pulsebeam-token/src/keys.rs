@@ -17,11 +17,24 @@ const KEY_LEN: usize = 32;
 /// An Ed25519 signing key (the 32-byte seed of RFC 8032).
 ///
 /// Built only by fallible, length-checked constructors. `Debug` shows the public key only, the
-/// seed is zeroized on drop, and equality is constant-time.
-#[derive(Clone, PartialEq, Eq)]
+/// seed is zeroized on drop (by ed25519-dalek and, with the `aws-lc` feature, by AWS-LC), and
+/// equality is constant-time.
+#[derive(Clone)]
 pub struct SigningKey {
     inner: ed25519_dalek::SigningKey,
+    /// The same key expanded once for AWS-LC's faster signing.
+    #[cfg(feature = "aws-lc")]
+    fast: std::sync::Arc<aws_lc_rs::signature::Ed25519KeyPair>,
 }
+
+impl PartialEq for SigningKey {
+    fn eq(&self, other: &Self) -> bool {
+        // ed25519-dalek compares the seeds in constant time.
+        self.inner == other.inner
+    }
+}
+
+impl Eq for SigningKey {}
 
 impl SigningKey {
     /// Parses an API secret with the original SDK's rules: everything up to the first `_` is
@@ -49,6 +62,11 @@ impl SigningKey {
             .map_err(|_| KeyError::WrongSecretLength { len: seed.len() })?;
         Ok(SigningKey {
             inner: ed25519_dalek::SigningKey::from_bytes(seed),
+            #[cfg(feature = "aws-lc")]
+            fast: std::sync::Arc::new(
+                aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(seed)
+                    .map_err(|_| KeyError::WrongSecretLength { len: seed.len() })?,
+            ),
         })
     }
 
@@ -78,6 +96,10 @@ impl SigningKey {
     }
 
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
+        #[cfg(feature = "aws-lc")]
+        if let Ok(signature) = <[u8; 64]>::try_from(self.fast.sign(message).as_ref()) {
+            return signature;
+        }
         use ed25519_dalek::Signer as _;
         self.inner.sign(message).to_bytes()
     }
@@ -156,9 +178,21 @@ impl PublicKey {
         }
     }
 
+    /// Verifies with the cofactorless RFC 8032 equation, refusing non-canonical `S` and `R`.
+    /// Weak (small-order) public keys never get this far: [`PublicKey::from_bytes`] refuses them.
     pub(crate) fn verify_strict(&self, message: &[u8], signature: &[u8; 64]) -> bool {
-        let signature = ed25519_dalek::Signature::from_bytes(signature);
-        self.inner.verify_strict(message, &signature).is_ok()
+        #[cfg(feature = "aws-lc")]
+        {
+            use aws_lc_rs::signature::VerificationAlgorithm as _;
+            aws_lc_rs::signature::ED25519
+                .verify_sig(self.as_bytes(), message, signature)
+                .is_ok()
+        }
+        #[cfg(not(feature = "aws-lc"))]
+        {
+            let signature = ed25519_dalek::Signature::from_bytes(signature);
+            self.inner.verify_strict(message, &signature).is_ok()
+        }
     }
 }
 
@@ -409,5 +443,43 @@ impl fmt::Debug for KeyPair {
             .field("api_key", &self.api_key)
             .field("public_key", &self.public_key())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, feature = "aws-lc"))]
+mod backend_tests {
+    use super::*;
+
+    /// Both backends give the same deterministic signatures and the same verdicts, including on
+    /// a signature whose `S` is pushed out of canonical range.
+    #[test]
+    fn aws_lc_and_dalek_agree() {
+        use ed25519_dalek::Signer as _;
+        let key = SigningKey::from_seed(&[42u8; 32]).unwrap();
+        let public = key.public_key();
+        for len in [0usize, 1, 63, 64, 200, 1000] {
+            let message: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let fast = key.sign(&message);
+            assert_eq!(fast, key.inner.sign(&message).to_bytes());
+            assert!(public.verify_strict(&message, &fast));
+            let mut flipped = fast;
+            flipped[10] ^= 1;
+            assert!(!public.verify_strict(&message, &flipped));
+            // S + L: the same point equation, but a non-canonical scalar.
+            let mut malleated = fast;
+            let l: [u8; 32] = [
+                0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+                0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            ];
+            let mut carry = 0u16;
+            for i in 0..32 {
+                let sum = u16::from(malleated[32 + i]) + u16::from(l[i]) + carry;
+                malleated[32 + i] = sum as u8;
+                carry = sum >> 8;
+            }
+            let dalek = ed25519_dalek::Signature::from_bytes(&malleated);
+            assert!(public.inner.verify_strict(&message, &dalek).is_err());
+            assert!(!public.verify_strict(&message, &malleated));
+        }
     }
 }
