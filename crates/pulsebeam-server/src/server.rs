@@ -309,9 +309,14 @@ pub async fn run(
         .await
         .map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
+    let config = server.config();
+    let projects: Vec<&str> = config.projects.iter().map(|p| p.id.as_str()).collect();
     tracing::info!(
         addr = %local,
-        projects = server.config().projects.len(),
+        projects = ?projects,
+        stun = config.ice.stun_urls.len(),
+        turn = config.ice.turn.len(),
+        mutual_policy = config.mutual_policy,
         "pulsebeam signaling server listening; clients use baseUrl http://{local}/twirp"
     );
     serve(listener, server, shutdown)
