@@ -117,7 +117,8 @@ pub(crate) async fn send(
         let msg = match &identity.policy {
             None => "the token has no allow policy (`ap` is null), so it may send to no one; mint it with a policy".to_owned(),
             Some(policy) => format!(
-                "the token's policy {policy} does not allow sending to this destination"
+                "the token's allow policy `{policy}` does not admit group {:?} peer {:?}; mint a token whose policy does",
+                dst.group_id, dst.peer_id
             ),
         };
         return Err(TwirpError::new(Code::PermissionDenied, msg));

@@ -613,6 +613,8 @@ mod auth {
         let alice = h.peer("room", "alice", 100);
         let reply = alice.send(&info("other", "bob", 0), 0, false, join()).await;
         assert_eq!(reply.code(), "permission_denied");
+        let text = String::from_utf8_lossy(&reply.body);
+        assert!(text.contains("room:*") && text.contains("other"), "{text}");
 
         let nobody = Peer {
             token: h.token_with("room", "alice", None),
