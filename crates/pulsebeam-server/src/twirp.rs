@@ -34,7 +34,7 @@ pub enum Code {
 }
 
 impl Code {
-    /// Every code, in the order of [`Code::index`].
+    /// Every code this server answers with.
     pub const ALL: [Code; 8] = [
         Code::InvalidArgument,
         Code::Malformed,
