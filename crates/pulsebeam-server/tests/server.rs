@@ -1213,4 +1213,31 @@ mod shutdown {
         config.listen = "127.0.0.1:0".parse().unwrap();
         pulsebeam_server::run(config, async {}).await.unwrap();
     }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sigterm_completes_the_shutdown_signal() {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Hold a SIGTERM listener of our own first, so the signal can never take the default
+        // action (ending the whole test process) whatever the timing below.
+        let _guard = signal(SignalKind::terminate()).unwrap();
+        let waiting = tokio::spawn(pulsebeam_server::shutdown_signal());
+        let pid = std::process::id().to_string();
+        for _ in 0..100 {
+            if waiting.is_finished() {
+                break;
+            }
+            // Repeat: the first signal may come before shutdown_signal() has registered.
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("shutdown_signal() did not see SIGTERM")
+            .unwrap();
+    }
 }
