@@ -1228,8 +1228,9 @@ mod shutdown {
                 break;
             }
             // Repeat: the first signal may come before shutdown_signal() has registered.
-            let status = std::process::Command::new("kill")
-                .args(["-TERM", &pid])
+            // The shell's built-in `kill`: no procps needed on a minimal machine.
+            let status = std::process::Command::new("sh")
+                .args(["-c", &format!("kill -TERM {pid}")])
                 .status()
                 .unwrap();
             assert!(status.success());
