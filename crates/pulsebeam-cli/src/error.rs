@@ -51,6 +51,15 @@ pub(crate) enum CliError {
         #[source]
         source: ValueError,
     },
+    /// The server could not be configured or stopped with an error.
+    #[error("{context}")]
+    Server {
+        /// What failed.
+        context: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The SDK refused to mint.
     #[error("cannot mint the token")]
     Create(#[source] CreateError),

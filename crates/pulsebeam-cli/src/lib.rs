@@ -25,7 +25,7 @@ mod explain;
 mod input;
 mod time;
 
-use commands::{create_token, inspect, keygen, policy, verify};
+use commands::{create_token, inspect, keygen, policy, serve, verify};
 use error::CliError;
 
 /// Exit codes and examples, shown at the end of `pulsebeam --help`.
@@ -45,7 +45,8 @@ Examples:
   pulsebeam create-token --env-file .env --group-id room1 --peer-id alice --allow-policy 'room1:*'
   pulsebeam verify --jwks jwks.json \"$TOKEN\"
   pulsebeam inspect - < token.txt
-  pulsebeam policy check --policy 'dev*:*' --group devs --peer alice";
+  pulsebeam policy check --policy 'dev*:*' --group devs --peer alice
+  pulsebeam serve --config pulsebeam.toml";
 
 /// Generate keys, mint, verify and inspect PulseBeam access tokens, and check policies.
 #[derive(Debug, Parser)]
@@ -74,6 +75,8 @@ pub enum Command {
     /// Work with allow policies (GROUP:PEER patterns).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Run the signaling server from a TOML configuration file.
+    Serve(serve::ServeArgs),
 }
 
 /// How a command ended, and the process exit code for it.
@@ -125,6 +128,7 @@ pub fn run(cli: Cli, ctx: &mut Context<'_>) -> Status {
         Command::Verify(args) => verify::run(args, &mut session),
         Command::Inspect(args) => inspect::run(args, &mut session),
         Command::Policy(command) => policy::run(command, &mut session),
+        Command::Serve(args) => serve::run(args, &mut session),
     }
     .and_then(|status| {
         session.ctx.stdout.flush().map_err(CliError::Output)?;

@@ -23,9 +23,11 @@ fn main() -> ExitCode {
         }
     };
     let env = |name: &str| std::env::var_os(name);
-    let mut stdin = io::stdin().lock();
-    let mut stdout = io::stdout().lock();
-    let mut stderr = io::stderr().lock();
+    // Unlocked handles: `serve` logs from worker threads, which must not wait on a lock that
+    // the main thread holds for the whole run.
+    let mut stdin = io::stdin();
+    let mut stdout = io::stdout();
+    let mut stderr = io::stderr();
     let mut ctx = Context {
         stdin: &mut stdin,
         stdout: &mut stdout,

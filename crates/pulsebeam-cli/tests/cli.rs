@@ -1702,3 +1702,124 @@ mod round_trip {
         assert!(run.stderr.contains(&want), "{want}\n{}", run.stderr);
     }
 }
+
+mod serve {
+    use super::*;
+    use std::io::{BufRead as _, BufReader, Read as _};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    const EXAMPLE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../pulsebeam-server/pulsebeam.example.toml"
+    );
+
+    fn config_file(dir: &Path, text: &str) -> String {
+        let path = dir.join("pulsebeam.toml");
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn check_validates_the_example_config() {
+        let run = pulsebeam(&["serve", "--config", EXAMPLE, "--check"]).expect(0);
+        assert!(
+            run.stdout
+                .starts_with("configuration ok: listen 127.0.0.1:3000, 1 project(s): demo"),
+            "{}",
+            run.stdout
+        );
+    }
+
+    #[test]
+    fn a_bad_config_stops_startup_naming_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = pulsebeam(&[
+            "serve",
+            "--config",
+            &config_file(dir.path(), "listen = 5\n"),
+        ])
+        .expect(2);
+        assert!(
+            run.stderr.starts_with("error: invalid configuration in `"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("listen = 5"), "{}", run.stderr);
+        assert!(run.stderr.contains("expected a string"), "{}", run.stderr);
+
+        let missing = pulsebeam(&["serve", "--config", "/nonexistent/pulsebeam.toml"]).expect(2);
+        assert!(
+            missing.stderr.contains("/nonexistent/pulsebeam.toml"),
+            "{}",
+            missing.stderr
+        );
+
+        pulsebeam(&["serve"]).expect(2);
+    }
+
+    #[test]
+    fn serves_until_sigterm_and_stops_cleanly() {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config", EXAMPLE, "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut addr = None;
+        let mut line = String::new();
+        while addr.is_none() && Instant::now() < deadline {
+            line.clear();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            if let Some(rest) = line.split("baseUrl http://").nth(1) {
+                addr = rest.split('/').next().map(str::to_owned);
+            }
+        }
+        let addr = addr.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("no listening line; last: {line}")
+        });
+
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /_ping HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("Pong"), "{response}");
+
+        // SIGTERM: the server answers what is open and exits 0.
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert_eq!(status.code(), Some(0));
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "server did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut rest = String::new();
+        stderr.read_to_string(&mut rest).unwrap();
+        assert!(rest.contains("stopped"), "{rest}");
+    }
+}

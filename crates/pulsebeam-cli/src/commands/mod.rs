@@ -7,6 +7,7 @@ pub mod create_token;
 pub mod inspect;
 pub mod keygen;
 pub mod policy;
+pub mod serve;
 pub mod verify;
 
 pub use crate::credentials::CredentialArgs;

@@ -1,0 +1,107 @@
+//! `pulsebeam serve`: run the signaling server from a TOML configuration file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use pulsebeam_server::{Config, Server};
+
+use crate::error::CliError;
+use crate::{Session, Status};
+
+/// Arguments of `pulsebeam serve`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  pulsebeam serve --config pulsebeam.toml
+  pulsebeam serve --config pulsebeam.toml --listen 0.0.0.0:8080 --log-format json
+  pulsebeam serve --config pulsebeam.toml --check      # validate the file and exit
+
+The configuration keys are documented in the pulsebeam-server README and in
+crates/pulsebeam-server/pulsebeam.example.toml. Logs go to standard error; set
+RUST_LOG (e.g. RUST_LOG=pulsebeam_server=debug) for more or less detail.
+The server stops gracefully on SIGTERM or Ctrl-C: open long-polls are answered first.")]
+pub struct ServeArgs {
+    /// The server's TOML configuration file.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Listen on this address instead of the file's `listen`, e.g. 127.0.0.1:3000.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Only check the configuration: print a summary and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Runs `pulsebeam serve`.
+pub(crate) fn run(args: &ServeArgs, session: &mut Session<'_, '_>) -> Result<Status, CliError> {
+    let mut config = Config::from_file(&args.config).map_err(|source| CliError::Server {
+        context: format!("invalid configuration in `{}`", args.config.display()),
+        source: Box::new(source),
+    })?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if args.check {
+        // Building the server runs every check that needs no network.
+        Server::new(config.clone()).map_err(|source| CliError::Server {
+            context: format!("invalid configuration in `{}`", args.config.display()),
+            source: Box::new(source),
+        })?;
+        let projects: Vec<&str> = config.projects.iter().map(|p| p.id.as_str()).collect();
+        session.out(&format!(
+            "configuration ok: listen {}, {} project(s): {}\n",
+            config.listen,
+            projects.len(),
+            projects.join(", ")
+        ))?;
+        return Ok(Status::Success);
+    }
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Server {
+            context: "cannot start the async runtime".to_owned(),
+            source: Box::new(source),
+        })?;
+    runtime
+        .block_on(pulsebeam_server::run(
+            config,
+            pulsebeam_server::shutdown_signal(),
+        ))
+        .map_err(|source| CliError::Server {
+            context: "the server stopped with an error".to_owned(),
+            source: Box::new(source),
+        })?;
+    Ok(Status::Success)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A subscriber may already be set (tests driving several commands in one process).
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
