@@ -1,0 +1,269 @@
+//! The server under test runs in a child process (this binary's hidden `server` command), so
+//! its resident memory is its own and not the load generator's.
+
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::post;
+use axum::Router;
+use pulsebeam_token::PublicKey;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+use crate::keys::{server_config, ProjectKey};
+use crate::LoadError;
+
+/// What the child process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServerKind {
+    /// The PulseBeam signaling server.
+    Pulsebeam,
+    /// The signaling server plus `POST /empty`, an empty handler behind the same stack
+    /// (listener, hyper, axum, CORS layer): the baseline for the relay rate.
+    Empty,
+    /// Bare axum + hyper whose `Recv` route never answers: what an idle long-poll costs the
+    /// HTTP stack alone, without the server's own state.
+    Pending,
+}
+
+impl ServerKind {
+    fn name(self) -> &'static str {
+        match self {
+            ServerKind::Pulsebeam => "pulsebeam",
+            ServerKind::Empty => "empty",
+            ServerKind::Pending => "pending",
+        }
+    }
+}
+
+/// A running server child process. It stops when this is dropped (its stdin closes; it is
+/// killed if it has not gone).
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+impl ServerProcess {
+    /// Starts the server on `127.0.0.1:0` in a child process of this binary and waits until it
+    /// listens.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::ServerProcess`] when the child cannot start or does not report its address
+    /// within 30 seconds.
+    pub async fn spawn(
+        kind: ServerKind,
+        key: &ProjectKey,
+        poll_timeout_ms: u64,
+        peers: usize,
+    ) -> Result<Self, LoadError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| LoadError::ServerProcess(format!("cannot find this program: {e}")))?;
+        let mut child = Command::new(exe)
+            .args(["server", "--kind", kind.name(), "--kid", key.kid()])
+            .args(["--public-key", &key.public_key().to_hex()])
+            .args(["--poll-timeout-ms", &poll_timeout_ms.to_string()])
+            .args(["--peers", &peers.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| LoadError::ServerProcess(format!("cannot start the server: {e}")))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| LoadError::ServerProcess("the server exited at once".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| LoadError::ServerProcess("no stdout pipe".into()))?;
+        let mut line = String::new();
+        let mut stdout = BufReader::new(stdout);
+        let read = stdout.read_line(&mut line);
+        match tokio::time::timeout(Duration::from_secs(30), read).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => {
+                return Err(LoadError::ServerProcess(
+                    "the server exited before listening (its error is above)".into(),
+                ))
+            }
+            Err(_) => {
+                return Err(LoadError::ServerProcess(
+                    "the server did not start listening within 30 s".into(),
+                ))
+            }
+        }
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                LoadError::ServerProcess(format!("unexpected first line from the server: {line:?}"))
+            })?;
+        let stdin = child.stdin.take();
+        Ok(ServerProcess {
+            child,
+            stdin,
+            addr,
+            pid,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's resident set size now, in KiB (`VmRSS` of `/proc/PID/status`).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Proc`] when the file cannot be read or has no `VmRSS`.
+    pub fn rss_kib(&self) -> Result<u64, LoadError> {
+        rss_kib(&format!("/proc/{}/status", self.pid))
+    }
+
+    /// Asks the server to stop (closes its stdin) and waits up to 5 s before killing it.
+    pub async fn stop(mut self) {
+        drop(self.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// `VmRSS` of a `/proc/.../status` file, in KiB.
+///
+/// # Errors
+///
+/// [`LoadError::Proc`] when the file cannot be read or has no `VmRSS` line.
+pub fn rss_kib(status_path: &str) -> Result<u64, LoadError> {
+    let text = std::fs::read_to_string(status_path).map_err(|source| LoadError::Proc {
+        what: "the server's /proc/PID/status",
+        source,
+    })?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| LoadError::Proc {
+            what: "VmRSS",
+            source: std::io::Error::other("no VmRSS line"),
+        })
+}
+
+/// The soft limit on open files of this process (children inherit it).
+///
+/// # Errors
+///
+/// [`LoadError::Proc`] when `/proc/self/limits` cannot be read.
+pub fn open_files_limit() -> Result<u64, LoadError> {
+    let text = std::fs::read_to_string("/proc/self/limits").map_err(|source| LoadError::Proc {
+        what: "/proc/self/limits",
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+        // "unlimited"
+        .unwrap_or(u64::MAX))
+}
+
+/// Fails with a clear message unless `needed` descriptors can be open at once.
+///
+/// # Errors
+///
+/// [`LoadError::FileLimit`] when the soft limit is lower.
+pub fn ensure_open_files(needed: u64) -> Result<(), LoadError> {
+    let limit = open_files_limit()?;
+    if limit < needed {
+        return Err(LoadError::FileLimit { needed, limit });
+    }
+    Ok(())
+}
+
+/// The hidden `server` command: serves `kind` on `127.0.0.1:0`, prints `listening ADDR` on
+/// stdout, and stops when stdin closes (so it never outlives the load tool).
+///
+/// # Errors
+///
+/// A [`LoadError`] when the configuration is refused or the socket cannot be bound.
+pub async fn serve_child(
+    kind: ServerKind,
+    kid: &str,
+    public_key: &PublicKey,
+    poll_timeout_ms: u64,
+    peers: usize,
+) -> Result<(), LoadError> {
+    let config = server_config(kid, public_key, poll_timeout_ms, peers);
+    let server = pulsebeam_server::Server::new(config)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening {}", listener.local_addr()?);
+    let stdin_closed = async move {
+        let mut stdin = tokio::io::stdin();
+        let mut sink = [0u8; 64];
+        while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    match kind {
+        ServerKind::Pulsebeam => pulsebeam_server::serve(listener, server, stdin_closed).await?,
+        ServerKind::Empty => {
+            let empty = Router::new().route("/empty", post(|| async {}));
+            pulsebeam_server::serve(listener, server.with_routes(empty), stdin_closed).await?;
+        }
+        ServerKind::Pending => {
+            let waiting = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&waiting);
+            let router = Router::new()
+                .route(
+                    "/twirp/pulsebeam.v1.Tunnel/Recv",
+                    post(move || {
+                        let guard = Waiting::enter(Arc::clone(&counter));
+                        async move {
+                            let _guard = guard;
+                            std::future::pending::<()>().await
+                        }
+                    }),
+                )
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let n = waiting.load(Ordering::SeqCst);
+                        async move { format!("pulsebeam_polling_connections {n}\n") }
+                    }),
+                );
+            // Its requests never finish, so a graceful shutdown would never end: just stop.
+            tokio::select! {
+                served = axum::serve(listener, router).into_future() => served?,
+                () = stdin_closed => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts a waiting request while it exists.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn enter(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,440 @@
+//! `relay`: peer pairs relaying messages through the server, for throughput and latency.
+//!
+//! Pair `i` is a receiver `r<i>` long-polling `Recv` in a loop on its own connection and a
+//! sender `s<i>` calling `Send` to it on another. Each message carries its sequence number in
+//! `header.seqnum` and its send time (microseconds since the run began) in the signal's
+//! `generationCounter`, so the receiver checks order and measures latency without shared
+//! state. A refused `Send` (`resource_exhausted`, `unavailable`) is retried, as the browser
+//! client does, so every message is eventually accepted and must then be delivered.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message as _;
+use pulsebeam_server::proto::{
+    IceCandidate, Message, MessageHeader, MessagePayload, PayloadType, PeerInfo, RecvReq, RecvResp,
+    SendReq, Signal, SignalData,
+};
+use serde::Serialize;
+
+use crate::client::{metric, Connection, RECV, SEND};
+use crate::keys::{ProjectKey, GROUP};
+use crate::process::{ServerKind, ServerProcess};
+use crate::stats::Percentiles;
+use crate::LoadError;
+
+/// What a relay run is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayOptions {
+    /// Sender/receiver pairs.
+    pub pairs: usize,
+    /// How long the senders send.
+    pub duration: Duration,
+    /// Messages per second over all pairs; `None`: each sender sends as fast as `Send` returns.
+    pub rate: Option<f64>,
+}
+
+/// The figures of a relay run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayReport {
+    /// Pairs.
+    pub pairs: usize,
+    /// Seconds the senders sent.
+    pub duration_s: f64,
+    /// The asked rate, if any (messages per second over all pairs).
+    pub target_rate: Option<f64>,
+    /// Messages the server accepted (`Send` answered 200).
+    pub accepted: u64,
+    /// `Send` answers that asked to retry (429/503); the message was sent again.
+    pub retried: u64,
+    /// Messages received.
+    pub delivered: u64,
+    /// Accepted but never received (must be 0).
+    pub lost: u64,
+    /// Received out of order or twice (must be 0).
+    pub out_of_order: u64,
+    /// Delivered messages per second of sending.
+    pub messages_per_s: f64,
+    /// `Recv` calls that returned at least one message.
+    pub recv_batches: u64,
+    /// Relay latency: from the moment the message was due to be sent (its slot at a set rate,
+    /// else the start of its `Send`) to the moment its `Recv` answer was decoded.
+    pub latency: Percentiles,
+    /// Server RSS before the run, KiB.
+    pub server_rss_before_kib: u64,
+    /// Server RSS after the run, KiB.
+    pub server_rss_after_kib: u64,
+}
+
+impl RelayReport {
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let rate = self
+            .target_rate
+            .map_or("as fast as Send returns".to_owned(), |r| {
+                format!("{r:.0} msg/s")
+            });
+        format!(
+            "relay: {pairs} pairs, {dur:.1} s, {rate}\n\
+             \x20 messages/s        {mps:>10.0}\n\
+             \x20 accepted          {acc:>10}\n\
+             \x20 delivered         {del:>10}   (lost {lost}, out of order {ooo}, retried sends {ret})\n\
+             \x20 messages per Recv {batch:>10.2}\n\
+             \x20 latency p50       {p50:>10.2} ms\n\
+             \x20 latency p90       {p90:>10.2} ms\n\
+             \x20 latency p99       {p99:>10.2} ms\n\
+             \x20 latency max       {max:>10.2} ms\n\
+             \x20 server RSS        {before:>10} KiB -> {after} KiB\n",
+            pairs = self.pairs,
+            dur = self.duration_s,
+            mps = self.messages_per_s,
+            acc = self.accepted,
+            del = self.delivered,
+            lost = self.lost,
+            ooo = self.out_of_order,
+            ret = self.retried,
+            batch = if self.recv_batches == 0 { 0.0 } else { self.delivered as f64 / self.recv_batches as f64 },
+            p50 = self.latency.p50_ms,
+            p90 = self.latency.p90_ms,
+            p99 = self.latency.p99_ms,
+            max = self.latency.max_ms,
+            before = self.server_rss_before_kib,
+            after = self.server_rss_after_kib,
+        )
+    }
+}
+
+/// A pair's shared progress.
+struct Pair {
+    accepted: AtomicU64,
+}
+
+#[derive(Default)]
+struct ReceiverResult {
+    latencies: Vec<u64>,
+    delivered: u64,
+    out_of_order: u64,
+    batches: u64,
+}
+
+/// Starts the server in a child process and runs the pairs against it.
+///
+/// # Errors
+///
+/// A [`LoadError`] when the server cannot start or a call fails in a way no client would retry.
+pub async fn run(options: RelayOptions) -> Result<RelayReport, LoadError> {
+    crate::process::ensure_open_files(options.pairs as u64 * 4 + 64)?;
+    let key = ProjectKey::generate()?;
+    let server =
+        ServerProcess::spawn(ServerKind::Pulsebeam, &key, 20_000, options.pairs * 2).await?;
+    let result = drive(server.addr(), &key, options, || server.rss_kib()).await;
+    server.stop().await;
+    result
+}
+
+/// Runs the pairs against a server already listening on `addr`; `rss_kib` reads its memory.
+///
+/// # Errors
+///
+/// A [`LoadError`] when a call fails in a way no client would retry.
+pub async fn drive(
+    addr: SocketAddr,
+    key: &ProjectKey,
+    options: RelayOptions,
+    rss_kib: impl Fn() -> Result<u64, LoadError>,
+) -> Result<RelayReport, LoadError> {
+    let pairs = options.pairs;
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders_done = Arc::new(AtomicBool::new(false));
+    let retried = Arc::new(AtomicU64::new(0));
+    let progress: Vec<Arc<Pair>> = (0..pairs)
+        .map(|_| {
+            Arc::new(Pair {
+                accepted: AtomicU64::new(0),
+            })
+        })
+        .collect();
+
+    let rss_before = rss_kib()?;
+    let mut receivers = Vec::with_capacity(pairs);
+    for (i, pair) in progress.iter().enumerate() {
+        let bearer = key.bearer(&format!("r{i}"))?;
+        let (pair, done) = (Arc::clone(pair), Arc::clone(&senders_done));
+        let mut connection = Connection::open(addr).await?;
+        receivers.push(tokio::spawn(async move {
+            receive(&mut connection, &bearer, i, start, &pair, &done).await
+        }));
+    }
+    wait_for_polls(addr, pairs).await?;
+
+    let interval = options
+        .rate
+        .map(|rate| Duration::from_secs_f64(pairs as f64 / rate.max(f64::MIN_POSITIVE)));
+    let send_start = Instant::now();
+    let mut senders = Vec::with_capacity(pairs);
+    for (i, pair) in progress.iter().enumerate() {
+        let bearer = key.bearer(&format!("s{i}"))?;
+        let (pair, stop, retried) = (Arc::clone(pair), Arc::clone(&stop), Arc::clone(&retried));
+        let mut connection = Connection::open(addr).await?;
+        // Spread the senders' slots over one interval so paced sends do not arrive in bursts.
+        let offset = interval.map_or(Duration::ZERO, |d| d.mul_f64(i as f64 / pairs as f64));
+        senders.push(tokio::spawn(async move {
+            send(
+                &mut connection,
+                &bearer,
+                i,
+                start,
+                interval,
+                offset,
+                &pair,
+                &stop,
+                &retried,
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(options.duration).await;
+    stop.store(true, Ordering::SeqCst);
+    for sender in senders {
+        sender
+            .await
+            .map_err(|e| LoadError::Protocol(format!("a sender task failed: {e}")))??;
+    }
+    let duration = send_start.elapsed().as_secs_f64();
+    senders_done.store(true, Ordering::SeqCst);
+
+    let mut total = ReceiverResult::default();
+    for receiver in receivers {
+        // A receiver whose messages never all arrive gives up after a drain period.
+        let result = tokio::time::timeout(Duration::from_secs(30), receiver)
+            .await
+            .map_err(|_| LoadError::Protocol("a receiver did not finish within 30 s".into()))?
+            .map_err(|e| LoadError::Protocol(format!("a receiver task failed: {e}")))??;
+        total.latencies.extend(result.latencies);
+        total.delivered += result.delivered;
+        total.out_of_order += result.out_of_order;
+        total.batches += result.batches;
+    }
+    let accepted: u64 = progress
+        .iter()
+        .map(|p| p.accepted.load(Ordering::SeqCst))
+        .sum();
+    let rss_after = rss_kib()?;
+    Ok(RelayReport {
+        pairs,
+        duration_s: duration,
+        target_rate: options.rate,
+        accepted,
+        retried: retried.load(Ordering::SeqCst),
+        delivered: total.delivered,
+        lost: accepted.saturating_sub(total.delivered),
+        out_of_order: total.out_of_order,
+        messages_per_s: total.delivered as f64 / duration,
+        recv_batches: total.batches,
+        latency: Percentiles::of(&mut total.latencies),
+        server_rss_before_kib: rss_before,
+        server_rss_after_kib: rss_after,
+    })
+}
+
+fn receiver_conn(i: usize) -> u32 {
+    1_000 + i as u32
+}
+
+fn sender_conn(i: usize) -> u32 {
+    1_000_000 + i as u32
+}
+
+fn peer(name: String, conn_id: u32) -> PeerInfo {
+    PeerInfo {
+        group_id: GROUP.into(),
+        peer_id: name,
+        conn_id,
+    }
+}
+
+/// Waits until `n` long-polls are open (the server's `pulsebeam_polling_connections` gauge).
+///
+/// # Errors
+///
+/// [`LoadError::Protocol`] when they are not all open within 60 s.
+pub async fn wait_for_polls(addr: SocketAddr, n: usize) -> Result<(), LoadError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut connection = Connection::open(addr).await?;
+    loop {
+        let reply = connection.get("/metrics").await?;
+        let text = String::from_utf8_lossy(&reply.body);
+        let polling = metric(&text, "pulsebeam_polling_connections").unwrap_or(0.0);
+        if polling >= n as f64 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(LoadError::Protocol(format!(
+                "only {polling} of {n} long-polls were open after 60 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn receive(
+    connection: &mut Connection,
+    bearer: &str,
+    i: usize,
+    start: Instant,
+    pair: &Pair,
+    senders_done: &AtomicBool,
+) -> Result<ReceiverResult, LoadError> {
+    let body = Bytes::from(
+        RecvReq {
+            src: Some(peer(format!("r{i}"), receiver_conn(i))),
+        }
+        .encode_to_vec(),
+    );
+    let mut result = ReceiverResult::default();
+    let mut expected = 1u32;
+    loop {
+        if senders_done.load(Ordering::SeqCst)
+            && result.delivered >= pair.accepted.load(Ordering::SeqCst)
+        {
+            return Ok(result);
+        }
+        // Once the senders are done and everything accepted has arrived, the open poll would
+        // only wait out its timeout: leave it. Never earlier, so no answer is abandoned.
+        let delivered = result.delivered;
+        let finished = async {
+            while !(senders_done.load(Ordering::SeqCst)
+                && delivered >= pair.accepted.load(Ordering::SeqCst))
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let reply = tokio::select! {
+            reply = connection.post(RECV, bearer, body.clone()) => reply?,
+            () = finished => return Ok(result),
+        };
+        if reply.is_retryable() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        if reply.status != 200 {
+            return Err(LoadError::Protocol(format!(
+                "Recv answered {}: {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            )));
+        }
+        let now = start.elapsed().as_micros() as u64;
+        let messages = RecvResp::decode(reply.body)
+            .map_err(|e| LoadError::Protocol(format!("Recv answer does not decode: {e}")))?
+            .msgs;
+        if !messages.is_empty() {
+            result.batches += 1;
+        }
+        for message in messages {
+            let (seq, sent_at) = stamp(&message);
+            if seq != expected {
+                result.out_of_order += 1;
+            }
+            expected = seq.wrapping_add(1);
+            result.delivered += 1;
+            result.latencies.push(now.saturating_sub(sent_at));
+        }
+    }
+}
+
+fn stamp(message: &Message) -> (u32, u64) {
+    let seq = message.header.as_ref().map_or(0, |h| h.seqnum);
+    let sent_at = match message
+        .payload
+        .as_ref()
+        .and_then(|p| p.payload_type.as_ref())
+    {
+        Some(PayloadType::Signal(signal)) => u64::from(signal.generation_counter),
+        _ => 0,
+    };
+    (seq, sent_at)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    connection: &mut Connection,
+    bearer: &str,
+    i: usize,
+    start: Instant,
+    interval: Option<Duration>,
+    offset: Duration,
+    pair: &Pair,
+    stop: &AtomicBool,
+    retried: &AtomicU64,
+) -> Result<(), LoadError> {
+    let src = peer(format!("s{i}"), sender_conn(i));
+    let dst = peer(format!("r{i}"), receiver_conn(i));
+    let mut seq = 1u32;
+    let mut slot = Instant::now() + offset;
+    while !stop.load(Ordering::SeqCst) {
+        let due = match interval {
+            Some(interval) => {
+                tokio::time::sleep_until(slot.into()).await;
+                let due = slot;
+                slot += interval;
+                due
+            }
+            None => Instant::now(),
+        };
+        // The send time travels in the message; u32 microseconds last 71 minutes, runs are shorter.
+        let sent_at = due.saturating_duration_since(start).as_micros() as u32;
+        let body = Bytes::from(
+            SendReq {
+                msg: Some(candidate(&src, &dst, seq, sent_at)),
+            }
+            .encode_to_vec(),
+        );
+        loop {
+            let reply = connection.post(SEND, bearer, body.clone()).await?;
+            if reply.status == 200 {
+                break;
+            }
+            if !reply.is_retryable() {
+                return Err(LoadError::Protocol(format!(
+                    "Send answered {}: {}",
+                    reply.status,
+                    String::from_utf8_lossy(&reply.body)
+                )));
+            }
+            retried.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pair.accepted.fetch_add(1, Ordering::SeqCst);
+        seq += 1;
+    }
+    Ok(())
+}
+
+/// A message the size of a real one: an ICE candidate, as most signaling traffic is.
+fn candidate(src: &PeerInfo, dst: &PeerInfo, seq: u32, sent_at: u32) -> Message {
+    Message {
+        header: Some(MessageHeader {
+            src: Some(src.clone()),
+            dst: Some(dst.clone()),
+            seqnum: seq,
+            reliable: true,
+        }),
+        payload: Some(MessagePayload {
+            payload_type: Some(PayloadType::Signal(Signal {
+                generation_counter: sent_at,
+                data: Some(SignalData::IceCandidate(IceCandidate {
+                    candidate: "candidate:842163049 1 udp 1677729535 192.0.2.10 61665 typ srflx raddr 0.0.0.0 rport 0 generation 0 ufrag abcd network-cost 999".into(),
+                    sdp_m_line_index: Some(0),
+                    sdp_mid: Some("0".into()),
+                    username: Some("abcd".into()),
+                    password: None,
+                })),
+            })),
+        }),
+    }
+}

@@ -1,0 +1,148 @@
+//! The `pulsebeam-load` binary, run as a user runs it: small, bounded runs whose figures must
+//! be consistent, and argument errors that say what to fix.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn load(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pulsebeam-load"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn json(args: &[&str]) -> Value {
+    let output = load(args);
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("--json prints JSON")
+}
+
+#[test]
+fn relay_delivers_every_accepted_message_in_order() {
+    let report = json(&["relay", "--pairs", "2", "--duration", "2", "--json"]);
+    let accepted = report["accepted"].as_u64().unwrap();
+    assert!(accepted > 0, "{report}");
+    assert_eq!(report["delivered"].as_u64(), Some(accepted), "{report}");
+    assert_eq!(report["lost"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["out_of_order"].as_u64(), Some(0), "{report}");
+    let latency = &report["latency"];
+    assert_eq!(latency["count"].as_u64(), Some(accepted));
+    let p = |k: &str| latency[k].as_f64().unwrap();
+    assert!(0.0 <= p("p50_ms") && p("p50_ms") <= p("p90_ms"));
+    assert!(p("p90_ms") <= p("p99_ms") && p("p99_ms") <= p("max_ms"));
+    let rate = report["messages_per_s"].as_f64().unwrap();
+    let duration = report["duration_s"].as_f64().unwrap();
+    assert!((2.0..10.0).contains(&duration), "{report}");
+    assert!((rate * duration - accepted as f64).abs() < 1.0, "{report}");
+    assert!(report["server_rss_before_kib"].as_u64().unwrap() > 0);
+    assert!(report["recv_batches"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn paced_relay_sends_about_the_asked_rate() {
+    let report = json(&[
+        "relay",
+        "--pairs",
+        "2",
+        "--duration",
+        "2",
+        "--rate",
+        "100",
+        "--json",
+    ]);
+    let accepted = report["accepted"].as_u64().unwrap();
+    // 100 msg/s for 2 s is 200 messages; pacing may lag, never run ahead.
+    assert!((100..=204).contains(&accepted), "{report}");
+    assert_eq!(report["lost"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["target_rate"].as_f64(), Some(100.0));
+}
+
+#[test]
+fn idle_counts_memory_per_long_poll() {
+    for extra in [None, Some("--stack-only")] {
+        let mut args = vec!["idle", "--peers", "200", "--json"];
+        args.extend(extra);
+        let report = json(&args);
+        assert_eq!(report["peers"].as_u64(), Some(200), "{report}");
+        let before = report["rss_before_kib"].as_u64().unwrap();
+        let after = report["rss_after_kib"].as_u64().unwrap();
+        assert!(before > 0 && after >= before, "{report}");
+        let per_peer = report["bytes_per_peer"].as_f64().unwrap();
+        // 200 open connections cost something, and far less than a MiB each.
+        assert!(per_peer > 0.0 && per_peer < 1024.0 * 1024.0, "{report}");
+    }
+}
+
+#[test]
+fn baseline_answers_requests() {
+    let report = json(&[
+        "baseline",
+        "--connections",
+        "2",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(requests > 0, "{report}");
+    assert_eq!(report["latency"]["count"].as_u64(), Some(requests));
+    assert!(report["requests_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn tables_name_their_figures() {
+    let output = load(&["baseline", "--connections", "1", "--duration", "1"]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("requests/s") && text.contains("latency p99"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_arguments_say_what_to_fix() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["relay", "--pairs", "0"], "--pairs"),
+        (&["relay", "--duration", "601"], "--duration"),
+        (&["relay", "--rate", "fast"], "messages per second"),
+        (&["relay", "--rate=-5"], "messages per second"),
+        (&["relay", "--rate", "NaN"], "messages per second"),
+        (&["idle", "--peers", "100000"], "--peers"),
+        (&["baseline", "--connections", "x"], "--connections"),
+        (&["flood"], "unrecognized subcommand"),
+    ];
+    for (args, says) in cases {
+        let output = load(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn too_few_open_files_is_a_clear_error() {
+    // A child shell lowers its own limit, then runs the tool.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec {} idle --peers 1000",
+            env!("CARGO_BIN_EXE_pulsebeam-load")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ulimit -n 1064"), "{stderr}");
+}
