@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Turns criterion's medians into the ratio tables of BENCHMARKS.md.
 
-Usage: bench_report.py CRITERION_DIR [JS_RESULTS_JSON ...] > section.md
+Usage: bench_report.py CRITERION_DIR [--js JS_OUTPUT_TXT] [--write BENCHMARKS.md]
+
+Without --write the section is printed; with it, the section replaces what stands between the
+`<!-- tokens:begin -->` and `<!-- tokens:end -->` markers of the file (created if missing),
+leaving every other section (such as the load tests') as it is.
 """
 import json
 import os
@@ -59,8 +63,7 @@ def table(results, ours, raw, peers):
     return lines, mine / best_raw, best_peer / mine
 
 
-def main():
-    root = sys.argv[1]
+def report(root, js_output):
     out = [f"Machine: {machine()}.", ""]
     mint = bench_dirs(root, "mint")
     verify = bench_dirs(root, "verify")
@@ -96,18 +99,51 @@ def main():
         out += ["### Rust: parts", "", "| operation | median |", "|---|---|"]
         out += [f"| {k} | {fmt(v)} |" for k, v in parts.items()]
         out.append("")
-    for js in sys.argv[2:]:
-        with open(js) as f:
-            data = json.load(f)
-        out += [f"### JS on {data['runtime']}", "", "| operation | median | ours / this |", "|---|---|---|"]
-        for op in ("mint", "verify"):
-            rows = data[op]
-            mine = rows["@pulsebeam/server (wasm)"]
-            for name, ns in sorted(rows.items(), key=lambda kv: kv[1]):
-                out.append(f"| {op}: {name} | {fmt(ns)} | {mine / ns:.2f}x |")
-        out.append("")
-    print("\n".join(out))
+    if js_output:
+        with open(js_output) as f:
+            text = f.read().strip()
+        out += [
+            "### JS: `@pulsebeam/server` (wasm) next to jose and the runtime's own crypto",
+            "",
+            "Output of `bindings/js/scripts/bench.sh`, one block per runtime; ratios are the",
+            "contender's time over the package's (above 1: the package is faster).",
+            "",
+            "```",
+            text,
+            "```",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def splice(path, section):
+    begin, end = "<!-- tokens:begin -->", "<!-- tokens:end -->"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmarks\n\n" + begin + "\n" + end + "\n"
+    if begin not in text or end not in text:
+        text = text.rstrip() + "\n\n" + begin + "\n" + end + "\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(head + begin + "\n" + section.strip() + "\n" + end + tail)
 
 
 if __name__ == "__main__":
-    main()
+    args = sys.argv[1:]
+    js_output = write = None
+    if "--js" in args:
+        k = args.index("--js")
+        js_output = args[k + 1]
+        del args[k : k + 2]
+    if "--write" in args:
+        k = args.index("--write")
+        write = args[k + 1]
+        del args[k : k + 2]
+    section = report(args[0], js_output)
+    if write:
+        splice(write, section)
+    else:
+        print(section)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing what the tests need (apt, npm, cargo tools).
+# This is the README's test command and what CI runs. Each step runs even when an earlier one
+# failed, so one run shows every problem; the exit code is non-zero if any step failed.
+#
+#   scripts/test.sh            all steps
+#   scripts/test.sh rust js    only the named steps (rust, backends, interop, js, e2e, fuzz)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export DEBIAN_FRONTEND=noninteractive
+FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
+
+passed=()
+failed=()
+
+step() {
+    local name="$1"
+    shift
+    if [ "${#selected[@]}" -gt 0 ] && [[ ! " ${selected[*]} " == *" $name "* ]]; then
+        return
+    fi
+    echo
+    echo "==> $name: $*"
+    local start=$SECONDS
+    if "$@"; then
+        passed+=("$name")
+        echo "<== $name passed in $((SECONDS - start)) s"
+    else
+        failed+=("$name")
+        echo "<== $name FAILED after $((SECONDS - start)) s"
+    fi
+}
+
+rust() {
+    cargo fmt --all -- --check &&
+        cargo clippy --workspace --all-targets -- -D warnings &&
+        cargo test --workspace
+}
+
+# The token crate on its other crypto backend (pure-Rust ed25519-dalek, as on wasm): the same
+# golden vectors and property tests.
+backends() {
+    cargo clippy -p pulsebeam-token --all-targets --no-default-features -- -D warnings &&
+        cargo test -p pulsebeam-token --no-default-features
+}
+
+# Tokens we mint, verified by an independent JOSE implementation given only our JWKS.
+interop() {
+    local out
+    out="$(mktemp)"
+    (cd tests/interop && npm ci --no-audit --no-fund) &&
+        cargo run -q -p pulsebeam-token --example interop >"$out" &&
+        node tests/interop/verify.mjs "$out"
+}
+
+selected=("$@")
+step rust rust
+step backends backends
+step interop interop
+step js bash bindings/js/scripts/test.sh
+step e2e bash e2e/run.sh
+step fuzz bash scripts/fuzz.sh "$FUZZ_SECONDS"
+
+echo
+echo "passed steps: ${passed[*]:-none}"
+echo "failed steps: ${failed[*]:-none}"
+echo "steps: ${#passed[@]} passed, ${#failed[@]} failed"
+[ "${#failed[@]}" -eq 0 ]
