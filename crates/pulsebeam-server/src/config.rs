@@ -104,7 +104,7 @@ impl ProjectConfig {
 pub struct KeyConfig {
     /// The API key (`kid`), e.g. `kid_73d8caa6c387d46c`. Unique across all projects.
     pub kid: String,
-    /// The Ed25519 public key, 64 hex digits (as `pulsebeam keys` prints it).
+    /// The Ed25519 public key, 64 hex digits (as `pulsebeam keygen` prints it).
     pub public_key: String,
 }
 
