@@ -25,6 +25,13 @@
 //! - **Inspection is separate.** [`dangerous::decode_unverified`] reads a token without checking
 //!   it, for tools that show tokens to people; its name says what it is.
 //!
+//! # Crypto backends
+//!
+//! Signatures are Ed25519 from ed25519-dalek everywhere (it builds for wasm). On native targets
+//! the default `aws-lc` feature signs with AWS-LC instead, about twice as fast; signatures are
+//! identical, since Ed25519 is deterministic. Verification always uses ed25519-dalek's
+//! `verify_strict`. The same golden vectors and property tests run with and without the feature.
+//!
 //! # Compatibility with the original SDK
 //!
 //! [`AccessToken::create_token`] produces exactly the original's bytes for the same inputs and
