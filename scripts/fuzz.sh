@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes every target in fuzz/ for SECONDS each (default 20), seeded from testdata/.
+# Fuzzes every target in fuzz/ for SECONDS each (default 15), seeded from testdata/.
 #
 #   scripts/fuzz.sh            # the short run CI does
 #   scripts/fuzz.sh 3600       # an hour per target
@@ -11,7 +11,7 @@
 # that crashed is kept in fuzz/artifacts/<target>/ (replay: cd fuzz && cargo fuzz run <target> <file>).
 set -euo pipefail
 
-seconds="${1:-20}"
+seconds="${1:-15}"
 only="${2:-}"
 case "$seconds" in
     '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS] [TARGET]; SECONDS is a whole number" >&2; exit 2 ;;

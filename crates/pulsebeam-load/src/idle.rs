@@ -71,7 +71,8 @@ pub async fn run(peers: usize, stack_only: bool) -> Result<IdleReport, LoadError
     let requests = (0..peers)
         .map(|i| recv_request(&key, addr, i))
         .collect::<Result<Vec<_>, _>>()?;
-    // One poll answered first, so the runtime's and allocator's first-use costs are in `before`.
+    // The server has answered a call (`/metrics`) before `before` is read, so its runtime's and
+    // allocator's first-use costs are not counted against the peers.
     crate::relay::wait_for_polls(addr, 0).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = server.rss_kib()?;
