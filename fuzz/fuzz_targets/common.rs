@@ -65,10 +65,17 @@ pub fn check_error(err: &pulsebeam_token::VerifyError, token: &str) {
     let message = err.to_string();
     assert!(!message.is_empty());
     // Messages are short fixed sentences with a few numbers, whatever the token's size.
-    assert!(message.len() <= 512, "error message of {} bytes", message.len());
+    assert!(
+        message.len() <= 512,
+        "error message of {} bytes",
+        message.len()
+    );
     // A long run without spaces is no part of any such sentence: it would be the token itself.
     // (A short one can be: the fuzzer learns the messages' own words.)
     if token.len() >= 48 && !token.contains(char::is_whitespace) {
-        assert!(!message.contains(token), "error message echoes the token: {message}");
+        assert!(
+            !message.contains(token),
+            "error message echoes the token: {message}"
+        );
     }
 }

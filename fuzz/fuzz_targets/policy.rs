@@ -34,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
                 (policy.group_pattern(), Field::GroupPattern),
                 (policy.peer_pattern(), Field::PeerPattern),
             ] {
-                let fresh = Pattern::new(pattern.as_str(), field).expect("a parsed pattern is valid");
+                let fresh =
+                    Pattern::new(pattern.as_str(), field).expect("a parsed pattern is valid");
                 assert_eq!(fresh.as_str(), pattern.as_str());
                 assert!(pattern.as_str().matches('*').count() <= 1);
             }
@@ -53,7 +54,11 @@ fuzz_target!(|data: &[u8]| {
 
     // A bare pattern against a value, and the constructor's own checks.
     if let Ok(pattern) = Pattern::new(source, Field::PeerPattern) {
-        assert_eq!(pattern.matches(group), spec_matches(source, group), "{source:?} vs {group:?}");
+        assert_eq!(
+            pattern.matches(group),
+            spec_matches(source, group),
+            "{source:?} vs {group:?}"
+        );
         let chars = source.chars().count();
         assert!((1..=pulsebeam_token::MAX_ID_CHARS).contains(&chars));
         assert!(!source.chars().any(char::is_control));

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
         Some(at) => (&data[..at], &data[at + 1..]),
         None => (data, &b"{}"[..]),
     };
-    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
     let signature = golden.signing_key.sign(input.as_bytes());
     let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()));
 
@@ -31,9 +35,12 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     // The header said EdDSA and named the signing key.
-    let header: Value = serde_json::from_str(&String::from_utf8_lossy(header))
-        .expect("an accepted header is JSON");
-    assert_eq!(header["alg"], "EdDSA", "accepted alg other than EdDSA: {header}");
+    let header: Value =
+        serde_json::from_str(&String::from_utf8_lossy(header)).expect("an accepted header is JSON");
+    assert_eq!(
+        header["alg"], "EdDSA",
+        "accepted alg other than EdDSA: {header}"
+    );
     assert_eq!(header["kid"], golden.kid.as_str());
     assert_eq!(claims.key_id(), golden.kid);
 
@@ -43,20 +50,34 @@ fuzz_target!(|data: &[u8]| {
     let payload: Value = serde_json::from_str(&String::from_utf8_lossy(payload))
         .expect("an accepted payload is JSON");
     let now = common::GOLDEN_NOW;
-    assert_eq!(payload["exp"].as_u64(), Some(claims.expires_at()), "exp: {payload}");
-    assert!(claims.expires_at().saturating_add(DEFAULT_LEEWAY_SECS) > now, "expired token accepted: {payload}");
+    assert_eq!(
+        payload["exp"].as_u64(),
+        Some(claims.expires_at()),
+        "exp: {payload}"
+    );
+    assert!(
+        claims.expires_at().saturating_add(DEFAULT_LEEWAY_SECS) > now,
+        "expired token accepted: {payload}"
+    );
     if let Some(nbf) = claims.not_before() {
-        assert!(nbf <= now + DEFAULT_LEEWAY_SECS, "token accepted before nbf: {payload}");
+        assert!(
+            nbf <= now + DEFAULT_LEEWAY_SECS,
+            "token accepted before nbf: {payload}"
+        );
     }
     assert_eq!(payload["gid"].as_str(), Some(claims.group_id()));
     assert_eq!(payload["pid"].as_str(), Some(claims.peer_id()));
-    let expected = PeerClaims::new(claims.group_id(), claims.peer_id()).expect("accepted ids are valid ids");
+    let expected =
+        PeerClaims::new(claims.group_id(), claims.peer_id()).expect("accepted ids are valid ids");
     assert_eq!(expected.group_id(), claims.group_id());
     match (&payload["ap"], claims.allow_policy()) {
         (Value::Object(ap), Some(policy)) => {
             let group = ap["group_id"].as_str().expect("group pattern is a string");
             let peer = ap["peer_id"].as_str().expect("peer pattern is a string");
-            assert_eq!(&PeerPolicy::new(group, peer).expect("accepted patterns are valid"), policy);
+            assert_eq!(
+                &PeerPolicy::new(group, peer).expect("accepted patterns are valid"),
+                policy
+            );
         }
         (Value::Null, None) => {}
         (ap, policy) => panic!("ap {ap} came out as {policy:?}"),

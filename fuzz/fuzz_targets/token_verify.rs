@@ -17,10 +17,13 @@ fuzz_target!(|data: &[u8]| {
                 golden.signed.contains(token.trim()),
                 "a token the golden keys never signed verified: {token:?}"
             );
-            let unverified = dangerous::decode_unverified(&token).expect("a verified token decodes");
+            let unverified =
+                dangerous::decode_unverified(&token).expect("a verified token decodes");
             assert_eq!(unverified.kid(), Some(claims.key_id()));
             assert_eq!(unverified.alg(), Some("EdDSA"));
-            let typed = unverified.claims().expect("a verified token's claims parse");
+            let typed = unverified
+                .claims()
+                .expect("a verified token's claims parse");
             assert_eq!(typed.peer(), claims.peer());
             assert_eq!(typed.expires_at(), claims.expires_at());
         }

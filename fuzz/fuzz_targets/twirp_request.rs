@@ -57,7 +57,10 @@ enum Encoding {
     Other,
 }
 
-fn malformed<T: prost::Message + Default + DeserializeOwned>(encoding: Encoding, body: &[u8]) -> bool {
+fn malformed<T: prost::Message + Default + DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> bool {
     match encoding {
         Encoding::Protobuf => T::decode(body).is_err(),
         Encoding::Json => {
@@ -67,7 +70,10 @@ fn malformed<T: prost::Message + Default + DeserializeOwned>(encoding: Encoding,
     }
 }
 
-fn response_decodes<T: prost::Message + Default + DeserializeOwned>(encoding: Encoding, body: &[u8]) -> bool {
+fn response_decodes<T: prost::Message + Default + DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> bool {
     match encoding {
         Encoding::Protobuf => T::decode(body).is_ok(),
         Encoding::Json => serde_json::from_slice::<T>(body).is_ok(),
@@ -116,7 +122,12 @@ fuzz_target!(|data: &[u8]| {
             .await
             .expect("the router is infallible");
         let status = response.status();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         (status, bytes)
     });
 
@@ -127,14 +138,21 @@ fuzz_target!(|data: &[u8]| {
             "Send" => response_decodes::<SendResp>(encoding, &bytes),
             _ => response_decodes::<RecvResp>(encoding, &bytes),
         };
-        assert!(ok, "{method} answered 200 with a body that does not decode: {bytes:?}");
+        assert!(
+            ok,
+            "{method} answered 200 with a body that does not decode: {bytes:?}"
+        );
         return;
     }
     let error: serde_json::Value =
         serde_json::from_slice(&bytes).expect("a Twirp error body is JSON");
     let code = error["code"].as_str().expect("a Twirp error has a code");
     assert!(error["msg"].is_string(), "a Twirp error has a msg: {error}");
-    assert_eq!(status_of(code), Some(status), "code {code} with status {status}");
+    assert_eq!(
+        status_of(code),
+        Some(status),
+        "code {code} with status {status}"
+    );
 
     if post && authorized && method != "Nope" && encoding != Encoding::Other {
         let expected = match method {
@@ -142,6 +160,10 @@ fuzz_target!(|data: &[u8]| {
             "Send" => malformed::<SendReq>(encoding, body),
             _ => malformed::<RecvReq>(encoding, body),
         };
-        assert_eq!(code == "malformed", expected, "{method} {content_type}: code {code}, body {body:?}");
+        assert_eq!(
+            code == "malformed",
+            expected,
+            "{method} {content_type}: code {code}, body {body:?}"
+        );
     }
 });
