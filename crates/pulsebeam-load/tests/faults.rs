@@ -172,15 +172,19 @@ async fn a_client_gone_mid_long_poll_frees_the_poll_and_loses_no_message() {
     let key = Arc::new(ProjectKey::generate().unwrap());
     let server = TestServer::start(key.clone(), |_| {}).await;
     let sender = key.bearer("sender").unwrap();
+    let requests: Vec<Vec<u8>> = (0..300)
+        .map(|i| {
+            let name = format!("c{i}");
+            raw_recv(server.addr, &key.bearer(&name).unwrap(), &name, 1_000)
+        })
+        .collect();
     let mut rounds = Vec::new();
     for round in 0..4 {
         let before = rss_kib();
         let mut sockets = Vec::new();
-        for i in 0..300 {
-            let name = format!("c{i}");
+        for request in &requests {
             let mut socket = TcpStream::connect(server.addr).await.unwrap();
-            let request = raw_recv(server.addr, &key.bearer(&name).unwrap(), &name, 1_000);
-            socket.write_all(&request).await.unwrap();
+            socket.write_all(request).await.unwrap();
             sockets.push(socket);
         }
         server
@@ -318,6 +322,45 @@ async fn stalled_clients_cost_bounded_memory_and_block_no_one() {
         "{per_connection} KiB per stalled connection"
     );
     drop(stalled);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_costs_bounded_memory() {
+    let _serial = MEMORY.lock().await;
+    let key = Arc::new(ProjectKey::generate().unwrap());
+    let server = TestServer::start(key.clone(), |_| {}).await;
+    let bearer = key.bearer("deaf").unwrap();
+    let addr = server.addr;
+    let request = format!(
+        "POST {PREPARE} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/protobuf\r\nauthorization: {bearer}\r\ncontent-length: 0\r\n\r\n"
+    );
+    let before = rss_kib();
+    // Pipelined calls whose answers are never read: once the socket buffers fill, the server
+    // must stop reading rather than queue answers in memory.
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let writer = tokio::spawn(async move {
+        for _ in 0..20_000 {
+            if socket.write_all(request.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        socket
+    });
+    // The writer blocks once the server stops reading; give it a moment to get there.
+    let socket = tokio::time::timeout(Duration::from_secs(3), writer).await;
+    let mut connection = Connection::open(addr).await.unwrap();
+    let reply = tokio::time::timeout(ANSWER_WITHIN, connection.get("/healthz"))
+        .await
+        .expect("the server answers others meanwhile")
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 32 * 1024,
+        "RSS grew {grown} KiB for one client that never reads"
+    );
+    drop(socket);
     server.shutdown().await;
 }
 
