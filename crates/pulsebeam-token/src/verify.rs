@@ -257,6 +257,13 @@ pub(crate) struct Header {
     pub(crate) kid: Option<String>,
 }
 
+/// JSON text must be UTF-8 (RFC 8259); serde_json checks that only in the members it reads, so
+/// the whole text is checked first, including unknown members it would skip.
+fn json_text(bytes: &[u8], part: TokenPart) -> Result<&str, VerifyError> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| VerifyError::malformed(part, "JSON text is not valid UTF-8"))
+}
+
 fn json_error(part: TokenPart, e: &serde_json::Error) -> VerifyError {
     use serde_json::error::Category;
     VerifyError::malformed(
@@ -270,8 +277,8 @@ fn json_error(part: TokenPart, e: &serde_json::Error) -> VerifyError {
 
 fn parse_header(segment: &str) -> Result<Header, VerifyError> {
     let bytes = decode_b64(segment, TokenPart::Header)?;
-    let raw: RawHeader =
-        serde_json::from_slice(&bytes).map_err(|e| json_error(TokenPart::Header, &e))?;
+    let raw: RawHeader = serde_json::from_str(json_text(&bytes, TokenPart::Header)?)
+        .map_err(|e| json_error(TokenPart::Header, &e))?;
     if raw.crit.is_some() {
         return Err(VerifyError::malformed(
             TokenPart::Header,
@@ -348,8 +355,8 @@ fn policy_claim(value: Option<Value>) -> Result<Option<PeerPolicy>, VerifyError>
 
 /// Parses the claims JSON into typed claims; checks types and value rules, not time.
 pub(crate) fn parse_claims(payload: &[u8], key_id: String) -> Result<VerifiedClaims, VerifyError> {
-    let raw: RawClaims =
-        serde_json::from_slice(payload).map_err(|e| json_error(TokenPart::Payload, &e))?;
+    let raw: RawClaims = serde_json::from_str(json_text(payload, TokenPart::Payload)?)
+        .map_err(|e| json_error(TokenPart::Payload, &e))?;
     let expires_at = time_claim(raw.exp, Claim::Expiry)?.ok_or(VerifyError::MissingClaim {
         claim: Claim::Expiry,
     })?;

@@ -190,6 +190,38 @@ fn encodings_and_sizes() {
 }
 
 #[test]
+fn json_must_be_utf8_even_in_ignored_members() {
+    use ed25519_dalek::Signer as _;
+    let seed: [u8; 32] = hex::decode(&crate::SECRET[3..])
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let header = br#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c"}"#.to_vec();
+    let mut payload = br#"{"exp":9999999999,"gid":"g","pid":"p","ap":null,"x":"a"#.to_vec();
+    payload.extend_from_slice(&[0x8e, 0x90]);
+    payload.extend_from_slice(br#""}"#);
+    let mut bad_header = br#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c","x":""#.to_vec();
+    bad_header.extend_from_slice(&[0xff]);
+    bad_header.extend_from_slice(br#""}"#);
+    let good_payload = br#"{"exp":9999999999,"gid":"g","pid":"p","ap":null}"#.to_vec();
+    for (h, p, part) in [
+        (&header, &payload, TokenPart::Payload),
+        (&bad_header, &good_payload, TokenPart::Header),
+    ] {
+        let input = format!("{}.{}", b64(h), b64(p));
+        let token = format!("{input}.{}", b64(&key.sign(input.as_bytes()).to_bytes()));
+        assert_eq!(
+            verifier().verify(&token),
+            Err(VerifyError::Malformed {
+                part,
+                detail: "JSON text is not valid UTF-8"
+            })
+        );
+    }
+}
+
+#[test]
 fn errors_never_echo_token_bytes() {
     let v = verifier();
     let secretish = "c2VjcmV0LXRva2VuLWJ5dGVz";
