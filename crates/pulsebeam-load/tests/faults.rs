@@ -364,27 +364,38 @@ async fn a_client_that_never_reads_its_answers_costs_bounded_memory() {
     server.shutdown().await;
 }
 
-/// Whether the server closes a connection whose request never completes. It does not yet:
-/// `serve` uses `axum::serve`, which gives hyper no timer, so hyper's 30 s
-/// `header_read_timeout` is off and nothing bounds a body read. Run with `--ignored` once it
-/// has header and body timeouts.
+/// A client that stops halfway through its headers is disconnected after
+/// `limits.header_timeout_secs`; one that stops halfway through its body gets
+/// `deadline_exceeded` (408) after `limits.body_timeout_secs`, and the connection is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pulsebeam-server has no header/body read timeout yet (axum::serve sets no hyper timer)"]
 async fn stalled_requests_are_closed_by_the_server() {
     let key = Arc::new(ProjectKey::generate().unwrap());
-    let server = TestServer::start(key.clone(), |_| {}).await;
+    let server = TestServer::start(key.clone(), |config| {
+        config.limits.header_timeout_secs = 1;
+        config.limits.body_timeout_secs = 1;
+    })
+    .await;
     let bearer = key.bearer("slow").unwrap();
-    for i in 0..2 {
+    for (i, what) in ["header", "body"].into_iter().enumerate() {
         let mut socket = stall(server.addr, &bearer, i).await;
-        let mut buffer = [0u8; 1024];
-        // Closed (EOF or an error answer) within a minute.
-        let read = tokio::time::timeout(Duration::from_secs(60), socket.read(&mut buffer)).await;
+        let mut answer = Vec::new();
+        // Read until the server closes; generous bound, the timeouts are 1 s.
+        let read =
+            tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut answer)).await;
         assert!(
             read.is_ok(),
-            "a stalled request ({}) was kept open for a minute",
-            ["header", "body"][i]
+            "a stalled request ({what}) was kept open for 30 s"
         );
+        let answer = String::from_utf8_lossy(&answer);
+        if what == "body" {
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            assert!(answer.contains("deadline_exceeded"), "{answer}");
+        }
     }
+    // The server still serves.
+    let mut connection = Connection::open(server.addr).await.unwrap();
+    let reply = connection.get("/healthz").await.unwrap();
+    assert_eq!(reply.status, 200);
     server.shutdown().await;
 }
 
@@ -650,5 +661,31 @@ async fn mail_for_receivers_that_never_poll_is_bounded_and_expires() {
         .await
         .unwrap();
     assert_eq!(reply.status, 200);
+    server.shutdown().await;
+}
+
+/// Beyond `limits.max_open_connections` TCP connections, further clients wait (in the listen
+/// backlog) until one closes, and are then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_are_capped() {
+    let key = Arc::new(ProjectKey::generate().unwrap());
+    let server = TestServer::start(key.clone(), |config| {
+        config.limits.max_open_connections = 1;
+    })
+    .await;
+    let mut first = Connection::open(server.addr).await.unwrap();
+    assert_eq!(first.get("/healthz").await.unwrap().status, 200);
+    let waiting = tokio::spawn(async move {
+        let mut second = Connection::open(server.addr).await.unwrap();
+        second.get("/healthz").await.unwrap().status
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a connection beyond the cap was served");
+    drop(first);
+    let status = tokio::time::timeout(ANSWER_WITHIN, waiting)
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert_eq!(status, 200);
     server.shutdown().await;
 }

@@ -207,6 +207,14 @@ pub struct Limits {
     pub token_leeway_secs: u64,
     /// On shutdown, how long in-flight calls may take to finish, in seconds.
     pub shutdown_grace_secs: u64,
+    /// How long a client may take to send a request's headers, in seconds; also how long a
+    /// kept-alive connection may sit idle between requests. Then the connection is closed.
+    pub header_timeout_secs: u64,
+    /// How long a client may take to send a request's body once its headers arrived, in
+    /// seconds; then the call gets `deadline_exceeded`.
+    pub body_timeout_secs: u64,
+    /// TCP connections served at once; further clients wait in the listen backlog.
+    pub max_open_connections: usize,
 }
 
 impl Default for Limits {
@@ -227,6 +235,9 @@ impl Default for Limits {
             token_cache_capacity: 65_536,
             token_leeway_secs: pulsebeam_token::DEFAULT_LEEWAY_SECS,
             shutdown_grace_secs: 10,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            max_open_connections: 20_000,
         }
     }
 }
@@ -494,6 +505,9 @@ impl Limits {
             ),
             ("rate_per_sec", u64::from(self.rate_per_sec)),
             ("rate_burst", u64::from(self.rate_burst)),
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("max_open_connections", self.max_open_connections as u64),
         ];
         for (name, value) in positive {
             if value == 0 {

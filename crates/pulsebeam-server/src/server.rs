@@ -1,6 +1,6 @@
 //! HTTP plumbing: routes, body codecs, CORS, shutdown.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,17 +202,23 @@ impl Server {
 /// Serves `server` on `listener` until `shutdown` completes, then drains: long-polls are
 /// answered at once, other calls get up to `limits.shutdown_grace_secs` to finish.
 ///
-/// Also runs the store's periodic sweep of expired messages and idle connections.
+/// Every connection is bounded: request headers must arrive within
+/// `limits.header_timeout_secs` (also between requests on a kept-alive connection), a body within
+/// `limits.body_timeout_secs`, and at most `limits.max_open_connections` TCP connections are
+/// served at once (further clients wait in the listen backlog). Also runs the store's periodic
+/// sweep of expired messages and idle connections.
 ///
 /// # Errors
 ///
-/// An I/O error from the listener.
+/// An I/O error from the listener that is not about one connection (such as running out of file
+/// descriptors, which is retried).
 pub async fn serve(
     listener: TcpListener,
     server: Server,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
 
     let state = Arc::clone(&server.state);
     let router = server.router();
@@ -228,42 +234,74 @@ pub async fn serve(
             }
         })
     });
-    let signal = {
-        let server = server.clone();
-        let mut down = state.shutdown.subscribe();
-        async move {
-            // Either the caller's signal or a direct `Server::shutdown()` starts the drain.
-            let flagged = async move {
-                let _ = down.wait_for(|d| *d).await;
-            };
-            tokio::select! {
-                () = shutdown => {}
-                () = flagged => {}
-            }
-            tracing::info!("shutting down: answering long-polls and refusing new calls");
-            server.shutdown();
+    let limits = &state.config.limits;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_timeout_secs))
+        .keep_alive(true);
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_open_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+
+    let mut down = state.shutdown.subscribe();
+    let stop = async move {
+        // Either the caller's signal or a direct `Server::shutdown()` starts the drain.
+        let flagged = async move {
+            let _ = down.wait_for(|d| *d).await;
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = flagged => {}
         }
     };
-    let listener = listener.tap_io(|tcp| {
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            () = &mut stop => break,
+            permit = Arc::clone(&open).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (tcp, _peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Per-connection failures (reset before accept) and resource exhaustion
+                    // (EMFILE) are transient: pause briefly instead of ending the server.
+                    tracing::warn!(error = %err, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
         // Small request/response pairs: do not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-    });
-    let serving = axum::serve(listener, router)
-        .with_graceful_shutdown(signal)
-        .into_future();
-    let grace = Duration::from_secs(state.config.limits.shutdown_grace_secs);
-    let mut down = state.shutdown.subscribe();
-    let result = tokio::select! {
-        result = serving => result,
-        () = async {
-            let _ = down.wait_for(|d| *d).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; closing remaining connections");
-            Ok(())
-        }
-    };
-    result
+        let connection =
+            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // Errors here are one client's broken or timed-out connection.
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: answering long-polls and refusing new calls");
+    server.shutdown();
+    let grace = Duration::from_secs(limits.shutdown_grace_secs);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "shutdown grace period over; closing remaining connections"
+        );
+    }
+    Ok(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -474,7 +512,12 @@ async fn handle(state: &State, method: Method, request: Request) -> Result<Respo
             ),
         ));
     }
-    let body = read_body(request.into_body(), limits.max_body_bytes).await?;
+    let body = read_body(
+        request.into_body(),
+        limits.max_body_bytes,
+        Duration::from_secs(limits.body_timeout_secs),
+    )
+    .await?;
     match method {
         Method::Prepare => {
             let _: PrepareReq = encoding.decode(&body)?;
@@ -506,7 +549,7 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Result<Arc<Identity>, Twi
     })
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, TwirpError> {
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, TwirpError> {
     let too_large = || {
         TwirpError::new(
             Code::InvalidArgument,
@@ -515,7 +558,18 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, TwirpError> {
             ),
         )
     };
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| {
+            TwirpError::new(
+                Code::DeadlineExceeded,
+                format!(
+                    "the request body did not arrive within {} s; send it at once",
+                    timeout.as_secs()
+                ),
+            )
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(_) => Err(TwirpError::new(

@@ -29,13 +29,15 @@ pub enum Code {
     ResourceExhausted,
     /// The server cannot take the call right now (e.g. shutting down); retry.
     Unavailable,
+    /// The client took too long (e.g. to send its request body); retry.
+    DeadlineExceeded,
     /// A bug or an unexpected failure.
     Internal,
 }
 
 impl Code {
     /// Every code this server answers with.
-    pub const ALL: [Code; 8] = [
+    pub const ALL: [Code; 9] = [
         Code::InvalidArgument,
         Code::Malformed,
         Code::Unauthenticated,
@@ -43,6 +45,7 @@ impl Code {
         Code::BadRoute,
         Code::ResourceExhausted,
         Code::Unavailable,
+        Code::DeadlineExceeded,
         Code::Internal,
     ];
 
@@ -56,6 +59,7 @@ impl Code {
             Code::BadRoute => "bad_route",
             Code::ResourceExhausted => "resource_exhausted",
             Code::Unavailable => "unavailable",
+            Code::DeadlineExceeded => "deadline_exceeded",
             Code::Internal => "internal",
         }
     }
@@ -69,6 +73,7 @@ impl Code {
             Code::BadRoute => StatusCode::NOT_FOUND,
             Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,7 +88,8 @@ impl Code {
             Code::BadRoute => 4,
             Code::ResourceExhausted => 5,
             Code::Unavailable => 6,
-            Code::Internal => 7,
+            Code::DeadlineExceeded => 7,
+            Code::Internal => 8,
         }
     }
 }
