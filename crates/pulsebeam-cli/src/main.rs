@@ -1,5 +1,10 @@
 //! The `pulsebeam` binary: parse the command line, run it, exit with a documented code.
 
+/// jemalloc keeps the server's memory per idle connection low (see BENCHMARKS.md).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::io;
 use std::process::ExitCode;
 

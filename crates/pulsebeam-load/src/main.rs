@@ -2,6 +2,11 @@
 //!
 //! Exit codes: 0 done, 1 the run failed, 2 bad arguments.
 
+/// jemalloc keeps the server's memory per idle connection low (see BENCHMARKS.md).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
