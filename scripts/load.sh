@@ -65,7 +65,7 @@ the cores, all on 127.0.0.1. Shared, noisy machine: read the ratios, not the abs
 | loss and order (both relay runs) | {relay['lost'] + paced['lost']} lost, {relay['out_of_order'] + paced['out_of_order']} out of order, of {relay['accepted'] + paced['accepted']} accepted; {relay['retried'] + paced['retried']} sends retried after 429/503 |
 | server RSS during relay | {relay['server_rss_before_kib']} KiB before, {relay['server_rss_after_kib']} KiB after the max-rate run |
 | idle: {idle['peers']} long-polling peers | **{idle['bytes_per_peer']:.0f} bytes per peer** ({per_kib:.1f} KiB), RSS {idle['rss_before_kib']} → {idle['rss_after_kib']} KiB |
-| idle, bare axum + hyper (handler never answers) | {stack['bytes_per_peer']:.0f} bytes per peer ({stack['bytes_per_peer']/1024:.1f} KiB): the HTTP stack's share |
+| idle, for comparison: `axum::serve` with a handler that never answers | {stack['bytes_per_peer']:.0f} bytes per peer ({stack['bytes_per_peer']/1024:.1f} KiB) |
 
 Targets on this 2-core machine:
 
@@ -76,6 +76,8 @@ Targets on this 2-core machine:
 Latency runs from the moment a message is due (its slot when paced, else the start of its
 `Send`) to the decoding of the `Recv` answer that carries it; it includes the server's
 `batch_window_ms` (5 ms by default). Each message is an ICE candidate of about 200 bytes.
+The server runs on jemalloc, as the `pulsebeam` binary does, and serves HTTP/1 through its own
+hyper connection loop (header and body timeouts, connection cap).
 <!-- load:end -->"""
 
 text = path.read_text() if path.exists() else "<!-- load:begin -->\n<!-- load:end -->\n"
