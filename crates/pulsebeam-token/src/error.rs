@@ -191,7 +191,7 @@ pub enum CreateError {
         max: u64,
     },
     /// The claims carry no allow policy, so the token could reach no one.
-    #[error("no allow policy set, so the token could reach no peer; set one, e.g. PeerPolicy::new(\"*\", \"*\") to allow everyone")]
+    #[error("no allow policy set, so the token could reach no peer; set one, e.g. group pattern `*` and peer pattern `*` (`*:*`) to allow everyone")]
     MissingPolicy,
     /// An extra claim (such as `jti`) is invalid.
     #[error(transparent)]
