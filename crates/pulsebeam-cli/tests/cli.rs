@@ -675,6 +675,24 @@ mod keygen {
             .all(|l| l.starts_with('#') || l.starts_with("PULSEBEAM_API_")));
         // Two runs give two different keys.
         assert_ne!(pulsebeam(&["keygen"]).expect(0).stdout, run.stdout);
+
+        // The commented server snippet is a working key entry for `pulsebeam serve`.
+        let snippet: String = lines
+            .iter()
+            .skip_while(|l| !l.contains("[[projects.keys]]"))
+            .map(|l| format!("{}\n", l.trim_start_matches('#').trim()))
+            .collect();
+        assert!(snippet.contains(&format!("kid = \"{key}\"")), "{snippet}");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("pulsebeam.toml");
+        std::fs::write(&config, format!("[[projects]]\nid = \"app\"\n{snippet}")).unwrap();
+        let check =
+            pulsebeam(&["serve", "--config", config.to_str().unwrap(), "--check"]).expect(0);
+        assert!(
+            check.stdout.contains("1 project(s): app"),
+            "{}",
+            check.stdout
+        );
     }
 
     #[test]

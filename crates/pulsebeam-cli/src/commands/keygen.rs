@@ -77,7 +77,11 @@ pub(crate) fn run(args: &KeygenArgs, session: &mut Session<'_, '_>) -> Result<St
          {API_SECRET_VAR}={secret}\n\
          # Public key, for servers and verifiers (safe to share):\n\
          # hex: {public_key}\n\
-         # jwk: {jwk_json}\n",
+         # jwk: {jwk_json}\n\
+         # For `pulsebeam serve`, under the project's [[projects]] in its config file:\n\
+         #   [[projects.keys]]\n\
+         #   kid = \"{key}\"\n\
+         #   public_key = \"{public_key}\"\n",
         key = pair.api_key(),
         secret = secret.as_str(),
     ));
