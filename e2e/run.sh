@@ -26,10 +26,11 @@ if ! node -e "require.resolve('playwright-core')" >/dev/null 2>&1; then
 fi
 
 if [ -z "${PULSEBEAM_DEV_BIN:-}" ]; then
+  # The tests start the server as a developer would: `pulsebeam dev`.
   target="${CARGO_TARGET_DIR:-$repo/target}"
-  (cd "$repo" && cargo build --quiet -p pulsebeam-dev --example dev-server)
-  export PULSEBEAM_DEV_BIN="$target/debug/examples/dev-server"
-  export PULSEBEAM_DEV_SUBCOMMAND=""
+  (cd "$repo" && cargo build --quiet -p pulsebeam-cli --bin pulsebeam)
+  export PULSEBEAM_DEV_BIN="$target/debug/pulsebeam"
+  export PULSEBEAM_DEV_SUBCOMMAND="dev"
 fi
 
 tests=(tests/*.test.mjs)

@@ -25,7 +25,7 @@ mod explain;
 mod input;
 mod time;
 
-use commands::{create_token, inspect, keygen, policy, serve, verify};
+use commands::{create_token, dev, inspect, keygen, policy, serve, verify};
 use error::CliError;
 
 /// Exit codes and examples, shown at the end of `pulsebeam --help`.
@@ -77,6 +77,8 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Run the signaling server from a TOML configuration file.
     Serve(serve::ServeArgs),
+    /// Run the signaling server on loopback with a dev key, a token endpoint and a demo page.
+    Dev(dev::DevArgs),
 }
 
 /// How a command ended, and the process exit code for it.
@@ -129,6 +131,7 @@ pub fn run(cli: Cli, ctx: &mut Context<'_>) -> Status {
         Command::Inspect(args) => inspect::run(args, &mut session),
         Command::Policy(command) => policy::run(command, &mut session),
         Command::Serve(args) => serve::run(args, &mut session),
+        Command::Dev(args) => dev::run(args, &mut session),
     }
     .and_then(|status| {
         session.ctx.stdout.flush().map_err(CliError::Output)?;

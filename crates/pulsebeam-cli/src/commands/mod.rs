@@ -4,6 +4,7 @@ use clap::Args;
 use pulsebeam_token::{PeerClaims, ValueError};
 
 pub mod create_token;
+pub mod dev;
 pub mod inspect;
 pub mod keygen;
 pub mod policy;
