@@ -71,7 +71,13 @@ export class Session extends EventTarget {
     pc.onconnectionstatechange = () => {
       switch (pc.connectionState) {
         case 'connecting':
-          this.setState('connecting', `connecting to ${this.name} (checking network paths)`);
+          // The chat channel may open before this event arrives: never step back from connected.
+          if (this.state !== 'connected') this.setState('connecting', `connecting to ${this.name} (checking network paths)`);
+          break;
+        case 'connected':
+          if (this.state !== 'connected' && this.chat.readyState === 'open') {
+            this.setState('connected', `connected to ${this.name} again`);
+          }
           break;
         case 'failed':
           this.setState('failed', this.failureText());
