@@ -680,7 +680,10 @@ async fn open_connections_are_capped() {
         second.get("/healthz").await.unwrap().status
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "a connection beyond the cap was served");
+    assert!(
+        !waiting.is_finished(),
+        "a connection beyond the cap was served"
+    );
     drop(first);
     let status = tokio::time::timeout(ANSWER_WITHIN, waiting)
         .await
