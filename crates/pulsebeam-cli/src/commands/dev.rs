@@ -67,13 +67,9 @@ pub(crate) fn run(args: &DevArgs, session: &mut Session<'_, '_>) -> Result<Statu
             source: Box::new(source),
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| CliError::Server {
-            context: "cannot start the async runtime".to_owned(),
-            source: Box::new(source),
-        })?;
+    // Warnings and errors only (RUST_LOG=info shows every call): the banner says the rest.
+    super::init_logging(super::serve::LogFormat::Text, "warn");
+    let runtime = super::server_runtime()?;
     runtime.block_on(async {
         let server = DevServer::bind(options)
             .await

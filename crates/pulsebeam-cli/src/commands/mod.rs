@@ -14,6 +14,32 @@ pub mod verify;
 pub use crate::credentials::CredentialArgs;
 pub use crate::time::Ttl;
 
+/// A multi-threaded tokio runtime for the commands that serve (`serve`, `dev`).
+pub(crate) fn server_runtime() -> Result<tokio::runtime::Runtime, crate::error::CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| crate::error::CliError::Server {
+            context: "cannot start the async runtime".to_owned(),
+            source: Box::new(source),
+        })
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` when it is set, else by `default_filter`.
+pub(crate) fn init_logging(format: serve::LogFormat, default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A subscriber may already be set (tests driving several commands in one process).
+    let _ = match format {
+        serve::LogFormat::Text => builder.try_init(),
+        serve::LogFormat::Json => builder.json().try_init(),
+    };
+}
+
 /// `--now`, for commands that read the clock.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ClockArgs {

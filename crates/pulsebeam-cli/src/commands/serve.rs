@@ -72,14 +72,8 @@ pub(crate) fn run(args: &ServeArgs, session: &mut Session<'_, '_>) -> Result<Sta
         ))?;
         return Ok(Status::Success);
     }
-    init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| CliError::Server {
-            context: "cannot start the async runtime".to_owned(),
-            source: Box::new(source),
-        })?;
+    super::init_logging(args.log_format, "info,hyper=warn");
+    let runtime = super::server_runtime()?;
     runtime
         .block_on(pulsebeam_server::run(
             config,
@@ -90,18 +84,4 @@ pub(crate) fn run(args: &ServeArgs, session: &mut Session<'_, '_>) -> Result<Sta
             source: Box::new(source),
         })?;
     Ok(Status::Success)
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A subscriber may already be set (tests driving several commands in one process).
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
