@@ -103,8 +103,14 @@ export async function startDev(t, { turn } = {}) {
   const { bin, args } = devCommand();
   const stateDir = tempDir(t, 'pulsebeam-dev-state-');
   const all = [...args, '--port', '0', '--state-dir', stateDir];
-  if (turn) all.push('--turn-url', turn.url, '--turn-secret', turn.secret);
-  const proc = spawnTracked(t, 'pulsebeam dev', bin, all, { env: { ...process.env, RUST_LOG: 'warn' } });
+  const env = { ...process.env, RUST_LOG: 'warn' };
+  delete env.PULSEBEAM_TURN_SECRET;
+  if (turn) {
+    // The secret goes through the environment, not argv, as the CLI recommends.
+    all.push('--turn-url', turn.url);
+    env.PULSEBEAM_TURN_SECRET = turn.secret;
+  }
+  const proc = spawnTracked(t, 'pulsebeam dev', bin, all, { env });
   const url = await new Promise((resolve, reject) => {
     let seen = '';
     const timer = setTimeout(() => reject(new Error(`pulsebeam dev printed no URL within 30 s:\n${proc.output()}`)), 30_000);

@@ -14,7 +14,7 @@ const EXAMPLES: &str = "\
 Examples:
   pulsebeam dev                                  # http://127.0.0.1:3000/, key in .pulsebeam/
   pulsebeam dev --port 0                         # a free port; the first line prints the URL
-  pulsebeam dev --turn-url 'turn:127.0.0.1:3478?transport=udp' --turn-secret \"$TURN_SECRET\"
+  PULSEBEAM_TURN_SECRET=… pulsebeam dev --turn-url 'turn:127.0.0.1:3478?transport=udp'
 
 Development only: /auth gives a token to anyone who can reach the port, so only loopback
 addresses are accepted. Stop with Ctrl-C.";
@@ -44,8 +44,15 @@ pub struct DevArgs {
     #[arg(long = "turn-url", value_name = "URL", requires = "turn_secret")]
     pub turn_urls: Vec<String>,
 
-    /// The TURN server's shared secret (coturn's static-auth-secret). Needs --turn-url.
-    #[arg(long, value_name = "SECRET", requires = "turn_urls")]
+    /// The TURN server's shared secret (coturn's static-auth-secret). Needs --turn-url. Prefer
+    /// the environment variable, which other users cannot see in the process list.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        requires = "turn_urls",
+        env = "PULSEBEAM_TURN_SECRET",
+        hide_env_values = true
+    )]
     pub turn_secret: Option<String>,
 }
 
