@@ -392,6 +392,18 @@ async fn stalled_requests_are_closed_by_the_server() {
             assert!(answer.contains("deadline_exceeded"), "{answer}");
         }
     }
+    // A kept-alive connection that stays idle after its answer is closed too.
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nhost: {}\r\n\r\n", server.addr);
+    idle.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), idle.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "an idle kept-alive connection was kept open for 30 s"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // The server still serves.
     let mut connection = Connection::open(server.addr).await.unwrap();
     let reply = connection.get("/healthz").await.unwrap();
