@@ -315,7 +315,9 @@ fn payload_json(claims: &PeerClaims, exp: u64, now: u64, options: &TokenOptions)
 }
 
 fn write_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(n.to_string().as_bytes());
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{n}");
 }
 
 /// A JSON string with serde_json's escaping: `"`, `\` and control characters escaped, everything

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::claims::PeerClaims;
 use crate::clock::{Clock, ClockDebug, DynClock, SystemClock};
-use crate::error::{Claim, Field, ValueError, VerifyError};
+use crate::error::{Claim, Field, TokenPart, ValueError, VerifyError};
 use crate::keys::KeySet;
 use crate::policy::PeerPolicy;
 use crate::value::check_key_id;
@@ -187,8 +187,6 @@ impl fmt::Debug for Verifier {
             .finish()
     }
 }
-
-use crate::error::TokenPart;
 
 struct Parts<'a> {
     header: &'a str,
