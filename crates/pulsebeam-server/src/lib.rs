@@ -49,10 +49,11 @@ mod turn;
 mod twirp;
 
 pub use config::{
-    Config, ConfigError, CorsConfig, IceConfig, KeyConfig, Limits, ProjectConfig, TurnConfig,
+    Config, ConfigError, CorsConfig, IceConfig, KeyConfig, Limits, ProjectConfig, StoreBackend,
+    StoreConfig, TurnConfig,
 };
 pub use server::{run, serve, shutdown_signal, RunError, Server, ServerBuilder, TWIRP_PREFIX};
-pub use store::{MailboxStore, MemoryStore};
+pub use store::{MailboxStore, MemoryStore, RedisStore};
 pub use turn::{turn_credential, TurnCredential};
 pub use twirp::{Code, TwirpError};
 

@@ -60,6 +60,30 @@ pub(crate) enum Drop {
     ReceiverPolicy,
 }
 
+/// Store operations, the labels of `pulsebeam_store_errors_total{op}`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StoreOp {
+    Deliver,
+    Poll,
+    Ack,
+    Stats,
+    Health,
+}
+
+impl StoreOp {
+    const NAMES: [&'static str; 5] = ["deliver", "poll", "ack", "stats", "health"];
+
+    const fn index(self) -> usize {
+        match self {
+            StoreOp::Deliver => 0,
+            StoreOp::Poll => 1,
+            StoreOp::Ack => 2,
+            StoreOp::Stats => 3,
+            StoreOp::Health => 4,
+        }
+    }
+}
+
 const CODES: usize = Code::ALL.len() + 1;
 
 #[derive(Debug, Default)]
@@ -70,6 +94,7 @@ pub(crate) struct Metrics {
     relayed: AtomicU64,
     dropped_full: AtomicU64,
     dropped_policy: AtomicU64,
+    store_errors: [AtomicU64; StoreOp::NAMES.len()],
 }
 
 impl Metrics {
@@ -104,6 +129,13 @@ impl Metrics {
             Drop::ReceiverPolicy => &self.dropped_policy,
         }
         .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a store operation that failed because the backend could not be reached.
+    pub(crate) fn store_error(&self, op: StoreOp) {
+        if let Some(counter) = self.store_errors.get(op.index()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The Prometheus text exposition.
@@ -191,6 +223,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "pulsebeam_messages_dropped_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
+        out.push_str(
+            "# HELP pulsebeam_store_errors_total Mailbox store operations that failed because the backend could not be reached.\n",
+        );
+        out.push_str("# TYPE pulsebeam_store_errors_total counter\n");
+        for (op, counter) in StoreOp::NAMES.iter().zip(&self.store_errors) {
+            let _ = writeln!(
+                out,
+                "pulsebeam_store_errors_total{{op=\"{op}\"}} {}",
+                counter.load(Ordering::Relaxed)
             );
         }
         out

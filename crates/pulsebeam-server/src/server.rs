@@ -21,10 +21,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{failure_kind, Authenticator, Identity};
-use crate::config::{Config, ConfigError};
-use crate::metrics::{Method, Metrics};
+use crate::config::{Config, ConfigError, StoreBackend};
+use crate::metrics::{Method, Metrics, StoreOp};
 use crate::proto::{PrepareReq, RecvReq, SendReq, SendResp};
-use crate::store::{MailboxStore, MemoryStore};
+use crate::store::{MailboxStore, MemoryStore, RedisStore};
 use crate::tunnel;
 use crate::twirp::{Code, TwirpError};
 
@@ -78,7 +78,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Replaces the in-memory mailbox store.
+    /// Replaces the mailbox store that `[store]` configures.
     #[must_use]
     pub fn store(mut self, store: impl MailboxStore) -> Self {
         self.store = Some(Arc::new(store));
@@ -102,9 +102,10 @@ impl ServerBuilder {
             limits.token_cache_capacity,
             limits.rate_burst,
         );
-        let store = self
-            .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::new(limits, config.projects.len())));
+        let store = match self.store {
+            Some(store) => store,
+            None => build_store(&config)?,
+        };
         let cors = Cors::new(&config.cors.allowed_origins);
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
@@ -121,8 +122,24 @@ impl ServerBuilder {
     }
 }
 
+/// The store that `[store]` configures. A Redis store connects in the background, so a node
+/// starts (answering `unavailable` and a failing `/healthz`) while Redis is still down.
+fn build_store(config: &Config) -> Result<Arc<dyn MailboxStore>, ConfigError> {
+    let ack_lease = Duration::from_millis(config.store.ack_lease_ms);
+    Ok(match config.store.backend {
+        StoreBackend::Redis => Arc::new(RedisStore::new(&config.store, &config.limits).map_err(
+            |err| ConfigError::Invalid {
+                key: "store.urls".into(),
+                problem: err.to_string(),
+                fix: "check the Redis URLs (redis://HOST:PORT or unix:///PATH)".into(),
+            },
+        )?),
+        _ => Arc::new(MemoryStore::new(&config.limits, ack_lease)),
+    })
+}
+
 impl Server {
-    /// A server for `config` with the system clock and the in-memory store.
+    /// A server for `config` with the system clock and the store `[store]` configures.
     ///
     /// # Errors
     ///
@@ -205,8 +222,8 @@ impl Server {
 /// Every connection is bounded: request headers must arrive within
 /// `limits.header_timeout_secs` (also between requests on a kept-alive connection), a body within
 /// `limits.body_timeout_secs`, and at most `limits.max_open_connections` TCP connections are
-/// served at once (further clients wait in the listen backlog). Also runs the store's periodic
-/// sweep of expired messages and idle connections.
+/// served at once (further clients wait in the listen backlog). The store expires messages and
+/// forgets idle connections by itself.
 ///
 /// # Errors
 ///
@@ -222,18 +239,6 @@ pub async fn serve(
 
     let state = Arc::clone(&server.state);
     let router = server.router();
-    // Aborted when `serve` returns or its future is dropped.
-    let _sweeper = AbortOnDrop({
-        let store = Arc::clone(&state.store);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                store.sweep().await;
-            }
-        })
-    });
     let limits = &state.config.limits;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -302,14 +307,6 @@ pub async fn serve(
         );
     }
     Ok(())
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Why [`run`] stopped with an error.
@@ -484,7 +481,11 @@ async fn twirp(
     }
 }
 
-async fn handle(state: &State, method: Method, request: Request) -> Result<Response, TwirpError> {
+async fn handle(
+    state: &Arc<State>,
+    method: Method,
+    request: Request,
+) -> Result<Response, TwirpError> {
     if request.method() != HttpMethod::POST {
         return Err(TwirpError::new(
             Code::BadRoute,
@@ -530,10 +531,14 @@ async fn handle(state: &State, method: Method, request: Request) -> Result<Respo
         }
         Method::Recv => {
             let request: RecvReq = encoding.decode(&body)?;
-            let envelopes = tunnel::recv(state, &identity, request.src.as_ref()).await?;
-            Ok(match encoding {
+            let (envelopes, ack) = tunnel::recv(state, &identity, request.src.as_ref()).await?;
+            let response = match encoding {
                 Encoding::Protobuf => encoding.respond(tunnel::recv_resp_protobuf(&envelopes)),
                 Encoding::Json => encoding.encode(&tunnel::recv_resp_message(&envelopes)?),
+            };
+            Ok(match ack {
+                Some(ack) => ack_when_sent(response, Arc::clone(state), ack),
+                None => response,
             })
         }
     }
@@ -590,18 +595,76 @@ async fn bad_route(request: Request) -> Response {
     .into_response()
 }
 
+/// Acknowledges the messages of a `Recv` response to the store once hyper has taken the whole
+/// body for writing; a response that is dropped before that is not acknowledged, so its
+/// messages are handed out again after the ack lease.
+fn ack_when_sent(response: Response, state: Arc<State>, ack: tunnel::PendingAck) -> Response {
+    let (parts, body) = response.into_parts();
+    let body = AckOnEnd {
+        body,
+        ack: Some((state, ack)),
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+struct AckOnEnd {
+    body: Body,
+    ack: Option<(Arc<State>, tunnel::PendingAck)>,
+}
+
+impl http_body::Body for AckOnEnd {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        // hyper takes the last frame for writing (and may not poll again once the content
+        // length is reached): the whole answer is then on its way.
+        let last = match &frame {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => self.body.is_end_stream(),
+            _ => false,
+        };
+        if last {
+            if let Some((state, ack)) = self.ack.take() {
+                tokio::spawn(async move { ack.send(&state).await });
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 async fn health(AxumState(state): AxumState<Arc<State>>) -> Response {
     if *state.shutdown.borrow() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else {
-        (StatusCode::OK, "ok\n").into_response()
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match state.store.health().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(err) => {
+            state.metrics.store_error(StoreOp::Health);
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")).into_response()
+        }
     }
 }
 
 async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
-    let text = state
-        .metrics
-        .render(&state.store.stats(), state.auth.cached());
+    let stats = state.store.stats().await.unwrap_or_else(|err| {
+        state.metrics.store_error(StoreOp::Stats);
+        tracing::debug!(error = %err, "store counters unavailable");
+        Default::default()
+    });
+    let text = state.metrics.render(&stats, state.auth.cached());
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

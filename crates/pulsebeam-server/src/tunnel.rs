@@ -7,10 +7,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 
 use crate::auth::Identity;
-use crate::metrics::Drop;
+use crate::metrics::{Drop, StoreOp};
 use crate::proto::{self, IceServer, PeerInfo, PrepareResp, RecvResp, SendReq};
 use crate::server::State;
-use crate::store::{Envelope, PeerAddr, PollOptions, ProjectId, StoreError};
+use crate::store::{Envelope, PeerAddr, PollOptions, Polled, Receipt, StoreError};
 use crate::turn::turn_credential;
 use crate::twirp::{Code, TwirpError};
 
@@ -129,7 +129,7 @@ pub(crate) async fn send(
         message: Bytes::from(message.encode_to_vec()),
     };
     let dst_addr = PeerAddr {
-        project: ProjectId(identity.project),
+        project: project_id(state, identity)?,
         group: &dst.group_id,
         peer: &dst.peer_id,
     };
@@ -139,10 +139,46 @@ pub(crate) async fn send(
             Ok(())
         }
         Err(err) => {
-            if matches!(err, StoreError::MailboxFull { .. }) {
-                state.metrics.dropped(Drop::MailboxFull, 1);
+            match err {
+                StoreError::MailboxFull { .. } => state.metrics.dropped(Drop::MailboxFull, 1),
+                StoreError::Unavailable(_) => state.metrics.store_error(StoreOp::Deliver),
+                _ => {}
             }
             Err(err.into())
+        }
+    }
+}
+
+/// The project's configured id, by which stores key its mailboxes.
+fn project_id<'s>(state: &'s State, identity: &Identity) -> Result<&'s str, TwirpError> {
+    usize::try_from(identity.project)
+        .ok()
+        .and_then(|i| state.config.projects.get(i))
+        .map(|p| p.id.as_str())
+        .ok_or_else(|| TwirpError::new(Code::Internal, "the token's project is not configured"))
+}
+
+/// Messages a `Recv` hands out, to acknowledge to the store once the response reached the client.
+#[derive(Debug)]
+pub(crate) struct PendingAck {
+    pub(crate) project: Box<str>,
+    pub(crate) group: Arc<str>,
+    pub(crate) peer: Arc<str>,
+    pub(crate) conn_id: u32,
+    pub(crate) receipt: Receipt,
+}
+
+impl PendingAck {
+    /// Acknowledges to the store; failures only mean the messages come again after the lease.
+    pub(crate) async fn send(self, state: &State) {
+        let me = PeerAddr {
+            project: &self.project,
+            group: &self.group,
+            peer: &self.peer,
+        };
+        if let Err(err) = state.store.ack(me, self.conn_id, self.receipt).await {
+            state.metrics.store_error(StoreOp::Ack);
+            tracing::debug!(error = %err, "acknowledging delivered messages failed; they will be handed out again");
         }
     }
 }
@@ -152,7 +188,7 @@ pub(crate) async fn recv(
     state: &State,
     identity: &Identity,
     src: Option<&PeerInfo>,
-) -> Result<Vec<Envelope>, TwirpError> {
+) -> Result<(Vec<Envelope>, Option<PendingAck>), TwirpError> {
     let src = src.ok_or_else(|| {
         TwirpError::new(
             Code::InvalidArgument,
@@ -160,8 +196,9 @@ pub(crate) async fn recv(
         )
     })?;
     check_own_identity(identity, src, "src")?;
+    let project = project_id(state, identity)?;
     let me = PeerAddr {
-        project: ProjectId(identity.project),
+        project,
         group: &identity.group,
         peer: &identity.peer,
     };
@@ -178,15 +215,30 @@ pub(crate) async fn recv(
         // The `Ref` that `wait_for` returns must not live across an await.
         let _ = shutdown.wait_for(|down| *down).await;
     };
-    let envelopes = tokio::select! {
-        result = state.store.poll(me, src.conn_id, options) => result?,
+    let polled = tokio::select! {
+        result = state.store.poll(me, src.conn_id, options) => result,
         () = shutting_down => {
             let now = PollOptions { wait: Duration::ZERO, ..options };
-            state.store.poll(me, src.conn_id, now).await?
+            state.store.poll(me, src.conn_id, now).await
         }
     };
+    let Polled {
+        messages: envelopes,
+        receipt,
+    } = polled.inspect_err(|err| {
+        if matches!(err, StoreError::Unavailable(_)) {
+            state.metrics.store_error(StoreOp::Poll);
+        }
+    })?;
+    let ack = receipt.map(|receipt| PendingAck {
+        project: project.into(),
+        group: Arc::clone(&identity.group),
+        peer: Arc::clone(&identity.peer),
+        conn_id: src.conn_id,
+        receipt,
+    });
     if !state.config.mutual_policy {
-        return Ok(envelopes);
+        return Ok((envelopes, ack));
     }
     let before = envelopes.len();
     let admitted: Vec<Envelope> = envelopes
@@ -201,7 +253,7 @@ pub(crate) async fn recv(
             "dropped messages the receiver's policy does not admit"
         );
     }
-    Ok(admitted)
+    Ok((admitted, ack))
 }
 
 /// `RecvResp` in protobuf, built from the stored message bytes without re-encoding them.

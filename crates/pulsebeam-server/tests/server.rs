@@ -1032,8 +1032,16 @@ mod http_surface {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
         assert_eq!(bob.recv().await.len(), 1);
-        let metrics = http(h.addr, "GET", "/metrics", &[], Vec::new()).await;
-        let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+        // The store hears that the answer went out just after it was written.
+        let mut text = String::new();
+        for _ in 0..100 {
+            let metrics = http(h.addr, "GET", "/metrics", &[], Vec::new()).await;
+            text = String::from_utf8(metrics.body.to_vec()).unwrap();
+            if text.contains("pulsebeam_messages_delivered_total 1") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(text.contains("pulsebeam_mailbox_messages 0"), "{text}");
         assert!(
             text.contains("pulsebeam_messages_delivered_total 1"),

@@ -1,0 +1,485 @@
+//! The conformance suite: the contract of [`MailboxStore`] as tests that every backend runs.
+//!
+//! Each test is a `pub async fn` taking a [`Factory`]. The factory builds a store for a
+//! [`Setup`]; calling it twice with the same `Setup::namespace` must give two *nodes* on the same
+//! data (two handles of one memory store, or two Redis stores with one key prefix), which is how
+//! the tests check that a node sees what another did. [`run_all`] runs every test at once and
+//! names the ones that failed.
+//!
+//! The tests use `tokio::time` and short real durations, so they run under a paused clock for
+//! the memory store and in real time against Redis.
+//!
+//! Compiled in tests and with the crate feature `conformance`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::{BoxFuture, Envelope, MailboxStore, PeerAddr, PollOptions, Polled, StoreError};
+use crate::config::Limits;
+
+/// What a test needs of its store.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Stores built for the same namespace share their data.
+    pub namespace: String,
+    /// The bounds.
+    pub limits: Limits,
+    /// How long handed-out messages wait for their acknowledgement.
+    pub ack_lease: Duration,
+}
+
+/// Builds a store (a node) for a setup.
+pub type Factory = Arc<dyn Fn(&Setup) -> Arc<dyn MailboxStore> + Send + Sync>;
+
+/// A test of the suite.
+pub type Test = fn(Factory) -> BoxFuture<'static, ()>;
+
+const ACK_LEASE: Duration = Duration::from_millis(800);
+
+fn setup(namespace: &str, tweak: impl FnOnce(&mut Limits)) -> Setup {
+    let mut limits = Limits::default();
+    tweak(&mut limits);
+    Setup {
+        namespace: namespace.to_owned(),
+        limits,
+        ack_lease: ACK_LEASE,
+    }
+}
+
+fn addr(peer: &str) -> PeerAddr<'_> {
+    PeerAddr {
+        project: "p",
+        group: "g",
+        peer,
+    }
+}
+
+fn envelope(text: &str) -> Envelope {
+    Envelope {
+        src_group: Arc::from("g"),
+        src_peer: Arc::from("sender"),
+        message: Bytes::copy_from_slice(text.as_bytes()),
+    }
+}
+
+fn texts(polled: &Polled) -> Vec<String> {
+    polled
+        .messages
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.message).into_owned())
+        .collect()
+}
+
+const NOW: PollOptions = PollOptions {
+    wait: Duration::ZERO,
+    batch_window: Duration::ZERO,
+    max_messages: 64,
+};
+
+const LONG: PollOptions = PollOptions {
+    wait: Duration::from_secs(10),
+    batch_window: Duration::from_millis(150),
+    max_messages: 64,
+};
+
+/// Polls now and acknowledges what came.
+async fn take(store: &dyn MailboxStore, me: PeerAddr<'_>, conn: u32) -> Vec<String> {
+    let polled = store.poll(me, conn, NOW).await.unwrap();
+    if let Some(receipt) = polled.receipt {
+        store.ack(me, conn, receipt).await.unwrap();
+    }
+    texts(&polled)
+}
+
+fn spawn_poll(
+    store: &Arc<dyn MailboxStore>,
+    peer: &'static str,
+    conn: u32,
+    options: PollOptions,
+) -> tokio::task::JoinHandle<Polled> {
+    let store = Arc::clone(store);
+    tokio::spawn(async move { store.poll(addr(peer), conn, options).await.unwrap() })
+}
+
+/// Lets spawned polls register (and a dropped poll's end reach the backend).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(250)).await;
+}
+
+/// Discovery messages wait for the first poll and merge with direct ones in send order;
+/// projects are apart.
+pub async fn discovery_waits_and_keeps_send_order(f: Factory) {
+    let s = f(&setup("order", |_| {}));
+    s.deliver(addr("bob"), 0, envelope("join")).await.unwrap();
+    s.deliver(addr("bob"), 100, envelope("direct"))
+        .await
+        .unwrap();
+    s.deliver(addr("bob"), 0, envelope("join again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        take(&*s, addr("bob"), 100).await,
+        ["join", "direct", "join again"]
+    );
+    let other = PeerAddr {
+        project: "q",
+        ..addr("bob")
+    };
+    assert!(take(&*s, other, 100).await.is_empty());
+    assert!(take(&*s, addr("bob"), 100).await.is_empty());
+}
+
+/// Many messages alternating between discovery and a direct address arrive in send order.
+pub async fn order_is_kept_across_many_messages(f: Factory) {
+    let s = f(&setup("many", |_| {}));
+    let sent: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    for (i, text) in sent.iter().enumerate() {
+        let conn = if i % 3 == 0 { 0 } else { 100 };
+        s.deliver(addr("bob"), conn, envelope(text)).await.unwrap();
+    }
+    let mut got = Vec::new();
+    loop {
+        let polled = s
+            .poll(
+                addr("bob"),
+                100,
+                PollOptions {
+                    max_messages: 7,
+                    ..NOW
+                },
+            )
+            .await
+            .unwrap();
+        assert!(polled.messages.len() <= 7);
+        let Some(receipt) = polled.receipt else { break };
+        got.extend(texts(&polled));
+        s.ack(addr("bob"), 100, receipt).await.unwrap();
+    }
+    assert_eq!(got, sent);
+}
+
+/// Ids containing the key separators of a backend never collide.
+pub async fn ids_with_separators_stay_apart(f: Factory) {
+    let s = f(&setup("ids", |_| {}));
+    let a = PeerAddr {
+        project: "p",
+        group: "a:b",
+        peer: "c",
+    };
+    let b = PeerAddr {
+        project: "p",
+        group: "a",
+        peer: "b:c",
+    };
+    let c = PeerAddr {
+        project: "p:a",
+        group: "b",
+        peer: "c",
+    };
+    let d = PeerAddr {
+        project: "p",
+        group: "{a}",
+        peer: "}%3A{",
+    };
+    s.deliver(a, 100, envelope("for a")).await.unwrap();
+    s.deliver(d, 100, envelope("for d")).await.unwrap();
+    assert!(take(&*s, b, 100).await.is_empty());
+    assert!(take(&*s, c, 100).await.is_empty());
+    assert_eq!(take(&*s, a, 100).await, ["for a"]);
+    assert_eq!(take(&*s, d, 100).await, ["for d"]);
+}
+
+/// A discovery message goes to the connection whose poll is in flight, the newest if several.
+pub async fn discovery_goes_to_the_newest_poll_in_flight(f: Factory) {
+    let s = f(&setup("inflight", |_| {}));
+    assert!(take(&*s, addr("bob"), 200).await.is_empty());
+    let older = spawn_poll(&s, "bob", 100, LONG);
+    settle().await;
+    let newer = spawn_poll(&s, "bob", 300, LONG);
+    settle().await;
+    s.deliver(addr("bob"), 0, envelope("hello")).await.unwrap();
+    assert_eq!(texts(&newer.await.unwrap()), ["hello"]);
+    assert!(!older.is_finished(), "the older poll got a message");
+    s.deliver(addr("bob"), 100, envelope("yours"))
+        .await
+        .unwrap();
+    assert_eq!(texts(&older.await.unwrap()), ["yours"]);
+    assert!(take(&*s, addr("bob"), 200).await.is_empty());
+}
+
+/// Page reload: a connection that polled recently but has no poll in flight does not get a
+/// discovery message; the next connection to poll does.
+pub async fn discovery_skips_a_connection_that_stopped_polling(f: Factory) {
+    let s = f(&setup("reload", |_| {}));
+    assert!(take(&*s, addr("bob"), 100).await.is_empty());
+    s.deliver(addr("bob"), 0, envelope("join")).await.unwrap();
+    assert_eq!(take(&*s, addr("bob"), 200).await, ["join"]);
+    assert!(take(&*s, addr("bob"), 100).await.is_empty());
+}
+
+/// A poll whose future is dropped ends: later discovery messages wait for the next poll, and
+/// the connection's messages stay queued.
+pub async fn a_dropped_poll_ends_and_keeps_its_messages(f: Factory) {
+    let s = f(&setup("dropped", |_| {}));
+    let poll = spawn_poll(&s, "bob", 100, LONG);
+    settle().await;
+    poll.abort();
+    let _ = poll.await;
+    settle().await;
+    s.deliver(addr("bob"), 100, envelope("kept")).await.unwrap();
+    s.deliver(addr("bob"), 0, envelope("join")).await.unwrap();
+    assert_eq!(take(&*s, addr("bob"), 200).await, ["join"]);
+    assert_eq!(take(&*s, addr("bob"), 100).await, ["kept"]);
+}
+
+/// A newer poll of a connection ends the older one with nothing, also from another node.
+pub async fn a_newer_poll_ends_the_older_one_on_any_node(f: Factory) {
+    let first = setup("newer", |_| {});
+    let a = f(&first);
+    let b = f(&first);
+    let old = spawn_poll(&a, "bob", 100, LONG);
+    settle().await;
+    let new = spawn_poll(&b, "bob", 100, LONG);
+    let ended = tokio::time::timeout(Duration::from_secs(3), old)
+        .await
+        .expect("the older poll was not ended by the newer one")
+        .unwrap();
+    assert!(ended.messages.is_empty() && ended.receipt.is_none());
+    a.deliver(addr("bob"), 100, envelope("x")).await.unwrap();
+    assert_eq!(texts(&new.await.unwrap()), ["x"]);
+}
+
+/// A waiting poll wakes when a message arrives (sent through another node) and batches what
+/// arrives within the window.
+pub async fn a_waiting_poll_wakes_and_batches(f: Factory) {
+    let first = setup("batch", |_| {});
+    let a = f(&first);
+    let b = f(&first);
+    let start = Instant::now();
+    let poll = spawn_poll(&a, "bob", 100, LONG);
+    settle().await;
+    b.deliver(addr("bob"), 100, envelope("1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.deliver(addr("bob"), 0, envelope("2")).await.unwrap();
+    let polled = poll.await.unwrap();
+    assert_eq!(texts(&polled), ["1", "2"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "the poll was not woken"
+    );
+    a.ack(addr("bob"), 100, polled.receipt.unwrap())
+        .await
+        .unwrap();
+}
+
+/// An idle poll answers empty at its deadline, not before.
+pub async fn an_idle_poll_returns_empty_at_its_deadline(f: Factory) {
+    let s = f(&setup("idle", |_| {}));
+    let wait = Duration::from_millis(400);
+    let start = Instant::now();
+    let polled = s
+        .poll(addr("bob"), 100, PollOptions { wait, ..LONG })
+        .await
+        .unwrap();
+    assert_eq!(polled, Polled::default());
+    let took = start.elapsed();
+    assert!(
+        took >= wait && took < wait + Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(s.stats().await.unwrap().polling, 0);
+}
+
+/// Unacknowledged messages are not handed out again during the lease, then are, before newer
+/// ones; acknowledged ones are gone for good.
+pub async fn unacknowledged_messages_come_back_after_the_lease(f: Factory) {
+    let s = f(&setup("lease", |_| {}));
+    s.deliver(addr("bob"), 100, envelope("a")).await.unwrap();
+    s.deliver(addr("bob"), 100, envelope("b")).await.unwrap();
+    let first = s.poll(addr("bob"), 100, NOW).await.unwrap();
+    assert_eq!(texts(&first), ["a", "b"]);
+    s.deliver(addr("bob"), 100, envelope("c")).await.unwrap();
+    // The lease holds: a later poll gets only the newer message.
+    assert_eq!(take(&*s, addr("bob"), 100).await, ["c"]);
+    s.deliver(addr("bob"), 100, envelope("d")).await.unwrap();
+    tokio::time::sleep(ACK_LEASE + Duration::from_millis(300)).await;
+    // An ack after the lease ran out may delete them, or they come back first: never lost.
+    let again = s.poll(addr("bob"), 100, NOW).await.unwrap();
+    assert_eq!(texts(&again), ["a", "b", "d"]);
+    assert_ne!(again.receipt, first.receipt);
+    s.ack(addr("bob"), 100, again.receipt.unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(ACK_LEASE + Duration::from_millis(300)).await;
+    assert!(take(&*s, addr("bob"), 100).await.is_empty());
+}
+
+/// A mailbox and a discovery queue hold at most `mailbox_capacity` waiting messages; handed-out
+/// ones awaiting their ack are held apart, up to as many again.
+pub async fn mailboxes_are_bounded(f: Factory) {
+    let s = f(&setup("full", |l| l.mailbox_capacity = 2));
+    s.deliver(addr("bob"), 100, envelope("1")).await.unwrap();
+    s.deliver(addr("bob"), 100, envelope("2")).await.unwrap();
+    assert_eq!(
+        s.deliver(addr("bob"), 100, envelope("3")).await,
+        Err(StoreError::MailboxFull { capacity: 2 })
+    );
+    let polled = s.poll(addr("bob"), 100, NOW).await.unwrap();
+    assert_eq!(texts(&polled), ["1", "2"]);
+    s.deliver(addr("bob"), 100, envelope("3")).await.unwrap();
+    s.deliver(addr("bob"), 100, envelope("4")).await.unwrap();
+    assert_eq!(
+        s.deliver(addr("bob"), 100, envelope("5")).await,
+        Err(StoreError::MailboxFull { capacity: 2 })
+    );
+    s.ack(addr("bob"), 100, polled.receipt.unwrap())
+        .await
+        .unwrap();
+    s.deliver(addr("carol"), 0, envelope("1")).await.unwrap();
+    s.deliver(addr("carol"), 0, envelope("2")).await.unwrap();
+    assert_eq!(
+        s.deliver(addr("carol"), 0, envelope("3")).await,
+        Err(StoreError::MailboxFull { capacity: 2 })
+    );
+    assert_eq!(take(&*s, addr("bob"), 100).await, ["3", "4"]);
+}
+
+/// A new connection beyond `max_connections_per_peer` evicts the least recently active one
+/// that is not polling, with its mail; when all are polling it is refused.
+pub async fn connections_per_peer_are_bounded(f: Factory) {
+    let s = f(&setup("perpeer", |l| l.max_connections_per_peer = 2));
+    s.deliver(addr("bob"), 100, envelope("lost")).await.unwrap();
+    let p200 = spawn_poll(&s, "bob", 200, LONG);
+    settle().await;
+    let p300 = spawn_poll(&s, "bob", 300, LONG);
+    settle().await;
+    assert!(
+        !p300.is_finished(),
+        "conn 300 should have replaced conn 100"
+    );
+    assert_eq!(
+        s.poll(addr("bob"), 400, NOW).await,
+        Err(StoreError::TooManyPeerConnections { max: 2 })
+    );
+    s.deliver(addr("bob"), 200, envelope("x")).await.unwrap();
+    s.deliver(addr("bob"), 300, envelope("y")).await.unwrap();
+    assert_eq!(texts(&p200.await.unwrap()), ["x"]);
+    assert_eq!(texts(&p300.await.unwrap()), ["y"]);
+    // Conn 100 was evicted with its message: polling it now evicts another and finds nothing.
+    assert!(take(&*s, addr("bob"), 100).await.is_empty());
+}
+
+/// Two budgets per project: mailboxes senders open, and connections that poll; one being
+/// full does not block the other, nor another project.
+pub async fn project_budgets_are_separate(f: Factory) {
+    let s = f(&setup("budgets", |l| l.max_connections_per_project = 2));
+    s.deliver(addr("carol"), 0, envelope("hi")).await.unwrap();
+    s.deliver(addr("dave"), 100, envelope("hi")).await.unwrap();
+    assert_eq!(
+        s.deliver(addr("erin"), 0, envelope("hi")).await,
+        Err(StoreError::TooManyProjectConnections { max: 2 })
+    );
+    assert!(take(&*s, addr("zed"), 100).await.is_empty());
+    assert!(take(&*s, addr("yan"), 100).await.is_empty());
+    assert_eq!(
+        s.poll(addr("xi"), 100, NOW).await,
+        Err(StoreError::TooManyProjectConnections { max: 2 })
+    );
+    let other = PeerAddr {
+        project: "q",
+        ..addr("erin")
+    };
+    s.deliver(other, 0, envelope("hi")).await.unwrap();
+    assert_eq!(take(&*s, other, 100).await, ["hi"]);
+}
+
+/// Messages expire after the TTL; idle connections are forgotten and their budget returns,
+/// with nobody calling a sweep.
+pub async fn messages_expire_and_idle_connections_are_forgotten(f: Factory) {
+    let s = f(&setup("expiry", |l| {
+        l.message_ttl_secs = 1;
+        l.connection_idle_secs = 1;
+        l.max_connections_per_project = 1;
+    }));
+    s.deliver(addr("bob"), 100, envelope("old")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.deliver(addr("bob"), 100, envelope("new")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(take(&*s, addr("bob"), 100).await, ["new"]);
+    assert_eq!(
+        s.poll(addr("yan"), 100, NOW).await,
+        Err(StoreError::TooManyProjectConnections { max: 1 })
+    );
+    let start = Instant::now();
+    loop {
+        match s.poll(addr("yan"), 100, NOW).await {
+            Ok(_) => break,
+            Err(StoreError::TooManyProjectConnections { .. })
+                if start.elapsed() < Duration::from_secs(8) =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => panic!("bob's budget was not released: {err}"),
+        }
+    }
+}
+
+/// Every test of the suite, by name.
+pub fn all() -> Vec<(&'static str, Test)> {
+    macro_rules! tests {
+        ($($name:ident),* $(,)?) => {
+            vec![$((stringify!($name), (|f| Box::pin($name(f))) as Test)),*]
+        };
+    }
+    tests![
+        discovery_waits_and_keeps_send_order,
+        order_is_kept_across_many_messages,
+        ids_with_separators_stay_apart,
+        discovery_goes_to_the_newest_poll_in_flight,
+        discovery_skips_a_connection_that_stopped_polling,
+        a_dropped_poll_ends_and_keeps_its_messages,
+        a_newer_poll_ends_the_older_one_on_any_node,
+        a_waiting_poll_wakes_and_batches,
+        an_idle_poll_returns_empty_at_its_deadline,
+        unacknowledged_messages_come_back_after_the_lease,
+        mailboxes_are_bounded,
+        connections_per_peer_are_bounded,
+        project_budgets_are_separate,
+        messages_expire_and_idle_connections_are_forgotten,
+    ]
+}
+
+/// Runs every test at once (each in its own task and namespace) and returns the names of the
+/// failed ones with their panic messages.
+pub async fn run_all(factory: Factory) -> Vec<String> {
+    let tasks: Vec<_> = all()
+        .into_iter()
+        .map(|(name, test)| (name, tokio::spawn(test(Arc::clone(&factory)))))
+        .collect();
+    let mut failed = Vec::new();
+    for (name, task) in tasks {
+        if let Err(err) = task.await {
+            let why = err
+                .try_into_panic()
+                .ok()
+                .and_then(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                })
+                .unwrap_or_default();
+            failed.push(format!("{name}: {why}"));
+        }
+    }
+    failed
+}

@@ -1,0 +1,236 @@
+//! Mailboxes: where messages wait for their receiver.
+//!
+//! [`MailboxStore`] is the one interface between the Twirp handlers and the storage of
+//! undelivered messages and live connections. Two backends meet it:
+//!
+//! - [`MemoryStore`] keeps everything in this process (the default, for one node);
+//! - [`RedisStore`] keeps everything in Redis or Redis Cluster, so that several server nodes
+//!   behind a load balancer serve any call of any peer.
+//!
+//! The contract below is written once, here, and proven once per backend by the conformance
+//! suite (`conformance.rs`, compiled with the `conformance` feature or in tests).
+//!
+//! # The contract
+//!
+//! **Addresses.** A *peer* is [`PeerAddr`] `(project, group, peer)`; projects are keyed by their
+//! configured string id, so nodes whose configs list projects in different orders agree. A peer
+//! has *connections*, conn ids `>= 16`, one per browser page, each with a FIFO mailbox.
+//!
+//! **Delivery** ([`MailboxStore::deliver`]). A conn id `>= 16` appends to that connection's
+//! mailbox, opening it if it never polled (a reply sent before the receiver's first poll still
+//! arrives). Conn id 0 is *discovery*: the message goes to the connection of that peer that has
+//! a poll in flight right now (if several, the one whose poll began most recently). When none has,
+//! it waits in the peer's discovery queue, and whichever connection of that peer polls next takes
+//! the whole queue, merged with its mailbox in send order. A connection that polled recently but
+//! has no poll in flight does not get it: on a page reload the old page stops polling and the new
+//! page, polling 50-500 ms later, must get the `Join`. A full mailbox answers
+//! [`StoreError::MailboxFull`]. `deliver` never waits on the receiver and returns once the
+//! message is stored (for Redis: in Redis).
+//!
+//! **Order.** Every message of a peer carries a per-peer sequence number, so what one sender
+//! sends to one receiver is handed out in send order, also where discovery and direct messages
+//! meet in one mailbox.
+//!
+//! **Polling** ([`MailboxStore::poll`]). A poll registers itself as in flight; a newer poll of
+//! the same connection ends an older one (on any node) with an empty result. It takes the
+//! discovery queue, returns up to `max_messages` at once if any are waiting, else waits up to
+//! `wait` for one, and then waits `batch_window` once more for others to join it. Dropping the
+//! future ends the poll; its messages stay queued.
+//!
+//! **At-least-once hand-out.** Messages a poll returns are *reserved*, not deleted, under the
+//! returned [`Receipt`]. The server calls [`MailboxStore::ack`] once the HTTP response carrying
+//! them has been handed to the client; acknowledged messages are deleted. Messages not
+//! acknowledged within the store's *ack lease* (a few seconds) are handed out again, before newer
+//! ones, to a later poll of that connection; until then a later poll does not get them, so there
+//! are no duplicates in normal operation. A node killed between taking messages and writing them
+//! therefore loses nothing.
+//!
+//! **Expiry.** Messages older than `message_ttl_secs` are dropped. A connection with no poll in
+//! flight, idle for `connection_idle_secs`, with an empty mailbox is forgotten and its budget
+//! released. The store does this itself (a purge task it owns, or key TTLs); nobody has to call
+//! a sweep.
+//!
+//! **Limits** (from [`Limits`](crate::Limits)). `mailbox_capacity` messages waiting per mailbox
+//! and per discovery queue; messages handed out and awaiting their ack are held apart, up to as
+//! many again, so a receiver's mailbox is free again as soon as it has taken its mail. `max_connections_per_peer`: a new connection evicts
+//! the least recently active connection with no poll in flight, dropping its mail; if all are
+//! polling, [`StoreError::TooManyPeerConnections`]. `max_connections_per_project`, as two
+//! budgets: connections that have polled, and mailboxes opened by senders for connections or
+//! peers that have not polled yet, so junk sends cannot lock real peers out; beyond either,
+//! [`StoreError::TooManyProjectConnections`].
+//!
+//! **Failures.** [`StoreError::Unavailable`] when the backend cannot be reached (answered quickly,
+//! mapped to Twirp `unavailable`, which clients retry); [`MailboxStore::health`] says whether it
+//! can be reached. Nothing panics, and a store reconnects by itself once its backend returns.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod memory;
+mod redis;
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+/// A boxed, sendable future, as the methods of [`MailboxStore`] return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A peer's address: its project, group id and peer id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerAddr<'a> {
+    /// The project's configured id (`projects[].id`).
+    pub project: &'a str,
+    /// The group id.
+    pub group: &'a str,
+    /// The peer id.
+    pub peer: &'a str,
+}
+
+/// A message waiting for delivery, with its authenticated sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sender's group id, as its token states it.
+    pub src_group: Arc<str>,
+    /// The sender's peer id, as its token states it.
+    pub src_peer: Arc<str>,
+    /// The `pulsebeam.v1.Message`, protobuf-encoded.
+    pub message: Bytes,
+}
+
+/// How a [`MailboxStore::poll`] waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollOptions {
+    /// Longest wait for a first message; zero takes what is there without waiting.
+    pub wait: Duration,
+    /// After the first message arrives, how long to wait for more.
+    pub batch_window: Duration,
+    /// Most messages returned at once.
+    pub max_messages: usize,
+}
+
+/// Names the messages one poll handed out, for [`MailboxStore::ack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt(pub u64);
+
+/// What a [`MailboxStore::poll`] returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Polled {
+    /// The messages, in send order per sender.
+    pub messages: Vec<Envelope>,
+    /// Acknowledge with this once the messages reached the client; `None` when there are none.
+    pub receipt: Option<Receipt>,
+}
+
+/// Why a store refused an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The destination mailbox holds as many messages as allowed.
+    #[error("the receiver's mailbox is full ({capacity} messages waiting); retry later")]
+    MailboxFull {
+        /// The configured capacity.
+        capacity: usize,
+    },
+    /// The peer has as many live connections as allowed.
+    #[error("the peer has {max} live connections, the most allowed; close one or retry later")]
+    TooManyPeerConnections {
+        /// The configured limit.
+        max: usize,
+    },
+    /// The project has as many connections (or peers with mail) as allowed.
+    #[error("the project has {max} connections, the most allowed; retry later")]
+    TooManyProjectConnections {
+        /// The configured limit.
+        max: usize,
+    },
+    /// The store cannot be reached or failed.
+    #[error("mailbox store unavailable: {0}; retry shortly")]
+    Unavailable(String),
+}
+
+/// Counters a store reports for `/metrics`.
+///
+/// [`MemoryStore`] reports the whole store. [`RedisStore`] reports `connections` for the projects
+/// this node has served (from the project budgets) and the rest as seen by this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Connections with a mailbox.
+    pub connections: u64,
+    /// Connections polling right now.
+    pub polling: u64,
+    /// Messages waiting in mailboxes (reserved ones included).
+    pub queued_messages: u64,
+    /// Messages acknowledged by a receiver so far.
+    pub delivered_messages: u64,
+    /// Messages dropped so far because nobody took them within the message TTL.
+    pub expired_messages: u64,
+    /// Messages dropped so far with a connection that was replaced.
+    pub evicted_messages: u64,
+}
+
+/// Storage of mailboxes and live connections; the module docs state the contract.
+pub trait MailboxStore: Send + Sync + 'static {
+    /// Stores `envelope` for `(dst, conn_id)`; conn id 0 is discovery.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::MailboxFull`], [`StoreError::TooManyPeerConnections`] or
+    /// [`StoreError::TooManyProjectConnections`] when a bound is reached,
+    /// [`StoreError::Unavailable`] when the backend cannot be reached.
+    fn deliver<'a>(
+        &'a self,
+        dst: PeerAddr<'a>,
+        conn_id: u32,
+        envelope: Envelope,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Registers a poll of `(me, conn_id)` and waits, as `options` say, for its messages, which
+    /// it reserves under the returned receipt.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::TooManyPeerConnections`] or [`StoreError::TooManyProjectConnections`] for
+    /// a new connection beyond a bound, [`StoreError::Unavailable`] when the backend cannot be
+    /// reached.
+    fn poll<'a>(
+        &'a self,
+        me: PeerAddr<'a>,
+        conn_id: u32,
+        options: PollOptions,
+    ) -> BoxFuture<'a, Result<Polled, StoreError>>;
+
+    /// Deletes the messages that the poll which returned `receipt` reserved.
+    ///
+    /// Acknowledging an unknown or already acknowledged receipt does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the backend cannot be reached (the messages are then
+    /// handed out again after the ack lease).
+    fn ack<'a>(
+        &'a self,
+        me: PeerAddr<'a>,
+        conn_id: u32,
+        receipt: Receipt,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Current counters.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the backend cannot be reached.
+    fn stats(&self) -> BoxFuture<'_, Result<StoreStats, StoreError>>;
+
+    /// Whether the backend can be reached now.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] saying why not.
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
