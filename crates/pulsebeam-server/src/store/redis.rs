@@ -413,6 +413,9 @@ struct Shared {
     waiters: Waiters,
     counters: Counters,
     projects_seen: Mutex<HashSet<String>>,
+    /// Whether the pool has connected once; until then calls wait for it (bounded), since a
+    /// cluster client cannot route a command before it has read the slot map.
+    connected_once: AtomicBool,
 }
 
 /// The Redis (or Redis Cluster) [`MailboxStore`]; the module docs describe keys, scripts and
@@ -613,6 +616,7 @@ impl RedisStore {
                 waiters: Mutex::default(),
                 counters: Counters::default(),
                 projects_seen: Mutex::default(),
+                connected_once: AtomicBool::new(false),
             }),
             started: AtomicBool::new(false),
             tasks: Mutex::default(),
@@ -784,12 +788,24 @@ impl Shared {
         })
     }
 
+    /// Waits (at most the command timeout) for the first connection of a new store.
+    async fn ready(&self) {
+        if self.connected_once.load(Ordering::Acquire) {
+            return;
+        }
+        let connected = tokio::time::timeout(COMMAND_TIMEOUT, self.pool.wait_for_connect()).await;
+        if let Ok(Ok(())) = connected {
+            self.connected_once.store(true, Ordering::Release);
+        }
+    }
+
     async fn eval(
         &self,
         script: &Script,
         key: &str,
         args: Vec<Value>,
     ) -> Result<Vec<Value>, StoreError> {
+        self.ready().await;
         let client = self.pool.next();
         let reply: Value = script
             .evalsha_with_reload(client, key, args)
@@ -841,6 +857,7 @@ impl Shared {
             Value::from(i64::try_from(span_ms).unwrap_or(i64::MAX)),
             Value::from(i64::try_from(self.bounds.max_per_project).unwrap_or(i64::MAX)),
         ];
+        self.ready().await;
         let client = self.pool.next();
         let granted: i64 = self
             .scripts
@@ -1083,6 +1100,7 @@ impl Shared {
     ) -> Result<(), StoreError> {
         let base = peer_base(&self.prefix, me);
         let args: Vec<Value> = vec![conn_id.to_string().into(), receipt.0.to_string().into()];
+        self.ready().await;
         let client = self.pool.next();
         let n: i64 = self
             .scripts
@@ -1105,6 +1123,7 @@ impl Shared {
         let mut connections = 0u64;
         for project in projects {
             let (polled, mail) = budget_keys(&self.prefix, &project);
+            self.ready().await;
             let client = self.pool.next();
             let n: i64 = self
                 .scripts
@@ -1126,6 +1145,7 @@ impl Shared {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
+        self.ready().await;
         let client = self.pool.next();
         let pong: Result<String, _> = tokio::time::timeout(COMMAND_TIMEOUT, client.ping(None))
             .await

@@ -1,0 +1,261 @@
+//! The Redis store against real servers: the conformance suite on a standalone Redis and on a
+//! Redis Cluster, several nodes sharing one Redis, a node that dies holding mail, and Redis going
+//! away and coming back.
+//!
+//! `scripts/redis.sh start` starts the servers and prints `PULSEBEAM_TEST_REDIS_URL` and
+//! `PULSEBEAM_TEST_REDIS_CLUSTER_URLS` (comma-separated seeds). Without them these tests print a
+//! SKIP line and pass, unless `PULSEBEAM_REQUIRE_REDIS=1` (as `scripts/test.sh` sets), which
+//! makes them fail instead. Every test uses its own key prefix, so they run in parallel on one
+//! Redis.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use pulsebeam_server::store::conformance::{self, Factory, Setup};
+use pulsebeam_server::store::{Envelope, PeerAddr, PollOptions, StoreError};
+use pulsebeam_server::{Limits, MailboxStore, RedisStore, StoreBackend, StoreConfig};
+
+/// The URLs in `var`, or `None` after a loud SKIP line (a failure with `PULSEBEAM_REQUIRE_REDIS=1`).
+fn urls(var: &str, test: &str) -> Option<Vec<String>> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v.split(',').map(|u| u.trim().to_owned()).collect()),
+        _ => {
+            assert!(
+                std::env::var("PULSEBEAM_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "{var} is not set but PULSEBEAM_REQUIRE_REDIS=1; run `eval \"$(scripts/redis.sh start)\"` first"
+            );
+            eprintln!(
+                "SKIP {test}: {var} is not set; run `eval \"$(scripts/redis.sh start)\"` to test the Redis store"
+            );
+            None
+        }
+    }
+}
+
+/// A key prefix no other test or run uses.
+fn unique_prefix(name: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "t{}-{nanos}-{}:{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn store_config(urls: &[String], cluster: bool, prefix: &str, ack_lease: Duration) -> StoreConfig {
+    let mut config = StoreConfig::default();
+    config.backend = StoreBackend::Redis;
+    config.urls = urls.to_vec();
+    config.cluster = cluster;
+    config.key_prefix = prefix.to_owned();
+    config.pool_size = 2;
+    config.ack_lease_ms = u64::try_from(ack_lease.as_millis()).unwrap();
+    config
+}
+
+/// Stores for one namespace share a prefix: they are nodes of one deployment.
+fn factory(urls: Vec<String>, cluster: bool) -> Factory {
+    let run = unique_prefix("conformance");
+    Arc::new(move |setup: &Setup| {
+        let prefix = format!("{run}:{}", setup.namespace);
+        let config = store_config(&urls, cluster, &prefix, setup.ack_lease);
+        Arc::new(RedisStore::new(&config, &setup.limits).unwrap()) as Arc<dyn MailboxStore>
+    })
+}
+
+async fn wait_healthy(store: &dyn MailboxStore) {
+    let start = Instant::now();
+    while let Err(err) = store.health().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "redis not reachable: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn bob() -> PeerAddr<'static> {
+    PeerAddr {
+        project: "p",
+        group: "g",
+        peer: "bob",
+    }
+}
+
+fn envelope(text: &'static str) -> Envelope {
+    Envelope {
+        src_group: Arc::from("g"),
+        src_peer: Arc::from("alice"),
+        message: Bytes::from_static(text.as_bytes()),
+    }
+}
+
+const NOW: PollOptions = PollOptions {
+    wait: Duration::ZERO,
+    batch_window: Duration::ZERO,
+    max_messages: 64,
+};
+
+async fn run_conformance(urls: Vec<String>, cluster: bool) {
+    let probe = factory(urls.clone(), cluster)(&Setup {
+        namespace: "probe".into(),
+        limits: Limits::default(),
+        ack_lease: Duration::from_secs(1),
+    });
+    wait_healthy(&*probe).await;
+    let failed = conformance::run_all(factory(urls, cluster)).await;
+    assert!(failed.is_empty(), "failed: {failed:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_standalone_redis() {
+    let Some(urls) = urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "conformance_on_standalone_redis",
+    ) else {
+        return;
+    };
+    run_conformance(urls, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_redis_cluster() {
+    let Some(urls) = urls(
+        "PULSEBEAM_TEST_REDIS_CLUSTER_URLS",
+        "conformance_on_redis_cluster",
+    ) else {
+        return;
+    };
+    run_conformance(urls, true).await;
+}
+
+/// A node that took messages and died before acknowledging them loses nothing: another node
+/// hands them out once the ack lease ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_dies_holding_mail_loses_nothing() {
+    let Some(urls) = urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "a_node_that_dies_holding_mail_loses_nothing",
+    ) else {
+        return;
+    };
+    let lease = Duration::from_millis(600);
+    let config = store_config(&urls, false, &unique_prefix("dies"), lease);
+    let limits = Limits::default();
+    let a = RedisStore::new(&config, &limits).unwrap();
+    let b = RedisStore::new(&config, &limits).unwrap();
+    wait_healthy(&a).await;
+    b.deliver(bob(), 100, envelope("offer")).await.unwrap();
+    b.deliver(bob(), 0, envelope("join")).await.unwrap();
+    let taken = a.poll(bob(), 100, NOW).await.unwrap();
+    assert_eq!(taken.messages.len(), 2);
+    drop(a); // killed between taking the messages and writing them out
+    assert!(b.poll(bob(), 100, NOW).await.unwrap().messages.is_empty());
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let again = b.poll(bob(), 100, NOW).await.unwrap();
+    assert_eq!(again.messages, taken.messages);
+}
+
+/// A free loopback port for a Redis of our own (cluster bus ports are not needed).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+struct OwnRedis {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Option<OwnRedis> {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(OwnRedis { child, _dir: dir })
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// While Redis is down, calls answer `unavailable` quickly and health fails; when it is back the
+/// store reconnects by itself and serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_answers_unavailable_then_recovers() {
+    if urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "redis_going_away_answers_unavailable_then_recovers",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let port = free_port();
+    let url = vec![format!("redis://127.0.0.1:{port}")];
+    let config = store_config(
+        &url,
+        false,
+        &unique_prefix("outage"),
+        Duration::from_secs(5),
+    );
+    let store = RedisStore::new(&config, &Limits::default()).unwrap();
+
+    // Not there at all yet: refused within the command timeout, not hanging.
+    let start = Instant::now();
+    let err = store.deliver(bob(), 100, envelope("x")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(store.health().await.is_err());
+
+    let redis =
+        OwnRedis::start(port).expect("redis-server is installed (scripts/redis.sh installs it)");
+    wait_healthy(&store).await;
+    store.deliver(bob(), 100, envelope("x")).await.unwrap();
+
+    drop(redis);
+    let start = Instant::now();
+    let err = store.poll(bob(), 100, NOW).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(store.health().await.is_err());
+
+    let _redis = OwnRedis::start(port).expect("redis-server restarts");
+    wait_healthy(&store).await;
+    // A fresh Redis (no persistence): the scripts are loaded again on NOSCRIPT.
+    store.deliver(bob(), 100, envelope("y")).await.unwrap();
+    let polled = store.poll(bob(), 100, NOW).await.unwrap();
+    assert_eq!(polled.messages, [envelope("y")]);
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Throwaway Redis servers on loopback for the Redis store's tests: one standalone instance and a
+# three-master Redis Cluster, without persistence, under target/redis/.
+#
+#   scripts/redis.sh start   install redis-server if missing (apt), start both, print the exports
+#   scripts/redis.sh env     print the exports of the running servers
+#   scripts/redis.sh stop    stop them and remove their directory
+#
+#   eval "$(scripts/redis.sh start)" && cargo test -p pulsebeam-server --test store_redis
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DIR="$PWD/target/redis"
+ENV_FILE="$DIR/env"
+
+log() { echo "redis.sh: $*" >&2; }
+
+install() {
+    if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+        return
+    fi
+    log "installing redis-server (apt)"
+    if [ "$(id -u)" -ne 0 ]; then
+        log "redis-server is missing and this is not root; install it: sudo apt-get install -y redis-server"
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq redis-server >/dev/null
+}
+
+# A free loopback TCP port below 55535 whose cluster bus port (+10000) is free too.
+free_port() {
+    python3 - <<'PY'
+import random, socket
+def free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+for _ in range(200):
+    port = random.randint(20000, 45000)
+    if free(port) and free(port + 10000):
+        print(port)
+        break
+else:
+    raise SystemExit("no free port pair found")
+PY
+}
+
+start_one() { # name port [extra args...]
+    local name="$1" port="$2"
+    shift 2
+    mkdir -p "$DIR/$name"
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$DIR/$name" --daemonize yes --pidfile "$DIR/$name/redis.pid" \
+        --logfile "$DIR/$name/redis.log" "$@"
+    for _ in $(seq 1 50); do
+        if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then
+            return
+        fi
+        sleep 0.1
+    done
+    log "redis on port $port did not start: $(tail -n 1 "$DIR/$name/redis.log" 2>/dev/null)"
+    stop
+    exit 1
+}
+
+start() {
+    install
+    if [ -f "$ENV_FILE" ]; then
+        stop
+    fi
+    mkdir -p "$DIR"
+    trap 'stop' ERR
+    local standalone
+    standalone="$(free_port)"
+    start_one standalone "$standalone"
+    local ports=()
+    for i in 1 2 3; do
+        local port
+        port="$(free_port)"
+        start_one "cluster$i" "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout 5000
+        ports+=("$port")
+    done
+    redis-cli --cluster create "127.0.0.1:${ports[0]}" "127.0.0.1:${ports[1]}" "127.0.0.1:${ports[2]}" \
+        --cluster-replicas 0 --cluster-yes >"$DIR/cluster-create.log" 2>&1 || {
+        log "redis-cli --cluster create failed; see $DIR/cluster-create.log"
+        exit 1
+    }
+    for _ in $(seq 1 100); do
+        if redis-cli -p "${ports[0]}" cluster info 2>/dev/null | grep -q "cluster_state:ok"; then
+            break
+        fi
+        sleep 0.1
+    done
+    redis-cli -p "${ports[0]}" cluster info | grep -q "cluster_state:ok" || {
+        log "the cluster did not reach cluster_state:ok"
+        exit 1
+    }
+    {
+        echo "export PULSEBEAM_TEST_REDIS_URL=redis://127.0.0.1:$standalone"
+        echo "export PULSEBEAM_TEST_REDIS_CLUSTER_URLS=redis://127.0.0.1:${ports[0]},redis://127.0.0.1:${ports[1]},redis://127.0.0.1:${ports[2]}"
+    } >"$ENV_FILE"
+    trap - ERR
+    log "standalone on $standalone, cluster on ${ports[*]}"
+    cat "$ENV_FILE"
+}
+
+stop() {
+    if [ -d "$DIR" ]; then
+        for pidfile in "$DIR"/*/redis.pid; do
+            [ -f "$pidfile" ] || continue
+            local pid
+            pid="$(cat "$pidfile")"
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 1 30); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+        done
+        rm -rf "$DIR"
+    fi
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    env)
+        if [ -f "$ENV_FILE" ]; then
+            cat "$ENV_FILE"
+        else
+            log "no servers running; run scripts/redis.sh start"
+            exit 1
+        fi
+        ;;
+    *)
+        echo "usage: scripts/redis.sh start|stop|env" >&2
+        exit 2
+        ;;
+esac
