@@ -33,10 +33,18 @@ step() {
     fi
 }
 
+# The Redis store's tests need a standalone Redis and a Redis Cluster: scripts/redis.sh starts
+# throwaway ones (installing redis-server if missing) and they are stopped when the step ends.
 rust() {
     cargo fmt --all -- --check &&
         cargo clippy --workspace --all-targets -- -D warnings &&
-        cargo test --workspace
+        (
+            trap 'bash scripts/redis.sh stop' EXIT
+            redis_env="$(bash scripts/redis.sh start)" || exit 1
+            eval "$redis_env"
+            export PULSEBEAM_REQUIRE_REDIS=1
+            cargo test --workspace
+        )
 }
 
 # The token crate on its other crypto backend (pure-Rust ed25519-dalek, as on wasm): the same

@@ -92,6 +92,20 @@ const LONG: PollOptions = PollOptions {
     max_messages: 64,
 };
 
+/// A node for `setup`, once it can serve (connected, subscribed to its wake-ups).
+async fn node(f: &Factory, setup: &Setup) -> Arc<dyn MailboxStore> {
+    let store = f(setup);
+    let start = Instant::now();
+    while let Err(err) = store.health().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "store not ready: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store
+}
+
 /// Polls now and acknowledges what came.
 async fn take(store: &dyn MailboxStore, me: PeerAddr<'_>, conn: u32) -> Vec<String> {
     let polled = store.poll(me, conn, NOW).await.unwrap();
@@ -119,7 +133,7 @@ async fn settle() {
 /// Discovery messages wait for the first poll and merge with direct ones in send order;
 /// projects are apart.
 pub async fn discovery_waits_and_keeps_send_order(f: Factory) {
-    let s = f(&setup("order", |_| {}));
+    let s = node(&f, &setup("order", |_| {})).await;
     s.deliver(addr("bob"), 0, envelope("join")).await.unwrap();
     s.deliver(addr("bob"), 100, envelope("direct"))
         .await
@@ -141,7 +155,7 @@ pub async fn discovery_waits_and_keeps_send_order(f: Factory) {
 
 /// Many messages alternating between discovery and a direct address arrive in send order.
 pub async fn order_is_kept_across_many_messages(f: Factory) {
-    let s = f(&setup("many", |_| {}));
+    let s = node(&f, &setup("many", |_| {})).await;
     let sent: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
     for (i, text) in sent.iter().enumerate() {
         let conn = if i % 3 == 0 { 0 } else { 100 };
@@ -170,7 +184,7 @@ pub async fn order_is_kept_across_many_messages(f: Factory) {
 
 /// Ids containing the key separators of a backend never collide.
 pub async fn ids_with_separators_stay_apart(f: Factory) {
-    let s = f(&setup("ids", |_| {}));
+    let s = node(&f, &setup("ids", |_| {})).await;
     let a = PeerAddr {
         project: "p",
         group: "a:b",
@@ -201,7 +215,7 @@ pub async fn ids_with_separators_stay_apart(f: Factory) {
 
 /// A discovery message goes to the connection whose poll is in flight, the newest if several.
 pub async fn discovery_goes_to_the_newest_poll_in_flight(f: Factory) {
-    let s = f(&setup("inflight", |_| {}));
+    let s = node(&f, &setup("inflight", |_| {})).await;
     assert!(take(&*s, addr("bob"), 200).await.is_empty());
     let older = spawn_poll(&s, "bob", 100, LONG);
     settle().await;
@@ -220,7 +234,7 @@ pub async fn discovery_goes_to_the_newest_poll_in_flight(f: Factory) {
 /// Page reload: a connection that polled recently but has no poll in flight does not get a
 /// discovery message; the next connection to poll does.
 pub async fn discovery_skips_a_connection_that_stopped_polling(f: Factory) {
-    let s = f(&setup("reload", |_| {}));
+    let s = node(&f, &setup("reload", |_| {})).await;
     assert!(take(&*s, addr("bob"), 100).await.is_empty());
     s.deliver(addr("bob"), 0, envelope("join")).await.unwrap();
     assert_eq!(take(&*s, addr("bob"), 200).await, ["join"]);
@@ -230,7 +244,7 @@ pub async fn discovery_skips_a_connection_that_stopped_polling(f: Factory) {
 /// A poll whose future is dropped ends: later discovery messages wait for the next poll, and
 /// the connection's messages stay queued.
 pub async fn a_dropped_poll_ends_and_keeps_its_messages(f: Factory) {
-    let s = f(&setup("dropped", |_| {}));
+    let s = node(&f, &setup("dropped", |_| {})).await;
     let poll = spawn_poll(&s, "bob", 100, LONG);
     settle().await;
     poll.abort();
@@ -245,8 +259,8 @@ pub async fn a_dropped_poll_ends_and_keeps_its_messages(f: Factory) {
 /// A newer poll of a connection ends the older one with nothing, also from another node.
 pub async fn a_newer_poll_ends_the_older_one_on_any_node(f: Factory) {
     let first = setup("newer", |_| {});
-    let a = f(&first);
-    let b = f(&first);
+    let a = node(&f, &first).await;
+    let b = node(&f, &first).await;
     let old = spawn_poll(&a, "bob", 100, LONG);
     settle().await;
     let new = spawn_poll(&b, "bob", 100, LONG);
@@ -263,8 +277,8 @@ pub async fn a_newer_poll_ends_the_older_one_on_any_node(f: Factory) {
 /// arrives within the window.
 pub async fn a_waiting_poll_wakes_and_batches(f: Factory) {
     let first = setup("batch", |_| {});
-    let a = f(&first);
-    let b = f(&first);
+    let a = node(&f, &first).await;
+    let b = node(&f, &first).await;
     let start = Instant::now();
     let poll = spawn_poll(&a, "bob", 100, LONG);
     settle().await;
@@ -284,7 +298,7 @@ pub async fn a_waiting_poll_wakes_and_batches(f: Factory) {
 
 /// An idle poll answers empty at its deadline, not before.
 pub async fn an_idle_poll_returns_empty_at_its_deadline(f: Factory) {
-    let s = f(&setup("idle", |_| {}));
+    let s = node(&f, &setup("idle", |_| {})).await;
     let wait = Duration::from_millis(400);
     let start = Instant::now();
     let polled = s
@@ -303,7 +317,7 @@ pub async fn an_idle_poll_returns_empty_at_its_deadline(f: Factory) {
 /// Unacknowledged messages are not handed out again during the lease, then are, before newer
 /// ones; acknowledged ones are gone for good.
 pub async fn unacknowledged_messages_come_back_after_the_lease(f: Factory) {
-    let s = f(&setup("lease", |_| {}));
+    let s = node(&f, &setup("lease", |_| {})).await;
     s.deliver(addr("bob"), 100, envelope("a")).await.unwrap();
     s.deliver(addr("bob"), 100, envelope("b")).await.unwrap();
     let first = s.poll(addr("bob"), 100, NOW).await.unwrap();
@@ -327,7 +341,7 @@ pub async fn unacknowledged_messages_come_back_after_the_lease(f: Factory) {
 /// A mailbox and a discovery queue hold at most `mailbox_capacity` waiting messages; handed-out
 /// ones awaiting their ack are held apart, up to as many again.
 pub async fn mailboxes_are_bounded(f: Factory) {
-    let s = f(&setup("full", |l| l.mailbox_capacity = 2));
+    let s = node(&f, &setup("full", |l| l.mailbox_capacity = 2)).await;
     s.deliver(addr("bob"), 100, envelope("1")).await.unwrap();
     s.deliver(addr("bob"), 100, envelope("2")).await.unwrap();
     assert_eq!(
@@ -357,7 +371,7 @@ pub async fn mailboxes_are_bounded(f: Factory) {
 /// A new connection beyond `max_connections_per_peer` evicts the least recently active one
 /// that is not polling, with its mail; when all are polling it is refused.
 pub async fn connections_per_peer_are_bounded(f: Factory) {
-    let s = f(&setup("perpeer", |l| l.max_connections_per_peer = 2));
+    let s = node(&f, &setup("perpeer", |l| l.max_connections_per_peer = 2)).await;
     s.deliver(addr("bob"), 100, envelope("lost")).await.unwrap();
     let p200 = spawn_poll(&s, "bob", 200, LONG);
     settle().await;
@@ -382,7 +396,7 @@ pub async fn connections_per_peer_are_bounded(f: Factory) {
 /// Two budgets per project: mailboxes senders open, and connections that poll; one being
 /// full does not block the other, nor another project.
 pub async fn project_budgets_are_separate(f: Factory) {
-    let s = f(&setup("budgets", |l| l.max_connections_per_project = 2));
+    let s = node(&f, &setup("budgets", |l| l.max_connections_per_project = 2)).await;
     s.deliver(addr("carol"), 0, envelope("hi")).await.unwrap();
     s.deliver(addr("dave"), 100, envelope("hi")).await.unwrap();
     assert_eq!(
@@ -406,11 +420,12 @@ pub async fn project_budgets_are_separate(f: Factory) {
 /// Messages expire after the TTL; idle connections are forgotten and their budget returns,
 /// with nobody calling a sweep.
 pub async fn messages_expire_and_idle_connections_are_forgotten(f: Factory) {
-    let s = f(&setup("expiry", |l| {
+    let expiry = setup("expiry", |l| {
         l.message_ttl_secs = 1;
         l.connection_idle_secs = 1;
         l.max_connections_per_project = 1;
-    }));
+    });
+    let s = node(&f, &expiry).await;
     s.deliver(addr("bob"), 100, envelope("old")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     s.deliver(addr("bob"), 100, envelope("new")).await.unwrap();

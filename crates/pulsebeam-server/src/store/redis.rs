@@ -73,6 +73,8 @@ use crate::config::{redact_url, Limits, StoreConfig};
 
 /// Longest wait for Redis on any command; then the call answers `unavailable`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest an acknowledgement waits for the connection's next poll on this node to carry it.
+const ACK_FOLD_DELAY: Duration = Duration::from_millis(250);
 /// A poll's lease outlives its wait by this much, so a slow node's live poll keeps counting.
 const POLL_GRACE_MS: u64 = 2_000;
 
@@ -259,12 +261,14 @@ return {0, due, member, evicted, expired}
 ";
 
 /// ARGV: conn, node, wait, max, ack lease, ttl, idle, max per peer, keep, granted, channel
-/// prefix, budget span, poll lease grace.
-/// Returns {status, generation, budget refresh due, evicted, expired, messages...}.
+/// prefix, budget span, poll lease grace, receipts to acknowledge first...
+/// Returns {status, generation, budget refresh due, evicted, expired, acknowledged, messages...}.
 const BEGIN: &str = r"
 local c, node, wait, max, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local ttl, idle, max_per_peer, keep_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local granted, chan, span, grace = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
+local acked = 0
+for i = 14, #ARGV do acked = acked + ack(c, ARGV[i]) end
 local expired = forget_idle(idle, ttl)
 local opener = redis.call('HGET', H, 'o:' .. c)
 local evicted = 0
@@ -298,7 +302,7 @@ if #out > 0 or wait == 0 then
 end
 local due = budget_due('b:' .. c, span)
 keep(keep_ms, c)
-local reply = {0, gen, due, evicted, expired}
+local reply = {0, gen, due, evicted, expired, acked}
 for _, m in ipairs(out) do reply[#reply + 1] = m end
 return reply
 ";
@@ -399,6 +403,13 @@ struct Counters {
     evicted: AtomicU64,
 }
 
+/// Acknowledgements not yet sent for one connection.
+struct PendingAcks {
+    base: String,
+    conn: u32,
+    receipts: Vec<u64>,
+}
+
 /// Local waiters by connection key, woken by messages on this node's channel.
 type Waiters = Mutex<HashMap<String, (Arc<Notify>, usize)>>;
 
@@ -413,9 +424,13 @@ struct Shared {
     waiters: Waiters,
     counters: Counters,
     projects_seen: Mutex<HashSet<String>>,
+    pending_acks: Mutex<HashMap<String, PendingAcks>>,
     /// Whether the pool has connected once; until then calls wait for it (bounded), since a
     /// cluster client cannot route a command before it has read the slot map.
     connected_once: AtomicBool,
+    /// Whether the subscriber has subscribed to this node's channel once.
+    subscribed: AtomicBool,
+    subscribed_changed: Notify,
 }
 
 /// The Redis (or Redis Cluster) [`MailboxStore`]; the module docs describe keys, scripts and
@@ -616,7 +631,10 @@ impl RedisStore {
                 waiters: Mutex::default(),
                 counters: Counters::default(),
                 projects_seen: Mutex::default(),
+                pending_acks: Mutex::default(),
                 connected_once: AtomicBool::new(false),
+                subscribed: AtomicBool::new(false),
+                subscribed_changed: Notify::new(),
             }),
             started: AtomicBool::new(false),
             tasks: Mutex::default(),
@@ -641,9 +659,17 @@ impl RedisStore {
         for client in shared.pool.clients() {
             let _ = client.connect();
         }
+        // Listen before connecting: the first connection is announced as a reconnection.
+        let reconnects = shared.subscriber.reconnect_rx();
+        let messages = shared.subscriber.message_rx();
         let _ = shared.subscriber.connect();
         let weak = Arc::downgrade(&self.shared);
-        let listener = runtime.spawn(listen(weak, shared.subscriber.clone()));
+        let listener = runtime.spawn(listen(
+            weak,
+            shared.subscriber.clone(),
+            reconnects,
+            messages,
+        ));
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.push(listener);
         }
@@ -652,9 +678,12 @@ impl RedisStore {
 
 /// The subscriber's life: subscribe after every (re)connection and wake every local waiter,
 /// then route each message on this node's channel to its waiter.
-async fn listen(shared: Weak<Shared>, subscriber: SubscriberClient) {
-    let mut reconnects = subscriber.reconnect_rx();
-    let mut messages = subscriber.message_rx();
+async fn listen(
+    shared: Weak<Shared>,
+    subscriber: SubscriberClient,
+    mut reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+    mut messages: tokio::sync::broadcast::Receiver<fred::types::Message>,
+) {
     let channel = match shared.upgrade() {
         Some(s) => format!("{}{}", s.channel_prefix, s.node),
         None => return,
@@ -672,6 +701,8 @@ async fn listen(shared: Weak<Shared>, subscriber: SubscriberClient) {
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(20)))).await;
                 }
                 let Some(shared) = shared.upgrade() else { return };
+                shared.subscribed.store(true, Ordering::Release);
+                shared.subscribed_changed.notify_waiters();
                 shared.wake_all();
             }
             message = messages.recv() => {
@@ -788,15 +819,26 @@ impl Shared {
         })
     }
 
-    /// Waits (at most the command timeout) for the first connection of a new store.
+    /// Waits (at most the command timeout) for the first connection of a new store and for its
+    /// wake-up channel, so that its first polls hear their wake-ups.
     async fn ready(&self) {
         if self.connected_once.load(Ordering::Acquire) {
             return;
         }
-        let connected = tokio::time::timeout(COMMAND_TIMEOUT, self.pool.wait_for_connect()).await;
-        if let Ok(Ok(())) = connected {
-            self.connected_once.store(true, Ordering::Release);
-        }
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            if self.pool.wait_for_connect().await.is_err() {
+                return;
+            }
+            loop {
+                let changed = self.subscribed_changed.notified();
+                if self.subscribed.load(Ordering::Acquire) {
+                    self.connected_once.store(true, Ordering::Release);
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
     }
 
     async fn eval(
@@ -991,7 +1033,12 @@ impl Shared {
         self.remember_project(me.project);
         let b = self.bounds;
         let base = peer_base(&self.prefix, me);
+        // Connected and subscribed before registering, so that the wake-up of every local waiter
+        // after subscribing does not reach this poll.
+        self.ready().await;
         let waiter = self.waiter(format!("{base}{conn_id}"))?;
+        // Acknowledgements this node holds for the connection ride along with the poll.
+        let folded = self.pending_receipts(&waiter.key);
         let mut notified = pin!(waiter.notify.notified());
         notified.as_mut().enable();
         self.counters.polling.fetch_add(1, Ordering::Relaxed);
@@ -1007,7 +1054,7 @@ impl Shared {
         let max = options.max_messages.max(1);
         let mut granted = false;
         let (generation, first) = loop {
-            let args: Vec<Value> = vec![
+            let mut args: Vec<Value> = vec![
                 conn_id.to_string().into(),
                 self.node.as_str().into(),
                 Value::from(i64::try_from(wait_ms).unwrap_or(i64::MAX)),
@@ -1022,6 +1069,7 @@ impl Shared {
                 Value::from(i64::try_from(span).unwrap_or(i64::MAX)),
                 Value::from(POLL_GRACE_MS as i64),
             ];
+            args.extend(folded.iter().map(|r| Value::from(r.to_string())));
             let mut reply = self.eval(&self.scripts.begin, &base, args).await?;
             self.note_expired(&reply, 4);
             self.note_evicted(&reply, 3);
@@ -1031,7 +1079,11 @@ impl Shared {
                         self.refresh_budget(me.project, true, format!("{base}{conn_id}"), span);
                     }
                     let generation = int(&reply, 1);
-                    break (generation, reply.split_off(5.min(reply.len())));
+                    self.counters.delivered.fetch_add(
+                        u64::try_from(int(&reply, 5)).unwrap_or(0),
+                        Ordering::Relaxed,
+                    );
+                    break (generation, reply.split_off(6.min(reply.len())));
                 }
                 TOO_MANY_PEER => {
                     return Err(StoreError::TooManyPeerConnections {
@@ -1066,15 +1118,15 @@ impl Shared {
             return done(first);
         }
         guard.generation = Some(generation);
-        let mut batched = options.batch_window.is_zero();
         loop {
             let woken = tokio::time::timeout_at(deadline, notified.as_mut())
                 .await
                 .is_ok();
             notified.set(waiter.notify.notified());
             notified.as_mut().enable();
-            if woken && !batched {
-                batched = true;
+            if woken {
+                // Every wake-up waits the batch window before taking: a wake-up without mail (a
+                // reconnect, a newer poll) must not use up the batching of the real one.
                 let until = (Instant::now() + options.batch_window).min(deadline);
                 tokio::time::sleep_until(until).await;
             }
@@ -1092,20 +1144,62 @@ impl Shared {
         }
     }
 
-    async fn ack(
-        &self,
-        me: PeerAddr<'_>,
-        conn_id: u32,
-        receipt: Receipt,
-    ) -> Result<(), StoreError> {
+    /// Removes and returns the receipts waiting to be acknowledged for a connection key.
+    fn pending_receipts(&self, key: &str) -> Vec<u64> {
+        self.pending_acks
+            .lock()
+            .ok()
+            .and_then(|mut pending| pending.remove(key))
+            .map(|p| p.receipts)
+            .unwrap_or_default()
+    }
+
+    /// Records an acknowledgement. The connection's next poll on this node usually follows at
+    /// once and carries it (no round trip of its own); if none does within [`ACK_FOLD_DELAY`]
+    /// (or a quarter of the lease), it is sent alone.
+    fn ack(self: &Arc<Self>, me: PeerAddr<'_>, conn_id: u32, receipt: Receipt) {
         let base = peer_base(&self.prefix, me);
-        let args: Vec<Value> = vec![conn_id.to_string().into(), receipt.0.to_string().into()];
+        let key = format!("{base}{conn_id}");
+        if let Ok(mut pending) = self.pending_acks.lock() {
+            pending
+                .entry(key.clone())
+                .or_insert_with(|| PendingAcks {
+                    base,
+                    conn: conn_id,
+                    receipts: Vec::new(),
+                })
+                .receipts
+                .push(receipt.0);
+        }
+        let delay = ACK_FOLD_DELAY.min(Duration::from_millis(self.bounds.ack_lease_ms / 4));
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Some(shared) = weak.upgrade() else { return };
+            let Some(pending) = shared
+                .pending_acks
+                .lock()
+                .ok()
+                .and_then(|mut p| p.remove(&key))
+            else {
+                return;
+            };
+            if let Err(err) = shared.send_acks(&pending).await {
+                tracing::debug!(error = %err, "acknowledging delivered messages failed; they will be handed out again");
+            }
+        });
+    }
+
+    async fn send_acks(&self, pending: &PendingAcks) -> Result<(), StoreError> {
+        let mut args: Vec<Value> = vec![pending.conn.to_string().into()];
+        args.extend(pending.receipts.iter().map(|r| Value::from(r.to_string())));
+        let base = pending.base.as_str();
         self.ready().await;
         let client = self.pool.next();
         let n: i64 = self
             .scripts
             .ack
-            .evalsha_with_reload(client, base.as_str(), args)
+            .evalsha_with_reload(client, base, args)
             .await
             .map_err(|e| unavailable(&e))?;
         self.counters
@@ -1182,7 +1276,8 @@ impl MailboxStore for RedisStore {
         receipt: Receipt,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.start();
-        Box::pin(self.shared.ack(me, conn_id, receipt))
+        self.shared.ack(me, conn_id, receipt);
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<StoreStats, StoreError>> {
