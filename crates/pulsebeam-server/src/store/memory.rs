@@ -731,9 +731,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_purge_task_returns_every_budget_and_ends_with_the_store() {
-        let mut limits = Limits::default();
-        limits.connection_idle_secs = 15;
-        limits.message_ttl_secs = 30;
+        let limits = Limits {
+            connection_idle_secs: 15,
+            message_ttl_secs: 30,
+            ..Limits::default()
+        };
         let store = MemoryStore::new(&limits, Duration::from_secs(5));
         let me = PeerAddr {
             project: "p",

@@ -207,7 +207,9 @@ pub trait MailboxStore: Send + Sync + 'static {
 
     /// Deletes the messages that the poll which returned `receipt` reserved.
     ///
-    /// Acknowledging an unknown or already acknowledged receipt does nothing.
+    /// Acknowledging an unknown or already acknowledged receipt does nothing. A store may defer
+    /// the deletion briefly (well within the ack lease), e.g. to carry it with the connection's
+    /// next poll; until then the messages stay reserved, so no poll gets them twice.
     ///
     /// # Errors
     ///

@@ -26,12 +26,18 @@
 //!
 //! Each operation on a peer is one Lua script (`EVALSHA`, reloaded on `NOSCRIPT`) using Redis
 //! server time (`TIME`) for leases and TTLs: `deliver` (capacity, discovery routing by poll
-//! lease, sequence number, TTLs and the wake-up `PUBLISH`), `begin` (registers the poll with
-//! node id, generation and lease; ends an older poll; takes the discovery queue; hands out what
-//! is waiting), `take` (on wake-up or at the deadline), `ack`. A relayed message costs `deliver`
-//! + `take` + `ack` (3); an idle poll costs `begin` + `take` and nothing while it waits. Opening
-//! a connection or a discovery queue adds one round trip to the project's budget, and the
-//! budget entry is refreshed (without waiting for it) about once per twice its span.
+//! lease, sequence number, TTLs and the wake-up `PUBLISH`), `begin` (acknowledges what the
+//! connection's previous poll handed out, registers the poll with node id, generation and lease,
+//! ends an older poll, takes the discovery queue, hands out what is waiting), `take` (on wake-up
+//! or at the deadline) and `ack`.
+//!
+//! An acknowledgement waits on the node for the connection's next poll there, which carries it;
+//! only when none comes within 250 ms (the client polls elsewhere, or has gone) does `ack` go
+//! out alone. So a relayed message costs three round trips: the sender's `deliver`, the
+//! receiver's `take` (or `begin`, when the message was waiting) and the next `begin`, which
+//! acknowledges it. An idle poll costs `begin` and `take` at its deadline, nothing while it
+//! waits. Opening a connection or a discovery queue costs one more round trip, to the project's
+//! budget; a budget entry is refreshed in the background about once per twice its span.
 //!
 //! # Wake-ups
 //!
@@ -657,12 +663,12 @@ impl RedisStore {
         let shared = Arc::clone(&self.shared);
         let _enter = runtime.enter();
         for client in shared.pool.clients() {
-            let _ = client.connect();
+            drop(client.connect());
         }
         // Listen before connecting: the first connection is announced as a reconnection.
         let reconnects = shared.subscriber.reconnect_rx();
         let messages = shared.subscriber.message_rx();
-        let _ = shared.subscriber.connect();
+        drop(shared.subscriber.connect());
         let weak = Arc::downgrade(&self.shared);
         let listener = runtime.spawn(listen(
             weak,
