@@ -259,3 +259,101 @@ async fn redis_going_away_answers_unavailable_then_recovers() {
     let polled = store.poll(bob(), 100, NOW).await.unwrap();
     assert_eq!(polled.messages, [envelope("y")]);
 }
+
+/// The round trips of one relayed message, counted by Redis itself on a server of our own: the
+/// sender's deliver, the waiting receiver's take, and its next poll's begin, which carries the
+/// acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_message_costs_three_round_trips() {
+    if urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "a_relayed_message_costs_three_round_trips",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let port = free_port();
+    let _redis = OwnRedis::start(port).expect("redis-server is installed");
+    let url = vec![format!("redis://127.0.0.1:{port}")];
+    let lease = Duration::from_millis(600);
+    let config = store_config(&url, false, &unique_prefix("trips"), lease);
+    let limits = Limits::default();
+    let receiver = Arc::new(RedisStore::new(&config, &limits).unwrap());
+    let sender = RedisStore::new(&config, &limits).unwrap();
+    wait_healthy(&*receiver).await;
+    wait_healthy(&sender).await;
+    // The connection's first poll opens it (and takes a project budget unit): not counted.
+    assert!(receiver
+        .poll(bob(), 100, NOW)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&["config", "resetstat"]);
+    let waiting = tokio::spawn({
+        let receiver = Arc::clone(&receiver);
+        async move {
+            let wait = PollOptions {
+                wait: Duration::from_secs(10),
+                batch_window: Duration::from_millis(5),
+                max_messages: 64,
+            };
+            receiver.poll(bob(), 100, wait).await.unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sender.deliver(bob(), 100, envelope("offer")).await.unwrap();
+    let polled = waiting.await.unwrap();
+    assert_eq!(polled.messages, [envelope("offer")]);
+    receiver
+        .ack(bob(), 100, polled.receipt.unwrap())
+        .await
+        .unwrap();
+    // The client polls again at once; that poll carries the acknowledgement.
+    assert!(receiver
+        .poll(bob(), 100, NOW)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+    let stats = cli(&["info", "commandstats"]);
+    let field = |command: &str, name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
+            .and_then(|rest| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            })
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    // begin of the waiting poll + deliver + take + the next begin: three for the message
+    // itself, one for the poll that waited for it. On a fresh Redis the first call of a script
+    // fails with NOSCRIPT and is retried after SCRIPT LOAD, once per script: not counted.
+    let answered = field("evalsha", "calls") - field("evalsha", "failed_calls");
+    assert_eq!(answered, 4, "{stats}");
+    assert_eq!(
+        field("evalsha", "failed_calls"),
+        field("script|load", "calls"),
+        "{stats}"
+    );
+    assert_eq!(field("eval", "calls"), 0, "{stats}");
+    // And the acknowledgement took effect: nothing comes back after the lease.
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    assert!(receiver
+        .poll(bob(), 100, NOW)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+}
