@@ -357,3 +357,58 @@ async fn a_relayed_message_costs_three_round_trips() {
         .messages
         .is_empty());
 }
+
+/// A server configured with `[store] backend = "redis"` answers `/healthz` with 503 while Redis
+/// is away (so load balancers drain it), counts the failure, and 200 once Redis is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_follows_redis() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt as _;
+    use pulsebeam_server::{Config, ProjectConfig, Server};
+    use pulsebeam_token::KeyPair;
+    use tower::ServiceExt as _;
+
+    if urls("PULSEBEAM_TEST_REDIS_URL", "healthz_follows_redis").is_none() {
+        return;
+    }
+    let port = free_port();
+    let pair = KeyPair::generate().unwrap();
+    let mut config = Config::default()
+        .with_project(ProjectConfig::new("main").with_key(pair.api_key(), &pair.public_key()));
+    config.store = store_config(
+        &[format!("redis://127.0.0.1:{port}")],
+        false,
+        &unique_prefix("healthz"),
+        Duration::from_secs(5),
+    );
+    let server = Server::new(config).unwrap();
+    let get = |path: &'static str| {
+        let router = server.router();
+        async move {
+            let request = Request::get(path).body(Body::empty()).unwrap();
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, body) = get("/healthz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("unavailable"), "{body}");
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        metrics.contains("pulsebeam_store_errors_total{op=\"health\"} 1"),
+        "{metrics}"
+    );
+    let _redis = OwnRedis::start(port).expect("redis-server is installed");
+    let start = Instant::now();
+    loop {
+        let (status, body) = get("/healthz").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
