@@ -53,7 +53,7 @@ pub use config::{
     StoreConfig, TurnConfig,
 };
 pub use server::{run, serve, shutdown_signal, RunError, Server, ServerBuilder, TWIRP_PREFIX};
-pub use store::{MailboxStore, MemoryStore, RedisStore};
+pub use store::{MailboxStore, MemoryStore, OnlineConnection, RedisStore};
 pub use turn::{turn_credential, TurnCredential};
 pub use twirp::{Code, TwirpError};
 

@@ -24,7 +24,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{BoxFuture, Envelope, MailboxStore, PeerAddr, PollOptions, Polled, StoreError};
+use super::{
+    BoxFuture, Envelope, MailboxStore, OnlineConnection, PeerAddr, PollOptions, Polled, StoreError,
+};
 use crate::config::Limits;
 
 /// What a test needs of its store.
@@ -449,6 +451,35 @@ pub async fn messages_expire_and_idle_connections_are_forgotten(f: Factory) {
     }
 }
 
+/// `online` lists the connections of a project with a poll in flight, on any node.
+pub async fn online_lists_the_polls_in_flight(f: Factory) {
+    let first = setup("online", |_| {});
+    let a = node(&f, &first).await;
+    let b = node(&f, &first).await;
+    assert!(take(&*a, addr("carol"), 200).await.is_empty());
+    let waiting = spawn_poll(&a, "bob", 100, LONG);
+    let other = PeerAddr {
+        project: "q",
+        ..addr("dave")
+    };
+    let elsewhere = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move { b.poll(other, 300, LONG).await.unwrap() })
+    };
+    settle().await;
+    let bob = OnlineConnection {
+        group: "g".into(),
+        peer: "bob".into(),
+        conn_id: 100,
+    };
+    assert_eq!(b.online("p").await.unwrap(), [bob]);
+    a.deliver(addr("bob"), 100, envelope("x")).await.unwrap();
+    b.deliver(other, 300, envelope("y")).await.unwrap();
+    assert_eq!(texts(&waiting.await.unwrap()), ["x"]);
+    assert_eq!(texts(&elsewhere.await.unwrap()), ["y"]);
+    assert!(a.online("p").await.unwrap().is_empty());
+}
+
 /// Every test of the suite, by name.
 pub fn all() -> Vec<(&'static str, Test)> {
     macro_rules! tests {
@@ -471,6 +502,7 @@ pub fn all() -> Vec<(&'static str, Test)> {
         connections_per_peer_are_bounded,
         project_budgets_are_separate,
         messages_expire_and_idle_connections_are_forgotten,
+        online_lists_the_polls_in_flight,
     ]
 }
 

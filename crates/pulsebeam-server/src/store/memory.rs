@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    BoxFuture, Envelope, MailboxStore, PeerAddr, PollOptions, Polled, Receipt, StoreError,
-    StoreStats,
+    BoxFuture, Envelope, MailboxStore, OnlineConnection, PeerAddr, PollOptions, Polled, Receipt,
+    StoreError, StoreStats,
 };
 use crate::config::Limits;
 
@@ -685,6 +685,30 @@ impl MailboxStore for MemoryStore {
         receipt: Receipt,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(std::future::ready(self.inner.ack_now(me, conn_id, receipt)))
+    }
+
+    fn online<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OnlineConnection>, StoreError>> {
+        let mut out = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let Ok(map) = shard.lock() else { continue };
+            for (key, peer) in map.iter().filter(|(k, _)| *k.project == *project) {
+                out.extend(
+                    peer.conns
+                        .iter()
+                        .filter(|c| c.polls > 0)
+                        .map(|c| OnlineConnection {
+                            group: key.group.to_string(),
+                            peer: key.peer.to_string(),
+                            conn_id: c.id,
+                        }),
+                );
+            }
+        }
+        out.sort();
+        Box::pin(std::future::ready(Ok(out)))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<StoreStats, StoreError>> {

@@ -76,6 +76,7 @@ mod memory;
 mod redis;
 
 pub use memory::MemoryStore;
+
 pub use redis::RedisStore;
 
 /// A boxed, sendable future, as the methods of [`MailboxStore`] return.
@@ -125,6 +126,17 @@ pub struct Polled {
     pub messages: Vec<Envelope>,
     /// Acknowledge with this once the messages reached the client; `None` when there are none.
     pub receipt: Option<Receipt>,
+}
+
+/// A connection with a poll in flight, as [`MailboxStore::online`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct OnlineConnection {
+    /// The group id.
+    pub group: String,
+    /// The peer id.
+    pub peer: String,
+    /// The connection id.
+    pub conn_id: u32,
 }
 
 /// Why a store refused an operation.
@@ -221,6 +233,16 @@ pub trait MailboxStore: Send + Sync + 'static {
         conn_id: u32,
         receipt: Receipt,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The connections of `project` with a poll in flight (who is online), sorted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the backend cannot be reached.
+    fn online<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OnlineConnection>, StoreError>>;
 
     /// Current counters.
     ///

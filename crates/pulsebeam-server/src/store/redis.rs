@@ -72,8 +72,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    BoxFuture, Envelope, MailboxStore, PeerAddr, PollOptions, Polled, Receipt, StoreError,
-    StoreStats,
+    BoxFuture, Envelope, MailboxStore, OnlineConnection, PeerAddr, PollOptions, Polled, Receipt,
+    StoreError, StoreStats,
 };
 use crate::config::{redact_url, Limits, StoreConfig};
 
@@ -356,6 +356,22 @@ redis.call('PEXPIRE', KEYS[1], 2 * span + 1000)
 return 1
 ";
 
+/// ARGV: conn ids. Returns those with a poll in flight.
+const POLLING: &str = r"
+local out = {}
+for _, c in ipairs(ARGV) do
+  if num(redis.call('HGET', H, 'l:' .. c)) > now then out[#out + 1] = c end
+end
+return out
+";
+
+/// KEYS: a project's polled budget. Returns its live members.
+const POLLED: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+";
+
 /// KEYS: the project's budgets. Returns their sizes without expired entries.
 const COUNT: &str = r"
 local t = redis.call('TIME')
@@ -372,6 +388,8 @@ struct Scripts {
     ack: Script,
     budget: Script,
     count: Script,
+    polling: Script,
+    polled: Script,
 }
 
 impl Scripts {
@@ -384,6 +402,8 @@ impl Scripts {
             ack: peer(ACK),
             budget: Script::from_lua(BUDGET),
             count: Script::from_lua(COUNT),
+            polling: peer(POLLING),
+            polled: Script::from_lua(POLLED),
         }
     }
 }
@@ -489,6 +509,37 @@ fn peer_base(prefix: &str, addr: PeerAddr<'_>) -> String {
     escape(&mut out, addr.peer);
     out.push_str("}:");
     out
+}
+
+/// Reverses [`escape`]; `None` for text that [`escape`] cannot have written.
+fn unescape(text: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = char::from(bytes.next()?).to_digit(16)?;
+            let lo = char::from(bytes.next()?).to_digit(16)?;
+            out.push(u8::try_from(hi * 16 + lo).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `(group, peer, conn id)` of a polled-budget member `P:{project:group:peer}:conn`.
+fn parse_member<'m>(prefix: &str, member: &'m str) -> Option<(&'m str, String, String, u32)> {
+    let rest = member.strip_prefix(prefix)?.strip_prefix(":{")?;
+    let (tag, conn) = rest.split_once("}:")?;
+    let mut parts = tag.split(':');
+    let (_project, group, peer) = (parts.next()?, parts.next()?, parts.next()?);
+    let base_len = member.len() - conn.len();
+    Some((
+        member.get(..base_len)?,
+        unescape(group)?,
+        unescape(peer)?,
+        conn.parse().ok()?,
+    ))
 }
 
 /// The project's budget keys: (polled, mail).
@@ -1244,6 +1295,45 @@ impl Shared {
         })
     }
 
+    /// Connections of the project's polled budget whose poll is in flight: one round trip for
+    /// the budget, then one per peer in it.
+    async fn online(&self, project: &str) -> Result<Vec<OnlineConnection>, StoreError> {
+        let (polled, _) = budget_keys(&self.prefix, project);
+        self.ready().await;
+        let client = self.pool.next();
+        let members: Vec<String> = self
+            .scripts
+            .polled
+            .evalsha_with_reload(client, polled, Vec::<Value>::new())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut peers: HashMap<&str, (String, String, Vec<u32>)> = HashMap::new();
+        for member in &members {
+            if let Some((base, group, peer, conn)) = parse_member(&self.prefix, member) {
+                peers
+                    .entry(base)
+                    .or_insert_with(|| (group, peer, Vec::new()))
+                    .2
+                    .push(conn);
+            }
+        }
+        let mut out = Vec::new();
+        for (base, (group, peer, conns)) in peers {
+            let args: Vec<Value> = conns.iter().map(|c| Value::from(c.to_string())).collect();
+            for conn in self.eval(&self.scripts.polling, base, args).await? {
+                if let Some(conn_id) = conn.as_str().and_then(|c| c.parse().ok()) {
+                    out.push(OnlineConnection {
+                        group: group.clone(),
+                        peer: peer.clone(),
+                        conn_id,
+                    });
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.ready().await;
         let client = self.pool.next();
@@ -1284,6 +1374,14 @@ impl MailboxStore for RedisStore {
         self.start();
         self.shared.ack(me, conn_id, receipt);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn online<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OnlineConnection>, StoreError>> {
+        self.start();
+        Box::pin(self.shared.online(project))
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<StoreStats, StoreError>> {
@@ -1330,6 +1428,21 @@ mod tests {
             },
         );
         assert_eq!(braces, "pb:{%7Bx%7D:%25:%C3%A9}:");
+    }
+
+    #[test]
+    fn budget_members_name_their_peer_and_connection() {
+        let addr = PeerAddr {
+            project: "p:1",
+            group: "a:{b}",
+            peer: "é%",
+        };
+        let member = format!("{}{}", peer_base("pb:x", addr), 4242);
+        let (base, group, peer, conn) = parse_member("pb:x", &member).unwrap();
+        assert_eq!(base, peer_base("pb:x", addr));
+        assert_eq!((group.as_str(), peer.as_str(), conn), ("a:{b}", "é%", 4242));
+        assert!(parse_member("pb:x", "pb:x:{p:g}:1").is_none());
+        assert!(parse_member("pb:x", "pb:x:{p:g:%Z1}:1").is_none());
     }
 
     #[test]
