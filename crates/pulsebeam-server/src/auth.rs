@@ -11,13 +11,12 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
 use pulsebeam_token::{Clock, KeySet, PeerPolicy, Verifier, VerifyError};
-use tokio::time::Instant;
 
 use crate::twirp::{Code, TwirpError};
 
 const SHARDS: usize = 16;
 
-/// Who is calling: the verified claims of a token, plus its call budget.
+/// Who is calling: the verified claims of a token.
 #[derive(Debug)]
 pub(crate) struct Identity {
     /// Index of the project whose key signed the token.
@@ -29,36 +28,12 @@ pub(crate) struct Identity {
     pub(crate) expires_at: u64,
     /// First second the token is refused (`exp` plus leeway), Unix seconds.
     pub(crate) valid_until: u64,
-    bucket: Mutex<Bucket>,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
 }
 
 impl Identity {
     /// Whether the policy admits `(group, peer)`; no policy admits no one.
     pub(crate) fn allows(&self, group: &str, peer: &str) -> bool {
         self.policy.as_ref().is_some_and(|p| p.allows(group, peer))
-    }
-
-    /// Takes one call from the token's budget (`rate` per second, `burst` at most).
-    pub(crate) fn take_call(&self, rate: u32, burst: u32) -> bool {
-        let now = Instant::now();
-        let Ok(mut bucket) = self.bucket.lock() else {
-            return true;
-        };
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.last = now;
-        bucket.tokens = (bucket.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
 
@@ -99,7 +74,6 @@ pub(crate) struct Authenticator {
     hasher: RandomState,
     shards: Box<[Shard]>,
     shard_capacity: usize,
-    burst: u32,
 }
 
 impl Authenticator {
@@ -108,7 +82,6 @@ impl Authenticator {
         clock: Arc<dyn Clock>,
         leeway_secs: u64,
         cache_capacity: usize,
-        burst: u32,
     ) -> Self {
         let mut all = KeySet::new();
         let mut project_of_kid = HashMap::new();
@@ -131,7 +104,6 @@ impl Authenticator {
             hasher: RandomState::new(),
             shards,
             shard_capacity: cache_capacity.div_ceil(SHARDS),
-            burst,
         }
     }
 
@@ -173,10 +145,6 @@ impl Authenticator {
             policy: claims.allow_policy().cloned(),
             expires_at: claims.expires_at(),
             valid_until: claims.expires_at().saturating_add(self.leeway_secs),
-            bucket: Mutex::new(Bucket {
-                tokens: f64::from(self.burst),
-                last: Instant::now(),
-            }),
         });
         if let Some(shard) = shard {
             if let Ok(mut map) = shard.lock() {
@@ -188,8 +156,7 @@ impl Authenticator {
                         map.remove(&victim);
                     }
                 }
-                // Another call may have inserted the same token meanwhile: keep the first, so
-                // both share one call budget.
+                // Another call may have inserted the same token meanwhile: keep the first.
                 let entry = map
                     .entry(Box::from(token))
                     .or_insert_with(|| Arc::clone(&identity));
@@ -252,7 +219,7 @@ mod tests {
         let now = Arc::new(AtomicU64::new(1_000_000));
         let clock_now = Arc::clone(&now);
         let clock: Arc<dyn Clock> = Arc::new(move || clock_now.load(Ordering::SeqCst));
-        let auth = Authenticator::new(&[keys], clock, 0, 100, 10);
+        let auth = Authenticator::new(&[keys], clock, 0, 100);
         let app = AccessToken::new(pair.api_key(), &pair.api_secret())
             .unwrap()
             .with_clock(pulsebeam_token::FixedClock(1_000_000));
@@ -282,7 +249,7 @@ mod tests {
             .with(pair.api_key(), pair.public_key())
             .unwrap();
         let clock: Arc<dyn Clock> = Arc::new(pulsebeam_token::FixedClock(1_000_000));
-        let auth = Authenticator::new(&[keys], clock, 0, 16, 10);
+        let auth = Authenticator::new(&[keys], clock, 0, 16);
         let app = AccessToken::new(pair.api_key(), &pair.api_secret())
             .unwrap()
             .with_clock(pulsebeam_token::FixedClock(1_000_000));
@@ -294,27 +261,5 @@ mod tests {
                 .unwrap();
         }
         assert!(auth.cached() <= 16, "{}", auth.cached());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn call_budget_refills_over_time() {
-        let identity = Identity {
-            project: 0,
-            group: Arc::from("g"),
-            peer: Arc::from("p"),
-            policy: None,
-            expires_at: 0,
-            valid_until: 0,
-            bucket: Mutex::new(Bucket {
-                tokens: 2.0,
-                last: Instant::now(),
-            }),
-        };
-        assert!(identity.take_call(1, 2));
-        assert!(identity.take_call(1, 2));
-        assert!(!identity.take_call(1, 2));
-        tokio::time::advance(std::time::Duration::from_secs(1)).await;
-        assert!(identity.take_call(1, 2));
-        assert!(!identity.take_call(1, 2));
     }
 }

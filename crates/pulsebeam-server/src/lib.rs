@@ -17,7 +17,7 @@
 //! - **Projects are apart.** Mailboxes are keyed by project, so equal group and peer ids in two
 //!   projects never meet.
 //! - **Everything is bounded.** Body and payload size, mailbox depth, message age, connections
-//!   per peer and per project, calls per token, long-poll wait, token cache: each configurable,
+//!   per peer and per project, calls per peer, long-poll wait, token cache: each configurable,
 //!   each overflow answered with `resource_exhausted` (transient, retried by the client) or
 //!   `invalid_argument` (a request that can never succeed).
 //!
@@ -40,6 +40,7 @@
 
 mod auth;
 mod config;
+mod limiter;
 mod metrics;
 pub mod proto;
 mod server;
