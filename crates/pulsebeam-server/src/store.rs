@@ -10,8 +10,9 @@
 //! A *peer* is `(project, group, peer)`. It has up to `max_connections_per_peer`
 //! *connections*, one per conn id (a browser page), each with a FIFO mailbox. A connection is
 //! *live* while it is polling or has polled within `connection_idle_secs`. Messages sent to
-//! conn id 0 (discovery) go to the peer's most recently active live connection, or, when none
-//! is live, wait in the peer's discovery queue and go to the first connection that polls.
+//! conn id 0 (discovery) go to the connection of the peer that has a poll in flight (the newest
+//! such poll), or, when none has, wait in the peer's discovery queue for whichever connection
+//! polls next (a page reload: the old page stopped polling, the new one polls soon after).
 //! Messages sent to a conn id that has never polled open its mailbox, so a reply sent before
 //! the receiver's first poll still arrives. Every message carries a per-peer sequence number,
 //! so what one sender sends to one receiver is delivered in order, also when discovery and
@@ -483,11 +484,13 @@ impl MemoryStore {
             envelope,
         };
         let target = if conn_id == 0 {
+            // Only a connection with a poll in flight is sure to be there: one that polled a
+            // moment ago may be a page that just reloaded, whose successor must get the Join.
             peer.conns
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.is_live(now, self.idle))
-                .max_by_key(|(_, c)| (c.polls > 0, c.last_activity()))
+                .filter(|(_, c)| c.polls > 0)
+                .max_by_key(|(_, c)| c.last_activity())
                 .map(|(i, _)| i)
         } else {
             Some(self.conn_index(peer, dst.project, conn_id, now, true)?)
@@ -810,15 +813,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn discovery_prefers_the_polling_connection_and_skips_idle_ones() {
+    async fn discovery_goes_to_a_poll_in_flight_or_waits_for_the_next_poll() {
         let s = store(|l| l.connection_idle_secs = 15);
+        // Conn 100 polled a moment ago but has no poll in flight (its page is reloading): the
+        // Join waits for whichever connection polls next, here the new page's conn 200.
         s.poll(addr("bob"), 100, NOW).await.unwrap();
-        tokio::time::advance(Duration::from_secs(16)).await;
-        // Conn 100 is idle now: discovery waits for the next poll instead.
+        tokio::time::advance(Duration::from_millis(50)).await;
         s.deliver(addr("bob"), 0, envelope("a")).await.unwrap();
+        tokio::time::advance(Duration::from_millis(100)).await;
         let got = s.poll(addr("bob"), 200, NOW).await.unwrap();
         assert_eq!(texts(&got), [b"a"]);
+        assert!(s.poll(addr("bob"), 100, NOW).await.unwrap().is_empty());
 
+        // With a poll in flight, discovery goes to it at once.
         let poll = tokio::spawn({
             let s = Arc::clone(&s);
             async move { s.poll(addr("bob"), 300, LONG).await }
