@@ -22,8 +22,9 @@ use tokio::sync::watch;
 
 use crate::auth::{failure_kind, Authenticator, Identity};
 use crate::config::{Config, ConfigError};
+use crate::limiter::CallLimiter;
 use crate::metrics::{Method, Metrics};
-use crate::proto::{PrepareReq, RecvReq, SendReq, SendResp};
+use crate::proto::{PrepareReq, RecvReq, SendResp};
 use crate::store::{MailboxStore, MemoryStore};
 use crate::tunnel;
 use crate::twirp::{Code, TwirpError};
@@ -36,6 +37,7 @@ pub(crate) struct State {
     pub(crate) auth: Authenticator,
     pub(crate) store: Arc<dyn MailboxStore>,
     pub(crate) metrics: Metrics,
+    pub(crate) limiter: CallLimiter,
     pub(crate) shutdown: watch::Sender<bool>,
     cors: Cors,
 }
@@ -100,8 +102,8 @@ impl ServerBuilder {
             self.clock,
             limits.token_leeway_secs,
             limits.token_cache_capacity,
-            limits.rate_burst,
         );
+        let limiter = CallLimiter::new(limits.rate_per_sec, limits.rate_burst);
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new(limits, config.projects.len())));
@@ -113,6 +115,7 @@ impl ServerBuilder {
                 auth,
                 store,
                 metrics: Metrics::default(),
+                limiter,
                 shutdown,
                 cors,
             }),
@@ -238,6 +241,8 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_timeout_secs))
+        // Bounds the request head (431 beyond); validated to be at least hyper's minimum.
+        .max_buf_size(limits.max_header_bytes.max(crate::config::MIN_HEADER_BYTES))
         .keep_alive(true);
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_open_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -503,15 +508,21 @@ async fn handle(state: &State, method: Method, request: Request) -> Result<Respo
     }
     let identity = authenticate(state, request.headers())?;
     let limits = &state.config.limits;
-    if !identity.take_call(limits.rate_per_sec, limits.rate_burst) {
+    let peer = (
+        identity.project,
+        Arc::clone(&identity.group),
+        Arc::clone(&identity.peer),
+    );
+    if !state.limiter.take(&peer) {
         return Err(TwirpError::new(
             Code::ResourceExhausted,
             format!(
-                "rate limit of {} calls per second exceeded; slow down and retry",
+                "rate limit of {} calls per second for this peer exceeded; slow down and retry",
                 limits.rate_per_sec
             ),
         ));
     }
+    refuse_declared_oversize(request.headers(), limits.max_body_bytes)?;
     let body = read_body(
         request.into_body(),
         limits.max_body_bytes,
@@ -524,8 +535,11 @@ async fn handle(state: &State, method: Method, request: Request) -> Result<Respo
             Ok(encoding.encode(&tunnel::prepare(state, &identity)))
         }
         Method::Send => {
-            let request: SendReq = encoding.decode(&body)?;
-            tunnel::send(state, &identity, request).await?;
+            let message = match encoding {
+                Encoding::Protobuf => tunnel::message_of_protobuf(body)?,
+                Encoding::Json => tunnel::message_of_json(encoding.decode(&body)?)?,
+            };
+            tunnel::send(state, &identity, message).await?;
             Ok(encoding.encode(&SendResp {}))
         }
         Method::Recv => {
@@ -549,15 +563,29 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Result<Arc<Identity>, Twi
     })
 }
 
+fn body_too_large(limit: usize) -> TwirpError {
+    TwirpError::new(
+        Code::InvalidArgument,
+        format!("the request body is larger than the {limit} bytes allowed; send smaller messages"),
+    )
+}
+
+/// Refuses at once a body whose declared `Content-Length` exceeds `limit`, instead of waiting
+/// for a body that will be refused anyway (a retryable timeout would make the client send it
+/// again). An unparsable length is the HTTP stack's to refuse.
+fn refuse_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(), TwirpError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit as u64 => Err(body_too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
 async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, TwirpError> {
-    let too_large = || {
-        TwirpError::new(
-            Code::InvalidArgument,
-            format!(
-                "the request body is larger than the {limit} bytes allowed; send smaller messages"
-            ),
-        )
-    };
+    let too_large = || body_too_large(limit);
     let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
         .map_err(|_| {

@@ -60,19 +60,63 @@ pub(crate) fn prepare(state: &State, identity: &Identity) -> PrepareResp {
     PrepareResp { ice_servers }
 }
 
-/// `Send`: checks identity, ids, payload size and policy, then queues the message.
+/// `SendReq` as the server reads it: the message's bytes exactly as sent. Every occurrence of
+/// field 1 is kept; protobuf merges repeated occurrences of a message field, which is the same
+/// as reading their concatenation, so relaying the concatenation changes nothing.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawSendReq {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    msg: Vec<Bytes>,
+}
+
+/// What the server checks of a `Message`: the routing header, and the payload's size. Every
+/// other field, known or not, is skipped here and relayed untouched.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MessageHead {
+    #[prost(message, optional, tag = "1")]
+    header: Option<proto::MessageHeader>,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    payload: Vec<Bytes>,
+}
+
+fn missing_msg() -> TwirpError {
+    TwirpError::new(
+        Code::InvalidArgument,
+        "SendReq.msg is missing; send a Message",
+    )
+}
+
+/// The `Message` of a protobuf `SendReq` body, as the bytes the client sent.
+pub(crate) fn message_of_protobuf(body: Bytes) -> Result<Bytes, TwirpError> {
+    let request = RawSendReq::decode(body).map_err(|_| {
+        TwirpError::new(Code::Malformed, "the body is not a valid protobuf SendReq")
+    })?;
+    match request.msg.len() {
+        0 => Err(missing_msg()),
+        1 => Ok(request.msg.into_iter().next().unwrap_or_default()),
+        _ => Ok(Bytes::from(request.msg.concat())),
+    }
+}
+
+/// The `Message` of a JSON `SendReq`, encoded as protobuf for storage. JSON carries only the
+/// fields the server knows, so this is the one place a message is re-encoded.
+pub(crate) fn message_of_json(request: SendReq) -> Result<Bytes, TwirpError> {
+    request
+        .msg
+        .map(|msg| Bytes::from(msg.encode_to_vec()))
+        .ok_or_else(missing_msg)
+}
+
+/// `Send`: checks identity, ids, payload size and policy, then queues `message` (a protobuf
+/// `Message`) byte for byte as it came.
 pub(crate) async fn send(
     state: &State,
     identity: &Identity,
-    request: SendReq,
+    message: Bytes,
 ) -> Result<(), TwirpError> {
-    let message = request.msg.ok_or_else(|| {
-        TwirpError::new(
-            Code::InvalidArgument,
-            "SendReq.msg is missing; send a Message",
-        )
-    })?;
-    let header = message.header.as_ref().ok_or_else(|| {
+    let head = MessageHead::decode(message.clone())
+        .map_err(|_| TwirpError::new(Code::Malformed, "msg is not a valid protobuf Message"))?;
+    let header = head.header.as_ref().ok_or_else(|| {
         TwirpError::new(
             Code::InvalidArgument,
             "msg.header is missing; set header.src and header.dst",
@@ -102,10 +146,7 @@ pub(crate) async fn send(
             ),
         ));
     }
-    let payload_len = message
-        .payload
-        .as_ref()
-        .map_or(0, prost::Message::encoded_len);
+    let payload_len: usize = head.payload.iter().map(Bytes::len).sum();
     let max_payload = state.config.limits.max_payload_bytes;
     if payload_len > max_payload {
         return Err(TwirpError::new(
@@ -126,7 +167,7 @@ pub(crate) async fn send(
     let envelope = Envelope {
         src_group: Arc::clone(&identity.group),
         src_peer: Arc::clone(&identity.peer),
-        message: Bytes::from(message.encode_to_vec()),
+        message,
     };
     let dst_addr = PeerAddr {
         project: ProjectId(identity.project),
@@ -257,4 +298,65 @@ fn check_id(id: &str, field: &str) -> Result<(), TwirpError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field(number: u32, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(value.len() as u64, &mut out);
+        out.extend_from_slice(value);
+        out
+    }
+
+    proptest! {
+        /// Whatever the body, reading a `SendReq` answers a message or a Twirp error, and a
+        /// message read is one whose head the relay can check or refuse, never a panic.
+        #[test]
+        fn arbitrary_send_bodies_are_read_or_refused(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            match message_of_protobuf(Bytes::from(body)) {
+                Ok(message) => {
+                    let _ = MessageHead::decode(message);
+                }
+                Err(err) => prop_assert!(matches!(err.code, Code::Malformed | Code::InvalidArgument), "{err}"),
+            }
+        }
+
+        /// A message's bytes, unknown fields and all, come out of the request exactly as they
+        /// went in, also when split over several occurrences of the field.
+        #[test]
+        fn the_message_is_taken_byte_for_byte(
+            header in proptest::collection::vec(any::<u8>(), 0..16),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            unknown_number in 3u32..1000,
+            unknown in proptest::collection::vec(any::<u8>(), 0..32),
+            split in any::<bool>(),
+        ) {
+            let message: Vec<u8> = [field(1, &header), field(2, &payload), field(unknown_number, &unknown)].concat();
+            let body = if split {
+                let (a, b) = message.split_at(message.len() / 2);
+                // Arbitrary halves are not whole fields, but their concatenation is the message.
+                [field(1, a), field(1, b)].concat()
+            } else {
+                field(1, &message)
+            };
+            let taken = message_of_protobuf(Bytes::from(body)).unwrap();
+            prop_assert_eq!(taken.as_ref(), message.as_slice());
+            let head = MessageHead::decode(taken);
+            if let Ok(head) = head {
+                prop_assert_eq!(head.payload.iter().map(Bytes::len).sum::<usize>(), payload.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_send_request_without_a_message_says_so() {
+        let err = message_of_protobuf(Bytes::new()).unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument);
+        assert!(err.msg.contains("msg is missing"));
+    }
 }

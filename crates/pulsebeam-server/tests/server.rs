@@ -208,6 +208,40 @@ async fn http(
     }
 }
 
+/// Writes `request` on a fresh connection and reads the answer's head and body as text (the
+/// server closes or answers; reading stops at the first complete answer or after 2 s idle).
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before all of an oversized request is written.
+    let _ = socket.write_all(request).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                out.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&out);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A Twirp call with a protobuf body.
 async fn call(addr: SocketAddr, method: &str, token: Option<&str>, body: Vec<u8>) -> Reply {
     let auth = token.map(|t| format!("Bearer {t}"));
@@ -515,14 +549,152 @@ mod relay {
 
     #[tokio::test]
     async fn an_idle_poll_answers_empty_after_the_bounded_wait() {
-        let h = Harness::start_with(|c| c.limits.poll_timeout_ms = 100).await;
+        let h = Harness::start_with(|c| c.limits.poll_timeout_ms = 300).await;
         let alice = h.peer("room", "alice", 100);
+        let started = std::time::Instant::now();
         let reply = alice.recv_reply().await;
+        let waited = started.elapsed();
         assert_eq!(reply.status, StatusCode::OK);
         assert!(
             reply.body.is_empty(),
             "RecvResp.empty is a zero-length body"
         );
+        // It held the poll open for the whole wait rather than answering at once.
+        assert!(
+            waited >= Duration::from_millis(290),
+            "answered after {waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_join_sent_while_the_receiver_reloads_reaches_the_new_page() {
+        use tokio::io::AsyncWriteExt as _;
+        let h = Harness::start_with(|c| c.limits.poll_timeout_ms = 5_000).await;
+        let alice = h.peer("room", "alice", 100);
+        let old_page = h.peer("room", "bob", 200);
+        // Bob's old page has a Recv in flight on its own TCP connection ...
+        let body = RecvReq {
+            src: Some(old_page.info.clone()),
+        }
+        .encode_to_vec();
+        let head = format!(
+            "POST /twirp/pulsebeam.v1.Tunnel/Recv HTTP/1.1\r\nhost: x\r\ncontent-type: application/protobuf\r\nauthorization: Bearer {}\r\ncontent-length: {}\r\n\r\n",
+            old_page.token,
+            body.len()
+        );
+        let mut socket = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(&body).await.unwrap();
+        wait_polling(h.addr, 1).await;
+        // ... and the reload aborts it.
+        drop(socket);
+        wait_polling(h.addr, 0).await;
+        // Alice calls bob before the new page's first Recv: one Join, to conn 0.
+        alice
+            .send_ok(&info("room", "bob", 0), 0, false, join())
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let new_page = h.peer("room", "bob", 300);
+        let got = new_page.recv().await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(payload_of(&got[0]), &join());
+        assert_eq!(src_of(&got[0]), &alice.info);
+    }
+
+    /// Appends field `number` as a length-delimited unknown field to an encoded message.
+    fn with_unknown(mut encoded: Vec<u8>, number: u32, value: &[u8]) -> Vec<u8> {
+        prost::encoding::encode_key(
+            number,
+            prost::encoding::WireType::LengthDelimited,
+            &mut encoded,
+        );
+        prost::encoding::encode_varint(value.len() as u64, &mut encoded);
+        encoded.extend_from_slice(value);
+        encoded
+    }
+
+    /// A `SendReq` whose message is given as its raw protobuf bytes.
+    fn send_req_of(message: &[u8]) -> Vec<u8> {
+        with_unknown(Vec::new(), 1, message)
+    }
+
+    #[tokio::test]
+    async fn payloads_are_relayed_byte_for_byte_with_unknown_fields_and_kinds() {
+        let h = Harness::start().await;
+        let alice = h.peer("room", "alice", 100);
+        let bob = h.peer("room", "bob", 200);
+        let header = MessageHeader {
+            src: Some(alice.info.clone()),
+            dst: Some(bob.info.clone()),
+            seqnum: 1,
+            reliable: true,
+        }
+        .encode_to_vec();
+        let known_payload = MessagePayload {
+            payload_type: Some(offer("v=0")),
+        }
+        .encode_to_vec();
+        let payloads = [
+            // A payload with a field this server does not know (15) beside a known kind.
+            with_unknown(known_payload.clone(), 15, b"newer client"),
+            // A payload kind this server does not know: oneof member 5.
+            with_unknown(Vec::new(), 5, &with_unknown(Vec::new(), 1, b"x")),
+        ];
+        let mut sent = Vec::new();
+        for payload in &payloads {
+            // The header, the payload, and an unknown field of Message itself.
+            let message = with_unknown(
+                with_unknown(with_unknown(Vec::new(), 1, &header), 2, payload),
+                9,
+                b"message extension",
+            );
+            let reply = call(h.addr, "Send", Some(&alice.token), send_req_of(&message)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            sent.push(message);
+        }
+        let reply = bob.recv_reply().await;
+        assert_eq!(reply.status, StatusCode::OK);
+        // RecvResp is `repeated Message msgs = 1`: exactly the bytes alice sent, in order.
+        let expected: Vec<u8> = sent.iter().flat_map(|m| send_req_of(m)).collect();
+        assert_eq!(reply.body.as_ref(), expected.as_slice());
+
+        // A JSON receiver gets what JSON can carry: the fields this server knows.
+        alice.send_ok(&bob.info, 2, true, offer("v=0 again")).await;
+        let bytes = with_unknown(known_payload, 15, b"dropped for JSON");
+        let message = with_unknown(with_unknown(Vec::new(), 1, &header), 2, &bytes);
+        let reply = call(h.addr, "Send", Some(&alice.token), send_req_of(&message)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let auth = format!("Bearer {}", bob.token);
+        let reply = http(
+            h.addr,
+            "POST",
+            "/twirp/pulsebeam.v1.Tunnel/Recv",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
+            br#"{"src":{"groupId":"room","peerId":"bob","connId":200}}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let msgs = json["msgs"].as_array().unwrap();
+        assert_eq!(msgs.len(), 2, "{json}");
+        assert_eq!(msgs[1]["payload"]["signal"]["sdp"]["sdp"], "v=0");
+        assert!(!reply.body.windows(7).any(|w| w == b"dropped"));
+    }
+
+    #[tokio::test]
+    async fn a_large_multi_track_offer_is_relayed() {
+        let h = Harness::start().await;
+        let alice = h.peer("room", "alice", 100);
+        let bob = h.peer("room", "bob", 200);
+        // Four times Chromium's measured audio + 3 video + data channel offer (13.8 kB).
+        let sdp = "a=ssrc-group:SIM 1 2 3\r\n".repeat(4 * 13_800 / 25);
+        alice.send_ok(&bob.info, 1, true, offer(&sdp)).await;
+        let got = bob.recv().await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(payload_of(&got[0]), &offer(&sdp));
     }
 }
 
@@ -855,6 +1027,94 @@ mod limits {
         assert_eq!(reply.status, StatusCode::OK);
     }
 
+    #[tokio::test]
+    async fn the_rate_limit_holds_with_the_token_cache_off_and_fresh_tokens() {
+        let h = Harness::start_with(|c| {
+            c.limits.token_cache_capacity = 0;
+            c.limits.rate_per_sec = 1;
+            c.limits.rate_burst = 3;
+        })
+        .await;
+        let mut codes = Vec::new();
+        for i in 0..6u64 {
+            // A fresh token per call (another ttl gives another token) does not refill the
+            // peer's budget, nor does the cache being off.
+            let token = mint(
+                &h.app(),
+                "room",
+                "alice",
+                Some(PeerPolicy::allow_all()),
+                600 + i,
+            );
+            let reply = call(h.addr, "Prepare", Some(&token), Vec::new()).await;
+            codes.push(if reply.status.is_success() {
+                "ok".to_owned()
+            } else {
+                reply.code()
+            });
+        }
+        assert_eq!(&codes[..3], &["ok"; 3], "{codes:?}");
+        assert!(
+            codes[3..].iter().all(|c| c == "resource_exhausted"),
+            "{codes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn request_heads_are_bounded() {
+        let h = Harness::start_with(|c| c.limits.max_header_bytes = 16 * 1024).await;
+        let alice = h.peer("room", "alice", 100);
+        let auth = format!("Bearer {}", alice.token);
+        let fits = "a".repeat(10 * 1024);
+        let reply = http(
+            h.addr,
+            "POST",
+            "/twirp/pulsebeam.v1.Tunnel/Prepare",
+            &[
+                ("content-type", "application/protobuf"),
+                ("authorization", &auth),
+                ("x-padding", &fits),
+            ],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let too_much = "a".repeat(20 * 1024);
+        let reply = raw_exchange(
+            h.addr,
+            format!("POST /twirp/pulsebeam.v1.Tunnel/Prepare HTTP/1.1\r\nhost: x\r\nx-padding: {too_much}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+        // The server keeps serving.
+        let reply = call(h.addr, "Prepare", Some(&alice.token), Vec::new()).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_declared_oversize_body_is_refused_at_once() {
+        let h = Harness::start_with(|c| {
+            c.limits.max_body_bytes = 4096;
+            c.limits.max_payload_bytes = 2048;
+            c.limits.body_timeout_secs = 60;
+        })
+        .await;
+        let alice = h.peer("room", "alice", 100);
+        let head = format!(
+            "POST /twirp/pulsebeam.v1.Tunnel/Send HTTP/1.1\r\nhost: x\r\ncontent-type: application/protobuf\r\nauthorization: Bearer {}\r\ncontent-length: 10000000\r\n\r\n",
+            alice.token
+        );
+        // No body follows: the answer must not wait for it (the body timeout is 60 s).
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            raw_exchange(h.addr, head.as_bytes()),
+        )
+        .await
+        .expect("the server waited for a body it will refuse");
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+        assert!(reply.contains("\"code\":\"invalid_argument\""), "{reply}");
+        assert!(reply.contains("4096"), "{reply}");
+    }
     #[tokio::test]
     async fn connections_per_peer_are_bounded() {
         let h = Harness::start_with(|c| {
