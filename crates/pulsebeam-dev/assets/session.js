@@ -5,19 +5,26 @@ import { SdpKind } from './proto.js';
 
 const KIND_TO_TYPE = { [SdpKind.OFFER]: 'offer', [SdpKind.ANSWER]: 'answer', [SdpKind.PRANSWER]: 'pranswer', [SdpKind.ROLLBACK]: 'rollback' };
 const TYPE_TO_KIND = { offer: SdpKind.OFFER, answer: SdpKind.ANSWER, pranswer: SdpKind.PRANSWER, rollback: SdpKind.ROLLBACK };
+// Three layers of one video track, full, half and quarter resolution (`simulcast=1`).
+const SIMULCAST_ENCODINGS = [
+  { rid: 'f' },
+  { rid: 'h', scaleResolutionDownBy: 2 },
+  { rid: 'q', scaleResolutionDownBy: 4 },
+];
 
 /**
  * Events: `state` (detail: { state, text }), `chat` (detail: text), `track` (detail: MediaStream),
  * `note` (detail: text, something worth showing that is not a state change).
  */
 export class Session extends EventTarget {
-  constructor(tunnel, stream, { iceServers, relayOnly, localStream }) {
+  constructor(tunnel, stream, { iceServers, relayOnly, localStream, simulcast = false, allCodecs = false }) {
     super();
     this.stream = stream;
     this.remote = stream.remote;
     this.name = stream.remote.peerId;
     this.polite = tunnel.info.connId < stream.remote.connId;
     this.relayOnly = relayOnly;
+    this.allCodecs = allCodecs;
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.settingRemoteAnswer = false;
@@ -37,7 +44,13 @@ export class Session extends EventTarget {
     this.chat.onmessage = (event) => this.dispatchEvent(new CustomEvent('chat', { detail: String(event.data) }));
 
     if (localStream) {
-      for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
+      for (const track of localStream.getTracks()) {
+        if (simulcast && track.kind === 'video') {
+          pc.addTransceiver(track, { direction: 'sendrecv', streams: [localStream], sendEncodings: SIMULCAST_ENCODINGS });
+        } else {
+          pc.addTrack(track, localStream);
+        }
+      }
     } else if (!this.polite) {
       // Without a camera the offering side still asks for the other's video. The answering
       // side adds nothing: the offer's m-line brings its receiver (an extra transceiver of its
@@ -130,7 +143,7 @@ export class Session extends EventTarget {
   async negotiate() {
     try {
       this.makingOffer = true;
-      preferCompactCodecs(this.pc);
+      if (!this.allCodecs) preferCompactCodecs(this.pc);
       await this.pc.setLocalDescription();
       this.sendDescription(this.pc.localDescription);
     } catch (err) {
@@ -163,7 +176,7 @@ export class Session extends EventTarget {
         await this.pc.setRemoteDescription(description);
         this.settingRemoteAnswer = false;
         if (type === 'offer') {
-          preferCompactCodecs(this.pc);
+          if (!this.allCodecs) preferCompactCodecs(this.pc);
           await this.pc.setLocalDescription();
           this.sendDescription(this.pc.localDescription);
         }
