@@ -205,6 +205,12 @@ test('a call with audio, three simulcast video tracks and every codec connects',
     };
     const sizes = [...(await sdpSizes(alice)), ...(await sdpSizes(bob))];
     t.diagnostic(`descriptions sent (bytes of SDP): ${sizes.join(', ')}`);
+    const mLines = await alice.evaluate(() => {
+      const [entry] = [...window.pulsebeamDemo.sessions.values()];
+      const kinds = (entry?.session.pc.localDescription?.sdp.match(/^m=\w+/gm) ?? []).map((m) => m.slice(2));
+      return Object.entries(kinds.reduce((n, k) => ({ ...n, [k]: (n[k] ?? 0) + 1 }), {})).map(([k, n]) => `${n} ${k}`);
+    });
+    t.diagnostic(`m-lines of the final negotiation: ${mLines.join(', ')}`);
     const largest = Math.max(...sizes.map((s) => Number(s.split(' ')[1])));
     assert.ok(largest > 10 * 1024, `a description above 10 kB went through (largest ${largest} bytes): ${sizes}`);
 
