@@ -107,7 +107,7 @@ function onStream(stream, options) {
     // The peer this page calls left (a reload says Bye, then comes back with a new connection):
     // call it again, as an app using @pulsebeam/peer does with peer.connect().
     const remote = stream.remote;
-    if (state === 'closed' && calling && remote.groupId === calling.groupId && remote.peerId === calling.peerId && !tunnel.closed) {
+    if (state === 'closed' && session.endReason === 'bye' && calling && remote.groupId === calling.groupId && remote.peerId === calling.peerId && !tunnel.closed) {
       log(`${calling.peerId} left; calling ${calling.peerId} again`);
       tunnel.connect(calling.groupId, calling.peerId);
     }

@@ -32,6 +32,7 @@ export class Session extends EventTarget {
     this.candidateErrors = [];
     this.localCandidates = 0;
     this.closed = false;
+    this.endReason = null;
 
     const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relayOnly ? 'relay' : 'all' });
     this.pc = pc;
@@ -109,6 +110,7 @@ export class Session extends EventTarget {
     });
     stream.addEventListener('close', (event) => {
       const { reason, error } = event.detail;
+      this.endReason = reason; // 'bye': the remote left; 'timeout'; 'closed': we ended it
       if (reason === 'bye') this.finish('closed', `${this.name} left`);
       else if (reason === 'timeout') this.finish('failed', `${this.name} stopped answering: ${error?.message ?? 'no acknowledgement'}`);
       else this.finish('closed', `session with ${this.name} closed`);
