@@ -221,8 +221,9 @@ export class Session extends EventTarget {
   }
 }
 
-// The server bounds a signaling payload to 10 kB, and an SDP listing every codec Chromium has
-// comes close to it. Video here is a demo: VP8 (and its retransmissions) is enough everywhere.
+// An SDP listing every codec Chromium has costs about 4 kB per video track (e2e/README.md has
+// measurements), and the server bounds a signaling payload. Video here is a demo: VP8 (and its
+// retransmissions) is enough everywhere; `codecs=all` offers everything, as real apps do.
 function preferCompactCodecs(pc) {
   const capabilities = globalThis.RTCRtpReceiver?.getCapabilities?.('video');
   if (!capabilities) return;
