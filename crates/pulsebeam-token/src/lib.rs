@@ -14,8 +14,9 @@
 //!   says, and verifies with strict Ed25519 (canonical encodings, no small-order keys), so
 //!   algorithm confusion (`none`, HMAC with a public key) is impossible by construction.
 //! - **Bounded, typed, total.** Input is bounded before it is decoded
-//!   ([`DEFAULT_MAX_TOKEN_LEN`]), base64url must be canonical, duplicate claims are refused, and
-//!   every failure is a typed [`VerifyError`]; no input panics. The signature is checked before the
+//!   ([`DEFAULT_MAX_TOKEN_LEN`]), base64url must be canonical, a member name may appear only once
+//!   (in the header, the claims and the allow policy alike, so no two readers can disagree on
+//!   what a token says), and every failure is a typed [`VerifyError`]; no input panics. The signature is checked before the
 //!   claims are parsed. Messages never contain secret or token bytes.
 //! - **Time is injected.** Minting and verification read a [`Clock`]; `exp` is required, `nbf`
 //!   honoured, both with a small leeway ([`DEFAULT_LEEWAY_SECS`]).
