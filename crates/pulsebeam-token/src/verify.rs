@@ -89,12 +89,14 @@ impl VerifiedClaims {
 ///
 /// Checks, in order: length bound; three base64url segments; header JSON with `alg` exactly
 /// `EdDSA` and a known `kid`; strict Ed25519 signature; then the claims (`exp` required, `nbf`
-/// honoured, ids and patterns valid, unknown claims ignored).
+/// honoured, ids and patterns valid, unknown claims ignored, no member name twice) and, when a
+/// maximum lifetime is set, how far ahead `exp` lies.
 #[derive(Clone)]
 pub struct Verifier {
     keys: KeySet,
     leeway_secs: u64,
     max_token_len: usize,
+    max_lifetime_secs: Option<u64>,
     clock: DynClock,
 }
 
@@ -105,6 +107,7 @@ impl Verifier {
             keys,
             leeway_secs: DEFAULT_LEEWAY_SECS,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            max_lifetime_secs: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -123,6 +126,16 @@ impl Verifier {
         self
     }
 
+    /// Refuses tokens whose `exp` lies more than `secs` (plus the leeway) ahead of the current
+    /// time, with [`VerifyError::LifetimeTooLong`]. Tokens cannot be revoked, so this bounds how
+    /// long a leaked token stays usable, whatever lifetime it was minted with. No cap by default:
+    /// the original SDK minted tokens with any `exp`.
+    #[must_use]
+    pub fn with_max_lifetime(mut self, secs: u64) -> Self {
+        self.max_lifetime_secs = Some(secs);
+        self
+    }
+
     /// Replaces the clock.
     #[must_use]
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
@@ -138,6 +151,11 @@ impl Verifier {
     /// The leeway in seconds.
     pub fn leeway_secs(&self) -> u64 {
         self.leeway_secs
+    }
+
+    /// The maximum lifetime in seconds, if one is set.
+    pub fn max_lifetime_secs(&self) -> Option<u64> {
+        self.max_lifetime_secs
     }
 
     /// Verifies `token` at the clock's current time.
@@ -176,6 +194,17 @@ impl Verifier {
                 return Err(VerifyError::NotYetValid { nbf, now: now_unix });
             }
         }
+        if let Some(max_lifetime) = self.max_lifetime_secs {
+            let max_exp = now_unix
+                .saturating_add(max_lifetime)
+                .saturating_add(self.leeway_secs);
+            if claims.expires_at > max_exp {
+                return Err(VerifyError::LifetimeTooLong {
+                    exp: claims.expires_at,
+                    max_exp,
+                });
+            }
+        }
         Ok(claims)
     }
 }
@@ -186,6 +215,7 @@ impl fmt::Debug for Verifier {
             .field("keys", &self.keys)
             .field("leeway_secs", &self.leeway_secs)
             .field("max_token_len", &self.max_token_len)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
             .field("clock", &ClockDebug)
             .finish()
     }
