@@ -1343,6 +1343,125 @@ mod verify {
         );
     }
 
+    /// Signs raw header and payload bytes with the vector key, as any key holder could.
+    fn sign_bytes(header: &[u8], payload: &[u8]) -> String {
+        sign_segments(&b64(header), &b64(payload))
+    }
+
+    /// Signs the given (possibly non-canonical) base64url segments with the vector key.
+    fn sign_segments(header: &str, payload: &str) -> String {
+        use ed25519_dalek::Signer as _;
+        let seed: [u8; 32] = (0..32)
+            .map(|i| u8::from_str_radix(&SECRET[3 + 2 * i..5 + 2 * i], 16).unwrap())
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let input = format!("{header}.{payload}");
+        format!("{input}.{}", b64(&key.sign(input.as_bytes()).to_bytes()))
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn the_reason_is_the_same_with_and_without_kid() {
+        const HEADER: &str = r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c"}"#;
+        let good = mint(1_000_000, 3600, &[]);
+        let [h, p, s]: [&str; 3] = good.split('.').collect::<Vec<_>>().try_into().unwrap();
+        let payload = |exp: &str, extra: &str| {
+            format!(
+                r#"{{"exp":{exp},"gid":"g","pid":"p","ap":{{"group_id":"*","peer_id":"*"}}{extra}}}"#
+            )
+        };
+        let non_utf8 = {
+            // An unknown member whose string holds a byte that is not UTF-8.
+            let mut bytes = payload("9999999999", "").into_bytes();
+            bytes.pop();
+            bytes.extend_from_slice(b",\"x\":\"a");
+            bytes.extend_from_slice(&[0xff]);
+            bytes.extend_from_slice(b"\"}");
+            bytes
+        };
+        let deep = format!(",\"x\":{}{}", "[".repeat(200), "]".repeat(200));
+        // (what, token, how `verify` must answer, with and without --kid alike)
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "truncated signature",
+                format!("{h}.{p}.{}", &s[..85]),
+                "rejected: malformed token: signature",
+            ),
+            (
+                "padded signature",
+                format!("{h}.{p}.{s}=="),
+                "rejected: malformed token: signature",
+            ),
+            (
+                "padded payload, signed as sent",
+                sign_segments(&b64(HEADER.as_bytes()), &format!("{}=", b64(payload("9999999999", "").as_bytes()))),
+                "rejected: malformed token: payload",
+            ),
+            (
+                "trailing garbage",
+                format!("{good}xyz"),
+                "rejected: malformed token: signature",
+            ),
+            (
+                "a fourth segment",
+                format!("{good}.xyz"),
+                "rejected: malformed token: token",
+            ),
+            (
+                "non-UTF-8 payload",
+                sign_bytes(HEADER.as_bytes(), &non_utf8),
+                "rejected: malformed token: payload: JSON text is not valid UTF-8",
+            ),
+            (
+                "exp 1e999",
+                sign_bytes(HEADER.as_bytes(), payload("1e999", "").as_bytes()),
+                "rejected: malformed token: payload",
+            ),
+            (
+                "duplicate member in ap",
+                sign_bytes(
+                    HEADER.as_bytes(),
+                    br#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"g","peer_id":"x","peer_id":"*"}}"#,
+                ),
+                "rejected: malformed token: payload",
+            ),
+            (
+                "deeply nested unknown claim",
+                sign_bytes(HEADER.as_bytes(), payload("9999999999", &deep).as_bytes()),
+                "valid: peer \"p\" in group \"g\"",
+            ),
+            (
+                "header without kid",
+                sign_bytes(br#"{"alg":"EdDSA"}"#, payload("9999999999", "").as_bytes()),
+                "rejected: token header has no `kid`",
+            ),
+        ];
+        for (what, token, want) in cases {
+            let base = ["verify", "--public-key", PUBLIC, "--now", "1000001"];
+            let with_kid = [&base[..], &["--kid", KEY, &token]].concat();
+            let without_kid = [&base[..], &[token.as_str()]].concat();
+            let a = pulsebeam(&without_kid);
+            let b = pulsebeam(&with_kid);
+            let answer = if a.code == 0 { &a.stdout } else { &a.stderr };
+            assert!(answer.starts_with(want), "{what}: {answer}");
+            assert_eq!(
+                (a.code, &a.stdout, &a.stderr),
+                (b.code, &b.stdout, &b.stderr),
+                "{what}: without --kid, then with it"
+            );
+            let a = pulsebeam(&[&without_kid[..], &["--json"]].concat());
+            let b = pulsebeam(&[&with_kid[..], &["--json"]].concat());
+            assert_eq!(a.stdout, b.stdout, "{what}: --json");
+            assert_ne!(a.json()["code"], "unknown_key_id", "{what}");
+        }
+    }
+
     #[test]
     fn key_sources_and_their_errors() {
         let token = mint(1_000_000, 3600, &[]);

@@ -632,6 +632,23 @@ pub mod dangerous {
         }
     }
 
+    /// The `kid` that `token`'s header names, read exactly as [`Verifier::verify`] reads it (the
+    /// same length bound, segments, base64url, JSON and `alg` rules), without any signature
+    /// check. `Ok(None)` when the header has no `kid`.
+    ///
+    /// For tools that trust one key and take its label from the token: registering the key under
+    /// this `kid` makes [`Verifier::verify`] give the same verdict, for the same reason, as when
+    /// the `kid` is known beforehand. A token this refuses, the verifier refuses with the same
+    /// error.
+    ///
+    /// # Errors
+    ///
+    /// The [`VerifyError`] the verifier gives for this token before it looks up the key.
+    pub fn header_key_id(token: &str) -> Result<Option<String>, VerifyError> {
+        let parts = split(token, DEFAULT_MAX_TOKEN_LEN)?;
+        Ok(parse_header(parts.header)?.kid)
+    }
+
     /// Decodes `token` without verifying it. The length bound of [`DEFAULT_MAX_TOKEN_LEN`]
     /// still applies.
     ///

@@ -124,12 +124,12 @@ fn key_set(args: &VerifyArgs, token: &str) -> Result<KeySet, CliError> {
         context: "cannot use --public-key".to_owned(),
         source,
     })?;
-    // Without --kid the key is pinned, not the label: register it under the token's own kid.
+    // Without --kid the key is pinned, not the label: register it under the token's own kid,
+    // read by the verifier's own header parse. A header it refuses, the verifier then refuses
+    // for the same reason, so the verdict is the one `--kid <that kid>` gives.
     let kid = match &args.kid {
         Some(kid) => Some(kid.clone()),
-        None => dangerous::decode_unverified(token)
-            .ok()
-            .and_then(|decoded| decoded.kid().map(str::to_owned)),
+        None => dangerous::header_key_id(token).ok().flatten(),
     };
     let mut keys = KeySet::new();
     if let Some(kid) = kid {
@@ -152,9 +152,10 @@ fn key_set(args: &VerifyArgs, token: &str) -> Result<KeySet, CliError> {
 fn rejection(error: &VerifyError, token: &str, known: &[String], now: u64) -> String {
     match error {
         VerifyError::UnknownKeyId => {
-            let named = dangerous::decode_unverified(token)
+            let named = dangerous::header_key_id(token)
                 .ok()
-                .and_then(|decoded| decoded.kid().map(|kid| format!("{kid:?}")))
+                .flatten()
+                .map(|kid| format!("{kid:?}"))
                 .unwrap_or_else(|| "an invalid kid".to_owned());
             let mut sorted = known.to_vec();
             sorted.sort();
