@@ -1463,6 +1463,74 @@ mod verify {
     }
 
     #[test]
+    fn max_lifetime_refuses_long_lived_tokens() {
+        let day = 24 * 60 * 60;
+        let token = mint(1_000_000, 2 * day, &[]);
+        let run = pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1000000",
+            "--max-lifetime",
+            "1d",
+            &token,
+        ])
+        .expect(1);
+        assert!(
+            run.stderr.starts_with("rejected: token lifetime too long"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("mint shorter-lived tokens"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains("--max-lifetime accepts expiry up to in 1d"),
+            "{}",
+            run.stderr
+        );
+        let run = pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1000000",
+            "--max-lifetime",
+            "86400",
+            "--json",
+            &token,
+        ])
+        .expect(1);
+        assert_eq!(run.json()["code"], "token_lifetime_too_long");
+        pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1000000",
+            "--max-lifetime",
+            "2d",
+            &token,
+        ])
+        .expect(0);
+        pulsebeam(&["verify", "--public-key", PUBLIC, "--now", "1000000", &token]).expect(0);
+        let run = pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--max-lifetime",
+            "1w",
+            &token,
+        ])
+        .expect(2);
+        assert!(run.stderr.contains("not a duration"), "{}", run.stderr);
+    }
+
+    #[test]
     fn key_sources_and_their_errors() {
         let token = mint(1_000_000, 3600, &[]);
         let dir = tempfile::tempdir().unwrap();
