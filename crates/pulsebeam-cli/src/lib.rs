@@ -188,6 +188,11 @@ impl Session<'_, '_> {
             .transpose()
     }
 
+    /// Reads an environment variable as it is, UTF-8 or not.
+    pub(crate) fn env_os(&self, name: &str) -> Option<OsString> {
+        (self.ctx.env)(name)
+    }
+
     /// The current time: `now` when given (from `--now`), else the context's clock.
     pub(crate) fn now(&self, now: Option<u64>) -> u64 {
         now.unwrap_or_else(|| self.ctx.clock.now_unix())

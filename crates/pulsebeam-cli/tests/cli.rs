@@ -1963,6 +1963,58 @@ mod serve {
         pulsebeam(&["serve"]).expect(2);
     }
 
+    /// Runs `args` with RUST_LOG=info and standard error going to a file, as a service manager
+    /// or `2>log` would, until it has logged something; stops it with SIGTERM and returns the
+    /// raw log bytes.
+    fn logs_to_a_file(args: &[&str], dir: &Path) -> Vec<u8> {
+        let log = dir.join("server.log");
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .env_remove("PULSEBEAM_TURN_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&log).unwrap().len() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("{args:?} did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::read(&log).unwrap()
+    }
+
+    #[test]
+    fn logs_to_a_file_have_no_colour_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let runs: [&[&str]; 2] = [
+            &["serve", "--config", EXAMPLE, "--listen", "127.0.0.1:0"],
+            &["dev", "--port", "0", "--state-dir", state.to_str().unwrap()],
+        ];
+        for args in runs {
+            let log = logs_to_a_file(args, dir.path());
+            let text = String::from_utf8_lossy(&log);
+            assert!(text.contains("INFO"), "{args:?} logged nothing: {text}");
+            assert!(
+                !log.contains(&0x1b),
+                "{args:?} wrote escape codes to a file: {text:?}"
+            );
+        }
+    }
+
     #[test]
     fn serves_until_sigterm_and_stops_cleanly() {
         let mut child = Command::new(BIN)
