@@ -15,6 +15,8 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pulsebeam");
+/// The same program under the original CLI's name.
+const CLI_BIN: &str = env!("CARGO_BIN_EXE_pulsebeam-cli");
 
 /// A finished run of the binary.
 struct Run {
@@ -49,7 +51,12 @@ impl Run {
 
 /// Runs `pulsebeam args…` with no PULSEBEAM_* variables unless given in `env`.
 fn pulsebeam_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
-    let mut command = Command::new(BIN);
+    run_binary(BIN, args, env, stdin)
+}
+
+/// Runs the binary `bin` with `args`, no PULSEBEAM_* variables unless given in `env`.
+fn run_binary(bin: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+    let mut command = Command::new(bin);
     command
         .args(args)
         .env_remove("PULSEBEAM_API_KEY")
@@ -231,6 +238,40 @@ mod parsing {
                     "--random-jti",
                 ],
                 |c| matches!(&c.command, Command::CreateToken(a) if a.peer_id == "ピア🙂" && a.random_jti),
+            ),
+            // The original CLI's order: credentials before the subcommand.
+            (
+                &[
+                    "--api-key",
+                    "k",
+                    "--api-secret",
+                    "s",
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--allow-policy",
+                    "g:p",
+                ],
+                |c| {
+                    c.credentials.api_key.as_deref() == Some("k")
+                        && c.credentials.api_secret.as_deref() == Some("s")
+                        && matches!(&c.command, Command::CreateToken(a)
+                        if a.credentials.api_key.is_none() && a.peer_id == "p")
+                },
+            ),
+            (
+                &[
+                    "--env-file",
+                    ".env",
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                ],
+                |c| c.credentials.env_file.as_deref() == Some(".env".as_ref()),
             ),
             (&["-q", "verify", "--public-key", "ab", "tok"], |c| {
                 c.quiet
@@ -829,6 +870,112 @@ mod create_token {
                 vector["id"]
             );
         }
+    }
+
+    #[test]
+    fn the_original_command_line_works_under_either_name() {
+        let after = [
+            "create-token",
+            "--peer-id",
+            "alice",
+            "--group-id",
+            "room1",
+            "--allow-policy",
+            "room1:alice",
+            "--now",
+            "1000000",
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+        ];
+        let before = [
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+            "create-token",
+            "--peer-id",
+            "alice",
+            "--group-id",
+            "room1",
+            "--allow-policy",
+            "room1:alice",
+            "--now",
+            "1000000",
+        ];
+        let token = pulsebeam(&after).expect(0).stdout;
+        assert_eq!(pulsebeam(&before).expect(0).stdout, token);
+        let original = run_binary(CLI_BIN, &before, &[], None).expect(0);
+        assert_eq!(original.stdout, token);
+        assert_eq!(
+            run_binary(CLI_BIN, &after, &[], None).expect(0).stdout,
+            token
+        );
+        // One flag on each side is fine too.
+        let mixed = [
+            "--api-key",
+            KEY,
+            "create-token",
+            "--api-secret",
+            SECRET,
+            "--peer-id",
+            "alice",
+            "--group-id",
+            "room1",
+            "--allow-policy",
+            "room1:alice",
+            "--now",
+            "1000000",
+        ];
+        assert_eq!(pulsebeam(&mixed).expect(0).stdout, token);
+        pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1000001",
+            token.trim(),
+        ])
+        .expect(0);
+        // So is an env file named before the subcommand.
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env");
+        std::fs::write(
+            &env,
+            format!("PULSEBEAM_API_KEY={KEY}\nPULSEBEAM_API_SECRET={SECRET}\n"),
+        )
+        .unwrap();
+        let from_file = [&["--env-file", env.to_str().unwrap()][..], &after[..9]].concat();
+        assert_eq!(pulsebeam(&from_file).expect(0).stdout, token);
+
+        // The help of the second name calls itself by that name.
+        let help = run_binary(CLI_BIN, &["--help"], &[], None).expect(0);
+        assert!(
+            help.stdout.contains("Usage: pulsebeam-cli"),
+            "{}",
+            help.stdout
+        );
+        assert!(help.stdout.contains("--api-key"), "{}", help.stdout);
+
+        // A flag given on both sides, or before another subcommand, is an error naming it.
+        let twice = [&["--api-key", KEY][..], &after[..]].concat();
+        let run = pulsebeam(&twice).expect(2);
+        assert!(
+            run.stderr
+                .starts_with("error: --api-key given both before and after the subcommand"),
+            "{}",
+            run.stderr
+        );
+        let run = pulsebeam(&["--api-secret", SECRET, "keygen"]).expect(2);
+        assert!(
+            run.stderr
+                .starts_with("error: --api-secret before the subcommand is for create-token only"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains(&SECRET[3..]), "{}", run.stderr);
+        assert!(run.stdout.is_empty());
     }
 
     #[test]
