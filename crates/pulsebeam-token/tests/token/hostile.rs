@@ -296,3 +296,48 @@ fn duplicate_members_are_refused_everywhere() {
     let typed = r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c","typ":"JWT"}"#;
     assert!(v.verify(&sign(typed, PAYLOAD)).is_ok());
 }
+
+#[test]
+fn header_key_id_reads_the_header_as_the_verifier_does() {
+    let v = verifier();
+    let good = app()
+        .create_token(&claims("g", "p", ("*", "*")), 60)
+        .unwrap();
+    let [h, p, s]: [&str; 3] = good.split('.').collect::<Vec<_>>().try_into().unwrap();
+    assert_eq!(
+        dangerous::header_key_id(&good),
+        Ok(Some(crate::KID.to_owned()))
+    );
+    // Whatever is wrong after the header is the verifier's to say, not this function's.
+    for token in [
+        format!("{h}.{p}.{}", &s[..85]),
+        format!("{h}.{p}.{s}=="),
+        format!("{h}.{p}=.{s}"),
+        format!("{h}.{p}.{s}xyz"),
+    ] {
+        assert_eq!(
+            dangerous::header_key_id(&token),
+            Ok(Some(crate::KID.to_owned()))
+        );
+        assert!(matches!(
+            v.verify(&token),
+            Err(VerifyError::Malformed { .. } | VerifyError::InvalidSignature)
+        ));
+    }
+    // A header it refuses, the verifier refuses with the same error.
+    for token in [
+        format!("{h}=.{p}.{s}"),
+        format!("{h}.{p}.{s}.x"),
+        sign(r#"{"alg":"none","kid":"kid_73d8caa6c387d46c"}"#, PAYLOAD),
+        sign(r#"{"alg":"EdDSA","kid":7}"#, PAYLOAD),
+        sign(r#"{"alg":"EdDSA","kid":"a","kid":"b"}"#, PAYLOAD),
+        "x".repeat(DEFAULT_MAX_TOKEN_LEN + 1),
+    ] {
+        let error = dangerous::header_key_id(&token).unwrap_err();
+        assert_eq!(v.verify(&token), Err(error));
+    }
+    assert_eq!(
+        dangerous::header_key_id(&sign(r#"{"alg":"EdDSA"}"#, PAYLOAD)),
+        Ok(None)
+    );
+}
