@@ -19,7 +19,8 @@ Examples:
 
 The configuration keys are documented in the pulsebeam-server README and in
 crates/pulsebeam-server/pulsebeam.example.toml. Logs go to standard error; set
-RUST_LOG (e.g. RUST_LOG=pulsebeam_server=debug) for more or less detail.
+RUST_LOG (e.g. RUST_LOG=pulsebeam_server=debug) for more or less detail. They are
+coloured only when standard error is a terminal and NO_COLOR is unset or empty.
 The server stops gracefully on SIGTERM or Ctrl-C: open long-polls are answered first.")]
 pub struct ServeArgs {
     /// The server's TOML configuration file.
@@ -72,7 +73,7 @@ pub(crate) fn run(args: &ServeArgs, session: &mut Session<'_, '_>) -> Result<Sta
         ))?;
         return Ok(Status::Success);
     }
-    super::init_logging(args.log_format, "info,hyper=warn");
+    super::init_logging(args.log_format, "info,hyper=warn", session);
     let runtime = super::server_runtime()?;
     runtime
         .block_on(pulsebeam_server::run(
