@@ -440,9 +440,15 @@ impl Encoding {
                     return Ok(T::default());
                 }
                 serde_json::from_slice(body).map_err(|e| {
+                    // A field pulsebeam.v1 does not define is refused in JSON, not dropped.
+                    let hint = if e.to_string().starts_with("unknown field") {
+                        "; fix the field's name, or send application/protobuf: a JSON body may use only the fields of pulsebeam.v1"
+                    } else {
+                        ""
+                    };
                     TwirpError::new(
                         Code::Malformed,
-                        format!("the body is not valid JSON for the request type: {e}"),
+                        format!("the body is not valid JSON for the request type: {e}{hint}"),
                     )
                 })
             }
@@ -457,12 +463,18 @@ impl Encoding {
         response
     }
 
-    fn encode<T: prost::Message + Serialize>(self, message: &T) -> Response {
+    fn encode<T: prost::Message + Serialize>(self, message: &T) -> Result<Response, TwirpError> {
         let body = match self {
-            Encoding::Protobuf => Bytes::from(message.encode_to_vec()),
-            Encoding::Json => Bytes::from(serde_json::to_vec(message).unwrap_or_default()),
+            Encoding::Protobuf => message.encode_to_vec(),
+            // Fails on an enum number the .proto does not name (sent by a protobuf client):
+            // proto3 JSON would write the number, pbjson refuses. Say so, not an empty 200.
+            Encoding::Json => serde_json::to_vec(message).map_err(|e| {
+                let msg =
+                    format!("the answer cannot be written as JSON ({e}); use application/protobuf");
+                TwirpError::new(Code::Internal, msg)
+            })?,
         };
-        self.respond(body)
+        Ok(self.respond(Bytes::from(body)))
     }
 }
 
@@ -521,19 +533,19 @@ async fn handle(state: &State, method: Method, request: Request) -> Result<Respo
     match method {
         Method::Prepare => {
             let _: PrepareReq = encoding.decode(&body)?;
-            Ok(encoding.encode(&tunnel::prepare(state, &identity)))
+            encoding.encode(&tunnel::prepare(state, &identity))
         }
         Method::Send => {
             let request: SendReq = encoding.decode(&body)?;
             tunnel::send(state, &identity, request).await?;
-            Ok(encoding.encode(&SendResp {}))
+            encoding.encode(&SendResp {})
         }
         Method::Recv => {
             let request: RecvReq = encoding.decode(&body)?;
             let envelopes = tunnel::recv(state, &identity, request.src.as_ref()).await?;
             Ok(match encoding {
                 Encoding::Protobuf => encoding.respond(tunnel::recv_resp_protobuf(&envelopes)),
-                Encoding::Json => encoding.encode(&tunnel::recv_resp_message(&envelopes)?),
+                Encoding::Json => encoding.encode(&tunnel::recv_resp_message(&envelopes)?)?,
             })
         }
     }
