@@ -3,7 +3,8 @@
 //!
 //! The `.proto` is compiled in process by `protox` (no `protoc`); `prost-build` writes the message
 //! types and `pbjson-build` their proto3 JSON `serde` impls, both pretty-printed by
-//! `prettyplease`, so the output depends only on the locked crate versions. The files are
+//! `prettyplease`, so the output depends only on the locked crate versions. One JSON impl, `Sdp`'s,
+//! is left to the server (see `JSON_BY_HAND`). The files are
 //! checked in under `crates/pulsebeam-server/src/proto/` and included by the server crate, which
 //! therefore builds without this tool.
 //!
@@ -17,6 +18,10 @@ use std::path::{Path, PathBuf};
 const PROTO_FILES: &[&str] = &["tunnel.proto"];
 /// The protobuf package whose JSON impls are generated.
 const PACKAGE: &str = ".pulsebeam.v1";
+/// Messages whose JSON impls the server writes itself. pbjson fails to serialize an enum number
+/// the `.proto` does not name (proto3 JSON writes the number), and a protobuf client may send
+/// any number in `Sdp.kind`, which a JSON client must still be able to receive.
+const JSON_BY_HAND: &[&str] = &[".pulsebeam.v1.Sdp"];
 /// Where the generated files go, relative to the server crate.
 const OUT_DIR: &str = "src/proto";
 
@@ -112,6 +117,7 @@ pub fn generate(server_dir: &Path) -> Result<Vec<GeneratedFile>, Error> {
 
     let mut json = pbjson_build::Builder::new();
     json.register_descriptors(&encoded).map_err(Error::Pbjson)?;
+    json.exclude(JSON_BY_HAND.iter().copied());
     let written = json
         .generate(&[PACKAGE], |_| Ok(Vec::<u8>::new()))
         .map_err(Error::Pbjson)?;

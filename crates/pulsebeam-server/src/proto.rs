@@ -7,9 +7,12 @@
 //! Every type encodes as proto3 binary (prost) and as proto3 JSON (serde): lowerCamelCase names
 //! on output, both lowerCamelCase and the proto field names accepted on input, default values
 //! omitted, `uint32` accepted as a number or a decimal string, enums written by name and read by
-//! name or by the number of a known value. JSON input with a field that `pulsebeam.v1` does not
-//! have is refused (its error names the field): JSON has no way to carry fields it does not know,
-//! where protobuf does.
+//! name or number (a number the `.proto` does not name is written as that number). JSON input
+//! with a field that `pulsebeam.v1` does not have is refused (its error names the field): JSON has
+//! no way to carry fields it does not know, where protobuf does.
+//!
+//! One JSON impl is written here rather than generated: [`Sdp`]'s. pbjson cannot write an
+//! `SdpKind` number the `.proto` does not name, and protobuf clients may send any number.
 //!
 //! The nested oneof enums have short aliases: [`PayloadType`] for
 //! [`message_payload::PayloadType`], [`SignalData`] for [`signal::Data`].
@@ -27,6 +30,80 @@ pub use generated::*;
 pub use generated::message_payload::PayloadType;
 /// The `data` oneof of [`Signal`].
 pub use generated::signal::Data as SignalData;
+
+/// proto3 JSON for [`Sdp`], as pbjson would write it except that a `kind` number the `.proto`
+/// does not name is written, and read, as a number.
+mod sdp_json {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::ser::{SerializeStruct, Serializer};
+    use serde::{Deserialize, Serialize};
+
+    use super::{Sdp, SdpKind};
+
+    impl Serialize for Sdp {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let len = usize::from(self.kind != 0) + usize::from(!self.sdp.is_empty());
+            let mut out = serializer.serialize_struct("pulsebeam.v1.Sdp", len)?;
+            if self.kind != 0 {
+                match SdpKind::try_from(self.kind) {
+                    Ok(kind) => out.serialize_field("kind", kind.as_str_name())?,
+                    Err(_) => out.serialize_field("kind", &self.kind)?,
+                }
+            }
+            if !self.sdp.is_empty() {
+                out.serialize_field("sdp", &self.sdp)?;
+            }
+            out.end()
+        }
+    }
+
+    /// The JSON object; `sdp` has no other name, `kind` none either.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Object {
+        #[serde(default, deserialize_with = "kind")]
+        kind: i32,
+        #[serde(default)]
+        sdp: String,
+    }
+
+    impl<'de> Deserialize<'de> for Sdp {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let Object { kind, sdp } = Object::deserialize(deserializer)?;
+            Ok(Sdp { kind, sdp })
+        }
+    }
+
+    const KIND_NAMES: &[&str] = &[
+        "SDP_KIND_UNSPECIFIED",
+        "SDP_KIND_OFFER",
+        "SDP_KIND_ANSWER",
+        "SDP_KIND_PRANSWER",
+        "SDP_KIND_ROLLBACK",
+    ];
+
+    fn kind<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i32, D::Error> {
+        struct Kind;
+        impl Visitor<'_> for Kind {
+            type Value = i32;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an SdpKind name such as \"SDP_KIND_OFFER\", or an int32")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<i32, E> {
+                SdpKind::from_str_name(name)
+                    .map(|kind| kind as i32)
+                    .ok_or_else(|| E::unknown_variant(name, KIND_NAMES))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<i32, E> {
+                i32::try_from(n).map_err(|_| E::custom("SdpKind number out of int32 range"))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<i32, E> {
+                i32::try_from(n).map_err(|_| E::custom("SdpKind number out of int32 range"))
+            }
+        }
+        deserializer.deserialize_any(Kind)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -124,16 +201,42 @@ mod tests {
     }
 
     #[test]
-    fn json_has_no_name_for_an_enum_number_outside_sdp_kind() {
-        // Protobuf carries any number; pbjson's JSON mapping neither writes nor reads one that
-        // is not an `SdpKind` value.
+    fn json_writes_an_sdp_kind_the_proto_does_not_name_as_its_number() {
+        // Protobuf carries any number, and a JSON receiver must get it too.
         let sdp = Sdp {
             kind: 7,
-            sdp: String::new(),
+            sdp: "v=0".into(),
         };
         assert_eq!(Sdp::decode(sdp.encode_to_vec().as_slice()).unwrap(), sdp);
-        assert!(serde_json::to_string(&sdp).is_err());
-        assert!(serde_json::from_str::<Sdp>(r#"{"kind":7}"#).is_err());
+        let text = serde_json::to_string(&sdp).unwrap();
+        assert_eq!(text, r#"{"kind":7,"sdp":"v=0"}"#);
+        assert_eq!(serde_json::from_str::<Sdp>(&text).unwrap(), sdp);
+        assert_eq!(
+            serde_json::to_string(&Sdp::default()).unwrap(),
+            "{}",
+            "defaults left out"
+        );
+        for (text, kind) in [
+            (r#"{"kind":"SDP_KIND_ROLLBACK"}"#, 4),
+            (r#"{"kind":-1}"#, -1),
+            (r#"{"kind":0}"#, 0),
+            ("{}", 0),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<Sdp>(text).unwrap().kind,
+                kind,
+                "{text}"
+            );
+        }
+        for text in [
+            r#"{"kind":"SDP_KIND_NOPE"}"#,
+            r#"{"kind":2147483648}"#,
+            r#"{"kind":1.5}"#,
+            r#"{"kind":1,"kind":2}"#,
+            r#"{"type":"offer"}"#,
+        ] {
+            assert!(serde_json::from_str::<Sdp>(text).is_err(), "{text}");
+        }
     }
 
     #[test]
@@ -213,8 +316,8 @@ mod tests {
         }
 
         fn payload() -> impl Strategy<Value = Option<PayloadType>> {
-            let sdp =
-                (0i32..5, "\\PC{0,64}").prop_map(|(kind, sdp)| SignalData::Sdp(Sdp { kind, sdp }));
+            let sdp = (any::<i32>(), "\\PC{0,64}")
+                .prop_map(|(kind, sdp)| SignalData::Sdp(Sdp { kind, sdp }));
             let candidate = (
                 "\\PC{0,64}",
                 proptest::option::of(any::<u32>()),
