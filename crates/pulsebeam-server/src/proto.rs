@@ -32,7 +32,8 @@ pub use generated::message_payload::PayloadType;
 pub use generated::signal::Data as SignalData;
 
 /// proto3 JSON for [`Sdp`], as pbjson would write it except that a `kind` number the `.proto`
-/// does not name is written, and read, as a number.
+/// does not name is written, and read, as a number. A field added to `Sdp` in the `.proto` stops
+/// this from compiling (the struct literals below name every field), so it cannot fall behind.
 mod sdp_json {
     use serde::de::{self, Deserializer, Visitor};
     use serde::ser::{SerializeStruct, Serializer};
@@ -42,22 +43,23 @@ mod sdp_json {
 
     impl Serialize for Sdp {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let len = usize::from(self.kind != 0) + usize::from(!self.sdp.is_empty());
+            let Sdp { kind, sdp } = self;
+            let len = usize::from(*kind != 0) + usize::from(!sdp.is_empty());
             let mut out = serializer.serialize_struct("pulsebeam.v1.Sdp", len)?;
-            if self.kind != 0 {
-                match SdpKind::try_from(self.kind) {
+            if *kind != 0 {
+                match SdpKind::try_from(*kind) {
                     Ok(kind) => out.serialize_field("kind", kind.as_str_name())?,
-                    Err(_) => out.serialize_field("kind", &self.kind)?,
+                    Err(_) => out.serialize_field("kind", kind)?,
                 }
             }
-            if !self.sdp.is_empty() {
-                out.serialize_field("sdp", &self.sdp)?;
+            if !sdp.is_empty() {
+                out.serialize_field("sdp", sdp)?;
             }
             out.end()
         }
     }
 
-    /// The JSON object; `sdp` has no other name, `kind` none either.
+    /// The JSON object: `kind` and `sdp` read the same in lowerCamelCase and as proto names.
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Object {
