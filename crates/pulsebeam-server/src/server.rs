@@ -793,9 +793,15 @@ impl Encoding {
                     return Ok(T::default());
                 }
                 serde_json::from_slice(body).map_err(|e| {
+                    // A field pulsebeam.v1 does not define is refused in JSON, not dropped.
+                    let hint = if e.to_string().starts_with("unknown field") {
+                        "; fix the field's name, or send application/protobuf: a JSON body may use only the fields of pulsebeam.v1"
+                    } else {
+                        ""
+                    };
                     TwirpError::new(
                         Code::Malformed,
-                        format!("the body is not valid JSON for the request type: {e}"),
+                        format!("the body is not valid JSON for the request type: {e}{hint}"),
                     )
                 })
             }

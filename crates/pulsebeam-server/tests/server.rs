@@ -1198,6 +1198,69 @@ mod http_surface {
     }
 
     #[tokio::test]
+    async fn json_with_a_field_pulsebeam_v1_does_not_define_is_refused() {
+        let h = Harness::start().await;
+        let alice = h.peer("room", "alice", 100);
+        let auth = format!("Bearer {}", alice.token);
+        let headers = [
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        let send = r#"{"msg":{"header":{"src":{"groupId":"room","peerId":"alice","connId":100},
+            "dst":{"groupId":"room","peerId":"bob"}},"payload":{"join":{},"priority":1}}}"#;
+        let reply = http(
+            h.addr,
+            "POST",
+            "/twirp/pulsebeam.v1.Tunnel/Send",
+            &headers,
+            send.into(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert_eq!(reply.code(), "malformed");
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let msg = v["msg"].as_str().unwrap();
+        assert!(msg.contains("unknown field `priority`"), "{msg}");
+        assert!(msg.contains("application/protobuf"), "{msg}");
+        assert_eq!(h.peer("room", "bob", 200).recv().await, vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_json_receiver_gets_an_sdp_kind_the_proto_does_not_name_as_a_number() {
+        let h = Harness::start().await;
+        let alice = h.peer("room", "alice", 100);
+        // A protobuf sender may put any number in an enum field; the server relays it.
+        let odd = PayloadType::Signal(Signal {
+            generation_counter: 0,
+            data: Some(SignalData::Sdp(Sdp {
+                kind: 7,
+                sdp: "v=0".into(),
+            })),
+        });
+        alice
+            .send_ok(&info("room", "bob", 200), 0, false, odd)
+            .await;
+        let auth = format!("Bearer {}", h.token("room", "bob"));
+        let reply = http(
+            h.addr,
+            "POST",
+            "/twirp/pulsebeam.v1.Tunnel/Recv",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", auth.as_str()),
+            ],
+            r#"{"src":{"groupId":"room","peerId":"bob","connId":200}}"#.into(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(
+            v["msgs"][0]["payload"]["signal"]["sdp"],
+            serde_json::json!({"kind": 7, "sdp": "v=0"})
+        );
+    }
+
+    #[tokio::test]
     async fn cors_preflight_and_responses() {
         let h =
             Harness::start_with(|c| c.cors.allowed_origins = vec!["https://app.example".into()])
