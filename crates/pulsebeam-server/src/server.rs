@@ -816,12 +816,20 @@ impl Encoding {
         response
     }
 
-    fn encode<T: prost::Message + Serialize>(self, message: &T) -> Response {
+    fn encode<T: prost::Message + Serialize>(self, message: &T) -> Result<Response, TwirpError> {
         let body = match self {
             Encoding::Protobuf => Bytes::from(message.encode_to_vec()),
-            Encoding::Json => Bytes::from(serde_json::to_vec(message).unwrap_or_default()),
+            // Never an empty 200: a receiver would take it for "no messages" and lose a batch.
+            Encoding::Json => Bytes::from(serde_json::to_vec(message).map_err(|e| {
+                TwirpError::new(
+                    Code::Internal,
+                    format!(
+                        "the answer could not be written as JSON ({e}); use application/protobuf"
+                    ),
+                )
+            })?),
         };
-        self.respond(body)
+        Ok(self.respond(body))
     }
 }
 
@@ -896,7 +904,7 @@ async fn handle(state: &State, method: Method, request: Request) -> Result<Respo
     match method {
         Method::Prepare => {
             let _: PrepareReq = encoding.decode(&body)?;
-            Ok(encoding.encode(&tunnel::prepare(state, &live, &identity)))
+            encoding.encode(&tunnel::prepare(state, &live, &identity))
         }
         Method::Send => {
             let message = match encoding {
@@ -904,7 +912,7 @@ async fn handle(state: &State, method: Method, request: Request) -> Result<Respo
                 Encoding::Json => tunnel::message_of_json(encoding.decode(&body)?)?,
             };
             tunnel::send(state, &live, &identity, message, remote).await?;
-            Ok(encoding.encode(&SendResp {}))
+            encoding.encode(&SendResp {})
         }
         Method::Recv => {
             let request: RecvReq = encoding.decode(&body)?;
@@ -912,7 +920,7 @@ async fn handle(state: &State, method: Method, request: Request) -> Result<Respo
                 tunnel::recv(state, &live, identity, authorization, request.src.as_ref()).await?;
             Ok(match encoding {
                 Encoding::Protobuf => encoding.respond(tunnel::recv_resp_protobuf(&envelopes)),
-                Encoding::Json => encoding.encode(&tunnel::recv_resp_message(&envelopes)?),
+                Encoding::Json => encoding.encode(&tunnel::recv_resp_message(&envelopes)?)?,
             })
         }
     }
