@@ -28,7 +28,7 @@ mod explain;
 mod input;
 mod time;
 
-use commands::{create_token, dev, inspect, keygen, policy, serve, verify};
+use commands::{admin, create_token, dev, inspect, keygen, policy, serve, verify};
 use credentials::CredentialArgs;
 use error::CliError;
 
@@ -52,7 +52,8 @@ Examples:
   pulsebeam verify --jwks jwks.json \"$TOKEN\"
   pulsebeam inspect - < token.txt
   pulsebeam policy check --policy 'dev*:*' --group devs --peer alice
-  pulsebeam serve --config pulsebeam.toml";
+  pulsebeam serve --config pulsebeam.toml
+  pulsebeam admin revoke --project prod --group room1 --peer mallory --for 1h";
 
 /// Generate keys, mint, verify and inspect PulseBeam access tokens, and check policies.
 #[derive(Debug, Parser)]
@@ -90,6 +91,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run the signaling server on loopback with a dev key, a token endpoint and a demo page.
     Dev(dev::DevArgs),
+    /// Call a running server's admin API: revoke tokens, reload, who is online, usage.
+    Admin(admin::AdminArgs),
 }
 
 /// How a command ended, and the process exit code for it.
@@ -183,6 +186,7 @@ pub fn run(cli: Cli, ctx: &mut Context<'_>) -> Status {
         Command::Policy(command) => policy::run(command, &mut session),
         Command::Serve(args) => serve::run(args, &mut session),
         Command::Dev(args) => dev::run(args, &mut session),
+        Command::Admin(args) => admin::run(args, &mut session),
     }
     .and_then(|status| {
         session.ctx.stdout.flush().map_err(CliError::Output)?;

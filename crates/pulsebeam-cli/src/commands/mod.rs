@@ -3,6 +3,7 @@
 use clap::Args;
 use pulsebeam_token::{PeerClaims, ValueError};
 
+pub mod admin;
 pub mod create_token;
 pub mod dev;
 pub mod inspect;
