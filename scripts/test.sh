@@ -33,25 +33,27 @@ step() {
     fi
 }
 
-# The Redis store's tests need a standalone Redis and a Redis Cluster: scripts/redis.sh starts
+# Every cargo build here is --locked: a Cargo.lock that no longer matches the manifests fails
+# the run loudly instead of being rewritten behind the developer's back. The Redis store's tests
+# and the multi-node tests need a standalone Redis and a Redis Cluster: scripts/redis.sh starts
 # throwaway ones (installing redis-server if missing) and they are stopped when the step ends.
 rust() {
     cargo fmt --all -- --check &&
-        cargo clippy --workspace --all-targets -- -D warnings &&
+        cargo clippy --locked --workspace --all-targets -- -D warnings &&
         (
             trap 'bash scripts/redis.sh stop' EXIT
             redis_env="$(bash scripts/redis.sh start)" || exit 1
             eval "$redis_env"
             export PULSEBEAM_REQUIRE_REDIS=1
-            cargo test --workspace
+            cargo test --locked --workspace
         )
 }
 
 # The token crate on its other crypto backend (pure-Rust ed25519-dalek, as on wasm): the same
 # golden vectors and property tests.
 backends() {
-    cargo clippy -p pulsebeam-token --all-targets --no-default-features -- -D warnings &&
-        cargo test -p pulsebeam-token --no-default-features
+    cargo clippy --locked -p pulsebeam-token --all-targets --no-default-features -- -D warnings &&
+        cargo test --locked -p pulsebeam-token --no-default-features
 }
 
 # Tokens we mint, verified by an independent JOSE implementation given only our JWKS.
@@ -59,7 +61,7 @@ interop() {
     local out
     out="$(mktemp)"
     (cd tests/interop && npm ci --no-audit --no-fund) &&
-        cargo run -q -p pulsebeam-token --example interop >"$out" &&
+        cargo run --locked -q -p pulsebeam-token --example interop >"$out" &&
         node tests/interop/verify.mjs "$out"
 }
 

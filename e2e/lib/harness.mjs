@@ -209,7 +209,7 @@ export async function withPageLogs(t, body) {
 
 /** Opens the demo page as one peer in its own browser context. Query: groupId, peerId, connect, allow, relay... */
 export async function openPeer(t, browser, baseUrl, query) {
-  const context = await browser.newContext({ permissions: ['camera'] });
+  const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
   const page = await context.newPage();
   const logs = [];
   page.on('console', (msg) => logs.push(`[${query.peerId} console] ${msg.text()}`));

@@ -49,7 +49,7 @@ const realFetch = globalThis.fetch;
 beforeEach(() => {
   server = fakeServer();
   globalThis.fetch = (url, init) => server.fetch(url, init);
-  mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
 });
 afterEach(() => {
   mock.timers.reset();
@@ -101,6 +101,38 @@ test('connect sends a Join to conn 0 every second until a session with that peer
   mock.timers.tick(5000);
   await settle();
   assert.equal(server.sent.filter((m) => m.payload.join).length, 3);
+  tunnel.close();
+});
+
+test('connect sends exactly one Join while a session with that peer exists or closed under 10 s ago', async () => {
+  const tunnel = aliceTunnel();
+  const joins = () => server.sent.filter((m) => m.payload.join).length;
+  const closes = [];
+  tunnel.addEventListener('stream', (e) => e.detail.addEventListener('close', (c) => closes.push(c.detail.reason)));
+  tunnel.dispatch(fromBob(tunnel, { join: {} }));
+  // bob's page reloads: its old connection says Bye, and the app calls bob again at once.
+  tunnel.dispatch(fromBob(tunnel, { bye: {} }));
+  assert.deepEqual(closes, ['bye']);
+  tunnel.connect('default', 'bob');
+  for (let i = 0; i < 5; i += 1) {
+    mock.timers.tick(1000);
+    await settle();
+  }
+  assert.equal(joins(), 1, 'the 0.0.17 client believes a session exists: one Join only');
+  // Late messages of the closed session are ignored; a new connection of bob's opens a session.
+  tunnel.dispatch(fromBob(tunnel, { signal: { generationCounter: 0, sdp: { kind: proto.SdpKind.OFFER, sdp: 'v=0\r\n' } } }, { seqnum: 1, reliable: true }));
+  assert.equal(tunnel.streams.size, 0);
+  tunnel.dispatch({ header: { src: { ...bob, connId: 50_000 }, dst: tunnel.info, seqnum: 0, reliable: false }, payload: { join: {} } });
+  assert.equal(tunnel.streams.size, 1);
+
+  // More than 10 s after the close, with no session, connect Joins every second again.
+  tunnel.streams.values().next().value.close('closed');
+  mock.timers.tick(10_001);
+  tunnel.connect('default', 'bob');
+  await settle();
+  mock.timers.tick(1000);
+  await settle();
+  assert.equal(joins(), 3);
   tunnel.close();
 });
 

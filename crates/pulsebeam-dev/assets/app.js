@@ -3,7 +3,10 @@
 // Query parameters (all optional): groupId, peerId, connect (peer to call), allow (policy
 // "group:peer" asked of /auth, dev mode only), relay=1 (relay-only ICE through TURN),
 // camera=0 (no camera), autostart=1 (start without pressing Start), split=1 (two panes, alice
-// and bob, side by side).
+// and bob, side by side). Heavier calls, e.g. to see how large real offers get: audio=1 (the
+// microphone too), tracks=N (N video tracks from the camera, 1 to 4), simulcast=1 (each video
+// track sent in three encodings), codecs=all (offer every codec the browser has, as apps using
+// @pulsebeam/peer do, instead of VP8 only).
 import { Tunnel, TwirpError, patternMatches } from './tunnel.js';
 import { Session } from './session.js';
 
@@ -12,6 +15,7 @@ const params = new URLSearchParams(location.search);
 
 const sessions = new Map(); // stream key -> { session, item, video }
 let tunnel = null;
+let calling = null; // { groupId, peerId } this page calls, if any
 // A handle for the browser console (and the end-to-end tests): the live sessions.
 window.pulsebeamDemo = { sessions };
 
@@ -100,6 +104,13 @@ function onStream(stream, options) {
       entry.video?.closest('figure')?.remove();
     }
     refreshOverall();
+    // The peer this page calls left (a reload says Bye, then comes back with a new connection):
+    // call it again, as an app using @pulsebeam/peer does with peer.connect().
+    const remote = stream.remote;
+    if (state === 'closed' && session.endReason === 'bye' && calling && remote.groupId === calling.groupId && remote.peerId === calling.peerId && !tunnel.closed) {
+      log(`${calling.peerId} left; calling ${calling.peerId} again`);
+      tunnel.connect(calling.groupId, calling.peerId);
+    }
   });
   session.addEventListener('note', (event) => log(event.detail));
   session.addEventListener('chat', (event) => addChat(session.name, event.detail));
@@ -122,15 +133,30 @@ function onStream(stream, options) {
   });
 }
 
-async function getCamera(wanted) {
+/** What the page sends, from the query: `{ audio, videoTracks, simulcast, allCodecs }`. */
+function mediaOptions() {
+  const tracks = Number.parseInt(params.get('tracks') ?? '1', 10);
+  return {
+    audio: params.get('audio') === '1',
+    videoTracks: Number.isInteger(tracks) ? Math.min(Math.max(tracks, 1), 4) : 1,
+    simulcast: params.get('simulcast') === '1',
+    allCodecs: params.get('codecs') === 'all',
+  };
+}
+
+async function getCamera(wanted, { audio, videoTracks }) {
   if (!wanted) return null;
   if (!navigator.mediaDevices?.getUserMedia) {
     log('no camera access in this browser context (needs https or localhost): chat only');
     return null;
   }
   try {
-    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 }, audio: false });
+    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 }, audio });
     $('local-video').srcObject = media;
+    // More video tracks are copies of the camera's: enough to show what several cost.
+    const [camera] = media.getVideoTracks();
+    for (let i = 1; i < videoTracks; i += 1) media.addTrack(camera.clone());
+    if (audio || videoTracks > 1) log(`sending ${media.getAudioTracks().length} audio and ${media.getVideoTracks().length} video tracks`);
     return media;
   } catch (err) {
     log(`no camera (${err.name}): chat only; the other side's video still shows`);
@@ -167,6 +193,7 @@ async function start(form) {
   const policy = tunnel.claims.ap ? `${tunnel.claims.ap.group_id}:${tunnel.claims.ap.peer_id}` : 'none';
   log(`token for ${auth.groupId}:${auth.peerId}, policy ${policy}, connection ${tunnel.info.connId}`);
   tunnel.addEventListener('state', (event) => log(event.detail.text));
+  tunnel.addEventListener('join', (event) => log(`sent a Join to ${event.detail.peerId}'s discovery address`));
   tunnel.addEventListener('close', (event) => {
     const { error, dst } = event.detail;
     const text = explainClose(error, dst);
@@ -190,10 +217,13 @@ async function start(form) {
     log(turn.length ? 'relay only: all traffic goes through the TURN server' : 'relay only, but the server offers no TURN server: connecting will fail');
   }
 
-  const localStream = await getCamera(fields.camera.checked);
-  tunnel.addEventListener('stream', (event) => onStream(event.detail, { iceServers, relayOnly, localStream }));
+  const media = mediaOptions();
+  const localStream = await getCamera(fields.camera.checked, media);
+  const { simulcast, allCodecs } = media;
+  tunnel.addEventListener('stream', (event) => onStream(event.detail, { iceServers, relayOnly, localStream, simulcast, allCodecs }));
   tunnel.run();
   if (connect) {
+    calling = { groupId, peerId: connect };
     tunnel.connect(groupId, connect);
     // Silence is all a caller sees when the other side is absent or its policy drops us.
     setTimeout(() => {

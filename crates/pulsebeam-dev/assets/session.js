@@ -5,19 +5,26 @@ import { SdpKind } from './proto.js';
 
 const KIND_TO_TYPE = { [SdpKind.OFFER]: 'offer', [SdpKind.ANSWER]: 'answer', [SdpKind.PRANSWER]: 'pranswer', [SdpKind.ROLLBACK]: 'rollback' };
 const TYPE_TO_KIND = { offer: SdpKind.OFFER, answer: SdpKind.ANSWER, pranswer: SdpKind.PRANSWER, rollback: SdpKind.ROLLBACK };
+// Three layers of one video track, full, half and quarter resolution (`simulcast=1`).
+const SIMULCAST_ENCODINGS = [
+  { rid: 'f' },
+  { rid: 'h', scaleResolutionDownBy: 2 },
+  { rid: 'q', scaleResolutionDownBy: 4 },
+];
 
 /**
  * Events: `state` (detail: { state, text }), `chat` (detail: text), `track` (detail: MediaStream),
  * `note` (detail: text, something worth showing that is not a state change).
  */
 export class Session extends EventTarget {
-  constructor(tunnel, stream, { iceServers, relayOnly, localStream }) {
+  constructor(tunnel, stream, { iceServers, relayOnly, localStream, simulcast = false, allCodecs = false }) {
     super();
     this.stream = stream;
     this.remote = stream.remote;
     this.name = stream.remote.peerId;
     this.polite = tunnel.info.connId < stream.remote.connId;
     this.relayOnly = relayOnly;
+    this.allCodecs = allCodecs;
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.settingRemoteAnswer = false;
@@ -25,6 +32,7 @@ export class Session extends EventTarget {
     this.candidateErrors = [];
     this.localCandidates = 0;
     this.closed = false;
+    this.endReason = null;
 
     const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relayOnly ? 'relay' : 'all' });
     this.pc = pc;
@@ -37,7 +45,13 @@ export class Session extends EventTarget {
     this.chat.onmessage = (event) => this.dispatchEvent(new CustomEvent('chat', { detail: String(event.data) }));
 
     if (localStream) {
-      for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
+      for (const track of localStream.getTracks()) {
+        if (simulcast && track.kind === 'video') {
+          pc.addTransceiver(track, { direction: 'sendrecv', streams: [localStream], sendEncodings: SIMULCAST_ENCODINGS });
+        } else {
+          pc.addTrack(track, localStream);
+        }
+      }
     } else if (!this.polite) {
       // Without a camera the offering side still asks for the other's video. The answering
       // side adds nothing: the offer's m-line brings its receiver (an extra transceiver of its
@@ -96,6 +110,7 @@ export class Session extends EventTarget {
     });
     stream.addEventListener('close', (event) => {
       const { reason, error } = event.detail;
+      this.endReason = reason; // 'bye': the remote left; 'timeout'; 'closed': we ended it
       if (reason === 'bye') this.finish('closed', `${this.name} left`);
       else if (reason === 'timeout') this.finish('failed', `${this.name} stopped answering: ${error?.message ?? 'no acknowledgement'}`);
       else this.finish('closed', `session with ${this.name} closed`);
@@ -130,7 +145,7 @@ export class Session extends EventTarget {
   async negotiate() {
     try {
       this.makingOffer = true;
-      preferCompactCodecs(this.pc);
+      if (!this.allCodecs) preferCompactCodecs(this.pc);
       await this.pc.setLocalDescription();
       this.sendDescription(this.pc.localDescription);
     } catch (err) {
@@ -163,7 +178,7 @@ export class Session extends EventTarget {
         await this.pc.setRemoteDescription(description);
         this.settingRemoteAnswer = false;
         if (type === 'offer') {
-          preferCompactCodecs(this.pc);
+          if (!this.allCodecs) preferCompactCodecs(this.pc);
           await this.pc.setLocalDescription();
           this.sendDescription(this.pc.localDescription);
         }
@@ -206,8 +221,9 @@ export class Session extends EventTarget {
   }
 }
 
-// The server bounds a signaling payload to 10 kB, and an SDP listing every codec Chromium has
-// comes close to it. Video here is a demo: VP8 (and its retransmissions) is enough everywhere.
+// An SDP listing every codec Chromium has costs about 4 kB per video track (e2e/README.md has
+// measurements), and the server bounds a signaling payload. Video here is a demo: VP8 (and its
+// retransmissions) is enough everywhere; `codecs=all` offers everything, as real apps do.
 function preferCompactCodecs(pc) {
   const capabilities = globalThis.RTCRtpReceiver?.getCapabilities?.('video');
   if (!capabilities) return;

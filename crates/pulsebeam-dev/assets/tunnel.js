@@ -17,6 +17,9 @@ export const FATAL_CODES = new Set([
 const RESEND_INTERVAL_MS = 5000;
 const MAX_RESENDS = 5;
 const JOIN_INTERVAL_MS = 1000;
+// A closed stream is remembered this long, as 0.0.17 does: late messages from it are ignored,
+// and `connect` counts it as a session that exists.
+const CLOSED_STREAM_KEEP_MS = 10_000;
 const BACKOFF_MIN_MS = 50;
 const BACKOFF_MAX_MS = 1000;
 const PREPARE_ATTEMPTS = 6; // the first try and up to 5 retries
@@ -186,6 +189,7 @@ export class Stream extends EventTarget {
     for (const entry of this.unacked.values()) clearTimeout(entry.timer);
     this.unacked.clear();
     this.tunnel.streams.delete(streamKey(this.remote));
+    this.tunnel.closedStreams.set(streamKey(this.remote), { remote: this.remote, at: Date.now() });
     this.dispatchEvent(new CustomEvent('close', { detail: { reason, error } }));
   }
 }
@@ -203,7 +207,8 @@ export class Tunnel extends EventTarget {
     this.claims = claims;
     this.info = { groupId: claims.gid, peerId: claims.pid, connId: randomConnId() };
     this.streams = new Map();
-    this.joins = new Map(); // "group\0peer" -> interval timer
+    this.closedStreams = new Map(); // key -> { remote, at }: closed less than CLOSED_STREAM_KEEP_MS ago
+    this.joins = new Map(); // "group\0peer" -> timer of the next Join
     this.sendChain = Promise.resolve();
     this.abort = new AbortController();
     this.closed = false;
@@ -274,6 +279,7 @@ export class Tunnel extends EventTarget {
     if (header.src.connId < FIRST_CONN_ID) return; // no reply possible to a reserved address
     const key = streamKey(header.src);
     let stream = this.streams.get(key);
+    if (!stream && this.recentlyClosed(key)) return; // late messages of a session that ended
     if (!stream) {
       if (msg.payload.ack || msg.payload.bye || !(msg.payload.join || msg.payload.signal)) return;
       stream = new Stream(this, header.src);
@@ -308,29 +314,58 @@ export class Tunnel extends EventTarget {
     }
   }
 
-  /** Asks (group, peer) to connect: a Join to its discovery address every second until a stream with it exists. */
+  /** A stream with this key closed less than CLOSED_STREAM_KEEP_MS ago. */
+  recentlyClosed(key) {
+    const closed = this.closedStreams.get(key);
+    if (!closed) return false;
+    if (Date.now() - closed.at < CLOSED_STREAM_KEEP_MS) return true;
+    this.closedStreams.delete(key);
+    return false;
+  }
+
+  /** Whether a session with (group, peer) exists: an open stream, or one closed moments ago. */
+  hasSessionWith(groupId, peerId) {
+    const matches = (remote) => remote.groupId === groupId && remote.peerId === peerId;
+    for (const stream of this.streams.values()) if (matches(stream.remote)) return true;
+    for (const [key, closed] of this.closedStreams) if (matches(closed.remote) && this.recentlyClosed(key)) return true;
+    return false;
+  }
+
+  /**
+   * Asks (group, peer) to connect, as 0.0.17 does: a Join to its discovery address, then every
+   * second another one until a session with that peer exists. A session that exists (or closed
+   * less than 10 s ago) when the first second is up stops it: then exactly one Join was sent.
+   */
   connect(groupId, peerId) {
     const key = `${groupId}\u0000${peerId}`;
     if (this.joins.has(key) || this.closed) return;
     const dst = { groupId, peerId, connId: 0 };
-    const tick = () => {
-      for (const stream of this.streams.values()) {
-        if (stream.remote.groupId === groupId && stream.remote.peerId === peerId) {
-          this.stopJoining(groupId, peerId);
-          return;
-        }
-      }
+    const join = () => {
+      this.dispatchEvent(new CustomEvent('join', { detail: dst }));
       this.enqueueSend(this.message(dst, { join: {} }, 0, false)).catch((err) => this.sendFailed(err, dst));
     };
-    this.joins.set(key, setInterval(tick, JOIN_INTERVAL_MS));
-    tick();
+    const next = () => {
+      this.joins.set(
+        key,
+        setTimeout(() => {
+          if (this.hasSessionWith(groupId, peerId)) {
+            this.joins.delete(key);
+            return;
+          }
+          join();
+          next();
+        }, JOIN_INTERVAL_MS),
+      );
+    };
+    next();
+    join();
   }
 
   stopJoining(groupId, peerId) {
     const key = `${groupId}\u0000${peerId}`;
     const timer = this.joins.get(key);
     if (timer !== undefined) {
-      clearInterval(timer);
+      clearTimeout(timer);
       this.joins.delete(key);
     }
   }
@@ -340,7 +375,7 @@ export class Tunnel extends EventTarget {
     if (this.closed) return;
     for (const stream of [...this.streams.values()]) stream.close('closed', error);
     this.closed = true;
-    for (const timer of this.joins.values()) clearInterval(timer);
+    for (const timer of this.joins.values()) clearTimeout(timer);
     this.joins.clear();
     this.abort.abort();
     this.dispatchEvent(new CustomEvent('close', { detail: { error, dst } }));

@@ -11,17 +11,18 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
 use pulsebeam_token::{Clock, KeySet, PeerPolicy, Verifier, VerifyError};
-use tokio::time::Instant;
 
 use crate::twirp::{Code, TwirpError};
 
 const SHARDS: usize = 16;
 
-/// Who is calling: the verified claims of a token, plus its call budget.
+/// Who is calling: the verified claims of a token.
 #[derive(Debug)]
 pub(crate) struct Identity {
-    /// Index of the project whose key signed the token.
-    pub(crate) project: u32,
+    /// The project's configured id.
+    pub(crate) project_id: Arc<str>,
+    /// The token's `jti`, when it has one.
+    pub(crate) token_id: Option<Arc<str>>,
     pub(crate) group: Arc<str>,
     pub(crate) peer: Arc<str>,
     pub(crate) policy: Option<PeerPolicy>,
@@ -29,36 +30,12 @@ pub(crate) struct Identity {
     pub(crate) expires_at: u64,
     /// First second the token is refused (`exp` plus leeway), Unix seconds.
     pub(crate) valid_until: u64,
-    bucket: Mutex<Bucket>,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
 }
 
 impl Identity {
     /// Whether the policy admits `(group, peer)`; no policy admits no one.
     pub(crate) fn allows(&self, group: &str, peer: &str) -> bool {
         self.policy.as_ref().is_some_and(|p| p.allows(group, peer))
-    }
-
-    /// Takes one call from the token's budget (`rate` per second, `burst` at most).
-    pub(crate) fn take_call(&self, rate: u32, burst: u32) -> bool {
-        let now = Instant::now();
-        let Ok(mut bucket) = self.bucket.lock() else {
-            return true;
-        };
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.last = now;
-        bucket.tokens = (bucket.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
 
@@ -67,6 +44,7 @@ pub(crate) fn failure_kind(err: &AuthError) -> &'static str {
     match err {
         AuthError::MissingToken => "missing_token",
         AuthError::Token(e) => e.code(),
+        AuthError::Revoked(_) => "revoked",
     }
 }
 
@@ -75,6 +53,8 @@ pub(crate) fn failure_kind(err: &AuthError) -> &'static str {
 pub(crate) enum AuthError {
     MissingToken,
     Token(VerifyError),
+    /// The token verifies but was revoked; the text says which revocation and until when.
+    Revoked(String),
 }
 
 impl From<AuthError> for TwirpError {
@@ -85,6 +65,7 @@ impl From<AuthError> for TwirpError {
                 "missing bearer token; send `Authorization: Bearer <token>` with a token minted for this server's project",
             ),
             AuthError::Token(e) => TwirpError::new(Code::Unauthenticated, e.to_string()),
+            AuthError::Revoked(why) => TwirpError::new(Code::Unauthenticated, why),
         }
     }
 }
@@ -93,35 +74,42 @@ type Shard = Mutex<HashMap<Box<str>, Arc<Identity>>>;
 
 pub(crate) struct Authenticator {
     verifier: Verifier,
-    project_of_kid: HashMap<Box<str>, u32>,
+    project_of_kid: HashMap<Box<str>, (u32, Arc<str>)>,
     clock: Arc<dyn Clock>,
     leeway_secs: u64,
     hasher: RandomState,
     shards: Box<[Shard]>,
     shard_capacity: usize,
-    burst: u32,
 }
 
 impl Authenticator {
+    /// One key set and id per project, in order.
     pub(crate) fn new(
         key_sets: &[KeySet],
+        project_ids: &[Arc<str>],
         clock: Arc<dyn Clock>,
         leeway_secs: u64,
         cache_capacity: usize,
-        burst: u32,
+        max_lifetime_secs: Option<u64>,
     ) -> Self {
         let mut all = KeySet::new();
         let mut project_of_kid = HashMap::new();
         for (index, set) in key_sets.iter().enumerate() {
+            let id = project_ids
+                .get(index)
+                .map_or_else(|| Arc::from(""), Arc::clone);
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             for (kid, key) in set.iter() {
                 // Config validation already refused duplicate kids, so insert cannot fail.
                 if all.insert(kid, *key).is_ok() {
-                    project_of_kid.insert(Box::from(kid), index);
+                    project_of_kid.insert(Box::from(kid), (index, Arc::clone(&id)));
                 }
             }
         }
-        let verifier = Verifier::new(all).with_leeway(leeway_secs);
+        let mut verifier = Verifier::new(all).with_leeway(leeway_secs);
+        if let Some(max) = max_lifetime_secs {
+            verifier = verifier.with_max_lifetime(max);
+        }
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         Authenticator {
             verifier,
@@ -131,13 +119,7 @@ impl Authenticator {
             hasher: RandomState::new(),
             shards,
             shard_capacity: cache_capacity.div_ceil(SHARDS),
-            burst,
         }
-    }
-
-    /// The current Unix time of the injected clock.
-    pub(crate) fn now_unix(&self) -> u64 {
-        self.clock.now_unix()
     }
 
     /// Authenticates the value of an `Authorization` header.
@@ -161,22 +143,19 @@ impl Authenticator {
             .verifier
             .verify_at(token, now)
             .map_err(AuthError::Token)?;
-        let project = self
+        let (_, project_id) = self
             .project_of_kid
             .get(claims.key_id())
-            .copied()
+            .cloned()
             .ok_or(AuthError::Token(VerifyError::UnknownKeyId))?;
         let identity = Arc::new(Identity {
-            project,
+            project_id,
+            token_id: claims.token_id().map(Arc::from),
             group: Arc::from(claims.group_id()),
             peer: Arc::from(claims.peer_id()),
             policy: claims.allow_policy().cloned(),
             expires_at: claims.expires_at(),
             valid_until: claims.expires_at().saturating_add(self.leeway_secs),
-            bucket: Mutex::new(Bucket {
-                tokens: f64::from(self.burst),
-                last: Instant::now(),
-            }),
         });
         if let Some(shard) = shard {
             if let Ok(mut map) = shard.lock() {
@@ -188,8 +167,7 @@ impl Authenticator {
                         map.remove(&victim);
                     }
                 }
-                // Another call may have inserted the same token meanwhile: keep the first, so
-                // both share one call budget.
+                // Another call may have inserted the same token meanwhile: keep the first.
                 let entry = map
                     .entry(Box::from(token))
                     .or_insert_with(|| Arc::clone(&identity));
@@ -216,6 +194,16 @@ impl Authenticator {
         let index = usize::try_from(hash % SHARDS as u64).unwrap_or(0);
         self.shards.get(index)
     }
+}
+
+/// The `kid` a refused token names, for the audit trail: taken from its header without
+/// verifying anything, cut to 64 characters, `None` when there is none to read.
+pub(crate) fn claimed_kid(header: Option<&[u8]>) -> Option<String> {
+    let token = header
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(bearer_token)?;
+    let unverified = pulsebeam_token::dangerous::decode_unverified(token).ok()?;
+    unverified.kid().map(|kid| kid.chars().take(64).collect())
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive), trimmed; `None` when absent.
@@ -252,7 +240,7 @@ mod tests {
         let now = Arc::new(AtomicU64::new(1_000_000));
         let clock_now = Arc::clone(&now);
         let clock: Arc<dyn Clock> = Arc::new(move || clock_now.load(Ordering::SeqCst));
-        let auth = Authenticator::new(&[keys], clock, 0, 100, 10);
+        let auth = Authenticator::new(&[keys], &[Arc::from("p")], clock, 0, 100, None);
         let app = AccessToken::new(pair.api_key(), &pair.api_secret())
             .unwrap()
             .with_clock(pulsebeam_token::FixedClock(1_000_000));
@@ -282,7 +270,7 @@ mod tests {
             .with(pair.api_key(), pair.public_key())
             .unwrap();
         let clock: Arc<dyn Clock> = Arc::new(pulsebeam_token::FixedClock(1_000_000));
-        let auth = Authenticator::new(&[keys], clock, 0, 16, 10);
+        let auth = Authenticator::new(&[keys], &[Arc::from("p")], clock, 0, 16, None);
         let app = AccessToken::new(pair.api_key(), &pair.api_secret())
             .unwrap()
             .with_clock(pulsebeam_token::FixedClock(1_000_000));
@@ -294,27 +282,5 @@ mod tests {
                 .unwrap();
         }
         assert!(auth.cached() <= 16, "{}", auth.cached());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn call_budget_refills_over_time() {
-        let identity = Identity {
-            project: 0,
-            group: Arc::from("g"),
-            peer: Arc::from("p"),
-            policy: None,
-            expires_at: 0,
-            valid_until: 0,
-            bucket: Mutex::new(Bucket {
-                tokens: 2.0,
-                last: Instant::now(),
-            }),
-        };
-        assert!(identity.take_call(1, 2));
-        assert!(identity.take_call(1, 2));
-        assert!(!identity.take_call(1, 2));
-        tokio::time::advance(std::time::Duration::from_secs(1)).await;
-        assert!(identity.take_call(1, 2));
-        assert!(!identity.take_call(1, 2));
     }
 }

@@ -39,6 +39,79 @@ pub struct Config {
     /// Where mailboxes live (`[store]`): in this process, or in Redis for several nodes.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The admin listener (`[admin]`); absent: no admin API.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Where audit events go (`[audit]`).
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The admin API: a separate listener, authenticated with a token whose SHA-256 is configured.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// Address of the admin listener (`admin.listen`), loopback by default.
+    #[serde(default = "default_admin_listen", deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// SHA-256 of the admin token, 64 hex digits (`admin.token_sha256`); `pulsebeam admin
+    /// gen-token` makes a token and prints this line.
+    pub token_sha256: String,
+    /// Where a single node keeps its revocations across restarts (`admin.state_file`); with the
+    /// Redis store they live in Redis and this is not used.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+}
+
+impl AdminConfig {
+    /// An admin listener on `listen` for the token whose SHA-256 is `token_sha256` (hex).
+    pub fn new(listen: SocketAddr, token_sha256: impl Into<String>) -> Self {
+        AdminConfig {
+            listen,
+            token_sha256: token_sha256.into(),
+            state_file: None,
+        }
+    }
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A hash of a random token is not a secret, but it has no business in logs either.
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("state_file", &self.state_file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 3001))
+}
+
+/// Where audit events (authentication failures, policy refusals, revocations, admin calls,
+/// reloads) are written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct AuditConfig {
+    /// A JSON-lines file (`audit.file`); absent: events go to the log under the target
+    /// `pulsebeam::audit`.
+    pub file: Option<PathBuf>,
+    /// Size at which the file is rotated (`audit.max_file_bytes`).
+    pub max_file_bytes: u64,
+    /// Rotated files kept (`audit.keep_files`): `FILE.1` (newest) .. `FILE.N`.
+    pub keep_files: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            file: None,
+            max_file_bytes: 10 * 1024 * 1024,
+            keep_files: 5,
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -68,6 +141,8 @@ impl Default for Config {
             cors: CorsConfig::default(),
             mutual_policy: true,
             store: StoreConfig::default(),
+            admin: None,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -175,15 +250,27 @@ impl fmt::Debug for TurnConfig {
     }
 }
 
+/// The default payload limit: Chromium's offers measure 4.2 kB (video) to 13.8 kB (audio, three
+/// video tracks and a data channel), and grow with simulcast and more tracks; the protocol's
+/// documented 10 kB would refuse real calls, which the 0.0.17 client answers by closing the peer.
+const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// The HTTP stack reads request heads into a buffer of at least this size.
+pub(crate) const MIN_HEADER_BYTES: usize = 8 * 1024;
+
 /// Every bound the server enforces. Defaults suit the 0.0.17 browser client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Largest request body in bytes; larger bodies get `invalid_argument`.
+    /// Largest request body in bytes; larger bodies get `invalid_argument`, a larger declared
+    /// `Content-Length` at once.
     pub max_body_bytes: usize,
     /// Largest encoded message payload in bytes; larger get `invalid_argument`.
     pub max_payload_bytes: usize,
+    /// Largest request head (request line and headers) in bytes; larger get `431`. At least
+    /// 8192 (the HTTP stack's smallest read buffer).
+    pub max_header_bytes: usize,
     /// Messages waiting per connection (and per peer for discovery); more get `resource_exhausted`.
     pub mailbox_capacity: usize,
     /// How long an undelivered message waits before it is dropped, in seconds.
@@ -201,9 +288,9 @@ pub struct Limits {
     /// Connections per project that have polled, and separately mailboxes that senders opened
     /// for peers or connections that have not polled yet; beyond either, `resource_exhausted`.
     pub max_connections_per_project: usize,
-    /// Sustained calls per second allowed per token.
+    /// Sustained calls per second allowed per peer (project, group, peer), whatever its token.
     pub rate_per_sec: u32,
-    /// Calls a token may make in a burst above the sustained rate.
+    /// Calls a peer may make in a burst above the sustained rate.
     pub rate_burst: u32,
     /// Verified tokens remembered so repeated calls skip signature checks; 0 disables.
     pub token_cache_capacity: usize,
@@ -219,13 +306,17 @@ pub struct Limits {
     pub body_timeout_secs: u64,
     /// TCP connections served at once; further clients wait in the listen backlog.
     pub max_open_connections: usize,
+    /// Longest token lifetime accepted, in seconds: a token whose `exp` lies further ahead is
+    /// refused. Absent: no cap (tokens are refused only once expired).
+    pub max_token_lifetime_secs: Option<u64>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_body_bytes: 16 * 1024,
-            max_payload_bytes: 10 * 1024,
+            max_body_bytes: DEFAULT_MAX_PAYLOAD_BYTES + 8 * 1024,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_header_bytes: 16 * 1024,
             mailbox_capacity: 128,
             message_ttl_secs: 30,
             poll_timeout_ms: 20_000,
@@ -242,6 +333,7 @@ impl Default for Limits {
             header_timeout_secs: 10,
             body_timeout_secs: 10,
             max_open_connections: 20_000,
+            max_token_lifetime_secs: None,
         }
     }
 }
@@ -475,7 +567,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        key: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         ConfigError::Invalid {
             key: key.into(),
             problem: problem.into(),
@@ -543,7 +639,34 @@ impl Config {
         self.validate_ice()?;
         self.limits.validate()?;
         self.store.validate()?;
-        validate_origins(&self.cors.allowed_origins)
+        validate_origins(&self.cors.allowed_origins)?;
+        if let Some(admin) = &self.admin {
+            let hash = admin.token_sha256.trim();
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::invalid(
+                    "admin.token_sha256",
+                    "not 64 hex digits",
+                    "give the SHA-256 of the admin token in hex; `pulsebeam admin gen-token` prints a token and this line",
+                ));
+            }
+            if admin.listen == self.listen {
+                return Err(ConfigError::invalid(
+                    "admin.listen",
+                    "the same address as `listen`",
+                    "give the admin API its own address, e.g. \"127.0.0.1:3001\"",
+                ));
+            }
+        }
+        if self.audit.file.is_some()
+            && (self.audit.max_file_bytes < 4096 || self.audit.keep_files == 0)
+        {
+            return Err(ConfigError::invalid(
+                "audit.max_file_bytes",
+                "below 4096 bytes, or audit.keep_files is 0",
+                "rotate at a few MiB (the default is 10485760) and keep at least one file",
+            ));
+        }
+        Ok(())
     }
 
     /// One key set per project, in order, after checking ids and keys.
@@ -557,6 +680,9 @@ impl Config {
         }
         let mut ids = HashSet::new();
         let mut kids = HashSet::new();
+        // Public key -> (project index, key index) of its first use.
+        let mut owners: std::collections::HashMap<[u8; 32], (usize, usize)> =
+            std::collections::HashMap::new();
         let mut sets = Vec::with_capacity(self.projects.len());
         for (p, project) in self.projects.iter().enumerate() {
             let id_len = project.id.chars().count();
@@ -590,6 +716,23 @@ impl Config {
                         "give the 64 hex digit Ed25519 public key (not the `sk_` secret)",
                     )
                 })?;
+                match owners.entry(*public.as_bytes()) {
+                    std::collections::hash_map::Entry::Occupied(first) if first.get().0 != p => {
+                        let (fp, fk) = *first.get();
+                        return Err(ConfigError::invalid(
+                            format!("projects[{p}].keys[{k}].public_key"),
+                            format!(
+                                "the same public key is also projects[{fp}].keys[{fk}] of project \"{}\", so whoever holds its secret could act in either project by picking the kid",
+                                self.projects.get(fp).map_or("", |x| x.id.as_str())
+                            ),
+                            "give each project its own key pair (`pulsebeam keygen`)",
+                        ));
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {}
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert((p, k));
+                    }
+                }
                 if !kids.insert(key.kid.as_str()) {
                     return Err(ConfigError::invalid(
                         format!("projects[{p}].keys[{k}].kid"),
@@ -656,6 +799,9 @@ impl Config {
     }
 }
 
+/// Longest `Recv` wait allowed: beyond it, proxies' idle timeouts (often 60 to 120 s) cut polls.
+const MAX_POLL_TIMEOUT_MS: u64 = 120_000;
+
 fn has_space(s: &str) -> bool {
     s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
@@ -715,11 +861,28 @@ impl Limits {
                 "signaling messages are small; use at most a few tens of KiB",
             ));
         }
-        if self.poll_timeout_ms > 120_000 {
+        if self.poll_timeout_ms > MAX_POLL_TIMEOUT_MS {
             return Err(ConfigError::invalid(
                 "limits.poll_timeout_ms",
-                "longer than 120000 ms, beyond the idle timeout of common proxies",
-                "use 60000 or less (the default is 20000)",
+                format!("{} ms is longer than the {MAX_POLL_TIMEOUT_MS} ms allowed", self.poll_timeout_ms),
+                format!("use at most {MAX_POLL_TIMEOUT_MS}, and less than your proxies' idle timeout (the default is 20000)"),
+            ));
+        }
+        if self.max_token_lifetime_secs == Some(0) {
+            return Err(ConfigError::invalid(
+                "limits.max_token_lifetime_secs",
+                "0 would refuse every token",
+                "remove the key for no cap, or give the longest lifetime you mint, e.g. 86400",
+            ));
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES || self.max_header_bytes > 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "limits.max_header_bytes",
+                format!(
+                    "{} is outside {MIN_HEADER_BYTES}..=1048576",
+                    self.max_header_bytes
+                ),
+                "use a few tens of KiB at most (the default is 16384); a token needs under 1 KiB",
             ));
         }
         if self.batch_window_ms >= self.poll_timeout_ms {
@@ -760,6 +923,8 @@ mod tests {
     use super::*;
 
     const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    // RFC 8032 test 2's public key.
+    const KEY2: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
 
     fn base() -> String {
         format!("[[projects]]\nid = \"p\"\n[[projects.keys]]\nkid = \"kid_0000000000000001\"\npublic_key = \"{KEY}\"\n")
@@ -788,7 +953,7 @@ mod tests {
             Some("projects[0].keys[0].public_key")
         );
         let twice = format!(
-            "{}[[projects]]\nid = \"q\"\n[[projects.keys]]\nkid = \"kid_0000000000000001\"\npublic_key = \"{KEY}\"\n",
+            "{}[[projects]]\nid = \"q\"\n[[projects.keys]]\nkid = \"kid_0000000000000001\"\npublic_key = \"{KEY2}\"\n",
             base()
         );
         assert_eq!(key_of(&twice).as_deref(), Some("projects[1].keys[0].kid"));
@@ -801,6 +966,43 @@ mod tests {
             base()
         );
         assert_eq!(key_of(&cors).as_deref(), Some("cors.allowed_origins[0]"));
+    }
+
+    #[test]
+    fn one_public_key_in_two_projects_is_refused() {
+        let shared = format!(
+            "{}[[projects]]\nid = \"q\"\n[[projects.keys]]\nkid = \"kid_0000000000000002\"\npublic_key = \"{KEY}\"\n",
+            base()
+        );
+        let err = Config::from_toml_str(&shared).unwrap_err();
+        assert_eq!(err.key(), Some("projects[1].keys[0].public_key"));
+        assert!(err.to_string().contains("projects[0].keys[0]"), "{err}");
+        // One project listing its own key under two kids stays within that project: allowed.
+        let same_project = format!(
+            "{}[[projects.keys]]\nkid = \"kid_0000000000000002\"\npublic_key = \"{KEY}\"\n",
+            base()
+        );
+        Config::from_toml_str(&same_project).unwrap();
+    }
+
+    #[test]
+    fn limit_errors_state_one_bound() {
+        let long = format!("{}[limits]\npoll_timeout_ms = 120001\n", base());
+        let err = Config::from_toml_str(&long).unwrap_err().to_string();
+        assert!(err.contains("120000"), "{err}");
+        assert!(!err.contains("60000"), "{err}");
+        Config::from_toml_str(&format!("{}[limits]\npoll_timeout_ms = 120000\n", base())).unwrap();
+        let small = format!("{}[limits]\nmax_header_bytes = 4096\n", base());
+        assert_eq!(key_of(&small).as_deref(), Some("limits.max_header_bytes"));
+    }
+
+    #[test]
+    fn default_limits_fit_real_offers() {
+        // Chromium's audio + 3 video + data channel offer measures 13.8 kB.
+        let limits = Limits::default();
+        assert!(limits.max_payload_bytes >= 4 * 13_800, "{limits:?}");
+        assert!(limits.max_body_bytes > limits.max_payload_bytes + 1024);
+        limits.validate().unwrap();
     }
 
     #[test]

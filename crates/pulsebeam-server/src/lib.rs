@@ -17,7 +17,7 @@
 //! - **Projects are apart.** Mailboxes are keyed by project, so equal group and peer ids in two
 //!   projects never meet.
 //! - **Everything is bounded.** Body and payload size, mailbox depth, message age, connections
-//!   per peer and per project, calls per token, long-poll wait, token cache: each configurable,
+//!   per peer and per project, calls per peer, long-poll wait, token cache: each configurable,
 //!   each overflow answered with `resource_exhausted` (transient, retried by the client) or
 //!   `invalid_argument` (a request that can never succeed).
 //!
@@ -38,24 +38,36 @@
 //!
 //! The crate README documents every configuration key, route, error code and metric.
 
+mod admin;
+mod audit;
 mod auth;
 mod config;
+mod limiter;
+mod live;
 mod metrics;
 pub mod proto;
+mod revoke;
 mod server;
 pub mod store;
 mod tunnel;
 mod turn;
 mod twirp;
+mod usage;
 
+pub use admin::serve_admin;
 pub use config::{
-    Config, ConfigError, CorsConfig, IceConfig, KeyConfig, Limits, ProjectConfig, StoreBackend,
-    StoreConfig, TurnConfig,
+    AdminConfig, AuditConfig, Config, ConfigError, CorsConfig, IceConfig, KeyConfig, Limits,
+    ProjectConfig, StoreBackend, StoreConfig, TurnConfig,
 };
-pub use server::{run, serve, shutdown_signal, RunError, Server, ServerBuilder, TWIRP_PREFIX};
+pub use revoke::{Revocation, RevocationError, RevocationTarget};
+pub use server::{
+    run, run_file, run_server, serve, shutdown_signal, ReloadError, ReloadOutcome, RunError,
+    Server, ServerBuilder, TWIRP_PREFIX,
+};
 pub use store::{MailboxStore, MemoryStore, OnlineConnection, RedisStore};
 pub use turn::{turn_credential, TurnCredential};
 pub use twirp::{Code, TwirpError};
+pub use usage::UsageTotals;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,24 +21,131 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{failure_kind, Authenticator, Identity};
+use arc_swap::ArcSwap;
+
+use crate::audit::{Audit, Event};
+use crate::auth::{claimed_kid, failure_kind, AuthError, Identity};
 use crate::config::{Config, ConfigError, StoreBackend};
+use crate::live::{keep_fixed, Live};
 use crate::metrics::{Method, Metrics, StoreOp};
-use crate::proto::{PrepareReq, RecvReq, SendReq, SendResp};
+use crate::proto::{PrepareReq, RecvReq, SendResp};
+use crate::revoke::{Revocation, RevocationError, Revocations};
 use crate::store::{MailboxStore, MemoryStore, RedisStore};
 use crate::tunnel;
 use crate::twirp::{Code, TwirpError};
+use crate::usage::{Record, Usage};
 
 /// The Twirp path prefix of the service; the client's `baseUrl` is the origin plus `/twirp`.
 pub const TWIRP_PREFIX: &str = "/twirp/pulsebeam.v1.Tunnel/";
 
 pub(crate) struct State {
-    pub(crate) config: Config,
-    pub(crate) auth: Authenticator,
+    /// The configuration in force, swapped whole by a reload.
+    pub(crate) live: ArcSwap<Live>,
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) store: Arc<dyn MailboxStore>,
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: watch::Sender<bool>,
-    cors: Cors,
+    /// Bumped when keys or revocations change: open long-polls check their caller again.
+    pub(crate) epoch: watch::Sender<u64>,
+    pub(crate) revocations: Revocations,
+    pub(crate) audit: Audit,
+    pub(crate) usage: Usage,
+    /// The file the configuration came from, for reloads.
+    config_file: Option<PathBuf>,
+    /// Serialises reloads.
+    reloading: std::sync::Mutex<()>,
+}
+
+/// The address of the client of a connection, set by [`serve`] on every request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
+
+/// The client address of `request`, when served by [`serve`].
+pub(crate) fn remote_of(headers_owner: &axum::http::Extensions) -> Option<SocketAddr> {
+    headers_owner.get::<RemoteAddr>().map(|r| r.0)
+}
+
+impl State {
+    pub(crate) fn now_unix(&self) -> u64 {
+        self.clock.now_unix()
+    }
+
+    /// Authenticates an `Authorization` header value: the token verified (or cached), then
+    /// checked against the revocations. Failures are counted and audited.
+    pub(crate) fn authenticate(
+        &self,
+        live: &Live,
+        header: Option<&[u8]>,
+        remote: Option<SocketAddr>,
+    ) -> Result<Arc<Identity>, TwirpError> {
+        let result = live.auth.authenticate(header).and_then(|identity| {
+            match self.revocations.check(
+                &identity.project_id,
+                &identity.group,
+                &identity.peer,
+                identity.token_id.as_deref(),
+                self.now_unix(),
+            ) {
+                None => Ok(identity),
+                Some(revocation) => Err(AuthError::Revoked(format!(
+                    "the token is revoked ({}) until {}; mint a new token{}",
+                    revocation.target,
+                    revocation.until,
+                    if matches!(
+                        revocation.target,
+                        crate::revoke::RevocationTarget::Peer { .. }
+                    ) {
+                        " after that time"
+                    } else {
+                        ""
+                    }
+                ))),
+            }
+        });
+        result.map_err(|err| {
+            let kind = failure_kind(&err);
+            self.metrics.auth_failure(kind);
+            if !matches!(err, AuthError::MissingToken) || header.is_some() {
+                self.audit.record(
+                    Event::new("auth_failure")
+                        .with("kid", claimed_kid(header))
+                        .with("reason", kind)
+                        .remote(remote),
+                );
+            }
+            err.into()
+        })
+    }
+
+    /// `project`'s hourly usage totals from `since` (Unix seconds) on.
+    pub(crate) async fn usage_totals(
+        &self,
+        project: &str,
+        since: u64,
+    ) -> Result<std::collections::BTreeMap<u64, crate::UsageTotals>, String> {
+        Ok(self.usage.hourly(project, since))
+    }
+
+    /// Adds `revocation`, in the shared store when there is one, and makes open long-polls of
+    /// the tokens it covers end.
+    pub(crate) fn revoke(
+        &self,
+        revocation: Revocation,
+        remote: Option<SocketAddr>,
+    ) -> Result<Revocation, RevocationError> {
+        let kept = self.revocations.add(revocation, self.now_unix())?;
+        self.epoch.send_modify(|e| *e += 1);
+        self.audit.record(
+            Event::new("revocation")
+                .with(
+                    "target",
+                    serde_json::to_value(&kept.target).unwrap_or_default(),
+                )
+                .with("until", kept.until)
+                .remote(remote),
+        );
+        Ok(kept)
+    }
 }
 
 /// A configured signaling server: build it with [`Server::new`] or [`Server::builder`], then
@@ -51,8 +159,8 @@ pub struct Server {
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("listen", &self.state.config.listen)
-            .field("projects", &self.state.config.projects.len())
+            .field("listen", &self.state.live.load().config.listen)
+            .field("projects", &self.state.live.load().config.projects.len())
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +170,7 @@ pub struct ServerBuilder {
     config: Config,
     clock: Arc<dyn Clock>,
     store: Option<Arc<dyn MailboxStore>>,
+    config_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -91,34 +200,54 @@ impl ServerBuilder {
     ///
     /// The first [`ConfigError`] of [`Config::validate`].
     pub fn build(self) -> Result<Server, ConfigError> {
-        let config = self.config;
-        let key_sets = config.key_sets()?;
-        config.validate_without_keys()?;
-        let limits = &config.limits;
-        let auth = Authenticator::new(
-            &key_sets,
-            self.clock,
-            limits.token_leeway_secs,
-            limits.token_cache_capacity,
-            limits.rate_burst,
-        );
+        let live = Live::build(self.config, Arc::clone(&self.clock), None)?;
+        let config = Arc::clone(&live.config);
         let store = match self.store {
             Some(store) => store,
             None => build_store(&config)?,
         };
-        let cors = Cors::new(&config.cors.allowed_origins);
+        let audit = Audit::new(&config.audit).map_err(|e| {
+            ConfigError::invalid(
+                "audit.file",
+                format!("cannot open it for appending: {e}"),
+                "give a file in a writable directory, or remove the key to audit to the log",
+            )
+        })?;
+        let now = self.clock.now_unix();
+        let revocations = match config.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
+            Some(path) => Revocations::with_state_file(path, now).map_err(|e| {
+                ConfigError::invalid("admin.state_file", e.to_string(), "fix or move the file")
+            })?,
+            None => Revocations::in_memory(),
+        };
+        let usage = Usage::default();
+        usage.set_projects(&project_ids(&config));
         let (shutdown, _) = watch::channel(false);
+        let (epoch, _) = watch::channel(0);
         Ok(Server {
             state: Arc::new(State {
-                config,
-                auth,
+                live: ArcSwap::from_pointee(live),
+                clock: self.clock,
                 store,
                 metrics: Metrics::default(),
                 shutdown,
-                cors,
+                epoch,
+                revocations,
+                audit,
+                usage,
+                config_file: self.config_file,
+                reloading: std::sync::Mutex::new(()),
             }),
             extra: None,
         })
+    }
+
+    /// The file the configuration was read from: [`Server::reload_from_file`] (and SIGHUP,
+    /// under [`run_file`]) read it again.
+    #[must_use]
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
     }
 }
 
@@ -139,6 +268,14 @@ fn build_store(config: &Config) -> Result<Arc<dyn MailboxStore>, ConfigError> {
 }
 
 impl Server {
+    pub(crate) fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    pub(crate) fn from_state(state: Arc<State>) -> Self {
+        Server { state, extra: None }
+    }
+
     /// A server for `config` with the system clock and the store `[store]` configures.
     ///
     /// # Errors
@@ -154,12 +291,104 @@ impl Server {
             config,
             clock: Arc::new(SystemClock),
             store: None,
+            config_file: None,
         }
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.state.config
+    /// The configuration in force (a reload replaces it).
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.state.live.load().config)
+    }
+
+    /// Applies `config` without a restart: projects, keys, limits, ICE, CORS and the audit
+    /// target's policy take effect for the next call; tokens of removed keys stop working at
+    /// once, cached and on open long-polls (which end with `unauthenticated`). Keys that need a
+    /// restart (`listen`, the connection and store limits, `[admin]`) keep their running values
+    /// and are named in the outcome. An invalid `config` changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] that makes `config` unusable; the running configuration stays.
+    pub fn reload(&self, mut config: Config) -> Result<ReloadOutcome, ConfigError> {
+        let state = &self.state;
+        let _one = state
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let running = state.live.load_full();
+        let kept = keep_fixed(&running.config, &mut config);
+        let live = Live::build(config, Arc::clone(&state.clock), Some(&running));
+        let live = match live {
+            Ok(live) => live,
+            Err(err) => {
+                state.metrics.reload(false);
+                state.audit.record(
+                    Event::new("reload")
+                        .with("ok", false)
+                        .with("error", err.to_string()),
+                );
+                tracing::error!(error = %err, "configuration reload refused; the running configuration stays");
+                return Err(err);
+            }
+        };
+        let outcome = ReloadOutcome {
+            generation: live.generation,
+            projects: live.config.projects.iter().map(|p| p.id.clone()).collect(),
+            restart_needed: kept.iter().map(|k| (*k).to_owned()).collect(),
+        };
+        state.usage.set_projects(&project_ids(&live.config));
+        state.live.store(Arc::new(live));
+        state.epoch.send_modify(|e| *e += 1);
+        state.metrics.reload(true);
+        state.audit.record(
+            Event::new("reload")
+                .with("ok", true)
+                .with("generation", outcome.generation)
+                .with("restart_needed", outcome.restart_needed.clone()),
+        );
+        if outcome.restart_needed.is_empty() {
+            tracing::info!(generation = outcome.generation, projects = ?outcome.projects, "configuration reloaded");
+        } else {
+            tracing::warn!(generation = outcome.generation, restart_needed = ?outcome.restart_needed, "configuration reloaded; these keys changed but keep their running values until a restart");
+        }
+        Ok(outcome)
+    }
+
+    /// Reads the configuration file again (see [`ServerBuilder::config_file`]) and
+    /// [reloads](Server::reload) it.
+    ///
+    /// # Errors
+    ///
+    /// [`ReloadError::NoFile`] when the server was not built from a file, else the file's
+    /// [`ConfigError`]; the running configuration stays.
+    pub fn reload_from_file(&self) -> Result<ReloadOutcome, ReloadError> {
+        let path = self.state.config_file.as_ref().ok_or(ReloadError::NoFile)?;
+        let config = Config::from_file(path).map_err(|err| {
+            self.state.metrics.reload(false);
+            self.state.audit.record(
+                Event::new("reload")
+                    .with("ok", false)
+                    .with("error", err.to_string()),
+            );
+            tracing::error!(error = %err, "configuration reload refused; the running configuration stays");
+            ReloadError::Config(err)
+        })?;
+        Ok(self.reload(config)?)
+    }
+
+    /// Revokes tokens (see [`Revocation`]) on this server, and on every node sharing its
+    /// store; open long-polls of the tokens it covers end with `unauthenticated`.
+    ///
+    /// # Errors
+    ///
+    /// When the revocation cannot be kept (state file or shared store).
+    pub fn revoke(&self, revocation: Revocation) -> Result<Revocation, RevocationError> {
+        self.state.revoke(revocation, None)
+    }
+
+    /// The revocations in force.
+    pub fn revocations(&self) -> Vec<Revocation> {
+        self.state.revocations.list(self.state.now_unix())
     }
 
     /// Adds routes (e.g. a dev token endpoint or a demo page) served beside the signaling
@@ -239,10 +468,14 @@ pub async fn serve(
 
     let state = Arc::clone(&server.state);
     let router = server.router();
-    let limits = &state.config.limits;
+    // Read once: changing these needs a restart (a reload keeps them, see `keep_fixed`).
+    let config = Arc::clone(&state.live.load().config);
+    let limits = &config.limits;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_timeout_secs))
+        // Bounds the request head (431 beyond); validated to be at least hyper's minimum.
+        .max_buf_size(limits.max_header_bytes.max(crate::config::MIN_HEADER_BYTES))
         .keep_alive(true);
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_open_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -267,7 +500,7 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -282,8 +515,10 @@ pub async fn serve(
         };
         // Small request/response pairs: do not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
+        // Every request of the connection carries the client's address (for the audit trail).
+        let service = router.clone().layer(axum::Extension(RemoteAddr(remote)));
         let connection =
-            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
+            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // Errors here are one client's broken or timed-out connection.
@@ -309,6 +544,46 @@ pub async fn serve(
     Ok(())
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ReloadOutcome {
+    /// Counts configurations loaded: 1 is the one the server started with.
+    pub generation: u64,
+    /// The projects now configured.
+    pub projects: Vec<String>,
+    /// Keys that changed in the file but keep their running values until a restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// Why a reload from the configuration file did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The server was not built from a file.
+    #[error("the server was not started from a configuration file, so there is nothing to reload; start it with `pulsebeam serve --config FILE`")]
+    NoFile,
+    /// The file is not a usable configuration; the running one stays.
+    #[error("{0}; the running configuration stays")]
+    Config(#[from] ConfigError),
+}
+
+fn project_ids(config: &Config) -> Vec<Arc<str>> {
+    config
+        .projects
+        .iter()
+        .map(|p| Arc::from(p.id.as_str()))
+        .collect()
+}
+
 /// Why [`run`] stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -317,7 +592,7 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}; check config key `listen` (is the port taken?)")]
+    #[error("cannot listen on {addr}: {source}; check config key `listen` or `admin.listen` (is the port taken?)")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -329,22 +604,79 @@ pub enum RunError {
     Serve(std::io::Error),
 }
 
-/// Validates `config`, binds `config.listen`, logs the address and serves until `shutdown`.
+/// Validates `config`, binds `config.listen` (and `admin.listen` when `[admin]` is set), logs
+/// the address and serves until `shutdown`.
 ///
 /// # Errors
 ///
-/// [`RunError`] when the config is invalid, the address cannot be bound or serving fails.
+/// [`RunError`] when the config is invalid, an address cannot be bound or serving fails.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let server = Server::new(config)?;
-    let addr = server.config().listen;
+    run_server(Server::new(config)?, shutdown).await
+}
+
+/// As [`run`], with the configuration read from `path`; SIGHUP reads it again and applies it
+/// without a restart (see [`Server::reload`]), as the admin API's reload does.
+///
+/// # Errors
+///
+/// [`RunError`] when the file is not a valid configuration, an address cannot be bound or
+/// serving fails.
+pub async fn run_file(
+    path: impl Into<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let path = path.into();
+    let config = Config::from_file(&path)?;
+    let server = Server::builder(config).config_file(&path).build()?;
+    run_server(server, shutdown).await
+}
+
+/// Binds and serves a built `server` as [`run`] does: the signaling listener, the admin
+/// listener when `[admin]` is set, and (under a configuration file) reloads on SIGHUP.
+///
+/// # Errors
+///
+/// [`RunError`] when an address cannot be bound or serving fails.
+pub async fn run_server(
+    server: Server,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let config = server.config();
+    let addr = config.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    let config = server.config();
+    let admin = match &config.admin {
+        Some(admin) => {
+            let listener =
+                TcpListener::bind(admin.listen)
+                    .await
+                    .map_err(|source| RunError::Bind {
+                        addr: admin.listen,
+                        source,
+                    })?;
+            let local = listener.local_addr().unwrap_or(admin.listen);
+            tracing::info!(addr = %local, "admin API listening on http://{local}/admin/v1/");
+            let mut down = server.state.shutdown.subscribe();
+            Some(AbortOnDrop(tokio::spawn({
+                let server = server.clone();
+                async move {
+                    let stop = async move {
+                        let _ = down.wait_for(|d| *d).await;
+                    };
+                    if let Err(err) = crate::admin::serve_admin(listener, server, stop).await {
+                        tracing::error!(error = %err, "the admin API stopped");
+                    }
+                }
+            })))
+        }
+        None => None,
+    };
+    let _reloader = reload_on_sighup(&server);
     let projects: Vec<&str> = config.projects.iter().map(|p| p.id.as_str()).collect();
     tracing::info!(
         addr = %local,
@@ -357,8 +689,37 @@ pub async fn run(
     serve(listener, server, shutdown)
         .await
         .map_err(RunError::Serve)?;
+    drop(admin);
     tracing::info!("pulsebeam signaling server stopped");
     Ok(())
+}
+
+/// Reloads the configuration file on every SIGHUP, for as long as the returned guard lives.
+fn reload_on_sighup(server: &Server) -> Option<AbortOnDrop> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; reload through the admin API");
+                return None;
+            }
+        };
+        let server = server.clone();
+        Some(AbortOnDrop(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // Outcomes and errors are logged, counted and audited by the reload itself.
+                let _ = server.reload_from_file();
+            }
+        })))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = server;
+        None
+    }
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.
@@ -437,9 +798,15 @@ impl Encoding {
                     return Ok(T::default());
                 }
                 serde_json::from_slice(body).map_err(|e| {
+                    // A field pulsebeam.v1 does not define is refused in JSON, not dropped.
+                    let hint = if e.to_string().starts_with("unknown field") {
+                        "; fix the field's name, or send application/protobuf: a JSON body may use only the fields of pulsebeam.v1"
+                    } else {
+                        ""
+                    };
                     TwirpError::new(
                         Code::Malformed,
-                        format!("the body is not valid JSON for the request type: {e}"),
+                        format!("the body is not valid JSON for the request type: {e}{hint}"),
                     )
                 })
             }
@@ -454,12 +821,20 @@ impl Encoding {
         response
     }
 
-    fn encode<T: prost::Message + Serialize>(self, message: &T) -> Response {
+    fn encode<T: prost::Message + Serialize>(self, message: &T) -> Result<Response, TwirpError> {
         let body = match self {
             Encoding::Protobuf => Bytes::from(message.encode_to_vec()),
-            Encoding::Json => Bytes::from(serde_json::to_vec(message).unwrap_or_default()),
+            // Never an empty 200: a receiver would take it for "no messages" and lose a batch.
+            Encoding::Json => Bytes::from(serde_json::to_vec(message).map_err(|e| {
+                TwirpError::new(
+                    Code::Internal,
+                    format!(
+                        "the answer could not be written as JSON ({e}); use application/protobuf"
+                    ),
+                )
+            })?),
         };
-        self.respond(body)
+        Ok(self.respond(body))
     }
 }
 
@@ -502,17 +877,33 @@ async fn handle(
             "the server is shutting down; retry shortly",
         ));
     }
-    let identity = authenticate(state, request.headers())?;
-    let limits = &state.config.limits;
-    if !identity.take_call(limits.rate_per_sec, limits.rate_burst) {
+    let live = state.live.load_full();
+    let remote = remote_of(request.extensions());
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let identity = state.authenticate(
+        &live,
+        authorization.as_ref().map(HeaderValue::as_bytes),
+        remote,
+    )?;
+    state
+        .usage
+        .record(&identity.project_id, Record::Call, state.now_unix());
+    let limits = &live.config.limits;
+    let peer = (
+        Arc::clone(&identity.project_id),
+        Arc::clone(&identity.group),
+        Arc::clone(&identity.peer),
+    );
+    if !live.limiter.take(&peer) {
         return Err(TwirpError::new(
             Code::ResourceExhausted,
             format!(
-                "rate limit of {} calls per second exceeded; slow down and retry",
+                "rate limit of {} calls per second for this peer exceeded; slow down and retry",
                 limits.rate_per_sec
             ),
         ));
     }
+    refuse_declared_oversize(request.headers(), limits.max_body_bytes)?;
     let body = read_body(
         request.into_body(),
         limits.max_body_bytes,
@@ -522,19 +913,23 @@ async fn handle(
     match method {
         Method::Prepare => {
             let _: PrepareReq = encoding.decode(&body)?;
-            Ok(encoding.encode(&tunnel::prepare(state, &identity)))
+            encoding.encode(&tunnel::prepare(state, &live, &identity))
         }
         Method::Send => {
-            let request: SendReq = encoding.decode(&body)?;
-            tunnel::send(state, &identity, request).await?;
-            Ok(encoding.encode(&SendResp {}))
+            let message = match encoding {
+                Encoding::Protobuf => tunnel::message_of_protobuf(body)?,
+                Encoding::Json => tunnel::message_of_json(encoding.decode(&body)?)?,
+            };
+            tunnel::send(state, &live, &identity, message, remote).await?;
+            encoding.encode(&SendResp {})
         }
         Method::Recv => {
             let request: RecvReq = encoding.decode(&body)?;
-            let (envelopes, ack) = tunnel::recv(state, &identity, request.src.as_ref()).await?;
+            let (envelopes, ack) =
+                tunnel::recv(state, &live, identity, authorization, request.src.as_ref()).await?;
             let response = match encoding {
                 Encoding::Protobuf => encoding.respond(tunnel::recv_resp_protobuf(&envelopes)),
-                Encoding::Json => encoding.encode(&tunnel::recv_resp_message(&envelopes)?),
+                Encoding::Json => encoding.encode(&tunnel::recv_resp_message(&envelopes)?)?,
             };
             Ok(match ack {
                 Some(ack) => ack_when_sent(response, Arc::clone(state), ack),
@@ -544,25 +939,29 @@ async fn handle(
     }
 }
 
-fn authenticate(state: &State, headers: &HeaderMap) -> Result<Arc<Identity>, TwirpError> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    state.auth.authenticate(header).map_err(|err| {
-        state.metrics.auth_failure(failure_kind(&err));
-        err.into()
-    })
+fn body_too_large(limit: usize) -> TwirpError {
+    TwirpError::new(
+        Code::InvalidArgument,
+        format!("the request body is larger than the {limit} bytes allowed; send smaller messages"),
+    )
+}
+
+/// Refuses at once a body whose declared `Content-Length` exceeds `limit`, instead of waiting
+/// for a body that will be refused anyway (a retryable timeout would make the client send it
+/// again). An unparsable length is the HTTP stack's to refuse.
+fn refuse_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(), TwirpError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit as u64 => Err(body_too_large(limit)),
+        _ => Ok(()),
+    }
 }
 
 async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, TwirpError> {
-    let too_large = || {
-        TwirpError::new(
-            Code::InvalidArgument,
-            format!(
-                "the request body is larger than the {limit} bytes allowed; send smaller messages"
-            ),
-        )
-    };
+    let too_large = || body_too_large(limit);
     let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
         .map_err(|_| {
@@ -664,7 +1063,19 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
         tracing::debug!(error = %err, "store counters unavailable");
         Default::default()
     });
-    let text = state.metrics.render(&stats, state.auth.cached());
+    let live = state.live.load();
+    let (audit_written, audit_dropped) = state.audit.counts();
+    let mut text = state.metrics.render(
+        &stats,
+        &crate::metrics::Extras {
+            cached_tokens: live.auth.cached(),
+            generation: live.generation,
+            revocations: state.revocations.list(state.now_unix()).len(),
+            audit_written,
+            audit_dropped,
+        },
+    );
+    state.usage.render(&mut text);
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -688,39 +1099,11 @@ fn allowed_headers(request: &HeaderMap) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static(ALLOWED_HEADERS))
 }
 
-/// Allowed origins, decided once at startup.
-struct Cors {
-    any: bool,
-    origins: Vec<HeaderValue>,
-}
-
-impl Cors {
-    fn new(origins: &[String]) -> Self {
-        Cors {
-            any: origins.iter().any(|o| o == "*"),
-            origins: origins
-                .iter()
-                .filter(|o| *o != "*")
-                .filter_map(|o| HeaderValue::from_str(o).ok())
-                .collect(),
-        }
-    }
-
-    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
-    fn allow(&self, origin: &HeaderValue) -> Option<HeaderValue> {
-        if self.any {
-            Some(HeaderValue::from_static("*"))
-        } else {
-            self.origins.iter().find(|o| *o == origin).cloned()
-        }
-    }
-}
-
 async fn cors(AxumState(state): AxumState<Arc<State>>, request: Request, next: Next) -> Response {
     let allowed = request
         .headers()
         .get(header::ORIGIN)
-        .and_then(|origin| state.cors.allow(origin));
+        .and_then(|origin| state.live.load().cors.allow(origin));
     let preflight = request.method() == HttpMethod::OPTIONS
         && request
             .headers()

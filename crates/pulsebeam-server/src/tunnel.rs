@@ -6,13 +6,20 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 
+use std::net::SocketAddr;
+
+use axum::http::HeaderValue;
+
+use crate::audit::Event;
 use crate::auth::Identity;
+use crate::live::Live;
 use crate::metrics::{Drop, StoreOp};
 use crate::proto::{self, IceServer, PeerInfo, PrepareResp, RecvResp, SendReq};
 use crate::server::State;
 use crate::store::{Envelope, PeerAddr, PollOptions, Polled, Receipt, StoreError};
 use crate::turn::turn_credential;
 use crate::twirp::{Code, TwirpError};
+use crate::usage::Record;
 
 /// Connection ids below this are reserved; 0 is discovery.
 const FIRST_CONN_ID: u32 = 16;
@@ -33,23 +40,28 @@ impl From<StoreError> for TwirpError {
 
 /// `Prepare`: the configured STUN servers and, per TURN entry, fresh TURN REST credentials
 /// that expire no later than the token.
-pub(crate) fn prepare(state: &State, identity: &Identity) -> PrepareResp {
-    let mut ice_servers = Vec::with_capacity(state.config.ice.turn.len() + 1);
-    if !state.config.ice.stun_urls.is_empty() {
+pub(crate) fn prepare(state: &State, live: &Live, identity: &Identity) -> PrepareResp {
+    let ice = &live.config.ice;
+    let mut ice_servers = Vec::with_capacity(ice.turn.len() + 1);
+    if !ice.stun_urls.is_empty() {
         ice_servers.push(IceServer {
-            urls: state.config.ice.stun_urls.clone(),
+            urls: ice.stun_urls.clone(),
             username: None,
             credential: None,
         });
     }
-    if !state.config.ice.turn.is_empty() {
-        let now = state.auth.now_unix();
-        let user = format!("{}/{}", identity.group, identity.peer);
-        for turn in &state.config.ice.turn {
+    if !ice.turn.is_empty() {
+        let now = state.now_unix();
+        // The project is in the username, so TURN traffic can be attributed to it.
+        let user = turn_user(&identity.project_id, &identity.group, &identity.peer);
+        for turn in &ice.turn {
             let expires_at = now
                 .saturating_add(turn.credential_ttl_secs)
                 .min(identity.expires_at);
             let credential = turn_credential(&turn.secret, &user, expires_at);
+            state
+                .usage
+                .record(&identity.project_id, Record::TurnCredential, now);
             ice_servers.push(IceServer {
                 urls: turn.urls.clone(),
                 username: Some(credential.username),
@@ -60,19 +72,65 @@ pub(crate) fn prepare(state: &State, identity: &Identity) -> PrepareResp {
     PrepareResp { ice_servers }
 }
 
-/// `Send`: checks identity, ids, payload size and policy, then queues the message.
+/// `SendReq` as the server reads it: the message's bytes exactly as sent. Every occurrence of
+/// field 1 is kept; protobuf merges repeated occurrences of a message field, which is the same
+/// as reading their concatenation, so relaying the concatenation changes nothing.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawSendReq {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    msg: Vec<Bytes>,
+}
+
+/// What the server checks of a `Message`: the routing header, and the payload's size. Every
+/// other field, known or not, is skipped here and relayed untouched.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MessageHead {
+    #[prost(message, optional, tag = "1")]
+    header: Option<proto::MessageHeader>,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    payload: Vec<Bytes>,
+}
+
+fn missing_msg() -> TwirpError {
+    TwirpError::new(
+        Code::InvalidArgument,
+        "SendReq.msg is missing; send a Message",
+    )
+}
+
+/// The `Message` of a protobuf `SendReq` body, as the bytes the client sent.
+pub(crate) fn message_of_protobuf(body: Bytes) -> Result<Bytes, TwirpError> {
+    let request = RawSendReq::decode(body).map_err(|_| {
+        TwirpError::new(Code::Malformed, "the body is not a valid protobuf SendReq")
+    })?;
+    match request.msg.len() {
+        0 => Err(missing_msg()),
+        1 => Ok(request.msg.into_iter().next().unwrap_or_default()),
+        _ => Ok(Bytes::from(request.msg.concat())),
+    }
+}
+
+/// The `Message` of a JSON `SendReq`, encoded as protobuf for storage. JSON carries only the
+/// fields the server knows, so this is the one place a message is re-encoded.
+pub(crate) fn message_of_json(request: SendReq) -> Result<Bytes, TwirpError> {
+    request
+        .msg
+        .map(|msg| Bytes::from(msg.encode_to_vec()))
+        .ok_or_else(missing_msg)
+}
+
+/// `Send`: checks identity, ids, payload size and policy, then queues `message` (a protobuf
+/// `Message`) byte for byte as it came.
 pub(crate) async fn send(
     state: &State,
+    live: &Live,
     identity: &Identity,
-    request: SendReq,
+    message: Bytes,
+    remote: Option<SocketAddr>,
 ) -> Result<(), TwirpError> {
-    let message = request.msg.ok_or_else(|| {
-        TwirpError::new(
-            Code::InvalidArgument,
-            "SendReq.msg is missing; send a Message",
-        )
-    })?;
-    let header = message.header.as_ref().ok_or_else(|| {
+    let head = MessageHead::decode(message.clone())
+        .map_err(|_| TwirpError::new(Code::Malformed, "msg is not a valid protobuf Message"))?;
+    let header = head.header.as_ref().ok_or_else(|| {
         TwirpError::new(
             Code::InvalidArgument,
             "msg.header is missing; set header.src and header.dst",
@@ -102,11 +160,8 @@ pub(crate) async fn send(
             ),
         ));
     }
-    let payload_len = message
-        .payload
-        .as_ref()
-        .map_or(0, prost::Message::encoded_len);
-    let max_payload = state.config.limits.max_payload_bytes;
+    let payload_len: usize = head.payload.iter().map(Bytes::len).sum();
+    let max_payload = live.config.limits.max_payload_bytes;
     if payload_len > max_payload {
         return Err(TwirpError::new(
             Code::InvalidArgument,
@@ -121,21 +176,36 @@ pub(crate) async fn send(
                 dst.group_id, dst.peer_id
             ),
         };
+        state.audit.record(
+            Event::new("policy_refusal")
+                .with("project", &*identity.project_id)
+                .with("group", &*identity.group)
+                .with("peer", &*identity.peer)
+                .with("dst_group", dst.group_id.as_str())
+                .with("dst_peer", dst.peer_id.as_str())
+                .remote(remote),
+        );
         return Err(TwirpError::new(Code::PermissionDenied, msg));
     }
+    let bytes = message.len() as u64;
     let envelope = Envelope {
         src_group: Arc::clone(&identity.group),
         src_peer: Arc::clone(&identity.peer),
-        message: Bytes::from(message.encode_to_vec()),
+        message,
     };
     let dst_addr = PeerAddr {
-        project: project_id(state, identity)?,
+        project: &identity.project_id,
         group: &dst.group_id,
         peer: &dst.peer_id,
     };
     match state.store.deliver(dst_addr, dst.conn_id, envelope).await {
         Ok(()) => {
             state.metrics.relayed();
+            state.usage.record(
+                &identity.project_id,
+                Record::Message { bytes },
+                state.now_unix(),
+            );
             Ok(())
         }
         Err(err) => {
@@ -147,15 +217,6 @@ pub(crate) async fn send(
             Err(err.into())
         }
     }
-}
-
-/// The project's configured id, by which stores key its mailboxes.
-fn project_id<'s>(state: &'s State, identity: &Identity) -> Result<&'s str, TwirpError> {
-    usize::try_from(identity.project)
-        .ok()
-        .and_then(|i| state.config.projects.get(i))
-        .map(|p| p.id.as_str())
-        .ok_or_else(|| TwirpError::new(Code::Internal, "the token's project is not configured"))
 }
 
 /// Messages a `Recv` hands out, to acknowledge to the store once the response reached the client.
@@ -184,9 +245,15 @@ impl PendingAck {
 }
 
 /// `Recv`: long-polls the caller's own mailbox; on shutdown answers with what is queued.
+///
+/// While it waits, a change of keys or revocations (a reload, a revocation) makes it check the
+/// caller's token again: a token no longer accepted ends the poll with `unauthenticated`, its
+/// messages staying queued.
 pub(crate) async fn recv(
     state: &State,
-    identity: &Identity,
+    live: &Live,
+    identity: Arc<Identity>,
+    authorization: Option<HeaderValue>,
     src: Option<&PeerInfo>,
 ) -> Result<(Vec<Envelope>, Option<PendingAck>), TwirpError> {
     let src = src.ok_or_else(|| {
@@ -195,31 +262,55 @@ pub(crate) async fn recv(
             "RecvReq.src is missing; set it to your own group, peer and conn id",
         )
     })?;
-    check_own_identity(identity, src, "src")?;
-    let project = project_id(state, identity)?;
+    check_own_identity(&identity, src, "src")?;
     let me = PeerAddr {
-        project,
+        project: &identity.project_id,
         group: &identity.group,
         peer: &identity.peer,
     };
-    let limits = &state.config.limits;
+    let limits = &live.config.limits;
     // A poll never outlasts the token: its expiry ends the session, as it did on the hosted service.
-    let token_left = identity.valid_until.saturating_sub(state.auth.now_unix());
+    let token_left = identity.valid_until.saturating_sub(state.now_unix());
     let options = PollOptions {
         wait: Duration::from_millis(limits.poll_timeout_ms).min(Duration::from_secs(token_left)),
         batch_window: Duration::from_millis(limits.batch_window_ms),
         max_messages: limits.max_batch_messages,
     };
+    let _online = Online::begin(state, &identity.project_id);
     let mut shutdown = state.shutdown.subscribe();
     let shutting_down = async move {
         // The `Ref` that `wait_for` returns must not live across an await.
         let _ = shutdown.wait_for(|down| *down).await;
     };
-    let polled = tokio::select! {
-        result = state.store.poll(me, src.conn_id, options) => result,
-        () = shutting_down => {
-            let now = PollOptions { wait: Duration::ZERO, ..options };
-            state.store.poll(me, src.conn_id, now).await
+    tokio::pin!(shutting_down);
+    let mut epoch = state.epoch.subscribe();
+    let poll = state.store.poll(me, src.conn_id, options);
+    tokio::pin!(poll);
+    let polled = loop {
+        tokio::select! {
+            result = &mut poll => break result,
+            () = &mut shutting_down => {
+                let now = PollOptions { wait: Duration::ZERO, ..options };
+                break state.store.poll(me, src.conn_id, now).await;
+            }
+            changed = epoch.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                // Keys or revocations changed: the caller must still be who it was.
+                let live = state.live.load_full();
+                let again = state.authenticate(
+                    &live,
+                    authorization.as_ref().map(HeaderValue::as_bytes),
+                    None,
+                )?;
+                if again.project_id != identity.project_id {
+                    return Err(TwirpError::new(
+                        Code::Unauthenticated,
+                        "the token's key now belongs to another project; reconnect with a token of this one",
+                    ));
+                }
+            }
         }
     };
     let Polled {
@@ -231,13 +322,13 @@ pub(crate) async fn recv(
         }
     })?;
     let ack = receipt.map(|receipt| PendingAck {
-        project: project.into(),
+        project: identity.project_id.as_ref().into(),
         group: Arc::clone(&identity.group),
         peer: Arc::clone(&identity.peer),
         conn_id: src.conn_id,
         receipt,
     });
-    if !state.config.mutual_policy {
+    if !live.config.mutual_policy {
         return Ok((envelopes, ack));
     }
     let before = envelopes.len();
@@ -254,6 +345,84 @@ pub(crate) async fn recv(
         );
     }
     Ok((admitted, ack))
+}
+
+/// A connection online (a `Recv` in flight) for usage: counted while it lives, its time added
+/// to the project's peer-seconds when it ends, however the poll ends.
+struct Online<'a> {
+    state: &'a State,
+    project: &'a str,
+    since: std::time::Instant,
+}
+
+impl<'a> Online<'a> {
+    fn begin(state: &'a State, project: &'a str) -> Self {
+        state.usage.online(project, 1);
+        Online {
+            state,
+            project,
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl std::ops::Drop for Online<'_> {
+    fn drop(&mut self) {
+        self.state.usage.online(self.project, -1);
+        let millis = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.state.usage.record(
+            self.project,
+            Record::Online { millis },
+            self.state.now_unix(),
+        );
+    }
+}
+
+/// The opaque user part of a TURN username: project, group and peer, each percent-encoded
+/// (everything but ASCII letters, digits and `-._~`), joined by `/`. The project comes first
+/// so TURN traffic (which coturn reports by username) can be attributed to it.
+pub(crate) fn turn_user(project: &str, group: &str, peer: &str) -> String {
+    fn encode(out: &mut String, text: &str) {
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                out.push(char::from(byte));
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    let mut out = String::with_capacity(project.len() + group.len() + peer.len() + 2);
+    encode(&mut out, project);
+    out.push('/');
+    encode(&mut out, group);
+    out.push('/');
+    encode(&mut out, peer);
+    out
+}
+
+/// The project of a TURN username made by [`turn_user`] (`<expiry>:<project>/<group>/<peer>`).
+#[allow(dead_code)] // until the shared store feeds it
+pub(crate) fn project_of_turn_username(username: &str) -> Option<String> {
+    let (_, user) = username.split_once(':')?;
+    let project = user.split('/').next()?;
+    let bytes = project.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes.get(i) {
+            Some(b'%') => {
+                let hex = project.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            Some(&b) => {
+                out.push(b);
+                i += 1;
+            }
+            None => break,
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `RecvResp` in protobuf, built from the stored message bytes without re-encoding them.
@@ -309,4 +478,65 @@ fn check_id(id: &str, field: &str) -> Result<(), TwirpError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field(number: u32, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(value.len() as u64, &mut out);
+        out.extend_from_slice(value);
+        out
+    }
+
+    proptest! {
+        /// Whatever the body, reading a `SendReq` answers a message or a Twirp error, and a
+        /// message read is one whose head the relay can check or refuse, never a panic.
+        #[test]
+        fn arbitrary_send_bodies_are_read_or_refused(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            match message_of_protobuf(Bytes::from(body)) {
+                Ok(message) => {
+                    let _ = MessageHead::decode(message);
+                }
+                Err(err) => prop_assert!(matches!(err.code, Code::Malformed | Code::InvalidArgument), "{err}"),
+            }
+        }
+
+        /// A message's bytes, unknown fields and all, come out of the request exactly as they
+        /// went in, also when split over several occurrences of the field.
+        #[test]
+        fn the_message_is_taken_byte_for_byte(
+            header in proptest::collection::vec(any::<u8>(), 0..16),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            unknown_number in 3u32..1000,
+            unknown in proptest::collection::vec(any::<u8>(), 0..32),
+            split in any::<bool>(),
+        ) {
+            let message: Vec<u8> = [field(1, &header), field(2, &payload), field(unknown_number, &unknown)].concat();
+            let body = if split {
+                let (a, b) = message.split_at(message.len() / 2);
+                // Arbitrary halves are not whole fields, but their concatenation is the message.
+                [field(1, a), field(1, b)].concat()
+            } else {
+                field(1, &message)
+            };
+            let taken = message_of_protobuf(Bytes::from(body)).unwrap();
+            prop_assert_eq!(taken.as_ref(), message.as_slice());
+            let head = MessageHead::decode(taken);
+            if let Ok(head) = head {
+                prop_assert_eq!(head.payload.iter().map(Bytes::len).sum::<usize>(), payload.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_send_request_without_a_message_says_so() {
+        let err = message_of_protobuf(Bytes::new()).unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument);
+        assert!(err.msg.contains("msg is missing"));
+    }
 }

@@ -1,0 +1,704 @@
+//! Several `pulsebeam serve` processes on one Redis: any node serves any call.
+//!
+//! Needs a Redis server: `PULSEBEAM_TEST_REDIS_URL` (`scripts/redis.sh start` prints it;
+//! `scripts/test.sh` sets it). Without it every test here prints `SKIP` and passes, unless
+//! `PULSEBEAM_REQUIRE_REDIS=1` (set by `scripts/test.sh`), which makes a missing Redis a failure.
+//! The Redis restart test starts a Redis of its own (`redis-server` from `PATH`) so that it can
+//! stop and start it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message as _;
+use pulsebeam_load::client::{metric, Connection, Reply, RECV, SEND};
+use pulsebeam_load::keys::{ProjectKey, GROUP};
+use pulsebeam_server::proto::{
+    Join, Message, MessageHeader, MessagePayload, PayloadType, PeerInfo, RecvReq, RecvResp, Sdp,
+    SdpKind, SendReq, Signal, SignalData,
+};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pulsebeam");
+const POLL_TIMEOUT_MS: u64 = 4_000;
+
+/// The shared Redis of the test run, or `None` (after saying why) when the tests must skip.
+fn redis_url() -> Option<String> {
+    match std::env::var("PULSEBEAM_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("PULSEBEAM_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "PULSEBEAM_TEST_REDIS_URL is not set but PULSEBEAM_REQUIRE_REDIS=1; start Redis with `scripts/redis.sh start` and export what it prints"
+            );
+            eprintln!("SKIP: multi-node tests need Redis; run `scripts/redis.sh start` and export PULSEBEAM_TEST_REDIS_URL");
+            None
+        }
+    }
+}
+
+/// A key prefix no other test uses, so tests share one Redis without meeting.
+fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("t{}-{test}-{nanos}", std::process::id())
+}
+
+/// One `pulsebeam serve` process.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Node {
+    async fn start(config: &Path) -> Node {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info,pulsebeam_server=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(String::new()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no listening line within 60 s: {}", log.lock().unwrap())
+                })
+                .unwrap();
+            let Some(line) = line else {
+                panic!("the node exited before listening: {}", log.lock().unwrap());
+            };
+            log.lock().unwrap().push_str(&line);
+            log.lock().unwrap().push('\n');
+            if let Some(rest) = line.split("baseUrl http://").nth(1) {
+                break rest.split('/').next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep reading the log, so the node never blocks on a full pipe.
+        let sink = Arc::clone(&log);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = sink.lock().unwrap();
+                if log.len() < 1 << 20 {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        Node { child, addr, log }
+    }
+
+    async fn metrics(&self) -> String {
+        let mut c = Connection::open(self.addr).await.unwrap();
+        String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap()
+    }
+
+    async fn wait_polling(&self, n: f64) {
+        for _ in 0..1000 {
+            if metric(&self.metrics().await, "pulsebeam_polling_connections") == Some(n) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("node {} never had {n} polls open", self.addr);
+    }
+
+    async fn health(&self) -> u16 {
+        match Connection::open(self.addr).await {
+            Ok(mut c) => c.get("/healthz").await.map_or(0, |r| r.status),
+            Err(_) => 0,
+        }
+    }
+
+    fn kill(&mut self) {
+        // SIGKILL: no shutdown path runs.
+        self.child.start_kill().unwrap();
+    }
+}
+
+/// Nodes sharing one configuration (one project, Redis store).
+struct Cluster {
+    _dir: tempfile::TempDir,
+    key: ProjectKey,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    async fn start(redis_url: &str, test: &str, nodes: usize) -> Cluster {
+        let key = ProjectKey::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("pulsebeam.toml");
+        let text = format!(
+            r#"
+[[projects]]
+id = "main"
+[[projects.keys]]
+kid = "{kid}"
+public_key = "{public}"
+
+[limits]
+poll_timeout_ms = {POLL_TIMEOUT_MS}
+rate_per_sec = 100000
+rate_burst = 100000
+shutdown_grace_secs = 1
+
+[store]
+backend = "redis"
+urls = ["{redis_url}"]
+key_prefix = "{prefix}"
+"#,
+            kid = key.kid(),
+            public = key.public_key().to_hex(),
+            prefix = unique_prefix(test),
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut started = Vec::new();
+        for _ in 0..nodes {
+            started.push(Node::start(&config).await);
+        }
+        Cluster {
+            _dir: dir,
+            key,
+            nodes: started,
+        }
+    }
+
+    fn peer(&self, name: &str, conn: u32) -> Peer {
+        Peer {
+            bearer: self.key.bearer(name).unwrap(),
+            info: PeerInfo {
+                group_id: GROUP.into(),
+                peer_id: name.into(),
+                conn_id: conn,
+            },
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- node {} ---\n{}", n.addr, n.log.lock().unwrap()))
+            .collect()
+    }
+}
+
+/// A peer's connection, calling whichever node it is told to.
+#[derive(Clone)]
+struct Peer {
+    bearer: String,
+    info: PeerInfo,
+}
+
+fn signal(seq: u32) -> PayloadType {
+    PayloadType::Signal(Signal {
+        generation_counter: 0,
+        data: Some(SignalData::Sdp(Sdp {
+            kind: SdpKind::Offer as i32,
+            sdp: format!("seq {seq}"),
+        })),
+    })
+}
+
+impl Peer {
+    fn send_body(&self, dst: &PeerInfo, seq: u32, payload: PayloadType) -> Bytes {
+        let msg = Message {
+            header: Some(MessageHeader {
+                src: Some(self.info.clone()),
+                dst: Some(dst.clone()),
+                seqnum: seq,
+                reliable: true,
+            }),
+            payload: Some(MessagePayload {
+                payload_type: Some(payload),
+            }),
+        };
+        Bytes::from(SendReq { msg: Some(msg) }.encode_to_vec())
+    }
+
+    async fn send(&self, node: &Node, dst: &PeerInfo, seq: u32, payload: PayloadType) -> Reply {
+        let mut c = Connection::open(node.addr).await.unwrap();
+        c.post(SEND, &self.bearer, self.send_body(dst, seq, payload))
+            .await
+            .unwrap()
+    }
+
+    fn recv_body(&self) -> Bytes {
+        Bytes::from(
+            RecvReq {
+                src: Some(self.info.clone()),
+            }
+            .encode_to_vec(),
+        )
+    }
+
+    async fn recv(&self, node: &Node) -> Vec<Message> {
+        let mut c = Connection::open(node.addr).await.unwrap();
+        let reply = c.post(RECV, &self.bearer, self.recv_body()).await.unwrap();
+        assert_eq!(
+            reply.status,
+            200,
+            "{:?}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        RecvResp::decode(reply.body).unwrap().msgs
+    }
+}
+
+fn seqs(msgs: &[Message]) -> Vec<u32> {
+    msgs.iter()
+        .map(|m| m.header.as_ref().unwrap().seqnum)
+        .collect()
+}
+
+fn dst(name: &str, conn: u32) -> PeerInfo {
+    PeerInfo {
+        group_id: GROUP.into(),
+        peer_id: name.into(),
+        conn_id: conn,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_on_one_node_reaches_a_poll_on_another() {
+    let Some(redis) = redis_url() else { return };
+    let cluster = Cluster::start(&redis, "relay", 3).await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let alice = cluster.peer("alice", 100);
+    let bob = cluster.peer("bob", 200);
+
+    // Bob's Recv waits on node B; alice sends on node A.
+    let waiting = tokio::spawn({
+        let bob = bob.clone();
+        let addr = b.addr;
+        async move {
+            let started = Instant::now();
+            let mut c = Connection::open(addr).await.unwrap();
+            let reply = c.post(RECV, &bob.bearer, bob.recv_body()).await.unwrap();
+            (reply, started.elapsed())
+        }
+    });
+    b.wait_polling(1.0).await;
+    let reply = alice.send(a, &bob.info, 1, signal(1)).await;
+    assert_eq!(reply.status, 200);
+    let (reply, waited) = waiting.await.unwrap();
+    let got = RecvResp::decode(reply.body).unwrap().msgs;
+    assert_eq!(seqs(&got), [1], "{}", cluster.logs());
+    // Woken by the delivery, not by the poll's timeout.
+    assert!(
+        waited < Duration::from_millis(POLL_TIMEOUT_MS),
+        "answered after {waited:?}"
+    );
+
+    // Mail for a connection that is not polling waits in Redis for its first poll, anywhere.
+    let carol = cluster.peer("carol", 300);
+    assert_eq!(alice.send(a, &carol.info, 7, signal(7)).await.status, 200);
+    assert_eq!(seqs(&carol.recv(c).await), [7]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_crosses_nodes_and_survives_a_reload() {
+    let Some(redis) = redis_url() else { return };
+    let cluster = Cluster::start(&redis, "discovery", 3).await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let alice = cluster.peer("alice", 100);
+    let old_page = cluster.peer("bob", 200);
+
+    // A Join to conn 0 goes to bob's connection that has a Recv in flight, on another node.
+    let waiting = tokio::spawn({
+        let bob = old_page.clone();
+        let addr = b.addr;
+        async move {
+            let mut c = Connection::open(addr).await.unwrap();
+            c.post(RECV, &bob.bearer, bob.recv_body()).await.unwrap()
+        }
+    });
+    b.wait_polling(1.0).await;
+    let join = PayloadType::Join(Join {});
+    assert_eq!(
+        alice.send(a, &dst("bob", 0), 0, join.clone()).await.status,
+        200
+    );
+    let got = RecvResp::decode(waiting.await.unwrap().body).unwrap().msgs;
+    assert_eq!(got.len(), 1, "{}", cluster.logs());
+
+    // Bob's page reloads: its Recv on node B is aborted ...
+    let mut socket = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    let body = old_page.recv_body();
+    let head = format!(
+        "POST {RECV} HTTP/1.1\r\nhost: x\r\ncontent-type: application/protobuf\r\nauthorization: {}\r\ncontent-length: {}\r\n\r\n",
+        old_page.bearer,
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    b.wait_polling(1.0).await;
+    drop(socket);
+    b.wait_polling(0.0).await;
+    // ... alice's one Join goes through node A, and the new page polls node C 100 ms later.
+    assert_eq!(alice.send(a, &dst("bob", 0), 0, join).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let new_page = cluster.peer("bob", 300);
+    let got = new_page.recv(c).await;
+    assert_eq!(got.len(), 1, "{}", cluster.logs());
+    assert!(matches!(
+        got[0].payload.as_ref().unwrap().payload_type,
+        Some(PayloadType::Join(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_poll_on_another_node_ends_the_older_one() {
+    let Some(redis) = redis_url() else { return };
+    let cluster = Cluster::start(&redis, "newer-poll", 2).await;
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let bob = cluster.peer("bob", 200);
+    let older = tokio::spawn({
+        let bob = bob.clone();
+        let addr = a.addr;
+        async move {
+            let started = Instant::now();
+            let mut c = Connection::open(addr).await.unwrap();
+            let reply = c.post(RECV, &bob.bearer, bob.recv_body()).await.unwrap();
+            (reply, started.elapsed())
+        }
+    });
+    a.wait_polling(1.0).await;
+    let newer = tokio::spawn({
+        let bob = bob.clone();
+        let addr = b.addr;
+        async move {
+            let mut c = Connection::open(addr).await.unwrap();
+            c.post(RECV, &bob.bearer, bob.recv_body()).await.unwrap()
+        }
+    });
+    let (reply, waited) = older.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.is_empty(), "the older poll ends empty");
+    assert!(
+        waited < Duration::from_millis(POLL_TIMEOUT_MS),
+        "the older poll ran to its timeout ({waited:?}) instead of being ended: {}",
+        cluster.logs()
+    );
+    b.wait_polling(1.0).await;
+    let alice = cluster.peer("alice", 100);
+    assert_eq!(alice.send(a, &bob.info, 3, signal(3)).await.status, 200);
+    let got = RecvResp::decode(newer.await.unwrap().body).unwrap().msgs;
+    assert_eq!(seqs(&got), [3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_per_sender_holds_across_nodes() {
+    let Some(redis) = redis_url() else { return };
+    let cluster = Cluster::start(&redis, "order", 3).await;
+    let alice = cluster.peer("alice", 100);
+    let bob = cluster.peer("bob", 200);
+    for seq in 1..=60u32 {
+        let node = &cluster.nodes[seq as usize % 3];
+        assert_eq!(
+            alice.send(node, &bob.info, seq, signal(seq)).await.status,
+            200
+        );
+    }
+    let mut got = Vec::new();
+    for round in 0..30 {
+        got.extend(seqs(&bob.recv(&cluster.nodes[round % 3]).await));
+        if got.len() >= 60 {
+            break;
+        }
+    }
+    assert_eq!(got, (1..=60).collect::<Vec<_>>());
+}
+
+/// Sends `seq` to `to` through the first node that answers 200, trying each live node in turn;
+/// `true` when one accepted it.
+async fn send_anywhere(
+    from: &Peer,
+    to: &PeerInfo,
+    seq: u32,
+    addrs: &[SocketAddr],
+    start: usize,
+) -> bool {
+    for i in 0..addrs.len() * 3 {
+        let addr = addrs[(start + i) % addrs.len()];
+        let Ok(mut c) = Connection::open(addr).await else {
+            continue;
+        };
+        match c
+            .post(SEND, &from.bearer, from.send_body(to, seq, signal(seq)))
+            .await
+        {
+            Ok(reply) if reply.status == 200 => return true,
+            Ok(reply) => assert!(
+                reply.is_retryable(),
+                "a fatal answer during failover: {} {:?}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            ),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_relay_loses_no_accepted_message() {
+    let Some(redis) = redis_url() else { return };
+    let mut cluster = Cluster::start(&redis, "kill", 3).await;
+    let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.addr).collect();
+    let pairs = 6usize;
+    let stop_sending = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for p in 0..pairs {
+        let from = cluster.peer(&format!("s{p}"), 100);
+        let to = cluster.peer(&format!("r{p}"), 200);
+        let addrs_s = addrs.clone();
+        let stop = Arc::clone(&stop_sending);
+        let to_info = to.info.clone();
+        senders.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            let mut seq = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seq += 1;
+                if send_anywhere(&from, &to_info, seq, &addrs_s, seq as usize + p).await {
+                    accepted.push(seq);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            accepted
+        }));
+        let addrs_r = addrs.clone();
+        let stopped = Arc::clone(&stop_sending);
+        receivers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut i = p;
+            let mut empty_after_stop = 0;
+            while Instant::now() < deadline {
+                i += 1;
+                let addr = addrs_r[i % addrs_r.len()];
+                let Ok(mut c) = Connection::open(addr).await else {
+                    continue;
+                };
+                match tokio::time::timeout(
+                    Duration::from_millis(POLL_TIMEOUT_MS + 2_000),
+                    c.post(RECV, &to.bearer, to.recv_body()),
+                )
+                .await
+                {
+                    Ok(Ok(reply)) if reply.status == 200 => {
+                        let msgs = RecvResp::decode(reply.body).unwrap().msgs;
+                        if msgs.is_empty() && stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                            // Two empty polls after the senders stopped span more than the ack
+                            // lease, so messages a killed node had handed out came back by then.
+                            empty_after_stop += 1;
+                            if empty_after_stop == 2 {
+                                return got;
+                            }
+                        } else {
+                            empty_after_stop = 0;
+                        }
+                        got.extend(seqs(&msgs));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            got
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    cluster.nodes[1].kill();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    stop_sending.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut accepted_total = 0;
+    let mut duplicates = 0;
+    for (p, (sender, receiver)) in senders.into_iter().zip(receivers).enumerate() {
+        let accepted = sender.await.unwrap();
+        let got = receiver.await.unwrap();
+        let got_set: BTreeSet<u32> = got.iter().copied().collect();
+        duplicates += got.len() - got_set.len();
+        let lost: Vec<u32> = accepted
+            .iter()
+            .copied()
+            .filter(|s| !got_set.contains(s))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "pair {p}: {} of {} accepted messages lost: {lost:?}\n{}",
+            lost.len(),
+            accepted.len(),
+            cluster.logs()
+        );
+        accepted_total += accepted.len();
+    }
+    eprintln!(
+        "accepted {accepted_total} messages across the kill, 0 lost, {duplicates} delivered twice"
+    );
+    assert!(
+        accepted_total > 100,
+        "too little traffic to mean anything: {accepted_total}"
+    );
+}
+
+/// A Redis server of this test's own, on a fixed port so it can come back at the same address.
+struct OwnRedis {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = OwnRedis {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.up();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: apt-get install redis-server");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_resumes_after_redis_restarts() {
+    if redis_url().is_none() {
+        return;
+    }
+    let mut redis = OwnRedis::start();
+    let cluster = Cluster::start(&redis.url(), "restart", 2).await;
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let alice = cluster.peer("alice", 100);
+    let bob = cluster.peer("bob", 200);
+    assert_eq!(alice.send(a, &bob.info, 1, signal(1)).await.status, 200);
+    assert_eq!(seqs(&bob.recv(b).await), [1]);
+    assert_eq!(a.health().await, 200);
+
+    redis.down();
+    // Calls answer `unavailable` (retried by clients) and health checks fail, on every node.
+    let mut codes = Vec::new();
+    for node in [a, b] {
+        let reply = alice.send(node, &bob.info, 2, signal(2)).await;
+        codes.push((reply.status, reply.twirp_code()));
+    }
+    assert!(
+        codes
+            .iter()
+            .all(|(s, c)| *s == 503 && c.as_deref() == Some("unavailable")),
+        "{codes:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.health().await != 503 || b.health().await != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz kept answering 200 with Redis down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metric(&a.metrics().await, "pulsebeam_store_errors_total").is_some()
+            || a.metrics().await.contains("pulsebeam_store_errors_total{")
+    );
+
+    redis.up();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = alice.send(a, &bob.info, 3, signal(3)).await;
+        if reply.status == 200 {
+            break;
+        }
+        assert!(reply.is_retryable(), "{reply:?}");
+        assert!(
+            Instant::now() < deadline,
+            "node A never recovered: {}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.health().await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "node B never recovered: {}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Relay across the nodes works again (the Redis was empty after its restart).
+    let got = bob.recv(b).await;
+    assert_eq!(seqs(&got), [3], "{}", cluster.logs());
+}
