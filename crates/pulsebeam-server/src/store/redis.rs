@@ -826,18 +826,21 @@ struct PollGuard<'a> {
 
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
-        self.shared.counters.polling.fetch_sub(1, Ordering::Relaxed);
-        let Some(generation) = self.generation else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let polling = &self.shared.counters.polling;
+        let (Some(generation), Ok(runtime)) =
+            (self.generation, tokio::runtime::Handle::try_current())
+        else {
+            polling.fetch_sub(1, Ordering::Relaxed);
             return;
         };
         let shared = Arc::clone(self.shared);
         let base = std::mem::take(&mut self.base);
         let conn = self.conn;
+        // The poll counts as in flight until Redis knows it ended: until then discovery
+        // messages still go to it.
         runtime.spawn(async move {
             let _ = shared.take(&base, conn, generation, 0, true).await;
+            shared.counters.polling.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
