@@ -1084,36 +1084,21 @@ impl Shared {
         Ok(Some(reply.split_off(2.min(reply.len()))))
     }
 
-    async fn poll(
+    /// Registers a poll (taking a polled budget unit first if the connection is new to the
+    /// budget); returns its generation and the messages it took at once.
+    async fn begin(
         self: &Arc<Self>,
-        me: PeerAddr<'_>,
+        base: &str,
+        project: &str,
         conn_id: u32,
-        options: PollOptions,
-    ) -> Result<Polled, StoreError> {
-        self.remember_project(me.project);
+        wait_ms: u64,
+        max: usize,
+        folded: Vec<u64>,
+    ) -> Result<(i64, Vec<Value>), StoreError> {
         let b = self.bounds;
-        let base = peer_base(&self.prefix, me);
-        // Connected and subscribed before registering, so that the wake-up of every local waiter
-        // after subscribing does not reach this poll.
-        self.ready().await;
-        let waiter = self.waiter(format!("{base}{conn_id}"))?;
-        // Acknowledgements this node holds for the connection ride along with the poll.
-        let folded = self.pending_receipts(&waiter.key);
-        let mut notified = pin!(waiter.notify.notified());
-        notified.as_mut().enable();
-        self.counters.polling.fetch_add(1, Ordering::Relaxed);
-        let mut guard = PollGuard {
-            shared: self,
-            base: base.clone(),
-            conn: conn_id,
-            generation: None,
-        };
-        let wait_ms = u64::try_from(options.wait.as_millis()).unwrap_or(u64::MAX);
         let span = b.idle_ms.max(b.ttl_ms).saturating_add(wait_ms);
-        let deadline = Instant::now() + options.wait;
-        let max = options.max_messages.max(1);
         let mut granted = false;
-        let (generation, first) = loop {
+        loop {
             let mut args: Vec<Value> = vec![
                 conn_id.to_string().into(),
                 self.node.as_str().into(),
@@ -1130,20 +1115,20 @@ impl Shared {
                 Value::from(POLL_GRACE_MS as i64),
             ];
             args.extend(folded.iter().map(|r| Value::from(r.to_string())));
-            let mut reply = self.eval(&self.scripts.begin, &base, args).await?;
+            let mut reply = self.eval(&self.scripts.begin, base, args).await?;
             self.note_expired(&reply, 4);
             self.note_evicted(&reply, 3);
             match int(&reply, 0) {
                 OK => {
                     if int(&reply, 2) == 1 {
-                        self.refresh_budget(me.project, true, format!("{base}{conn_id}"), span);
+                        self.refresh_budget(project, true, format!("{base}{conn_id}"), span);
                     }
-                    let generation = int(&reply, 1);
                     self.counters.delivered.fetch_add(
                         u64::try_from(int(&reply, 5)).unwrap_or(0),
                         Ordering::Relaxed,
                     );
-                    break (generation, reply.split_off(6.min(reply.len())));
+                    let generation = int(&reply, 1);
+                    return Ok((generation, reply.split_off(6.min(reply.len()))));
                 }
                 TOO_MANY_PEER => {
                     return Err(StoreError::TooManyPeerConnections {
@@ -1152,7 +1137,7 @@ impl Shared {
                 }
                 NEED_BUDGET if !granted => {
                     let member = format!("{base}{conn_id}");
-                    if !self.budget(me.project, true, false, &member, span).await? {
+                    if !self.budget(project, true, false, &member, span).await? {
                         return Err(StoreError::TooManyProjectConnections {
                             max: b.max_per_project,
                         });
@@ -1165,6 +1150,57 @@ impl Shared {
                     )))
                 }
             }
+        }
+    }
+
+    async fn poll(
+        self: &Arc<Self>,
+        me: PeerAddr<'_>,
+        conn_id: u32,
+        options: PollOptions,
+    ) -> Result<Polled, StoreError> {
+        self.remember_project(me.project);
+        let base = peer_base(&self.prefix, me);
+        // Connected and subscribed before registering, so that the wake-up of every local waiter
+        // after subscribing does not reach this poll.
+        self.ready().await;
+        let waiter = self.waiter(format!("{base}{conn_id}"))?;
+        // Acknowledgements this node holds for the connection ride along with the poll.
+        let folded = self.pending_receipts(&waiter.key);
+        let mut notified = pin!(waiter.notify.notified());
+        notified.as_mut().enable();
+        let wait_ms = u64::try_from(options.wait.as_millis()).unwrap_or(u64::MAX);
+        let deadline = Instant::now() + options.wait;
+        let max = options.max_messages.max(1);
+        // `begin` runs in a task of its own: if this poll is dropped while Redis registers it,
+        // the task still sees the answer and ends the poll there, so a poll abandoned mid-way
+        // never keeps counting as in flight (and never draws discovery messages) until its
+        // lease runs out.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn({
+            let shared = Arc::clone(self);
+            let base = base.clone();
+            let project = me.project.to_owned();
+            async move {
+                let begun = shared
+                    .begin(&base, &project, conn_id, wait_ms, max, folded)
+                    .await;
+                if let Err(Ok((generation, _))) = tx.send(begun) {
+                    if wait_ms > 0 {
+                        let _ = shared.take(&base, conn_id, generation, 0, true).await;
+                    }
+                }
+            }
+        });
+        let (generation, first) = rx
+            .await
+            .map_err(|_| StoreError::Unavailable("the poll's registration task ended".into()))??;
+        self.counters.polling.fetch_add(1, Ordering::Relaxed);
+        let mut guard = PollGuard {
+            shared: self,
+            base: base.clone(),
+            conn: conn_id,
+            generation: None,
         };
         let receipt = u64::try_from(generation).map_err(|_| corrupt())?;
         let done = |members: Vec<Value>| -> Result<Polled, StoreError> {
