@@ -11,6 +11,11 @@
 //! | `POST /admin/v1/reload` | read the configuration file again (as SIGHUP does) |
 //! | `GET /admin/v1/online?project=ID` | connections of a project with a `Recv` in flight |
 //! | `GET /admin/v1/usage?project=ID&hours=N` | a project's hourly usage totals |
+//! | `GET /admin/v1/projects` | the configured project ids |
+//! | `GET /admin/v1/usage/minutes?project=ID&minutes=N` | this node's last minutes of a project |
+//!
+//! `GET /admin/usage` serves the usage page (see [`crate::admin_page`]); the page itself needs
+//! no token, the data it shows comes from the routes above.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,6 +85,8 @@ impl Server {
             .route("/admin/v1/reload", post(reload))
             .route("/admin/v1/online", get(online))
             .route("/admin/v1/usage", get(usage))
+            .route("/admin/v1/projects", get(projects))
+            .route("/admin/v1/usage/minutes", get(usage_minutes))
             .fallback(|| async {
                 AdminError::new(
                     StatusCode::NOT_FOUND,
@@ -88,6 +95,7 @@ impl Server {
             })
             .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
             .with_state(state)
+            .merge(crate::admin_page::router())
     }
 }
 
@@ -356,4 +364,50 @@ async fn usage(
         })
         .collect();
     Ok(Json(json!({ "project": query.project, "hours": hours })).into_response())
+}
+
+async fn projects(AxumState(state): AxumState<Arc<State>>) -> Response {
+    let live = state.live.load();
+    let ids: Vec<&str> = live.config.projects.iter().map(|p| p.id.as_str()).collect();
+    Json(json!({ "projects": ids })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct MinutesQuery {
+    project: String,
+    #[serde(default)]
+    minutes: Option<u64>,
+}
+
+/// This node's last minutes of a project: what the usage page draws.
+async fn usage_minutes(
+    AxumState(state): AxumState<Arc<State>>,
+    Query(query): Query<MinutesQuery>,
+) -> Result<Response, AdminError> {
+    known_project(&state, &query.project)?;
+    let count = query
+        .minutes
+        .unwrap_or(60)
+        .clamp(1, crate::usage::KEEP_MINUTES);
+    let now = state.now_unix();
+    let (online_now, minutes) =
+        state
+            .usage
+            .minutes(&query.project, now, count)
+            .ok_or_else(|| {
+                AdminError::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                    "no usage is kept for project {:?}; use a project id from the configuration",
+                    query.project
+                ),
+                )
+            })?;
+    Ok(Json(json!({
+        "project": query.project,
+        "now": now,
+        "online_now": online_now,
+        "minutes": minutes,
+    }))
+    .into_response())
 }
