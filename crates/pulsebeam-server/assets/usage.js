@@ -79,8 +79,8 @@ function drawChart(target, { values, minutes, kind, format, describe, summary })
   for (const fraction of [0, 0.5, 1]) {
     const v = top * fraction;
     chart.append(svg('line', { class: 'grid', x1: LEFT, x2: WIDTH, y1: y(v), y2: y(v) }));
-    const label = Number.isInteger(v) || format === bytes ? format(v) : v.toFixed(1);
-    chart.append(svg('text', { class: 'tick', x: LEFT - 6, y: y(v) + 3, 'text-anchor': 'end' }, label));
+    // Counts and bytes are whole: a half-way tick that is not is left unlabelled.
+    if (Number.isInteger(v)) chart.append(svg('text', { class: 'tick', x: LEFT - 6, y: y(v) + 3, 'text-anchor': 'end' }, format(v)));
   }
   if (kind === 'area') {
     let line = `M ${LEFT} ${y(values[0] ?? 0)}`;
@@ -184,7 +184,7 @@ function renderProject(section, data) {
     describe: (v) => `${count(v)} messages`,
     summary: `Messages per minute in project ${data.project} over ${span}: ${count(totalMessages)} in total, at most ${count(Math.max(0, ...messages))} in one minute.`,
   });
-  drawChart(setValue(section, 'turn', totalRelay, bytes(totalRelay), `relayed in ${span}; ${count(credentials)} TURN credentials issued`), {
+  drawChart(setValue(section, 'turn', totalRelay, bytes(totalRelay), `relayed in ${span}; ${count(credentials)} TURN credential${credentials === 1 ? '' : 's'} issued`), {
     values: relay,
     minutes,
     kind: 'bars',
