@@ -193,6 +193,13 @@ token_sha256 = "${createHash('sha256').update(adminToken).digest('hex')}"
     assert.ok(!page.url().includes(adminToken), 'the token is not in the address');
     const foreign = requests.filter((url) => !url.startsWith(`${adminBase}/`));
     assert.deepEqual(foreign, [], 'the page loads nothing from other origins');
+    const dataCalls = requests.filter((url) => url.includes('/admin/v1/'));
+    assert.ok(dataCalls.length >= 2, `the page asked the admin API: ${dataCalls}`);
+    assert.deepEqual(
+      [...new Set(dataCalls)],
+      [`${adminBase}/admin/v1/usage/minutes?minutes=60`],
+      'one call per refresh, every project in it',
+    );
 
     const shot = path.join(dir, 'usage-page.png');
     await page.screenshot({ path: shot, fullPage: true });

@@ -12,7 +12,7 @@
 //! | `GET /admin/v1/online?project=ID` | connections of a project with a `Recv` in flight |
 //! | `GET /admin/v1/usage?project=ID&hours=N` | a project's hourly usage totals |
 //! | `GET /admin/v1/projects` | the configured project ids |
-//! | `GET /admin/v1/usage/minutes?project=ID&minutes=N` | this node's last minutes of a project |
+//! | `GET /admin/v1/usage/minutes?project=ID&minutes=N` | this node's last minutes of a project (of every project without `project`) |
 //!
 //! `GET /admin/usage` serves the usage page (see [`crate::admin_page`]); the page itself needs
 //! no token, the data it shows comes from the routes above.
@@ -374,40 +374,50 @@ async fn projects(AxumState(state): AxumState<Arc<State>>) -> Response {
 
 #[derive(Debug, Deserialize)]
 struct MinutesQuery {
-    project: String,
+    #[serde(default)]
+    project: Option<String>,
     #[serde(default)]
     minutes: Option<u64>,
 }
 
-/// This node's last minutes of a project: what the usage page draws.
+/// This node's last minutes of one project (`project=ID`), or of every configured project in
+/// one answer (what the usage page asks for: one audited call per refresh).
 async fn usage_minutes(
     AxumState(state): AxumState<Arc<State>>,
     Query(query): Query<MinutesQuery>,
 ) -> Result<Response, AdminError> {
-    known_project(&state, &query.project)?;
     let count = query
         .minutes
         .unwrap_or(60)
         .clamp(1, crate::usage::KEEP_MINUTES);
     let now = state.now_unix();
-    let (online_now, minutes) =
-        state
-            .usage
-            .minutes(&query.project, now, count)
-            .ok_or_else(|| {
-                AdminError::new(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                    "no usage is kept for project {:?}; use a project id from the configuration",
-                    query.project
+    let one = |project: &str| {
+        let (online_now, minutes) = state.usage.minutes(project, now, count)?;
+        Some(json!({
+            "project": project,
+            "now": now,
+            "online_now": online_now,
+            "minutes": minutes,
+        }))
+    };
+    if let Some(project) = &query.project {
+        known_project(&state, project)?;
+        let answer = one(project).ok_or_else(|| {
+            AdminError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no usage is kept for project {project:?}; use a project id from the configuration"
                 ),
-                )
-            })?;
-    Ok(Json(json!({
-        "project": query.project,
-        "now": now,
-        "online_now": online_now,
-        "minutes": minutes,
-    }))
-    .into_response())
+            )
+        })?;
+        return Ok(Json(answer).into_response());
+    }
+    let live = state.live.load();
+    let projects: Vec<serde_json::Value> = live
+        .config
+        .projects
+        .iter()
+        .filter_map(|p| one(&p.id))
+        .collect();
+    Ok(Json(json!({ "now": now, "projects": projects })).into_response())
 }

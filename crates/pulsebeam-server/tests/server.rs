@@ -2343,6 +2343,16 @@ mod ops {
         assert!(rows[..4]
             .iter()
             .all(|m| m["messages"] == 0 && m["online"] == 0));
+        // Without a project: every project in one answer, as the page asks.
+        let all = minutes("/admin/v1/usage/minutes?minutes=5").await;
+        let projects = all["projects"].as_array().unwrap();
+        let ids: Vec<&str> = projects
+            .iter()
+            .map(|p| p["project"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["main", "other"]);
+        assert_eq!(projects[0], now, "the same as the answer for main alone");
+        assert_eq!(projects[1]["online_now"], 0);
 
         // Two minutes later, with the Recv still open: those minutes count it too.
         h.now.store(T0 + 120, Ordering::SeqCst);
