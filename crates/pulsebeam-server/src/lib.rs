@@ -39,6 +39,7 @@
 //! The crate README documents every configuration key, route, error code and metric.
 
 mod admin;
+mod admin_page;
 mod audit;
 mod auth;
 mod config;
