@@ -40,11 +40,13 @@
 
 mod auth;
 mod config;
+mod http;
 mod limiter;
 mod metrics;
 pub mod proto;
 mod server;
 pub mod store;
+mod tls;
 mod tunnel;
 mod turn;
 mod twirp;
@@ -56,6 +58,9 @@ pub use server::{run, serve, shutdown_signal, RunError, Server, ServerBuilder, T
 pub use store::{MailboxStore, MemoryStore};
 pub use turn::{turn_credential, TurnCredential};
 pub use twirp::{Code, TwirpError};
+
+pub use config::TlsConfig;
+pub use tls::TlsError;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

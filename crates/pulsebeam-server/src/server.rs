@@ -21,11 +21,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{failure_kind, Authenticator, Identity};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, TlsConfig};
 use crate::limiter::CallLimiter;
 use crate::metrics::{Method, Metrics};
 use crate::proto::{PrepareReq, RecvReq, SendResp};
 use crate::store::{MailboxStore, MemoryStore};
+use crate::tls::{Tls, TlsError};
 use crate::tunnel;
 use crate::twirp::{Code, TwirpError};
 
@@ -40,6 +41,8 @@ pub(crate) struct State {
     pub(crate) limiter: CallLimiter,
     pub(crate) shutdown: watch::Sender<bool>,
     cors: Cors,
+    /// `[tls]`: the certificate in use; `None` serves plain HTTP.
+    tls: Option<Tls>,
 }
 
 /// A configured signaling server: build it with [`Server::new`] or [`Server::builder`], then
@@ -108,6 +111,7 @@ impl ServerBuilder {
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new(limits, config.projects.len())));
         let cors = Cors::new(&config.cors.allowed_origins);
+        let tls = config.tls.as_ref().map(Tls::new).transpose()?;
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
             state: Arc::new(State {
@@ -118,6 +122,7 @@ impl ServerBuilder {
                 limiter,
                 shutdown,
                 cors,
+                tls,
             }),
             extra: None,
         })
@@ -200,6 +205,34 @@ impl Server {
     pub fn is_shutting_down(&self) -> bool {
         *self.state.shutdown.borrow()
     }
+
+    /// Re-reads the `[tls]` certificate chain and key and serves them to new connections;
+    /// connections already open keep the certificate they started with. Reads the files
+    /// synchronously (they are small). Any clone of the server may call it while [`serve`] runs.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError`] saying which file is unusable and why; the certificate in use stays in use.
+    /// [`TlsError::NotEnabled`] when the server was built without `[tls]`.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        let tls = self.state.tls.as_ref().ok_or(TlsError::NotEnabled)?;
+        tls.reload()?;
+        tracing::info!("TLS certificate reloaded");
+        Ok(())
+    }
+
+    /// As [`Server::reload_tls`], from the files `tls` names (a reloaded configuration's), which
+    /// later reloads then read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::reload_tls`]; on error the files and certificate in use stay in use.
+    pub fn reload_tls_from(&self, tls: &TlsConfig) -> Result<(), TlsError> {
+        let current = self.state.tls.as_ref().ok_or(TlsError::NotEnabled)?;
+        current.reload_from(tls)?;
+        tracing::info!("TLS certificate reloaded");
+        Ok(())
+    }
 }
 
 /// Serves `server` on `listener` until `shutdown` completes, then drains: long-polls are
@@ -208,7 +241,9 @@ impl Server {
 /// Every connection is bounded: request headers must arrive within
 /// `limits.header_timeout_secs` (also between requests on a kept-alive connection), a body within
 /// `limits.body_timeout_secs`, and at most `limits.max_open_connections` TCP connections are
-/// served at once (further clients wait in the listen backlog). Also runs the store's periodic
+/// served at once (further clients wait in the listen backlog). With `[tls]` the listener speaks
+/// HTTPS only, HTTP/1.1 or HTTP/2 by ALPN, under the same bounds (the TLS handshake too must
+/// finish within `limits.header_timeout_secs`). Also runs the store's periodic
 /// sweep of expired messages and idle connections.
 ///
 /// # Errors
@@ -245,6 +280,10 @@ pub async fn serve(
         .max_buf_size(limits.max_header_bytes.max(crate::config::MIN_HEADER_BYTES))
         .keep_alive(true);
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_open_connections));
+    let tls = state
+        .tls
+        .as_ref()
+        .map(|tls| crate::http::TlsServing::new(tls, limits));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
     let mut down = state.shutdown.subscribe();
@@ -282,6 +321,15 @@ pub async fn serve(
         };
         // Small request/response pairs: do not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
+        // HTTPS: the TLS connection, HTTP/1.1 or HTTP/2, holds the permit until it ends.
+        if let Some(tls) = &tls {
+            let serving = Arc::clone(tls).serve(tcp, router.clone(), state.shutdown.subscribe());
+            tokio::spawn(async move {
+                serving.await;
+                drop(permit);
+            });
+            continue;
+        }
         let connection =
             http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
         let connection = graceful.watch(connection);
@@ -297,10 +345,13 @@ pub async fn serve(
     tracing::info!("shutting down: answering long-polls and refusing new calls");
     server.shutdown();
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async {
+        graceful.shutdown().await;
+        // HTTPS connections watch `state.shutdown` instead of `graceful`; each holds a permit.
+        let all = u32::try_from(limits.max_open_connections).unwrap_or(u32::MAX);
+        let _ = open.acquire_many(all).await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             grace_secs = grace.as_secs(),
             "shutdown grace period over; closing remaining connections"
@@ -354,13 +405,18 @@ pub async fn run(
     let local = listener.local_addr().unwrap_or(addr);
     let config = server.config();
     let projects: Vec<&str> = config.projects.iter().map(|p| p.id.as_str()).collect();
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
         addr = %local,
         projects = ?projects,
         stun = config.ice.stun_urls.len(),
         turn = config.ice.turn.len(),
         mutual_policy = config.mutual_policy,
-        "pulsebeam signaling server listening; clients use baseUrl http://{local}/twirp"
+        "pulsebeam signaling server listening; clients use baseUrl {scheme}://{local}/twirp"
     );
     serve(listener, server, shutdown)
         .await
