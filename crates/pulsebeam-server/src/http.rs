@@ -61,7 +61,7 @@ impl TlsServing {
         router: Router,
         shutdown: watch::Receiver<bool>,
     ) {
-        let handshake = tokio::time::timeout(self.idle_timeout, self.acceptor.accept(tcp));
+        let handshake = tokio::time::timeout(self.idle_timeout, self.handshake(tcp));
         let stream = tokio::select! {
             done = handshake => match done {
                 Ok(Ok(stream)) => stream,
@@ -112,6 +112,48 @@ impl TlsServing {
             tracing::debug!(error = %err, "connection ended with an error");
         }
     }
+}
+
+impl TlsServing {
+    /// The TLS handshake; a client speaking plain HTTP instead is told to use `https://`, as a
+    /// browser pointed at `http://` would otherwise show only a reset connection.
+    async fn handshake(
+        &self,
+        mut tcp: TcpStream,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+        let mut first = [0_u8; 1];
+        let [first] = match tcp.peek(&mut first).await? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ => first,
+        };
+        if first != TLS_HANDSHAKE_RECORD && first.is_ascii_uppercase() {
+            answer_plain_http(&mut tcp).await;
+            return Err(std::io::Error::other(
+                "plain HTTP on the HTTPS port; answered 400",
+            ));
+        }
+        self.acceptor.accept(tcp).await
+    }
+}
+
+/// The first byte a TLS client sends: the content type of a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Answers a plain-HTTP request with a 400 that says to use HTTPS, then closes gently: the
+/// unread request is drained so that the close does not reset the connection (and lose the
+/// answer) on the client's side. The caller's handshake timeout bounds all of it.
+async fn answer_plain_http(tcp: &mut TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = "this port speaks HTTPS: use an https:// URL\n";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if tcp.write_all(answer.as_bytes()).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0_u8; 1024];
+    while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
 /// Completes once the server shuts down (never, if the signal is gone).

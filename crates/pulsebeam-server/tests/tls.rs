@@ -434,7 +434,7 @@ mod bounds {
     use super::*;
 
     #[tokio::test]
-    async fn plain_http_to_the_https_port_fails_and_the_server_keeps_serving() {
+    async fn plain_http_to_the_https_port_is_told_to_use_https_and_the_server_keeps_serving() {
         let cert = Cert::new();
         let harness = Harness::start(&cert, |_| {}).await;
         let mut plain = TcpStream::connect(harness.addr).await.unwrap();
@@ -445,11 +445,9 @@ mod bounds {
         let answer = read_until_closed(&mut plain, Duration::from_secs(5))
             .await
             .expect("the server closes a connection that is not TLS");
-        assert!(
-            !answer.starts_with(b"HTTP/"),
-            "{:?}",
-            String::from_utf8_lossy(&answer)
-        );
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(answer.ends_with("use an https:// URL\n"), "{answer}");
 
         let (mut client, _) = Client::connect(harness.addr, &[&cert], b"http/1.1").await;
         let pong = client
