@@ -19,6 +19,11 @@ use tokio::sync::watch;
 use crate::config::{Limits, MIN_HEADER_BYTES};
 use crate::tls::Tls;
 
+/// Calls one HTTP/2 connection carries at once: a browser's tabs on one origin share a
+/// connection, each with a long-poll open; their buffered request data is bounded together by
+/// the connection's flow-control window.
+const MAX_STREAMS_PER_CONNECTION: u32 = 200;
+
 /// HTTPS serving, shared by every connection of one listener.
 pub(crate) struct TlsServing {
     acceptor: tokio_rustls::TlsAcceptor,
@@ -46,7 +51,8 @@ impl TlsServing {
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
             .initial_stream_window_size(window)
-            .initial_connection_window_size(window);
+            .initial_connection_window_size(window)
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
         Arc::new(TlsServing {
             acceptor: tls.acceptor(),
             http,

@@ -391,3 +391,29 @@ fn pem_error(key: &'static str, path: &Path, err: &pem::Error) -> TlsError {
         problem,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_error_reads_like_the_tls_error() {
+        let err = TlsError::KeyMismatch {
+            cert_file: "/etc/tls/fullchain.pem".into(),
+            key_file: "/etc/tls/privkey.pem".into(),
+        };
+        let text = err.to_string();
+        assert!(text.starts_with("config key `tls.key_file`: "), "{text}");
+        let config: ConfigError = err.into();
+        assert_eq!(config.key(), Some("tls.key_file"));
+        assert_eq!(config.to_string(), text);
+    }
+
+    #[test]
+    fn errors_without_a_key_say_what_to_do() {
+        let text = TlsError::NotEnabled.to_string();
+        assert!(text.contains("[tls]") && text.contains("restart"), "{text}");
+        let config: ConfigError = TlsError::NotEnabled.into();
+        assert_eq!(config.key(), Some("tls"));
+    }
+}
