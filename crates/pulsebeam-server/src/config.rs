@@ -425,9 +425,9 @@ impl Config {
 
     /// Every check of [`Config::validate`] but the projects and keys ([`Config::key_sets`]).
     pub(crate) fn validate_without_keys(&self) -> Result<(), ConfigError> {
+        self.tls.as_ref().map_or(Ok(()), TlsConfig::validate)?;
         self.validate_ice()?;
         self.limits.validate()?;
-        self.tls.as_ref().map_or(Ok(()), TlsConfig::validate)?;
         validate_origins(&self.cors.allowed_origins)
     }
 

@@ -21,12 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{failure_kind, Authenticator, Identity};
-use crate::config::{Config, ConfigError, TlsConfig};
+use crate::config::{Config, ConfigError};
 use crate::limiter::CallLimiter;
 use crate::metrics::{Method, Metrics};
 use crate::proto::{PrepareReq, RecvReq, SendResp};
 use crate::store::{MailboxStore, MemoryStore};
-use crate::tls::{Tls, TlsError};
 use crate::tunnel;
 use crate::twirp::{Code, TwirpError};
 
@@ -42,7 +41,7 @@ pub(crate) struct State {
     pub(crate) shutdown: watch::Sender<bool>,
     cors: Cors,
     /// `[tls]`: the certificate in use; `None` serves plain HTTP.
-    tls: Option<Tls>,
+    tls: Option<crate::tls::Tls>,
 }
 
 /// A configured signaling server: build it with [`Server::new`] or [`Server::builder`], then
@@ -111,7 +110,7 @@ impl ServerBuilder {
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new(limits, config.projects.len())));
         let cors = Cors::new(&config.cors.allowed_origins);
-        let tls = config.tls.as_ref().map(Tls::new).transpose()?;
+        let tls = config.tls.as_ref().map(crate::tls::Tls::new).transpose()?;
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
             state: Arc::new(State {
@@ -212,10 +211,11 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`TlsError`] saying which file is unusable and why; the certificate in use stays in use.
-    /// [`TlsError::NotEnabled`] when the server was built without `[tls]`.
-    pub fn reload_tls(&self) -> Result<(), TlsError> {
-        let tls = self.state.tls.as_ref().ok_or(TlsError::NotEnabled)?;
+    /// [`TlsError`](crate::TlsError) saying which file is unusable and why; the certificate in
+    /// use stays in use. [`TlsError::NotEnabled`](crate::TlsError::NotEnabled) when the server
+    /// was built without `[tls]`.
+    pub fn reload_tls(&self) -> Result<(), crate::TlsError> {
+        let tls = self.state.tls.as_ref().ok_or(crate::TlsError::NotEnabled)?;
         tls.reload()?;
         tracing::info!("TLS certificate reloaded");
         Ok(())
@@ -227,8 +227,8 @@ impl Server {
     /// # Errors
     ///
     /// As [`Server::reload_tls`]; on error the files and certificate in use stay in use.
-    pub fn reload_tls_from(&self, tls: &TlsConfig) -> Result<(), TlsError> {
-        let current = self.state.tls.as_ref().ok_or(TlsError::NotEnabled)?;
+    pub fn reload_tls_from(&self, tls: &crate::TlsConfig) -> Result<(), crate::TlsError> {
+        let current = self.state.tls.as_ref().ok_or(crate::TlsError::NotEnabled)?;
         current.reload_from(tls)?;
         tracing::info!("TLS certificate reloaded");
         Ok(())
@@ -238,12 +238,13 @@ impl Server {
 /// Serves `server` on `listener` until `shutdown` completes, then drains: long-polls are
 /// answered at once, other calls get up to `limits.shutdown_grace_secs` to finish.
 ///
+/// With `[tls]` the listener speaks HTTPS only, HTTP/1.1 or HTTP/2 by ALPN, under the bounds
+/// below (the TLS handshake too must finish within `limits.header_timeout_secs`).
+///
 /// Every connection is bounded: request headers must arrive within
 /// `limits.header_timeout_secs` (also between requests on a kept-alive connection), a body within
 /// `limits.body_timeout_secs`, and at most `limits.max_open_connections` TCP connections are
-/// served at once (further clients wait in the listen backlog). With `[tls]` the listener speaks
-/// HTTPS only, HTTP/1.1 or HTTP/2 by ALPN, under the same bounds (the TLS handshake too must
-/// finish within `limits.header_timeout_secs`). Also runs the store's periodic
+/// served at once (further clients wait in the listen backlog). Also runs the store's periodic
 /// sweep of expired messages and idle connections.
 ///
 /// # Errors

@@ -8,6 +8,8 @@
 )]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,16 +62,36 @@ struct Harness {
     server: Server,
     pair: KeyPair,
     files: TlsConfig,
-    _dir: tempfile::TempDir,
+    _dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-fn files_in(dir: &tempfile::TempDir) -> TlsConfig {
-    TlsConfig::new(
-        dir.path().join("fullchain.pem"),
-        dir.path().join("privkey.pem"),
-    )
+/// A fresh directory under the system's temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "pulsebeam-tls-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn files_in(dir: &TempDir) -> TlsConfig {
+    TlsConfig::new(dir.0.join("fullchain.pem"), dir.0.join("privkey.pem"))
 }
 
 fn config_with(pair: &KeyPair, files: &TlsConfig) -> Config {
@@ -82,7 +104,7 @@ fn config_with(pair: &KeyPair, files: &TlsConfig) -> Config {
 
 impl Harness {
     async fn start(cert: &Cert, tweak: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = TempDir::new();
         let files = files_in(&dir);
         cert.write(&files);
         let pair = KeyPair::generate().unwrap();
@@ -694,7 +716,7 @@ mod reload {
     async fn reload_from_other_files_switches_paths() {
         let (old, new) = (Cert::new(), Cert::new());
         let harness = Harness::start(&old, |_| {}).await;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = TempDir::new();
         let moved = files_in(&dir);
         new.write(&moved);
         harness.server.reload_tls_from(&moved).unwrap();
@@ -749,7 +771,7 @@ mod config {
 
     /// `Server::new` reads the files: each unusable one is refused naming its key.
     fn refusal(write: impl FnOnce(&TlsConfig)) -> (Option<String>, String) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = TempDir::new();
         let files = files_in(&dir);
         write(&files);
         let pair = KeyPair::generate().unwrap();
@@ -818,7 +840,7 @@ mod config {
     #[test]
     fn a_good_pair_builds() {
         let cert = Cert::new();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = TempDir::new();
         let files = files_in(&dir);
         cert.write(&files);
         let pair = KeyPair::generate().unwrap();
