@@ -103,7 +103,7 @@ impl TlsServing {
         tokio::pin!(connection);
         let ended = tokio::select! {
             ended = connection.as_mut() => Some(ended),
-            () = idle(in_progress, self.idle_timeout) => None,
+            () = idle(in_progress.clone(), self.idle_timeout) => None,
             () = stopping(shutdown) => None,
         };
         let ended = match ended {
@@ -111,16 +111,22 @@ impl TlsServing {
             None => {
                 // HTTP/2: GOAWAY, open streams finish; HTTP/1.1: the current call finishes.
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                // HTTP/2 sends its final GOAWAY only once the client answers a PING: a client
+                // that never does is dropped once no call has been in progress for the timeout.
+                tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    () = idle(in_progress, self.idle_timeout) => {
+                        tracing::debug!("closing a connection that did not finish shutting down");
+                        return;
+                    }
+                }
             }
         };
         if let Err(err) = ended {
             tracing::debug!(error = %err, "connection ended with an error");
         }
     }
-}
 
-impl TlsServing {
     /// The TLS handshake; a client speaking plain HTTP instead is told to use `https://`, as a
     /// browser pointed at `http://` would otherwise show only a reset connection.
     async fn handshake(

@@ -545,6 +545,32 @@ mod bounds {
     }
 
     #[tokio::test]
+    async fn an_http2_client_that_never_answers_the_goaway_ping_is_closed_too() {
+        let cert = Cert::new();
+        let harness = Harness::start(&cert, |c| c.limits.header_timeout_secs = 1).await;
+        let mut raw = tls_connect(harness.addr, &[&cert], &[b"h2"], BOTH_VERSIONS)
+            .await
+            .unwrap();
+        // The client preface and an empty SETTINGS frame, then silence: no SETTINGS or PING ack.
+        raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(6), async {
+            while matches!(raw.read(&mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        assert!(closed.is_ok(), "still open after {:?}", started.elapsed());
+        // One timeout idle, then one more waiting for the PING answer.
+        assert!(
+            started.elapsed() >= Duration::from_millis(1_900),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
     async fn a_long_poll_keeps_an_http2_connection_open_past_the_header_timeout() {
         let cert = Cert::new();
         let harness = Harness::start(&cert, |c| {
