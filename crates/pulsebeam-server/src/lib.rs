@@ -16,6 +16,10 @@
 //!   then is its token known; refused messages are dropped and counted.
 //! - **Projects are apart.** Mailboxes are keyed by project, so equal group and peer ids in two
 //!   projects never meet.
+//! - **Tokens never cross a network in clear text when `[tls]` is set.** The listener then
+//!   speaks only HTTPS (TLS 1.3 and 1.2, rustls on aws-lc-rs); without it, put the server behind
+//!   a proxy that terminates TLS. A bad certificate or key stops startup; a bad one on reload
+//!   leaves the certificate in use untouched.
 //! - **Everything is bounded.** Body and payload size, mailbox depth, message age, connections
 //!   per peer and per project, calls per peer, long-poll wait, token cache: each configurable,
 //!   each overflow answered with `resource_exhausted` (transient, retried by the client) or
