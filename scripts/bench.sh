@@ -14,7 +14,7 @@ if [ "${1:-}" = "--quick" ]; then
     js_args=(--quick)
 fi
 rm -rf target/criterion/mint target/criterion/verify target/criterion/parts
-cargo bench -p pulsebeam-token --bench tokens -- --warm-up-time 2 --measurement-time "$measure"
+cargo bench --locked -p pulsebeam-token --bench tokens -- --warm-up-time 2 --measurement-time "$measure"
 js_out=target/bench-js.txt
 bash bindings/js/scripts/bench.sh "${js_args[@]}" | tee "$js_out"
 python3 scripts/bench_report.py target/criterion --js "$js_out" --write BENCHMARKS.md

@@ -8,5 +8,5 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "scripts/dev.sh: cargo not found; install Rust from https://rustup.rs and run this again" >&2
     exit 2
 fi
-cargo build --release --quiet -p pulsebeam-cli
+cargo build --locked --release --quiet -p pulsebeam-cli
 exec target/release/pulsebeam dev "$@"

@@ -28,6 +28,12 @@ if ! rustc --version | grep -q nightly; then
 fi
 
 cd "$root/fuzz"
+# cargo fuzz has no --locked of its own: check that fuzz/Cargo.lock matches the manifests (its
+# own and the crates it builds) first, so a stale lock fails here instead of being rewritten.
+if ! cargo metadata --locked --format-version 1 >/dev/null; then
+    echo "fuzz/Cargo.lock is out of date; update it (cd fuzz && cargo update -w) and commit it" >&2
+    exit 1
+fi
 python3 make_seeds.py
 started=$(date +%s)
 cargo fuzz build

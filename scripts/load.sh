@@ -20,7 +20,7 @@ if (( $(ulimit -n) < wanted )); then
     ulimit -n "$wanted" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 fi
 
-cargo build --release -p pulsebeam-load
+cargo build --locked --release -p pulsebeam-load
 load="$root/target/release/pulsebeam-load"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT

@@ -33,17 +33,19 @@ step() {
     fi
 }
 
+# Every cargo build here is --locked: a Cargo.lock that no longer matches the manifests fails
+# the run loudly instead of being rewritten behind the developer's back.
 rust() {
     cargo fmt --all -- --check &&
-        cargo clippy --workspace --all-targets -- -D warnings &&
-        cargo test --workspace
+        cargo clippy --locked --workspace --all-targets -- -D warnings &&
+        cargo test --locked --workspace
 }
 
 # The token crate on its other crypto backend (pure-Rust ed25519-dalek, as on wasm): the same
 # golden vectors and property tests.
 backends() {
-    cargo clippy -p pulsebeam-token --all-targets --no-default-features -- -D warnings &&
-        cargo test -p pulsebeam-token --no-default-features
+    cargo clippy --locked -p pulsebeam-token --all-targets --no-default-features -- -D warnings &&
+        cargo test --locked -p pulsebeam-token --no-default-features
 }
 
 # Tokens we mint, verified by an independent JOSE implementation given only our JWKS.
@@ -51,7 +53,7 @@ interop() {
     local out
     out="$(mktemp)"
     (cd tests/interop && npm ci --no-audit --no-fund) &&
-        cargo run -q -p pulsebeam-token --example interop >"$out" &&
+        cargo run --locked -q -p pulsebeam-token --example interop >"$out" &&
         node tests/interop/verify.mjs "$out"
 }
 

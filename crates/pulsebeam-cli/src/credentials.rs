@@ -103,6 +103,47 @@ fn unquote(value: &str) -> &str {
 }
 
 impl CredentialArgs {
+    /// The flags given, by name: `--api-key`, `--api-secret`, `--env-file`.
+    pub(crate) fn given_flags(&self) -> Vec<&'static str> {
+        [
+            ("--api-key", self.api_key.is_some()),
+            ("--api-secret", self.api_secret.is_some()),
+            ("--env-file", self.env_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
+    /// Whether any credential flag was given.
+    pub(crate) fn is_given(&self) -> bool {
+        !self.given_flags().is_empty()
+    }
+
+    /// These flags (given after the subcommand) together with `before` (given before it). A flag
+    /// may be given in one place only: two values would leave it unclear which one is meant.
+    pub(crate) fn merged_with(&self, before: &CredentialArgs) -> Result<CredentialArgs, CliError> {
+        let twice: Vec<&str> = before
+            .given_flags()
+            .into_iter()
+            .filter(|flag| self.given_flags().contains(flag))
+            .collect();
+        if !twice.is_empty() {
+            return Err(CliError::Usage(format!(
+                "{} given both before and after the subcommand; give each once, either place",
+                twice.join(", ")
+            )));
+        }
+        Ok(CredentialArgs {
+            api_key: self.api_key.clone().or_else(|| before.api_key.clone()),
+            api_secret: self
+                .api_secret
+                .clone()
+                .or_else(|| before.api_secret.clone()),
+            env_file: self.env_file.clone().or_else(|| before.env_file.clone()),
+        })
+    }
+
     /// Resolves and parses the credentials: flag, then env file, then environment.
     pub(crate) fn access_token(&self, session: &Session<'_, '_>) -> Result<AccessToken, CliError> {
         let file = match &self.env_file {

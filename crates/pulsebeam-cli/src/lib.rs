@@ -1,9 +1,11 @@
 //! The `pulsebeam` command-line tool, built on [`pulsebeam_token`].
 //!
-//! The binary is thin: it parses a [`Cli`] with clap, builds a [`Context`] from the real
-//! standard streams, environment and clock, calls [`run`] and exits with the [`Status`] code.
-//! Everything else lives here, so that tests can drive commands with in-memory streams and a
-//! pinned clock.
+//! The binaries are thin: [`main`] parses a [`Cli`] with clap, builds a [`Context`] from the
+//! real standard streams, environment and clock, calls [`run`] and exits with the [`Status`]
+//! code. Everything else lives here, so that tests can drive commands with in-memory streams and
+//! a pinned clock. The program is installed twice, as `pulsebeam` and as `pulsebeam-cli` (the
+//! original CLI's name), and the original's command lines work as they were:
+//! `pulsebeam-cli --api-key K --api-secret S create-token --peer-id P --group-id G`.
 //!
 //! Each subcommand is one module under [`commands`] with its own arguments and a `run`
 //! function; adding a subcommand is one module plus one [`Command`] variant.
@@ -14,9 +16,10 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pulsebeam_token::Clock;
+use pulsebeam_token::{Clock, SystemClock};
 
 pub mod commands;
 mod credentials;
@@ -25,7 +28,8 @@ mod explain;
 mod input;
 mod time;
 
-use commands::{create_token, dev, inspect, keygen, policy, serve, verify};
+use commands::{admin, create_token, dev, inspect, keygen, policy, serve, verify};
+use credentials::CredentialArgs;
 use error::CliError;
 
 /// Exit codes and examples, shown at the end of `pulsebeam --help`.
@@ -39,6 +43,8 @@ Exit codes:
 Credentials for create-token are taken from, highest precedence first:
   --api-key / --api-secret, then the file named by --env-file, then the environment
   variables PULSEBEAM_API_KEY / PULSEBEAM_API_SECRET (each value on its own).
+  The credential flags go before or after `create-token`, as the original pulsebeam-cli
+  took them: pulsebeam --api-key K --api-secret S create-token --peer-id P --group-id G
 
 Examples:
   pulsebeam keygen --out .env --jwks-out jwks.json
@@ -46,7 +52,8 @@ Examples:
   pulsebeam verify --jwks jwks.json \"$TOKEN\"
   pulsebeam inspect - < token.txt
   pulsebeam policy check --policy 'dev*:*' --group devs --peer alice
-  pulsebeam serve --config pulsebeam.toml";
+  pulsebeam serve --config pulsebeam.toml
+  pulsebeam admin revoke --project prod --group room1 --peer mallory --for 1h";
 
 /// Generate keys, mint, verify and inspect PulseBeam access tokens, and check policies.
 #[derive(Debug, Parser)]
@@ -55,6 +62,11 @@ pub struct Cli {
     /// Do not print warnings (errors are still printed).
     #[arg(short, long, global = true, display_order = 1000)]
     pub quiet: bool,
+
+    /// Credentials for `create-token`, accepted before the subcommand too, as the original
+    /// `pulsebeam-cli --api-key K --api-secret S create-token …` took them.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 
     /// The subcommand to run.
     #[command(subcommand)]
@@ -79,6 +91,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run the signaling server on loopback with a dev key, a token endpoint and a demo page.
     Dev(dev::DevArgs),
+    /// Call a running server's admin API: revoke tokens, reload, who is online, usage.
+    Admin(admin::AdminArgs),
 }
 
 /// How a command ended, and the process exit code for it.
@@ -117,6 +131,40 @@ pub struct Context<'a> {
     pub clock: &'a dyn Clock,
 }
 
+/// The whole program: parses the process's command line, runs it on the real streams,
+/// environment and clock, and returns the exit code. Both binaries, `pulsebeam` and
+/// `pulsebeam-cli`, are this function.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` go to stdout and succeed; usage errors go to stderr. A
+            // closed pipe while printing help is not worth reporting.
+            let _ = e.print();
+            let status = if e.use_stderr() {
+                Status::Failure
+            } else {
+                Status::Success
+            };
+            return ExitCode::from(status.code());
+        }
+    };
+    let env = |name: &str| std::env::var_os(name);
+    // Unlocked handles: `serve` logs from worker threads, which must not wait on a lock that
+    // the main thread holds for the whole run.
+    let mut stdin = io::stdin();
+    let mut stdout = io::stdout();
+    let mut stderr = io::stderr();
+    let mut ctx = Context {
+        stdin: &mut stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+        env: &env,
+        clock: &SystemClock,
+    };
+    ExitCode::from(run(cli, &mut ctx).code())
+}
+
 /// Runs a parsed command line and returns how it ended. Errors have been printed to
 /// `ctx.stderr` by the time this returns.
 pub fn run(cli: Cli, ctx: &mut Context<'_>) -> Status {
@@ -125,13 +173,20 @@ pub fn run(cli: Cli, ctx: &mut Context<'_>) -> Status {
         quiet: cli.quiet,
     };
     let result = match &cli.command {
+        Command::CreateToken(args) => args
+            .with_credentials_before(&cli.credentials)
+            .and_then(|args| create_token::run(&args, &mut session)),
+        _ if cli.credentials.is_given() => Err(CliError::Usage(format!(
+            "{} before the subcommand is for create-token only; remove it from this command line",
+            cli.credentials.given_flags().join(", ")
+        ))),
         Command::Keygen(args) => keygen::run(args, &mut session),
-        Command::CreateToken(args) => create_token::run(args, &mut session),
         Command::Verify(args) => verify::run(args, &mut session),
         Command::Inspect(args) => inspect::run(args, &mut session),
         Command::Policy(command) => policy::run(command, &mut session),
         Command::Serve(args) => serve::run(args, &mut session),
         Command::Dev(args) => dev::run(args, &mut session),
+        Command::Admin(args) => admin::run(args, &mut session),
     }
     .and_then(|status| {
         session.ctx.stdout.flush().map_err(CliError::Output)?;
@@ -186,6 +241,11 @@ impl Session<'_, '_> {
                 })
             })
             .transpose()
+    }
+
+    /// Reads an environment variable as it is, UTF-8 or not.
+    pub(crate) fn env_os(&self, name: &str) -> Option<OsString> {
+        (self.ctx.env)(name)
     }
 
     /// The current time: `now` when given (from `--now`), else the context's clock.

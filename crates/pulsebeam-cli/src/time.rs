@@ -164,6 +164,63 @@ mod tests {
         assert_eq!(relative(5, 5), "now");
     }
 
+    /// Text near the grammar as well as anywhere: a number with an optional sign, fraction,
+    /// unit and surrounding spaces (some too long for a `u64`); the same pieces in any order;
+    /// and any printable text.
+    fn ttl_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let space = "[ \t\u{a0}\u{3000}]{0,2}";
+        let near = (
+            space,
+            "[-+]?",
+            "[0-9]{0,22}",
+            "(\\.[0-9])?",
+            "[smhdwy ]?",
+            space,
+        )
+            .prop_map(|(a, b, c, d, e, f)| [a, b, c, d, e, f].concat());
+        let piece = prop_oneof![
+            4 => "[0-9]{1,22}",
+            2 => "[smhdwy]",
+            1 => "[ \t\u{a0}\u{3000}]",
+            1 => "[-+._,eE]",
+            1 => "\\PC",
+        ];
+        prop_oneof![
+            3 => near,
+            2 => proptest::collection::vec(piece, 0..5).prop_map(|parts| parts.concat()),
+            1 => "\\PC{0,24}",
+        ]
+    }
+
+    /// The grammar read independently: optional surrounding whitespace, ASCII digits, at most
+    /// one unit letter at the end; the value must fit in a `u64` once scaled.
+    fn reference_ttl(text: &str) -> Option<Ttl> {
+        let text = text.trim();
+        let (digits, scale, bare) = if let Some(d) = text.strip_suffix('d') {
+            (d, u128::from(DAY), false)
+        } else if let Some(h) = text.strip_suffix('h') {
+            (h, u128::from(HOUR), false)
+        } else if let Some(m) = text.strip_suffix('m') {
+            (m, u128::from(MINUTE), false)
+        } else if let Some(s) = text.strip_suffix('s') {
+            (s, 1, false)
+        } else {
+            (text, 1, true)
+        };
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let mut value: u128 = 0;
+        for c in digits.chars() {
+            value = value
+                .checked_mul(10)?
+                .checked_add(u128::from(c.to_digit(10)?))?;
+        }
+        let secs = u64::try_from(value.checked_mul(scale)?).ok()?;
+        Some(Ttl { secs, bare })
+    }
+
     proptest::proptest! {
         #[test]
         fn ttl_units_scale(n in 0u64..1_000_000, unit in 0usize..5) {
@@ -173,9 +230,19 @@ mod tests {
             proptest::prop_assert_eq!(ttl.bare, suffix.is_empty());
         }
 
+        /// Every input gets an answer, and it is the right one: an `Ok` exactly when the
+        /// reference reading below accepts the text, with the same seconds, and otherwise an
+        /// error that names the input and says what to write instead.
         #[test]
-        fn ttl_parsing_is_total(text in "\\PC{0,24}") {
-            let _ = parse_ttl(&text);
+        fn ttl_parsing_is_total(text in ttl_text()) {
+            match (parse_ttl(&text), reference_ttl(&text)) {
+                (Ok(ttl), Some(want)) => proptest::prop_assert_eq!(ttl, want, "{:?}", text),
+                (Err(message), None) => {
+                    proptest::prop_assert!(message.starts_with(&format!("`{}` is ", text.trim())), "{}", message);
+                    proptest::prop_assert!(message.ends_with("(e.g. 90m, 1h, 7d)"), "{}", message);
+                }
+                (got, want) => proptest::prop_assert!(false, "{:?}: got {:?}, want {:?}", text, got, want),
+            }
         }
 
         #[test]

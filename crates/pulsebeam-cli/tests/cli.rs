@@ -15,6 +15,8 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pulsebeam");
+/// The same program under the original CLI's name.
+const CLI_BIN: &str = env!("CARGO_BIN_EXE_pulsebeam-cli");
 
 /// A finished run of the binary.
 struct Run {
@@ -49,7 +51,12 @@ impl Run {
 
 /// Runs `pulsebeam args…` with no PULSEBEAM_* variables unless given in `env`.
 fn pulsebeam_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
-    let mut command = Command::new(BIN);
+    run_binary(BIN, args, env, stdin)
+}
+
+/// Runs the binary `bin` with `args`, no PULSEBEAM_* variables unless given in `env`.
+fn run_binary(bin: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+    let mut command = Command::new(bin);
     command
         .args(args)
         .env_remove("PULSEBEAM_API_KEY")
@@ -231,6 +238,40 @@ mod parsing {
                     "--random-jti",
                 ],
                 |c| matches!(&c.command, Command::CreateToken(a) if a.peer_id == "ピア🙂" && a.random_jti),
+            ),
+            // The original CLI's order: credentials before the subcommand.
+            (
+                &[
+                    "--api-key",
+                    "k",
+                    "--api-secret",
+                    "s",
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                    "--allow-policy",
+                    "g:p",
+                ],
+                |c| {
+                    c.credentials.api_key.as_deref() == Some("k")
+                        && c.credentials.api_secret.as_deref() == Some("s")
+                        && matches!(&c.command, Command::CreateToken(a)
+                        if a.credentials.api_key.is_none() && a.peer_id == "p")
+                },
+            ),
+            (
+                &[
+                    "--env-file",
+                    ".env",
+                    "create-token",
+                    "--peer-id",
+                    "p",
+                    "--group-id",
+                    "g",
+                ],
+                |c| c.credentials.env_file.as_deref() == Some(".env".as_ref()),
             ),
             (&["-q", "verify", "--public-key", "ab", "tok"], |c| {
                 c.quiet
@@ -832,6 +873,112 @@ mod create_token {
     }
 
     #[test]
+    fn the_original_command_line_works_under_either_name() {
+        let after = [
+            "create-token",
+            "--peer-id",
+            "alice",
+            "--group-id",
+            "room1",
+            "--allow-policy",
+            "room1:alice",
+            "--now",
+            "1000000",
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+        ];
+        let before = [
+            "--api-key",
+            KEY,
+            "--api-secret",
+            SECRET,
+            "create-token",
+            "--peer-id",
+            "alice",
+            "--group-id",
+            "room1",
+            "--allow-policy",
+            "room1:alice",
+            "--now",
+            "1000000",
+        ];
+        let token = pulsebeam(&after).expect(0).stdout;
+        assert_eq!(pulsebeam(&before).expect(0).stdout, token);
+        let original = run_binary(CLI_BIN, &before, &[], None).expect(0);
+        assert_eq!(original.stdout, token);
+        assert_eq!(
+            run_binary(CLI_BIN, &after, &[], None).expect(0).stdout,
+            token
+        );
+        // One flag on each side is fine too.
+        let mixed = [
+            "--api-key",
+            KEY,
+            "create-token",
+            "--api-secret",
+            SECRET,
+            "--peer-id",
+            "alice",
+            "--group-id",
+            "room1",
+            "--allow-policy",
+            "room1:alice",
+            "--now",
+            "1000000",
+        ];
+        assert_eq!(pulsebeam(&mixed).expect(0).stdout, token);
+        pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1000001",
+            token.trim(),
+        ])
+        .expect(0);
+        // So is an env file named before the subcommand.
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env");
+        std::fs::write(
+            &env,
+            format!("PULSEBEAM_API_KEY={KEY}\nPULSEBEAM_API_SECRET={SECRET}\n"),
+        )
+        .unwrap();
+        let from_file = [&["--env-file", env.to_str().unwrap()][..], &after[..9]].concat();
+        assert_eq!(pulsebeam(&from_file).expect(0).stdout, token);
+
+        // The help of the second name calls itself by that name.
+        let help = run_binary(CLI_BIN, &["--help"], &[], None).expect(0);
+        assert!(
+            help.stdout.contains("Usage: pulsebeam-cli"),
+            "{}",
+            help.stdout
+        );
+        assert!(help.stdout.contains("--api-key"), "{}", help.stdout);
+
+        // A flag given on both sides, or before another subcommand, is an error naming it.
+        let twice = [&["--api-key", KEY][..], &after[..]].concat();
+        let run = pulsebeam(&twice).expect(2);
+        assert!(
+            run.stderr
+                .starts_with("error: --api-key given both before and after the subcommand"),
+            "{}",
+            run.stderr
+        );
+        let run = pulsebeam(&["--api-secret", SECRET, "keygen"]).expect(2);
+        assert!(
+            run.stderr
+                .starts_with("error: --api-secret before the subcommand is for create-token only"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains(&SECRET[3..]), "{}", run.stderr);
+        assert!(run.stdout.is_empty());
+    }
+
+    #[test]
     fn credentials_come_from_flags_then_env_file_then_environment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("creds.env");
@@ -1343,6 +1490,193 @@ mod verify {
         );
     }
 
+    /// Signs raw header and payload bytes with the vector key, as any key holder could.
+    fn sign_bytes(header: &[u8], payload: &[u8]) -> String {
+        sign_segments(&b64(header), &b64(payload))
+    }
+
+    /// Signs the given (possibly non-canonical) base64url segments with the vector key.
+    fn sign_segments(header: &str, payload: &str) -> String {
+        use ed25519_dalek::Signer as _;
+        let seed: [u8; 32] = (0..32)
+            .map(|i| u8::from_str_radix(&SECRET[3 + 2 * i..5 + 2 * i], 16).unwrap())
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let input = format!("{header}.{payload}");
+        format!("{input}.{}", b64(&key.sign(input.as_bytes()).to_bytes()))
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn the_reason_is_the_same_with_and_without_kid() {
+        const HEADER: &str = r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c"}"#;
+        let good = mint(1_000_000, 3600, &[]);
+        let [h, p, s]: [&str; 3] = good.split('.').collect::<Vec<_>>().try_into().unwrap();
+        let payload = |exp: &str, extra: &str| {
+            format!(
+                r#"{{"exp":{exp},"gid":"g","pid":"p","ap":{{"group_id":"*","peer_id":"*"}}{extra}}}"#
+            )
+        };
+        let non_utf8 = {
+            // An unknown member whose string holds a byte that is not UTF-8.
+            let mut bytes = payload("9999999999", "").into_bytes();
+            bytes.pop();
+            bytes.extend_from_slice(b",\"x\":\"a");
+            bytes.extend_from_slice(&[0xff]);
+            bytes.extend_from_slice(b"\"}");
+            bytes
+        };
+        let deep = format!(",\"x\":{}{}", "[".repeat(200), "]".repeat(200));
+        // (what, token, how `verify` must answer, with and without --kid alike)
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "truncated signature",
+                format!("{h}.{p}.{}", &s[..85]),
+                "rejected: malformed token: signature",
+            ),
+            (
+                "padded signature",
+                format!("{h}.{p}.{s}=="),
+                "rejected: malformed token: signature",
+            ),
+            (
+                "padded payload, signed as sent",
+                sign_segments(&b64(HEADER.as_bytes()), &format!("{}=", b64(payload("9999999999", "").as_bytes()))),
+                "rejected: malformed token: payload",
+            ),
+            (
+                "trailing garbage",
+                format!("{good}xyz"),
+                "rejected: malformed token: signature",
+            ),
+            (
+                "a fourth segment",
+                format!("{good}.xyz"),
+                "rejected: malformed token: token",
+            ),
+            (
+                "non-UTF-8 payload",
+                sign_bytes(HEADER.as_bytes(), &non_utf8),
+                "rejected: malformed token: payload: JSON text is not valid UTF-8",
+            ),
+            (
+                "exp 1e999",
+                sign_bytes(HEADER.as_bytes(), payload("1e999", "").as_bytes()),
+                "rejected: malformed token: payload",
+            ),
+            (
+                "duplicate member in ap",
+                sign_bytes(
+                    HEADER.as_bytes(),
+                    br#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"g","peer_id":"x","peer_id":"*"}}"#,
+                ),
+                "rejected: malformed token: payload",
+            ),
+            (
+                "deeply nested unknown claim",
+                sign_bytes(HEADER.as_bytes(), payload("9999999999", &deep).as_bytes()),
+                "valid: peer \"p\" in group \"g\"",
+            ),
+            (
+                "header without kid",
+                sign_bytes(br#"{"alg":"EdDSA"}"#, payload("9999999999", "").as_bytes()),
+                "rejected: token header has no `kid`",
+            ),
+        ];
+        for (what, token, want) in cases {
+            let base = ["verify", "--public-key", PUBLIC, "--now", "1000001"];
+            let with_kid = [&base[..], &["--kid", KEY, &token]].concat();
+            let without_kid = [&base[..], &[token.as_str()]].concat();
+            let a = pulsebeam(&without_kid);
+            let b = pulsebeam(&with_kid);
+            let answer = if a.code == 0 { &a.stdout } else { &a.stderr };
+            assert!(answer.starts_with(want), "{what}: {answer}");
+            assert_eq!(
+                (a.code, &a.stdout, &a.stderr),
+                (b.code, &b.stdout, &b.stderr),
+                "{what}: without --kid, then with it"
+            );
+            let a = pulsebeam(&[&without_kid[..], &["--json"]].concat());
+            let b = pulsebeam(&[&with_kid[..], &["--json"]].concat());
+            assert_eq!(a.stdout, b.stdout, "{what}: --json");
+            assert_ne!(a.json()["code"], "unknown_key_id", "{what}");
+        }
+    }
+
+    #[test]
+    fn max_lifetime_refuses_long_lived_tokens() {
+        let day = 24 * 60 * 60;
+        let token = mint(1_000_000, 2 * day, &[]);
+        let run = pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1000000",
+            "--max-lifetime",
+            "1d",
+            &token,
+        ])
+        .expect(1);
+        assert!(
+            run.stderr.starts_with("rejected: token lifetime too long"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("mint shorter-lived tokens"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains("--max-lifetime accepts expiry up to in 1d"),
+            "{}",
+            run.stderr
+        );
+        let run = pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1000000",
+            "--max-lifetime",
+            "86400",
+            "--json",
+            &token,
+        ])
+        .expect(1);
+        assert_eq!(run.json()["code"], "token_lifetime_too_long");
+        pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--now",
+            "1000000",
+            "--max-lifetime",
+            "2d",
+            &token,
+        ])
+        .expect(0);
+        pulsebeam(&["verify", "--public-key", PUBLIC, "--now", "1000000", &token]).expect(0);
+        let run = pulsebeam(&[
+            "verify",
+            "--public-key",
+            PUBLIC,
+            "--max-lifetime",
+            "1w",
+            &token,
+        ])
+        .expect(2);
+        assert!(run.stderr.contains("not a duration"), "{}", run.stderr);
+    }
+
     #[test]
     fn key_sources_and_their_errors() {
         let token = mint(1_000_000, 3600, &[]);
@@ -1776,6 +2110,58 @@ mod serve {
         pulsebeam(&["serve"]).expect(2);
     }
 
+    /// Runs `args` with RUST_LOG=info and standard error going to a file, as a service manager
+    /// or `2>log` would, until it has logged something; stops it with SIGTERM and returns the
+    /// raw log bytes.
+    fn logs_to_a_file(args: &[&str], dir: &Path) -> Vec<u8> {
+        let log = dir.join("server.log");
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .env_remove("PULSEBEAM_TURN_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&log).unwrap().len() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("{args:?} did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::read(&log).unwrap()
+    }
+
+    #[test]
+    fn logs_to_a_file_have_no_colour_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let runs: [&[&str]; 2] = [
+            &["serve", "--config", EXAMPLE, "--listen", "127.0.0.1:0"],
+            &["dev", "--port", "0", "--state-dir", state.to_str().unwrap()],
+        ];
+        for args in runs {
+            let log = logs_to_a_file(args, dir.path());
+            let text = String::from_utf8_lossy(&log);
+            assert!(text.contains("INFO"), "{args:?} logged nothing: {text}");
+            assert!(
+                !log.contains(&0x1b),
+                "{args:?} wrote escape codes to a file: {text:?}"
+            );
+        }
+    }
+
     #[test]
     fn serves_until_sigterm_and_stops_cleanly() {
         let mut child = Command::new(BIN)
@@ -1839,5 +2225,259 @@ mod serve {
         let mut rest = String::new();
         stderr.read_to_string(&mut rest).unwrap();
         assert!(rest.contains("stopped"), "{rest}");
+    }
+}
+
+mod admin {
+    use super::*;
+    use std::io::Read as _;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// One HTTP/1.1 request; the status and the body.
+    fn http(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n{headers}\r\n",
+            body.len()
+        )
+        .unwrap();
+        stream.write_all(body).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
+        (status, body)
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// A Twirp Prepare call with `token`.
+    fn prepare(addr: &str, token: &str) -> (u16, String) {
+        http(
+            addr,
+            "POST",
+            "/twirp/pulsebeam.v1.Tunnel/Prepare",
+            &format!("content-type: application/protobuf\r\nauthorization: Bearer {token}\r\n"),
+            b"",
+        )
+    }
+
+    #[test]
+    fn admin_commands_drive_a_running_server_and_no_secret_is_logged() {
+        let generated: Value = serde_json::from_str(
+            &pulsebeam(&["admin", "gen-token", "--json"])
+                .expect(0)
+                .stdout,
+        )
+        .unwrap();
+        let admin_token = generated["token"].as_str().unwrap().to_owned();
+        let hash = generated["token_sha256"].as_str().unwrap();
+        assert!(admin_token.starts_with("pba_") && hash.len() == 64);
+        let text = pulsebeam(&["admin", "gen-token"]).expect(0).stdout;
+        assert!(
+            text.contains("[admin]") && text.contains("token_sha256 = \""),
+            "{text}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("pulsebeam.toml");
+        let audit = dir.path().join("audit.jsonl");
+        let admin_addr = format!("127.0.0.1:{}", free_port());
+        let write_config = |extra_project: bool| {
+            let mut text = format!(
+                "[[projects]]\nid = \"main\"\n[[projects.keys]]\nkid = \"{KEY}\"\npublic_key = \"{PUBLIC}\"\n\
+                 [ice]\nstun_urls = []\n[[ice.turn]]\nurls = [\"turn:127.0.0.1:3478\"]\nsecret = \"turn-secret-not-for-logs\"\n\
+                 [admin]\nlisten = \"{admin_addr}\"\ntoken_sha256 = \"{hash}\"\n[audit]\nfile = \"{}\"\n",
+                audit.display()
+            );
+            if extra_project {
+                let other = pulsebeam(&["keygen", "--json"]).expect(0).stdout;
+                let other: Value = serde_json::from_str(&other).unwrap();
+                text.push_str(&format!(
+                    "[[projects]]\nid = \"second\"\n[[projects.keys]]\nkid = \"{}\"\npublic_key = \"{}\"\n",
+                    str_of(&other, &["api_key"]),
+                    str_of(&other, &["public_key"])
+                ));
+            }
+            std::fs::write(&config, text).unwrap();
+        };
+        write_config(false);
+        let log = dir.path().join("server.log");
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("baseUrl http://").nth(1) {
+                break rest.split('/').next().unwrap().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let env = [("PULSEBEAM_ADMIN_TOKEN", admin_token.as_str())];
+        let url = format!("http://{admin_addr}");
+        let admin = |args: &[&str]| {
+            let mut all = vec!["admin", "--url", url.as_str()];
+            all.extend_from_slice(args);
+            pulsebeam_with(&all, &env, None)
+        };
+
+        let alice = mint(now(), 600, &[]);
+        let (status, body) = prepare(&addr, &alice);
+        assert_eq!(status, 200, "{body}");
+        let run = admin(&[
+            "revoke",
+            "--project",
+            "main",
+            "--group",
+            "room1",
+            "--peer",
+            "alice",
+            "--for",
+            "10m",
+        ])
+        .expect(0);
+        assert!(
+            run.stdout
+                .contains("revoked every token of room1:alice in project main"),
+            "{}",
+            run.stdout
+        );
+        let (status, body) = prepare(&addr, &alice);
+        assert_eq!(status, 401);
+        assert!(body.contains("revoked"), "{body}");
+        let listed: Value =
+            serde_json::from_str(&admin(&["revocations", "--json"]).expect(0).stdout).unwrap();
+        assert_eq!(listed["revocations"].as_array().unwrap().len(), 1);
+        assert!(admin(&["online", "--project", "main"])
+            .expect(0)
+            .stdout
+            .starts_with("0 connection(s) online"));
+        let usage = admin(&["usage", "--project", "main", "--hours", "1"])
+            .expect(0)
+            .stdout;
+        assert!(
+            usage.lines().count() == 2 && usage.contains("calls"),
+            "{usage}"
+        );
+        // A refusal by the server is exit 1 with its reason; an unreachable server is exit 2.
+        let run = admin(&["usage", "--project", "nope"]).expect(1);
+        assert!(
+            run.stderr.contains("refused (404)") && run.stderr.contains("nope"),
+            "{}",
+            run.stderr
+        );
+        let run = pulsebeam_with(
+            &["admin", "--url", &url, "revocations"],
+            &[("PULSEBEAM_ADMIN_TOKEN", "pba_wrong")],
+            None,
+        )
+        .expect(1);
+        assert!(run.stderr.contains("refused (401)"), "{}", run.stderr);
+        let closed = format!("http://127.0.0.1:{}", free_port());
+        let run = pulsebeam_with(&["admin", "--url", &closed, "reload"], &env, None).expect(2);
+        assert!(
+            run.stderr.contains("is the server running"),
+            "{}",
+            run.stderr
+        );
+        pulsebeam(&["admin", "--url", &url, "reload"]).expect(2);
+        pulsebeam(&["admin", "revoke", "--project", "main"]).expect(2);
+
+        // Reload through the API, then by SIGHUP with a second project.
+        assert!(admin(&["reload"])
+            .expect(0)
+            .stdout
+            .starts_with("reloaded: configuration 2"));
+        admin(&["online", "--project", "second"]).expect(1);
+        write_config(true);
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while admin(&["online", "--project", "second"]).code != 0 {
+            assert!(Instant::now() < deadline, "SIGHUP did not reload");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Refusals that carry secrets in the request: a bad signature, an unknown kid.
+        let forged = format!("{}AAAA", &alice[..alice.len() - 4]);
+        prepare(&addr, &forged);
+        prepare(&addr, "not-a-token-at-all-but-secret-looking-0123456789");
+
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let logs = std::fs::read_to_string(&log).unwrap();
+        let trail = std::fs::read_to_string(&audit).unwrap();
+        assert!(
+            trail.contains("\"event\":\"revocation\"")
+                && trail.contains("\"event\":\"admin_call\"")
+        );
+        assert!(
+            trail.contains("\"event\":\"reload\"") && trail.contains("\"event\":\"auth_failure\"")
+        );
+        for secret in [
+            alice.as_str(),
+            forged.as_str(),
+            "secret-looking-0123456789",
+            admin_token.as_str(),
+            SECRET,
+            "turn-secret-not-for-logs",
+        ] {
+            let piece = &secret[secret.len() - 24..];
+            assert!(
+                !logs.contains(piece),
+                "the log holds a secret ({piece}):\n{logs}"
+            );
+            assert!(
+                !trail.contains(piece),
+                "the audit trail holds a secret ({piece})"
+            );
+        }
+        // The debug log did record the refusals, so the check above looked at real lines.
+        assert!(logs.contains("call refused"), "{logs}");
     }
 }

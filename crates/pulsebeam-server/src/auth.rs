@@ -19,8 +19,12 @@ const SHARDS: usize = 16;
 /// Who is calling: the verified claims of a token.
 #[derive(Debug)]
 pub(crate) struct Identity {
-    /// Index of the project whose key signed the token.
+    /// Index of the project whose key signed the token, in the configuration in force.
     pub(crate) project: u32,
+    /// The project's configured id.
+    pub(crate) project_id: Arc<str>,
+    /// The token's `jti`, when it has one.
+    pub(crate) token_id: Option<Arc<str>>,
     pub(crate) group: Arc<str>,
     pub(crate) peer: Arc<str>,
     pub(crate) policy: Option<PeerPolicy>,
@@ -42,6 +46,7 @@ pub(crate) fn failure_kind(err: &AuthError) -> &'static str {
     match err {
         AuthError::MissingToken => "missing_token",
         AuthError::Token(e) => e.code(),
+        AuthError::Revoked(_) => "revoked",
     }
 }
 
@@ -50,6 +55,8 @@ pub(crate) fn failure_kind(err: &AuthError) -> &'static str {
 pub(crate) enum AuthError {
     MissingToken,
     Token(VerifyError),
+    /// The token verifies but was revoked; the text says which revocation and until when.
+    Revoked(String),
 }
 
 impl From<AuthError> for TwirpError {
@@ -60,6 +67,7 @@ impl From<AuthError> for TwirpError {
                 "missing bearer token; send `Authorization: Bearer <token>` with a token minted for this server's project",
             ),
             AuthError::Token(e) => TwirpError::new(Code::Unauthenticated, e.to_string()),
+            AuthError::Revoked(why) => TwirpError::new(Code::Unauthenticated, why),
         }
     }
 }
@@ -68,7 +76,7 @@ type Shard = Mutex<HashMap<Box<str>, Arc<Identity>>>;
 
 pub(crate) struct Authenticator {
     verifier: Verifier,
-    project_of_kid: HashMap<Box<str>, u32>,
+    project_of_kid: HashMap<Box<str>, (u32, Arc<str>)>,
     clock: Arc<dyn Clock>,
     leeway_secs: u64,
     hasher: RandomState,
@@ -77,24 +85,33 @@ pub(crate) struct Authenticator {
 }
 
 impl Authenticator {
+    /// One key set and id per project, in order.
     pub(crate) fn new(
         key_sets: &[KeySet],
+        project_ids: &[Arc<str>],
         clock: Arc<dyn Clock>,
         leeway_secs: u64,
         cache_capacity: usize,
+        max_lifetime_secs: Option<u64>,
     ) -> Self {
         let mut all = KeySet::new();
         let mut project_of_kid = HashMap::new();
         for (index, set) in key_sets.iter().enumerate() {
+            let id = project_ids
+                .get(index)
+                .map_or_else(|| Arc::from(""), Arc::clone);
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             for (kid, key) in set.iter() {
                 // Config validation already refused duplicate kids, so insert cannot fail.
                 if all.insert(kid, *key).is_ok() {
-                    project_of_kid.insert(Box::from(kid), index);
+                    project_of_kid.insert(Box::from(kid), (index, Arc::clone(&id)));
                 }
             }
         }
-        let verifier = Verifier::new(all).with_leeway(leeway_secs);
+        let mut verifier = Verifier::new(all).with_leeway(leeway_secs);
+        if let Some(max) = max_lifetime_secs {
+            verifier = verifier.with_max_lifetime(max);
+        }
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         Authenticator {
             verifier,
@@ -105,11 +122,6 @@ impl Authenticator {
             shards,
             shard_capacity: cache_capacity.div_ceil(SHARDS),
         }
-    }
-
-    /// The current Unix time of the injected clock.
-    pub(crate) fn now_unix(&self) -> u64 {
-        self.clock.now_unix()
     }
 
     /// Authenticates the value of an `Authorization` header.
@@ -133,13 +145,15 @@ impl Authenticator {
             .verifier
             .verify_at(token, now)
             .map_err(AuthError::Token)?;
-        let project = self
+        let (project, project_id) = self
             .project_of_kid
             .get(claims.key_id())
-            .copied()
+            .cloned()
             .ok_or(AuthError::Token(VerifyError::UnknownKeyId))?;
         let identity = Arc::new(Identity {
             project,
+            project_id,
+            token_id: claims.token_id().map(Arc::from),
             group: Arc::from(claims.group_id()),
             peer: Arc::from(claims.peer_id()),
             policy: claims.allow_policy().cloned(),
@@ -185,6 +199,16 @@ impl Authenticator {
     }
 }
 
+/// The `kid` a refused token names, for the audit trail: taken from its header without
+/// verifying anything, cut to 64 characters, `None` when there is none to read.
+pub(crate) fn claimed_kid(header: Option<&[u8]>) -> Option<String> {
+    let token = header
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(bearer_token)?;
+    let unverified = pulsebeam_token::dangerous::decode_unverified(token).ok()?;
+    unverified.kid().map(|kid| kid.chars().take(64).collect())
+}
+
 /// The token of `Bearer <token>` (scheme case-insensitive), trimmed; `None` when absent.
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, rest) = value.trim().split_once(' ')?;
@@ -219,7 +243,7 @@ mod tests {
         let now = Arc::new(AtomicU64::new(1_000_000));
         let clock_now = Arc::clone(&now);
         let clock: Arc<dyn Clock> = Arc::new(move || clock_now.load(Ordering::SeqCst));
-        let auth = Authenticator::new(&[keys], clock, 0, 100);
+        let auth = Authenticator::new(&[keys], &[Arc::from("p")], clock, 0, 100, None);
         let app = AccessToken::new(pair.api_key(), &pair.api_secret())
             .unwrap()
             .with_clock(pulsebeam_token::FixedClock(1_000_000));
@@ -249,7 +273,7 @@ mod tests {
             .with(pair.api_key(), pair.public_key())
             .unwrap();
         let clock: Arc<dyn Clock> = Arc::new(pulsebeam_token::FixedClock(1_000_000));
-        let auth = Authenticator::new(&[keys], clock, 0, 16);
+        let auth = Authenticator::new(&[keys], &[Arc::from("p")], clock, 0, 16, None);
         let app = AccessToken::new(pair.api_key(), &pair.api_secret())
             .unwrap()
             .with_clock(pulsebeam_token::FixedClock(1_000_000));

@@ -39,6 +39,79 @@ pub struct Config {
     /// sender (`mutual_policy`, default `true`). The sender's policy is always checked.
     #[serde(default = "default_true")]
     pub mutual_policy: bool,
+    /// The admin listener (`[admin]`); absent: no admin API.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Where audit events go (`[audit]`).
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The admin API: a separate listener, authenticated with a token whose SHA-256 is configured.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// Address of the admin listener (`admin.listen`), loopback by default.
+    #[serde(default = "default_admin_listen", deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// SHA-256 of the admin token, 64 hex digits (`admin.token_sha256`); `pulsebeam admin
+    /// gen-token` makes a token and prints this line.
+    pub token_sha256: String,
+    /// Where a single node keeps its revocations across restarts (`admin.state_file`); with the
+    /// Redis store they live in Redis and this is not used.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+}
+
+impl AdminConfig {
+    /// An admin listener on `listen` for the token whose SHA-256 is `token_sha256` (hex).
+    pub fn new(listen: SocketAddr, token_sha256: impl Into<String>) -> Self {
+        AdminConfig {
+            listen,
+            token_sha256: token_sha256.into(),
+            state_file: None,
+        }
+    }
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A hash of a random token is not a secret, but it has no business in logs either.
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("state_file", &self.state_file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 3001))
+}
+
+/// Where audit events (authentication failures, policy refusals, revocations, admin calls,
+/// reloads) are written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct AuditConfig {
+    /// A JSON-lines file (`audit.file`); absent: events go to the log under the target
+    /// `pulsebeam::audit`.
+    pub file: Option<PathBuf>,
+    /// Size at which the file is rotated (`audit.max_file_bytes`).
+    pub max_file_bytes: u64,
+    /// Rotated files kept (`audit.keep_files`): `FILE.1` (newest) .. `FILE.N`.
+    pub keep_files: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            file: None,
+            max_file_bytes: 10 * 1024 * 1024,
+            keep_files: 5,
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -68,6 +141,8 @@ impl Default for Config {
             tls: None,
             cors: CorsConfig::default(),
             mutual_policy: true,
+            admin: None,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -231,6 +306,9 @@ pub struct Limits {
     pub body_timeout_secs: u64,
     /// TCP connections served at once; further clients wait in the listen backlog.
     pub max_open_connections: usize,
+    /// Longest token lifetime accepted, in seconds: a token whose `exp` lies further ahead is
+    /// refused. Absent: no cap (tokens are refused only once expired).
+    pub max_token_lifetime_secs: Option<u64>,
 }
 
 impl Default for Limits {
@@ -255,6 +333,7 @@ impl Default for Limits {
             header_timeout_secs: 10,
             body_timeout_secs: 10,
             max_open_connections: 20_000,
+            max_token_lifetime_secs: None,
         }
     }
 }
@@ -360,7 +439,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        key: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         ConfigError::Invalid {
             key: key.into(),
             problem: problem.into(),
@@ -428,7 +511,34 @@ impl Config {
         self.tls.as_ref().map_or(Ok(()), TlsConfig::validate)?;
         self.validate_ice()?;
         self.limits.validate()?;
-        validate_origins(&self.cors.allowed_origins)
+        validate_origins(&self.cors.allowed_origins)?;
+        if let Some(admin) = &self.admin {
+            let hash = admin.token_sha256.trim();
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::invalid(
+                    "admin.token_sha256",
+                    "not 64 hex digits",
+                    "give the SHA-256 of the admin token in hex; `pulsebeam admin gen-token` prints a token and this line",
+                ));
+            }
+            if admin.listen == self.listen {
+                return Err(ConfigError::invalid(
+                    "admin.listen",
+                    "the same address as `listen`",
+                    "give the admin API its own address, e.g. \"127.0.0.1:3001\"",
+                ));
+            }
+        }
+        if self.audit.file.is_some()
+            && (self.audit.max_file_bytes < 4096 || self.audit.keep_files == 0)
+        {
+            return Err(ConfigError::invalid(
+                "audit.max_file_bytes",
+                "below 4096 bytes, or audit.keep_files is 0",
+                "rotate at a few MiB (the default is 10485760) and keep at least one file",
+            ));
+        }
+        Ok(())
     }
 
     /// One key set per project, in order, after checking ids and keys.
@@ -628,6 +738,13 @@ impl Limits {
                 "limits.poll_timeout_ms",
                 format!("{} ms is longer than the {MAX_POLL_TIMEOUT_MS} ms allowed", self.poll_timeout_ms),
                 format!("use at most {MAX_POLL_TIMEOUT_MS}, and less than your proxies' idle timeout (the default is 20000)"),
+            ));
+        }
+        if self.max_token_lifetime_secs == Some(0) {
+            return Err(ConfigError::invalid(
+                "limits.max_token_lifetime_secs",
+                "0 would refuse every token",
+                "remove the key for no cap, or give the longest lifetime you mint, e.g. 86400",
             ));
         }
         if self.max_header_bytes < MIN_HEADER_BYTES || self.max_header_bytes > 1024 * 1024 {

@@ -42,26 +42,38 @@
 //!
 //! The crate README documents every configuration key, route, error code and metric.
 
+mod admin;
+mod audit;
 mod auth;
 mod config;
 mod http;
 mod limiter;
+mod live;
 mod metrics;
 pub mod proto;
+mod revoke;
 mod server;
 pub mod store;
 mod tls;
 mod tunnel;
 mod turn;
 mod twirp;
+mod usage;
 
+pub use admin::serve_admin;
 pub use config::{
-    Config, ConfigError, CorsConfig, IceConfig, KeyConfig, Limits, ProjectConfig, TurnConfig,
+    AdminConfig, AuditConfig, Config, ConfigError, CorsConfig, IceConfig, KeyConfig, Limits,
+    ProjectConfig, TurnConfig,
 };
-pub use server::{run, serve, shutdown_signal, RunError, Server, ServerBuilder, TWIRP_PREFIX};
-pub use store::{MailboxStore, MemoryStore};
+pub use revoke::{Revocation, RevocationError, RevocationTarget};
+pub use server::{
+    run, run_file, run_server, serve, shutdown_signal, ReloadError, ReloadOutcome, RunError,
+    Server, ServerBuilder, TWIRP_PREFIX,
+};
+pub use store::{MailboxStore, MemoryStore, OnlineConnection};
 pub use turn::{turn_credential, TurnCredential};
 pub use twirp::{Code, TwirpError};
+pub use usage::UsageTotals;
 
 pub use config::TlsConfig;
 pub use tls::TlsError;

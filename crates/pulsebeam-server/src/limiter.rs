@@ -12,7 +12,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 const PRUNE_EVERY: u64 = 4096;
 
 /// Who is limited: a peer of a project, whichever token it presents.
-pub(crate) type PeerKey = (u32, Arc<str>, Arc<str>);
+pub(crate) type PeerKey = (Arc<str>, Arc<str>, Arc<str>);
 
 pub(crate) struct CallLimiter {
     limiter: DefaultKeyedRateLimiter<PeerKey>,
@@ -53,7 +53,7 @@ mod tests {
     use super::*;
 
     fn key(peer: &str) -> PeerKey {
-        (0, Arc::from("g"), Arc::from(peer))
+        (Arc::from("p"), Arc::from("g"), Arc::from(peer))
     }
 
     #[test]
@@ -65,7 +65,7 @@ mod tests {
         assert!(!limiter.take(&key("a")));
         assert!(limiter.take(&key("b")));
         // The same peer in another project has its own budget too.
-        assert!(limiter.take(&(1, Arc::from("g"), Arc::from("a"))));
+        assert!(limiter.take(&(Arc::from("q"), Arc::from("g"), Arc::from("a"))));
         assert_eq!(limiter.tracked(), 3);
     }
 }

@@ -36,7 +36,7 @@ impl Method {
 }
 
 /// Labels of `pulsebeam_auth_failures_total{kind}`: the token crate's error codes plus ours.
-const AUTH_KINDS: [&str; 12] = [
+const AUTH_KINDS: [&str; 14] = [
     "missing_token",
     "token_too_large",
     "malformed_token",
@@ -46,6 +46,8 @@ const AUTH_KINDS: [&str; 12] = [
     "invalid_signature",
     "token_expired",
     "token_not_yet_valid",
+    "token_lifetime_too_long",
+    "revoked",
     "missing_claim",
     "invalid_claim",
     "other",
@@ -70,6 +72,17 @@ pub(crate) struct Metrics {
     relayed: AtomicU64,
     dropped_full: AtomicU64,
     dropped_policy: AtomicU64,
+    /// `[0]` refused, `[1]` applied.
+    reloads: [AtomicU64; 2],
+}
+
+/// Gauges and counters kept outside [`Metrics`], read when rendering.
+pub(crate) struct Extras {
+    pub(crate) cached_tokens: usize,
+    pub(crate) generation: u64,
+    pub(crate) revocations: usize,
+    pub(crate) audit_written: u64,
+    pub(crate) audit_dropped: u64,
 }
 
 impl Metrics {
@@ -94,6 +107,12 @@ impl Metrics {
         }
     }
 
+    pub(crate) fn reload(&self, applied: bool) {
+        if let Some(counter) = self.reloads.get(usize::from(applied)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn relayed(&self) {
         self.relayed.fetch_add(1, Ordering::Relaxed);
     }
@@ -107,7 +126,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub(crate) fn render(&self, store: &StoreStats, cached_tokens: usize) -> String {
+    pub(crate) fn render(&self, store: &StoreStats, extras: &Extras) -> String {
+        let cached_tokens = extras.cached_tokens;
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP pulsebeam_calls_total Twirp calls by method and result code.\n");
         out.push_str("# TYPE pulsebeam_calls_total counter\n");
@@ -157,6 +177,16 @@ impl Metrics {
                 "Verified tokens in the cache.",
                 cached_tokens as u64,
             ),
+            (
+                "pulsebeam_config_generation",
+                "Configurations loaded: 1 at start, one more per applied reload.",
+                extras.generation,
+            ),
+            (
+                "pulsebeam_revocations",
+                "Revocations in force.",
+                extras.revocations as u64,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(
@@ -193,6 +223,20 @@ impl Metrics {
                 "pulsebeam_messages_dropped_total{{reason=\"{reason}\"}} {value}"
             );
         }
+        out.push_str("# HELP pulsebeam_config_reloads_total Configuration reloads, by result.\n");
+        out.push_str("# TYPE pulsebeam_config_reloads_total counter\n");
+        for (result, counter) in ["refused", "applied"].iter().zip(&self.reloads) {
+            let _ = writeln!(
+                out,
+                "pulsebeam_config_reloads_total{{result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pulsebeam_audit_events_total Audit events written, or dropped when the writer fell behind.\n# TYPE pulsebeam_audit_events_total counter\npulsebeam_audit_events_total{{result=\"written\"}} {}\npulsebeam_audit_events_total{{result=\"dropped\"}} {}",
+            extras.audit_written, extras.audit_dropped
+        );
         out
     }
 }

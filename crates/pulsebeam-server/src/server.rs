@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,28 +21,133 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{failure_kind, Authenticator, Identity};
+use arc_swap::ArcSwap;
+
+use crate::audit::{Audit, Event};
+use crate::auth::{claimed_kid, failure_kind, AuthError, Identity};
 use crate::config::{Config, ConfigError};
-use crate::limiter::CallLimiter;
+use crate::live::{keep_fixed, Live};
 use crate::metrics::{Method, Metrics};
 use crate::proto::{PrepareReq, RecvReq, SendResp};
+use crate::revoke::{Revocation, RevocationError, Revocations};
 use crate::store::{MailboxStore, MemoryStore};
 use crate::tunnel;
 use crate::twirp::{Code, TwirpError};
+use crate::usage::{Record, Usage};
 
 /// The Twirp path prefix of the service; the client's `baseUrl` is the origin plus `/twirp`.
 pub const TWIRP_PREFIX: &str = "/twirp/pulsebeam.v1.Tunnel/";
 
 pub(crate) struct State {
-    pub(crate) config: Config,
-    pub(crate) auth: Authenticator,
+    /// The configuration in force, swapped whole by a reload.
+    pub(crate) live: ArcSwap<Live>,
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) store: Arc<dyn MailboxStore>,
     pub(crate) metrics: Metrics,
-    pub(crate) limiter: CallLimiter,
     pub(crate) shutdown: watch::Sender<bool>,
-    cors: Cors,
+    /// Bumped when keys or revocations change: open long-polls check their caller again.
+    pub(crate) epoch: watch::Sender<u64>,
+    pub(crate) revocations: Revocations,
+    pub(crate) audit: Audit,
+    pub(crate) usage: Usage,
+    /// The file the configuration came from, for reloads.
+    config_file: Option<PathBuf>,
+    /// Serialises reloads.
+    reloading: std::sync::Mutex<()>,
     /// `[tls]`: the certificate in use; `None` serves plain HTTP.
     tls: Option<crate::tls::Tls>,
+}
+
+/// The address of the client of a connection, set by [`serve`] on every request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
+
+/// The client address of `request`, when served by [`serve`].
+pub(crate) fn remote_of(headers_owner: &axum::http::Extensions) -> Option<SocketAddr> {
+    headers_owner.get::<RemoteAddr>().map(|r| r.0)
+}
+
+impl State {
+    pub(crate) fn now_unix(&self) -> u64 {
+        self.clock.now_unix()
+    }
+
+    /// Authenticates an `Authorization` header value: the token verified (or cached), then
+    /// checked against the revocations. Failures are counted and audited.
+    pub(crate) fn authenticate(
+        &self,
+        live: &Live,
+        header: Option<&[u8]>,
+        remote: Option<SocketAddr>,
+    ) -> Result<Arc<Identity>, TwirpError> {
+        let result = live.auth.authenticate(header).and_then(|identity| {
+            match self.revocations.check(
+                &identity.project_id,
+                &identity.group,
+                &identity.peer,
+                identity.token_id.as_deref(),
+                self.now_unix(),
+            ) {
+                None => Ok(identity),
+                Some(revocation) => Err(AuthError::Revoked(format!(
+                    "the token is revoked ({}) until {}; mint a new token{}",
+                    revocation.target,
+                    revocation.until,
+                    if matches!(
+                        revocation.target,
+                        crate::revoke::RevocationTarget::Peer { .. }
+                    ) {
+                        " after that time"
+                    } else {
+                        ""
+                    }
+                ))),
+            }
+        });
+        result.map_err(|err| {
+            let kind = failure_kind(&err);
+            self.metrics.auth_failure(kind);
+            if !matches!(err, AuthError::MissingToken) || header.is_some() {
+                self.audit.record(
+                    Event::new("auth_failure")
+                        .with("kid", claimed_kid(header))
+                        .with("reason", kind)
+                        .remote(remote),
+                );
+            }
+            err.into()
+        })
+    }
+
+    /// `project`'s hourly usage totals from `since` (Unix seconds) on.
+    pub(crate) async fn usage_totals(
+        &self,
+        project: &str,
+        since: u64,
+    ) -> Result<std::collections::BTreeMap<u64, crate::UsageTotals>, String> {
+        Ok(self.usage.hourly(project, since))
+    }
+
+    /// Adds `revocation`, in the shared store when there is one, and makes open long-polls of
+    /// the tokens it covers end.
+    pub(crate) fn revoke(
+        &self,
+        revocation: Revocation,
+        remote: Option<SocketAddr>,
+    ) -> Result<Revocation, RevocationError> {
+        let kept = self.revocations.add(revocation, self.now_unix())?;
+        self.epoch.send_modify(|e| *e += 1);
+        self.audit.record(
+            Event::new("revocation")
+                .with(
+                    "target",
+                    serde_json::to_value(&kept.target).unwrap_or_default(),
+                )
+                .with("until", kept.until)
+                .remote(remote),
+        );
+        Ok(kept)
+    }
 }
 
 /// A configured signaling server: build it with [`Server::new`] or [`Server::builder`], then
@@ -55,8 +161,8 @@ pub struct Server {
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("listen", &self.state.config.listen)
-            .field("projects", &self.state.config.projects.len())
+            .field("listen", &self.state.live.load().config.listen)
+            .field("projects", &self.state.live.load().config.projects.len())
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +172,7 @@ pub struct ServerBuilder {
     config: Config,
     clock: Arc<dyn Clock>,
     store: Option<Arc<dyn MailboxStore>>,
+    config_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -95,40 +202,67 @@ impl ServerBuilder {
     ///
     /// The first [`ConfigError`] of [`Config::validate`].
     pub fn build(self) -> Result<Server, ConfigError> {
-        let config = self.config;
-        let key_sets = config.key_sets()?;
-        config.validate_without_keys()?;
-        let limits = &config.limits;
-        let auth = Authenticator::new(
-            &key_sets,
-            self.clock,
-            limits.token_leeway_secs,
-            limits.token_cache_capacity,
-        );
-        let limiter = CallLimiter::new(limits.rate_per_sec, limits.rate_burst);
+        let live = Live::build(self.config, Arc::clone(&self.clock), None)?;
+        let config = Arc::clone(&live.config);
         let store = self
             .store
-            .unwrap_or_else(|| Arc::new(MemoryStore::new(limits, config.projects.len())));
-        let cors = Cors::new(&config.cors.allowed_origins);
+            .unwrap_or_else(|| Arc::new(MemoryStore::new(&config.limits, config.projects.len())));
+        let audit = Audit::new(&config.audit).map_err(|e| {
+            ConfigError::invalid(
+                "audit.file",
+                format!("cannot open it for appending: {e}"),
+                "give a file in a writable directory, or remove the key to audit to the log",
+            )
+        })?;
+        let now = self.clock.now_unix();
+        let revocations = match config.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
+            Some(path) => Revocations::with_state_file(path, now).map_err(|e| {
+                ConfigError::invalid("admin.state_file", e.to_string(), "fix or move the file")
+            })?,
+            None => Revocations::in_memory(),
+        };
+        let usage = Usage::default();
+        usage.set_projects(&project_ids(&config));
         let tls = config.tls.as_ref().map(crate::tls::Tls::new).transpose()?;
         let (shutdown, _) = watch::channel(false);
+        let (epoch, _) = watch::channel(0);
         Ok(Server {
             state: Arc::new(State {
-                config,
-                auth,
+                live: ArcSwap::from_pointee(live),
+                clock: self.clock,
                 store,
                 metrics: Metrics::default(),
-                limiter,
                 shutdown,
-                cors,
+                epoch,
+                revocations,
+                audit,
+                usage,
+                config_file: self.config_file,
+                reloading: std::sync::Mutex::new(()),
                 tls,
             }),
             extra: None,
         })
     }
+
+    /// The file the configuration was read from: [`Server::reload_from_file`] (and SIGHUP,
+    /// under [`run_file`]) read it again.
+    #[must_use]
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
 }
 
 impl Server {
+    pub(crate) fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    pub(crate) fn from_state(state: Arc<State>) -> Self {
+        Server { state, extra: None }
+    }
+
     /// A server for `config` with the system clock and the in-memory store.
     ///
     /// # Errors
@@ -144,12 +278,108 @@ impl Server {
             config,
             clock: Arc::new(SystemClock),
             store: None,
+            config_file: None,
         }
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.state.config
+    /// The configuration in force (a reload replaces it).
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.state.live.load().config)
+    }
+
+    /// Applies `config` without a restart: projects, keys, limits, ICE, CORS and the audit
+    /// target's policy take effect for the next call; tokens of removed keys stop working at
+    /// once, cached and on open long-polls (which end with `unauthenticated`). Keys that need a
+    /// restart (`listen`, the connection and store limits, `[admin]`) keep their running values
+    /// and are named in the outcome. With `[tls]` its files are read again and new connections
+    /// get the certificate (open ones keep theirs); adding or removing `[tls]` needs a restart.
+    /// An invalid `config`, or an unusable certificate or key, changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] that makes `config` unusable (for the `[tls]` files, naming
+    /// `tls.cert_file` or `tls.key_file`); the running configuration and certificate stay.
+    pub fn reload(&self, mut config: Config) -> Result<ReloadOutcome, ConfigError> {
+        let state = &self.state;
+        let _one = state
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let running = state.live.load_full();
+        let kept = keep_fixed(&running.config, &mut config);
+        let live = Live::build(config, Arc::clone(&state.clock), Some(&running))
+            .and_then(|live| self.reload_tls_with(&live.config).map(|()| live));
+        let live = match live {
+            Ok(live) => live,
+            Err(err) => {
+                state.metrics.reload(false);
+                state.audit.record(
+                    Event::new("reload")
+                        .with("ok", false)
+                        .with("error", err.to_string()),
+                );
+                tracing::error!(error = %err, "configuration reload refused; the running configuration stays");
+                return Err(err);
+            }
+        };
+        let outcome = ReloadOutcome {
+            generation: live.generation,
+            projects: live.config.projects.iter().map(|p| p.id.clone()).collect(),
+            restart_needed: kept.iter().map(|k| (*k).to_owned()).collect(),
+        };
+        state.usage.set_projects(&project_ids(&live.config));
+        state.live.store(Arc::new(live));
+        state.epoch.send_modify(|e| *e += 1);
+        state.metrics.reload(true);
+        state.audit.record(
+            Event::new("reload")
+                .with("ok", true)
+                .with("generation", outcome.generation)
+                .with("restart_needed", outcome.restart_needed.clone()),
+        );
+        if outcome.restart_needed.is_empty() {
+            tracing::info!(generation = outcome.generation, projects = ?outcome.projects, "configuration reloaded");
+        } else {
+            tracing::warn!(generation = outcome.generation, restart_needed = ?outcome.restart_needed, "configuration reloaded; these keys changed but keep their running values until a restart");
+        }
+        Ok(outcome)
+    }
+
+    /// Reads the configuration file again (see [`ServerBuilder::config_file`]) and
+    /// [reloads](Server::reload) it.
+    ///
+    /// # Errors
+    ///
+    /// [`ReloadError::NoFile`] when the server was not built from a file, else the file's
+    /// [`ConfigError`]; the running configuration stays.
+    pub fn reload_from_file(&self) -> Result<ReloadOutcome, ReloadError> {
+        let path = self.state.config_file.as_ref().ok_or(ReloadError::NoFile)?;
+        let config = Config::from_file(path).map_err(|err| {
+            self.state.metrics.reload(false);
+            self.state.audit.record(
+                Event::new("reload")
+                    .with("ok", false)
+                    .with("error", err.to_string()),
+            );
+            tracing::error!(error = %err, "configuration reload refused; the running configuration stays");
+            ReloadError::Config(err)
+        })?;
+        Ok(self.reload(config)?)
+    }
+
+    /// Revokes tokens (see [`Revocation`]) on this server, and on every node sharing its
+    /// store; open long-polls of the tokens it covers end with `unauthenticated`.
+    ///
+    /// # Errors
+    ///
+    /// When the revocation cannot be kept (state file or shared store).
+    pub fn revoke(&self, revocation: Revocation) -> Result<Revocation, RevocationError> {
+        self.state.revoke(revocation, None)
+    }
+
+    /// The revocations in force.
+    pub fn revocations(&self) -> Vec<Revocation> {
+        self.state.revocations.list(self.state.now_unix())
     }
 
     /// Adds routes (e.g. a dev token endpoint or a demo page) served beside the signaling
@@ -221,17 +451,13 @@ impl Server {
         Ok(())
     }
 
-    /// As [`Server::reload_tls`], from the files `tls` names (a reloaded configuration's), which
-    /// later reloads then read.
-    ///
-    /// # Errors
-    ///
-    /// As [`Server::reload_tls`]; on error the files and certificate in use stay in use.
-    pub fn reload_tls_from(&self, tls: &crate::TlsConfig) -> Result<(), crate::TlsError> {
-        let current = self.state.tls.as_ref().ok_or(crate::TlsError::NotEnabled)?;
-        current.reload_from(tls)?;
-        tracing::info!("TLS certificate reloaded");
-        Ok(())
+    /// A reload's `[tls]`: the files it names are read again (a renewal replaces them in place,
+    /// or the paths changed). Adding or removing `[tls]` waits for a restart (`keep_fixed`).
+    fn reload_tls_with(&self, config: &Config) -> Result<(), ConfigError> {
+        match (&self.state.tls, &config.tls) {
+            (Some(tls), Some(files)) => Ok(tls.reload_from(files)?),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -273,7 +499,9 @@ pub async fn serve(
             }
         })
     });
-    let limits = &state.config.limits;
+    // Read once: changing these needs a restart (a reload keeps them, see `keep_fixed`).
+    let config = Arc::clone(&state.live.load().config);
+    let limits = &config.limits;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_timeout_secs))
@@ -307,7 +535,7 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -322,9 +550,11 @@ pub async fn serve(
         };
         // Small request/response pairs: do not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
+        // Every request of the connection carries the client's address (for the audit trail).
+        let service = router.clone().layer(axum::Extension(RemoteAddr(remote)));
         // HTTPS: the TLS connection, HTTP/1.1 or HTTP/2, holds the permit until it ends.
         if let Some(tls) = &tls {
-            let serving = Arc::clone(tls).serve(tcp, router.clone(), state.shutdown.subscribe());
+            let serving = Arc::clone(tls).serve(tcp, service, state.shutdown.subscribe());
             tokio::spawn(async move {
                 serving.await;
                 drop(permit);
@@ -332,7 +562,7 @@ pub async fn serve(
             continue;
         }
         let connection =
-            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
+            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // Errors here are one client's broken or timed-out connection.
@@ -369,6 +599,38 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ReloadOutcome {
+    /// Counts configurations loaded: 1 is the one the server started with.
+    pub generation: u64,
+    /// The projects now configured.
+    pub projects: Vec<String>,
+    /// Keys that changed in the file but keep their running values until a restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// Why a reload from the configuration file did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The server was not built from a file.
+    #[error("the server was not started from a configuration file, so there is nothing to reload; start it with `pulsebeam serve --config FILE`")]
+    NoFile,
+    /// The file is not a usable configuration; the running one stays.
+    #[error("{0}; the running configuration stays")]
+    Config(#[from] ConfigError),
+}
+
+fn project_ids(config: &Config) -> Vec<Arc<str>> {
+    config
+        .projects
+        .iter()
+        .map(|p| Arc::from(p.id.as_str()))
+        .collect()
+}
+
 /// Why [`run`] stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -377,7 +639,7 @@ pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}; check config key `listen` (is the port taken?)")]
+    #[error("cannot listen on {addr}: {source}; check config key `listen` or `admin.listen` (is the port taken?)")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -389,22 +651,79 @@ pub enum RunError {
     Serve(std::io::Error),
 }
 
-/// Validates `config`, binds `config.listen`, logs the address and serves until `shutdown`.
+/// Validates `config`, binds `config.listen` (and `admin.listen` when `[admin]` is set), logs
+/// the address and serves until `shutdown`.
 ///
 /// # Errors
 ///
-/// [`RunError`] when the config is invalid, the address cannot be bound or serving fails.
+/// [`RunError`] when the config is invalid, an address cannot be bound or serving fails.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let server = Server::new(config)?;
-    let addr = server.config().listen;
+    run_server(Server::new(config)?, shutdown).await
+}
+
+/// As [`run`], with the configuration read from `path`; SIGHUP reads it again and applies it
+/// without a restart (see [`Server::reload`]), as the admin API's reload does.
+///
+/// # Errors
+///
+/// [`RunError`] when the file is not a valid configuration, an address cannot be bound or
+/// serving fails.
+pub async fn run_file(
+    path: impl Into<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let path = path.into();
+    let config = Config::from_file(&path)?;
+    let server = Server::builder(config).config_file(&path).build()?;
+    run_server(server, shutdown).await
+}
+
+/// Binds and serves a built `server` as [`run`] does: the signaling listener, the admin
+/// listener when `[admin]` is set, and (under a configuration file) reloads on SIGHUP.
+///
+/// # Errors
+///
+/// [`RunError`] when an address cannot be bound or serving fails.
+pub async fn run_server(
+    server: Server,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let config = server.config();
+    let addr = config.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    let config = server.config();
+    let admin = match &config.admin {
+        Some(admin) => {
+            let listener =
+                TcpListener::bind(admin.listen)
+                    .await
+                    .map_err(|source| RunError::Bind {
+                        addr: admin.listen,
+                        source,
+                    })?;
+            let local = listener.local_addr().unwrap_or(admin.listen);
+            tracing::info!(addr = %local, "admin API listening on http://{local}/admin/v1/");
+            let mut down = server.state.shutdown.subscribe();
+            Some(AbortOnDrop(tokio::spawn({
+                let server = server.clone();
+                async move {
+                    let stop = async move {
+                        let _ = down.wait_for(|d| *d).await;
+                    };
+                    if let Err(err) = crate::admin::serve_admin(listener, server, stop).await {
+                        tracing::error!(error = %err, "the admin API stopped");
+                    }
+                }
+            })))
+        }
+        None => None,
+    };
+    let _reloader = reload_on_sighup(&server);
     let projects: Vec<&str> = config.projects.iter().map(|p| p.id.as_str()).collect();
     let scheme = if config.tls.is_some() {
         "https"
@@ -422,8 +741,37 @@ pub async fn run(
     serve(listener, server, shutdown)
         .await
         .map_err(RunError::Serve)?;
+    drop(admin);
     tracing::info!("pulsebeam signaling server stopped");
     Ok(())
+}
+
+/// Reloads the configuration file on every SIGHUP, for as long as the returned guard lives.
+fn reload_on_sighup(server: &Server) -> Option<AbortOnDrop> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; reload through the admin API");
+                return None;
+            }
+        };
+        let server = server.clone();
+        Some(AbortOnDrop(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // Outcomes and errors are logged, counted and audited by the reload itself.
+                let _ = server.reload_from_file();
+            }
+        })))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = server;
+        None
+    }
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.
@@ -502,9 +850,15 @@ impl Encoding {
                     return Ok(T::default());
                 }
                 serde_json::from_slice(body).map_err(|e| {
+                    // A field pulsebeam.v1 does not define is refused in JSON, not dropped.
+                    let hint = if e.to_string().starts_with("unknown field") {
+                        "; fix the field's name, or send application/protobuf: a JSON body may use only the fields of pulsebeam.v1"
+                    } else {
+                        ""
+                    };
                     TwirpError::new(
                         Code::Malformed,
-                        format!("the body is not valid JSON for the request type: {e}"),
+                        format!("the body is not valid JSON for the request type: {e}{hint}"),
                     )
                 })
             }
@@ -519,12 +873,20 @@ impl Encoding {
         response
     }
 
-    fn encode<T: prost::Message + Serialize>(self, message: &T) -> Response {
+    fn encode<T: prost::Message + Serialize>(self, message: &T) -> Result<Response, TwirpError> {
         let body = match self {
             Encoding::Protobuf => Bytes::from(message.encode_to_vec()),
-            Encoding::Json => Bytes::from(serde_json::to_vec(message).unwrap_or_default()),
+            // Never an empty 200: a receiver would take it for "no messages" and lose a batch.
+            Encoding::Json => Bytes::from(serde_json::to_vec(message).map_err(|e| {
+                TwirpError::new(
+                    Code::Internal,
+                    format!(
+                        "the answer could not be written as JSON ({e}); use application/protobuf"
+                    ),
+                )
+            })?),
         };
-        self.respond(body)
+        Ok(self.respond(body))
     }
 }
 
@@ -563,14 +925,24 @@ async fn handle(state: &State, method: Method, request: Request) -> Result<Respo
             "the server is shutting down; retry shortly",
         ));
     }
-    let identity = authenticate(state, request.headers())?;
-    let limits = &state.config.limits;
+    let live = state.live.load_full();
+    let remote = remote_of(request.extensions());
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let identity = state.authenticate(
+        &live,
+        authorization.as_ref().map(HeaderValue::as_bytes),
+        remote,
+    )?;
+    state
+        .usage
+        .record(&identity.project_id, Record::Call, state.now_unix());
+    let limits = &live.config.limits;
     let peer = (
-        identity.project,
+        Arc::clone(&identity.project_id),
         Arc::clone(&identity.group),
         Arc::clone(&identity.peer),
     );
-    if !state.limiter.take(&peer) {
+    if !live.limiter.take(&peer) {
         return Err(TwirpError::new(
             Code::ResourceExhausted,
             format!(
@@ -589,35 +961,26 @@ async fn handle(state: &State, method: Method, request: Request) -> Result<Respo
     match method {
         Method::Prepare => {
             let _: PrepareReq = encoding.decode(&body)?;
-            Ok(encoding.encode(&tunnel::prepare(state, &identity)))
+            encoding.encode(&tunnel::prepare(state, &live, &identity))
         }
         Method::Send => {
             let message = match encoding {
                 Encoding::Protobuf => tunnel::message_of_protobuf(body)?,
                 Encoding::Json => tunnel::message_of_json(encoding.decode(&body)?)?,
             };
-            tunnel::send(state, &identity, message).await?;
-            Ok(encoding.encode(&SendResp {}))
+            tunnel::send(state, &live, &identity, message, remote).await?;
+            encoding.encode(&SendResp {})
         }
         Method::Recv => {
             let request: RecvReq = encoding.decode(&body)?;
-            let envelopes = tunnel::recv(state, &identity, request.src.as_ref()).await?;
+            let envelopes =
+                tunnel::recv(state, &live, identity, authorization, request.src.as_ref()).await?;
             Ok(match encoding {
                 Encoding::Protobuf => encoding.respond(tunnel::recv_resp_protobuf(&envelopes)),
-                Encoding::Json => encoding.encode(&tunnel::recv_resp_message(&envelopes)?),
+                Encoding::Json => encoding.encode(&tunnel::recv_resp_message(&envelopes)?)?,
             })
         }
     }
-}
-
-fn authenticate(state: &State, headers: &HeaderMap) -> Result<Arc<Identity>, TwirpError> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    state.auth.authenticate(header).map_err(|err| {
-        state.metrics.auth_failure(failure_kind(&err));
-        err.into()
-    })
 }
 
 fn body_too_large(limit: usize) -> TwirpError {
@@ -684,9 +1047,19 @@ async fn health(AxumState(state): AxumState<Arc<State>>) -> Response {
 }
 
 async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
-    let text = state
-        .metrics
-        .render(&state.store.stats(), state.auth.cached());
+    let live = state.live.load();
+    let (audit_written, audit_dropped) = state.audit.counts();
+    let mut text = state.metrics.render(
+        &state.store.stats(),
+        &crate::metrics::Extras {
+            cached_tokens: live.auth.cached(),
+            generation: live.generation,
+            revocations: state.revocations.list(state.now_unix()).len(),
+            audit_written,
+            audit_dropped,
+        },
+    );
+    state.usage.render(&mut text);
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -710,39 +1083,11 @@ fn allowed_headers(request: &HeaderMap) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static(ALLOWED_HEADERS))
 }
 
-/// Allowed origins, decided once at startup.
-struct Cors {
-    any: bool,
-    origins: Vec<HeaderValue>,
-}
-
-impl Cors {
-    fn new(origins: &[String]) -> Self {
-        Cors {
-            any: origins.iter().any(|o| o == "*"),
-            origins: origins
-                .iter()
-                .filter(|o| *o != "*")
-                .filter_map(|o| HeaderValue::from_str(o).ok())
-                .collect(),
-        }
-    }
-
-    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
-    fn allow(&self, origin: &HeaderValue) -> Option<HeaderValue> {
-        if self.any {
-            Some(HeaderValue::from_static("*"))
-        } else {
-            self.origins.iter().find(|o| *o == origin).cloned()
-        }
-    }
-}
-
 async fn cors(AxumState(state): AxumState<Arc<State>>, request: Request, next: Next) -> Response {
     let allowed = request
         .headers()
         .get(header::ORIGIN)
-        .and_then(|origin| state.cors.allow(origin));
+        .and_then(|origin| state.live.load().cors.allow(origin));
     let preflight = request.method() == HttpMethod::OPTIONS
         && request
             .headers()

@@ -148,6 +148,23 @@ pub trait MailboxStore: Send + Sync + 'static {
 
     /// Current counters.
     fn stats(&self) -> StoreStats;
+
+    /// The connections of `project` with a poll in flight (who is online).
+    fn online(
+        &self,
+        project: ProjectId,
+    ) -> BoxFuture<'_, Result<Vec<OnlineConnection>, StoreError>>;
+}
+
+/// A connection with a poll in flight.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct OnlineConnection {
+    /// The group id.
+    pub group: String,
+    /// The peer id.
+    pub peer: String,
+    /// The connection id.
+    pub conn_id: u32,
 }
 
 const SHARDS: usize = 64;
@@ -697,6 +714,30 @@ impl MailboxStore for MemoryStore {
     fn sweep(&self) -> BoxFuture<'_, ()> {
         self.sweep_now();
         Box::pin(std::future::ready(()))
+    }
+
+    fn online(
+        &self,
+        project: ProjectId,
+    ) -> BoxFuture<'_, Result<Vec<OnlineConnection>, StoreError>> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let Ok(map) = shard.lock() else { continue };
+            for (key, peer) in map.iter().filter(|(k, _)| k.project == project) {
+                out.extend(
+                    peer.conns
+                        .iter()
+                        .filter(|c| c.polls > 0)
+                        .map(|c| OnlineConnection {
+                            group: key.group.to_string(),
+                            peer: key.peer.to_string(),
+                            conn_id: c.id,
+                        }),
+                );
+            }
+        }
+        out.sort();
+        Box::pin(std::future::ready(Ok(out)))
     }
 
     fn stats(&self) -> StoreStats {

@@ -6,13 +6,20 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 
+use std::net::SocketAddr;
+
+use axum::http::HeaderValue;
+
+use crate::audit::Event;
 use crate::auth::Identity;
+use crate::live::Live;
 use crate::metrics::Drop;
 use crate::proto::{self, IceServer, PeerInfo, PrepareResp, RecvResp, SendReq};
 use crate::server::State;
 use crate::store::{Envelope, PeerAddr, PollOptions, ProjectId, StoreError};
 use crate::turn::turn_credential;
 use crate::twirp::{Code, TwirpError};
+use crate::usage::Record;
 
 /// Connection ids below this are reserved; 0 is discovery.
 const FIRST_CONN_ID: u32 = 16;
@@ -33,23 +40,28 @@ impl From<StoreError> for TwirpError {
 
 /// `Prepare`: the configured STUN servers and, per TURN entry, fresh TURN REST credentials
 /// that expire no later than the token.
-pub(crate) fn prepare(state: &State, identity: &Identity) -> PrepareResp {
-    let mut ice_servers = Vec::with_capacity(state.config.ice.turn.len() + 1);
-    if !state.config.ice.stun_urls.is_empty() {
+pub(crate) fn prepare(state: &State, live: &Live, identity: &Identity) -> PrepareResp {
+    let ice = &live.config.ice;
+    let mut ice_servers = Vec::with_capacity(ice.turn.len() + 1);
+    if !ice.stun_urls.is_empty() {
         ice_servers.push(IceServer {
-            urls: state.config.ice.stun_urls.clone(),
+            urls: ice.stun_urls.clone(),
             username: None,
             credential: None,
         });
     }
-    if !state.config.ice.turn.is_empty() {
-        let now = state.auth.now_unix();
-        let user = format!("{}/{}", identity.group, identity.peer);
-        for turn in &state.config.ice.turn {
+    if !ice.turn.is_empty() {
+        let now = state.now_unix();
+        // The project is in the username, so TURN traffic can be attributed to it.
+        let user = turn_user(&identity.project_id, &identity.group, &identity.peer);
+        for turn in &ice.turn {
             let expires_at = now
                 .saturating_add(turn.credential_ttl_secs)
                 .min(identity.expires_at);
             let credential = turn_credential(&turn.secret, &user, expires_at);
+            state
+                .usage
+                .record(&identity.project_id, Record::TurnCredential, now);
             ice_servers.push(IceServer {
                 urls: turn.urls.clone(),
                 username: Some(credential.username),
@@ -111,8 +123,10 @@ pub(crate) fn message_of_json(request: SendReq) -> Result<Bytes, TwirpError> {
 /// `Message`) byte for byte as it came.
 pub(crate) async fn send(
     state: &State,
+    live: &Live,
     identity: &Identity,
     message: Bytes,
+    remote: Option<SocketAddr>,
 ) -> Result<(), TwirpError> {
     let head = MessageHead::decode(message.clone())
         .map_err(|_| TwirpError::new(Code::Malformed, "msg is not a valid protobuf Message"))?;
@@ -147,7 +161,7 @@ pub(crate) async fn send(
         ));
     }
     let payload_len: usize = head.payload.iter().map(Bytes::len).sum();
-    let max_payload = state.config.limits.max_payload_bytes;
+    let max_payload = live.config.limits.max_payload_bytes;
     if payload_len > max_payload {
         return Err(TwirpError::new(
             Code::InvalidArgument,
@@ -162,8 +176,18 @@ pub(crate) async fn send(
                 dst.group_id, dst.peer_id
             ),
         };
+        state.audit.record(
+            Event::new("policy_refusal")
+                .with("project", &*identity.project_id)
+                .with("group", &*identity.group)
+                .with("peer", &*identity.peer)
+                .with("dst_group", dst.group_id.as_str())
+                .with("dst_peer", dst.peer_id.as_str())
+                .remote(remote),
+        );
         return Err(TwirpError::new(Code::PermissionDenied, msg));
     }
+    let bytes = message.len() as u64;
     let envelope = Envelope {
         src_group: Arc::clone(&identity.group),
         src_peer: Arc::clone(&identity.peer),
@@ -177,6 +201,11 @@ pub(crate) async fn send(
     match state.store.deliver(dst_addr, dst.conn_id, envelope).await {
         Ok(()) => {
             state.metrics.relayed();
+            state.usage.record(
+                &identity.project_id,
+                Record::Message { bytes },
+                state.now_unix(),
+            );
             Ok(())
         }
         Err(err) => {
@@ -189,9 +218,15 @@ pub(crate) async fn send(
 }
 
 /// `Recv`: long-polls the caller's own mailbox; on shutdown answers with what is queued.
+///
+/// While it waits, a change of keys or revocations (a reload, a revocation) makes it check the
+/// caller's token again: a token no longer accepted ends the poll with `unauthenticated`, its
+/// messages staying queued.
 pub(crate) async fn recv(
     state: &State,
-    identity: &Identity,
+    live: &Live,
+    identity: Arc<Identity>,
+    authorization: Option<HeaderValue>,
     src: Option<&PeerInfo>,
 ) -> Result<Vec<Envelope>, TwirpError> {
     let src = src.ok_or_else(|| {
@@ -200,33 +235,58 @@ pub(crate) async fn recv(
             "RecvReq.src is missing; set it to your own group, peer and conn id",
         )
     })?;
-    check_own_identity(identity, src, "src")?;
+    check_own_identity(&identity, src, "src")?;
     let me = PeerAddr {
         project: ProjectId(identity.project),
         group: &identity.group,
         peer: &identity.peer,
     };
-    let limits = &state.config.limits;
+    let limits = &live.config.limits;
     // A poll never outlasts the token: its expiry ends the session, as it did on the hosted service.
-    let token_left = identity.valid_until.saturating_sub(state.auth.now_unix());
+    let token_left = identity.valid_until.saturating_sub(state.now_unix());
     let options = PollOptions {
         wait: Duration::from_millis(limits.poll_timeout_ms).min(Duration::from_secs(token_left)),
         batch_window: Duration::from_millis(limits.batch_window_ms),
         max_messages: limits.max_batch_messages,
     };
+    let _online = Online::begin(state, &identity.project_id);
     let mut shutdown = state.shutdown.subscribe();
     let shutting_down = async move {
         // The `Ref` that `wait_for` returns must not live across an await.
         let _ = shutdown.wait_for(|down| *down).await;
     };
-    let envelopes = tokio::select! {
-        result = state.store.poll(me, src.conn_id, options) => result?,
-        () = shutting_down => {
-            let now = PollOptions { wait: Duration::ZERO, ..options };
-            state.store.poll(me, src.conn_id, now).await?
+    tokio::pin!(shutting_down);
+    let mut epoch = state.epoch.subscribe();
+    let poll = state.store.poll(me, src.conn_id, options);
+    tokio::pin!(poll);
+    let envelopes = loop {
+        tokio::select! {
+            result = &mut poll => break result?,
+            () = &mut shutting_down => {
+                let now = PollOptions { wait: Duration::ZERO, ..options };
+                break state.store.poll(me, src.conn_id, now).await?;
+            }
+            changed = epoch.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                // Keys or revocations changed: the caller must still be who it was.
+                let live = state.live.load_full();
+                let again = state.authenticate(
+                    &live,
+                    authorization.as_ref().map(HeaderValue::as_bytes),
+                    None,
+                )?;
+                if again.project_id != identity.project_id {
+                    return Err(TwirpError::new(
+                        Code::Unauthenticated,
+                        "the token's key now belongs to another project; reconnect with a token of this one",
+                    ));
+                }
+            }
         }
     };
-    if !state.config.mutual_policy {
+    if !live.config.mutual_policy {
         return Ok(envelopes);
     }
     let before = envelopes.len();
@@ -243,6 +303,84 @@ pub(crate) async fn recv(
         );
     }
     Ok(admitted)
+}
+
+/// A connection online (a `Recv` in flight) for usage: counted while it lives, its time added
+/// to the project's peer-seconds when it ends, however the poll ends.
+struct Online<'a> {
+    state: &'a State,
+    project: &'a str,
+    since: std::time::Instant,
+}
+
+impl<'a> Online<'a> {
+    fn begin(state: &'a State, project: &'a str) -> Self {
+        state.usage.online(project, 1);
+        Online {
+            state,
+            project,
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl std::ops::Drop for Online<'_> {
+    fn drop(&mut self) {
+        self.state.usage.online(self.project, -1);
+        let millis = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.state.usage.record(
+            self.project,
+            Record::Online { millis },
+            self.state.now_unix(),
+        );
+    }
+}
+
+/// The opaque user part of a TURN username: project, group and peer, each percent-encoded
+/// (everything but ASCII letters, digits and `-._~`), joined by `/`. The project comes first
+/// so TURN traffic (which coturn reports by username) can be attributed to it.
+pub(crate) fn turn_user(project: &str, group: &str, peer: &str) -> String {
+    fn encode(out: &mut String, text: &str) {
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                out.push(char::from(byte));
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    let mut out = String::with_capacity(project.len() + group.len() + peer.len() + 2);
+    encode(&mut out, project);
+    out.push('/');
+    encode(&mut out, group);
+    out.push('/');
+    encode(&mut out, peer);
+    out
+}
+
+/// The project of a TURN username made by [`turn_user`] (`<expiry>:<project>/<group>/<peer>`).
+#[allow(dead_code)] // until the shared store feeds it
+pub(crate) fn project_of_turn_username(username: &str) -> Option<String> {
+    let (_, user) = username.split_once(':')?;
+    let project = user.split('/').next()?;
+    let bytes = project.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes.get(i) {
+            Some(b'%') => {
+                let hex = project.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            Some(&b) => {
+                out.push(b);
+                i += 1;
+            }
+            None => break,
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `RecvResp` in protobuf, built from the stored message bytes without re-encoding them.

@@ -1198,6 +1198,69 @@ mod http_surface {
     }
 
     #[tokio::test]
+    async fn json_with_a_field_pulsebeam_v1_does_not_define_is_refused() {
+        let h = Harness::start().await;
+        let alice = h.peer("room", "alice", 100);
+        let auth = format!("Bearer {}", alice.token);
+        let headers = [
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        let send = r#"{"msg":{"header":{"src":{"groupId":"room","peerId":"alice","connId":100},
+            "dst":{"groupId":"room","peerId":"bob"}},"payload":{"join":{},"priority":1}}}"#;
+        let reply = http(
+            h.addr,
+            "POST",
+            "/twirp/pulsebeam.v1.Tunnel/Send",
+            &headers,
+            send.into(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert_eq!(reply.code(), "malformed");
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let msg = v["msg"].as_str().unwrap();
+        assert!(msg.contains("unknown field `priority`"), "{msg}");
+        assert!(msg.contains("application/protobuf"), "{msg}");
+        assert_eq!(h.peer("room", "bob", 200).recv().await, vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_json_receiver_gets_an_sdp_kind_the_proto_does_not_name_as_a_number() {
+        let h = Harness::start().await;
+        let alice = h.peer("room", "alice", 100);
+        // A protobuf sender may put any number in an enum field; the server relays it.
+        let odd = PayloadType::Signal(Signal {
+            generation_counter: 0,
+            data: Some(SignalData::Sdp(Sdp {
+                kind: 7,
+                sdp: "v=0".into(),
+            })),
+        });
+        alice
+            .send_ok(&info("room", "bob", 200), 0, false, odd)
+            .await;
+        let auth = format!("Bearer {}", h.token("room", "bob"));
+        let reply = http(
+            h.addr,
+            "POST",
+            "/twirp/pulsebeam.v1.Tunnel/Recv",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", auth.as_str()),
+            ],
+            r#"{"src":{"groupId":"room","peerId":"bob","connId":200}}"#.into(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(
+            v["msgs"][0]["payload"]["signal"]["sdp"],
+            serde_json::json!({"kind": 7, "sdp": "v=0"})
+        );
+    }
+
+    #[tokio::test]
     async fn cors_preflight_and_responses() {
         let h =
             Harness::start_with(|c| c.cors.allowed_origins = vec!["https://app.example".into()])
@@ -1500,5 +1563,742 @@ mod shutdown {
             .await
             .expect("shutdown_signal() did not see SIGTERM")
             .unwrap();
+    }
+}
+
+/// Operations: reload, revocation, the admin API, the audit trail, usage, the lifetime cap.
+mod ops {
+    use super::*;
+    use pulsebeam_server::{serve_admin, AdminConfig};
+
+    const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+    fn sha256_hex(text: &str) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    }
+
+    fn key_toml(pair: &KeyPair) -> String {
+        format!(
+            "[[projects.keys]]\nkid = \"{}\"\npublic_key = \"{}\"\n",
+            pair.api_key(),
+            pair.public_key().to_hex()
+        )
+    }
+
+    /// A configuration file: project `main` with `main_keys`, project `other` with `other_key`.
+    fn config_text(main_keys: &[&KeyPair], other_key: &KeyPair, extra: &str) -> String {
+        // Calls come faster than browsers make them: the per-peer rate is not under test here.
+        let mut text = String::from(
+            "[limits]\npoll_timeout_ms = 10000\nrate_per_sec = 100000\nrate_burst = 100000\n",
+        );
+        text.push_str(extra);
+        text.push_str("\n[[projects]]\nid = \"main\"\n");
+        for key in main_keys {
+            text.push_str(&key_toml(key));
+        }
+        text.push_str("[[projects]]\nid = \"other\"\n");
+        text.push_str(&key_toml(other_key));
+        text
+    }
+
+    struct Ops {
+        h: Harness,
+        dir: tempfile::TempDir,
+        file: std::path::PathBuf,
+        other: KeyPair,
+    }
+
+    impl Ops {
+        /// A server started from a file, with an admin listener and an audit file.
+        async fn start(extra: &str) -> (Ops, SocketAddr) {
+            let pair = KeyPair::generate().unwrap();
+            let other = KeyPair::generate().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("pulsebeam.toml");
+            let audit = dir.path().join("audit.jsonl");
+            let extra = format!(
+                "{extra}\n[audit]\nfile = \"{}\"\n[admin]\nlisten = \"127.0.0.1:1\"\ntoken_sha256 = \"{}\"\nstate_file = \"{}\"\n",
+                audit.display(),
+                sha256_hex(ADMIN_TOKEN),
+                dir.path().join("state.json").display()
+            );
+            std::fs::write(&file, config_text(&[&pair], &other, &extra)).unwrap();
+            let config = Config::from_file(&file).unwrap();
+            let now = Arc::new(AtomicU64::new(T0));
+            let clock_now = Arc::clone(&now);
+            let server = Server::builder(config)
+                .clock(move || clock_now.load(Ordering::SeqCst))
+                .config_file(&file)
+                .build()
+                .unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(serve(listener, server.clone(), async {
+                let _ = stopped.await;
+            }));
+            let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let admin_addr = admin.local_addr().unwrap();
+            tokio::spawn(serve_admin(admin, server.clone(), std::future::pending()));
+            let h = Harness {
+                addr,
+                server,
+                pair,
+                now,
+                stop: Some(stop),
+                task: Some(task),
+            };
+            (
+                Ops {
+                    h,
+                    dir,
+                    file,
+                    other,
+                },
+                admin_addr,
+            )
+        }
+
+        fn audit_lines(&self) -> Vec<serde_json::Value> {
+            let path = self.dir.path().join("audit.jsonl");
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+
+        /// Waits (boundedly) for the audit writer to have written an event of `kind`.
+        async fn wait_audit(&self, kind: &str) -> serde_json::Value {
+            for _ in 0..200 {
+                if let Some(event) = self
+                    .audit_lines()
+                    .into_iter()
+                    .rev()
+                    .find(|e| e["event"] == kind)
+                {
+                    return event;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "no {kind} event in the audit trail: {:?}",
+                self.audit_lines()
+            );
+        }
+    }
+
+    async fn admin_call(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Reply {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        http(addr, method, path, &headers, body.as_bytes().to_vec()).await
+    }
+
+    fn json_of(reply: &Reply) -> serde_json::Value {
+        serde_json::from_slice(&reply.body).unwrap()
+    }
+
+    /// Starts a `Recv` of `peer` in the background.
+    fn poll(peer: &Peer) -> JoinHandle<(Reply, std::time::Instant)> {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let reply = peer.recv_reply().await;
+            (reply, std::time::Instant::now())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_removed_key_stops_working_at_once_and_other_projects_notice_nothing() {
+        let (ops, _) = Ops::start("").await;
+        let h = &ops.h;
+        let alice = h.peer("room", "alice", 100);
+        let other_app = h.app_of(&ops.other);
+        let carol = Peer {
+            addr: h.addr,
+            token: mint(
+                &other_app,
+                "room",
+                "carol",
+                Some(PeerPolicy::allow_all()),
+                3600,
+            ),
+            info: info("room", "carol", 300),
+        };
+        // Alice's token is cached by a first call; both peers then wait in long-polls.
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&alice.token), Vec::new())
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let alice_poll = poll(&alice);
+        let carol_poll = poll(&carol);
+        wait_polling(h.addr, 2).await;
+
+        // Rotation: the file now holds a new key for `main` and no longer alice's.
+        let new_pair = KeyPair::generate().unwrap();
+        std::fs::write(&ops.file, config_text(&[&new_pair], &ops.other, "")).unwrap();
+        let reloaded = std::time::Instant::now();
+        let outcome = h.server.reload_from_file().unwrap();
+        assert_eq!(outcome.generation, 2);
+        // The [admin] and [audit] tables were dropped from the file: they need a restart.
+        assert_eq!(outcome.restart_needed, ["admin", "audit"]);
+
+        let (reply, ended) = alice_poll.await.unwrap();
+        assert_eq!(reply.code(), "unauthenticated");
+        assert!(
+            ended.duration_since(reloaded) < Duration::from_secs(1),
+            "{:?}",
+            ended.duration_since(reloaded)
+        );
+        let reply = call(h.addr, "Prepare", Some(&alice.token), Vec::new()).await;
+        assert_eq!(
+            reply.code(),
+            "unauthenticated",
+            "the cached token is gone too"
+        );
+        let fresh = mint(
+            &h.app_of(&new_pair),
+            "room",
+            "alice",
+            Some(PeerPolicy::allow_all()),
+            3600,
+        );
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&fresh), Vec::new())
+                .await
+                .status,
+            StatusCode::OK
+        );
+
+        // Carol's project was untouched: her poll is still open, and gets her mail.
+        assert!(!carol_poll.is_finished());
+        let dave = Peer {
+            addr: h.addr,
+            token: mint(
+                &other_app,
+                "room",
+                "dave",
+                Some(PeerPolicy::allow_all()),
+                3600,
+            ),
+            info: info("room", "dave", 400),
+        };
+        dave.send_ok(&carol.info, 1, true, offer("still here"))
+            .await;
+        let (reply, _) = carol_poll.await.unwrap();
+        assert_eq!(reply.decode::<RecvResp>().msgs.len(), 1);
+
+        let metrics = http(h.addr, "GET", "/metrics", &[], Vec::new()).await;
+        let text = String::from_utf8_lossy(&metrics.body);
+        assert!(
+            text.contains("pulsebeam_config_reloads_total{result=\"applied\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("pulsebeam_config_generation 2"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_file_keeps_the_running_configuration_and_says_why() {
+        let (ops, _) = Ops::start("").await;
+        let h = &ops.h;
+        std::fs::write(&ops.file, "[[projects]]\nid = \"main\"\n").unwrap();
+        let err = h.server.reload_from_file().unwrap_err().to_string();
+        assert!(err.contains("projects[0].keys"), "{err}");
+        assert!(err.contains("running configuration stays"), "{err}");
+        let alice = h.peer("room", "alice", 100);
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&alice.token), Vec::new())
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let event = ops.wait_audit("reload").await;
+        assert_eq!(event["ok"], false);
+        let metrics = http(h.addr, "GET", "/metrics", &[], Vec::new()).await;
+        assert!(String::from_utf8_lossy(&metrics.body)
+            .contains("pulsebeam_config_reloads_total{result=\"refused\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn rotating_a_key_under_load_fails_no_call_on_the_new_key() {
+        // Nobody reads the sink's mailbox: make it large enough for the run.
+        let (ops, _) = Ops::start("mailbox_capacity = 1000000").await;
+        let h = &ops.h;
+        let new_pair = KeyPair::generate().unwrap();
+        // Step 1: the new key is added beside the old one.
+        std::fs::write(
+            &ops.file,
+            config_text(&[&h.pair, &new_pair], &ops.other, ""),
+        )
+        .unwrap();
+        h.server.reload_from_file().unwrap();
+        // Clients move over and keep calling while the old key is removed.
+        let app = h.app_of(&new_pair);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for i in 0..4 {
+            let peer = Peer {
+                addr: h.addr,
+                token: mint(
+                    &app,
+                    "room",
+                    &format!("p{i}"),
+                    Some(PeerPolicy::new("room", "*").unwrap()),
+                    3600,
+                ),
+                info: info("room", &format!("p{i}"), 100 + i),
+            };
+            let stop = Arc::clone(&stop);
+            clients.push(tokio::spawn(async move {
+                let (mut ok, mut failed) = (0, 0);
+                let to = info("room", "sink", 999);
+                let mut seq = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let reply = peer.send(&to, seq, true, offer("x")).await;
+                    if reply.status == StatusCode::OK {
+                        ok += 1
+                    } else {
+                        failed += 1
+                    }
+                    let reply = call(peer.addr, "Prepare", Some(&peer.token), Vec::new()).await;
+                    if reply.status == StatusCode::OK {
+                        ok += 1
+                    } else {
+                        failed += 1
+                    }
+                }
+                (ok, failed)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Step 2: the old key is removed, twice over, under load.
+        for _ in 0..2 {
+            std::fs::write(&ops.file, config_text(&[&new_pair], &ops.other, "")).unwrap();
+            h.server.reload_from_file().unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, 0);
+        for c in clients {
+            let (o, f) = c.await.unwrap();
+            ok += o;
+            failed += f;
+        }
+        assert_eq!(failed, 0, "{failed} failed calls on the new key ({ok} ok)");
+        assert!(ok > 20, "too few calls to mean anything: {ok}");
+        let old = h.peer("room", "old", 100);
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&old.token), Vec::new())
+                .await
+                .code(),
+            "unauthenticated"
+        );
+    }
+
+    #[tokio::test]
+    async fn revocations_refuse_cached_tokens_and_end_open_polls() {
+        let (ops, admin) = Ops::start("").await;
+        let h = &ops.h;
+        let app = h.app();
+        let with_jti = |peer: &str, jti: &str| {
+            let claims = PeerClaims::new("room", peer)
+                .unwrap()
+                .with_allow_policy(PeerPolicy::allow_all());
+            app.mint(
+                &claims,
+                &pulsebeam_token::TokenOptions::new(3600).with_token_id(jti),
+            )
+            .unwrap()
+            .token
+        };
+        let alice = Peer {
+            addr: h.addr,
+            token: with_jti("alice", "jti-a1"),
+            info: info("room", "alice", 100),
+        };
+        let alice_again = Peer {
+            addr: h.addr,
+            token: with_jti("alice", "jti-a2"),
+            info: info("room", "alice", 101),
+        };
+        // Cached by a first call, then polling.
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&alice.token), Vec::new())
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let polling = poll(&alice);
+        wait_polling(h.addr, 1).await;
+
+        let revoked_at = std::time::Instant::now();
+        let reply = admin_call(
+            admin,
+            "POST",
+            "/admin/v1/revocations",
+            Some(ADMIN_TOKEN),
+            &format!(
+                r#"{{"project":"main","jti":"jti-a1","until":{}}}"#,
+                T0 + 3600
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        let (reply, ended) = polling.await.unwrap();
+        assert_eq!(reply.code(), "unauthenticated");
+        assert!(
+            String::from_utf8_lossy(&reply.body).contains("revoked"),
+            "{reply:?}"
+        );
+        assert!(ended.duration_since(revoked_at) < Duration::from_secs(1));
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&alice.token), Vec::new())
+                .await
+                .code(),
+            "unauthenticated"
+        );
+        // Another token of the same peer is untouched by a revocation of one jti.
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&alice_again.token), Vec::new())
+                .await
+                .status,
+            StatusCode::OK
+        );
+
+        // Every token of bob, including ones without jti (as the original minted them).
+        let bob = h.peer("room", "bob", 200);
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&bob.token), Vec::new())
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let reply = admin_call(
+            admin,
+            "POST",
+            "/admin/v1/revocations",
+            Some(ADMIN_TOKEN),
+            r#"{"project":"main","group":"room","peer":"bob","for_secs":600}"#,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&bob.token), Vec::new())
+                .await
+                .code(),
+            "unauthenticated"
+        );
+        let list = json_of(
+            &admin_call(admin, "GET", "/admin/v1/revocations", Some(ADMIN_TOKEN), "").await,
+        );
+        assert_eq!(list["revocations"].as_array().unwrap().len(), 2, "{list}");
+
+        // Revocations survive a restart (the state file) ...
+        let state = std::fs::read_to_string(ops.dir.path().join("state.json")).unwrap();
+        assert!(
+            state.contains("jti-a1") && state.contains("\"bob\""),
+            "{state}"
+        );
+        // ... and are dropped once what they cover would have expired anyway.
+        h.now.store(T0 + 601, Ordering::SeqCst);
+        let fresh_bob = h.peer("room", "bob", 200);
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&fresh_bob.token), Vec::new())
+                .await
+                .status,
+            StatusCode::OK
+        );
+        assert_eq!(h.server.revocations().len(), 1);
+        let event = ops.wait_audit("revocation").await;
+        assert_eq!(event["target"]["peer"], "bob");
+
+        // Bad requests are refused with the reason.
+        for (body, want) in [
+            (
+                r#"{"project":"nope","jti":"x","for_secs":60}"#,
+                StatusCode::NOT_FOUND,
+            ),
+            (r#"{"project":"main","jti":"x"}"#, StatusCode::BAD_REQUEST),
+            (
+                r#"{"project":"main","jti":"x","group":"g","peer":"p","for_secs":60}"#,
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                r#"{"project":"main","jti":"x","until":5}"#,
+                StatusCode::BAD_REQUEST,
+            ),
+            ("not json", StatusCode::BAD_REQUEST),
+        ] {
+            let reply = admin_call(
+                admin,
+                "POST",
+                "/admin/v1/revocations",
+                Some(ADMIN_TOKEN),
+                body,
+            )
+            .await;
+            assert_eq!(reply.status, want, "{body}: {reply:?}");
+            assert!(json_of(&reply)["error"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty()));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_admin_api_needs_its_token_and_audits_every_call() {
+        let (ops, admin) = Ops::start("").await;
+        for token in [None, Some("wrong"), Some("")] {
+            let reply = admin_call(admin, "GET", "/admin/v1/revocations", token, "").await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{token:?}");
+        }
+        let event = ops.wait_audit("admin_call").await;
+        assert_eq!(event["status"], 401);
+        assert!(event["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
+        let reply = admin_call(admin, "GET", "/admin/v1/nothing", Some(ADMIN_TOKEN), "").await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+        // Reload through the API.
+        let reply = admin_call(admin, "POST", "/admin/v1/reload", Some(ADMIN_TOKEN), "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert_eq!(json_of(&reply)["reloaded"]["generation"], 2);
+        std::fs::write(&ops.file, "garbage = [").unwrap();
+        let reply = admin_call(admin, "POST", "/admin/v1/reload", Some(ADMIN_TOKEN), "").await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(json_of(&reply)["error"]
+            .as_str()
+            .unwrap()
+            .contains("running configuration stays"));
+
+        // Who is online, and usage.
+        let h = &ops.h;
+        let alice = h.peer("room", "alice", 100);
+        let bob = h.peer("room", "bob", 200);
+        let polling = poll(&bob);
+        wait_polling(h.addr, 1).await;
+        let online = json_of(
+            &admin_call(
+                admin,
+                "GET",
+                "/admin/v1/online?project=main",
+                Some(ADMIN_TOKEN),
+                "",
+            )
+            .await,
+        );
+        assert_eq!(
+            online["connections"],
+            serde_json::json!([{"group": "room", "peer": "bob", "conn_id": 200}]),
+            "{online}"
+        );
+        alice.send_ok(&bob.info, 1, true, offer("hello")).await;
+        polling.await.unwrap();
+        let usage = json_of(
+            &admin_call(
+                admin,
+                "GET",
+                "/admin/v1/usage?project=main&hours=2",
+                Some(ADMIN_TOKEN),
+                "",
+            )
+            .await,
+        );
+        let hours = usage["hours"].as_array().unwrap();
+        assert_eq!(hours.len(), 1, "{usage}");
+        assert_eq!(hours[0]["messages"], 1);
+        assert!(hours[0]["message_bytes"].as_u64().unwrap() > 10);
+        assert_eq!(hours[0]["hour"], T0 / 3600 * 3600);
+        let metrics = http(h.addr, "GET", "/metrics", &[], Vec::new()).await;
+        let text = String::from_utf8_lossy(&metrics.body);
+        assert!(
+            text.contains("pulsebeam_project_messages_total{project=\"main\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pulsebeam_project_messages_total{project=\"other\"} 0"),
+            "{text}"
+        );
+        let reply = admin_call(
+            admin,
+            "GET",
+            "/admin/v1/usage?project=nope",
+            Some(ADMIN_TOKEN),
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_audit_trail_records_refusals_and_never_a_token_or_secret() {
+        let (ops, admin) = Ops::start("[[ice.turn]]\nurls = [\"turn:127.0.0.1:3478\"]\nsecret = \"turn-secret-never-logged\"\n").await;
+        let h = &ops.h;
+        let alice = Peer {
+            addr: h.addr,
+            token: h.token_with(
+                "room",
+                "alice",
+                Some(PeerPolicy::new("room", "bob").unwrap()),
+            ),
+            info: info("room", "alice", 100),
+        };
+        // A policy refusal, an expired token, a bad signature, a TURN credential handed out.
+        let reply = alice
+            .send(&info("room", "carol", 0), 0, false, join())
+            .await;
+        assert_eq!(reply.code(), "permission_denied");
+        let expired = mint(&h.app(), "room", "alice", Some(PeerPolicy::allow_all()), 1);
+        h.now.store(T0 + 100, Ordering::SeqCst);
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&expired), Vec::new())
+                .await
+                .code(),
+            "unauthenticated"
+        );
+        // A signature byte changed in the middle (the last character also carries padding bits).
+        let mut forged = alice.token.clone().into_bytes();
+        let at = forged.len() - 10;
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&forged), Vec::new())
+                .await
+                .code(),
+            "unauthenticated"
+        );
+        let prepared = call(h.addr, "Prepare", Some(&alice.token), Vec::new())
+            .await
+            .decode::<PrepareResp>();
+        let credential = prepared.ice_servers[0].credential.clone().unwrap();
+        // The TURN username names the project, so relay traffic can be attributed to it.
+        assert!(prepared.ice_servers[0]
+            .username
+            .as_ref()
+            .unwrap()
+            .ends_with(":main/room/alice"));
+        admin_call(
+            admin,
+            "POST",
+            "/admin/v1/revocations",
+            Some(ADMIN_TOKEN),
+            r#"{"project":"main","group":"room","peer":"zed","for_secs":60}"#,
+        )
+        .await;
+
+        let refusal = ops.wait_audit("policy_refusal").await;
+        assert_eq!(refusal["dst_peer"], "carol");
+        assert_eq!(refusal["project"], "main");
+        ops.wait_audit("revocation").await;
+        ops.wait_audit("admin_call").await;
+        let failures: Vec<_> = ops
+            .audit_lines()
+            .into_iter()
+            .filter(|e| e["event"] == "auth_failure")
+            .collect();
+        let reasons: Vec<&str> = failures
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap())
+            .collect();
+        assert!(
+            reasons.contains(&"token_expired") && reasons.contains(&"invalid_signature"),
+            "{reasons:?}"
+        );
+        assert!(failures.iter().all(|e| e["kid"] == h.pair.api_key()));
+        let trail = std::fs::read_to_string(ops.dir.path().join("audit.jsonl")).unwrap();
+        let api_secret: String = h.pair.api_secret().to_string();
+        let secrets: [&str; 7] = [
+            &alice.token,
+            &expired,
+            &forged,
+            &api_secret,
+            &credential,
+            ADMIN_TOKEN,
+            "turn-secret-never-logged",
+        ];
+        for secret in secrets {
+            // Any 24-character piece of a secret would give it away.
+            let piece = &secret[secret.len().saturating_sub(24)..];
+            assert!(
+                !trail.contains(piece),
+                "the audit trail holds a secret: {piece}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_living_longer_than_the_cap_are_refused() {
+        let h = Harness::start_with(|c| c.limits.max_token_lifetime_secs = Some(3600)).await;
+        let ok = mint(
+            &h.app(),
+            "room",
+            "alice",
+            Some(PeerPolicy::allow_all()),
+            3600,
+        );
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&ok), Vec::new()).await.status,
+            StatusCode::OK
+        );
+        let long = mint(
+            &h.app(),
+            "room",
+            "alice",
+            Some(PeerPolicy::allow_all()),
+            7200,
+        );
+        let reply = call(h.addr, "Prepare", Some(&long), Vec::new()).await;
+        assert_eq!(reply.code(), "unauthenticated");
+        assert!(
+            String::from_utf8_lossy(&reply.body).contains("shorter"),
+            "{reply:?}"
+        );
+        // The longest lifetime the SDK mints: 2^32 - 1 seconds.
+        let forever = mint(
+            &h.app(),
+            "room",
+            "alice",
+            Some(PeerPolicy::allow_all()),
+            u64::from(u32::MAX),
+        );
+        assert_eq!(
+            call(h.addr, "Prepare", Some(&forever), Vec::new())
+                .await
+                .code(),
+            "unauthenticated"
+        );
+        let metrics = http(h.addr, "GET", "/metrics", &[], Vec::new()).await;
+        assert!(String::from_utf8_lossy(&metrics.body)
+            .contains("pulsebeam_auth_failures_total{kind=\"token_lifetime_too_long\"} 2"));
+    }
+
+    #[test]
+    fn admin_config_is_validated() {
+        let mut config = Config::default().with_project(ProjectConfig::new("p").with_key(
+            "kid_0000000000000001",
+            &KeyPair::generate().unwrap().public_key(),
+        ));
+        config.admin = Some(AdminConfig::new("127.0.0.1:3001".parse().unwrap(), "abc"));
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key(), Some("admin.token_sha256"));
+        config.admin = Some(AdminConfig::new(config.listen, sha256_hex("t")));
+        assert_eq!(config.validate().unwrap_err().key(), Some("admin.listen"));
+        config.admin = None;
+        config.audit.file = Some("/x".into());
+        config.audit.max_file_bytes = 10;
+        assert_eq!(
+            config.validate().unwrap_err().key(),
+            Some("audit.max_file_bytes")
+        );
     }
 }

@@ -738,21 +738,82 @@ mod reload {
         assert_eq!(presented(&still), old.der);
     }
 
+    /// The running configuration with `[tls]` replaced.
+    fn with_tls(harness: &Harness, tls: Option<TlsConfig>) -> Config {
+        let mut config = (*harness.server.config()).clone();
+        config.tls = tls;
+        config
+    }
+
     #[tokio::test]
-    async fn reload_from_other_files_switches_paths() {
+    async fn a_configuration_reload_reads_the_files_again_and_may_move_them() {
+        let (old, renewed, moved_cert) = (Cert::new(), Cert::new(), Cert::new());
+        let harness = Harness::start(&old, |_| {}).await;
+
+        // Renewed in place, as certbot does: the same paths, read again.
+        renewed.write(&harness.files);
+        let outcome = harness
+            .server
+            .reload(with_tls(&harness, Some(harness.files.clone())))
+            .unwrap();
+        assert!(outcome.restart_needed.is_empty(), "{outcome:?}");
+        let trusted = [&old, &renewed, &moved_cert];
+        let after = tls_connect(harness.addr, &trusted, &[b"h2"], BOTH_VERSIONS)
+            .await
+            .unwrap();
+        assert_eq!(presented(&after), renewed.der);
+
+        // Other paths: taken, and read by later reloads; the old files may go.
+        let dir = TempDir::new();
+        let moved = files_in(&dir);
+        moved_cert.write(&moved);
+        harness
+            .server
+            .reload(with_tls(&harness, Some(moved.clone())))
+            .unwrap();
+        let after = tls_connect(harness.addr, &trusted, &[b"h2"], BOTH_VERSIONS)
+            .await
+            .unwrap();
+        assert_eq!(presented(&after), moved_cert.der);
+        assert_eq!(harness.server.config().tls.as_ref(), Some(&moved));
+        std::fs::remove_file(&harness.files.cert_file).unwrap();
+        harness.server.reload_tls().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_configuration_reload_with_a_bad_key_changes_nothing() {
         let (old, new) = (Cert::new(), Cert::new());
         let harness = Harness::start(&old, |_| {}).await;
         let dir = TempDir::new();
         let moved = files_in(&dir);
-        new.write(&moved);
-        harness.server.reload_tls_from(&moved).unwrap();
-        let after = tls_connect(harness.addr, &[&old, &new], &[b"h2"], BOTH_VERSIONS)
+        std::fs::write(&moved.cert_file, &new.cert_pem).unwrap();
+        std::fs::write(&moved.key_file, &old.key_pem).unwrap();
+        let mut config = with_tls(&harness, Some(moved));
+        config.limits.rate_per_sec = 7;
+
+        let err = harness.server.reload(config).unwrap_err();
+        assert_eq!(err.key(), Some("tls.key_file"), "{err}");
+        assert_eq!(harness.server.config().limits.rate_per_sec, 50);
+        assert_eq!(harness.server.config().tls.as_ref(), Some(&harness.files));
+        let still = tls_connect(harness.addr, &[&old, &new], &[b"h2"], BOTH_VERSIONS)
             .await
             .unwrap();
-        assert_eq!(presented(&after), new.der);
-        // Later reloads read the new paths: the old files may go.
-        std::fs::remove_file(&harness.files.cert_file).unwrap();
-        harness.server.reload_tls().unwrap();
+        assert_eq!(presented(&still), old.der);
+    }
+
+    #[tokio::test]
+    async fn removing_tls_waits_for_a_restart() {
+        let cert = Cert::new();
+        let harness = Harness::start(&cert, |_| {}).await;
+        let outcome = harness.server.reload(with_tls(&harness, None)).unwrap();
+        assert_eq!(outcome.restart_needed, ["tls"]);
+        assert_eq!(harness.server.config().tls.as_ref(), Some(&harness.files));
+        let (mut client, _) = Client::connect(harness.addr, &[&cert], b"h2").await;
+        let pong = client
+            .request("GET", "/_ping", &[], Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(pong.status, StatusCode::OK);
     }
 
     #[tokio::test]

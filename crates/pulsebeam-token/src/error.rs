@@ -324,6 +324,19 @@ pub enum VerifyError {
         /// The verifier's current time.
         now: u64,
     },
+    /// The token's `exp` lies further ahead than the verifier's maximum lifetime allows (see
+    /// [`Verifier::with_max_lifetime`](crate::Verifier::with_max_lifetime)).
+    #[error(
+        "token lifetime too long: it expires at {exp}, after the latest expiry accepted now \
+         ({max_exp}); mint shorter-lived tokens"
+    )]
+    LifetimeTooLong {
+        /// The token's `exp`.
+        exp: u64,
+        /// The latest `exp` accepted at the verifier's current time: now plus the maximum
+        /// lifetime plus the leeway.
+        max_exp: u64,
+    },
     /// A required claim is absent.
     #[error("token has no `{claim}` claim")]
     MissingClaim {
@@ -352,6 +365,7 @@ impl VerifyError {
             VerifyError::InvalidSignature => "invalid_signature",
             VerifyError::Expired { .. } => "token_expired",
             VerifyError::NotYetValid { .. } => "token_not_yet_valid",
+            VerifyError::LifetimeTooLong { .. } => "token_lifetime_too_long",
             VerifyError::MissingClaim { .. } => "missing_claim",
             VerifyError::InvalidClaim { .. } => "invalid_claim",
         }

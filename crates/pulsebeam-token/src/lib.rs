@@ -14,11 +14,17 @@
 //!   says, and verifies with strict Ed25519 (canonical encodings, no small-order keys), so
 //!   algorithm confusion (`none`, HMAC with a public key) is impossible by construction.
 //! - **Bounded, typed, total.** Input is bounded before it is decoded
-//!   ([`DEFAULT_MAX_TOKEN_LEN`]), base64url must be canonical, duplicate claims are refused, and
-//!   every failure is a typed [`VerifyError`]; no input panics. The signature is checked before the
+//!   ([`DEFAULT_MAX_TOKEN_LEN`]), base64url must be canonical, a member name may appear only once
+//!   (in the header, the claims and the allow policy alike, so no two readers can disagree on
+//!   what a token says), and every failure is a typed [`VerifyError`]; no input panics. The signature is checked before the
 //!   claims are parsed. Messages never contain secret or token bytes.
 //! - **Time is injected.** Minting and verification read a [`Clock`]; `exp` is required, `nbf`
 //!   honoured, both with a small leeway ([`DEFAULT_LEEWAY_SECS`]).
+//! - **Lifetimes can be capped.** Tokens cannot be revoked, and the original SDK minted any
+//!   `exp` (up to 2^64 - 1). [`Verifier::with_max_lifetime`] refuses a token whose `exp` lies
+//!   further ahead than the cap (plus the leeway) with [`VerifyError::LifetimeTooLong`]
+//!   (`token_lifetime_too_long`), whatever lifetime its minter chose. There is no cap by
+//!   default.
 //! - **Validation at the edge.** Ids and patterns follow the rules of the token spec (1 to 16
 //!   characters, no control characters, no `*` in ids, at most one in patterns) when minting and
 //!   when verifying, so a verified claim is always a well-formed one.

@@ -1,12 +1,15 @@
 //! Verification: strict, bounded, and typed.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
+
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::claims::PeerClaims;
@@ -86,12 +89,14 @@ impl VerifiedClaims {
 ///
 /// Checks, in order: length bound; three base64url segments; header JSON with `alg` exactly
 /// `EdDSA` and a known `kid`; strict Ed25519 signature; then the claims (`exp` required, `nbf`
-/// honoured, ids and patterns valid, unknown claims ignored).
+/// honoured, ids and patterns valid, unknown claims ignored, no member name twice) and, when a
+/// maximum lifetime is set, how far ahead `exp` lies.
 #[derive(Clone)]
 pub struct Verifier {
     keys: KeySet,
     leeway_secs: u64,
     max_token_len: usize,
+    max_lifetime_secs: Option<u64>,
     clock: DynClock,
 }
 
@@ -102,6 +107,7 @@ impl Verifier {
             keys,
             leeway_secs: DEFAULT_LEEWAY_SECS,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            max_lifetime_secs: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -120,6 +126,16 @@ impl Verifier {
         self
     }
 
+    /// Refuses tokens whose `exp` lies more than `secs` (plus the leeway) ahead of the current
+    /// time, with [`VerifyError::LifetimeTooLong`]. Tokens cannot be revoked, so this bounds how
+    /// long a leaked token stays usable, whatever lifetime it was minted with. No cap by default:
+    /// the original SDK minted tokens with any `exp`.
+    #[must_use]
+    pub fn with_max_lifetime(mut self, secs: u64) -> Self {
+        self.max_lifetime_secs = Some(secs);
+        self
+    }
+
     /// Replaces the clock.
     #[must_use]
     pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
@@ -135,6 +151,11 @@ impl Verifier {
     /// The leeway in seconds.
     pub fn leeway_secs(&self) -> u64 {
         self.leeway_secs
+    }
+
+    /// The maximum lifetime in seconds, if one is set.
+    pub fn max_lifetime_secs(&self) -> Option<u64> {
+        self.max_lifetime_secs
     }
 
     /// Verifies `token` at the clock's current time.
@@ -173,6 +194,17 @@ impl Verifier {
                 return Err(VerifyError::NotYetValid { nbf, now: now_unix });
             }
         }
+        if let Some(max_lifetime) = self.max_lifetime_secs {
+            let max_exp = now_unix
+                .saturating_add(max_lifetime)
+                .saturating_add(self.leeway_secs);
+            if claims.expires_at > max_exp {
+                return Err(VerifyError::LifetimeTooLong {
+                    exp: claims.expires_at,
+                    max_exp,
+                });
+            }
+        }
         Ok(claims)
     }
 }
@@ -183,6 +215,7 @@ impl fmt::Debug for Verifier {
             .field("keys", &self.keys)
             .field("leeway_secs", &self.leeway_secs)
             .field("max_token_len", &self.max_token_len)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
             .field("clock", &ClockDebug)
             .finish()
     }
@@ -244,11 +277,29 @@ fn decode_signature(segment: &str) -> Result<[u8; 64], VerifyError> {
     }
 }
 
-#[derive(Deserialize)]
+/// The header members the verifier reads; others are skipped unread.
+#[derive(Default)]
 struct RawHeader {
     alg: Option<Value>,
     kid: Option<Value>,
-    crit: Option<IgnoredAny>,
+    crit: bool,
+}
+
+impl Members for RawHeader {
+    fn read<'de, A: MapAccess<'de>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
+        match name {
+            "alg" => self.alg = Some(map.next_value()?),
+            "kid" => self.kid = Some(map.next_value()?),
+            "crit" => {
+                map.next_value::<IgnoredAny>()?;
+                self.crit = true;
+            }
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(crate) struct Header {
@@ -277,7 +328,7 @@ fn parse_header(segment: &str) -> Result<Header, VerifyError> {
     let bytes = decode_b64(segment, TokenPart::Header)?;
     let raw: RawHeader = serde_json::from_str(json_text(&bytes, TokenPart::Header)?)
         .map_err(|e| json_error(TokenPart::Header, &e))?;
-    if raw.crit.is_some() {
+    if raw.crit {
         return Err(VerifyError::malformed(
             TokenPart::Header,
             "`crit` extensions are not supported",
@@ -300,16 +351,173 @@ fn parse_header(segment: &str) -> Result<Header, VerifyError> {
     Ok(Header { kid })
 }
 
-#[derive(Deserialize)]
+/// The claims the verifier reads; others are skipped unread.
+#[derive(Default)]
 struct RawClaims {
     exp: Option<Value>,
     gid: Option<Value>,
     pid: Option<Value>,
-    ap: Option<Value>,
+    ap: Option<RawPolicy>,
     iat: Option<Value>,
     nbf: Option<Value>,
     jti: Option<Value>,
 }
+
+impl Members for RawClaims {
+    fn read<'de, A: MapAccess<'de>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
+        match name {
+            "exp" => self.exp = Some(map.next_value()?),
+            "gid" => self.gid = Some(map.next_value()?),
+            "pid" => self.pid = Some(map.next_value()?),
+            "ap" => self.ap = Some(map.next_value()?),
+            "iat" => self.iat = Some(map.next_value()?),
+            "nbf" => self.nbf = Some(map.next_value()?),
+            "jti" => self.jti = Some(map.next_value()?),
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `ap` claim as written: `null`, an object (whose members the verifier reads, refusing
+/// duplicates as everywhere else), or a value of another type.
+enum RawPolicy {
+    Null,
+    Object {
+        group_id: Option<Value>,
+        peer_id: Option<Value>,
+    },
+    Other,
+}
+
+#[derive(Default)]
+struct RawPolicyMembers {
+    group_id: Option<Value>,
+    peer_id: Option<Value>,
+}
+
+impl Members for RawPolicyMembers {
+    fn read<'de, A: MapAccess<'de>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error> {
+        match name {
+            "group_id" => self.group_id = Some(map.next_value()?),
+            "peer_id" => self.peer_id = Some(map.next_value()?),
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for RawPolicy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PolicyVisitor)
+    }
+}
+
+struct PolicyVisitor;
+
+impl<'de> Visitor<'de> for PolicyVisitor {
+    type Value = RawPolicy;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("null or an allow policy object")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<RawPolicy, E> {
+        Ok(RawPolicy::Null)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawPolicy, A::Error> {
+        let members = MembersVisitor::<RawPolicyMembers>::new().visit_map(map)?;
+        Ok(RawPolicy::Object {
+            group_id: members.group_id,
+            peer_id: members.peer_id,
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawPolicy, A::Error> {
+        // Read as JSON values, so that nesting in a known claim meets serde_json's depth limit.
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(RawPolicy::Other)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawPolicy, E> {
+        Ok(RawPolicy::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawPolicy, E> {
+        Ok(RawPolicy::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawPolicy, E> {
+        Ok(RawPolicy::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawPolicy, E> {
+        Ok(RawPolicy::Other)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<RawPolicy, E> {
+        Ok(RawPolicy::Other)
+    }
+}
+
+/// A JSON object read member by member: each member the type knows is stored, the others are
+/// skipped unread.
+trait Members: Default {
+    /// Reads the value of the member `name`.
+    fn read<'de, A: MapAccess<'de>>(&mut self, name: &str, map: &mut A) -> Result<(), A::Error>;
+}
+
+/// Reads a JSON object into a [`Members`] type, refusing a member name that appears twice.
+/// RFC 7515 and RFC 7519 (section 4 of each) allow either refusing or keeping the last; keeping
+/// one silently would let two readers of the same token disagree on what it says. Names are
+/// compared after unescaping, so `"p\u0069d"` and `"pid"` are the same name.
+struct MembersVisitor<T>(PhantomData<T>);
+
+impl<T> MembersVisitor<T> {
+    fn new() -> Self {
+        MembersVisitor(PhantomData)
+    }
+}
+
+impl<'de, T: Members> Visitor<'de> for MembersVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut raw = T::default();
+        // The token length bounds the number of members, so this set stays small.
+        let mut seen = BTreeSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if seen.contains(&name) {
+                return Err(de::Error::custom("duplicate member"));
+            }
+            raw.read(&name, &mut map)?;
+            seen.insert(name);
+        }
+        Ok(raw)
+    }
+}
+
+/// `Deserialize` for a [`Members`] type: a JSON object, duplicates refused.
+macro_rules! deserialize_members {
+    ($($ty:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_map(MembersVisitor::<$ty>::new())
+            }
+        }
+    )*};
+}
+
+deserialize_members!(RawHeader, RawClaims);
 
 fn time_claim(value: Option<Value>, claim: Claim) -> Result<Option<u64>, VerifyError> {
     match value {
@@ -336,18 +544,17 @@ fn value_claim(claim: Claim) -> impl Fn(ValueError) -> VerifyError {
     move |e| VerifyError::invalid(claim, e.to_string())
 }
 
-fn policy_claim(value: Option<Value>) -> Result<Option<PeerPolicy>, VerifyError> {
+fn policy_claim(value: Option<RawPolicy>) -> Result<Option<PeerPolicy>, VerifyError> {
     let shape = "must be null or {\"group_id\": string, \"peer_id\": string}";
-    let map = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(map)) => map,
-        Some(_) => return Err(VerifyError::invalid(Claim::AllowPolicy, shape)),
-    };
-    match (map.get("group_id"), map.get("peer_id")) {
-        (Some(Value::String(g)), Some(Value::String(p))) => PeerPolicy::new(g, p)
+    match value {
+        None | Some(RawPolicy::Null) => Ok(None),
+        Some(RawPolicy::Object {
+            group_id: Some(Value::String(g)),
+            peer_id: Some(Value::String(p)),
+        }) => PeerPolicy::new(&g, &p)
             .map(Some)
             .map_err(value_claim(Claim::AllowPolicy)),
-        _ => Err(VerifyError::invalid(Claim::AllowPolicy, shape)),
+        Some(_) => Err(VerifyError::invalid(Claim::AllowPolicy, shape)),
     }
 }
 
@@ -423,6 +630,23 @@ pub mod dangerous {
             let bytes = serde_json::to_vec(&self.payload).unwrap_or_default();
             parse_claims(&bytes, self.kid().unwrap_or_default().to_owned())
         }
+    }
+
+    /// The `kid` that `token`'s header names, read exactly as [`Verifier::verify`] reads it (the
+    /// same length bound, segments, base64url, JSON and `alg` rules), without any signature
+    /// check. `Ok(None)` when the header has no `kid`.
+    ///
+    /// For tools that trust one key and take its label from the token: registering the key under
+    /// this `kid` makes [`Verifier::verify`] give the same verdict, for the same reason, as when
+    /// the `kid` is known beforehand. A token this refuses, the verifier refuses with the same
+    /// error.
+    ///
+    /// # Errors
+    ///
+    /// The [`VerifyError`] the verifier gives for this token before it looks up the key.
+    pub fn header_key_id(token: &str) -> Result<Option<String>, VerifyError> {
+        let parts = split(token, DEFAULT_MAX_TOKEN_LEN)?;
+        Ok(parse_header(parts.header)?.kid)
     }
 
     /// Decodes `token` without verifying it. The length bound of [`DEFAULT_MAX_TOKEN_LEN`]

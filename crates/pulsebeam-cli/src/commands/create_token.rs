@@ -17,7 +17,9 @@ Examples:
     pulsebeam create-token --group-id room1 --peer-id bob --duration 15m --json
   pulsebeam create-token --env-file .env --group-id lobby --peer-id screen --no-policy
 
-Credentials: --api-key/--api-secret, else --env-file, else $PULSEBEAM_API_KEY/$PULSEBEAM_API_SECRET.";
+Credentials: --api-key/--api-secret, else --env-file, else $PULSEBEAM_API_KEY/$PULSEBEAM_API_SECRET.
+The credential flags may also come before the subcommand, as in the original pulsebeam-cli:
+  pulsebeam-cli --api-key kid_… --api-secret sk_… create-token --peer-id bob --group-id room1";
 
 /// The number of seconds above which a lifetime deserves a warning.
 const DAY_SECS: u64 = 24 * 60 * 60;
@@ -76,6 +78,24 @@ pub struct CreateTokenArgs {
     /// The clock.
     #[command(flatten)]
     pub clock: ClockArgs,
+}
+
+impl CreateTokenArgs {
+    /// These arguments with the credential flags given before the subcommand
+    /// (`pulsebeam --api-key K create-token …`, the original CLI's order) added.
+    ///
+    /// # Errors
+    ///
+    /// A usage error when a flag is given both before and after the subcommand.
+    pub(crate) fn with_credentials_before(
+        &self,
+        before: &CredentialArgs,
+    ) -> Result<CreateTokenArgs, CliError> {
+        Ok(CreateTokenArgs {
+            credentials: self.credentials.merged_with(before)?,
+            ..self.clone()
+        })
+    }
 }
 
 /// Runs `pulsebeam create-token`.

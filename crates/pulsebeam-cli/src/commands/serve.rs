@@ -19,8 +19,11 @@ Examples:
 
 The configuration keys are documented in the pulsebeam-server README and in
 crates/pulsebeam-server/pulsebeam.example.toml. Logs go to standard error; set
-RUST_LOG (e.g. RUST_LOG=pulsebeam_server=debug) for more or less detail.
-The server stops gracefully on SIGTERM or Ctrl-C: open long-polls are answered first.")]
+RUST_LOG (e.g. RUST_LOG=pulsebeam_server=debug) for more or less detail. They are
+coloured only when standard error is a terminal and NO_COLOR is unset or empty.
+The server stops gracefully on SIGTERM or Ctrl-C: open long-polls are answered first.
+SIGHUP reads the file again and applies projects, keys, limits, ICE and CORS without a
+restart (a bad file keeps the running configuration and logs why); `--listen` stays.")]
 pub struct ServeArgs {
     /// The server's TOML configuration file.
     #[arg(long, short, value_name = "FILE")]
@@ -72,13 +75,17 @@ pub(crate) fn run(args: &ServeArgs, session: &mut Session<'_, '_>) -> Result<Sta
         ))?;
         return Ok(Status::Success);
     }
-    super::init_logging(args.log_format, "info,hyper=warn");
+    super::init_logging(args.log_format, "info,hyper=warn", session);
     let runtime = super::server_runtime()?;
+    // Built inside the runtime: the server's stores start their background tasks there.
     runtime
-        .block_on(pulsebeam_server::run(
-            config,
-            pulsebeam_server::shutdown_signal(),
-        ))
+        .block_on(async {
+            let server = Server::builder(config)
+                .config_file(&args.config)
+                .build()
+                .map_err(pulsebeam_server::RunError::from)?;
+            pulsebeam_server::run_server(server, pulsebeam_server::shutdown_signal()).await
+        })
         .map_err(|source| CliError::Server {
             context: "the server stopped with an error".to_owned(),
             source: Box::new(source),

@@ -250,3 +250,94 @@ fn decode_unverified_reads_but_never_vouches() {
     assert_eq!(claims.peer_id(), "p");
     assert!(dangerous::decode_unverified("not a token").is_err());
 }
+
+#[test]
+fn duplicate_members_are_refused_everywhere() {
+    let v = verifier();
+    let header = r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c"}"#;
+    let duplicated = |part| VerifyError::Malformed {
+        part,
+        detail: "a member is duplicated or of the wrong type",
+    };
+    let payloads = [
+        // The last value would widen the policy to everyone.
+        r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"g","peer_id":"x","peer_id":"*"}}"#,
+        r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"g","group_id":"*","peer_id":"*"}}"#,
+        // The same name written with an escape is the same name.
+        r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"g","peer_\u0069d":"x","peer_id":"*"}}"#,
+        r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"g","peer_id":"x","extra":1,"extra":2}}"#,
+        r#"{"exp":9999999999,"gid":"g","pid":"p","ap":null,"role":"a","role":"b"}"#,
+        r#"{"exp":9999999999,"gid":"g","pid":"p","p\u0069d":"q","ap":null}"#,
+    ];
+    for payload in payloads {
+        assert_eq!(
+            v.verify(&sign(header, payload)),
+            Err(duplicated(TokenPart::Payload)),
+            "{payload}"
+        );
+    }
+    let headers = [
+        r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c","typ":"JWT","typ":"JWT"}"#,
+        r#"{"alg":"EdDSA","k\u0069d":"kid_73d8caa6c387d46c","kid":"kid_73d8caa6c387d46c"}"#,
+        r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c","crit":null,"crit":null}"#,
+    ];
+    for header in headers {
+        assert_eq!(
+            v.verify(&sign(header, PAYLOAD)),
+            Err(duplicated(TokenPart::Header)),
+            "{header}"
+        );
+    }
+    // Without the duplicate, the same token verifies: the refusal is about the duplicate.
+    let single =
+        r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"g","peer_id":"x","extra":1}}"#;
+    let verified = v.verify(&sign(header, single)).unwrap();
+    assert_eq!(verified.allow_policy().unwrap().to_string(), "g:x");
+    let typed = r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c","typ":"JWT"}"#;
+    assert!(v.verify(&sign(typed, PAYLOAD)).is_ok());
+}
+
+#[test]
+fn header_key_id_reads_the_header_as_the_verifier_does() {
+    let v = verifier();
+    let good = app()
+        .create_token(&claims("g", "p", ("*", "*")), 60)
+        .unwrap();
+    let [h, p, s]: [&str; 3] = good.split('.').collect::<Vec<_>>().try_into().unwrap();
+    assert_eq!(
+        dangerous::header_key_id(&good),
+        Ok(Some(crate::KID.to_owned()))
+    );
+    // Whatever is wrong after the header is the verifier's to say, not this function's.
+    for token in [
+        format!("{h}.{p}.{}", &s[..85]),
+        format!("{h}.{p}.{s}=="),
+        format!("{h}.{p}=.{s}"),
+        format!("{h}.{p}.{s}xyz"),
+    ] {
+        assert_eq!(
+            dangerous::header_key_id(&token),
+            Ok(Some(crate::KID.to_owned()))
+        );
+        assert!(matches!(
+            v.verify(&token),
+            Err(VerifyError::Malformed { .. } | VerifyError::InvalidSignature)
+        ));
+    }
+    // A header it refuses, the verifier refuses with the same error.
+    for token in [
+        format!("{h}=.{p}.{s}"),
+        format!("{h}.{p}.{s}.x"),
+        sign(r#"{"alg":"none","kid":"kid_73d8caa6c387d46c"}"#, PAYLOAD),
+        sign(r#"{"alg":"EdDSA","kid":7}"#, PAYLOAD),
+        sign(r#"{"alg":"EdDSA","kid":"a","kid":"b"}"#, PAYLOAD),
+        "x".repeat(DEFAULT_MAX_TOKEN_LEN + 1),
+    ] {
+        let error = dangerous::header_key_id(&token).unwrap_err();
+        assert_eq!(v.verify(&token), Err(error));
+    }
+    assert_eq!(
+        dangerous::header_key_id(&sign(r#"{"alg":"EdDSA"}"#, PAYLOAD)),
+        Ok(None)
+    );
+}

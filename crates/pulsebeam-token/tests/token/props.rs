@@ -1,9 +1,27 @@
 //! Properties: round trips, tamper evidence and matcher laws.
 
 use proptest::prelude::*;
-use pulsebeam_token::{Field, Pattern, PeerClaims, PeerPolicy, VerifyError};
+use pulsebeam_token::{Field, Pattern, PeerClaims, PeerPolicy, TokenPart, VerifyError};
 
+use crate::verify::b64;
 use crate::{app, verifier, GOLDEN_NOW};
+
+/// The errors a token can get before its signature is known to be good. The payload is
+/// decoded only after the signature verifies, so it cannot be the malformed part.
+fn refused_before_the_claims(error: &VerifyError) -> bool {
+    matches!(
+        error,
+        VerifyError::TooLarge { .. }
+            | VerifyError::Malformed {
+                part: TokenPart::Token | TokenPart::Header | TokenPart::Signature,
+                ..
+            }
+            | VerifyError::UnsupportedAlgorithm
+            | VerifyError::MissingKeyId
+            | VerifyError::UnknownKeyId
+            | VerifyError::InvalidSignature
+    )
+}
 
 /// 1 to 16 characters, no control characters, no `*`; mixes ASCII, `:`/`\`, non-ASCII.
 fn id() -> impl Strategy<Value = String> {
@@ -116,9 +134,64 @@ proptest! {
         prop_assert!(!exact.matches(&grown));
     }
 
+    /// Text that the key never signed is refused before its claims are read: the reason is
+    /// about the token's shape, algorithm, key or signature, never about claims or time.
     #[test]
-    fn arbitrary_input_never_verifies(input in ".{0,400}") {
-        prop_assert!(verifier().verify(&input).is_err());
+    fn arbitrary_input_never_verifies(input in prop_oneof![
+        ".{0,400}".boxed(),
+        "[A-Za-z0-9_-]{0,120}\\.[A-Za-z0-9_-]{0,200}\\.[A-Za-z0-9_-]{0,100}".boxed(),
+    ]) {
+        let result = verifier().verify(&input);
+        prop_assert!(
+            matches!(result, Err(ref e) if refused_before_the_claims(e)),
+            "{:?} gave {:?}", input, result
+        );
+    }
+
+    /// A real token with its payload, signature or header replaced is refused, for the reason
+    /// that fits the part replaced.
+    #[test]
+    fn tampered_tokens_never_verify(
+        claims in claims(),
+        other in claims(),
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        signature in proptest::collection::vec(any::<u8>(), 64),
+    ) {
+        let token = app().create_token(&claims, 3600).unwrap();
+        let [h, p, s]: [&str; 3] = token.split('.').collect::<Vec<_>>().try_into().unwrap();
+        let v = verifier();
+
+        // Arbitrary bytes as the payload, and another genuine payload: the signature fails.
+        let payload = b64(&bytes);
+        let swapped = app().create_token(&other, 60).unwrap();
+        let swapped = swapped.split('.').nth(1).unwrap();
+        for payload in [payload.as_str(), swapped] {
+            prop_assume!(payload != p);
+            prop_assert_eq!(v.verify(&format!("{h}.{payload}.{s}")), Err(VerifyError::InvalidSignature));
+        }
+
+        // Any other 64 bytes as the signature: the signature fails.
+        let forged = b64(&signature);
+        prop_assume!(forged != s);
+        prop_assert_eq!(v.verify(&format!("{h}.{p}.{forged}")), Err(VerifyError::InvalidSignature));
+        // A signature of another length is malformed.
+        if bytes.len() != 64 {
+            let result = v.verify(&format!("{h}.{p}.{}", b64(&bytes)));
+            let malformed = matches!(
+                result,
+                Err(VerifyError::Malformed { part: TokenPart::Signature, .. })
+            );
+            prop_assert!(malformed, "{:?}", result);
+        }
+
+        // Arbitrary bytes as the header: refused before the claims are read.
+        let header = b64(&bytes);
+        prop_assume!(header != h);
+        let result = v.verify(&format!("{header}.{p}.{s}"));
+        prop_assert!(
+            matches!(result, Err(ref e) if refused_before_the_claims(e)),
+            "{:?} gave {:?}", header, result
+        );
     }
 
     #[test]

@@ -344,3 +344,59 @@ pub fn sign(header: &str, payload: &str) -> String {
     let signature = key.sign(input.as_bytes()).to_bytes();
     format!("{input}.{}", b64(&signature))
 }
+
+#[test]
+fn a_lifetime_cap_refuses_tokens_that_expire_too_far_ahead() {
+    let day = 24 * 60 * 60;
+    let capped = verifier().with_leeway(30).with_max_lifetime(day);
+    assert_eq!(capped.max_lifetime_secs(), Some(day));
+    assert_eq!(verifier().max_lifetime_secs(), None);
+    let now = GOLDEN_NOW + 10;
+    // Exactly at the cap (plus the leeway) is accepted, one second more is not.
+    let at_cap = sign(
+        r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c"}"#,
+        &format!(
+            r#"{{"exp":{},"gid":"g","pid":"p","ap":null}}"#,
+            now + day + 30
+        ),
+    );
+    assert!(capped.verify_at(&at_cap, now).is_ok());
+    let over = sign(
+        r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c"}"#,
+        &format!(
+            r#"{{"exp":{},"gid":"g","pid":"p","ap":null}}"#,
+            now + day + 31
+        ),
+    );
+    assert_eq!(
+        capped.verify_at(&over, now),
+        Err(VerifyError::LifetimeTooLong {
+            exp: now + day + 31,
+            max_exp: now + day + 30,
+        })
+    );
+    // The largest `exp` a token can carry: accepted without a cap, refused with one.
+    let forever = sign(
+        r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c"}"#,
+        &format!(r#"{{"exp":{},"gid":"g","pid":"p","ap":null}}"#, u64::MAX),
+    );
+    assert!(verifier().verify_at(&forever, now).is_ok());
+    let err = capped.verify_at(&forever, now).unwrap_err();
+    assert_eq!(err.code(), "token_lifetime_too_long");
+    let message = err.to_string();
+    assert!(message.contains("mint shorter-lived tokens"), "{message}");
+    assert!(message.contains(&u64::MAX.to_string()), "{message}");
+    // No overflow at the far end of the clock, and minted tokens within the cap verify.
+    assert!(capped.verify_at(&forever, u64::MAX - 5).is_ok());
+    let minted = app()
+        .create_token(&claims("g", "p", ("*", "*")), day)
+        .unwrap();
+    assert!(capped.verify(&minted).is_ok());
+    let long = app()
+        .create_token(&claims("g", "p", ("*", "*")), 2 * day)
+        .unwrap();
+    assert!(matches!(
+        capped.verify(&long),
+        Err(VerifyError::LifetimeTooLong { .. })
+    ));
+}

@@ -1,0 +1,451 @@
+//! `pulsebeam admin`: call a running server's admin API (revoke, list revocations, reload, who
+//! is online, usage), and make admin tokens.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt as _, Full};
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::CliError;
+use crate::time::{parse_ttl, Ttl};
+use crate::{Session, Status};
+
+/// How long one admin call may take, connection included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Arguments of `pulsebeam admin`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The admin API listens where the server's [admin] listen says (default http://127.0.0.1:3001).
+The admin token comes from --token-file, else the environment variable PULSEBEAM_ADMIN_TOKEN;
+the server's configuration holds only its SHA-256 (`pulsebeam admin gen-token` prints both).
+
+Exit codes: 0 done; 1 the server refused (wrong token, unknown project, invalid request,
+reload refused: the reason is printed); 2 the call could not be made (server unreachable,
+bad command line).
+
+Examples:
+  pulsebeam admin gen-token
+  export PULSEBEAM_ADMIN_TOKEN=pba_…
+  pulsebeam admin revoke --project prod --jti 4f1c…              # one token, until its exp
+  pulsebeam admin revoke --project prod --group room1 --peer mallory --for 1h
+  pulsebeam admin revocations --json
+  pulsebeam admin reload
+  pulsebeam admin online --project prod
+  pulsebeam admin usage --project prod --hours 24")]
+pub struct AdminArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+
+    /// The admin API's base URL (http only: keep it on loopback or a private network).
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:3001"
+    )]
+    pub url: String,
+
+    /// A file holding the admin token (else PULSEBEAM_ADMIN_TOKEN).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// Print the server's JSON answer instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The admin subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make a new random admin token and print it with the `[admin]` line for the server.
+    GenToken,
+    /// Revoke one token (--jti) or every token of one peer (--group, --peer).
+    Revoke(RevokeArgs),
+    /// List the revocations in force.
+    Revocations,
+    /// Make the server read its configuration file again (as SIGHUP does).
+    Reload,
+    /// List the connections of a project that are online (a Recv in flight).
+    Online(ProjectArgs),
+    /// Show a project's hourly usage totals.
+    Usage(UsageArgs),
+}
+
+/// `pulsebeam admin revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The project, as its `id` in the server's configuration.
+    #[arg(long, value_name = "ID")]
+    pub project: String,
+    /// The token's `jti`.
+    #[arg(long, value_name = "JTI", conflicts_with_all = ["group", "peer"], required_unless_present = "peer")]
+    pub jti: Option<String>,
+    /// The peer's group id (with --peer).
+    #[arg(long, value_name = "ID", requires = "peer")]
+    pub group: Option<String>,
+    /// The peer id (with --group).
+    #[arg(long, value_name = "ID", requires = "group")]
+    pub peer: Option<String>,
+    /// Until this Unix time (for a token: its `exp`, which `pulsebeam inspect` shows).
+    #[arg(long, value_name = "UNIX", conflicts_with = "for_")]
+    pub until: Option<u64>,
+    /// For this long from now, e.g. 1h, 30m, 86400 (default: the server's
+    /// limits.max_token_lifetime_secs).
+    #[arg(long = "for", value_name = "TTL", value_parser = parse_ttl)]
+    pub for_: Option<Ttl>,
+}
+
+/// A project.
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    /// The project, as its `id` in the server's configuration.
+    #[arg(long, value_name = "ID")]
+    pub project: String,
+}
+
+/// `pulsebeam admin usage`.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// The project, as its `id` in the server's configuration.
+    #[arg(long, value_name = "ID")]
+    pub project: String,
+    /// How many hours back, 1 to 168.
+    #[arg(long, value_name = "N", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=168))]
+    pub hours: u64,
+}
+
+/// Runs `pulsebeam admin`.
+pub(crate) fn run(args: &AdminArgs, session: &mut Session<'_, '_>) -> Result<Status, CliError> {
+    let (method, path, body) = match &args.command {
+        AdminCommand::GenToken => return gen_token(args.json, session),
+        AdminCommand::Revoke(r) => {
+            let mut body = serde_json::Map::new();
+            body.insert("project".into(), json!(r.project));
+            match (&r.jti, &r.group, &r.peer) {
+                (Some(jti), _, _) => {
+                    body.insert("jti".into(), json!(jti));
+                }
+                (None, Some(group), Some(peer)) => {
+                    body.insert("group".into(), json!(group));
+                    body.insert("peer".into(), json!(peer));
+                }
+                _ => {
+                    return Err(CliError::Usage(
+                        "name a token with --jti, or a peer with --group and --peer".into(),
+                    ))
+                }
+            }
+            if let Some(until) = r.until {
+                body.insert("until".into(), json!(until));
+            }
+            if let Some(ttl) = &r.for_ {
+                body.insert("for_secs".into(), json!(ttl.secs));
+            }
+            (
+                "POST",
+                "/admin/v1/revocations".to_owned(),
+                Some(Value::Object(body)),
+            )
+        }
+        AdminCommand::Revocations => ("GET", "/admin/v1/revocations".to_owned(), None),
+        AdminCommand::Reload => ("POST", "/admin/v1/reload".to_owned(), None),
+        AdminCommand::Online(p) => (
+            "GET",
+            format!("/admin/v1/online?project={}", query_value(&p.project)),
+            None,
+        ),
+        AdminCommand::Usage(u) => (
+            "GET",
+            format!(
+                "/admin/v1/usage?project={}&hours={}",
+                query_value(&u.project),
+                u.hours
+            ),
+            None,
+        ),
+    };
+    let token = admin_token(args, session)?;
+    let (status, answer) = call(&args.url, method, &path, &token, body.as_ref())?;
+    if !(200..300).contains(&status) {
+        let reason = answer
+            .get("error")
+            .and_then(Value::as_str)
+            .map_or_else(|| answer.to_string(), str::to_owned);
+        if args.json {
+            session.out(&format!("{answer:#}\n"))?;
+        }
+        session.err_line(&format!("refused ({status}): {reason}"));
+        return Ok(if status >= 500 {
+            Status::Failure
+        } else {
+            Status::Refused
+        });
+    }
+    if args.json {
+        session.out(&format!("{answer:#}\n"))?;
+    } else {
+        session.out(&describe(&args.command, &answer))?;
+    }
+    Ok(Status::Success)
+}
+
+fn gen_token(json_out: bool, session: &mut Session<'_, '_>) -> Result<Status, CliError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| CliError::Server {
+        context: "cannot read the system random source".into(),
+        source: Box::new(std::io::Error::other(e.to_string())),
+    })?;
+    let token = zeroize::Zeroizing::new(format!("pba_{}", hex::encode(bytes)));
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    if json_out {
+        session.out(&format!(
+            "{:#}\n",
+            json!({ "token": token.as_str(), "token_sha256": hash })
+        ))?;
+    } else {
+        session.out(&format!(
+            "# The admin token: keep it secret, give it to `pulsebeam admin` as PULSEBEAM_ADMIN_TOKEN.\n{}\n\n# For the server's configuration (only the hash is stored there):\n[admin]\nlisten = \"127.0.0.1:3001\"\ntoken_sha256 = \"{hash}\"\n",
+            token.as_str()
+        ))?;
+    }
+    Ok(Status::Success)
+}
+
+fn admin_token(args: &AdminArgs, session: &Session<'_, '_>) -> Result<String, CliError> {
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|source| CliError::Read {
+                what: format!("--token-file `{}`", path.display()),
+                source,
+            })?
+            .trim()
+            .to_owned(),
+        None => session.env("PULSEBEAM_ADMIN_TOKEN")?.unwrap_or_default(),
+    };
+    if token.is_empty() {
+        return Err(CliError::Usage(
+            "no admin token: set PULSEBEAM_ADMIN_TOKEN or give --token-file (`pulsebeam admin gen-token` makes one)".into(),
+        ));
+    }
+    Ok(token)
+}
+
+/// Percent-encodes a query value.
+fn query_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `host:port` and the path prefix of an `http://` URL.
+fn split_url(url: &str) -> Result<(String, String), CliError> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        CliError::Usage(format!(
+            "--url {url:?} is not an http:// URL; the admin API is plain HTTP on a private address, e.g. http://127.0.0.1:3001"
+        ))
+    })?;
+    let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.is_empty() {
+        return Err(CliError::Usage(format!("--url {url:?} has no host")));
+    }
+    let authority = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok((authority, prefix.trim_end_matches('/').to_owned()))
+}
+
+/// One HTTP/1.1 call; the status and the JSON answer.
+fn call(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), CliError> {
+    let (authority, prefix) = split_url(url)?;
+    let path = if prefix.is_empty() {
+        path.to_owned()
+    } else {
+        format!("/{prefix}{path}")
+    };
+    let unreachable = |e: &dyn std::fmt::Display| CliError::Server {
+        context: format!("cannot call the admin API at {url}"),
+        source: Box::new(std::io::Error::other(format!(
+            "{e}; is the server running with an [admin] section, and is --url its admin.listen?"
+        ))),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| unreachable(&e))?;
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(&path)
+        .header("host", &authority)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            body.map(Value::to_string).unwrap_or_default(),
+        )))
+        .map_err(|e| CliError::Usage(format!("cannot build the request: {e}")))?;
+    let answer = runtime.block_on(async {
+        tokio::time::timeout(CALL_TIMEOUT, async {
+            let stream = tokio::net::TcpStream::connect(&authority)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+            tokio::spawn(connection);
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(&e))?
+                .to_bytes();
+            Ok::<_, CliError>((status, bytes))
+        })
+        .await
+        .map_err(|_| unreachable(&"no answer within 15 s"))?
+    })?;
+    let (status, bytes) = answer;
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        json!({ "error": String::from_utf8_lossy(&bytes).chars().take(500).collect::<String>() })
+    });
+    Ok((status, value))
+}
+
+/// The answer in words.
+fn describe(command: &AdminCommand, answer: &Value) -> String {
+    match command {
+        AdminCommand::Revoke(_) => {
+            let r = &f(answer, "revocation");
+            format!("revoked {} until {}\n", target(r), f(r, "until"))
+        }
+        AdminCommand::Revocations => {
+            let list = f(answer, "revocations")
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if list.is_empty() {
+                return "no revocations in force\n".into();
+            }
+            list.iter()
+                .map(|r| format!("{} until {}\n", target(r), f(r, "until")))
+                .collect()
+        }
+        AdminCommand::Reload => {
+            let r = &f(answer, "reloaded");
+            let mut text = format!("reloaded: configuration {}", f(r, "generation"));
+            if let Some(kept) = f(r, "restart_needed").as_array().filter(|k| !k.is_empty()) {
+                let names: Vec<&str> = kept.iter().filter_map(Value::as_str).collect();
+                text.push_str(&format!(
+                    "; changed but kept until a restart: {}",
+                    names.join(", ")
+                ));
+            }
+            text.push('\n');
+            text
+        }
+        AdminCommand::Online(_) => {
+            let list = f(answer, "connections")
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut text = format!("{} connection(s) online\n", list.len());
+            for c in &list {
+                text.push_str(&format!(
+                    "{}:{} conn {}\n",
+                    f(c, "group").as_str().unwrap_or(""),
+                    f(c, "peer").as_str().unwrap_or(""),
+                    f(c, "conn_id")
+                ));
+            }
+            text
+        }
+        AdminCommand::Usage(_) => {
+            let hours = f(answer, "hours").as_array().cloned().unwrap_or_default();
+            let mut text = String::from(
+                "hour (UTC)         calls  messages  message_bytes  peer_seconds  turn_credentials  turn_relay_bytes\n",
+            );
+            for h in &hours {
+                let hour = f(h, "hour").as_u64().unwrap_or(0);
+                text.push_str(&format!(
+                    "{:<17}  {:>5}  {:>8}  {:>13}  {:>12}  {:>16}  {:>16}\n",
+                    crate::time::utc(hour),
+                    f(h, "calls"),
+                    f(h, "messages"),
+                    f(h, "message_bytes"),
+                    f(h, "peer_seconds"),
+                    f(h, "turn_credentials"),
+                    f(h, "turn_relay_bytes")
+                ));
+            }
+            if hours.is_empty() {
+                text.push_str("(no usage recorded in that time)\n");
+            }
+            text
+        }
+        AdminCommand::GenToken => String::new(),
+    }
+}
+
+/// Member `key` of `value`, `null` when absent.
+fn f<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value.get(key).unwrap_or(&Value::Null)
+}
+
+fn target(r: &Value) -> String {
+    match f(r, "kind").as_str() {
+        Some("token") => format!(
+            "token jti {} of project {}",
+            f(r, "jti").as_str().unwrap_or(""),
+            f(r, "project").as_str().unwrap_or("")
+        ),
+        _ => format!(
+            "every token of {}:{} in project {}",
+            f(r, "group").as_str().unwrap_or(""),
+            f(r, "peer").as_str().unwrap_or(""),
+            f(r, "project").as_str().unwrap_or("")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_query_values() {
+        assert_eq!(
+            split_url("http://127.0.0.1:3001").unwrap(),
+            ("127.0.0.1:3001".into(), String::new())
+        );
+        assert_eq!(
+            split_url("http://admin.internal/base/").unwrap(),
+            ("admin.internal:80".into(), "base".into())
+        );
+        assert!(split_url("https://x").is_err());
+        assert!(split_url("http://").is_err());
+        assert_eq!(query_value("a b/ü"), "a%20b%2F%C3%BC");
+    }
+}

@@ -1,0 +1,333 @@
+//! Usage per project: what each project costs to run.
+//!
+//! Counted per node: connections online (a `Recv` in flight), peer-seconds online, calls,
+//! messages and bytes relayed, TURN credentials issued, and TURN relay bytes (from coturn's
+//! statistics). Exposed as Prometheus metrics with a `project` label bounded to the configured
+//! projects, and as hourly totals for the admin API. With the Redis store, nodes add their hourly
+//! totals into Redis so the admin API answers for the whole deployment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+/// Hours of totals a node keeps in memory (a week).
+const KEEP_HOURS: u64 = 24 * 7;
+
+/// One project's hourly totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UsageTotals {
+    /// Twirp calls.
+    pub calls: u64,
+    /// Messages accepted by `Send`.
+    pub messages: u64,
+    /// Bytes of those messages.
+    pub message_bytes: u64,
+    /// Seconds connections spent online (a `Recv` in flight), summed.
+    pub peer_seconds: u64,
+    /// TURN credentials handed out by `Prepare`.
+    pub turn_credentials: u64,
+    /// Bytes relayed by TURN for the project's peers, both directions.
+    pub turn_relay_bytes: u64,
+}
+
+impl UsageTotals {
+    /// Adds `other` field by field.
+    pub fn add(&mut self, other: &UsageTotals) {
+        self.calls += other.calls;
+        self.messages += other.messages;
+        self.message_bytes += other.message_bytes;
+        self.peer_seconds += other.peer_seconds;
+        self.turn_credentials += other.turn_credentials;
+        self.turn_relay_bytes += other.turn_relay_bytes;
+    }
+
+    /// The fields as `(name, value)`, in a fixed order.
+    pub fn fields(&self) -> [(&'static str, u64); 6] {
+        [
+            ("calls", self.calls),
+            ("messages", self.messages),
+            ("message_bytes", self.message_bytes),
+            ("peer_seconds", self.peer_seconds),
+            ("turn_credentials", self.turn_credentials),
+            ("turn_relay_bytes", self.turn_relay_bytes),
+        ]
+    }
+
+    /// Sets the field named `name`; `false` for an unknown name.
+    pub fn set(&mut self, name: &str, value: u64) -> bool {
+        let field = match name {
+            "calls" => &mut self.calls,
+            "messages" => &mut self.messages,
+            "message_bytes" => &mut self.message_bytes,
+            "peer_seconds" => &mut self.peer_seconds,
+            "turn_credentials" => &mut self.turn_credentials,
+            "turn_relay_bytes" => &mut self.turn_relay_bytes,
+            _ => return false,
+        };
+        *field = value;
+        true
+    }
+}
+
+/// Live counters of one project on this node.
+#[derive(Debug, Default)]
+struct Counters {
+    online: AtomicI64,
+    calls: AtomicU64,
+    messages: AtomicU64,
+    message_bytes: AtomicU64,
+    peer_millis: AtomicU64,
+    turn_credentials: AtomicU64,
+    turn_relay_bytes: AtomicU64,
+}
+
+/// Usage of every configured project on this node.
+#[derive(Default)]
+pub(crate) struct Usage {
+    projects: RwLock<HashMap<Arc<str>, Arc<Counters>>>,
+    /// (hour, project) -> totals not yet handed to the shared store, and the node's own view.
+    hourly: Mutex<BTreeMap<(u64, Arc<str>), UsageTotals>>,
+    /// What has not been added to the shared store yet.
+    unflushed: Mutex<BTreeMap<(u64, Arc<str>), UsageTotals>>,
+}
+
+/// What is recorded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Record {
+    Call,
+    Message {
+        bytes: u64,
+    },
+    Online {
+        millis: u64,
+    },
+    TurnCredential,
+    #[allow(dead_code)] // until the shared store feeds it
+    TurnRelay {
+        bytes: u64,
+    },
+}
+
+impl Usage {
+    /// Tracks exactly `ids` from now on: counters of projects no longer configured are
+    /// dropped, so the `project` label stays bounded.
+    pub(crate) fn set_projects(&self, ids: &[Arc<str>]) {
+        let Ok(mut projects) = self.projects.write() else {
+            return;
+        };
+        projects.retain(|id, _| ids.contains(id));
+        for id in ids {
+            projects.entry(Arc::clone(id)).or_default();
+        }
+    }
+
+    fn counters(&self, project: &str) -> Option<Arc<Counters>> {
+        self.projects.read().ok()?.get(project).cloned()
+    }
+
+    /// Records `what` for `project` at `now_unix`; unknown projects are ignored.
+    pub(crate) fn record(&self, project: &str, what: Record, now_unix: u64) {
+        let Some(c) = self.counters(project) else {
+            return;
+        };
+        let mut delta = UsageTotals::default();
+        match what {
+            Record::Call => {
+                c.calls.fetch_add(1, Ordering::Relaxed);
+                delta.calls = 1;
+            }
+            Record::Message { bytes } => {
+                c.messages.fetch_add(1, Ordering::Relaxed);
+                c.message_bytes.fetch_add(bytes, Ordering::Relaxed);
+                delta.messages = 1;
+                delta.message_bytes = bytes;
+            }
+            Record::Online { millis } => {
+                // Whole seconds go to the hourly totals; the remainder carries over in the
+                // counter, whose seconds are what the hour gets.
+                let before = c.peer_millis.fetch_add(millis, Ordering::Relaxed);
+                delta.peer_seconds = (before + millis) / 1000 - before / 1000;
+            }
+            Record::TurnCredential => {
+                c.turn_credentials.fetch_add(1, Ordering::Relaxed);
+                delta.turn_credentials = 1;
+            }
+            Record::TurnRelay { bytes } => {
+                c.turn_relay_bytes.fetch_add(bytes, Ordering::Relaxed);
+                delta.turn_relay_bytes = bytes;
+            }
+        }
+        if delta == UsageTotals::default() {
+            return;
+        }
+        let hour = now_unix / 3600 * 3600;
+        let key = (hour, Arc::<str>::from(project));
+        for map in [&self.hourly, &self.unflushed] {
+            if let Ok(mut map) = map.lock() {
+                map.entry(key.clone()).or_default().add(&delta);
+                if map.len() > 4096 {
+                    let oldest = hour.saturating_sub(KEEP_HOURS * 3600);
+                    map.retain(|(h, _), _| *h >= oldest);
+                }
+            }
+        }
+    }
+
+    /// A `Recv` of `project` began (`+1`) or ended (`-1`).
+    pub(crate) fn online(&self, project: &str, delta: i64) {
+        if let Some(c) = self.counters(project) {
+            c.online.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// This node's hourly totals of `project` from `since` (Unix seconds) on, by hour.
+    pub(crate) fn hourly(&self, project: &str, since: u64) -> BTreeMap<u64, UsageTotals> {
+        let Ok(map) = self.hourly.lock() else {
+            return BTreeMap::new();
+        };
+        map.iter()
+            .filter(|((hour, p), _)| *hour >= since / 3600 * 3600 && **p == *project)
+            .map(|((hour, _), totals)| (*hour, *totals))
+            .collect()
+    }
+
+    /// Takes what has not been added to the shared store yet.
+    #[allow(dead_code)] // until the shared store feeds it
+    pub(crate) fn take_unflushed(&self) -> BTreeMap<(u64, Arc<str>), UsageTotals> {
+        self.unflushed
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
+
+    /// Puts back what could not be added to the shared store, to try again later.
+    #[allow(dead_code)] // until the shared store feeds it
+    pub(crate) fn restore_unflushed(&self, totals: BTreeMap<(u64, Arc<str>), UsageTotals>) {
+        if let Ok(mut map) = self.unflushed.lock() {
+            for (key, t) in totals {
+                map.entry(key).or_default().add(&t);
+            }
+        }
+    }
+
+    /// The Prometheus text of the per-project metrics.
+    pub(crate) fn render(&self, out: &mut String) {
+        let Ok(projects) = self.projects.read() else {
+            return;
+        };
+        let mut ids: Vec<&Arc<str>> = projects.keys().collect();
+        ids.sort();
+        type Get = fn(&Counters) -> String;
+        let families: [(&str, &str, &str, Get); 7] = [
+            (
+                "pulsebeam_project_connections_online",
+                "gauge",
+                "Connections of the project with a Recv in flight on this node.",
+                |c| c.online.load(Ordering::Relaxed).max(0).to_string(),
+            ),
+            (
+                "pulsebeam_project_peer_seconds_total",
+                "counter",
+                "Seconds the project's connections spent online (a Recv in flight), summed.",
+                |c| {
+                    format!(
+                        "{:.3}",
+                        c.peer_millis.load(Ordering::Relaxed) as f64 / 1000.0
+                    )
+                },
+            ),
+            (
+                "pulsebeam_project_calls_total",
+                "counter",
+                "Twirp calls authenticated for the project.",
+                |c| c.calls.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "pulsebeam_project_messages_total",
+                "counter",
+                "Messages the project's peers sent (accepted by Send).",
+                |c| c.messages.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "pulsebeam_project_message_bytes_total",
+                "counter",
+                "Bytes of the messages the project's peers sent.",
+                |c| c.message_bytes.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "pulsebeam_project_turn_credentials_total",
+                "counter",
+                "TURN credentials issued to the project's peers.",
+                |c| c.turn_credentials.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "pulsebeam_project_turn_relay_bytes_total",
+                "counter",
+                "Bytes coturn relayed for the project's peers, both directions.",
+                |c| c.turn_relay_bytes.load(Ordering::Relaxed).to_string(),
+            ),
+        ];
+        for (name, kind, help, get) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for id in &ids {
+                if let Some(c) = projects.get(*id) {
+                    let _ = writeln!(out, "{name}{{project=\"{}\"}} {}", label(id), get(c));
+                }
+            }
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+pub(crate) fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_counted_per_project_and_hour_and_bounded_to_configured_projects() {
+        let usage = Usage::default();
+        usage.set_projects(&[Arc::from("a"), Arc::from("b\"q")]);
+        let t0 = 1_750_000_000 / 3600 * 3600;
+        usage.record("a", Record::Message { bytes: 100 }, t0 + 5);
+        usage.record("a", Record::Message { bytes: 50 }, t0 + 3600);
+        usage.record("a", Record::Online { millis: 1_500 }, t0 + 10);
+        usage.record("a", Record::Online { millis: 700 }, t0 + 11);
+        usage.record("nope", Record::Call, t0);
+        usage.online("a", 1);
+        let hours = usage.hourly("a", t0);
+        assert_eq!(hours.len(), 2);
+        assert_eq!(hours[&t0].messages, 1);
+        assert_eq!(hours[&t0].message_bytes, 100);
+        assert_eq!(hours[&t0].peer_seconds, 2);
+        assert_eq!(hours[&(t0 + 3600)].message_bytes, 50);
+        let mut text = String::new();
+        usage.render(&mut text);
+        assert!(
+            text.contains("pulsebeam_project_messages_total{project=\"a\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("pulsebeam_project_connections_online{project=\"a\"} 1"));
+        assert!(text.contains("pulsebeam_project_peer_seconds_total{project=\"a\"} 2.200"));
+        assert!(text.contains("project=\"b\\\"q\""), "{text}");
+        assert!(!text.contains("nope"));
+        // A project removed by a reload disappears from the metrics.
+        usage.set_projects(&[Arc::from("a")]);
+        let mut text = String::new();
+        usage.render(&mut text);
+        assert!(!text.contains("b\\\"q"));
+        // What was not flushed comes out once.
+        assert_eq!(usage.take_unflushed().len(), 2);
+        assert!(usage.take_unflushed().is_empty());
+    }
+}
