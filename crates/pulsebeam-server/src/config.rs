@@ -362,7 +362,7 @@ impl Default for CorsConfig {
 }
 
 /// HTTPS on the listen address (`[tls]`): both files are PEM, read at startup and again on
-/// [`Server::reload_tls`](crate::Server::reload_tls).
+/// every [reload](crate::Server::reload) (and [`Server::reload_tls`](crate::Server::reload_tls)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
