@@ -93,6 +93,11 @@ pub(crate) fn keep_fixed(running: &Config, new: &mut Config) -> Vec<&'static str
     );
     fixed!(admin, "admin");
     fixed!(audit, "audit");
+    // The listener speaks HTTPS or plain HTTP from its start; the `[tls]` files themselves reload.
+    if running.tls.is_some() != new.tls.is_some() {
+        new.tls.clone_from(&running.tls);
+        kept.push("tls");
+    }
     kept
 }
 
