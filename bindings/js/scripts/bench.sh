@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks createToken and verify of the built package next to jose and node:crypto, on Node,
-# Bun and Deno (bench/bench.mjs). Not part of the tests. Pass --quick for a short run.
+# Benchmarks createToken and verify of the built package (on each backend) next to jose and
+# node:crypto, on Node, Bun, Deno (bench/bench.mjs) and workerd (bench/workerd.mjs, through
+# miniflare with nodejs_compat). Not part of the tests. Pass --quick for a short run.
 # The machines are shared and noisy: read the ratios within one runtime's run, not the times.
 set -euo pipefail
 
@@ -15,3 +16,4 @@ export NO_COLOR=1
 timeout 600 node bench/bench.mjs "$@"
 timeout 600 node_modules/.bin/bun bench/bench.mjs "$@"
 timeout 600 node_modules/.bin/deno run --quiet --allow-read=.,../../testdata --allow-env bench/bench.mjs "$@"
+timeout 600 node bench/workerd.mjs "$@"

@@ -105,8 +105,60 @@ function reencode(token, { header, payload }) {
   return `${newHeader}.${newPayload}.${s}`;
 }
 
+/**
+ * `api` with every AccessToken and Verifier on `backend` (`"node:crypto"` or `"wasm"`), through
+ * the public `backend` option.
+ */
+export function onBackend(api, backend) {
+  class AccessToken extends api.AccessToken {
+    constructor(apiKey, apiSecret, options) {
+      super(apiKey, apiSecret, { backend, ...options });
+    }
+  }
+  class Verifier extends api.Verifier {
+    constructor(keys, options) {
+      super(keys, { backend, ...options });
+    }
+
+    static fromJwks(jwks, options) {
+      return api.Verifier.fromJwks(jwks, { backend, ...options });
+    }
+  }
+  return { ...api, AccessToken, Verifier, backend };
+}
+
+/**
+ * Every case, on every backend the runtime has: the wasm one everywhere, the runtime's own
+ * Ed25519 where there is one. `expectedBackend` is the default this runtime must pick.
+ */
+export function allCases(api, vectors, expectedBackend) {
+  const list = [
+    {
+      name: `the default backend here is ${expectedBackend}`,
+      fn: () => {
+        eq(api.backend, expectedBackend, "exported backend");
+        const app = new api.AccessToken(vectors.vectors[0].api_key, vectors.vectors[0].api_secret);
+        eq(app.backend, expectedBackend, "an AccessToken's backend");
+        eq(new api.Verifier(new api.KeySet()).backend, expectedBackend, "a Verifier's backend");
+        eq(new api.AccessToken(vectors.vectors[0].api_key, vectors.vectors[0].api_secret, { backend: "wasm" }).backend, "wasm", "wasm on request");
+        if (expectedBackend === "wasm") {
+          throwsCode(() => new api.Verifier(new api.KeySet(), { backend: "node:crypto" }), "invalid_argument", "no native Ed25519 here", {
+            type: TypeError,
+            message: 'options.backend "node:crypto" is not available here: this runtime has no synchronous Ed25519 in node:crypto; use "wasm" or leave the option out',
+          });
+        }
+      },
+    },
+  ];
+  const backends = api.backend === "wasm" ? ["wasm"] : ["wasm", api.backend];
+  for (const backend of backends) {
+    for (const { name, fn } of cases(onBackend(api, backend), vectors)) list.push({ name: `[${backend}] ${name}`, fn });
+  }
+  return list;
+}
+
 export function cases(api, vectors) {
-  const { AccessToken, KeyPair, KeySet, PeerClaims, PeerPolicy, PublicKey, Verifier, isPulseBeamError } = api;
+  const { AccessToken, KeyPair, KeySet, PeerClaims, PeerPolicy, PublicKey, Verifier, isPulseBeamError, backend } = api;
   const list = [];
   const test = (name, fn) => list.push({ name, fn });
   const all = vectors.vectors;
@@ -413,7 +465,10 @@ export function cases(api, vectors) {
       [() => app.mint(claims, { ttl: 60 }), "options has an unknown option `ttl`; the options are ttlSeconds, nowUnix, issuedAt, notBefore, tokenId, randomTokenId, allowNoPolicy"],
       [() => app.mint(claims, { ttlSeconds: 60, issuedAt: "yes" }), "options.issuedAt must be a boolean, got string"],
       [() => app.mint(claims, { ttlSeconds: 60, tokenId: "a", randomTokenId: true }), "options.tokenId and options.randomTokenId exclude each other; give one"],
-      [() => new Verifier(new KeySet(), { leeway: 5 }), "options has an unknown option `leeway`; the options are leewaySeconds, maxTokenLength"],
+      [() => new Verifier(new KeySet(), { leeway: 5 }), "options has an unknown option `leeway`; the options are leewaySeconds, maxTokenLength, backend"],
+      [() => new AccessToken(first.api_key, first.api_secret, { ttl: 5 }), "options has an unknown option `ttl`; the options are backend"],
+      [() => new AccessToken(first.api_key, first.api_secret, { backend: "openssl" }), 'options.backend must be "node:crypto" or "wasm", got "openssl"'],
+      [() => new Verifier(new KeySet(), { backend: 1 }), 'options.backend must be "node:crypto" or "wasm", got number'],
       [() => new Verifier("keys"), "expected an instance of KeySet, got string"],
       [() => Verifier.fromJwks(42), "jwks must be a JWKS (an object or a JSON string), got number"],
       [() => verifierFor().verify(42), "token must be a string, got number"],
@@ -509,12 +564,66 @@ export function cases(api, vectors) {
   });
 
   test("using a freed object is a TypeError that says so, and the package keeps working", () => {
-    const policy = new PeerPolicy("*", "*");
-    policy.free();
     const message = "this object was freed (by free() or the end of a `using` block); create a new one";
-    throwsCode(() => policy.allows("g", "p"), "invalid_argument", "method on a freed object", { message, type: TypeError });
-    throwsCode(() => new PeerClaims("g", "p").setAllowPolicy(policy), "invalid_argument", "freed argument", { message, type: TypeError });
-    ok(new PeerPolicy("a*", "*").allows("ab", "x"), "new objects work");
+    const freedApp = new AccessToken(first.api_key, first.api_secret);
+    freedApp.free();
+    throwsCode(() => freedApp.createToken(allowAll(), 60), "invalid_argument", "mint with a freed AccessToken", { message, type: TypeError });
+    const freedVerifier = verifierFor();
+    freedVerifier.free();
+    throwsCode(() => freedVerifier.verify(first.original_wallclock.token), "invalid_argument", "verify with a freed Verifier", { message, type: TypeError });
+    const keys = new KeySet();
+    keys.free();
+    throwsCode(() => new Verifier(keys), "invalid_argument", "a freed argument", { message, type: TypeError });
+    ok(verifierFor().verify(first.original_wallclock.token).peerId, "new objects work");
+  });
+
+  test("claims, policies and verified claims are plain values: free() changes nothing", () => {
+    const policy = new PeerPolicy("a*", "*");
+    const claims = new PeerClaims("g", "p");
+    claims.setAllowPolicy(policy);
+    policy.free();
+    claims.free();
+    ok(policy.allows("ab", "x"), "a policy works after free()");
+    eq(claims.allowPolicy, policy, "claims keep the policy (policies are immutable)");
+    const token = app.createToken(claims, 60);
+    const verified = verifierFor().verify(token);
+    verified.free();
+    eq(verified.groupId, "g", "verified claims work after free()");
+    ok(verified.allows("ab", "anyone") && !verified.allows("b", "x"), "the token's policy");
+    let threw = false;
+    try {
+      policy.groupPattern = "zz";
+    } catch {
+      threw = true;
+    }
+    ok(threw && policy.groupPattern === "a*", "a policy is immutable");
+    throwsCode(() => new api.VerifiedClaims(["kid", "g", "p"]), "invalid_argument", "VerifiedClaims are only made by a verifier", { type: TypeError });
+  });
+
+  test("every object reports the backend it uses", () => {
+    eq(app.backend, backend, "AccessToken");
+    eq(verifierFor().backend, backend, "Verifier");
+    eq(Verifier.fromJwks(verifierFor().toJwks()).backend, backend, "Verifier.fromJwks");
+  });
+
+  test("hostile tokens (signature malleation, small-order R, non-canonical S, header attacks) get the Rust crate's outcome", () => {
+    const hostile = vectors.hostile;
+    ok(hostile && hostile.cases.length >= 40, "the corpus test/hostile-tokens.json was given");
+    const verifier = Verifier.fromJwks(hostile.jwks);
+    eq(verifier.backend, backend, "backend");
+    let rejected = 0;
+    for (const c of hostile.cases) {
+      let got;
+      try {
+        got = { ok: true, value: verifier.verifyAt(c.token, hostile.now_unix).peerId };
+      } catch (e) {
+        if (!isPulseBeamError(e)) throw e;
+        got = { ok: false, code: e.code, message: e.message };
+        rejected++;
+      }
+      deepEq(got, c.outcome, c.name);
+    }
+    ok(rejected > hostile.cases.length / 2, `${rejected} rejected`);
   });
 
   // --- keys --------------------------------------------------------------------------------
@@ -597,8 +706,8 @@ export function cases(api, vectors) {
 }
 
 /** Runs every case and reports `{ name, ok, error }` (for runtimes driven from outside). */
-export function runAll(api, vectors) {
-  return cases(api, vectors).map(({ name, fn }) => {
+export function runAll(api, vectors, expectedBackend) {
+  return allCases(api, vectors, expectedBackend).map(({ name, fn }) => {
     try {
       fn();
       return { name, ok: true };
