@@ -22,7 +22,8 @@ const KID: &str = "kid_73d8caa6c387d46c";
 /// A second key id, for a key that is not canonically encoded.
 const ODD_KID: &str = "kid_noncanonical";
 const NOW: u64 = 1_735_689_600;
-const PAYLOAD: &str = r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"*","peer_id":"*"}}"#;
+const PAYLOAD: &str =
+    r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"*","peer_id":"*"}}"#;
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -39,14 +40,15 @@ struct Signer {
 impl Signer {
     fn new(seed: &[u8]) -> Signer {
         let h = Sha512::digest(seed);
+        let (low, high) = h.split_at(32);
         let mut scalar = [0u8; 32];
-        scalar.copy_from_slice(&h[..32]);
+        scalar.copy_from_slice(low);
         scalar[0] &= 248;
         scalar[31] &= 127;
         scalar[31] |= 64;
         let a = Scalar::from_bytes_mod_order(scalar);
         let mut prefix = [0u8; 32];
-        prefix.copy_from_slice(&h[32..]);
+        prefix.copy_from_slice(high);
         let public = curve25519_dalek::constants::ED25519_BASEPOINT_TABLE
             .mul_base(&a)
             .compress()
@@ -96,9 +98,9 @@ fn signature(r: &[u8; 32], s: &[u8; 32]) -> [u8; 64] {
 fn add(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
     let mut out = [0u8; 32];
     let mut carry = 0u16;
-    for i in 0..32 {
-        let sum = u16::from(a[i]) + u16::from(b[i]) + carry;
-        out[i] = sum as u8;
+    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+        let sum = u16::from(*x) + u16::from(*y) + carry;
+        *o = sum as u8;
         carry = sum >> 8;
     }
     out
@@ -161,58 +163,152 @@ fn main() {
         b[31] = 0x7f;
         b
     };
-    let order_eight: [u8; 32] = hex_bytes("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05");
+    let order_eight: [u8; 32] =
+        hex_bytes("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05");
 
+    let mixed_r = match (
+        CompressedEdwardsY(good_r).decompress(),
+        CompressedEdwardsY(order_eight).decompress(),
+    ) {
+        (Some(r), Some(t)) => (r + t).compress().to_bytes(),
+        _ => good_r,
+    };
+    let flipped_r = {
+        let mut r = good_r;
+        r[31] ^= 0x80;
+        r
+    };
+    let flipped_s = {
+        let mut s = good;
+        s[40] ^= 1;
+        s
+    };
     let mut cases: Vec<(&str, String)> = vec![
         ("a valid signature", token(&good)),
-        ("S + L (the same point equation, a non-canonical S)", token(&signature(&good_r, &add(&good_s, &ORDER)))),
-        ("S + 2L", token(&signature(&good_r, &add(&add(&good_s, &ORDER), &ORDER)))),
+        (
+            "S + L (the same point equation, a non-canonical S)",
+            token(&signature(&good_r, &add(&good_s, &ORDER))),
+        ),
+        (
+            "S + 2L",
+            token(&signature(&good_r, &add(&add(&good_s, &ORDER), &ORDER))),
+        ),
         ("S = L", token(&signature(&good_r, &ORDER))),
-        ("S with the top bit set", token(&signature(&good_r, &with_sign_bit(good_s)))),
-        ("R the identity, S = k·a (a plain verify accepts it)", token(&signer.with_r(identity, message))),
-        ("R the identity with the sign bit, S = k·a", token(&signer.with_r(with_sign_bit(identity), message))),
-        ("R the identity encoded as y = 1 + p, S = k·a", token(&signer.with_r(identity_plus_p, message))),
-        ("R of order 2, S = k·a", token(&signer.with_r(order_two, message))),
-        ("R of order 4, S = k·a", token(&signer.with_r([0u8; 32], message))),
-        ("R of order 8, S = k·a", token(&signer.with_r(order_eight, message))),
-        ("R of order 8 added to a valid R", token(&signature(&(CompressedEdwardsY(good_r).decompress().map(|p| p + CompressedEdwardsY(order_eight).decompress().unwrap_or(p)).unwrap_or_default().compress().to_bytes()), &good_s))),
-        ("R with the sign bit flipped", token(&signature(&{ let mut r = good_r; r[31] ^= 0x80; r }, &good_s))),
+        (
+            "S with the top bit set",
+            token(&signature(&good_r, &with_sign_bit(good_s))),
+        ),
+        (
+            "R the identity, S = k·a (a plain verify accepts it)",
+            token(&signer.with_r(identity, message)),
+        ),
+        (
+            "R the identity with the sign bit, S = k·a",
+            token(&signer.with_r(with_sign_bit(identity), message)),
+        ),
+        (
+            "R the identity encoded as y = 1 + p, S = k·a",
+            token(&signer.with_r(identity_plus_p, message)),
+        ),
+        (
+            "R of order 2, S = k·a",
+            token(&signer.with_r(order_two, message)),
+        ),
+        (
+            "R of order 4, S = k·a",
+            token(&signer.with_r([0u8; 32], message)),
+        ),
+        (
+            "R of order 8, S = k·a",
+            token(&signer.with_r(order_eight, message)),
+        ),
+        (
+            "R of order 8 added to a valid R",
+            token(&signature(&mixed_r, &good_s)),
+        ),
+        (
+            "R with the sign bit flipped",
+            token(&signature(&flipped_r, &good_s)),
+        ),
         ("R and S swapped", token(&signature(&good_s, &good_r))),
         ("all zero", token(&[0u8; 64])),
         ("all ones", token(&[0xffu8; 64])),
-        ("a bit of S flipped", token(&{ let mut s = good; s[40] ^= 1; s })),
-        ("the signature of another message", token(&signer.sign(b"another message"))),
+        ("a bit of S flipped", token(&flipped_s)),
+        (
+            "the signature of another message",
+            token(&signer.sign(b"another message")),
+        ),
     ];
     // The crate's own header corpus, with genuine signatures.
     for (name, header_json) in [
         ("alg none", r#"{"alg":"none","kid":"kid_73d8caa6c387d46c"}"#),
-        ("alg HS256", r#"{"alg":"HS256","kid":"kid_73d8caa6c387d46c"}"#),
-        ("alg eddsa (lower case)", r#"{"alg":"eddsa","kid":"kid_73d8caa6c387d46c"}"#),
-        ("alg as an array", r#"{"alg":["EdDSA"],"kid":"kid_73d8caa6c387d46c"}"#),
+        (
+            "alg HS256",
+            r#"{"alg":"HS256","kid":"kid_73d8caa6c387d46c"}"#,
+        ),
+        (
+            "alg eddsa (lower case)",
+            r#"{"alg":"eddsa","kid":"kid_73d8caa6c387d46c"}"#,
+        ),
+        (
+            "alg as an array",
+            r#"{"alg":["EdDSA"],"kid":"kid_73d8caa6c387d46c"}"#,
+        ),
         ("no alg", r#"{"kid":"kid_73d8caa6c387d46c"}"#),
         ("no kid", r#"{"alg":"EdDSA"}"#),
         ("kid null", r#"{"alg":"EdDSA","kid":null}"#),
         ("kid a number", r#"{"alg":"EdDSA","kid":42}"#),
-        ("alg twice", r#"{"alg":"EdDSA","alg":"EdDSA","kid":"kid_73d8caa6c387d46c"}"#),
-        ("crit", r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c","crit":["exp"]}"#),
+        (
+            "alg twice",
+            r#"{"alg":"EdDSA","alg":"EdDSA","kid":"kid_73d8caa6c387d46c"}"#,
+        ),
+        (
+            "crit",
+            r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c","crit":["exp"]}"#,
+        ),
         ("header an array", r#"["alg","EdDSA"]"#),
         ("header cut short", r#"{"alg":"EdDSA""#),
     ] {
-        let input = format!("{}.{}", b64(header_json.as_bytes()), b64(PAYLOAD.as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64(header_json.as_bytes()),
+            b64(PAYLOAD.as_bytes())
+        );
         let sig = signer.sign(input.as_bytes());
         cases.push((name, format!("{input}.{}", b64(&sig))));
     }
     // Payloads that only a valid signature lets through to the claims checks.
     for (name, payload) in [
         ("exp missing", r#"{"gid":"g","pid":"p","ap":null}"#),
-        ("exp negative", r#"{"exp":-1,"gid":"g","pid":"p","ap":null}"#),
-        ("exp twice", r#"{"exp":9999999999,"exp":9999999999,"gid":"g","pid":"p","ap":null}"#),
-        ("gid with a wildcard", r#"{"exp":9999999999,"gid":"g*","pid":"p","ap":null}"#),
-        ("ap with two wildcards", r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"**","peer_id":"*"}}"#),
-        ("jti empty", r#"{"exp":9999999999,"gid":"g","pid":"p","ap":null,"jti":""}"#),
+        (
+            "exp negative",
+            r#"{"exp":-1,"gid":"g","pid":"p","ap":null}"#,
+        ),
+        (
+            "exp twice",
+            r#"{"exp":9999999999,"exp":9999999999,"gid":"g","pid":"p","ap":null}"#,
+        ),
+        (
+            "gid with a wildcard",
+            r#"{"exp":9999999999,"gid":"g*","pid":"p","ap":null}"#,
+        ),
+        (
+            "ap with two wildcards",
+            r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"**","peer_id":"*"}}"#,
+        ),
+        (
+            "jti empty",
+            r#"{"exp":9999999999,"gid":"g","pid":"p","ap":null,"jti":""}"#,
+        ),
         ("expired", r#"{"exp":1000,"gid":"g","pid":"p","ap":null}"#),
-        ("not yet valid", r#"{"exp":9999999999,"nbf":9999999000,"gid":"g","pid":"p","ap":null}"#),
-        ("every optional claim", r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"a*","peer_id":"*b"},"iat":1,"nbf":2,"jti":"t-1"}"#),
+        (
+            "not yet valid",
+            r#"{"exp":9999999999,"nbf":9999999000,"gid":"g","pid":"p","ap":null}"#,
+        ),
+        (
+            "every optional claim",
+            r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"a*","peer_id":"*b"},"iat":1,"nbf":2,"jti":"t-1"}"#,
+        ),
         ("payload not JSON", "{"),
     ] {
         let input = format!("{}.{}", header(KID), b64(payload.as_bytes()));
@@ -221,7 +317,10 @@ fn main() {
     }
 
     let mut keys = KeySet::new();
-    let _ = keys.insert(KID, PublicKey::from_bytes(&signer.public).unwrap_or_else(|_| unreachable!()));
+    let _ = keys.insert(
+        KID,
+        PublicKey::from_bytes(&signer.public).unwrap_or_else(|_| unreachable!()),
+    );
     let odd = noncanonical_key();
     if let Some(odd) = odd {
         if let Ok(key) = PublicKey::from_bytes(&odd) {
@@ -239,7 +338,10 @@ fn main() {
             };
             signature(&identity, &(k * signer.a).to_bytes())
         };
-        cases.push(("a key encoded with y ≥ p", format!("{input}.{}", b64(&forged))));
+        cases.push((
+            "a key encoded with y ≥ p",
+            format!("{input}.{}", b64(&forged)),
+        ));
     }
     let verifier = Verifier::new(keys.clone());
     let out: Vec<Value> = cases

@@ -28,8 +28,7 @@ mod mint;
 mod verify;
 
 pub use claims::{
-    check_peer_claims, check_peer_policy, parse_peer_policy, peer_policy_allows,
-    peer_policy_text,
+    check_peer_claims, check_peer_policy, parse_peer_policy, peer_policy_allows, peer_policy_text,
 };
 pub use keys::{JsKeyPair, JsKeySet, JsPublicKey};
 pub use mint::JsAccessToken;

@@ -6,9 +6,9 @@ use wasm_bindgen::prelude::*;
 
 use crate::args;
 use crate::claims;
-use crate::jws;
 use crate::clock::now_unix;
 use crate::error::ResultExt as _;
+use crate::jws;
 use crate::keys::JsPublicKey;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -119,9 +119,15 @@ impl JsAccessToken {
         let claims = claims::claims(group_id, peer_id, group_pattern, peer_pattern)?;
         let now = now_unix();
         if signing_input_only {
-            return jws::signing_input(&self.header_b64, &claims, ttl, &jws::Extras::default(), now)
-                .map(|(input, _)| input)
-                .js();
+            return jws::signing_input(
+                &self.header_b64,
+                &claims,
+                ttl,
+                &jws::Extras::default(),
+                now,
+            )
+            .map(|(input, _)| input)
+            .js();
         }
         self.inner
             .mint_at(&claims, &sdk::TokenOptions::new(ttl), now)
@@ -149,7 +155,10 @@ impl JsAccessToken {
         let (text, expires_at) = if signing_input_only {
             jws::signing_input(&self.header_b64, &claims, ttl, &extras, now).js()?
         } else {
-            let minted = self.inner.mint_at(&claims, &token_options(ttl, extras), now).js()?;
+            let minted = self
+                .inner
+                .mint_at(&claims, &token_options(ttl, extras), now)
+                .js()?;
             (minted.token, minted.expires_at)
         };
         Ok(js_sys::Array::of3(
