@@ -13,8 +13,8 @@ const api = typeof Deno !== "undefined" ? await import("../dist/deno.js") : awai
 const runtime = typeof Deno !== "undefined" ? `deno ${Deno.version.deno}`
   : typeof Bun !== "undefined" ? `bun ${Bun.version}` : `node ${process.versions.node}`;
 const quick = (typeof Deno !== "undefined" ? Deno.args : process.argv).includes("--quick");
-const rounds = quick ? 5 : 15;
-const batch = quick ? 200 : 1000;
+const rounds = quick ? 5 : 31;
+const batch = quick ? 100 : 300;
 
 const { mint, verify, base } = await contenders({ api, jose, crypto, Buffer });
 const ops = { mint, verify };

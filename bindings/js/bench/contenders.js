@@ -77,12 +77,17 @@ export const median = (xs) => {
  * timed by `time(op, name)` (ns per operation). Prints a block of lines through `print`.
  */
 export async function measure({ ops, base, rounds, batch, runtime, time, print }) {
-  print(`# ${runtime}: ${rounds} rounds of ${batch} operations, contenders interleaved each round`);
+  print(`# ${runtime}: ${rounds} rounds of ${batch} operations, contenders interleaved each round (rotating)`);
   for (const [op, fns] of Object.entries(ops)) {
     const samples = Object.fromEntries(Object.keys(fns).map((name) => [name, []]));
-    for (const name of Object.keys(fns)) await time(op, name); // warm-up
+    const names = Object.keys(fns);
+    for (const name of names) await time(op, name); // warm-up
     for (let round = 0; round < rounds; round++) {
-      for (const name of Object.keys(fns)) samples[name].push(await time(op, name));
+      // Each round starts with another contender, so none always follows the same one.
+      for (let i = 0; i < names.length; i++) {
+        const name = names[(round + i) % names.length];
+        samples[name].push(await time(op, name));
+      }
     }
     const baseTime = median(samples[base]);
     for (const [name, xs] of Object.entries(samples)) {

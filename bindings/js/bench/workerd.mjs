@@ -10,14 +10,14 @@ import { measure, median } from "./contenders.js";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 const quick = process.argv.includes("--quick");
-const rounds = quick ? 5 : 15;
-const batch = quick ? 200 : 1000;
+const rounds = quick ? 5 : 31;
+const batch = quick ? 100 : 300;
 
 const mf = new Miniflare({
   modulesRoot: root,
   modules: true,
   scriptPath: `${root}bench/worker.js`,
-  modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+  modulesRules: [{ type: "ESModule", include: ["**/*.js"] }, { type: "CompiledWasm", include: ["**/*.wasm"] }],
   compatibilityDate: "2025-01-01",
   compatibilityFlags: ["nodejs_compat"],
   host: "127.0.0.1",

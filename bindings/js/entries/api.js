@@ -333,7 +333,8 @@ export class AccessToken {
 
   #sign(input) {
     const { crypto, Buffer } = native;
-    return `${input}.${crypto.sign(null, Buffer.from(input, "latin1"), this.#key).toString("base64url")}`;
+    // The signing input is ASCII (base64url and a dot): its UTF-8 bytes are its characters.
+    return `${input}.${crypto.sign(null, Buffer.from(input), this.#key).toString("base64url")}`;
   }
 
   /**
