@@ -7,7 +7,8 @@
 // Verifier, KeySet, PublicKey, KeyPair) hold the parsed keys in WebAssembly memory.
 //
 // Where the runtime has a synchronous Ed25519 in `node:crypto` (Node.js, Bun, Deno, workerd
-// with `nodejs_compat`), tokens are signed and signatures checked by it; the WebAssembly module
+// with `nodejs_compat`), tokens are signed and signatures checked by it (once loaded, see
+// `warmNative`); the WebAssembly module
 // keeps everything else (claims, validation, policies, the exact bytes, the strict checks that
 // make the runtime's verify accept exactly what ed25519-dalek's `verify_strict` accepts, errors).
 import {
@@ -66,40 +67,70 @@ export function isPulseBeamError(value) {
 
 // --- the runtime's own Ed25519 -----------------------------------------------------------------
 
-/** `node:crypto` and `Buffer` when the runtime has a synchronous Ed25519 there, else undefined. */
-const native = (() => {
+// Loading `node:crypto` costs more than many wasm signatures (about 3 ms in Node.js, 10 in Bun,
+// 30 to 80 in Deno, whose `process` and timers load its Node layer), so it is not loaded at import
+// nor on the first calls: objects made without a `backend` option start on the wasm Ed25519 and
+// move to the runtime's own after WARM_CALLS calls in the process. A cold start (import, then the
+// first token) costs what it did with wasm alone, and a process that makes few tokens never pays
+// for the load.
+
+/** Calls on the wasm Ed25519 after which `node:crypto` is loaded. */
+const WARM_CALLS = 64;
+
+/**
+ * Whether the runtime has Node's built-in modules (Node.js 20.16+, Bun, Deno 2, workerd with
+ * nodejs_compat). Deno is told by `Deno`, since touching its `process` loads its Node layer.
+ */
+const hasBuiltins = typeof globalThis.Deno?.version?.deno === "string" ||
+  typeof globalThis.process?.getBuiltinModule === "function";
+
+/**
+ * The backend this runtime uses: `"node:crypto"` (the runtime's own Ed25519) where it has
+ * Node's built-in modules, else `"wasm"` (the package's). Both make the same tokens and accept
+ * exactly the same ones.
+ * @type {"node:crypto" | "wasm"}
+ */
+export const backend = hasBuiltins ? "node:crypto" : "wasm";
+
+/** `{ crypto, Buffer }` once loaded; `null` when the runtime turned out to have no usable Ed25519. */
+let native;
+let calls = 0;
+
+function loadNative() {
+  if (native !== undefined) return native;
+  native = null;
   try {
-    const getBuiltinModule = globalThis.process?.getBuiltinModule;
-    if (typeof getBuiltinModule !== "function") return undefined;
+    const { getBuiltinModule } = globalThis.process;
     const crypto = getBuiltinModule("node:crypto");
     const { Buffer } = getBuiltinModule("node:buffer") ?? {};
     const usable = typeof crypto?.sign === "function" && typeof crypto.verify === "function" &&
       typeof crypto.createPrivateKey === "function" && typeof crypto.createPublicKey === "function" &&
       typeof Buffer?.from === "function";
-    return usable ? { crypto, Buffer } : undefined;
+    if (usable) native = { crypto, Buffer };
   } catch {
-    return undefined;
+    // No usable node:crypto: the wasm Ed25519 stays.
   }
-})();
+  return native;
+}
 
-/**
- * Which Ed25519 this runtime uses by default: `"node:crypto"` (the runtime's own) or `"wasm"`
- * (the package's). Both make the same tokens and accept exactly the same ones.
- * @type {"node:crypto" | "wasm"}
- */
-export const backend = native ? "node:crypto" : "wasm";
+/** The runtime's Ed25519 if it is loaded, loading it when due; undefined while it is not. */
+function warmNative() {
+  if (native !== undefined || !hasBuiltins) return native ?? undefined;
+  if (++calls > WARM_CALLS) loadNative();
+  return native ?? undefined;
+}
 
 const BACKENDS = ["node:crypto", "wasm"];
 
-/** The backend asked for in `options.backend`, or the runtime's default. */
-function chooseBackend(options) {
+/** `options.backend`: `"node:crypto"` (loaded now), `"wasm"`, or undefined for the default. */
+function askedBackend(options) {
   const asked = options !== null && typeof options === "object" ? options.backend : undefined;
-  if (asked === undefined) return backend;
+  if (asked === undefined) return hasBuiltins ? undefined : "wasm";
   if (!BACKENDS.includes(asked)) {
     throw pulseBeamError(TypeError, "invalid_argument",
       `options.backend must be "node:crypto" or "wasm", got ${typeof asked === "string" ? JSON.stringify(asked) : describe(asked)}`);
   }
-  if (asked === "node:crypto" && !native) {
+  if (asked === "node:crypto" && !(hasBuiltins && loadNative())) {
     throw pulseBeamError(TypeError, "invalid_argument",
       'options.backend "node:crypto" is not available here: this runtime has no synchronous Ed25519 in node:crypto; use "wasm" or leave the option out');
   }
@@ -302,7 +333,10 @@ function checkOptions(options, known) {
  */
 export class AccessToken {
   #core;
+  /** The runtime's private key, once made. */
   #key;
+  /** The secret, kept only until the runtime's key is made (or it is known it will not be). */
+  #secret;
 
   /**
    * @param {string} apiKey
@@ -311,12 +345,23 @@ export class AccessToken {
    */
   constructor(apiKey, apiSecret, options) {
     checkOptions(options, ACCESS_TOKEN_OPTIONS);
-    const chosen = chooseBackend(options);
+    const asked = askedBackend(options);
     this.#core = new AccessTokenCore(apiKey, apiSecret);
-    if (chosen === "node:crypto") this.#key = nativePrivateKey(apiSecret, this.#core);
+    if (asked === "node:crypto") this.#key = nativePrivateKey(apiSecret, this.#core);
+    else if (asked === undefined) this.#secret = apiSecret;
   }
 
-  /** Which Ed25519 signs this key's tokens: `"node:crypto"` or `"wasm"`. */
+  /** The runtime's private key when it is to be used now, else undefined (wasm signs). */
+  #nativeKey() {
+    if (this.#key !== undefined || this.#secret === undefined) return this.#key;
+    if (warmNative()) {
+      this.#key = nativePrivateKey(this.#secret, this.#core);
+      this.#secret = undefined;
+    }
+    return this.#key;
+  }
+
+  /** Which Ed25519 signs this key's tokens now: `"node:crypto"` or `"wasm"`. */
   get backend() {
     return this.#key ? "node:crypto" : "wasm";
   }
@@ -331,12 +376,6 @@ export class AccessToken {
     return this.#core.publicKey;
   }
 
-  #sign(input) {
-    const { crypto, Buffer } = native;
-    // The signing input is ASCII (base64url and a dot): its UTF-8 bytes are its characters.
-    return `${input}.${crypto.sign(null, Buffer.from(input), this.#key).toString("base64url")}`;
-  }
-
   /**
    * Mints a token for `claims`, valid for `ttlSeconds` seconds from now (`Date.now()`).
    * @param {PeerClaims} claims
@@ -346,8 +385,9 @@ export class AccessToken {
   createToken(claims, ttlSeconds) {
     expectInstance(claims, PeerClaims);
     const [groupId, peerId, policy] = claimParts(claims);
-    const text = this.#core.createToken(groupId, peerId, policy?.groupPattern, policy?.peerPattern, ttlSeconds, this.#key !== undefined);
-    return this.#key ? this.#sign(text) : text;
+    const key = this.#nativeKey();
+    const text = this.#core.createToken(groupId, peerId, policy?.groupPattern, policy?.peerPattern, ttlSeconds, key !== undefined);
+    return key ? sign(text, key) : text;
   }
 
   /**
@@ -358,19 +398,28 @@ export class AccessToken {
   mint(claims, options) {
     expectInstance(claims, PeerClaims);
     const [groupId, peerId, policy] = claimParts(claims);
-    const [text, issuedAt, expiresAt] = this.#core.mint(groupId, peerId, policy?.groupPattern, policy?.peerPattern, options, this.#key !== undefined);
-    return { token: this.#key ? this.#sign(text) : text, issuedAt, expiresAt };
+    const key = this.#nativeKey();
+    const [text, issuedAt, expiresAt] = this.#core.mint(groupId, peerId, policy?.groupPattern, policy?.peerPattern, options, key !== undefined);
+    return { token: key ? sign(text, key) : text, issuedAt, expiresAt };
   }
 
   /** Frees the WebAssembly memory now rather than at garbage collection. */
   free() {
     this.#core.free();
     this.#key = undefined;
+    this.#secret = undefined;
   }
 
   [Symbol.dispose]() {
     this.free();
   }
+}
+
+/** `input.signature` with the runtime's Ed25519. */
+function sign(input, key) {
+  const { crypto, Buffer } = native;
+  // The signing input is ASCII (base64url and a dot): its UTF-8 bytes are its characters.
+  return `${input}.${crypto.sign(null, Buffer.from(input), key).toString("base64url")}`;
 }
 
 // --- verifying ---------------------------------------------------------------------------------
@@ -495,7 +544,10 @@ let fromJwksCore;
  */
 export class Verifier {
   #core;
+  /** The runtime's check of a signature, once made. */
   #native;
+  /** Whether to make it when the runtime's Ed25519 is loaded (no `backend` option given). */
+  #auto = false;
 
   /**
    * @param {KeySet} keys
@@ -504,7 +556,9 @@ export class Verifier {
   constructor(keys, options) {
     const core = fromJwksCore ?? new VerifierCore(keys, options);
     try {
-      if (chooseBackend(options) === "node:crypto") this.#native = nativeVerifier(core);
+      const asked = askedBackend(options);
+      if (asked === "node:crypto") this.#native = nativeVerifier(core);
+      this.#auto = asked === undefined;
     } catch (e) {
       core.free();
       throw e;
@@ -525,7 +579,17 @@ export class Verifier {
     }
   }
 
-  /** Which Ed25519 checks signatures: `"node:crypto"` or `"wasm"`. */
+  /** The runtime's check when it is to be used now, else undefined (wasm checks). */
+  #nativeCheck() {
+    if (this.#native !== undefined || !this.#auto) return this.#native;
+    if (warmNative()) {
+      this.#native = nativeVerifier(this.#core);
+      this.#auto = false;
+    }
+    return this.#native;
+  }
+
+  /** Which Ed25519 checks signatures now: `"node:crypto"` or `"wasm"`. */
   get backend() {
     return this.#native ? "node:crypto" : "wasm";
   }
@@ -545,7 +609,7 @@ export class Verifier {
    * @param {string} token
    */
   verify(token) {
-    return claimsOf(this.#core.verify(token, this.#native));
+    return claimsOf(this.#core.verify(token, this.#nativeCheck()));
   }
 
   /**
@@ -554,13 +618,14 @@ export class Verifier {
    * @param {number} nowUnix
    */
   verifyAt(token, nowUnix) {
-    return claimsOf(this.#core.verifyAt(token, nowUnix, this.#native));
+    return claimsOf(this.#core.verifyAt(token, nowUnix, this.#nativeCheck()));
   }
 
   /** Frees the WebAssembly memory now rather than at garbage collection. */
   free() {
     this.#core.free();
     this.#native = undefined;
+    this.#auto = false;
   }
 
   [Symbol.dispose]() {

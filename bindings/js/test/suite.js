@@ -137,10 +137,25 @@ export function allCases(api, vectors, expectedBackend) {
       name: `the default backend here is ${expectedBackend}`,
       fn: () => {
         eq(api.backend, expectedBackend, "exported backend");
-        const app = new api.AccessToken(vectors.vectors[0].api_key, vectors.vectors[0].api_secret);
-        eq(app.backend, expectedBackend, "an AccessToken's backend");
-        eq(new api.Verifier(new api.KeySet()).backend, expectedBackend, "a Verifier's backend");
-        eq(new api.AccessToken(vectors.vectors[0].api_key, vectors.vectors[0].api_secret, { backend: "wasm" }).backend, "wasm", "wasm on request");
+        const { api_key: apiKey, api_secret: apiSecret } = vectors.vectors[0];
+        // Objects without a `backend` option move to the runtime's own Ed25519 once it is
+        // loaded (after 64 calls in the process).
+        const app = new api.AccessToken(apiKey, apiSecret);
+        const keys = new api.KeySet();
+        keys.add(apiKey, app.publicKey);
+        const verifier = new api.Verifier(keys);
+        const claims = new api.PeerClaims("g", "p");
+        claims.setAllowPolicy(api.PeerPolicy.allowAll());
+        const tokens = new Set();
+        for (let i = 0; i < 100; i++) {
+          const token = app.mint(claims, { ttlSeconds: 60, nowUnix: 1_800_000_000 }).token;
+          tokens.add(token);
+          eq(verifier.verifyAt(token, 1_800_000_001).peerId, "p", "verified on whichever backend");
+        }
+        eq(tokens.size, 1, "the same token on both backends");
+        eq(app.backend, expectedBackend, "an AccessToken's backend after 100 calls");
+        eq(verifier.backend, expectedBackend, "a Verifier's backend after 100 calls");
+        eq(new api.AccessToken(apiKey, apiSecret, { backend: "wasm" }).backend, "wasm", "wasm on request");
         if (expectedBackend === "wasm") {
           throwsCode(() => new api.Verifier(new api.KeySet(), { backend: "node:crypto" }), "invalid_argument", "no native Ed25519 here", {
             type: TypeError,
