@@ -27,9 +27,11 @@ import type {
 export declare function isPulseBeamError(value: unknown): value is PulseBeamError;
 
 /**
- * Which Ed25519 this runtime uses by default: `"node:crypto"` (the runtime's own, in Node.js,
- * Bun, Deno and workerd with `nodejs_compat`) or `"wasm"` (the package's, everywhere else).
- * Both make the same tokens and accept exactly the same ones.
+ * Which Ed25519 this runtime uses: `"node:crypto"` (the runtime's own, in Node.js 20.16+, Bun,
+ * Deno 2 and workerd with `nodejs_compat`) or `"wasm"` (the package's, everywhere else). Both make
+ * the same tokens and accept exactly the same ones. Objects made without a `backend` option start
+ * on `"wasm"` and move to `"node:crypto"` after the process's first 64 calls, so that a cold start
+ * does not pay for loading `node:crypto`.
  */
 export declare const backend: Backend;
 
@@ -108,8 +110,9 @@ export declare class PeerClaims {
 /** How an `AccessToken` signs. */
 export interface AccessTokenOptions {
   /**
-   * Which Ed25519 signs: the runtime's own `"node:crypto"` (the default where the runtime has
-   * it) or the package's `"wasm"` (everywhere). Both make the same tokens.
+   * Which Ed25519 signs: the runtime's own `"node:crypto"` (from the first call; without the
+   * option, from the process's 65th call where the runtime has it) or the package's `"wasm"`
+   * (everywhere). Both make the same tokens.
    */
   backend?: Backend;
 }
@@ -127,7 +130,7 @@ export declare class AccessToken {
    * `invalid_argument` for a bad option.
    */
   constructor(apiKey: string, apiSecret: string, options?: AccessTokenOptions);
-  /** Which Ed25519 signs this key's tokens. */
+  /** Which Ed25519 signs this key's tokens now. */
   readonly backend: Backend;
   /** The API key, which tokens carry as `kid`. */
   readonly apiKey: string;
@@ -208,7 +211,7 @@ export declare class Verifier {
    * Throws as `KeySet.fromJwks`, and `invalid_argument` for a bad option.
    */
   static fromJwks(jwks: Jwks | Jwk | string, options?: VerifierOptions): Verifier;
-  /** Which Ed25519 checks signatures. */
+  /** Which Ed25519 checks signatures now. */
   readonly backend: Backend;
   /** The clock skew tolerated on `exp` and `nbf`, in seconds. */
   readonly leewaySeconds: number;

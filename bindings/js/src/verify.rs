@@ -1,6 +1,7 @@
 //! `Verifier`: checking tokens (absent from the original SDK). The JavaScript class of that
 //! name holds a `VerifierCore`, and gets the claims back as plain values.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use pulsebeam_token as sdk;
@@ -21,8 +22,9 @@ export interface VerifierOptions {
   /** The largest token accepted, in bytes (default 4096); longer ones are refused unread. */
   maxTokenLength?: number;
   /**
-   * Which Ed25519 checks signatures: the runtime's own `"node:crypto"` (the default where the
-   * runtime has it) or the package's `"wasm"` (everywhere). Both accept exactly the same tokens.
+   * Which Ed25519 checks signatures: the runtime's own `"node:crypto"` (from the first call;
+   * without the option, from the process's 65th call where the runtime has it) or the package's
+   * `"wasm"` (everywhere). Both accept exactly the same tokens.
    */
   backend?: Backend;
 }
@@ -61,6 +63,9 @@ pub struct JsVerifier {
     /// Key ids to positions in `keys`.
     positions: HashMap<Box<str>, usize>,
     max_token_len: usize,
+    /// The last header segment that parsed, and its `kid`: the tokens of one issuer share
+    /// their header, so most calls skip decoding it again.
+    last_header: RefCell<Option<(Box<str>, String)>>,
 }
 
 #[wasm_bindgen(js_class = VerifierCore)]
@@ -149,6 +154,22 @@ impl JsVerifier {
 }
 
 impl JsVerifier {
+    /// The `kid` of a header segment (with the crate's header checks), from the last header
+    /// when it is the same text.
+    fn kid(&self, header: &str) -> Result<String, JsValue> {
+        if let Some((segment, kid)) = &*self.last_header.borrow() {
+            if **segment == *header {
+                return Ok(kid.clone());
+            }
+        }
+        let kid = jws::parse_header(header)
+            .js()?
+            .ok_or(sdk::VerifyError::MissingKeyId)
+            .js()?;
+        *self.last_header.borrow_mut() = Some((header.into(), kid.clone()));
+        Ok(kid)
+    }
+
     fn check(
         &self,
         token: &str,
@@ -168,10 +189,7 @@ impl JsVerifier {
         };
         // The crate's pipeline, step by step, with the signature checked by `native`.
         let parts = jws::split(token, self.max_token_len).js()?;
-        let kid = jws::parse_header(parts.header)
-            .js()?
-            .ok_or(sdk::VerifyError::MissingKeyId)
-            .js()?;
+        let kid = self.kid(parts.header)?;
         let position = *self
             .positions
             .get(kid.as_str())
@@ -274,5 +292,6 @@ fn verifier(keys: sdk::KeySet, options: &JsValue) -> Result<JsVerifier, JsValue>
         keys: list,
         positions,
         max_token_len,
+        last_header: RefCell::new(None),
     })
 }
