@@ -531,7 +531,9 @@ function nativeVerifier(core) {
       format: "jwk",
     }));
   }
-  return (position, message, signature) => crypto.verify(null, message, keys[position], signature);
+  // Buffers over the same bytes: Deno's verify takes a Buffer faster than a plain Uint8Array.
+  const view = (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return (position, message, signature) => crypto.verify(null, view(message), keys[position], view(signature));
 }
 
 /** The core made by `Verifier.fromJwks`, while it constructs the verifier around it. */

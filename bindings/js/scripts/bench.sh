@@ -14,8 +14,13 @@ if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
 export NO_COLOR=1
-timeout 600 node bench/bench.mjs "$@"
-timeout 600 node_modules/.bin/bun bench/bench.mjs "$@"
-timeout 600 node_modules/.bin/deno run --quiet --allow-read=.,../../testdata --allow-env bench/bench.mjs "$@"
-timeout 600 node bench/workerd.mjs "$@"
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+{
+  timeout 600 node bench/bench.mjs "$@"
+  timeout 600 node_modules/.bin/bun bench/bench.mjs "$@"
+  timeout 600 node_modules/.bin/deno run --quiet --allow-read=.,../../testdata --allow-env bench/bench.mjs "$@"
+  timeout 600 node bench/workerd.mjs "$@"
+} | tee "$out"
+node bench/summary.mjs < "$out"
 timeout 600 node bench/coldstart.mjs "$@"
