@@ -24,9 +24,9 @@ for (const [name, [command, args]] of Object.entries(runtimes)) {
       samples[choice].push(Number(execFileSync(command, [...args, choice], { cwd: root, encoding: "utf8" }).trim()));
     }
   }
-  const base = median(samples.wasm);
   for (const choice of choices) {
-    const m = median(samples[choice]);
-    console.log(`cold   ${name.padEnd(12)} ${choice.padEnd(12)} median ${m.toFixed(1).padStart(6)} ms   ${(m / base).toFixed(2)}x wasm's`);
+    // Within each round (the three runs back to back), then the median over the rounds.
+    const ratio = median(samples[choice].map((ms, round) => ms / samples.wasm[round]));
+    console.log(`cold   ${name.padEnd(12)} ${choice.padEnd(12)} median ${median(samples[choice]).toFixed(1).padStart(6)} ms   ${ratio.toFixed(2)}x wasm's`);
   }
 }

@@ -74,7 +74,8 @@ export const median = (xs) => {
 
 /**
  * Measures every contender: `rounds` rounds, contenders interleaved each round, each a batch
- * timed by `time(op, name)` (ns per operation). Prints a block of lines through `print`.
+ * timed by `time(op, name)` (ns per operation). Prints a block of lines through `print`: the
+ * median time, and the median over rounds of the time over the package's in the same round.
  */
 export async function measure({ ops, base, rounds, batch, runtime, time, print }) {
   print(`# ${runtime}: ${rounds} rounds of ${batch} operations, contenders interleaved each round (rotating)`);
@@ -89,10 +90,11 @@ export async function measure({ ops, base, rounds, batch, runtime, time, print }
         samples[name].push(await time(op, name));
       }
     }
-    const baseTime = median(samples[base]);
+    // The ratio to the package is taken within each round (the batches of one round run back to
+    // back, under the same load from the rest of the machine), then its median over the rounds.
     for (const [name, xs] of Object.entries(samples)) {
-      const m = median(xs);
-      print(`${op.padEnd(6)} ${name.padEnd(38)} median ${(m / 1000).toFixed(1).padStart(7)} µs/op   ${(m / baseTime).toFixed(2)}x the package's time`);
+      const ratio = median(xs.map((x, round) => x / samples[base][round]));
+      print(`${op.padEnd(6)} ${name.padEnd(38)} median ${(median(xs) / 1000).toFixed(1).padStart(7)} µs/op   ${ratio.toFixed(2)}x the package's time`);
     }
   }
 }

@@ -10,10 +10,12 @@ const runs = [];
 for (const line of lines) {
   const header = /^# (.+?): \d+ rounds/.exec(line);
   if (header) runs.push({ runtime: header[1].replace(/ \(miniflare.*\)/, ""), times: {} });
-  const row = /^(mint|verify)\s+(.+?)\s+median\s+([\d.]+) µs\/op/.exec(line);
+  // The last column: the contender's time over the package's, within a round (median of rounds).
+  const row = /^(mint|verify)\s+(.+?)\s+median\s+[\d.]+ µs\/op\s+([\d.]+)x/.exec(line);
   if (row && runs.length) runs.at(-1).times[`${row[1]} ${row[2]}`] = Number(row[3]);
 }
 const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}x` : "n/a");
+// Each run's ratios are to the package's node:crypto backend (1 for the package itself).
 console.log("# summary: the package's native backend (node:crypto) in each run above");
 console.log("#   pkg/hand: its time over the hand-rolled node:crypto JWS (target at most 1.3)");
 console.log("#   jose/pkg: jose's time over its time (target above 1)");
