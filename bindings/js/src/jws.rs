@@ -4,7 +4,7 @@
 //!
 //! The `pulsebeam-token` crate signs and verifies inside its own pipeline; these functions
 //! follow that pipeline step by step (same order, same errors) with the signature step left to
-//! the caller. The package's tests hold the two to the same outcomes: the golden vectors byte
+//! the caller (the runtime's Ed25519, or ed25519-dalek's `verify_strict` as in the crate). The package's tests hold the two to the same outcomes: the golden vectors byte
 //! for byte, and a table of valid and hostile tokens compared with the crate run natively.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -52,14 +52,15 @@ const SEPARATOR: char = '\0';
 /// strict Ed25519 signature, then the claims (`exp` required, `nbf` honoured, ids and patterns
 /// valid).
 ///
-/// The signature is checked here (ed25519-dalek's `verify_strict`) or, when the caller passes a
-/// native verifier, by the JavaScript runtime's own Ed25519 after the checks that make a plain
-/// Ed25519 verify accept exactly what `verify_strict` accepts (see `jws`).
+/// Runs the crate's verification pipeline (`jws`), the signature checked here by ed25519-dalek's
+/// `verify_strict`, as the crate does, or, when the caller passes a native verifier, by the
+/// JavaScript runtime's own Ed25519 after the checks that make a plain Ed25519 verify accept
+/// exactly what `verify_strict` accepts.
 #[wasm_bindgen(js_name = VerifierCore)]
 pub struct JsVerifier {
     inner: sdk::Verifier,
-    /// The keys by position, for the native verifier, with whether each may use it.
-    keys: Vec<(sdk::PublicKey, bool)>,
+    /// The keys by position (the native verifier's keys are at the same positions).
+    keys: Vec<Key>,
     /// Key ids to positions in `keys`.
     positions: HashMap<Box<str>, usize>,
     max_token_len: usize,
@@ -101,8 +102,8 @@ impl JsVerifier {
     pub fn native_key(&self, position: usize) -> Option<Vec<u8>> {
         self.keys
             .get(position)
-            .filter(|(_, native)| *native)
-            .map(|(key, _)| key.as_bytes().to_vec())
+            .filter(|key| key.native)
+            .map(|key| key.public.as_bytes().to_vec())
     }
 
     /// Verifies `token` at the current time (`Date.now()`), with `native(position, message,
@@ -170,24 +171,14 @@ impl JsVerifier {
         Ok(kid)
     }
 
+    /// The crate's pipeline, step by step (see `jws`), with the signature checked by
+    /// ed25519-dalek's `verify_strict`, or by `native` after the checks that make it as strict.
     fn check(
         &self,
         token: &str,
         now: u64,
         native: Option<&js_sys::Function>,
     ) -> Result<String, JsValue> {
-        let Some(native) = native else {
-            let claims = self.inner.verify_at(token, now).js()?;
-            return Ok(pack(
-                claims.key_id(),
-                claims.peer(),
-                claims.expires_at(),
-                claims.issued_at(),
-                claims.not_before(),
-                claims.token_id(),
-            ));
-        };
-        // The crate's pipeline, step by step, with the signature checked by `native`.
         let parts = jws::split(token, self.max_token_len).js()?;
         let kid = self.kid(parts.header)?;
         let position = *self
@@ -196,20 +187,27 @@ impl JsVerifier {
             .ok_or(sdk::VerifyError::UnknownKeyId)
             .js()?;
         let signature = jws::decode_signature(parts.signature).js()?;
-        let native_key = self.keys.get(position).is_some_and(|(_, native)| *native);
-        if !native_key {
-            // A key the runtime may decode differently: the crate checks the whole token.
-            return self.check(token, now, None);
-        }
-        let valid = jws::strict_prechecks(&signature)
-            && native
-                .call3(
-                    &JsValue::NULL,
-                    &JsValue::from(position as u32),
-                    &js_sys::Uint8Array::from(parts.signing_input.as_bytes()),
-                    &js_sys::Uint8Array::from(&signature[..]),
-                )?
-                .is_truthy();
+        let message = parts.signing_input.as_bytes();
+        let valid = match (self.keys.get(position), native) {
+            // A key the runtime may decode differently is checked here, as every key without
+            // a native verifier.
+            (Some(key), Some(native)) if key.native => {
+                jws::strict_prechecks(&signature)
+                    && native
+                        .call3(
+                            &JsValue::NULL,
+                            &JsValue::from(position as u32),
+                            &js_sys::Uint8Array::from(message),
+                            &js_sys::Uint8Array::from(&signature[..]),
+                        )?
+                        .is_truthy()
+            }
+            (Some(key), _) => key
+                .dalek
+                .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
+                .is_ok(),
+            (None, _) => false,
+        };
         if !valid {
             return Err(sdk::VerifyError::InvalidSignature).js();
         }
@@ -224,6 +222,15 @@ impl JsVerifier {
             claims.token_id.as_deref(),
         ))
     }
+}
+
+/// A trusted key, ready for either check.
+struct Key {
+    public: sdk::PublicKey,
+    /// The same key decoded once for ed25519-dalek's `verify_strict`.
+    dalek: ed25519_dalek::VerifyingKey,
+    /// Whether the runtime's verifier may check its signatures (see `jws::native_key`).
+    native: bool,
 }
 
 /// The fields of verified claims in one text, separated by `SEPARATOR`.
@@ -268,8 +275,16 @@ fn verifier(keys: sdk::KeySet, options: &JsValue) -> Result<JsVerifier, JsValue>
     let mut list = Vec::with_capacity(keys.len());
     let mut positions = HashMap::with_capacity(keys.len());
     for (kid, key) in keys.iter() {
+        // The crate accepted these bytes as a key, so ed25519-dalek decodes them.
+        let Ok(dalek) = ed25519_dalek::VerifyingKey::from_bytes(key.as_bytes()) else {
+            continue;
+        };
         positions.insert(Box::from(kid), list.len());
-        list.push((*key, jws::native_key(key)));
+        list.push(Key {
+            public: *key,
+            dalek,
+            native: jws::native_key(key),
+        });
     }
     let mut inner = sdk::Verifier::new(keys);
     let mut max_token_len = sdk::DEFAULT_MAX_TOKEN_LEN;
