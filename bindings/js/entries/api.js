@@ -71,8 +71,8 @@ export function isPulseBeamError(value) {
 // 30 to 80 in Deno, whose `process` and timers load its Node layer), so it is not loaded at import
 // nor on the first calls: objects made without a `backend` option start on the wasm Ed25519 and
 // move to the runtime's own after WARM_CALLS calls in the process. A cold start (import, then the
-// first token) costs what it did with wasm alone, and a process that makes few tokens never pays
-// for the load.
+// first token) costs what it costs on the wasm backend, and a process that makes few tokens never
+// pays for the load.
 
 /** Calls on the wasm Ed25519 after which `node:crypto` is loaded. */
 const WARM_CALLS = 64;

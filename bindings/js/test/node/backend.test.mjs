@@ -1,4 +1,4 @@
-// A cold start costs what it did with wasm alone: the package does not load node:crypto at
+// A cold start costs what it costs on the wasm backend: the package does not load node:crypto at
 // import; objects made without a `backend` option start on wasm and move to the runtime's own
 // Ed25519 after 64 calls in the process.
 import { test } from "node:test";
