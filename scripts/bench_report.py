@@ -109,7 +109,7 @@ def report(root, js_output):
         with open(js_output) as f:
             text = f.read().strip()
         out += [
-            "### JS: `@pulsebeam/server` (wasm) next to jose and the runtime's own crypto",
+            "### JS: `@pulsebeam/server` next to jose and the runtime's own crypto",
             "",
             "Output of `bindings/js/scripts/bench.sh`, one block per runtime; ratios are the",
             "contender's time over the package's (above 1: the package is faster).",

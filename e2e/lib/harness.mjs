@@ -237,3 +237,27 @@ export async function describe(page) {
   const error = await page.locator('#error').innerText().catch(() => '');
   return `status: ${status}; error: ${error}`;
 }
+
+/**
+ * The `pulsebeam` binary: `PULSEBEAM_BIN`, else `PULSEBEAM_DEV_BIN` when it is the CLI (its dev
+ * subcommand is `dev`), else the workspace's debug build.
+ */
+export function pulsebeamBin() {
+  if (process.env.PULSEBEAM_BIN) return process.env.PULSEBEAM_BIN;
+  const { bin, args } = devCommand();
+  return args[0] === 'dev' ? bin : path.join(repoRoot, 'target/debug/pulsebeam');
+}
+
+/**
+ * Starts `pulsebeam serve --config FILE` and resolves once it accepts connections on every
+ * port of `ports` (its `listen` and `admin.listen`); killed when the test ends.
+ */
+export async function startServe(t, configFile, ports) {
+  const env = { ...process.env, RUST_LOG: 'warn' };
+  const proc = spawnTracked(t, 'pulsebeam serve', pulsebeamBin(), ['serve', '--config', configFile], { env });
+  for (const port of ports) {
+    const up = await waitForTcp(port, 30_000, () => proc.child.exitCode === null);
+    if (!up) throw new Error(`pulsebeam serve did not listen on 127.0.0.1:${port} within 30 s:\n${proc.output()}`);
+  }
+  return { output: proc.output, child: proc.child };
+}

@@ -185,3 +185,8 @@ pub(crate) fn json_text(value: &JsValue, name: &str, what: &str) -> Result<Strin
 pub(crate) fn parse_json(text: &str) -> JsValue {
     js_sys::JSON::parse(text).unwrap_or(JsValue::NULL)
 }
+
+/// Sets `object[key] = value` on a fresh plain object (which cannot fail).
+pub(crate) fn set(object: &js_sys::Object, key: &str, value: &JsValue) {
+    let _ = js_sys::Reflect::set(object, &JsValue::from_str(key), value);
+}

@@ -202,7 +202,7 @@ impl JsKeySet {
             keys.push(&args::parse_json(&jwk.to_json()));
         }
         let out = js_sys::Object::new();
-        crate::claims::set(&out, "keys", &keys);
+        args::set(&out, "keys", &keys);
         out.into()
     }
 }

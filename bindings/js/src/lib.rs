@@ -6,6 +6,12 @@
 //! `claims.setAllowPolicy(policy)`, `app.createToken(claims, ttlSeconds)`), and verification,
 //! key generation and key export are added.
 //!
+//! Short-lived values (`PeerClaims`, `PeerPolicy`, verified claims) are plain JavaScript objects
+//! (entries/api.js) that cross into WebAssembly as plain strings and numbers, so that only
+//! long-lived objects (`AccessToken`, `Verifier`, keys) hold WebAssembly memory. Where the runtime
+//! has a synchronous Ed25519 (`node:crypto`), tokens are signed and signatures checked by it, and
+//! everything else (claims, validation, policies, the exact bytes, errors) stays here.
+//!
 //! JavaScript has no static types at run time, so every argument is taken as a `JsValue` and
 //! checked here: a wrong type is a `TypeError` naming the argument rather than a silent
 //! coercion. Every error is thrown as an `Error` whose `code` is the SDK's stable code. Time
@@ -16,11 +22,14 @@ mod args;
 mod claims;
 mod clock;
 mod error;
+mod jws;
 mod keys;
 mod mint;
 mod verify;
 
-pub use claims::{JsPeerClaims, JsPeerPolicy};
+pub use claims::{
+    check_peer_claims, check_peer_policy, parse_peer_policy, peer_policy_allows, peer_policy_text,
+};
 pub use keys::{JsKeyPair, JsKeySet, JsPublicKey};
 pub use mint::JsAccessToken;
-pub use verify::{JsVerifiedClaims, JsVerifier};
+pub use verify::JsVerifier;

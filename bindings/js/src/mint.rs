@@ -1,16 +1,21 @@
-//! `AccessToken`: the minting side.
+//! `AccessToken`: the minting side. The JavaScript class of that name holds an
+//! `AccessTokenCore`: the parsed credentials, and the token format.
 
 use pulsebeam_token as sdk;
 use wasm_bindgen::prelude::*;
 
 use crate::args;
-use crate::claims::{set, JsPeerClaims};
+use crate::claims;
 use crate::clock::now_unix;
 use crate::error::ResultExt as _;
+use crate::jws;
 use crate::keys::JsPublicKey;
 
 #[wasm_bindgen(typescript_custom_section)]
 const MINT_TYPES: &'static str = r#"
+/** Which Ed25519 signs and verifies: the runtime's own (`node:crypto`) or the package's (`wasm`). */
+export type Backend = "node:crypto" | "wasm";
+
 /** How `AccessToken.mint` makes a token. */
 export interface MintOptions {
   /** Lifetime in whole seconds, 1 to 4294967295 (e.g. 3600). */
@@ -52,25 +57,33 @@ const MINT_OPTIONS: &[&str] = &[
 
 /// The minting side: an API key and its secret, parsed once. Keep it on the server; the
 /// secret never leaves it.
-#[wasm_bindgen(js_name = AccessToken)]
+///
+/// Mints whole tokens (signed here), or only their signing input, for a signature made by the
+/// JavaScript runtime's own Ed25519 with the same secret.
+#[wasm_bindgen(js_name = AccessTokenCore)]
 pub struct JsAccessToken {
     inner: sdk::AccessToken,
+    /// `B64({"alg":"EdDSA","kid":…})`, for signing inputs.
+    header_b64: String,
 }
 
-#[wasm_bindgen(js_class = AccessToken)]
+#[wasm_bindgen(js_class = AccessTokenCore)]
 impl JsAccessToken {
     /// Credentials from an API key (`kid_…`) and its secret (`sk_` + 64 hex digits).
     ///
     /// Throws `invalid_api_secret` or `invalid_api_key`, saying what is wrong.
     #[wasm_bindgen(constructor)]
     pub fn new(
-        #[wasm_bindgen(js_name = apiKey, unchecked_param_type = "string")] api_key: JsValue,
-        #[wasm_bindgen(js_name = apiSecret, unchecked_param_type = "string")] api_secret: JsValue,
+        #[wasm_bindgen(js_name = apiKey)] api_key: JsValue,
+        #[wasm_bindgen(js_name = apiSecret)] api_secret: JsValue,
     ) -> Result<JsAccessToken, JsValue> {
         let key = args::string(&api_key, "apiKey")?;
         let secret = zeroize::Zeroizing::new(args::string(&api_secret, "apiSecret")?);
         let inner = sdk::AccessToken::new(&key, &secret).js()?;
-        Ok(JsAccessToken { inner })
+        Ok(JsAccessToken {
+            header_b64: jws::header_b64(inner.api_key()),
+            inner,
+        })
     }
 
     /// The API key, which tokens carry as `kid`.
@@ -87,51 +100,95 @@ impl JsAccessToken {
         }
     }
 
-    /// Mints a token for `claims`, valid for `ttlSeconds` seconds from now (`Date.now()`).
-    /// The bytes are those the original `@pulsebeam/server` produced for the same inputs and
-    /// second.
+    /// `createToken`: the token for checked claims (`groupPattern`/`peerPattern` undefined for
+    /// none), valid for `ttlSeconds` from now (`Date.now()`). With `signingInputOnly`, only its
+    /// signing input `header.payload`, for the caller to sign.
     ///
-    /// Throws `missing_policy` when the claims have no allow policy (use
-    /// `PeerPolicy.allowAll()` to admit everyone), `zero_ttl`, `ttl_too_long` or `invalid_ttl`.
+    /// Throws `missing_policy`, `zero_ttl`, `ttl_too_long` or `invalid_ttl`.
     #[wasm_bindgen(js_name = createToken)]
     pub fn create_token(
         &self,
-        claims: &JsPeerClaims,
-        #[wasm_bindgen(js_name = ttlSeconds, unchecked_param_type = "number")] ttl_seconds: JsValue,
+        group_id: &str,
+        peer_id: &str,
+        group_pattern: Option<String>,
+        peer_pattern: Option<String>,
+        ttl_seconds: JsValue,
+        signing_input_only: bool,
     ) -> Result<String, JsValue> {
         let ttl = args::ttl(&ttl_seconds, "ttlSeconds")?;
+        let claims = claims::claims(group_id, peer_id, group_pattern, peer_pattern)?;
+        let now = now_unix();
+        if signing_input_only {
+            return jws::signing_input(
+                &self.header_b64,
+                &claims,
+                ttl,
+                &jws::Extras::default(),
+                now,
+            )
+            .map(|(input, _)| input)
+            .js();
+        }
         self.inner
-            .mint_at(&claims.inner, &sdk::TokenOptions::new(ttl), now_unix())
+            .mint_at(&claims, &sdk::TokenOptions::new(ttl), now)
             .map(|minted| minted.token)
             .js()
     }
 
-    /// Mints a token with options: a pinned time (`nowUnix`), extra claims (`iat`, `nbf`,
-    /// `jti`), or no policy. Returns the token with its `issuedAt` and `expiresAt`.
+    /// `mint`: as `createToken` with `MintOptions`. Returns `[token or signing input, issuedAt,
+    /// expiresAt]`.
     ///
     /// Throws as `createToken`, `invalid_token_id` for a bad `tokenId`, and `invalid_argument`
     /// for an unknown or mistyped option.
-    #[wasm_bindgen(unchecked_return_type = "MintedToken")]
     pub fn mint(
         &self,
-        claims: &JsPeerClaims,
-        #[wasm_bindgen(unchecked_param_type = "MintOptions")] options: JsValue,
-    ) -> Result<js_sys::Object, JsValue> {
-        let (options, now) = mint_options(&options)?;
-        let minted = self
-            .inner
-            .mint_at(&claims.inner, &options, now.unwrap_or_else(now_unix))
-            .js()?;
-        let out = js_sys::Object::new();
-        set(&out, "token", &minted.token.as_str().into());
-        set(&out, "issuedAt", &(minted.issued_at as f64).into());
-        set(&out, "expiresAt", &(minted.expires_at as f64).into());
-        Ok(out)
+        group_id: &str,
+        peer_id: &str,
+        group_pattern: Option<String>,
+        peer_pattern: Option<String>,
+        options: JsValue,
+        signing_input_only: bool,
+    ) -> Result<js_sys::Array, JsValue> {
+        let (ttl, extras, now) = mint_options(&options)?;
+        let claims = claims::claims(group_id, peer_id, group_pattern, peer_pattern)?;
+        let now = now.unwrap_or_else(now_unix);
+        let (text, expires_at) = if signing_input_only {
+            jws::signing_input(&self.header_b64, &claims, ttl, &extras, now).js()?
+        } else {
+            let minted = self
+                .inner
+                .mint_at(&claims, &token_options(ttl, extras), now)
+                .js()?;
+            (minted.token, minted.expires_at)
+        };
+        Ok(js_sys::Array::of3(
+            &text.into(),
+            &(now as f64).into(),
+            &(expires_at as f64).into(),
+        ))
     }
 }
 
-/// Reads `MintOptions` into the SDK's options and the optional pinned time.
-fn mint_options(value: &JsValue) -> Result<(sdk::TokenOptions, Option<u64>), JsValue> {
+/// The crate's options for the same lifetime and extras.
+fn token_options(ttl: u64, extras: jws::Extras) -> sdk::TokenOptions {
+    let mut options = sdk::TokenOptions::new(ttl);
+    if extras.issued_at {
+        options = options.with_issued_at();
+    }
+    if let Some(nbf) = extras.not_before {
+        options = options.with_not_before(nbf);
+    }
+    if let Some(jti) = extras.token_id {
+        options = options.with_token_id(jti);
+    }
+    if extras.allow_no_policy {
+        options = options.allow_no_policy();
+    }
+    options
+}
+
+/// Reads `MintOptions` into a lifetime, the extras and the optional pinned time.
+fn mint_options(value: &JsValue) -> Result<(u64, jws::Extras, Option<u64>), JsValue> {
     let object = args::options_object(value, "options", MINT_OPTIONS)?.ok_or_else(|| {
         crate::error::js_error(
             crate::error::Kind::Type,
@@ -148,16 +205,15 @@ fn mint_options(value: &JsValue) -> Result<(sdk::TokenOptions, Option<u64>), JsV
             "options.ttlSeconds is required: the token's lifetime in seconds, e.g. { ttlSeconds: 3600 }",
         ));
     }
-    let mut options = sdk::TokenOptions::new(args::ttl(&ttl_value, "options.ttlSeconds")?);
-    if args::flag(&get("issuedAt"), "options.issuedAt")? {
-        options = options.with_issued_at();
-    }
-    if let Some(nbf) = args::optional_unix_time(&get("notBefore"), "options.notBefore")? {
-        options = options.with_not_before(nbf);
-    }
+    let ttl = args::ttl(&ttl_value, "options.ttlSeconds")?;
+    let mut extras = jws::Extras {
+        issued_at: args::flag(&get("issuedAt"), "options.issuedAt")?,
+        not_before: args::optional_unix_time(&get("notBefore"), "options.notBefore")?,
+        ..jws::Extras::default()
+    };
     let token_id = args::optional_string(&get("tokenId"), "options.tokenId")?;
     let random_token_id = args::flag(&get("randomTokenId"), "options.randomTokenId")?;
-    match (token_id, random_token_id) {
+    extras.token_id = match (token_id, random_token_id) {
         (Some(_), true) => {
             return Err(crate::error::js_error(
                 crate::error::Kind::Type,
@@ -165,13 +221,20 @@ fn mint_options(value: &JsValue) -> Result<(sdk::TokenOptions, Option<u64>), JsV
                 "options.tokenId and options.randomTokenId exclude each other; give one",
             ))
         }
-        (Some(jti), false) => options = options.with_token_id(jti),
-        (None, true) => options = options.with_random_token_id().js()?,
-        (None, false) => {}
-    }
-    if args::flag(&get("allowNoPolicy"), "options.allowNoPolicy")? {
-        options = options.allow_no_policy();
-    }
+        (Some(jti), false) => Some(jti),
+        (None, true) => Some(random_token_id_hex()?),
+        (None, false) => None,
+    };
+    extras.allow_no_policy = args::flag(&get("allowNoPolicy"), "options.allowNoPolicy")?;
     let now = args::optional_unix_time(&get("nowUnix"), "options.nowUnix")?;
-    Ok((options, now))
+    Ok((ttl, extras, now))
+}
+
+/// A random 128-bit token id (32 hex digits), drawn as the crate's `with_random_token_id` does.
+fn random_token_id_hex() -> Result<String, JsValue> {
+    let mut id = [0u8; 16];
+    getrandom::getrandom(&mut id)
+        .map_err(|_| sdk::KeyError::Random)
+        .js()?;
+    Ok(id.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -1,12 +1,16 @@
-//! `Verifier` and `VerifiedClaims`: checking tokens (absent from the original SDK).
+//! `Verifier`: checking tokens (absent from the original SDK). The JavaScript class of that
+//! name holds a `VerifierCore`, and gets the claims back as plain values.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use pulsebeam_token as sdk;
 use wasm_bindgen::prelude::*;
 
 use crate::args;
-use crate::claims::{set, JsPeerPolicy};
 use crate::clock::now_unix;
 use crate::error::ResultExt as _;
+use crate::jws;
 use crate::keys::JsKeySet;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -17,6 +21,12 @@ export interface VerifierOptions {
   leewaySeconds?: number;
   /** The largest token accepted, in bytes (default 4096); longer ones are refused unread. */
   maxTokenLength?: number;
+  /**
+   * Which Ed25519 checks signatures: the runtime's own `"node:crypto"` (from the first call;
+   * without the option, from the process's 65th call where the runtime has it) or the package's
+   * `"wasm"` (everywhere). Both accept exactly the same tokens.
+   */
+  backend?: Backend;
 }
 
 /** The plain-object form of `VerifiedClaims`, from `toJSON()`. */
@@ -32,30 +42,41 @@ export interface VerifiedClaimsJSON {
 }
 "#;
 
-const VERIFIER_OPTIONS: &[&str] = &["leewaySeconds", "maxTokenLength"];
+const VERIFIER_OPTIONS: &[&str] = &["leewaySeconds", "maxTokenLength", "backend"];
+
+/// Separates the fields of a verified token's claims in the text `verify` returns. No field can
+/// hold it: ids, patterns, key ids and token ids have no control characters.
+const SEPARATOR: char = '\0';
 
 /// Verifies tokens against a key set: length bound, `alg` exactly `EdDSA`, a known `kid`, a
 /// strict Ed25519 signature, then the claims (`exp` required, `nbf` honoured, ids and patterns
 /// valid).
-#[wasm_bindgen(js_name = Verifier)]
+///
+/// Runs the crate's verification pipeline (`jws`), the signature checked here by ed25519-dalek's
+/// `verify_strict`, as the crate does, or, when the caller passes a native verifier, by the
+/// JavaScript runtime's own Ed25519 after the checks that make a plain Ed25519 verify accept
+/// exactly what `verify_strict` accepts.
+#[wasm_bindgen(js_name = VerifierCore)]
 pub struct JsVerifier {
     inner: sdk::Verifier,
+    /// The keys by position (the native verifier's keys are at the same positions).
+    keys: Vec<Key>,
+    /// Key ids to positions in `keys`.
+    positions: HashMap<Box<str>, usize>,
+    max_token_len: usize,
+    /// The last header segment that parsed, and its `kid`: the tokens of one issuer share
+    /// their header, so most calls skip decoding it again.
+    last_header: RefCell<Option<(Box<str>, String)>>,
 }
 
-#[wasm_bindgen(js_class = Verifier)]
+#[wasm_bindgen(js_class = VerifierCore)]
 impl JsVerifier {
     /// A verifier trusting the keys of `keys` (copied: later changes to the set do not
     /// affect it).
     ///
     /// Throws `invalid_argument` for an unknown or mistyped option.
     #[wasm_bindgen(constructor)]
-    pub fn new(
-        keys: &JsKeySet,
-        #[wasm_bindgen(unchecked_optional_param_type = "VerifierOptions")] options: Option<
-            js_sys::Object,
-        >,
-    ) -> Result<JsVerifier, JsValue> {
-        let options: JsValue = options.map_or(JsValue::UNDEFINED, Into::into);
+    pub fn new(keys: &JsKeySet, options: JsValue) -> Result<JsVerifier, JsValue> {
         verifier(keys.inner.clone(), &options)
     }
 
@@ -64,44 +85,57 @@ impl JsVerifier {
     ///
     /// Throws as `KeySet.fromJwks`, and `invalid_argument` for a bad option.
     #[wasm_bindgen(js_name = fromJwks)]
-    pub fn from_jwks(
-        #[wasm_bindgen(unchecked_param_type = "Jwks | Jwk | string")] jwks: JsValue,
-        #[wasm_bindgen(unchecked_optional_param_type = "VerifierOptions")] options: Option<
-            js_sys::Object,
-        >,
-    ) -> Result<JsVerifier, JsValue> {
+    pub fn from_jwks(jwks: JsValue, options: JsValue) -> Result<JsVerifier, JsValue> {
         let keys = JsKeySet::from_jwks(jwks)?;
-        let options: JsValue = options.map_or(JsValue::UNDEFINED, Into::into);
         verifier(keys.inner, &options)
     }
 
-    /// Verifies `token` at the current time (`Date.now()`) and returns its claims.
+    /// How many keys the verifier trusts.
+    #[wasm_bindgen(getter, js_name = keyCount)]
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The 32 bytes of the key at `position`, when the native verifier may check its
+    /// signatures; `undefined` when it may not (then this verifier checks them itself).
+    #[wasm_bindgen(js_name = nativeKey)]
+    pub fn native_key(&self, position: usize) -> Option<Vec<u8>> {
+        self.keys
+            .get(position)
+            .filter(|key| key.native)
+            .map(|key| key.public.as_bytes().to_vec())
+    }
+
+    /// Verifies `token` at the current time (`Date.now()`), with `native(position, message,
+    /// signature) -> boolean` checking signatures when given. Returns the claims as text,
+    /// fields separated by U+0000: kid, gid, pid, ap group, ap peer, exp, iat, nbf, jti (empty
+    /// when absent).
     ///
     /// Throws, with distinct codes: `token_too_large`, `malformed_token`,
     /// `unsupported_algorithm`, `missing_key_id`, `unknown_key_id`, `invalid_signature`,
     /// `token_expired`, `token_not_yet_valid`, `missing_claim`, `invalid_claim`.
     pub fn verify(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
-    ) -> Result<JsVerifiedClaims, JsValue> {
+        token: JsValue,
+        native: Option<js_sys::Function>,
+    ) -> Result<String, JsValue> {
         let token = args::string(&token, "token")?;
-        let claims = self.inner.verify_at(&token, now_unix()).js()?;
-        Ok(JsVerifiedClaims { inner: claims })
+        self.check(&token, now_unix(), native.as_ref())
     }
 
-    /// Verifies `token` as if the time were `nowUnix` (Unix seconds).
+    /// As `verify`, at the time `nowUnix` (Unix seconds).
     ///
     /// Throws as `verify`, and `invalid_argument` for a bad `nowUnix`.
     #[wasm_bindgen(js_name = verifyAt)]
     pub fn verify_at(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
-        #[wasm_bindgen(js_name = nowUnix, unchecked_param_type = "number")] now_unix: JsValue,
-    ) -> Result<JsVerifiedClaims, JsValue> {
+        token: JsValue,
+        #[wasm_bindgen(js_name = nowUnix)] now_unix: JsValue,
+        native: Option<js_sys::Function>,
+    ) -> Result<String, JsValue> {
         let token = args::string(&token, "token")?;
         let now = args::unix_time(&now_unix, "nowUnix")?;
-        let claims = self.inner.verify_at(&token, now).js()?;
-        Ok(JsVerifiedClaims { inner: claims })
+        self.check(&token, now, native.as_ref())
     }
 
     /// The clock skew tolerated on `exp` and `nbf`, in seconds.
@@ -120,8 +154,140 @@ impl JsVerifier {
     }
 }
 
+impl JsVerifier {
+    /// The `kid` of a header segment (with the crate's header checks), from the last header
+    /// when it is the same text.
+    fn kid(&self, header: &str) -> Result<String, JsValue> {
+        if let Some((segment, kid)) = &*self.last_header.borrow() {
+            if **segment == *header {
+                return Ok(kid.clone());
+            }
+        }
+        let kid = jws::parse_header(header)
+            .js()?
+            .ok_or(sdk::VerifyError::MissingKeyId)
+            .js()?;
+        *self.last_header.borrow_mut() = Some((header.into(), kid.clone()));
+        Ok(kid)
+    }
+
+    /// The crate's pipeline, step by step (see `jws`), with the signature checked by
+    /// ed25519-dalek's `verify_strict`, or by `native` after the checks that make it as strict.
+    fn check(
+        &self,
+        token: &str,
+        now: u64,
+        native: Option<&js_sys::Function>,
+    ) -> Result<String, JsValue> {
+        let parts = jws::split(token, self.max_token_len).js()?;
+        let kid = self.kid(parts.header)?;
+        let position = *self
+            .positions
+            .get(kid.as_str())
+            .ok_or(sdk::VerifyError::UnknownKeyId)
+            .js()?;
+        let signature = jws::decode_signature(parts.signature).js()?;
+        let message = parts.signing_input.as_bytes();
+        let valid = match (self.keys.get(position), native) {
+            // A key the runtime may decode differently is checked here, as every key without
+            // a native verifier.
+            (Some(key), Some(native)) if key.native => {
+                jws::strict_prechecks(&signature)
+                    && native
+                        .call3(
+                            &JsValue::NULL,
+                            &JsValue::from(position as u32),
+                            &js_sys::Uint8Array::from(message),
+                            &js_sys::Uint8Array::from(&signature[..]),
+                        )?
+                        .is_truthy()
+            }
+            (Some(key), _) => key
+                .dalek
+                .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
+                .is_ok(),
+            (None, _) => false,
+        };
+        if !valid {
+            return Err(sdk::VerifyError::InvalidSignature).js();
+        }
+        let claims = jws::parse_claims(parts.payload).js()?;
+        jws::check_time(&claims, now, self.inner.leeway_secs()).js()?;
+        Ok(pack(
+            &kid,
+            &claims.peer,
+            claims.expires_at,
+            claims.issued_at,
+            claims.not_before,
+            claims.token_id.as_deref(),
+        ))
+    }
+}
+
+/// A trusted key, ready for either check.
+struct Key {
+    public: sdk::PublicKey,
+    /// The same key decoded once for ed25519-dalek's `verify_strict`.
+    dalek: ed25519_dalek::VerifyingKey,
+    /// Whether the runtime's verifier may check its signatures (see `jws::native_key`).
+    native: bool,
+}
+
+/// The fields of verified claims in one text, separated by `SEPARATOR`.
+fn pack(
+    kid: &str,
+    peer: &sdk::PeerClaims,
+    exp: u64,
+    iat: Option<u64>,
+    nbf: Option<u64>,
+    jti: Option<&str>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(128);
+    let (group_pattern, peer_pattern) = peer.allow_policy().map_or(("", ""), |p| {
+        (p.group_pattern().as_str(), p.peer_pattern().as_str())
+    });
+    for field in [
+        kid,
+        peer.group_id(),
+        peer.peer_id(),
+        group_pattern,
+        peer_pattern,
+    ] {
+        out.push_str(field);
+        out.push(SEPARATOR);
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{exp}{SEPARATOR}");
+    if let Some(iat) = iat {
+        let _ = write!(out, "{iat}");
+    }
+    out.push(SEPARATOR);
+    if let Some(nbf) = nbf {
+        let _ = write!(out, "{nbf}");
+    }
+    out.push(SEPARATOR);
+    out.push_str(jti.unwrap_or_default());
+    out
+}
+
 fn verifier(keys: sdk::KeySet, options: &JsValue) -> Result<JsVerifier, JsValue> {
+    let mut list = Vec::with_capacity(keys.len());
+    let mut positions = HashMap::with_capacity(keys.len());
+    for (kid, key) in keys.iter() {
+        // The crate accepted these bytes as a key, so ed25519-dalek decodes them.
+        let Ok(dalek) = ed25519_dalek::VerifyingKey::from_bytes(key.as_bytes()) else {
+            continue;
+        };
+        positions.insert(Box::from(kid), list.len());
+        list.push(Key {
+            public: *key,
+            dalek,
+            native: jws::native_key(key),
+        });
+    }
     let mut inner = sdk::Verifier::new(keys);
+    let mut max_token_len = sdk::DEFAULT_MAX_TOKEN_LEN;
     if let Some(object) = args::options_object(options, "options", VERIFIER_OPTIONS)? {
         let get = |key: &str| args::property(&object, key);
         if let Some(leeway) =
@@ -132,101 +298,15 @@ fn verifier(keys: sdk::KeySet, options: &JsValue) -> Result<JsVerifier, JsValue>
         if let Some(max) =
             args::optional_count(&get("maxTokenLength"), "options.maxTokenLength", "4096")?
         {
-            inner = inner.with_max_token_len(usize::try_from(max).unwrap_or(usize::MAX));
+            max_token_len = usize::try_from(max).unwrap_or(usize::MAX);
+            inner = inner.with_max_token_len(max_token_len);
         }
     }
-    Ok(JsVerifier { inner })
-}
-
-/// The claims of a token whose signature, algorithm, key and time checks all passed.
-#[wasm_bindgen(js_name = VerifiedClaims)]
-pub struct JsVerifiedClaims {
-    inner: sdk::VerifiedClaims,
-}
-
-#[wasm_bindgen(js_class = VerifiedClaims)]
-impl JsVerifiedClaims {
-    /// The `kid` of the key that signed the token.
-    #[wasm_bindgen(getter, js_name = keyId)]
-    pub fn key_id(&self) -> String {
-        self.inner.key_id().to_owned()
-    }
-
-    /// The group id (`gid`).
-    #[wasm_bindgen(getter, js_name = groupId)]
-    pub fn group_id(&self) -> String {
-        self.inner.group_id().to_owned()
-    }
-
-    /// The peer id (`pid`).
-    #[wasm_bindgen(getter, js_name = peerId)]
-    pub fn peer_id(&self) -> String {
-        self.inner.peer_id().to_owned()
-    }
-
-    /// The allow policy (`ap`), or `undefined` when the token's `ap` is `null`.
-    #[wasm_bindgen(getter, js_name = allowPolicy)]
-    pub fn allow_policy(&self) -> Option<JsPeerPolicy> {
-        self.inner
-            .allow_policy()
-            .map(|p| JsPeerPolicy { inner: p.clone() })
-    }
-
-    /// `exp`, Unix seconds.
-    #[wasm_bindgen(getter, js_name = expiresAt)]
-    pub fn expires_at(&self) -> f64 {
-        self.inner.expires_at() as f64
-    }
-
-    /// `iat`, Unix seconds, when present.
-    #[wasm_bindgen(getter, js_name = issuedAt)]
-    pub fn issued_at(&self) -> Option<f64> {
-        self.inner.issued_at().map(|t| t as f64)
-    }
-
-    /// `nbf`, Unix seconds, when present.
-    #[wasm_bindgen(getter, js_name = notBefore)]
-    pub fn not_before(&self) -> Option<f64> {
-        self.inner.not_before().map(|t| t as f64)
-    }
-
-    /// `jti`, when present.
-    #[wasm_bindgen(getter, js_name = tokenId)]
-    pub fn token_id(&self) -> Option<String> {
-        self.inner.token_id().map(str::to_owned)
-    }
-
-    /// Whether the token's holder may reach the peer `peerId` of the group `groupId`; `false`
-    /// when the token has no policy.
-    pub fn allows(
-        &self,
-        #[wasm_bindgen(js_name = groupId, unchecked_param_type = "string")] group_id: JsValue,
-        #[wasm_bindgen(js_name = peerId, unchecked_param_type = "string")] peer_id: JsValue,
-    ) -> Result<bool, JsValue> {
-        let group = args::string(&group_id, "groupId")?;
-        let peer = args::string(&peer_id, "peerId")?;
-        Ok(self.inner.peer().allows(&group, &peer))
-    }
-
-    /// The claims as a plain object, for `JSON.stringify` and logs.
-    #[wasm_bindgen(js_name = toJSON, unchecked_return_type = "VerifiedClaimsJSON")]
-    pub fn to_json(&self) -> JsValue {
-        let out = js_sys::Object::new();
-        set(&out, "keyId", &self.key_id().into());
-        set(&out, "groupId", &self.group_id().into());
-        set(&out, "peerId", &self.peer_id().into());
-        let policy = self.allow_policy().map_or(JsValue::NULL, |p| p.to_json());
-        set(&out, "allowPolicy", &policy);
-        set(&out, "expiresAt", &self.expires_at().into());
-        if let Some(iat) = self.issued_at() {
-            set(&out, "issuedAt", &iat.into());
-        }
-        if let Some(nbf) = self.not_before() {
-            set(&out, "notBefore", &nbf.into());
-        }
-        if let Some(jti) = self.token_id() {
-            set(&out, "tokenId", &jti.into());
-        }
-        out.into()
-    }
+    Ok(JsVerifier {
+        inner,
+        keys: list,
+        positions,
+        max_token_len,
+        last_header: RefCell::new(None),
+    })
 }

@@ -105,8 +105,75 @@ function reencode(token, { header, payload }) {
   return `${newHeader}.${newPayload}.${s}`;
 }
 
+/**
+ * `api` with every AccessToken and Verifier on `backend` (`"node:crypto"` or `"wasm"`), through
+ * the public `backend` option.
+ */
+export function onBackend(api, backend) {
+  class AccessToken extends api.AccessToken {
+    constructor(apiKey, apiSecret, options) {
+      super(apiKey, apiSecret, { backend, ...options });
+    }
+  }
+  class Verifier extends api.Verifier {
+    constructor(keys, options) {
+      super(keys, { backend, ...options });
+    }
+
+    static fromJwks(jwks, options) {
+      return api.Verifier.fromJwks(jwks, { backend, ...options });
+    }
+  }
+  return { ...api, AccessToken, Verifier, backend };
+}
+
+/**
+ * Every case, on every backend the runtime has: the wasm one everywhere, the runtime's own
+ * Ed25519 where there is one. `expectedBackend` is the default this runtime must pick.
+ */
+export function allCases(api, vectors, expectedBackend) {
+  const list = [
+    {
+      name: `the default backend here is ${expectedBackend}`,
+      fn: () => {
+        eq(api.backend, expectedBackend, "exported backend");
+        const { api_key: apiKey, api_secret: apiSecret } = vectors.vectors[0];
+        // Objects without a `backend` option move to the runtime's own Ed25519 once it is
+        // loaded (after 64 calls in the process).
+        const app = new api.AccessToken(apiKey, apiSecret);
+        const keys = new api.KeySet();
+        keys.add(apiKey, app.publicKey);
+        const verifier = new api.Verifier(keys);
+        const claims = new api.PeerClaims("g", "p");
+        claims.setAllowPolicy(api.PeerPolicy.allowAll());
+        const tokens = new Set();
+        for (let i = 0; i < 100; i++) {
+          const token = app.mint(claims, { ttlSeconds: 60, nowUnix: 1_800_000_000 }).token;
+          tokens.add(token);
+          eq(verifier.verifyAt(token, 1_800_000_001).peerId, "p", "verified on whichever backend");
+        }
+        eq(tokens.size, 1, "the same token on both backends");
+        eq(app.backend, expectedBackend, "an AccessToken's backend after 100 calls");
+        eq(verifier.backend, expectedBackend, "a Verifier's backend after 100 calls");
+        eq(new api.AccessToken(apiKey, apiSecret, { backend: "wasm" }).backend, "wasm", "wasm on request");
+        if (expectedBackend === "wasm") {
+          throwsCode(() => new api.Verifier(new api.KeySet(), { backend: "node:crypto" }), "invalid_argument", "no native Ed25519 here", {
+            type: TypeError,
+            message: 'options.backend "node:crypto" is not available here: this runtime has no synchronous Ed25519 in node:crypto; use "wasm" or leave the option out',
+          });
+        }
+      },
+    },
+  ];
+  const backends = api.backend === "wasm" ? ["wasm"] : ["wasm", api.backend];
+  for (const backend of backends) {
+    for (const { name, fn } of cases(onBackend(api, backend), vectors)) list.push({ name: `[${backend}] ${name}`, fn });
+  }
+  return list;
+}
+
 export function cases(api, vectors) {
-  const { AccessToken, KeyPair, KeySet, PeerClaims, PeerPolicy, PublicKey, Verifier, isPulseBeamError } = api;
+  const { AccessToken, KeyPair, KeySet, PeerClaims, PeerPolicy, PublicKey, Verifier, isPulseBeamError, backend } = api;
   const list = [];
   const test = (name, fn) => list.push({ name, fn });
   const all = vectors.vectors;
@@ -413,7 +480,10 @@ export function cases(api, vectors) {
       [() => app.mint(claims, { ttl: 60 }), "options has an unknown option `ttl`; the options are ttlSeconds, nowUnix, issuedAt, notBefore, tokenId, randomTokenId, allowNoPolicy"],
       [() => app.mint(claims, { ttlSeconds: 60, issuedAt: "yes" }), "options.issuedAt must be a boolean, got string"],
       [() => app.mint(claims, { ttlSeconds: 60, tokenId: "a", randomTokenId: true }), "options.tokenId and options.randomTokenId exclude each other; give one"],
-      [() => new Verifier(new KeySet(), { leeway: 5 }), "options has an unknown option `leeway`; the options are leewaySeconds, maxTokenLength"],
+      [() => new Verifier(new KeySet(), { leeway: 5 }), "options has an unknown option `leeway`; the options are leewaySeconds, maxTokenLength, backend"],
+      [() => new AccessToken(first.api_key, first.api_secret, { ttl: 5 }), "options has an unknown option `ttl`; the options are backend"],
+      [() => new AccessToken(first.api_key, first.api_secret, { backend: "openssl" }), 'options.backend must be "node:crypto" or "wasm", got "openssl"'],
+      [() => new Verifier(new KeySet(), { backend: 1 }), 'options.backend must be "node:crypto" or "wasm", got number'],
       [() => new Verifier("keys"), "expected an instance of KeySet, got string"],
       [() => Verifier.fromJwks(42), "jwks must be a JWKS (an object or a JSON string), got number"],
       [() => verifierFor().verify(42), "token must be a string, got number"],
@@ -509,12 +579,67 @@ export function cases(api, vectors) {
   });
 
   test("using a freed object is a TypeError that says so, and the package keeps working", () => {
-    const policy = new PeerPolicy("*", "*");
-    policy.free();
     const message = "this object was freed (by free() or the end of a `using` block); create a new one";
-    throwsCode(() => policy.allows("g", "p"), "invalid_argument", "method on a freed object", { message, type: TypeError });
-    throwsCode(() => new PeerClaims("g", "p").setAllowPolicy(policy), "invalid_argument", "freed argument", { message, type: TypeError });
-    ok(new PeerPolicy("a*", "*").allows("ab", "x"), "new objects work");
+    const freedApp = new AccessToken(first.api_key, first.api_secret);
+    freedApp.free();
+    throwsCode(() => freedApp.createToken(allowAll(), 60), "invalid_argument", "mint with a freed AccessToken", { message, type: TypeError });
+    const freedVerifier = verifierFor();
+    freedVerifier.free();
+    throwsCode(() => freedVerifier.verify(first.original_wallclock.token), "invalid_argument", "verify with a freed Verifier", { message, type: TypeError });
+    const keys = new KeySet();
+    keys.free();
+    throwsCode(() => new Verifier(keys), "invalid_argument", "a freed argument", { message, type: TypeError });
+    ok(verifierFor().verify(first.original_wallclock.token).peerId, "new objects work");
+  });
+
+  test("claims, policies and verified claims are plain values: free() changes nothing", () => {
+    const policy = new PeerPolicy("a*", "*");
+    const claims = new PeerClaims("g", "p");
+    claims.setAllowPolicy(policy);
+    policy.free();
+    claims.free();
+    ok(policy.allows("ab", "x"), "a policy works after free()");
+    eq(claims.allowPolicy, policy, "claims keep the policy (policies are immutable)");
+    const token = app.createToken(claims, 60);
+    const verified = verifierFor().verify(token);
+    verified.free();
+    eq(verified.groupId, "g", "verified claims work after free()");
+    ok(verified.allows("ab", "anyone") && !verified.allows("b", "x"), "the token's policy");
+    let threw = false;
+    try {
+      policy.groupPattern = "zz";
+    } catch {
+      threw = true;
+    }
+    ok(threw && policy.groupPattern === "a*", "a policy is immutable");
+    throwsCode(() => new api.VerifiedClaims(["kid", "g", "p"]), "invalid_argument", "VerifiedClaims are only made by a verifier", { type: TypeError });
+  });
+
+  test("every object reports the backend it uses", () => {
+    eq(app.backend, backend, "AccessToken");
+    eq(verifierFor().backend, backend, "Verifier");
+    eq(Verifier.fromJwks(verifierFor().toJwks()).backend, backend, "Verifier.fromJwks");
+  });
+
+  test("hostile tokens (signature malleation, small-order R, non-canonical S, header attacks) get the Rust crate's outcome", () => {
+    const hostile = vectors.hostile;
+    ok(hostile && hostile.cases.length >= 40, "the corpus test/hostile-tokens.json was given");
+    const verifier = Verifier.fromJwks(hostile.jwks);
+    eq(verifier.backend, backend, "backend");
+    let rejected = 0;
+    for (const c of hostile.cases) {
+      let got;
+      try {
+        got = { ok: true, value: verifier.verifyAt(c.token, hostile.now_unix).peerId };
+      } catch (e) {
+        if (!isPulseBeamError(e)) throw e;
+        got = { ok: false, code: e.code, message: e.message };
+        rejected++;
+      }
+      const sorted = (o) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
+      deepEq(sorted(got), sorted(c.outcome), c.name);
+    }
+    ok(rejected > hostile.cases.length / 2, `${rejected} rejected`);
   });
 
   // --- keys --------------------------------------------------------------------------------
@@ -597,8 +722,8 @@ export function cases(api, vectors) {
 }
 
 /** Runs every case and reports `{ name, ok, error }` (for runtimes driven from outside). */
-export function runAll(api, vectors) {
-  return cases(api, vectors).map(({ name, fn }) => {
+export function runAll(api, vectors, expectedBackend) {
+  return allCases(api, vectors, expectedBackend).map(({ name, fn }) => {
     try {
       fn();
       return { name, ok: true };

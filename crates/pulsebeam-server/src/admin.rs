@@ -11,6 +11,11 @@
 //! | `POST /admin/v1/reload` | read the configuration file again (as SIGHUP does) |
 //! | `GET /admin/v1/online?project=ID` | connections of a project with a `Recv` in flight |
 //! | `GET /admin/v1/usage?project=ID&hours=N` | a project's hourly usage totals |
+//! | `GET /admin/v1/projects` | the configured project ids |
+//! | `GET /admin/v1/usage/minutes?project=ID&minutes=N` | this node's last minutes of a project (of every project without `project`) |
+//!
+//! `GET /admin/usage` serves the usage page (see [`crate::admin_page`]); the page itself needs
+//! no token, the data it shows comes from the routes above.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -79,6 +84,8 @@ impl Server {
             .route("/admin/v1/reload", post(reload))
             .route("/admin/v1/online", get(online))
             .route("/admin/v1/usage", get(usage))
+            .route("/admin/v1/projects", get(projects))
+            .route("/admin/v1/usage/minutes", get(usage_minutes))
             .fallback(|| async {
                 AdminError::new(
                     StatusCode::NOT_FOUND,
@@ -87,6 +94,7 @@ impl Server {
             })
             .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
             .with_state(state)
+            .merge(crate::admin_page::router())
     }
 }
 
@@ -355,4 +363,60 @@ async fn usage(
         })
         .collect();
     Ok(Json(json!({ "project": query.project, "hours": hours })).into_response())
+}
+
+async fn projects(AxumState(state): AxumState<Arc<State>>) -> Response {
+    let live = state.live.load();
+    let ids: Vec<&str> = live.config.projects.iter().map(|p| p.id.as_str()).collect();
+    Json(json!({ "projects": ids })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct MinutesQuery {
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    minutes: Option<u64>,
+}
+
+/// This node's last minutes of one project (`project=ID`), or of every configured project in
+/// one answer (what the usage page asks for: one audited call per refresh).
+async fn usage_minutes(
+    AxumState(state): AxumState<Arc<State>>,
+    Query(query): Query<MinutesQuery>,
+) -> Result<Response, AdminError> {
+    let count = query
+        .minutes
+        .unwrap_or(60)
+        .clamp(1, crate::usage::KEEP_MINUTES);
+    let now = state.now_unix();
+    let one = |project: &str| {
+        let (online_now, minutes) = state.usage.minutes(project, now, count)?;
+        Some(json!({
+            "project": project,
+            "now": now,
+            "online_now": online_now,
+            "minutes": minutes,
+        }))
+    };
+    if let Some(project) = &query.project {
+        known_project(&state, project)?;
+        let answer = one(project).ok_or_else(|| {
+            AdminError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no usage is kept for project {project:?}; use a project id from the configuration"
+                ),
+            )
+        })?;
+        return Ok(Json(answer).into_response());
+    }
+    let live = state.live.load();
+    let projects: Vec<serde_json::Value> = live
+        .config
+        .projects
+        .iter()
+        .filter_map(|p| one(&p.id))
+        .collect();
+    Ok(Json(json!({ "now": now, "projects": projects })).into_response())
 }

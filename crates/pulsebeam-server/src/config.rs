@@ -29,6 +29,9 @@ pub struct Config {
     /// Limits (`[limits]`).
     #[serde(default)]
     pub limits: Limits,
+    /// HTTPS on `listen` (`[tls]`); without it the server speaks plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// Cross-origin access for browsers (`[cors]`).
     #[serde(default)]
     pub cors: CorsConfig,
@@ -138,6 +141,7 @@ impl Default for Config {
             projects: Vec::new(),
             ice: IceConfig::default(),
             limits: Limits::default(),
+            tls: None,
             cors: CorsConfig::default(),
             mutual_policy: true,
             store: StoreConfig::default(),
@@ -536,6 +540,53 @@ impl Default for CorsConfig {
     }
 }
 
+/// HTTPS on the listen address (`[tls]`): both files are PEM, read at startup and again on
+/// every [reload](crate::Server::reload) (and [`Server::reload_tls`](crate::Server::reload_tls)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (`tls.cert_file`), e.g. Let's Encrypt's `fullchain.pem`.
+    #[serde(default)]
+    pub cert_file: PathBuf,
+    /// The leaf certificate's private key (`tls.key_file`): PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    #[serde(default)]
+    pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    /// HTTPS with the chain in `cert_file` and its key in `key_file`.
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        TlsConfig {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+        }
+    }
+
+    /// Checks that both files are named; reading them is [`Server::new`](crate::Server::new)'s.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fix_of_half =
+            "[tls] needs both cert_file and key_file; or remove [tls] to serve plain HTTP";
+        if self.cert_file.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "tls.cert_file",
+                "not set",
+                format!("set it to the PEM certificate chain (e.g. fullchain.pem): {fix_of_half}"),
+            ));
+        }
+        if self.key_file.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "tls.key_file",
+                "not set",
+                format!(
+                    "set it to the certificate's PEM private key (e.g. privkey.pem): {fix_of_half}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -636,6 +687,7 @@ impl Config {
 
     /// Every check of [`Config::validate`] but the projects and keys ([`Config::key_sets`]).
     pub(crate) fn validate_without_keys(&self) -> Result<(), ConfigError> {
+        self.tls.as_ref().map_or(Ok(()), TlsConfig::validate)?;
         self.validate_ice()?;
         self.limits.validate()?;
         self.store.validate()?;

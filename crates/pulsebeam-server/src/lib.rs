@@ -16,6 +16,10 @@
 //!   then is its token known; refused messages are dropped and counted.
 //! - **Projects are apart.** Mailboxes are keyed by project, so equal group and peer ids in two
 //!   projects never meet.
+//! - **Tokens never cross a network in clear text when `[tls]` is set.** The listener then
+//!   speaks only HTTPS (TLS 1.3 and 1.2, rustls on aws-lc-rs); without it, put the server behind
+//!   a proxy that terminates TLS. A bad certificate or key stops startup; a bad one on reload
+//!   leaves the certificate in use untouched.
 //! - **Everything is bounded.** Body and payload size, mailbox depth, message age, connections
 //!   per peer and per project, calls per peer, long-poll wait, token cache: each configurable,
 //!   each overflow answered with `resource_exhausted` (transient, retried by the client) or
@@ -39,9 +43,11 @@
 //! The crate README documents every configuration key, route, error code and metric.
 
 mod admin;
+mod admin_page;
 mod audit;
 mod auth;
 mod config;
+mod http;
 mod limiter;
 mod live;
 mod metrics;
@@ -49,6 +55,7 @@ pub mod proto;
 mod revoke;
 mod server;
 pub mod store;
+mod tls;
 mod tunnel;
 mod turn;
 mod twirp;
@@ -68,6 +75,9 @@ pub use store::{MailboxStore, MemoryStore, OnlineConnection, RedisStore};
 pub use turn::{turn_credential, TurnCredential};
 pub use twirp::{Code, TwirpError};
 pub use usage::UsageTotals;
+
+pub use config::TlsConfig;
+pub use tls::TlsError;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -54,6 +54,8 @@ pub(crate) struct State {
     config_file: Option<PathBuf>,
     /// Serialises reloads.
     reloading: std::sync::Mutex<()>,
+    /// `[tls]`: the certificate in use; `None` serves plain HTTP.
+    tls: Option<crate::tls::Tls>,
 }
 
 /// The address of the client of a connection, set by [`serve`] on every request.
@@ -222,6 +224,7 @@ impl ServerBuilder {
         };
         let usage = Usage::default();
         usage.set_projects(&project_ids(&config));
+        let tls = config.tls.as_ref().map(crate::tls::Tls::new).transpose()?;
         let (shutdown, _) = watch::channel(false);
         let (epoch, _) = watch::channel(0);
         Ok(Server {
@@ -237,6 +240,7 @@ impl ServerBuilder {
                 usage,
                 config_file: self.config_file,
                 reloading: std::sync::Mutex::new(()),
+                tls,
             }),
             extra: None,
         })
@@ -304,11 +308,14 @@ impl Server {
     /// target's policy take effect for the next call; tokens of removed keys stop working at
     /// once, cached and on open long-polls (which end with `unauthenticated`). Keys that need a
     /// restart (`listen`, the connection and store limits, `[admin]`) keep their running values
-    /// and are named in the outcome. An invalid `config` changes nothing.
+    /// and are named in the outcome. With `[tls]` its files are read again and new connections
+    /// get the certificate (open ones keep theirs); adding or removing `[tls]` needs a restart.
+    /// An invalid `config`, or an unusable certificate or key, changes nothing.
     ///
     /// # Errors
     ///
-    /// The [`ConfigError`] that makes `config` unusable; the running configuration stays.
+    /// The [`ConfigError`] that makes `config` unusable (for the `[tls]` files, naming
+    /// `tls.cert_file` or `tls.key_file`); the running configuration and certificate stay.
     pub fn reload(&self, mut config: Config) -> Result<ReloadOutcome, ConfigError> {
         let state = &self.state;
         let _one = state
@@ -317,7 +324,8 @@ impl Server {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let running = state.live.load_full();
         let kept = keep_fixed(&running.config, &mut config);
-        let live = Live::build(config, Arc::clone(&state.clock), Some(&running));
+        let live = Live::build(config, Arc::clone(&state.clock), Some(&running))
+            .and_then(|live| self.reload_tls_with(&live.config).map(|()| live));
         let live = match live {
             Ok(live) => live,
             Err(err) => {
@@ -443,10 +451,38 @@ impl Server {
     pub fn is_shutting_down(&self) -> bool {
         *self.state.shutdown.borrow()
     }
+
+    /// Re-reads the `[tls]` certificate chain and key and serves them to new connections;
+    /// connections already open keep the certificate they started with. Reads the files
+    /// synchronously (they are small). Any clone of the server may call it while [`serve`] runs.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError`](crate::TlsError) saying which file is unusable and why; the certificate in
+    /// use stays in use. [`TlsError::NotEnabled`](crate::TlsError::NotEnabled) when the server
+    /// was built without `[tls]`.
+    pub fn reload_tls(&self) -> Result<(), crate::TlsError> {
+        let tls = self.state.tls.as_ref().ok_or(crate::TlsError::NotEnabled)?;
+        tls.reload()?;
+        tracing::info!("TLS certificate reloaded");
+        Ok(())
+    }
+
+    /// A reload's `[tls]`: the files it names are read again (a renewal replaces them in place,
+    /// or the paths changed). Adding or removing `[tls]` waits for a restart (`keep_fixed`).
+    fn reload_tls_with(&self, config: &Config) -> Result<(), ConfigError> {
+        match (&self.state.tls, &config.tls) {
+            (Some(tls), Some(files)) => Ok(tls.reload_from(files)?),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Serves `server` on `listener` until `shutdown` completes, then drains: long-polls are
 /// answered at once, other calls get up to `limits.shutdown_grace_secs` to finish.
+///
+/// With `[tls]` the listener speaks HTTPS only, HTTP/1.1 or HTTP/2 by ALPN, under the bounds
+/// below (the TLS handshake too must finish within `limits.header_timeout_secs`).
 ///
 /// Every connection is bounded: request headers must arrive within
 /// `limits.header_timeout_secs` (also between requests on a kept-alive connection), a body within
@@ -478,6 +514,10 @@ pub async fn serve(
         .max_buf_size(limits.max_header_bytes.max(crate::config::MIN_HEADER_BYTES))
         .keep_alive(true);
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_open_connections));
+    let tls = state
+        .tls
+        .as_ref()
+        .map(|tls| crate::http::TlsServing::new(tls, limits));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
     let mut down = state.shutdown.subscribe();
@@ -517,6 +557,15 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         // Every request of the connection carries the client's address (for the audit trail).
         let service = router.clone().layer(axum::Extension(RemoteAddr(remote)));
+        // HTTPS: the TLS connection, HTTP/1.1 or HTTP/2, holds the permit until it ends.
+        if let Some(tls) = &tls {
+            let serving = Arc::clone(tls).serve(tcp, service, state.shutdown.subscribe());
+            tokio::spawn(async move {
+                serving.await;
+                drop(permit);
+            });
+            continue;
+        }
         let connection =
             http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
@@ -532,10 +581,13 @@ pub async fn serve(
     tracing::info!("shutting down: answering long-polls and refusing new calls");
     server.shutdown();
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async {
+        graceful.shutdown().await;
+        // HTTPS connections watch `state.shutdown` instead of `graceful`; each holds a permit.
+        let all = u32::try_from(limits.max_open_connections).unwrap_or(u32::MAX);
+        let _ = open.acquire_many(all).await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             grace_secs = grace.as_secs(),
             "shutdown grace period over; closing remaining connections"
@@ -678,13 +730,18 @@ pub async fn run_server(
     };
     let _reloader = reload_on_sighup(&server);
     let projects: Vec<&str> = config.projects.iter().map(|p| p.id.as_str()).collect();
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
         addr = %local,
         projects = ?projects,
         stun = config.ice.stun_urls.len(),
         turn = config.ice.turn.len(),
         mutual_policy = config.mutual_policy,
-        "pulsebeam signaling server listening; clients use baseUrl http://{local}/twirp"
+        "pulsebeam signaling server listening; clients use baseUrl {scheme}://{local}/twirp"
     );
     serve(listener, server, shutdown)
         .await

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 /// Hours of totals a node keeps in memory (a week).
 const KEEP_HOURS: u64 = 24 * 7;
 
+/// Minutes of per-minute totals a node keeps in memory (three hours), for the usage page.
+pub(crate) const KEEP_MINUTES: u64 = 180;
+
 /// One project's hourly totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -83,6 +86,7 @@ struct Counters {
     peer_millis: AtomicU64,
     turn_credentials: AtomicU64,
     turn_relay_bytes: AtomicU64,
+    minutes: Mutex<MinuteRing>,
 }
 
 /// Usage of every configured project on this node.
@@ -161,6 +165,7 @@ impl Usage {
                 delta.turn_relay_bytes = bytes;
             }
         }
+        c.record_minute(&delta, now_unix);
         if delta == UsageTotals::default() {
             return;
         }
@@ -180,7 +185,8 @@ impl Usage {
     /// A `Recv` of `project` began (`+1`) or ended (`-1`).
     pub(crate) fn online(&self, project: &str, delta: i64) {
         if let Some(c) = self.counters(project) {
-            c.online.fetch_add(delta, Ordering::Relaxed);
+            let before = c.online.fetch_add(delta, Ordering::Relaxed);
+            c.note_online(before.saturating_add(delta), delta > 0);
         }
     }
 
@@ -282,6 +288,181 @@ impl Usage {
     }
 }
 
+/// One minute of one project's usage on this node, for the usage page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct MinuteTotals {
+    /// The minute's first second (Unix seconds).
+    pub(crate) minute: u64,
+    /// The most connections online at once during the minute.
+    pub(crate) online: u64,
+    /// What happened during the minute.
+    #[serde(flatten)]
+    pub(crate) totals: UsageTotals,
+}
+
+/// A minute of the ring: its totals, and the connections online after its last event (what
+/// the following minutes without events carry).
+#[derive(Debug, Clone, Copy, Default)]
+struct MinuteSlot {
+    used: bool,
+    totals: MinuteTotals,
+    online_end: u64,
+}
+
+/// The last [`KEEP_MINUTES`] minutes of one project, by minute number (Unix seconds / 60).
+///
+/// Connections online are sampled at every timed event: a `Recv` starts right after its call
+/// is recorded, so a rise lands in the newest minute; a `Recv` that ends is recorded at once
+/// with its time, so a fall is applied to the minute it happened in, and the minutes it was
+/// waiting through keep the count from before.
+#[derive(Debug, Default)]
+struct MinuteRing {
+    slots: Vec<MinuteSlot>,
+    /// The newest minute number with a slot.
+    latest: u64,
+    /// `online_end` of the newest minute.
+    latest_end: u64,
+    /// Connections online now.
+    online_now: u64,
+}
+
+impl MinuteRing {
+    fn index(minute: u64) -> usize {
+        usize::try_from(minute % KEEP_MINUTES).unwrap_or(0)
+    }
+
+    fn used(&self, minute: u64) -> Option<&MinuteSlot> {
+        self.slots
+            .get(Self::index(minute))
+            .filter(|s| s.used && s.totals.minute == minute * 60)
+    }
+
+    /// Connections online at the end of the newest minute with a slot before `minute`.
+    fn carry_before(&self, minute: u64) -> u64 {
+        (1..KEEP_MINUTES)
+            .filter_map(|back| minute.checked_sub(back))
+            .find_map(|m| self.used(m))
+            .map_or(0, |s| s.online_end)
+    }
+
+    /// The slot of `minute`, started when it has none; `None` when it is too old to keep.
+    fn touch(&mut self, minute: u64) -> Option<&mut MinuteSlot> {
+        if self.slots.is_empty() {
+            self.slots = vec![MinuteSlot::default(); usize::try_from(KEEP_MINUTES).unwrap_or(1)];
+        }
+        if minute.saturating_add(KEEP_MINUTES) <= self.latest {
+            return None;
+        }
+        if self.used(minute).is_none() {
+            let carry = if minute > self.latest {
+                self.latest_end
+            } else {
+                self.carry_before(minute)
+            };
+            let slot = self.slots.get_mut(Self::index(minute))?;
+            *slot = MinuteSlot {
+                used: true,
+                totals: MinuteTotals {
+                    minute: minute * 60,
+                    online: carry,
+                    totals: UsageTotals::default(),
+                },
+                online_end: carry,
+            };
+        }
+        if minute > self.latest {
+            self.latest = minute;
+            self.latest_end = self.used(minute).map_or(0, |s| s.online_end);
+        }
+        self.slots.get_mut(Self::index(minute))
+    }
+
+    /// Adds `delta` to `minute` and samples the connections online.
+    fn record(&mut self, minute: u64, delta: &UsageTotals) {
+        let online = self.online_now;
+        let Some(slot) = self.touch(minute) else {
+            return;
+        };
+        slot.totals.totals.add(delta);
+        slot.totals.online = slot.totals.online.max(online);
+        slot.online_end = online;
+        if minute == self.latest {
+            self.latest_end = online;
+        }
+    }
+
+    /// The connections online changed to `online`; a rise counts in the newest minute.
+    fn online(&mut self, online: u64, rose: bool) {
+        self.online_now = online;
+        if !rose {
+            return;
+        }
+        let latest = self.latest;
+        if let Some(slot) = self.slots.get_mut(Self::index(latest)) {
+            if slot.used && slot.totals.minute == latest * 60 {
+                slot.totals.online = slot.totals.online.max(online);
+                slot.online_end = online;
+                self.latest_end = online;
+            }
+        }
+    }
+
+    /// The `count` minutes up to and including `minute`, oldest first, minutes without events
+    /// included (with the connections online they carried).
+    fn read(&mut self, minute: u64, count: u64) -> Vec<MinuteTotals> {
+        self.record(minute, &UsageTotals::default());
+        let count = count.clamp(1, KEEP_MINUTES);
+        let first = minute.saturating_sub(count - 1);
+        let mut carry = self.carry_before(first);
+        (first..=minute)
+            .map(|m| match self.used(m) {
+                Some(slot) => {
+                    carry = slot.online_end;
+                    slot.totals
+                }
+                None => MinuteTotals {
+                    minute: m * 60,
+                    online: carry,
+                    totals: UsageTotals::default(),
+                },
+            })
+            .collect()
+    }
+}
+
+impl Counters {
+    /// Adds `delta` to the minute of `now_unix`.
+    fn record_minute(&self, delta: &UsageTotals, now_unix: u64) {
+        if let Ok(mut ring) = self.minutes.lock() {
+            ring.record(now_unix / 60, delta);
+        }
+    }
+
+    /// The connections online changed to `online` (never below zero).
+    fn note_online(&self, online: i64, rose: bool) {
+        if let Ok(mut ring) = self.minutes.lock() {
+            ring.online(u64::try_from(online).unwrap_or(0), rose);
+        }
+    }
+}
+
+impl Usage {
+    /// The last `count` minutes (at most [`KEEP_MINUTES`]) of `project` on this node up to
+    /// `now_unix`, oldest first, and the connections online now; `None` for a project that is
+    /// not configured.
+    pub(crate) fn minutes(
+        &self,
+        project: &str,
+        now_unix: u64,
+        count: u64,
+    ) -> Option<(u64, Vec<MinuteTotals>)> {
+        let c = self.counters(project)?;
+        let online_now = u64::try_from(c.online.load(Ordering::Relaxed)).unwrap_or(0);
+        let minutes = c.minutes.lock().ok()?.read(now_unix / 60, count);
+        Some((online_now, minutes))
+    }
+}
+
 /// A Prometheus label value: backslash, quote and newline escaped.
 pub(crate) fn label(value: &str) -> String {
     value
@@ -329,5 +510,56 @@ mod tests {
         // What was not flushed comes out once.
         assert_eq!(usage.take_unflushed().len(), 2);
         assert!(usage.take_unflushed().is_empty());
+    }
+    #[test]
+    fn minutes_count_per_minute_and_carry_the_connections_online() {
+        let usage = Usage::default();
+        usage.set_projects(&[Arc::from("a")]);
+        let t0 = 1_750_000_000 / 60 * 60;
+        // Minute 0: a Recv starts (its call first), a message; minute 1: TURN relay bytes.
+        usage.record("a", Record::Call, t0);
+        usage.online("a", 1);
+        usage.record("a", Record::Message { bytes: 40 }, t0 + 10);
+        usage.record("a", Record::TurnRelay { bytes: 9_000 }, t0 + 70);
+        usage.record("a", Record::TurnCredential, t0 + 71);
+        let (online, minutes) = usage.minutes("a", t0 + 300, 6).unwrap();
+        assert_eq!(online, 1);
+        assert_eq!(minutes.len(), 6);
+        assert_eq!(minutes[0].minute, t0);
+        assert_eq!(minutes[5].minute, t0 + 300);
+        assert_eq!(minutes[0].totals.messages, 1);
+        assert_eq!(minutes[0].totals.message_bytes, 40);
+        assert_eq!(minutes[1].totals.turn_relay_bytes, 9_000);
+        assert_eq!(minutes[1].totals.turn_credentials, 1);
+        // The Recv is still open: every minute since counts it, with or without events.
+        assert!(minutes.iter().all(|m| m.online == 1), "{minutes:?}");
+        assert!(minutes[2..].iter().all(|m| m.totals.messages == 0));
+
+        // It ends in minute 6 (recorded at once, with its time): minute 6 still had it online,
+        // the minutes after do not.
+        usage.online("a", -1);
+        usage.record("a", Record::Online { millis: 400_000 }, t0 + 400);
+        let (online, minutes) = usage.minutes("a", t0 + 500, 4).unwrap();
+        assert_eq!(online, 0);
+        let seen: Vec<u64> = minutes.iter().map(|m| m.online).collect();
+        assert_eq!(seen, [1, 1, 0, 0], "{minutes:?}");
+        assert_eq!(minutes[1].totals.peer_seconds, 400);
+
+        // Two Recvs at once within one minute: the minute shows the peak.
+        usage.record("a", Record::Call, t0 + 600);
+        usage.online("a", 1);
+        usage.record("a", Record::Call, t0 + 601);
+        usage.online("a", 1);
+        usage.online("a", -1);
+        usage.record("a", Record::Online { millis: 1_000 }, t0 + 602);
+        let (online, minutes) = usage.minutes("a", t0 + 610, 1).unwrap();
+        assert_eq!((online, minutes[0].online), (1, 2));
+
+        // Minutes older than the ring are zeros; unknown projects have no minutes.
+        let later = t0 + 60 * (KEEP_MINUTES + 10);
+        let (_, minutes) = usage.minutes("a", later, KEEP_MINUTES).unwrap();
+        assert_eq!(minutes.len(), usize::try_from(KEEP_MINUTES).unwrap());
+        assert!(minutes.iter().all(|m| m.totals == UsageTotals::default()));
+        assert!(usage.minutes("nope", t0, 5).is_none());
     }
 }

@@ -2290,6 +2290,119 @@ mod ops {
             .contains("pulsebeam_auth_failures_total{kind=\"token_lifetime_too_long\"} 2"));
     }
 
+    #[tokio::test]
+    async fn the_usage_page_is_served_without_a_token_and_its_data_needs_one() {
+        let (ops, admin) = Ops::start("").await;
+        let page = http(admin, "GET", "/admin/usage", &[], Vec::new()).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+        let csp = page.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"));
+        let html = String::from_utf8(page.body.to_vec()).unwrap();
+        assert!(
+            html.contains("<script src=\"/admin/usage/usage.js\""),
+            "{html}"
+        );
+        assert!(!html.contains(&sha256_hex(ADMIN_TOKEN)) && !html.contains(ADMIN_TOKEN));
+        for (path, kind) in [
+            ("/admin/usage/usage.js", "text/javascript; charset=utf-8"),
+            ("/admin/usage/usage.css", "text/css; charset=utf-8"),
+        ] {
+            let reply = http(admin, "GET", path, &[], Vec::new()).await;
+            assert_eq!(reply.status, StatusCode::OK, "{path}");
+            assert_eq!(reply.headers["content-type"], kind, "{path}");
+            assert!(!reply.body.is_empty());
+        }
+        // The data behind it needs the token.
+        for path in ["/admin/v1/projects", "/admin/v1/usage/minutes?project=main"] {
+            let reply = admin_call(admin, "GET", path, Some("wrong"), "").await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}");
+        }
+        let projects = admin_call(admin, "GET", "/admin/v1/projects", Some(ADMIN_TOKEN), "").await;
+        assert_eq!(
+            json_of(&projects)["projects"],
+            serde_json::json!(["main", "other"])
+        );
+
+        // Three messages and an open Recv, all in the minute of T0.
+        let h = &ops.h;
+        let alice = h.peer("room", "alice", 100);
+        let bob = h.peer("room", "bob", 200);
+        for seq in 0..3 {
+            alice.send_ok(&bob.info, seq, true, offer("v=0")).await;
+        }
+        assert_eq!(recv_n(&bob, 3).await.len(), 3);
+        let polling = poll(&bob);
+        wait_polling(h.addr, 1).await;
+        let minutes = |query: &'static str| async move {
+            let reply = admin_call(admin, "GET", query, Some(ADMIN_TOKEN), "").await;
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            json_of(&reply)
+        };
+        let now = minutes("/admin/v1/usage/minutes?project=main&minutes=5").await;
+        assert_eq!(now["online_now"], 1);
+        let rows = now["minutes"].as_array().unwrap();
+        assert_eq!(rows.len(), 5);
+        let last = &rows[4];
+        assert_eq!(last["minute"], T0 / 60 * 60);
+        assert_eq!(last["messages"], 3);
+        assert_eq!(last["online"], 1);
+        assert!(last["message_bytes"].as_u64().unwrap() > 0);
+        assert!(rows[..4]
+            .iter()
+            .all(|m| m["messages"] == 0 && m["online"] == 0));
+        // Without a project: every project in one answer, as the page asks.
+        let all = minutes("/admin/v1/usage/minutes?minutes=5").await;
+        let projects = all["projects"].as_array().unwrap();
+        let ids: Vec<&str> = projects
+            .iter()
+            .map(|p| p["project"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["main", "other"]);
+        assert_eq!(projects[0], now, "the same as the answer for main alone");
+        assert_eq!(projects[1]["online_now"], 0);
+
+        // Two minutes later, with the Recv still open: those minutes count it too.
+        h.now.store(T0 + 120, Ordering::SeqCst);
+        let later = minutes("/admin/v1/usage/minutes?project=main&minutes=3").await;
+        let online: Vec<u64> = later["minutes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["online"].as_u64().unwrap())
+            .collect();
+        assert_eq!(online, [1, 1, 1], "{later}");
+        assert_eq!(later["minutes"][0]["messages"], 3);
+
+        let other = minutes("/admin/v1/usage/minutes?project=other").await;
+        assert_eq!(
+            other["minutes"].as_array().unwrap().len(),
+            60,
+            "60 by default"
+        );
+        assert!(other["minutes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["messages"] == 0));
+        let most = minutes("/admin/v1/usage/minutes?project=other&minutes=100000").await;
+        assert_eq!(
+            most["minutes"].as_array().unwrap().len(),
+            180,
+            "at most three hours"
+        );
+        let unknown = admin_call(
+            admin,
+            "GET",
+            "/admin/v1/usage/minutes?project=nope",
+            Some(ADMIN_TOKEN),
+            "",
+        )
+        .await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        polling.abort();
+    }
+
     #[test]
     fn admin_config_is_validated() {
         let mut config = Config::default().with_project(ProjectConfig::new("p").with_key(
@@ -2308,5 +2421,375 @@ mod ops {
             config.validate().unwrap_err().key(),
             Some("audit.max_file_bytes")
         );
+    }
+}
+
+/// The Grafana dashboard in `deploy/grafana/` queries only what the server exposes.
+mod dashboard {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const DASHBOARD: &str = include_str!("../../../deploy/grafana/pulsebeam.json");
+
+    /// Labels Prometheus adds to every series when it scrapes: never in `/metrics`.
+    const TARGET_LABELS: [&str; 2] = ["instance", "job"];
+
+    /// PromQL words that are neither metrics nor functions called with `(` right after them.
+    const KEYWORDS: [&str; 22] = [
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+        "unless",
+    ];
+
+    /// What `/metrics` exposes: each family's `# TYPE`, and each sample name's label names.
+    #[derive(Default)]
+    struct Exposition {
+        types: BTreeMap<String, String>,
+        labels: BTreeMap<String, BTreeSet<String>>,
+    }
+
+    impl Exposition {
+        fn parse(text: &str) -> Self {
+            let mut out = Exposition::default();
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("# TYPE ") {
+                    let (name, kind) = rest.split_once(' ').unwrap();
+                    out.types.insert(name.to_owned(), kind.to_owned());
+                    continue;
+                }
+                if line.starts_with('#') || line.trim().is_empty() {
+                    continue;
+                }
+                let end = line.find(['{', ' ']).unwrap();
+                let labels = out.labels.entry(line[..end].to_owned()).or_default();
+                if line[end..].starts_with('{') {
+                    let close = line.rfind('}').unwrap();
+                    let mut rest = &line[end + 1..close];
+                    // name="value" pairs; values may hold escaped quotes.
+                    while let Some((name, after)) = rest.split_once("=\"") {
+                        labels.insert(name.trim_start_matches(',').to_owned());
+                        let mut escaped = false;
+                        let close = after
+                            .char_indices()
+                            .find(|&(_, c)| {
+                                let end = c == '"' && !escaped;
+                                escaped = c == '\\' && !escaped;
+                                end
+                            })
+                            .unwrap()
+                            .0;
+                        rest = &after[close + 1..];
+                    }
+                }
+            }
+            out
+        }
+
+        /// The `# TYPE` of the family a sample name belongs to (histogram and summary samples
+        /// carry a suffix).
+        fn kind(&self, sample: &str) -> Option<&str> {
+            if let Some(kind) = self.types.get(sample) {
+                return Some(kind);
+            }
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| sample.strip_suffix(suffix))
+                .find_map(|family| self.types.get(family))
+                .map(String::as_str)
+        }
+    }
+
+    /// What one PromQL expression uses.
+    #[derive(Debug, Default)]
+    struct Uses {
+        /// Metric names, with the label names of their matchers.
+        metrics: Vec<(String, Vec<String>)>,
+        /// Label names of `by (...)`, `without (...)`, `on (...)`, `ignoring (...)`.
+        grouping: Vec<String>,
+        /// Metrics read through `rate`, `irate` or `increase`: must be counters.
+        counted: Vec<String>,
+    }
+
+    /// Reads the metric names and labels out of a PromQL expression as Grafana stores it
+    /// (`$variables` and `[$__rate_interval]` included).
+    fn uses(expr: &str) -> Uses {
+        let chars: Vec<char> = expr.chars().collect();
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+        let word_at = |start: usize| {
+            let mut end = start;
+            while end < chars.len() && ident(chars[end]) {
+                end += 1;
+            }
+            (chars[start..end].iter().collect::<String>(), end)
+        };
+        let skip_string = |mut i: usize| {
+            // `i` is at the opening quote; returns the index after the closing one.
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i + 1
+        };
+        let next_non_space = |mut i: usize| {
+            while i < chars.len() && chars[i].is_whitespace() {
+                i += 1;
+            }
+            i
+        };
+        let mut out = Uses::default();
+        let mut counting = false;
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            if c == '"' {
+                i = skip_string(i);
+            } else if c == '[' {
+                while i < chars.len() && chars[i] != ']' {
+                    i += 1;
+                }
+                i += 1;
+            } else if c == '$' {
+                i = word_at(i + 1).1;
+            } else if c.is_ascii_digit() || c == '.' {
+                i = word_at(i).1.max(i + 1);
+            } else if c == '{' {
+                // Matchers of the metric just read: label names before an operator.
+                let mut labels = Vec::new();
+                i += 1;
+                while i < chars.len() && chars[i] != '}' {
+                    if chars[i] == '"' {
+                        i = skip_string(i);
+                    } else if ident(chars[i]) {
+                        let (name, end) = word_at(i);
+                        labels.push(name);
+                        i = end;
+                    } else {
+                        i += 1;
+                    }
+                }
+                i += 1;
+                if let Some((_, matchers)) = out.metrics.last_mut() {
+                    matchers.extend(labels);
+                }
+            } else if ident(c) {
+                let (word, end) = word_at(i);
+                let after = next_non_space(end);
+                let called = chars.get(after) == Some(&'(');
+                if ["by", "without", "on", "ignoring"].contains(&word.as_str()) && called {
+                    let close = (after..chars.len()).find(|&j| chars[j] == ')').unwrap();
+                    let list: String = chars[after + 1..close].iter().collect();
+                    out.grouping.extend(
+                        list.split(',')
+                            .map(|l| l.trim().to_owned())
+                            .filter(|l| !l.is_empty()),
+                    );
+                    i = close + 1;
+                    continue;
+                }
+                if called || KEYWORDS.contains(&word.as_str()) {
+                    counting = ["rate", "irate", "increase"].contains(&word.as_str());
+                } else {
+                    if counting {
+                        out.counted.push(word.clone());
+                        counting = false;
+                    }
+                    out.metrics.push((word.clone(), Vec::new()));
+                }
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Every query of the dashboard: panel targets (rows included) and query variables.
+    fn queries(dashboard: &serde_json::Value) -> Vec<(String, String, Option<String>)> {
+        fn walk(panel: &serde_json::Value, out: &mut Vec<(String, String, Option<String>)>) {
+            let title = panel["title"].as_str().unwrap_or("?").to_owned();
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap_or_else(|| {
+                    panic!("panel {title:?}: a target without a PromQL `expr`: {target}")
+                });
+                let legend = target["legendFormat"].as_str().map(str::to_owned);
+                out.push((title.clone(), expr.to_owned(), legend));
+            }
+            for inner in panel["panels"].as_array().into_iter().flatten() {
+                walk(inner, out);
+            }
+        }
+        let mut out = Vec::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            walk(panel, &mut out);
+        }
+        out
+    }
+
+    /// `metric` must be exposed with every label of `labels` (or get it from the scrape).
+    fn check_metric(
+        exposed: &Exposition,
+        problems: &mut Vec<String>,
+        checked: &mut BTreeSet<String>,
+        panel: &str,
+        metric: &str,
+        labels: &[String],
+    ) {
+        let Some(have) = exposed.labels.get(metric) else {
+            problems.push(format!("{panel}: `{metric}` is not in /metrics"));
+            return;
+        };
+        checked.insert(metric.to_owned());
+        for label in labels {
+            if !have.contains(label) && !TARGET_LABELS.contains(&label.as_str()) {
+                problems.push(format!("{panel}: `{metric}` has no label `{label}`"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_promql_reader_finds_metrics_labels_and_counters() {
+        let u = uses(
+            r#"sum by (method, code) (rate(pulsebeam_calls_total{instance=~"$instance",code!="o\"k"}[$__rate_interval])) / on (instance) max(pulsebeam_x) * 60"#,
+        );
+        let names: Vec<&str> = u.metrics.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(names, ["pulsebeam_calls_total", "pulsebeam_x"]);
+        assert_eq!(u.metrics[0].1, ["instance", "code"]);
+        assert_eq!(u.grouping, ["method", "code", "instance"]);
+        assert_eq!(u.counted, ["pulsebeam_calls_total"]);
+        let u = uses("sum(increase(pulsebeam_a[24h])) / 3600 + pulsebeam_b");
+        assert_eq!(u.counted, ["pulsebeam_a"]);
+        assert_eq!(u.metrics.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn every_metric_the_grafana_dashboard_queries_is_exposed() {
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD)
+            .expect("deploy/grafana/pulsebeam.json is not valid JSON");
+        // Import-ready: the data source is a variable, `project` comes from the project metrics.
+        let variables = dashboard["templating"]["list"].as_array().unwrap();
+        let var = |name: &str| variables.iter().find(|v| v["name"] == name).unwrap();
+        assert_eq!(var("datasource")["type"], "datasource");
+        assert_eq!(var("datasource")["query"], "prometheus");
+        assert_eq!(
+            var("project")["query"]["query"],
+            "label_values(pulsebeam_project_calls_total, project)"
+        );
+
+        // A server with a little traffic of every kind.
+        let h = Harness::start_with(|config| {
+            config.ice.turn = vec![pulsebeam_server::TurnConfig::new(
+                vec!["turn:127.0.0.1:3478".into()],
+                "secret",
+            )];
+        })
+        .await;
+        let alice = h.peer("room", "alice", 100);
+        let bob = h.peer("room", "bob", 200);
+        alice.send_ok(&bob.info, 1, true, offer("v=0")).await;
+        assert_eq!(bob.recv().await.len(), 1);
+        let prepare = call(h.addr, "Prepare", Some(&alice.token), Vec::new()).await;
+        assert_eq!(prepare.status, StatusCode::OK);
+        let refused = call(h.addr, "Recv", Some("not.a.token"), Vec::new()).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        let text = http(h.addr, "GET", "/metrics", &[], Vec::new()).await.body;
+        let exposed = Exposition::parse(std::str::from_utf8(&text).unwrap());
+
+        let mut checked = BTreeSet::new();
+        let mut problems = Vec::new();
+        for variable in variables.iter().filter(|v| v["type"] == "query") {
+            let query = variable["query"]["query"].as_str().unwrap();
+            let inner = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("variable query {query:?} is not label_values(..)"));
+            let (metric, label) = inner.split_once(',').unwrap();
+            check_metric(
+                &exposed,
+                &mut problems,
+                &mut checked,
+                &format!("variable {}", variable["name"]),
+                metric.trim(),
+                &[label.trim().to_owned()],
+            );
+        }
+        let queries = queries(&dashboard);
+        assert!(queries.len() >= 20, "{} queries", queries.len());
+        for (panel, expr, legend) in &queries {
+            let u = uses(expr);
+            assert!(!u.metrics.is_empty(), "{panel}: no metric in {expr}");
+            for (metric, labels) in &u.metrics {
+                check_metric(&exposed, &mut problems, &mut checked, panel, metric, labels);
+            }
+            for metric in &u.counted {
+                let kind = exposed.kind(metric);
+                if kind != Some("counter") {
+                    problems.push(format!(
+                        "{panel}: rate/increase over `{metric}`, a {kind:?}, not a counter"
+                    ));
+                }
+            }
+            for label in &u.grouping {
+                let somewhere = u.metrics.iter().any(|(m, _)| {
+                    exposed
+                        .labels
+                        .get(m)
+                        .is_some_and(|have| have.contains(label))
+                });
+                if !somewhere && !TARGET_LABELS.contains(&label.as_str()) {
+                    problems.push(format!(
+                        "{panel}: grouping by `{label}`, which no metric of {expr} has"
+                    ));
+                }
+            }
+            // A legend can only name labels the aggregation keeps.
+            for part in legend.iter().flat_map(|l| l.split("{{").skip(1)) {
+                let label = part.split("}}").next().unwrap().trim();
+                if !u.grouping.iter().any(|g| g == label) {
+                    problems.push(format!(
+                        "{panel}: legend names `{label}`, which {expr} does not keep"
+                    ));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        // The dashboard covers every per-project family and the server-wide ones asked for.
+        for family in [
+            "pulsebeam_project_connections_online",
+            "pulsebeam_project_peer_seconds_total",
+            "pulsebeam_project_messages_total",
+            "pulsebeam_project_message_bytes_total",
+            "pulsebeam_project_turn_credentials_total",
+            "pulsebeam_project_turn_relay_bytes_total",
+            "pulsebeam_calls_total",
+            "pulsebeam_auth_failures_total",
+            "pulsebeam_mailbox_messages",
+            "pulsebeam_polling_connections",
+            "pulsebeam_config_reloads_total",
+            "pulsebeam_revocations",
+        ] {
+            assert!(
+                checked.contains(family),
+                "the dashboard does not show {family}"
+            );
+        }
     }
 }

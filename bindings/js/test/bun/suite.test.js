@@ -1,9 +1,12 @@
-// The shared suite on Bun, through the package's own exports map (the `bun` condition).
+// The shared suite on Bun, through the package's own exports map (the `bun` condition), on both
+// backends (Bun's own Ed25519 by default, and the wasm one).
 import { test } from "bun:test";
 import { readFileSync } from "node:fs";
 import * as api from "@pulsebeam/server";
-import { cases } from "../suite.js";
+import { allCases } from "../suite.js";
 
-const vectors = JSON.parse(readFileSync(new URL("../../../../testdata/original-tokens.json", import.meta.url), "utf8"));
+const read = (url) => JSON.parse(readFileSync(url, "utf8"));
+const vectors = read(new URL("../../../../testdata/original-tokens.json", import.meta.url));
+vectors.hostile = read(new URL("../hostile-tokens.json", import.meta.url));
 
-for (const { name, fn } of cases(api, vectors)) test(name, fn);
+for (const { name, fn } of allCases(api, vectors, "node:crypto")) test(name, fn);

@@ -12,7 +12,7 @@ const root = fileURLToPath(new URL("../../", import.meta.url));
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
 const jsr = JSON.parse(readFileSync(new URL("../../jsr.json", import.meta.url), "utf8"));
 
-const API = ["AccessToken", "KeyPair", "KeySet", "PeerClaims", "PeerPolicy", "PublicKey", "VerifiedClaims", "Verifier", "isPulseBeamError"];
+const API = ["AccessToken", "KeyPair", "KeySet", "PeerClaims", "PeerPolicy", "PublicKey", "VerifiedClaims", "Verifier", "backend", "isPulseBeamError"];
 
 /** Where `specifier` resolves from inside the package, with extra `conditions`. */
 function resolve(specifier, conditions = []) {

@@ -1,6 +1,7 @@
 // The package fails exactly as the Rust crate does: for a table of inputs (valid and invalid ids,
 // patterns, policies, credentials, ttls, keys, JWKs and tokens), the package's outcome (value, or
-// error code and message) equals the crate's, run natively by examples/sdk_outcomes.rs.
+// error code and message) equals the crate's, run natively by examples/sdk_outcomes.rs, on both
+// backends (Node's own Ed25519 and the wasm one).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -77,14 +78,14 @@ const cases = [
   ...tokens.flatMap((t) => [1735689601, 1900000000].map((now) => ({ op: "verify", args: [goodJwks, t, now] }))),
 ];
 
-function js({ op, args }) {
+function js({ op, args }, backend) {
   switch (op) {
     case "peer_claims": return new PeerClaims(args[0], args[1]).peerId;
     case "peer_policy": return new PeerPolicy(args[0], args[1]).toString();
     case "parse_policy": return PeerPolicy.parse(args[0]).toString();
     case "access_token": return new AccessToken(args[0], args[1]).apiKey;
     case "mint": {
-      const app = new AccessToken(args[0], args[1]);
+      const app = new AccessToken(args[0], args[1], { backend });
       const claims = new PeerClaims(args[2], args[3]);
       if (args[4] !== null) claims.setAllowPolicy(new PeerPolicy(args[4], args[5]));
       return app.mint(claims, { ttlSeconds: args[6], nowUnix: args[7], tokenId: args[8] ?? undefined }).token;
@@ -92,21 +93,21 @@ function js({ op, args }) {
     case "public_key_hex": return PublicKey.fromHex(args[0]).toHex();
     case "public_key_jwk": return PublicKey.fromJwk(args[0]).toHex();
     case "key_set": return KeySet.fromJwks(args[0]).size;
-    case "verify": return Verifier.fromJwks(args[0]).verifyAt(args[1], args[2]).peerId;
+    case "verify": return Verifier.fromJwks(args[0], { backend }).verifyAt(args[1], args[2]).peerId;
     default: throw new Error(`unknown op ${op}`);
   }
 }
 
-function outcome(c) {
+function outcome(c, backend) {
   try {
-    return { ok: true, value: js(c) };
+    return { ok: true, value: js(c, backend) };
   } catch (e) {
     if (e?.name !== "PulseBeamError") throw e;
     return { ok: false, code: e.code, message: e.message };
   }
 }
 
-test(`the package and the Rust crate agree on ${cases.length} inputs, value or code and message`, () => {
+test(`the package and the Rust crate agree on ${cases.length} inputs, value or code and message, on both backends`, () => {
   const stdout = execFileSync(
     "cargo",
     ["run", "--quiet", "--locked", "--manifest-path", `${root}Cargo.toml`, "--example", "sdk_outcomes"],
@@ -117,7 +118,9 @@ test(`the package and the Rust crate agree on ${cases.length} inputs, value or c
   let failures = 0;
   for (const [i, c] of cases.entries()) {
     assert.notEqual(rust[i].code, "unknown_op", JSON.stringify(c));
-    assert.deepEqual(outcome(c), rust[i], `case ${i}: ${JSON.stringify(c)}`);
+    for (const backend of ["node:crypto", "wasm"]) {
+      assert.deepEqual(outcome(c, backend), rust[i], `case ${i} on ${backend}: ${JSON.stringify(c)}`);
+    }
     if (!rust[i].ok) failures++;
   }
   // The table exercises both sides of the rules.

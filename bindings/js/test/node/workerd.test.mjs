@@ -1,56 +1,39 @@
 // The package inside workerd (Cloudflare's runtime), driven by miniflare on loopback: the worker
 // imports the `./workerd` entry point, whose wasm module is imported rather than read or fetched.
+// Twice: without `nodejs_compat` (the wasm backend) and with it (workerd's own Ed25519).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import { Miniflare } from "miniflare";
 import * as jose from "jose";
-
-const root = fileURLToPath(new URL("../../", import.meta.url));
-const vectorsText = readFileSync(new URL("../../../../testdata/original-tokens.json", import.meta.url), "utf8");
-const vectors = JSON.parse(vectorsText);
-const { api_key: apiKey, api_secret: apiSecret, public_key_hex: publicKeyHex } = vectors.vectors[0];
-const x = Buffer.from(publicKeyHex, "hex").toString("base64url");
-const jwks = { keys: [{ kty: "OKP", crv: "Ed25519", x, kid: apiKey, alg: "EdDSA", use: "sig" }] };
+import { apiKey, jwks, startWorker, suiteBody, vectors } from "./workerd.mjs";
 
 let mf;
+let compat;
 
 before(async () => {
-  mf = new Miniflare({
-    modulesRoot: root,
-    modules: [
-      { type: "ESModule", path: `${root}test/workerd/worker.js` },
-      { type: "ESModule", path: `${root}test/suite.js` },
-      { type: "ESModule", path: `${root}dist/workerd.js` },
-      { type: "ESModule", path: `${root}dist/api.js` },
-      { type: "ESModule", path: `${root}dist/pulsebeam.js` },
-      { type: "CompiledWasm", path: `${root}dist/pulsebeam_bg.wasm` },
-    ],
-    compatibilityDate: "2025-01-01",
-    bindings: { PULSEBEAM_API_KEY: apiKey, PULSEBEAM_API_SECRET: apiSecret, JWKS: JSON.stringify(jwks) },
-    host: "127.0.0.1",
-  });
-  await mf.ready;
+  [mf, compat] = await Promise.all([startWorker([], "wasm"), startWorker(["nodejs_compat"], "node:crypto")]);
 });
 
 after(async () => {
-  await mf?.dispose();
+  await Promise.all([mf?.dispose(), compat?.dispose()]);
 });
 
-test("the shared suite passes inside workerd", async (t) => {
-  const response = await mf.dispatchFetch("http://localhost/suite", { method: "POST", body: vectorsText });
-  assert.equal(response.status, 200, await response.clone().text());
-  const results = await response.json();
-  assert.ok(results.length >= 20, `only ${results.length} cases ran`);
-  for (const result of results) {
-    await t.test(result.name, () => {
-      assert.ok(result.ok, result.error);
-    });
-  }
-});
+for (const [label, worker] of [["without nodejs_compat (wasm)", () => mf], ["with nodejs_compat (node:crypto)", () => compat]]) {
+  test(`the shared suite passes inside workerd ${label}`, async (t) => {
+    const response = await worker().dispatchFetch("http://localhost/suite", { method: "POST", body: suiteBody });
+    assert.equal(response.status, 200, await response.clone().text());
+    const results = await response.json();
+    assert.ok(results.length >= 20, `only ${results.length} cases ran`);
+    for (const result of results) {
+      await t.test(result.name, () => {
+        assert.ok(result.ok, result.error);
+      });
+    }
+  });
+}
 
-test("a worker mints a token that jose verifies, and verifies it back", async () => {
+for (const [label, worker] of [["(wasm)", () => mf], ["(node:crypto)", () => compat]]) {
+test(`a worker mints a token that jose verifies, and verifies it back ${label}`, async () => {
+  const mf = worker();
   const response = await mf.dispatchFetch("http://localhost/token?groupId=room1&peerId=alice");
   assert.equal(response.status, 200);
   const { token } = await response.json();
@@ -69,7 +52,8 @@ test("a worker mints a token that jose verifies, and verifies it back", async ()
   assert.deepEqual(claims.allowPolicy, { groupPattern: "*", peerPattern: "*" });
 });
 
-test("a worker rejects bad input and tampered tokens with the package's codes", async () => {
+test(`a worker rejects bad input and tampered tokens with the package's codes ${label}`, async () => {
+  const mf = worker();
   const bad = await mf.dispatchFetch("http://localhost/token?groupId=&peerId=alice");
   assert.equal(bad.status, 400);
   assert.deepEqual(await bad.json(), { code: "invalid_group_id", message: "group id is empty; give 1 to 16 characters" });
@@ -82,3 +66,4 @@ test("a worker rejects bad input and tampered tokens with the package's codes", 
   assert.equal(rejected.status, 400);
   assert.equal((await rejected.json()).code, "invalid_signature");
 });
+}
