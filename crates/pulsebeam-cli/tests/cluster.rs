@@ -140,26 +140,65 @@ impl Node {
     }
 }
 
-/// Nodes sharing one configuration (one project, Redis store).
+/// Nodes sharing one configuration (one project, Redis store), each with its own admin
+/// listener.
 struct Cluster {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     key: ProjectKey,
     nodes: Vec<Node>,
+    admins: Vec<SocketAddr>,
+    prefix: String,
+    redis_url: String,
+}
+
+const ADMIN_TOKEN: &str = "pba_cluster_tests_admin_token_0123456789";
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 impl Cluster {
     async fn start(redis_url: &str, test: &str, nodes: usize) -> Cluster {
         let key = ProjectKey::generate().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("pulsebeam.toml");
-        let text = format!(
-            r#"
-[[projects]]
-id = "main"
-[[projects.keys]]
-kid = "{kid}"
-public_key = "{public}"
+        let mut cluster = Cluster {
+            dir,
+            key,
+            nodes: Vec::new(),
+            admins: (0..nodes).map(|_| free_addr()).collect(),
+            prefix: unique_prefix(test),
+            redis_url: redis_url.to_owned(),
+        };
+        for i in 0..nodes {
+            cluster.write_config(i, &[&cluster.key]);
+        }
+        for i in 0..nodes {
+            let node = Node::start(&cluster.config_path(i)).await;
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
 
+    fn config_path(&self, node: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("node{node}.toml"))
+    }
+
+    /// Writes node `node`'s configuration with `keys` for project `main`.
+    fn write_config(&self, node: usize, keys: &[&ProjectKey]) {
+        use sha2::Digest as _;
+        let mut text = String::from("[[projects]]\nid = \"main\"\n");
+        for key in keys {
+            text.push_str(&format!(
+                "[[projects.keys]]\nkid = \"{}\"\npublic_key = \"{}\"\n",
+                key.kid(),
+                key.public_key().to_hex()
+            ));
+        }
+        text.push_str(&format!(
+            r#"
 [limits]
 poll_timeout_ms = {POLL_TIMEOUT_MS}
 rate_per_sec = 100000
@@ -170,20 +209,46 @@ shutdown_grace_secs = 1
 backend = "redis"
 urls = ["{redis_url}"]
 key_prefix = "{prefix}"
+
+[admin]
+listen = "{admin}"
+token_sha256 = "{hash}"
 "#,
-            kid = key.kid(),
-            public = key.public_key().to_hex(),
-            prefix = unique_prefix(test),
-        );
-        std::fs::write(&config, text).unwrap();
-        let mut started = Vec::new();
-        for _ in 0..nodes {
-            started.push(Node::start(&config).await);
-        }
-        Cluster {
-            _dir: dir,
-            key,
-            nodes: started,
+            redis_url = self.redis_url,
+            prefix = self.prefix,
+            admin = self.admins[node],
+            hash = hex::encode(sha2::Sha256::digest(ADMIN_TOKEN.as_bytes())),
+        ));
+        std::fs::write(self.config_path(node), text).unwrap();
+    }
+
+    /// `pulsebeam admin ARGS` against node `node`'s admin listener: exit code and stdout.
+    async fn admin(&self, node: usize, args: &[&str]) -> (i32, String) {
+        let url = format!("http://{}", self.admins[node]);
+        let out = Command::new(BIN)
+            .args(["admin", "--url", &url])
+            .args(args)
+            .env("PULSEBEAM_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    /// SIGHUP to every node: they read their configuration files again.
+    fn hangup(&self) {
+        for node in &self.nodes {
+            let pid = node.child.id().unwrap();
+            let ok = std::process::Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(ok.success());
         }
     }
 
@@ -701,4 +766,262 @@ async fn service_resumes_after_redis_restarts() {
     // Relay across the nodes works again (the Redis was empty after its restart).
     let got = bob.recv(b).await;
     assert_eq!(seqs(&got), [3], "{}", cluster.logs());
+}
+
+/// Waits (boundedly) until `check` holds; returns how long that took.
+async fn until<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+async fn prepare_status(node: &Node, bearer: &str) -> u16 {
+    let mut c = Connection::open(node.addr).await.unwrap();
+    c.post(pulsebeam_load::client::PREPARE, bearer, Bytes::new())
+        .await
+        .unwrap()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_node_holds_on_every_node_within_a_second() {
+    let Some(redis) = redis_url() else { return };
+    let cluster = Cluster::start(&redis, "revoke", 3).await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let bob = cluster.peer("bob", 200);
+    // Bob's token is cached on node C, and bob waits in a long-poll on node B.
+    assert_eq!(prepare_status(c, &bob.bearer).await, 200);
+    let polling = tokio::spawn({
+        let bob = bob.clone();
+        let addr = b.addr;
+        async move {
+            let mut conn = Connection::open(addr).await.unwrap();
+            let reply = conn.post(RECV, &bob.bearer, bob.recv_body()).await.unwrap();
+            (reply, Instant::now())
+        }
+    });
+    b.wait_polling(1.0).await;
+
+    let revoked = Instant::now();
+    let (code, out) = cluster
+        .admin(
+            0,
+            &[
+                "revoke",
+                "--project",
+                "main",
+                "--group",
+                GROUP,
+                "--peer",
+                "bob",
+                "--for",
+                "10m",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let on_c = until(Duration::from_secs(5), "refusal on node C", || async {
+        prepare_status(c, &bob.bearer).await == 401
+    })
+    .await;
+    let (reply, ended) = polling.await.unwrap();
+    assert_eq!(
+        reply.status,
+        401,
+        "{:?}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let on_b = ended.duration_since(revoked);
+    assert_eq!(prepare_status(a, &bob.bearer).await, 401);
+    eprintln!("revocation across nodes: cached token refused on another node after {on_c:?}, open long-poll on another node ended after {on_b:?}");
+    // The requirement is one second; the bound here leaves room for a loaded machine.
+    assert!(
+        on_c < Duration::from_secs(2) && on_b < Duration::from_secs(2),
+        "{on_c:?} {on_b:?}"
+    );
+    // Every node lists it.
+    for node in 0..3 {
+        let (code, out) = cluster.admin(node, &["revocations"]).await;
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("every token of load:bob in project main"),
+            "node {node}: {out}"
+        );
+    }
+    // Other peers are untouched.
+    let alice = cluster.peer("alice", 100);
+    assert_eq!(prepare_status(c, &alice.bearer).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_key_across_nodes_fails_no_call_on_the_new_key() {
+    let Some(redis) = redis_url() else { return };
+    let cluster = Cluster::start(&redis, "rotate", 3).await;
+    let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.addr).collect();
+    let new_key = ProjectKey::generate().unwrap();
+    // Step 1: every node gets the new key beside the old one.
+    for node in 0..3 {
+        cluster.write_config(node, &[&cluster.key, &new_key]);
+    }
+    cluster.hangup();
+    let new_bearer = new_key.bearer("newbie").unwrap();
+    until(Duration::from_secs(10), "the new key on every node", || {
+        let addrs = addrs.clone();
+        let bearer = new_bearer.clone();
+        async move {
+            for addr in addrs {
+                let mut c = Connection::open(addr).await.unwrap();
+                if c.post(pulsebeam_load::client::PREPARE, &bearer, Bytes::new())
+                    .await
+                    .unwrap()
+                    .status
+                    != 200
+                {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    // Clients on the new key call every node in turn while the old key is removed.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let bearer = new_key.bearer(&format!("n{i}")).unwrap();
+        let addrs = addrs.clone();
+        let stop = Arc::clone(&stop);
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let mut k = i;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                k += 1;
+                let mut c = Connection::open(addrs[k % addrs.len()]).await.unwrap();
+                let reply = c
+                    .post(pulsebeam_load::client::PREPARE, &bearer, Bytes::new())
+                    .await
+                    .unwrap();
+                if reply.status == 200 {
+                    ok += 1
+                } else {
+                    failed.push(reply.status)
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old_bearer = cluster.key.bearer("oldie").unwrap();
+    let removed = Instant::now();
+    for node in 0..3 {
+        cluster.write_config(node, &[&new_key]);
+    }
+    cluster.hangup();
+    let gone = until(
+        Duration::from_secs(10),
+        "the old key refused on every node",
+        || {
+            let addrs = addrs.clone();
+            let bearer = old_bearer.clone();
+            async move {
+                for addr in addrs {
+                    let mut c = Connection::open(addr).await.unwrap();
+                    if c.post(pulsebeam_load::client::PREPARE, &bearer, Bytes::new())
+                        .await
+                        .unwrap()
+                        .status
+                        != 401
+                    {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for client in clients {
+        let (o, f) = client.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    eprintln!("key rotation across 3 nodes: old key refused everywhere {gone:?} after the SIGHUPs; {ok} calls on the new key, {} failed", failed.len());
+    let _ = removed;
+    assert!(
+        failed.is_empty(),
+        "calls on the new key failed: {failed:?}\n{}",
+        cluster.logs()
+    );
+    assert!(ok > 20, "too few calls: {ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_totals_are_summed_across_nodes() {
+    let Some(redis) = redis_url() else { return };
+    let cluster = Cluster::start(&redis, "usage", 2).await;
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let alice = cluster.peer("alice", 100);
+    let bob = cluster.peer("bob", 200);
+    for seq in 1..=3 {
+        assert_eq!(alice.send(a, &bob.info, seq, signal(seq)).await.status, 200);
+    }
+    for seq in 4..=5 {
+        assert_eq!(alice.send(b, &bob.info, seq, signal(seq)).await.status, 200);
+    }
+    // Each node's admin API answers for both nodes.
+    for node in 0..2 {
+        let (code, out) = cluster
+            .admin(
+                node,
+                &["usage", "--project", "main", "--hours", "1", "--json"],
+            )
+            .await;
+        assert_eq!(code, 0, "{out}");
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let messages: u64 = json["hours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["messages"].as_u64().unwrap_or(0))
+            .sum();
+        // The other node adds its counts at most every 10 s.
+        if messages != 5 {
+            let _ = until(
+                Duration::from_secs(15),
+                "the other node's counts",
+                || async {
+                    let (_, out) = cluster
+                        .admin(
+                            node,
+                            &["usage", "--project", "main", "--hours", "1", "--json"],
+                        )
+                        .await;
+                    let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+                    json["hours"].as_array().map_or(0, |h| {
+                        h.iter()
+                            .map(|h| h["messages"].as_u64().unwrap_or(0))
+                            .sum::<u64>()
+                    }) == 5
+                },
+            )
+            .await;
+        }
+    }
 }

@@ -283,7 +283,9 @@ async fn add_revocation(
             ),
         ));
     }
-    let kept = state.revoke(Revocation::new(target, until, now), remote)?;
+    let kept = state
+        .revoke(Revocation::new(target, until, now), remote)
+        .await?;
     Ok((StatusCode::OK, Json(json!({ "revocation": kept }))).into_response())
 }
 

@@ -242,7 +242,6 @@ impl Revocations {
 
     /// Replaces the whole set (from the shared store), dropping those run out by `now`.
     /// Returns whether anything changed.
-    #[allow(dead_code)] // until the shared store feeds it
     pub(crate) fn replace(&self, all: Vec<Revocation>, now: u64) -> bool {
         let map: HashMap<RevocationTarget, Revocation> = all
             .into_iter()
@@ -258,6 +257,18 @@ impl Revocations {
         }
         self.current.store(Arc::new(map));
         true
+    }
+
+    /// Puts `revocation` (from the shared store) in force here at once.
+    pub(crate) fn replace_one(&self, revocation: Revocation, now: u64) {
+        let _writer = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map: HashMap<RevocationTarget, Revocation> = (**self.current.load()).clone();
+        map.retain(|_, r| r.until > now);
+        map.insert(revocation.target.clone(), revocation);
+        self.current.store(Arc::new(map));
     }
 
     fn save(&self, map: &HashMap<RevocationTarget, Revocation>) -> Result<(), RevocationError> {

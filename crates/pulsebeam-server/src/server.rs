@@ -54,6 +54,8 @@ pub(crate) struct State {
     config_file: Option<PathBuf>,
     /// Serialises reloads.
     reloading: std::sync::Mutex<()>,
+    /// Whether the shared-store sync task runs.
+    sync_started: std::sync::atomic::AtomicBool,
     /// `[tls]`: the certificate in use; `None` serves plain HTTP.
     tls: Option<crate::tls::Tls>,
 }
@@ -125,17 +127,84 @@ impl State {
         project: &str,
         since: u64,
     ) -> Result<std::collections::BTreeMap<u64, crate::UsageTotals>, String> {
-        Ok(self.usage.hourly(project, since))
+        let Some(shared) = self.store.shared() else {
+            return Ok(self.usage.hourly(project, since));
+        };
+        // This node's latest counts first, then the deployment's sums.
+        self.flush_usage().await.map_err(|e| e.to_string())?;
+        let now = self.now_unix() / 3600 * 3600;
+        let hours: Vec<u64> = (since / 3600 * 3600..=now).step_by(3600).collect();
+        shared
+            .usage(project, &hours)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Adds this node's usage not yet in the shared store to it; kept for later on failure.
+    async fn flush_usage(&self) -> Result<(), crate::store::StoreError> {
+        let Some(shared) = self.store.shared() else {
+            return Ok(());
+        };
+        let pending = self.usage.take_unflushed();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match shared.add_usage(&pending).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                self.usage.restore_unflushed(pending);
+                Err(err)
+            }
+        }
+    }
+
+    /// Reads the shared revocations again when they changed; a change ends the open
+    /// long-polls of the tokens it covers. Returns the version seen.
+    async fn sync_revocations(&self, seen: Option<u64>) -> Option<u64> {
+        let shared = self.store.shared()?;
+        let version = match shared.revocations_version().await {
+            Ok(version) => version,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot read the revocations' version");
+                return seen;
+            }
+        };
+        if seen == Some(version) {
+            return seen;
+        }
+        match shared.revocations(self.now_unix()).await {
+            Ok(all) => {
+                if self.revocations.replace(all, self.now_unix()) {
+                    self.epoch.send_modify(|e| *e += 1);
+                }
+                Some(version)
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot read the revocations");
+                seen
+            }
+        }
     }
 
     /// Adds `revocation`, in the shared store when there is one, and makes open long-polls of
     /// the tokens it covers end.
-    pub(crate) fn revoke(
+    pub(crate) async fn revoke(
         &self,
         revocation: Revocation,
         remote: Option<SocketAddr>,
     ) -> Result<Revocation, RevocationError> {
-        let kept = self.revocations.add(revocation, self.now_unix())?;
+        let kept = match self.store.shared() {
+            Some(shared) => {
+                let kept = shared
+                    .put_revocation(&revocation)
+                    .await
+                    .map_err(|e| RevocationError::Store(e.to_string()))?;
+                // In force here at once; other nodes read it within half a second.
+                self.revocations.replace_one(kept.clone(), self.now_unix());
+                kept
+            }
+            None => self.revocations.add(revocation, self.now_unix())?,
+        };
         self.epoch.send_modify(|e| *e += 1);
         self.audit.record(
             Event::new("revocation")
@@ -227,7 +296,7 @@ impl ServerBuilder {
         let tls = config.tls.as_ref().map(crate::tls::Tls::new).transpose()?;
         let (shutdown, _) = watch::channel(false);
         let (epoch, _) = watch::channel(0);
-        Ok(Server {
+        let server = Server {
             state: Arc::new(State {
                 live: ArcSwap::from_pointee(live),
                 clock: self.clock,
@@ -240,10 +309,13 @@ impl ServerBuilder {
                 usage,
                 config_file: self.config_file,
                 reloading: std::sync::Mutex::new(()),
+                sync_started: std::sync::atomic::AtomicBool::new(false),
                 tls,
             }),
             extra: None,
-        })
+        };
+        server.start_sync();
+        Ok(server)
     }
 
     /// The file the configuration was read from: [`Server::reload_from_file`] (and SIGHUP,
@@ -271,7 +343,51 @@ fn build_store(config: &Config) -> Result<Arc<dyn MailboxStore>, ConfigError> {
     })
 }
 
+/// How often a node looks for revocation changes in the shared store: a revocation made on
+/// one node holds on every node within a second.
+const REVOCATION_SYNC: Duration = Duration::from_millis(500);
+
+/// How often a node adds its usage counts to the shared store.
+const USAGE_FLUSH_EVERY: u32 = 20;
+
 impl Server {
+    /// With a shared store, keeps the revocations in step with it and adds usage totals to it,
+    /// from a task that ends when the server is dropped. Without a runtime (a server built
+    /// outside tokio) nothing is started; [`serve`] starts it then.
+    fn start_sync(&self) {
+        if self.state.store.shared().is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self
+            .state
+            .sync_started
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let weak = Arc::downgrade(&self.state);
+        runtime.spawn(async move {
+            let mut seen = None;
+            let mut tick = tokio::time::interval(REVOCATION_SYNC);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks = 0u32;
+            loop {
+                tick.tick().await;
+                let Some(state) = weak.upgrade() else { return };
+                seen = state.sync_revocations(seen).await;
+                ticks = ticks.wrapping_add(1);
+                if ticks % USAGE_FLUSH_EVERY == 0 {
+                    if let Err(err) = state.flush_usage().await {
+                        tracing::debug!(error = %err, "usage totals not added to the shared store yet");
+                    }
+                }
+            }
+        });
+    }
+
     pub(crate) fn state(&self) -> &Arc<State> {
         &self.state
     }
@@ -390,8 +506,8 @@ impl Server {
     /// # Errors
     ///
     /// When the revocation cannot be kept (state file or shared store).
-    pub fn revoke(&self, revocation: Revocation) -> Result<Revocation, RevocationError> {
-        self.state.revoke(revocation, None)
+    pub async fn revoke(&self, revocation: Revocation) -> Result<Revocation, RevocationError> {
+        self.state.revoke(revocation, None).await
     }
 
     /// The revocations in force.
@@ -502,6 +618,7 @@ pub async fn serve(
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
+    server.start_sync();
     let state = Arc::clone(&server.state);
     let router = server.router();
     // Read once: changing these needs a restart (a reload keeps them, see `keep_fixed`).

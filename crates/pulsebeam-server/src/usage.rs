@@ -202,7 +202,6 @@ impl Usage {
     }
 
     /// Takes what has not been added to the shared store yet.
-    #[allow(dead_code)] // until the shared store feeds it
     pub(crate) fn take_unflushed(&self) -> BTreeMap<(u64, Arc<str>), UsageTotals> {
         self.unflushed
             .lock()
@@ -211,7 +210,6 @@ impl Usage {
     }
 
     /// Puts back what could not be added to the shared store, to try again later.
-    #[allow(dead_code)] // until the shared store feeds it
     pub(crate) fn restore_unflushed(&self, totals: BTreeMap<(u64, Arc<str>), UsageTotals>) {
         if let Ok(mut map) = self.unflushed.lock() {
             for (key, t) in totals {

@@ -74,10 +74,12 @@ use bytes::Bytes;
 pub mod conformance;
 mod memory;
 mod redis;
+mod shared;
 
 pub use memory::MemoryStore;
 
 pub use redis::RedisStore;
+pub use shared::SharedState;
 
 /// A boxed, sendable future, as the methods of [`MailboxStore`] return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -243,6 +245,12 @@ pub trait MailboxStore: Send + Sync + 'static {
         &'a self,
         project: &'a str,
     ) -> BoxFuture<'a, Result<Vec<OnlineConnection>, StoreError>>;
+
+    /// What nodes sharing this store also share (revocations, usage totals); `None` for a
+    /// store that serves one node, whose server keeps them itself.
+    fn shared(&self) -> Option<&dyn SharedState> {
+        None
+    }
 
     /// Current counters.
     ///

@@ -78,7 +78,7 @@ use super::{
 use crate::config::{redact_url, Limits, StoreConfig};
 
 /// Longest wait for Redis on any command; then the call answers `unavailable`.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest an acknowledgement waits for the connection's next poll on this node to carry it.
 const ACK_FOLD_DELAY: Duration = Duration::from_millis(250);
 /// A poll's lease outlives its wait by this much, so a slow node's live poll keeps counting.
@@ -443,6 +443,7 @@ struct Shared {
     pool: Pool,
     subscriber: SubscriberClient,
     scripts: Scripts,
+    shared_scripts: super::shared::SharedScripts,
     prefix: String,
     node: String,
     channel_prefix: String,
@@ -480,12 +481,16 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn unavailable(err: &FredError) -> StoreError {
+pub(super) fn unavailable(err: &FredError) -> StoreError {
     StoreError::Unavailable(format!("redis: {}", err.details()))
 }
 
 /// Percent-escapes every byte outside `A-Z a-z 0-9 _ . -`, so ids never contain the key
 /// separator `:` or a hash tag brace.
+pub(super) fn escape_into(out: &mut String, id: &str) {
+    escape(out, id);
+}
+
 fn escape(out: &mut String, id: &str) {
     use std::fmt::Write as _;
     for b in id.bytes() {
@@ -669,6 +674,7 @@ impl RedisStore {
                 pool,
                 subscriber,
                 scripts: Scripts::new(),
+                shared_scripts: super::shared::SharedScripts::new(),
                 channel_prefix: format!("{prefix}:node:"),
                 prefix,
                 node,
@@ -701,6 +707,38 @@ impl RedisStore {
     }
 
     /// Connects the pool and the subscriber, once, if a tokio runtime is there.
+    pub(super) fn key_prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    pub(super) fn shared_scripts(&self) -> &super::shared::SharedScripts {
+        &self.shared.shared_scripts
+    }
+
+    /// A pooled client, once the store has connected (bounded wait).
+    pub(super) async fn client(&self) -> &fred::clients::Client {
+        self.start();
+        self.shared.ready().await;
+        self.shared.pool.next()
+    }
+
+    /// Runs `script` on `keys` (one hash slot) with `args`, bounded in time.
+    pub(super) async fn eval_keys(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, StoreError> {
+        let client = self.client().await;
+        tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            script.evalsha_with_reload(client, keys, args),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("redis did not answer in time".into()))?
+        .map_err(|e| unavailable(&e))
+    }
+
     fn start(&self) {
         if self.started.load(Ordering::Acquire) {
             return;
@@ -1431,6 +1469,10 @@ impl MailboxStore for RedisStore {
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.start();
         Box::pin(self.shared.health())
+    }
+
+    fn shared(&self) -> Option<&dyn super::SharedState> {
+        Some(self)
     }
 }
 
