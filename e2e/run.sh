@@ -28,7 +28,7 @@ fi
 if [ -z "${PULSEBEAM_DEV_BIN:-}" ]; then
   # The tests start the server as a developer would: `pulsebeam dev`.
   target="${CARGO_TARGET_DIR:-$repo/target}"
-  (cd "$repo" && cargo build --quiet -p pulsebeam-cli --bin pulsebeam)
+  (cd "$repo" && cargo build --quiet --locked -p pulsebeam-cli --bin pulsebeam)
   export PULSEBEAM_DEV_BIN="$target/debug/pulsebeam"
   export PULSEBEAM_DEV_SUBCOMMAND="dev"
 fi
