@@ -13,6 +13,7 @@ repo="$(cd .. && pwd)"
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if ((${#missing[@]})); then
   echo "e2e: installing ${missing[*]}"
   sudo=""

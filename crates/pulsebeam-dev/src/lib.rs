@@ -94,6 +94,9 @@ pub struct DevOptions {
     pub turn: Option<DevTurn>,
     /// Lifetime of the tokens `/auth` mints, in seconds.
     pub token_ttl_secs: u64,
+    /// The Redis coturn publishes its statistics to (`redis-statsdb`): TURN relay bytes are
+    /// counted for the dev project from its traffic reports.
+    pub turn_stats_url: Option<String>,
 }
 
 impl Default for DevOptions {
@@ -104,6 +107,7 @@ impl Default for DevOptions {
             stun_urls: Vec::new(),
             turn: None,
             token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            turn_stats_url: None,
         }
     }
 }
@@ -144,6 +148,13 @@ impl DevOptions {
     #[must_use]
     pub fn with_stun_url(mut self, url: impl Into<String>) -> Self {
         self.stun_urls.push(url.into());
+        self
+    }
+
+    /// Counts TURN relay bytes from the coturn statistics published to the Redis at `url`.
+    #[must_use]
+    pub fn with_turn_stats_url(mut self, url: impl Into<String>) -> Self {
+        self.turn_stats_url = Some(url.into());
         self
     }
 
@@ -255,6 +266,7 @@ impl DevServer {
                 .push(TurnConfig::new(turn.urls.clone(), turn.secret.clone()));
         }
         config.ice = ice;
+        config.usage.turn_stats_url.clone_from(&options.turn_stats_url);
 
         let jwks = Jwks {
             keys: vec![public_key.to_jwk(&api_key)],

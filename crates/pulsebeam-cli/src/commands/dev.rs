@@ -54,6 +54,12 @@ pub struct DevArgs {
         hide_env_values = true
     )]
     pub turn_secret: Option<String>,
+
+    /// The Redis that coturn publishes its statistics to (its redis-statsdb), e.g.
+    /// redis://127.0.0.1:6379: TURN relay bytes are counted for the dev project
+    /// (pulsebeam_project_turn_relay_bytes_total on /metrics).
+    #[arg(long = "turn-stats-redis", value_name = "URL")]
+    pub turn_stats_redis: Option<String>,
 }
 
 /// Runs `pulsebeam dev` until Ctrl-C or SIGTERM.
@@ -66,6 +72,9 @@ pub(crate) fn run(args: &DevArgs, session: &mut Session<'_, '_>) -> Result<Statu
     }
     if let Some(secret) = &args.turn_secret {
         options = options.with_turn(args.turn_urls.clone(), secret);
+    }
+    if let Some(url) = &args.turn_stats_redis {
+        options = options.with_turn_stats_url(url);
     }
     let failed = |context: &str| {
         let context = context.to_owned();
