@@ -90,14 +90,14 @@ impl fmt::Debug for UsageConfig {
 impl UsageConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.turn_stats_url {
-            let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+            let scheme_ok = ["redis://", "unix://", "redis+unix://"]
                 .iter()
                 .any(|scheme| url.starts_with(scheme));
             if !scheme_ok || url.len() > 1024 {
                 return Err(ConfigError::invalid(
                     "usage.turn_stats_url",
-                    format!("{:?} is not a Redis URL", redact_url(url)),
-                    "give the Redis of coturn's redis-statsdb, e.g. \"redis://127.0.0.1:6379\"",
+                    format!("{:?} is not a redis:// or unix:// URL", redact_url(url)),
+                    "give the Redis of coturn's redis-statsdb, e.g. \"redis://127.0.0.1:6379\" (rediss:// is not supported by this build)",
                 ));
             }
         }
