@@ -266,7 +266,10 @@ impl DevServer {
                 .push(TurnConfig::new(turn.urls.clone(), turn.secret.clone()));
         }
         config.ice = ice;
-        config.usage.turn_stats_url.clone_from(&options.turn_stats_url);
+        config
+            .usage
+            .turn_stats_url
+            .clone_from(&options.turn_stats_url);
 
         let jwks = Jwks {
             keys: vec![public_key.to_jwk(&api_key)],
