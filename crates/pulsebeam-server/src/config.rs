@@ -1191,4 +1191,34 @@ mod tests {
         let turn = TurnConfig::new(vec!["turn:t:3478".into()], "hunter2");
         assert!(!format!("{turn:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn usage_turn_stats_url_must_be_a_redis_url_and_is_not_printed_with_its_password() {
+        let with = |body: &str| format!("{}[usage]\n{body}\n", base());
+        let config = Config::from_toml_str(&with(
+            "turn_stats_url = \"redis://:hunter2@127.0.0.1:6379\"",
+        ))
+        .unwrap();
+        assert!(!format!("{:?}", config.usage).contains("hunter2"));
+        assert_eq!(
+            config.usage.turn_stats_lease_key,
+            "pulsebeam:turn-stats:leader"
+        );
+        for bad in [
+            "turn_stats_url = \"http://127.0.0.1:6379\"",
+            "turn_stats_url = \"rediss://127.0.0.1:6379\"",
+        ] {
+            assert_eq!(
+                key_of(&with(bad)).as_deref(),
+                Some("usage.turn_stats_url"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            key_of(&with("turn_stats_lease_key = \"\"")).as_deref(),
+            Some("usage.turn_stats_lease_key")
+        );
+        assert_eq!(key_of(&with("turn_stats = 1")), None);
+        assert!(Config::from_toml_str(&with("turn_stats = 1")).is_err());
+    }
 }

@@ -315,7 +315,7 @@ async fn run(
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 };
-                if !held_until.is_some_and(|until| Instant::now() < until) {
+                if held_until.is_none_or(|until| Instant::now() >= until) {
                     continue;
                 }
                 let body = message.value.as_str();
