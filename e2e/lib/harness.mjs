@@ -98,13 +98,14 @@ function spawnTracked(t, name, bin, args, options = {}) {
 /**
  * Starts `pulsebeam dev --port 0` with a fresh state directory and resolves to `{ url, output }`
  * once it prints the URL it bound. `turn`: `{ url, secret }`; `turnStatsRedis`: the Redis URL
- * coturn publishes its statistics to.
+ * coturn publishes its statistics to; `storeRedis`: a Redis URL for the mailboxes; `stateDir`:
+ * a state directory (so a key) shared with another dev server.
  */
-export async function startDev(t, { turn, turnStatsRedis } = {}) {
+export async function startDev(t, { turn, turnStatsRedis, storeRedis, stateDir } = {}) {
   const { bin, args } = devCommand();
-  const stateDir = tempDir(t, 'pulsebeam-dev-state-');
-  const all = [...args, '--port', '0', '--state-dir', stateDir];
+  const all = [...args, '--port', '0', '--state-dir', stateDir ?? tempDir(t, 'pulsebeam-dev-state-')];
   if (turnStatsRedis) all.push('--turn-stats-redis', turnStatsRedis);
+  if (storeRedis) all.push('--store-redis', storeRedis);
   const env = { ...process.env, RUST_LOG: 'warn' };
   delete env.PULSEBEAM_TURN_SECRET;
   if (turn) {

@@ -60,6 +60,11 @@ pub struct DevArgs {
     /// (pulsebeam_project_turn_relay_bytes_total on /metrics).
     #[arg(long = "turn-stats-redis", value_name = "URL")]
     pub turn_stats_redis: Option<String>,
+
+    /// Keep mailboxes in this Redis, e.g. redis://127.0.0.1:6379: dev servers on other ports
+    /// with the same Redis and --state-dir are nodes of one deployment.
+    #[arg(long = "store-redis", value_name = "URL")]
+    pub store_redis: Option<String>,
 }
 
 /// Runs `pulsebeam dev` until Ctrl-C or SIGTERM.
@@ -75,6 +80,9 @@ pub(crate) fn run(args: &DevArgs, session: &mut Session<'_, '_>) -> Result<Statu
     }
     if let Some(url) = &args.turn_stats_redis {
         options = options.with_turn_stats_url(url);
+    }
+    if let Some(url) = &args.store_redis {
+        options = options.with_store_redis_url(url);
     }
     let failed = |context: &str| {
         let context = context.to_owned();
