@@ -296,6 +296,10 @@ impl DevServer {
             .usage
             .turn_stats_url
             .clone_from(&options.turn_stats_url);
+        if let Some(url) = &options.store_redis_url {
+            config.store.backend = pulsebeam_server::StoreBackend::Redis;
+            config.store.urls = vec![url.clone()];
+        }
 
         let jwks = Jwks {
             keys: vec![public_key.to_jwk(&api_key)],
