@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests: headless Chromium pages against `pulsebeam dev`, and a real coturn.
 #
-# Installs what is missing (Debian's chromium and coturn, the pinned playwright-core), builds
+# Installs what is missing (Debian's chromium, coturn and redis-server, the pinned playwright-core), builds
 # the dev server, and runs the tests with Node's test runner. When the machine allows it, the
 # tests run in a fresh network namespace that has only a loopback interface, so no test traffic
 # can leave the machine. Environment: E2E_VERBOSE=1 prints every page's log; PULSEBEAM_DEV_BIN
@@ -13,6 +13,7 @@ repo="$(cd .. && pwd)"
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if ((${#missing[@]})); then
   echo "e2e: installing ${missing[*]}"
   sudo=""

@@ -97,12 +97,15 @@ function spawnTracked(t, name, bin, args, options = {}) {
 
 /**
  * Starts `pulsebeam dev --port 0` with a fresh state directory and resolves to `{ url, output }`
- * once it prints the URL it bound. `turn`: `{ url, secret }`.
+ * once it prints the URL it bound. `turn`: `{ url, secret }`; `turnStatsRedis`: the Redis URL
+ * coturn publishes its statistics to; `storeRedis`: a Redis URL for the mailboxes; `stateDir`:
+ * a state directory (so a key) shared with another dev server.
  */
-export async function startDev(t, { turn } = {}) {
+export async function startDev(t, { turn, turnStatsRedis, storeRedis, stateDir } = {}) {
   const { bin, args } = devCommand();
-  const stateDir = tempDir(t, 'pulsebeam-dev-state-');
-  const all = [...args, '--port', '0', '--state-dir', stateDir];
+  const all = [...args, '--port', '0', '--state-dir', stateDir ?? tempDir(t, 'pulsebeam-dev-state-')];
+  if (turnStatsRedis) all.push('--turn-stats-redis', turnStatsRedis);
+  if (storeRedis) all.push('--store-redis', storeRedis);
   const env = { ...process.env, RUST_LOG: 'warn' };
   delete env.PULSEBEAM_TURN_SECRET;
   if (turn) {
@@ -151,7 +154,7 @@ async function waitForTcp(port, deadlineMs, isAlive) {
 }
 
 /** Starts coturn on 127.0.0.1 with `static-auth-secret` and resolves to `{ port, url }`. */
-export async function startCoturn(t, { secret }) {
+export async function startCoturn(t, { secret, redisStatsPort }) {
   const dir = tempDir(t, 'pulsebeam-coturn-');
   const port = await freePort();
   const conf = path.join(dir, 'turnserver.conf');
@@ -178,6 +181,7 @@ export async function startCoturn(t, { secret }) {
       `userdb=${path.join(dir, 'turndb')}`,
       'simple-log',
       'verbose',
+      ...(redisStatsPort ? [`redis-statsdb="ip=127.0.0.1 port=${redisStatsPort} dbname=0 connect_timeout=5"`] : []),
       '',
     ].join('\n'),
   );
@@ -185,6 +189,55 @@ export async function startCoturn(t, { secret }) {
   const up = await waitForTcp(port, 15_000, () => proc.child.exitCode === null);
   if (!up) throw new Error(`coturn did not start listening on 127.0.0.1:${port}:\n${proc.output()}`);
   return { port, url: `turn:127.0.0.1:${port}?transport=udp`, logDir: dir };
+}
+
+/** Starts a throwaway redis-server on a free loopback port (no persistence): `{ port, url }`. */
+export async function startRedis(t) {
+  const dir = tempDir(t, 'pulsebeam-redis-');
+  const port = await freePort();
+  const proc = spawnTracked(t, 'redis-server', 'redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
+  ]);
+  const up = await waitForTcp(port, 15_000, () => proc.child.exitCode === null);
+  if (!up) throw new Error(`redis-server did not start listening on 127.0.0.1:${port}:\n${proc.output()}`);
+  return { port, url: `redis://127.0.0.1:${port}` };
+}
+
+/**
+ * Subscribes to `pattern` on the Redis at `port` with `redis-cli psubscribe`; resolves once
+ * subscribed to `{ messages }`, an array that fills with `{ channel, message }` as they come.
+ */
+export async function psubscribe(t, port, pattern) {
+  const proc = spawnTracked(t, 'redis-cli psubscribe', 'redis-cli', ['-p', String(port), 'psubscribe', pattern]);
+  const messages = [];
+  let lines = [];
+  let rest = '';
+  let subscribed;
+  const ready = new Promise((resolve) => {
+    subscribed = resolve;
+  });
+  proc.child.stdout.on('data', (chunk) => {
+    const text = rest + chunk.toString();
+    const parts = text.split('\n');
+    rest = parts.pop();
+    for (const line of parts) {
+      lines.push(line);
+      if (lines[0] === 'psubscribe' && lines.length === 3) {
+        lines = [];
+        subscribed();
+      } else if (lines[0] === 'pmessage' && lines.length === 4) {
+        messages.push({ channel: lines[2], message: lines[3] });
+        lines = [];
+      } else if (lines[0] !== 'psubscribe' && lines[0] !== 'pmessage') {
+        lines = [];
+      }
+    }
+  });
+  const timer = new Promise((_, reject) =>
+    setTimeout(() => reject(new Error(`redis-cli did not subscribe within 10 s:\n${proc.output()}`)), 10_000).unref(),
+  );
+  await Promise.race([ready, timer]);
+  return { messages };
 }
 
 /** Launches headless Chromium (Debian's) with a fake camera; closed when the test ends. */

@@ -94,6 +94,12 @@ pub struct DevOptions {
     pub turn: Option<DevTurn>,
     /// Lifetime of the tokens `/auth` mints, in seconds.
     pub token_ttl_secs: u64,
+    /// The Redis coturn publishes its statistics to (`redis-statsdb`): TURN relay bytes are
+    /// counted for the dev project from its traffic reports.
+    pub turn_stats_url: Option<String>,
+    /// A Redis for the mailboxes (the server's `[store] backend = "redis"`): dev servers sharing
+    /// it and the state directory (so the key) are nodes of one deployment.
+    pub store_redis_url: Option<String>,
 }
 
 impl Default for DevOptions {
@@ -104,6 +110,8 @@ impl Default for DevOptions {
             stun_urls: Vec::new(),
             turn: None,
             token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            turn_stats_url: None,
+            store_redis_url: None,
         }
     }
 }
@@ -147,6 +155,20 @@ impl DevOptions {
         self
     }
 
+    /// Counts TURN relay bytes from the coturn statistics published to the Redis at `url`.
+    #[must_use]
+    pub fn with_turn_stats_url(mut self, url: impl Into<String>) -> Self {
+        self.turn_stats_url = Some(url.into());
+        self
+    }
+
+    /// Keeps mailboxes in the Redis at `url`, shared with other dev servers using it.
+    #[must_use]
+    pub fn with_store_redis_url(mut self, url: impl Into<String>) -> Self {
+        self.store_redis_url = Some(url.into());
+        self
+    }
+
     /// Sets the lifetime of minted tokens, in seconds.
     #[must_use]
     pub fn with_token_ttl_secs(mut self, ttl_secs: u64) -> Self {
@@ -174,6 +196,21 @@ impl DevOptions {
                     reason: format!(
                         "{url:?} is not a stun: or stuns: URL (e.g. stun:127.0.0.1:3478)"
                     ),
+                });
+            }
+        }
+        for (option, url) in [
+            ("--turn-stats-redis", &self.turn_stats_url),
+            ("--store-redis", &self.store_redis_url),
+        ] {
+            let Some(url) = url else { continue };
+            if !["redis://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(DevError::InvalidOption {
+                    option,
+                    reason: "not a redis:// or unix:// URL, e.g. redis://127.0.0.1:6379".to_owned(),
                 });
             }
         }
@@ -255,6 +292,14 @@ impl DevServer {
                 .push(TurnConfig::new(turn.urls.clone(), turn.secret.clone()));
         }
         config.ice = ice;
+        config
+            .usage
+            .turn_stats_url
+            .clone_from(&options.turn_stats_url);
+        if let Some(url) = &options.store_redis_url {
+            config.store.backend = pulsebeam_server::StoreBackend::Redis;
+            config.store.urls = vec![url.clone()];
+        }
 
         let jwks = Jwks {
             keys: vec![public_key.to_jwk(&api_key)],

@@ -455,6 +455,14 @@ mod state {
                 "invalid_option",
             ),
             (options(dir.path()).with_token_ttl_secs(0), "invalid_option"),
+            (
+                options(dir.path()).with_turn_stats_url("http://127.0.0.1:6379"),
+                "invalid_option",
+            ),
+            (
+                options(dir.path()).with_store_redis_url("127.0.0.1:6379"),
+                "invalid_option",
+            ),
         ];
         for (opts, code) in cases {
             let err = DevServer::bind(opts).await.unwrap_err();

@@ -48,6 +48,69 @@ pub struct Config {
     /// Where audit events go (`[audit]`).
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Where usage comes from besides this server's own calls (`[usage]`).
+    #[serde(default)]
+    pub usage: UsageConfig,
+}
+
+/// Usage fed from outside (`[usage]`): coturn's per-allocation traffic.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct UsageConfig {
+    /// The Redis that coturn publishes its statistics to (`usage.turn_stats_url`, coturn's
+    /// `redis-statsdb`), e.g. `redis://127.0.0.1:6379`; absent: TURN relay bytes are not counted.
+    pub turn_stats_url: Option<String>,
+    /// The key in that Redis whose holder counts coturn's reports (`usage.turn_stats_lease_key`):
+    /// nodes sharing it count every report once, on one node at a time.
+    pub turn_stats_lease_key: String,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            turn_stats_url: None,
+            turn_stats_lease_key: "pulsebeam:turn-stats:leader".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for UsageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UsageConfig")
+            .field(
+                "turn_stats_url",
+                &self.turn_stats_url.as_deref().map(redact_url),
+            )
+            .field("turn_stats_lease_key", &self.turn_stats_lease_key)
+            .finish()
+    }
+}
+
+impl UsageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.turn_stats_url {
+            let scheme_ok = ["redis://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme));
+            if !scheme_ok || url.len() > 1024 {
+                return Err(ConfigError::invalid(
+                    "usage.turn_stats_url",
+                    format!("{:?} is not a redis:// or unix:// URL", redact_url(url)),
+                    "give the Redis of coturn's redis-statsdb, e.g. \"redis://127.0.0.1:6379\" (rediss:// is not supported by this build)",
+                ));
+            }
+        }
+        let key = &self.turn_stats_lease_key;
+        if key.is_empty() || key.len() > 128 || key.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                "usage.turn_stats_lease_key",
+                "not 1 to 128 characters without control characters",
+                "use a short key such as \"pulsebeam:turn-stats:leader\"",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The admin API: a separate listener, authenticated with a token whose SHA-256 is configured.
@@ -147,6 +210,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             admin: None,
             audit: AuditConfig::default(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -691,6 +755,7 @@ impl Config {
         self.validate_ice()?;
         self.limits.validate()?;
         self.store.validate()?;
+        self.usage.validate()?;
         validate_origins(&self.cors.allowed_origins)?;
         if let Some(admin) = &self.admin {
             let hash = admin.token_sha256.trim();
@@ -1125,5 +1190,35 @@ mod tests {
     fn turn_secret_is_not_printed() {
         let turn = TurnConfig::new(vec!["turn:t:3478".into()], "hunter2");
         assert!(!format!("{turn:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn usage_turn_stats_url_must_be_a_redis_url_and_is_not_printed_with_its_password() {
+        let with = |body: &str| format!("{}[usage]\n{body}\n", base());
+        let config = Config::from_toml_str(&with(
+            "turn_stats_url = \"redis://:hunter2@127.0.0.1:6379\"",
+        ))
+        .unwrap();
+        assert!(!format!("{:?}", config.usage).contains("hunter2"));
+        assert_eq!(
+            config.usage.turn_stats_lease_key,
+            "pulsebeam:turn-stats:leader"
+        );
+        for bad in [
+            "turn_stats_url = \"http://127.0.0.1:6379\"",
+            "turn_stats_url = \"rediss://127.0.0.1:6379\"",
+        ] {
+            assert_eq!(
+                key_of(&with(bad)).as_deref(),
+                Some("usage.turn_stats_url"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            key_of(&with("turn_stats_lease_key = \"\"")).as_deref(),
+            Some("usage.turn_stats_lease_key")
+        );
+        assert_eq!(key_of(&with("turn_stats = 1")), None);
+        assert!(Config::from_toml_str(&with("turn_stats = 1")).is_err());
     }
 }

@@ -58,13 +58,14 @@ pub mod store;
 mod tls;
 mod tunnel;
 mod turn;
+mod turnstats;
 mod twirp;
 mod usage;
 
 pub use admin::serve_admin;
 pub use config::{
     AdminConfig, AuditConfig, Config, ConfigError, CorsConfig, IceConfig, KeyConfig, Limits,
-    ProjectConfig, StoreBackend, StoreConfig, TurnConfig,
+    ProjectConfig, StoreBackend, StoreConfig, TurnConfig, UsageConfig,
 };
 pub use revoke::{Revocation, RevocationError, RevocationTarget};
 pub use server::{

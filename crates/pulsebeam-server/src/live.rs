@@ -95,6 +95,8 @@ pub(crate) fn keep_fixed(running: &Config, new: &mut Config) -> Vec<&'static str
     fixed!(audit, "audit");
     // The mailbox store is built once, at start.
     fixed!(store, "store");
+    // coturn's statistics are read by a task started with the server.
+    fixed!(usage, "usage");
     // The listener speaks HTTPS or plain HTTP from its start; the `[tls]` files themselves reload.
     if running.tls.is_some() != new.tls.is_some() {
         new.tls.clone_from(&running.tls);

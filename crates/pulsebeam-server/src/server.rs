@@ -50,6 +50,8 @@ pub(crate) struct State {
     pub(crate) revocations: Revocations,
     pub(crate) audit: Audit,
     pub(crate) usage: Usage,
+    /// What became of coturn's traffic reports (`[usage] turn_stats_url`).
+    pub(crate) turn_stats: crate::turnstats::TurnStatsCounters,
     /// The file the configuration came from, for reloads.
     config_file: Option<PathBuf>,
     /// Serialises reloads.
@@ -307,6 +309,7 @@ impl ServerBuilder {
                 revocations,
                 audit,
                 usage,
+                turn_stats: Default::default(),
                 config_file: self.config_file,
                 reloading: std::sync::Mutex::new(()),
                 sync_started: std::sync::atomic::AtomicBool::new(false),
@@ -636,6 +639,7 @@ pub async fn serve(
         .as_ref()
         .map(|tls| crate::http::TlsServing::new(tls, limits));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let turn_stats = crate::turnstats::TurnStats::start(&state, &config.usage);
 
     let mut down = state.shutdown.subscribe();
     let stop = async move {
@@ -696,6 +700,9 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: answering long-polls and refusing new calls");
+    if let Some(turn_stats) = turn_stats {
+        turn_stats.stop().await;
+    }
     server.shutdown();
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
     let drained = async {
@@ -1250,6 +1257,7 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
         },
     );
     state.usage.render(&mut text);
+    state.turn_stats.render(&mut text);
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

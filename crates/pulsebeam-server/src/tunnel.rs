@@ -401,7 +401,6 @@ pub(crate) fn turn_user(project: &str, group: &str, peer: &str) -> String {
 }
 
 /// The project of a TURN username made by [`turn_user`] (`<expiry>:<project>/<group>/<peer>`).
-#[allow(dead_code)] // until the shared store feeds it
 pub(crate) fn project_of_turn_username(username: &str) -> Option<String> {
     let (_, user) = username.split_once(':')?;
     let project = user.split('/').next()?;

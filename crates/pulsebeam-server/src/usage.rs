@@ -103,17 +103,10 @@ pub(crate) struct Usage {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Record {
     Call,
-    Message {
-        bytes: u64,
-    },
-    Online {
-        millis: u64,
-    },
+    Message { bytes: u64 },
+    Online { millis: u64 },
     TurnCredential,
-    #[allow(dead_code)] // until the shared store feeds it
-    TurnRelay {
-        bytes: u64,
-    },
+    TurnRelay { bytes: u64 },
 }
 
 impl Usage {

@@ -54,6 +54,17 @@ pub struct DevArgs {
         hide_env_values = true
     )]
     pub turn_secret: Option<String>,
+
+    /// The Redis that coturn publishes its statistics to (its redis-statsdb), e.g.
+    /// redis://127.0.0.1:6379: TURN relay bytes are counted for the dev project
+    /// (pulsebeam_project_turn_relay_bytes_total on /metrics).
+    #[arg(long = "turn-stats-redis", value_name = "URL")]
+    pub turn_stats_redis: Option<String>,
+
+    /// Keep mailboxes in this Redis, e.g. redis://127.0.0.1:6379: dev servers on other ports
+    /// with the same Redis and --state-dir are nodes of one deployment.
+    #[arg(long = "store-redis", value_name = "URL")]
+    pub store_redis: Option<String>,
 }
 
 /// Runs `pulsebeam dev` until Ctrl-C or SIGTERM.
@@ -66,6 +77,12 @@ pub(crate) fn run(args: &DevArgs, session: &mut Session<'_, '_>) -> Result<Statu
     }
     if let Some(secret) = &args.turn_secret {
         options = options.with_turn(args.turn_urls.clone(), secret);
+    }
+    if let Some(url) = &args.turn_stats_redis {
+        options = options.with_turn_stats_url(url);
+    }
+    if let Some(url) = &args.store_redis {
+        options = options.with_store_redis_url(url);
     }
     let failed = |context: &str| {
         let context = context.to_owned();
