@@ -86,7 +86,7 @@ lost_all = sum(x["lost"] + x["out_of_order"] for x in (relay, paced, r1, r2, r2p
 per_node = [n["bytes_per_peer"] / 1024 for n in ir["nodes"]]
 q0, q1 = ir["redis_no_polls"], ir["redis_polls_open"]
 def cmds(q):
-    return ", ".join(f"{k} {v}" for k, v in sorted(q["by_command"].items())) or "none"
+    return ", ".join(f"{k} {v}" for k, v in sorted(q["by_command"].items()) if k != "info") or "none"
 cluster = f"""
 ### Several nodes on Redis (issue #12)
 
