@@ -77,9 +77,10 @@ r1, r2, r2p, ir = r["redis1"], r["redis2"], r["redis2-paced"], r["idle-redis"]
 def row(name, x):
     rs = x.get("redis") or {}
     cmds = f"{rs['commands_per_message']:.2f} / {rs['evalsha_per_message']:.2f}" if rs else "–"
+    cpu = f"{rs['cpu_cores']:.2f}" if rs else "–"
     return (f"| {name} | **{x['messages_per_s']:.0f}** | {x['messages_per_s'] / relay['messages_per_s']:.0%} "
             f"| {x['latency']['p50_ms']:.2f} | {x['latency']['p99_ms']:.2f} | {cmds} "
-            f"| {x['lost']} / {x['out_of_order']} of {x['accepted']} | {x['cross_node']} |")
+            f"| {cpu} | {x['lost']} / {x['out_of_order']} of {x['accepted']} | {x['cross_node']} |")
 
 two_ratio = r2["messages_per_s"] / relay["messages_per_s"]
 lost_all = sum(x["lost"] + x["out_of_order"] for x in (relay, paced, r1, r2, r2p))
@@ -100,8 +101,8 @@ as well as the `EVALSHA` that ran them. Each store operation is one `EVALSHA` an
 nothing else, so `EVALSHA` per message is round trips per message. A `Recv` answer carries
 several messages when they queue up, which is why it can be below 3.
 
-| setup | messages/s | vs 1 node memory | p50 ms | p99 ms | Redis commands / EVALSHA per message | lost / out of order | crossed nodes |
-|---|---|---|---|---|---|---|---|
+| setup | messages/s | vs 1 node memory | p50 ms | p99 ms | Redis commands / EVALSHA per message | Redis CPU (cores) | lost / out of order | crossed nodes |
+|---|---|---|---|---|---|---|---|---|
 {row("1 node, memory", relay)}
 {row("1 node, Redis", r1)}
 {row("2 nodes, Redis", r2)}
@@ -121,6 +122,18 @@ Targets of issue #12 on this 2-core machine:
 - idle memory per long-poll < 16 KiB per node: {", ".join(f"{k:.1f}" for k in per_node)} KiB, {verdict(all(k < 16 for k in per_node))}
 - 0 lost and 0 out of order in every relay run: {lost_all}, {verdict(lost_all == 0)}
 - an idle long-poll costs Redis nothing: {q0['commands_per_s']:.1f} commands/s without, {q1['commands_per_s']:.1f} with {ir['peers']} polls open, {verdict(q1['commands_per_s'] <= q0['commands_per_s'] + 1.0)}
+
+Where the gaps come from, as far as these figures show: the 1-node in-memory server hands a
+message over under one lock, while on Redis each message is ~{r2['redis']['commands_per_message']:.0f} Redis commands
+run by ~{r2['redis']['evalsha_per_message']:.1f} scripts plus the wake-up between nodes, and Redis (one thread), the nodes and
+the clients take turns on the same 2 cores: Redis alone used {r2['redis']['cpu_cores']:.2f} of them in the 2-node run,
+so the nodes and the clients had the rest. With separate machines for Redis, nodes and clients
+the ratio would be higher; this machine cannot show by how much. The paced p99 has the same
+cause: at {r2p['messages_per_s']:.0f} msg/s the three kinds of process still compete for the cores, and a message
+waits whenever the one it needs is descheduled. Memory per idle poll on Redis is above the
+in-memory server's ({idle['bytes_per_peer']/1024:.1f} KiB in this run) by what the Redis store keeps per waiting poll
+(its registration and wake-up state); it has not been profiled further. The machine was shared
+with other builds during the run (load average {os.getloadavg()[0]:.1f} at the end).
 """
 
 section = f"""<!-- load:begin -->

@@ -122,6 +122,24 @@ impl RedisCounters {
             .ok_or_else(|| LoadError::Redis("INFO memory has no used_memory".into()))
     }
 
+    /// CPU seconds Redis has used (`used_cpu_sys` + `used_cpu_user` of `INFO cpu`).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Redis`] when the answer has neither figure.
+    pub async fn cpu_seconds(&mut self) -> Result<f64, LoadError> {
+        let text = self.info("cpu").await?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        match (field("used_cpu_sys:"), field("used_cpu_user:")) {
+            (Some(sys), Some(user)) => Ok(sys + user),
+            _ => Err(LoadError::Redis("INFO cpu has no used_cpu_sys/user".into())),
+        }
+    }
+
     /// Commands Redis ran per second over `interval` (the `INFO` calls left out), and what
     /// they were.
     ///

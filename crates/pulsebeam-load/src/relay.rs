@@ -96,6 +96,9 @@ pub struct RelayRedis {
     pub evalsha_per_message: f64,
     /// Calls per command name.
     pub by_command: std::collections::BTreeMap<String, u64>,
+    /// CPU seconds Redis used over the same span, per second of it: how much of a core Redis
+    /// took (it runs commands on one thread, so 1.0 is its ceiling).
+    pub cpu_cores: f64,
 }
 
 impl RelayReport {
@@ -108,8 +111,9 @@ impl RelayReport {
             });
         let redis = self.redis.as_ref().map_or(String::new(), |r| {
             format!(
-                "  redis commands    {:>10.2} per message ({} in all; EVALSHA {:.2} per message)\n",
-                r.commands_per_message, r.commands, r.evalsha_per_message
+                "  redis commands    {:>10.2} per message ({} in all; EVALSHA {:.2} per message)\n\
+                 \x20 redis CPU         {:>10.2} cores\n",
+                r.commands_per_message, r.commands, r.evalsha_per_message, r.cpu_cores
             )
         });
         format!(
@@ -250,7 +254,7 @@ pub async fn drive(
         wait_for_polls(*addr, polling_here).await?;
     }
     let redis_before = match counters.as_deref_mut() {
-        Some(c) => Some(c.commands().await?),
+        Some(c) => Some((c.commands().await?, c.cpu_seconds().await?, Instant::now())),
         None => None,
     };
 
@@ -312,8 +316,9 @@ pub async fn drive(
         .map(|p| p.accepted.load(Ordering::SeqCst))
         .sum();
     let redis = match (counters, redis_before) {
-        (Some(c), Some(before)) => {
+        (Some(c), Some((before, cpu_before, since))) => {
             let delta = c.commands().await?.since(&before);
+            let cpu = c.cpu_seconds().await? - cpu_before;
             let per = |n: u64| n as f64 / total.delivered.max(1) as f64;
             Some(RelayRedis {
                 commands: delta.total(),
@@ -321,6 +326,7 @@ pub async fn drive(
                 commands_per_message: per(delta.total()),
                 evalsha_per_message: per(delta.calls("evalsha")),
                 by_command: delta.by_command(),
+                cpu_cores: cpu / since.elapsed().as_secs_f64(),
             })
         }
         _ => None,
