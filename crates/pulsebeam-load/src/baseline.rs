@@ -57,7 +57,14 @@ impl BaselineReport {
 pub async fn run(connections: usize, duration: Duration) -> Result<BaselineReport, LoadError> {
     crate::process::ensure_open_files(connections as u64 * 2 + 64)?;
     let key = ProjectKey::generate()?;
-    let server = ServerProcess::spawn(ServerKind::Empty, &key, 20_000, connections).await?;
+    let server = ServerProcess::spawn(
+        ServerKind::Empty,
+        &key,
+        20_000,
+        connections,
+        &crate::process::Store::Memory,
+    )
+    .await?;
     let result = drive(server.addr(), &key, connections, duration).await;
     server.stop().await;
     result

@@ -35,6 +35,9 @@ pub enum LoadError {
     /// The server answered a call in a way the run cannot go on from.
     #[error("{0}")]
     Protocol(String),
+    /// Reading Redis's counters failed.
+    #[error("redis counters: {0}")]
+    Redis(String),
     /// An I/O error on a raw socket or the runtime.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -1,6 +1,10 @@
 //! `idle`: thousands of peers each holding a `Recv` long-poll open; the server's memory per
 //! idle peer.
 //!
+//! With several nodes (Redis store) the peers are spread over them, each node's memory is read
+//! on its own, and Redis's commands per second are measured over a quiet interval with no poll
+//! open and again with every poll open: a waiting poll should cost Redis nothing.
+//!
 //! The clients are raw sockets that write one request each and wait, in this process; the
 //! server runs in a child process, so its resident memory is its own.
 
@@ -13,7 +17,8 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::keys::{ProjectKey, GROUP};
-use crate::process::{ServerKind, ServerProcess};
+use crate::process::{spawn_nodes, ServerKind, ServerProcess, Store};
+use crate::redis_stats::{QuietRate, RedisCounters};
 use crate::LoadError;
 
 /// The figures of an idle run.
@@ -21,23 +26,80 @@ use crate::LoadError;
 pub struct IdleReport {
     /// What served: `pulsebeam`, or `pending` (bare axum + hyper, never answering).
     pub server: &'static str,
+    /// `memory` or `redis`.
+    pub store: &'static str,
     /// Long-polls open when measured.
     pub peers: usize,
     /// Server RSS before the peers connected, KiB.
     pub rss_before_kib: u64,
     /// Server RSS with every peer polling, KiB.
     pub rss_after_kib: u64,
+    /// (after - before) / peers, bytes (all nodes together).
+    pub bytes_per_peer: f64,
+    /// Each node's share.
+    pub nodes: Vec<NodeIdle>,
+    /// Redis commands over the quiet interval with the nodes up and no poll open.
+    pub redis_no_polls: Option<QuietRate>,
+    /// Redis commands over the quiet interval with every poll open.
+    pub redis_polls_open: Option<QuietRate>,
+}
+
+/// One node of an idle run.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeIdle {
+    /// Long-polls open on this node.
+    pub peers: usize,
+    /// RSS before its peers connected, KiB.
+    pub rss_before_kib: u64,
+    /// RSS with its peers polling, KiB.
+    pub rss_after_kib: u64,
     /// (after - before) / peers, bytes.
     pub bytes_per_peer: f64,
+}
+
+/// What an idle run is asked to do.
+#[derive(Debug, Clone)]
+pub struct IdleOptions {
+    /// Long-polls to open, spread over the nodes.
+    pub peers: usize,
+    /// Serve them with bare axum + hyper (one node, memory) instead of the server.
+    pub stack_only: bool,
+    /// Server nodes.
+    pub nodes: usize,
+    /// Where the nodes keep mail.
+    pub store: Store,
+    /// How long Redis's command rate is measured, with no poll and with all polls open.
+    pub quiet: Duration,
 }
 
 impl IdleReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
+        let mut extra = String::new();
+        if self.nodes.len() > 1 {
+            for (n, node) in self.nodes.iter().enumerate() {
+                extra += &format!(
+                    "  node {n}: {} polls, {} KiB -> {} KiB, {:.0} bytes ({:.1} KiB) per poll\n",
+                    node.peers,
+                    node.rss_before_kib,
+                    node.rss_after_kib,
+                    node.bytes_per_peer,
+                    node.bytes_per_peer / 1024.0
+                );
+            }
+        }
+        if let (Some(none), Some(open)) = (&self.redis_no_polls, &self.redis_polls_open) {
+            extra += &format!(
+                "  redis commands/s  {:>10.1} with no poll open, {:.1} with {} open ({:.0} s each)\n",
+                none.commands_per_s, open.commands_per_s, self.peers, open.seconds
+            );
+        }
         format!(
-            "idle ({server}): {peers} long-polling peers\n\
+            "idle ({server}, {store} store, {nodes} node(s)): {peers} long-polling peers\n\
              \x20 server RSS        {before:>10} KiB -> {after} KiB\n\
-             \x20 per idle peer     {per:>10.0} bytes ({kib:.1} KiB)\n",
+             \x20 per idle peer     {per:>10.0} bytes ({kib:.1} KiB)\n{extra}",
+            store = self.store,
+            nodes = self.nodes.len(),
             server = self.server,
             peers = self.peers,
             before = self.rss_before_kib,
@@ -48,7 +110,8 @@ impl IdleReport {
     }
 }
 
-/// Opens `peers` long-polls against a server child process and measures its memory.
+/// Opens `peers` long-polls spread over server child processes and measures their memory and,
+/// with Redis, Redis's command rate with no poll and with every poll open.
 ///
 /// `stack_only` serves them with bare axum + hyper instead (a handler that never answers), to
 /// show what the HTTP stack alone costs.
@@ -57,43 +120,116 @@ impl IdleReport {
 ///
 /// [`LoadError::FileLimit`] when the open-file limit is too low for `peers` connections, or
 /// another [`LoadError`] when the server cannot start or a connection fails.
-pub async fn run(peers: usize, stack_only: bool) -> Result<IdleReport, LoadError> {
+pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
+    let IdleOptions {
+        peers,
+        stack_only,
+        nodes,
+        ref store,
+        quiet,
+    } = options;
     crate::process::ensure_open_files(peers as u64 + 64)?;
+    if nodes > 1 && (stack_only || *store == Store::Memory) {
+        return Err(LoadError::ServerProcess(
+            "nodes share mail only through Redis: give --store redis with --nodes above 1".into(),
+        ));
+    }
     let key = ProjectKey::generate()?;
     let kind = if stack_only {
         ServerKind::Pending
     } else {
         ServerKind::Pulsebeam
     };
+    let mut counters = match store.redis_url() {
+        Some(url) => Some(RedisCounters::connect(url).await?),
+        None => None,
+    };
     // The longest poll the server allows, so none returns while they are counted.
-    let server = ServerProcess::spawn(kind, &key, 120_000, peers).await?;
-    let addr = server.addr();
-    let requests = (0..peers)
-        .map(|i| recv_request(&key, addr, i))
-        .collect::<Result<Vec<_>, _>>()?;
-    // The server has answered a call (`/metrics`) before `before` is read, so its runtime's and
+    let servers = spawn_nodes(nodes, kind, &key, 120_000, peers, store).await?;
+    let result = measure(&servers, &key, peers, counters.as_mut(), quiet).await;
+    for server in servers {
+        server.stop().await;
+    }
+    let (node_figures, redis_no_polls, redis_polls_open) = result?;
+    let before: u64 = node_figures.iter().map(|n| n.rss_before_kib).sum();
+    let after: u64 = node_figures.iter().map(|n| n.rss_after_kib).sum();
+    Ok(IdleReport {
+        server: if stack_only { "pending" } else { "pulsebeam" },
+        store: store.name(),
+        peers,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        bytes_per_peer: after.saturating_sub(before) as f64 * 1024.0 / peers as f64,
+        nodes: node_figures,
+        redis_no_polls,
+        redis_polls_open,
+    })
+}
+
+type Measured = (Vec<NodeIdle>, Option<QuietRate>, Option<QuietRate>);
+
+async fn measure(
+    servers: &[ServerProcess],
+    key: &ProjectKey,
+    peers: usize,
+    mut counters: Option<&mut RedisCounters>,
+    quiet: Duration,
+) -> Result<Measured, LoadError> {
+    let count = servers.len().max(1);
+    let mut requests = Vec::with_capacity(peers);
+    for i in 0..peers {
+        let server = servers
+            .get(i % count)
+            .ok_or_else(|| LoadError::ServerProcess("no server node".into()))?;
+        requests.push((server.addr(), recv_request(key, server.addr(), i)?));
+    }
+    // Each server has answered a call (`/metrics`) before `before` is read, so its runtime's and
     // allocator's first-use costs are not counted against the peers.
-    crate::relay::wait_for_polls(addr, 0).await?;
+    for server in servers {
+        crate::relay::wait_for_polls(server.addr(), 0).await?;
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_before = server.rss_kib()?;
+    let redis_no_polls = match counters.as_deref_mut() {
+        Some(c) => Some(c.rate_over(quiet).await?),
+        None => None,
+    };
+    let before = servers
+        .iter()
+        .map(ServerProcess::rss_kib)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut sockets = Vec::with_capacity(peers);
-    for request in &requests {
+    for (addr, request) in &requests {
         let mut socket = TcpStream::connect(addr).await?;
         socket.write_all(request).await?;
         sockets.push(socket);
     }
-    crate::relay::wait_for_polls(addr, peers).await?;
+    let mut node_figures = Vec::with_capacity(count);
+    for (n, server) in servers.iter().enumerate() {
+        let here = (0..peers).filter(|i| i % count == n).count();
+        crate::relay::wait_for_polls(server.addr(), here).await?;
+        node_figures.push(here);
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_after = server.rss_kib()?;
+    let after = servers
+        .iter()
+        .map(ServerProcess::rss_kib)
+        .collect::<Result<Vec<_>, _>>()?;
+    let redis_polls_open = match counters {
+        Some(c) => Some(c.rate_over(quiet).await?),
+        None => None,
+    };
     drop(sockets);
-    server.stop().await;
-    Ok(IdleReport {
-        server: if stack_only { "pending" } else { "pulsebeam" },
-        peers,
-        rss_before_kib: rss_before,
-        rss_after_kib: rss_after,
-        bytes_per_peer: rss_after.saturating_sub(rss_before) as f64 * 1024.0 / peers as f64,
-    })
+    let nodes = node_figures
+        .into_iter()
+        .zip(before.into_iter().zip(after))
+        .map(|(here, (before, after))| NodeIdle {
+            peers: here,
+            rss_before_kib: before,
+            rss_after_kib: after,
+            bytes_per_peer: after.saturating_sub(before) as f64 * 1024.0 / here.max(1) as f64,
+        })
+        .collect();
+    Ok((nodes, redis_no_polls, redis_polls_open))
 }
 
 fn recv_request(

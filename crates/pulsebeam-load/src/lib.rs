@@ -6,6 +6,9 @@
 //! - [`baseline`]: the same clients calling an empty handler behind the same HTTP stack; the
 //!   rate the relay rate is compared with.
 //!
+//! With `--store redis` the server runs as several nodes (child processes) sharing one Redis,
+//! and [`redis_stats`] reads what Redis did from `INFO commandstats`.
+//!
 //! The server runs in a child process (this binary's hidden `server` command) so its memory
 //! can be read from `/proc/PID/status` apart from the load generator's. Clients and server share
 //! the machine's cores: compare figures taken in one run, not absolute numbers across machines.
@@ -18,6 +21,7 @@ mod error;
 pub mod idle;
 pub mod keys;
 pub mod process;
+pub mod redis_stats;
 pub mod relay;
 pub mod stats;
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pulsebeam_load::process::ServerKind;
+use pulsebeam_load::process::{ServerKind, Store, StoreKind};
 use pulsebeam_load::{baseline, idle, relay, LoadError};
 use pulsebeam_token::PublicKey;
 
@@ -38,6 +38,8 @@ enum Command {
         /// slot); without it every sender sends as fast as `Send` returns.
         #[arg(long, value_parser = positive_rate)]
         rate: Option<f64>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -50,6 +52,12 @@ enum Command {
         /// Measure bare axum + hyper with a handler that never answers, not the server.
         #[arg(long)]
         stack_only: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// With Redis: seconds over which Redis's commands per second are measured, once with no
+        /// poll open and once with all open (1 to 120).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+        quiet: u64,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -79,7 +87,31 @@ enum Command {
         poll_timeout_ms: u64,
         #[arg(long)]
         peers: usize,
+        #[arg(long)]
+        redis_url: Option<String>,
+        #[arg(long)]
+        key_prefix: Option<String>,
     },
+}
+
+/// Where the server nodes keep mail, and how many there are.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Server nodes (child processes), each on its own port (1 to 8; above 1 needs Redis).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    nodes: u32,
+    /// Where the nodes keep mail.
+    #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
+    store: StoreKind,
+    /// The Redis the nodes share, `redis://127.0.0.1:PORT` (default: $PULSEBEAM_TEST_REDIS_URL).
+    #[arg(long, env = "PULSEBEAM_TEST_REDIS_URL")]
+    redis_url: Option<String>,
+}
+
+impl ClusterArgs {
+    fn store(&self) -> Result<Store, LoadError> {
+        self.store.store(self.redis_url.as_deref())
+    }
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {
@@ -129,12 +161,15 @@ async fn run(command: Command) -> Result<(), LoadError> {
             pairs,
             duration,
             rate,
+            cluster,
             json,
         } => {
             let report = relay::run(relay::RelayOptions {
                 pairs: pairs as usize,
                 duration: Duration::from_secs(duration),
                 rate,
+                nodes: cluster.nodes as usize,
+                store: cluster.store()?,
             })
             .await?;
             print(json, report.table(), &report)
@@ -142,9 +177,18 @@ async fn run(command: Command) -> Result<(), LoadError> {
         Command::Idle {
             peers,
             stack_only,
+            cluster,
+            quiet,
             json,
         } => {
-            let report = idle::run(peers as usize, stack_only).await?;
+            let report = idle::run(idle::IdleOptions {
+                peers: peers as usize,
+                stack_only,
+                nodes: cluster.nodes as usize,
+                store: cluster.store()?,
+                quiet: Duration::from_secs(quiet),
+            })
+            .await?;
             print(json, report.table(), &report)
         }
         Command::Baseline {
@@ -161,11 +205,24 @@ async fn run(command: Command) -> Result<(), LoadError> {
             public_key,
             poll_timeout_ms,
             peers,
+            redis_url,
+            key_prefix,
         } => {
             let public_key =
                 PublicKey::from_hex(&public_key).map_err(pulsebeam_token::Error::from)?;
-            pulsebeam_load::process::serve_child(kind, &kid, &public_key, poll_timeout_ms, peers)
-                .await
+            let store = match (redis_url, key_prefix) {
+                (Some(url), Some(key_prefix)) => Store::Redis { url, key_prefix },
+                _ => Store::Memory,
+            };
+            pulsebeam_load::process::serve_child(
+                kind,
+                &kid,
+                &public_key,
+                poll_timeout_ms,
+                peers,
+                &store,
+            )
+            .await
         }
     }
 }

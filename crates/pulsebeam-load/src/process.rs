@@ -40,6 +40,105 @@ impl ServerKind {
     }
 }
 
+/// Where the server child keeps its mailboxes (`[store]` of its configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Store {
+    /// In the process (`backend = "memory"`): one node.
+    #[default]
+    Memory,
+    /// In Redis (`backend = "redis"`), shared by every node started with the same URL and prefix.
+    Redis {
+        /// `redis://host:port[/db]`.
+        url: String,
+        /// The key prefix the nodes of one run share (unique per run, so runs never mix).
+        key_prefix: String,
+    },
+}
+
+impl Store {
+    /// `memory` or `redis`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Redis { .. } => "redis",
+        }
+    }
+
+    /// The Redis URL, if the store is Redis.
+    pub fn redis_url(&self) -> Option<&str> {
+        match self {
+            Store::Memory => None,
+            Store::Redis { url, .. } => Some(url),
+        }
+    }
+}
+
+/// The `--store` argument: which backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StoreKind {
+    /// Mailboxes in the server process (one node only).
+    #[default]
+    Memory,
+    /// Mailboxes in Redis (`--redis-url`), shared by the nodes.
+    Redis,
+}
+
+impl StoreKind {
+    /// The store of a run: for Redis, `url` with a key prefix of its own (`load-<random>`).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::ServerProcess`] for Redis without a URL.
+    pub fn store(self, url: Option<&str>) -> Result<Store, LoadError> {
+        match self {
+            StoreKind::Memory => Ok(Store::Memory),
+            StoreKind::Redis => {
+                let url = url.ok_or_else(|| {
+                    LoadError::ServerProcess(
+                        "--store redis needs --redis-url redis://127.0.0.1:PORT (scripts/redis.sh start gives one)".into(),
+                    )
+                })?;
+                let nonce = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+                    ^ u128::from(std::process::id());
+                Ok(Store::Redis {
+                    url: url.to_owned(),
+                    key_prefix: format!("load-{:x}", nonce & 0xffff_ffff_ffff),
+                })
+            }
+        }
+    }
+}
+
+/// Starts `nodes` server children sharing `key` and `store`, each on its own port.
+///
+/// # Errors
+///
+/// [`LoadError::ServerProcess`] when one cannot start (those already started are stopped).
+pub async fn spawn_nodes(
+    nodes: usize,
+    kind: ServerKind,
+    key: &ProjectKey,
+    poll_timeout_ms: u64,
+    peers: usize,
+    store: &Store,
+) -> Result<Vec<ServerProcess>, LoadError> {
+    let mut started = Vec::with_capacity(nodes);
+    for _ in 0..nodes {
+        match ServerProcess::spawn(kind, key, poll_timeout_ms, peers, store).await {
+            Ok(server) => started.push(server),
+            Err(e) => {
+                for server in started {
+                    server.stop().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(started)
+}
+
 /// A running server child process. It stops when this is dropped (its stdin closes; it is
 /// killed if it has not gone).
 #[derive(Debug)]
@@ -63,6 +162,7 @@ impl ServerProcess {
         key: &ProjectKey,
         poll_timeout_ms: u64,
         peers: usize,
+        store: &Store,
     ) -> Result<Self, LoadError> {
         let exe = std::env::current_exe()
             .map_err(|e| LoadError::ServerProcess(format!("cannot find this program: {e}")))?;
@@ -71,6 +171,15 @@ impl ServerProcess {
             .args(["--public-key", &key.public_key().to_hex()])
             .args(["--poll-timeout-ms", &poll_timeout_ms.to_string()])
             .args(["--peers", &peers.to_string()])
+            .args(match store {
+                Store::Memory => vec![],
+                Store::Redis { url, key_prefix } => vec![
+                    "--redis-url".to_owned(),
+                    url.clone(),
+                    "--key-prefix".to_owned(),
+                    key_prefix.clone(),
+                ],
+            })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -205,8 +314,14 @@ pub async fn serve_child(
     public_key: &PublicKey,
     poll_timeout_ms: u64,
     peers: usize,
+    store: &Store,
 ) -> Result<(), LoadError> {
-    let config = server_config(kid, public_key, poll_timeout_ms, peers);
+    let mut config = server_config(kid, public_key, poll_timeout_ms, peers);
+    if let Store::Redis { url, key_prefix } = store {
+        config.store.backend = pulsebeam_server::StoreBackend::Redis;
+        config.store.urls = vec![url.clone()];
+        config.store.key_prefix = key_prefix.clone();
+    }
     let server = pulsebeam_server::Server::new(config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening {}", listener.local_addr()?);

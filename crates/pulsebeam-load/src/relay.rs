@@ -22,12 +22,13 @@ use serde::Serialize;
 
 use crate::client::{metric, Connection, RECV, SEND};
 use crate::keys::{ProjectKey, GROUP};
-use crate::process::{ServerKind, ServerProcess};
+use crate::process::{spawn_nodes, ServerKind, ServerProcess, Store};
+use crate::redis_stats::RedisCounters;
 use crate::stats::Percentiles;
 use crate::LoadError;
 
 /// What a relay run is asked to do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RelayOptions {
     /// Sender/receiver pairs.
     pub pairs: usize,
@@ -35,11 +36,20 @@ pub struct RelayOptions {
     pub duration: Duration,
     /// Messages per second over all pairs; `None`: each sender sends as fast as `Send` returns.
     pub rate: Option<f64>,
+    /// Server nodes (child processes); with more than one, each pair's receiver and sender are
+    /// on different nodes, so every message crosses nodes.
+    pub nodes: usize,
+    /// Where the nodes keep mail; more than one node needs Redis.
+    pub store: Store,
 }
 
 /// The figures of a relay run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RelayReport {
+    /// Server nodes.
+    pub nodes: usize,
+    /// `memory` or `redis`.
+    pub store: &'static str,
     /// Pairs.
     pub pairs: usize,
     /// Seconds the senders sent.
@@ -63,10 +73,32 @@ pub struct RelayReport {
     /// Relay latency: from the moment the message was due to be sent (its slot at a set rate,
     /// else the start of its `Send`) to the moment its `Recv` answer was decoded.
     pub latency: Percentiles,
-    /// Server RSS before the run, KiB.
+    /// Messages delivered whose sender called a different node than their receiver.
+    pub cross_node: u64,
+    /// What Redis did from the first `Send` to the last delivery (Redis store only).
+    pub redis: Option<RelayRedis>,
+    /// Server RSS before the run, KiB (summed over the nodes).
     pub server_rss_before_kib: u64,
-    /// Server RSS after the run, KiB.
+    /// Server RSS after the run, KiB (summed over the nodes).
     pub server_rss_after_kib: u64,
+}
+
+/// Redis commands of a relay run, from `INFO commandstats` (its own `INFO` calls left out).
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayRedis {
+    /// Commands run while the messages were sent and delivered.
+    pub commands: u64,
+    /// `EVALSHA` calls among them: one per store operation, so one round trip each.
+    pub evalsha: u64,
+    /// Commands per delivered message.
+    pub commands_per_message: f64,
+    /// `EVALSHA` calls (round trips) per delivered message.
+    pub evalsha_per_message: f64,
+    /// Calls per command name.
+    pub by_command: std::collections::BTreeMap<String, u64>,
+    /// CPU seconds Redis used over the same span, per second of it: how much of a core Redis
+    /// took (it runs commands on one thread, so 1.0 is its ceiling).
+    pub cpu_cores: f64,
 }
 
 impl RelayReport {
@@ -77,8 +109,15 @@ impl RelayReport {
             .map_or("as fast as Send returns".to_owned(), |r| {
                 format!("{r:.0} msg/s")
             });
+        let redis = self.redis.as_ref().map_or(String::new(), |r| {
+            format!(
+                "  redis commands    {:>10.2} per message ({} in all; EVALSHA {:.2} per message)\n\
+                 \x20 redis CPU         {:>10.2} cores\n",
+                r.commands_per_message, r.commands, r.evalsha_per_message, r.cpu_cores
+            )
+        });
         format!(
-            "relay: {pairs} pairs, {dur:.1} s, {rate}\n\
+            "relay: {pairs} pairs, {nodes} node(s), {store} store, {dur:.1} s, {rate}\n\
              \x20 messages/s        {mps:>10.0}\n\
              \x20 accepted          {acc:>10}\n\
              \x20 delivered         {del:>10}   (lost {lost}, out of order {ooo}, retried sends {ret})\n\
@@ -87,7 +126,12 @@ impl RelayReport {
              \x20 latency p90       {p90:>10.2} ms\n\
              \x20 latency p99       {p99:>10.2} ms\n\
              \x20 latency max       {max:>10.2} ms\n\
+             \x20 across nodes      {cross:>10}\n\
+             {redis}\
              \x20 server RSS        {before:>10} KiB -> {after} KiB\n",
+            nodes = self.nodes,
+            store = self.store,
+            cross = self.cross_node,
             pairs = self.pairs,
             dur = self.duration_s,
             mps = self.messages_per_s,
@@ -127,26 +171,61 @@ struct ReceiverResult {
 /// A [`LoadError`] when the server cannot start or a call fails in a way no client would retry.
 pub async fn run(options: RelayOptions) -> Result<RelayReport, LoadError> {
     crate::process::ensure_open_files(options.pairs as u64 * 4 + 64)?;
+    if options.nodes > 1 && options.store == Store::Memory {
+        return Err(LoadError::ServerProcess(
+            "nodes share mail only through Redis: give --store redis with --nodes above 1".into(),
+        ));
+    }
+    let mut counters = match options.store.redis_url() {
+        Some(url) => Some(RedisCounters::connect(url).await?),
+        None => None,
+    };
     let key = ProjectKey::generate()?;
-    let server =
-        ServerProcess::spawn(ServerKind::Pulsebeam, &key, 20_000, options.pairs * 2).await?;
-    let result = drive(server.addr(), &key, options, || server.rss_kib()).await;
-    server.stop().await;
+    let servers = spawn_nodes(
+        options.nodes,
+        ServerKind::Pulsebeam,
+        &key,
+        20_000,
+        options.pairs * 2,
+        &options.store,
+    )
+    .await?;
+    let addrs: Vec<SocketAddr> = servers.iter().map(ServerProcess::addr).collect();
+    let rss = || -> Result<u64, LoadError> { servers.iter().map(ServerProcess::rss_kib).sum() };
+    let result = drive(&addrs, &key, options, counters.as_mut(), rss).await;
+    for server in servers {
+        server.stop().await;
+    }
     result
 }
 
-/// Runs the pairs against a server already listening on `addr`; `rss_kib` reads its memory.
+/// The node pair `i`'s receiver polls (and the sender's is the next one, so with several
+/// nodes every message crosses nodes).
+fn receiver_node(i: usize, nodes: usize) -> usize {
+    i % nodes
+}
+
+fn sender_node(i: usize, nodes: usize) -> usize {
+    (i + 1) % nodes
+}
+
+/// Runs the pairs against nodes already listening on `addrs`; `rss_kib` reads their memory,
+/// `counters` (if any) the Redis they share.
 ///
 /// # Errors
 ///
 /// A [`LoadError`] when a call fails in a way no client would retry.
 pub async fn drive(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     key: &ProjectKey,
     options: RelayOptions,
+    mut counters: Option<&mut RedisCounters>,
     rss_kib: impl Fn() -> Result<u64, LoadError>,
 ) -> Result<RelayReport, LoadError> {
     let pairs = options.pairs;
+    let nodes = addrs.len().max(1);
+    let node_addr = |n: usize| addrs.get(n).copied();
+    let missing = || LoadError::ServerProcess("no server node to call".into());
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let senders_done = Arc::new(AtomicBool::new(false));
@@ -164,12 +243,20 @@ pub async fn drive(
     for (i, pair) in progress.iter().enumerate() {
         let bearer = key.bearer(&format!("r{i}"))?;
         let (pair, done) = (Arc::clone(pair), Arc::clone(&senders_done));
+        let addr = node_addr(receiver_node(i, nodes)).ok_or_else(missing)?;
         let mut connection = Connection::open(addr).await?;
         receivers.push(tokio::spawn(async move {
             receive(&mut connection, &bearer, i, start, &pair, &done).await
         }));
     }
-    wait_for_polls(addr, pairs).await?;
+    for (n, addr) in addrs.iter().enumerate() {
+        let polling_here = (0..pairs).filter(|&i| receiver_node(i, nodes) == n).count();
+        wait_for_polls(*addr, polling_here).await?;
+    }
+    let redis_before = match counters.as_deref_mut() {
+        Some(c) => Some((c.commands().await?, c.cpu_seconds().await?, Instant::now())),
+        None => None,
+    };
 
     let interval = options
         .rate
@@ -179,6 +266,7 @@ pub async fn drive(
     for (i, pair) in progress.iter().enumerate() {
         let bearer = key.bearer(&format!("s{i}"))?;
         let (pair, stop, retried) = (Arc::clone(pair), Arc::clone(&stop), Arc::clone(&retried));
+        let addr = node_addr(sender_node(i, nodes)).ok_or_else(missing)?;
         let mut connection = Connection::open(addr).await?;
         // Spread the senders' slots over one interval so paced sends do not arrive in bursts.
         let offset = interval.map_or(Duration::ZERO, |d| d.mul_f64(i as f64 / pairs as f64));
@@ -208,7 +296,8 @@ pub async fn drive(
     senders_done.store(true, Ordering::SeqCst);
 
     let mut total = ReceiverResult::default();
-    for receiver in receivers {
+    let mut cross_node = 0;
+    for (i, receiver) in receivers.into_iter().enumerate() {
         // A receiver whose messages never all arrive gives up after a drain period.
         let result = tokio::time::timeout(Duration::from_secs(30), receiver)
             .await
@@ -216,6 +305,9 @@ pub async fn drive(
             .map_err(|e| LoadError::Protocol(format!("a receiver task failed: {e}")))??;
         total.latencies.extend(result.latencies);
         total.delivered += result.delivered;
+        if receiver_node(i, nodes) != sender_node(i, nodes) {
+            cross_node += result.delivered;
+        }
         total.out_of_order += result.out_of_order;
         total.batches += result.batches;
     }
@@ -223,8 +315,26 @@ pub async fn drive(
         .iter()
         .map(|p| p.accepted.load(Ordering::SeqCst))
         .sum();
+    let redis = match (counters, redis_before) {
+        (Some(c), Some((before, cpu_before, since))) => {
+            let delta = c.commands().await?.since(&before);
+            let cpu = c.cpu_seconds().await? - cpu_before;
+            let per = |n: u64| n as f64 / total.delivered.max(1) as f64;
+            Some(RelayRedis {
+                commands: delta.total(),
+                evalsha: delta.calls("evalsha"),
+                commands_per_message: per(delta.total()),
+                evalsha_per_message: per(delta.calls("evalsha")),
+                by_command: delta.by_command(),
+                cpu_cores: cpu / since.elapsed().as_secs_f64(),
+            })
+        }
+        _ => None,
+    };
     let rss_after = rss_kib()?;
     Ok(RelayReport {
+        nodes,
+        store: options.store.name(),
         pairs,
         duration_s: duration,
         target_rate: options.rate,
@@ -236,6 +346,8 @@ pub async fn drive(
         messages_per_s: total.delivered as f64 / duration,
         recv_batches: total.batches,
         latency: Percentiles::of(&mut total.latencies),
+        cross_node,
+        redis,
         server_rss_before_kib: rss_before,
         server_rss_after_kib: rss_after,
     })

@@ -120,6 +120,9 @@ fn bad_arguments_say_what_to_fix() {
         (&["relay", "--rate=-5"], "messages per second"),
         (&["relay", "--rate", "NaN"], "messages per second"),
         (&["idle", "--peers", "100000"], "--peers"),
+        (&["relay", "--nodes", "9"], "--nodes"),
+        (&["idle", "--store", "disk"], "--store"),
+        (&["idle", "--quiet", "0"], "--quiet"),
         (&["baseline", "--connections", "x"], "--connections"),
         (&["flood"], "unrecognized subcommand"),
     ];
@@ -145,4 +148,76 @@ fn too_few_open_files_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("ulimit -n 1064"), "{stderr}");
+}
+
+/// The Redis the cluster tests run against (`eval "$(scripts/redis.sh start)"`), or `None`
+/// after a SKIP line; with `PULSEBEAM_REQUIRE_REDIS=1` a missing Redis fails the test.
+fn redis_url() -> Option<String> {
+    match std::env::var("PULSEBEAM_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("PULSEBEAM_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "PULSEBEAM_REQUIRE_REDIS=1 but PULSEBEAM_TEST_REDIS_URL is unset"
+            );
+            println!(
+                "SKIP: PULSEBEAM_TEST_REDIS_URL is unset (eval \"$(scripts/redis.sh start)\")"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn relay_across_two_nodes_on_redis_loses_nothing() {
+    let Some(url) = redis_url() else { return };
+    let report = json(&[
+        "relay",
+        "--pairs",
+        "2",
+        "--duration",
+        "2",
+        "--nodes",
+        "2",
+        "--store",
+        "redis",
+        "--redis-url",
+        &url,
+        "--json",
+    ]);
+    let accepted = report["accepted"].as_u64().unwrap();
+    assert!(accepted > 0, "{report}");
+    assert_eq!(report["nodes"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["store"].as_str(), Some("redis"), "{report}");
+    assert_eq!(report["delivered"].as_u64(), Some(accepted), "{report}");
+    assert_eq!(report["lost"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["out_of_order"].as_u64(), Some(0), "{report}");
+    // Every pair's sender calls the node its receiver does not poll.
+    assert_eq!(report["cross_node"].as_u64(), Some(accepted), "{report}");
+    let redis = &report["redis"];
+    let evalsha = redis["evalsha"].as_u64().unwrap();
+    assert!(evalsha > 0, "{report}");
+    let per = redis["evalsha_per_message"].as_f64().unwrap();
+    assert!(
+        (per * accepted as f64 - evalsha as f64).abs() < 1.0,
+        "{report}"
+    );
+}
+
+#[test]
+fn several_nodes_need_redis() {
+    let output = Command::new(env!("CARGO_BIN_EXE_pulsebeam-load"))
+        .args(["relay", "--nodes", "2", "--duration", "1"])
+        .env_remove("PULSEBEAM_TEST_REDIS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--store redis"));
+    let output = Command::new(env!("CARGO_BIN_EXE_pulsebeam-load"))
+        .args(["relay", "--store", "redis", "--duration", "1"])
+        .env_remove("PULSEBEAM_TEST_REDIS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--redis-url"));
 }
