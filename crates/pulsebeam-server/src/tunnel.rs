@@ -378,16 +378,18 @@ impl std::ops::Drop for Online<'_> {
     }
 }
 
-/// The opaque user part of a TURN username: project, group and peer, each percent-encoded
-/// (everything but ASCII letters, digits and `-._~`), joined by `/`. The project comes first
-/// so TURN traffic (which coturn reports by username) can be attributed to it.
+/// The opaque user part of a TURN username: project, group and peer, joined by `/`, each with
+/// every byte outside ASCII letters, digits and `-._` written as `~` and two hex digits. Not
+/// `%`: coturn writes the username into its statistics channel names through a `printf`-style
+/// format, where a `%` would be read as a conversion. The project comes first so TURN traffic
+/// (which coturn reports by username) can be attributed to it.
 pub(crate) fn turn_user(project: &str, group: &str, peer: &str) -> String {
     fn encode(out: &mut String, text: &str) {
         for byte in text.bytes() {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            if byte.is_ascii_alphanumeric() || b"-._".contains(&byte) {
                 out.push(char::from(byte));
             } else {
-                out.push_str(&format!("%{byte:02X}"));
+                out.push_str(&format!("~{byte:02X}"));
             }
         }
     }
@@ -409,7 +411,7 @@ pub(crate) fn project_of_turn_username(username: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         match bytes.get(i) {
-            Some(b'%') => {
+            Some(b'~') => {
                 let hex = project.get(i + 1..i + 3)?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
@@ -483,6 +485,22 @@ fn check_id(id: &str, field: &str) -> Result<(), TwirpError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// Any ids give a username without `%` (which coturn would read as a format
+        /// conversion), whose project reads back exactly.
+        #[test]
+        fn turn_usernames_never_hold_a_percent_and_name_their_project(
+            project in "\\PC{1,64}",
+            group in "\\PC{1,16}",
+            peer in "\\PC{1,16}",
+        ) {
+            let username = format!("1796310368:{}", turn_user(&project, &group, &peer));
+            prop_assert!(!username.contains('%'));
+            prop_assert_eq!(username.matches('/').count(), 2);
+            prop_assert_eq!(project_of_turn_username(&username), Some(project));
+        }
+    }
 
     fn field(number: u32, value: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
