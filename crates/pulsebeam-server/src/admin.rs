@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 
 use crate::audit::Event;
 use crate::revoke::{Revocation, RevocationError, RevocationTarget};
-use crate::server::{remote_of, RemoteAddr, State};
+use crate::state::{remote_of, RemoteAddr, State};
 use crate::{ReloadError, Server};
 
 /// Longest revocation accepted: beyond a year, mint-side lifetimes are the problem to fix.

@@ -54,6 +54,7 @@ mod metrics;
 pub mod proto;
 mod revoke;
 mod server;
+mod state;
 pub mod store;
 mod tls;
 mod tunnel;

@@ -15,7 +15,7 @@ use crate::auth::Identity;
 use crate::live::Live;
 use crate::metrics::{Drop, StoreOp};
 use crate::proto::{self, IceServer, PeerInfo, PrepareResp, RecvResp, SendReq};
-use crate::server::State;
+use crate::state::State;
 use crate::store::{Envelope, PeerAddr, PollOptions, Polled, Receipt, StoreError};
 use crate::turn::turn_credential;
 use crate::twirp::{Code, TwirpError};

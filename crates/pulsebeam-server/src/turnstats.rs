@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{redact_url, UsageConfig};
-use crate::server::State;
+use crate::state::State;
 use crate::tunnel::project_of_turn_username;
 use crate::usage::Record;
 

@@ -1,0 +1,204 @@
+//! The state every call shares: the configuration in force, the store, metrics, revocations,
+//! audit and usage, and the checks that need several of them (authentication with revocation,
+//! revoking, usage totals). The Twirp methods (`tunnel.rs`) and the admin API run on it; the
+//! HTTP layer (`server.rs`) builds it and routes calls to them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pulsebeam_token::Clock;
+use tokio::sync::watch;
+
+use crate::audit::{Audit, Event};
+use crate::auth::{claimed_kid, failure_kind, AuthError, Identity};
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::revoke::{Revocation, RevocationError, Revocations};
+use crate::store::MailboxStore;
+use crate::twirp::TwirpError;
+use crate::usage::Usage;
+
+pub(crate) struct State {
+    /// The configuration in force, swapped whole by a reload.
+    pub(crate) live: ArcSwap<Live>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) store: Arc<dyn MailboxStore>,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Bumped when keys or revocations change: open long-polls check their caller again.
+    pub(crate) epoch: watch::Sender<u64>,
+    pub(crate) revocations: Revocations,
+    pub(crate) audit: Audit,
+    pub(crate) usage: Usage,
+    /// What became of coturn's traffic reports (`[usage] turn_stats_url`).
+    pub(crate) turn_stats: crate::turnstats::TurnStatsCounters,
+    /// The file the configuration came from, for reloads.
+    pub(crate) config_file: Option<PathBuf>,
+    /// Serialises reloads.
+    pub(crate) reloading: std::sync::Mutex<()>,
+    /// Whether the shared-store sync task runs.
+    pub(crate) sync_started: std::sync::atomic::AtomicBool,
+    /// `[tls]`: the certificate in use; `None` serves plain HTTP.
+    pub(crate) tls: Option<crate::tls::Tls>,
+}
+
+/// The address of the client of a connection, set by [`serve`] on every request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
+
+/// The client address of `request`, when served by [`serve`].
+pub(crate) fn remote_of(headers_owner: &axum::http::Extensions) -> Option<SocketAddr> {
+    headers_owner.get::<RemoteAddr>().map(|r| r.0)
+}
+
+impl State {
+    pub(crate) fn now_unix(&self) -> u64 {
+        self.clock.now_unix()
+    }
+
+    /// Authenticates an `Authorization` header value: the token verified (or cached), then
+    /// checked against the revocations. Failures are counted and audited.
+    pub(crate) fn authenticate(
+        &self,
+        live: &Live,
+        header: Option<&[u8]>,
+        remote: Option<SocketAddr>,
+    ) -> Result<Arc<Identity>, TwirpError> {
+        let result = live.auth.authenticate(header).and_then(|identity| {
+            match self.revocations.check(
+                &identity.project_id,
+                &identity.group,
+                &identity.peer,
+                identity.token_id.as_deref(),
+                self.now_unix(),
+            ) {
+                None => Ok(identity),
+                Some(revocation) => Err(AuthError::Revoked(format!(
+                    "the token is revoked ({}) until {}; mint a new token{}",
+                    revocation.target,
+                    revocation.until,
+                    if matches!(
+                        revocation.target,
+                        crate::revoke::RevocationTarget::Peer { .. }
+                    ) {
+                        " after that time"
+                    } else {
+                        ""
+                    }
+                ))),
+            }
+        });
+        result.map_err(|err| {
+            let kind = failure_kind(&err);
+            self.metrics.auth_failure(kind);
+            if !matches!(err, AuthError::MissingToken) || header.is_some() {
+                self.audit.record(
+                    Event::new("auth_failure")
+                        .with("kid", claimed_kid(header))
+                        .with("reason", kind)
+                        .remote(remote),
+                );
+            }
+            err.into()
+        })
+    }
+
+    /// `project`'s hourly usage totals from `since` (Unix seconds) on.
+    pub(crate) async fn usage_totals(
+        &self,
+        project: &str,
+        since: u64,
+    ) -> Result<std::collections::BTreeMap<u64, crate::UsageTotals>, String> {
+        let Some(shared) = self.store.shared() else {
+            return Ok(self.usage.hourly(project, since));
+        };
+        // This node's latest counts first, then the deployment's sums.
+        self.flush_usage().await.map_err(|e| e.to_string())?;
+        let now = self.now_unix() / 3600 * 3600;
+        let hours: Vec<u64> = (since / 3600 * 3600..=now).step_by(3600).collect();
+        shared
+            .usage(project, &hours)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Adds this node's usage not yet in the shared store to it; kept for later on failure.
+    pub(crate) async fn flush_usage(&self) -> Result<(), crate::store::StoreError> {
+        let Some(shared) = self.store.shared() else {
+            return Ok(());
+        };
+        let pending = self.usage.take_unflushed();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match shared.add_usage(&pending).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                self.usage.restore_unflushed(pending);
+                Err(err)
+            }
+        }
+    }
+
+    /// Reads the shared revocations again when they changed; a change ends the open
+    /// long-polls of the tokens it covers. Returns the version seen.
+    pub(crate) async fn sync_revocations(&self, seen: Option<u64>) -> Option<u64> {
+        let shared = self.store.shared()?;
+        let version = match shared.revocations_version().await {
+            Ok(version) => version,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot read the revocations' version");
+                return seen;
+            }
+        };
+        if seen == Some(version) {
+            return seen;
+        }
+        match shared.revocations(self.now_unix()).await {
+            Ok(all) => {
+                if self.revocations.replace(all, self.now_unix()) {
+                    self.epoch.send_modify(|e| *e += 1);
+                }
+                Some(version)
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot read the revocations");
+                seen
+            }
+        }
+    }
+
+    /// Adds `revocation`, in the shared store when there is one, and makes open long-polls of
+    /// the tokens it covers end.
+    pub(crate) async fn revoke(
+        &self,
+        revocation: Revocation,
+        remote: Option<SocketAddr>,
+    ) -> Result<Revocation, RevocationError> {
+        let kept = match self.store.shared() {
+            Some(shared) => {
+                let kept = shared
+                    .put_revocation(&revocation)
+                    .await
+                    .map_err(|e| RevocationError::Store(e.to_string()))?;
+                // In force here at once; other nodes read it within half a second.
+                self.revocations.replace_one(kept.clone(), self.now_unix());
+                kept
+            }
+            None => self.revocations.add(revocation, self.now_unix())?,
+        };
+        self.epoch.send_modify(|e| *e += 1);
+        self.audit.record(
+            Event::new("revocation")
+                .with(
+                    "target",
+                    serde_json::to_value(&kept.target).unwrap_or_default(),
+                )
+                .with("until", kept.until)
+                .remote(remote),
+        );
+        Ok(kept)
+    }
+}
