@@ -26,15 +26,86 @@ const FIRST_CONN_ID: u32 = 16;
 /// Longest group or peer id, in characters (`tokens.md`).
 const MAX_ID_CHARS: usize = pulsebeam_token::MAX_ID_CHARS;
 
-impl From<StoreError> for TwirpError {
-    fn from(err: StoreError) -> Self {
-        let code = match err {
-            StoreError::MailboxFull { .. }
-            | StoreError::TooManyPeerConnections { .. }
-            | StoreError::TooManyProjectConnections { .. } => Code::ResourceExhausted,
-            StoreError::Unavailable(_) => Code::Unavailable,
-        };
-        TwirpError::new(code, err.to_string())
+/// Why a Twirp method of the tunnel refused a call. Each kind maps to its Twirp code in
+/// [`TunnelError::code`], beside its definition: a request that can never succeed is
+/// `invalid_argument` or `malformed` (the 0.0.17 client gives up), a transient condition is
+/// `resource_exhausted` or `unavailable` (it retries).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum TunnelError {
+    /// A field the call needs is absent.
+    #[error("{field} is missing; {fix}")]
+    Missing {
+        field: &'static str,
+        fix: &'static str,
+    },
+    /// The body, or the message in it, does not decode.
+    #[error("{0}")]
+    Malformed(&'static str),
+    /// A connection id in the reserved range.
+    #[error("{field} {conn_id} is reserved; {fix}")]
+    ReservedConnId {
+        field: &'static str,
+        conn_id: u32,
+        fix: &'static str,
+    },
+    /// A destination id no token could carry.
+    #[error("{field} must be 1 to {MAX_ID_CHARS} characters without control characters")]
+    BadId { field: &'static str },
+    /// A payload above `limits.max_payload_bytes`.
+    #[error("msg.payload is {len} bytes, more than the {max} allowed; send smaller messages")]
+    PayloadTooLarge { len: usize, max: usize },
+    /// A source that is not the token's own group and peer.
+    #[error("{field} must name the token's own group and peer (gid/pid); a token can only speak for itself")]
+    NotOwnIdentity { field: &'static str },
+    /// The sender's policy does not admit the destination; the text says which policy.
+    #[error("{0}")]
+    PolicyDenied(String),
+    /// During a long-poll, the token's key moved to another project.
+    #[error("the token's key now belongs to another project; reconnect with a token of this one")]
+    ProjectChanged,
+    /// A stored message could not be read back.
+    #[error("a stored message could not be decoded")]
+    Corrupt,
+    /// The mailbox store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// During a long-poll, the caller's token stopped being accepted (a reload, a revocation).
+    #[error("{}", .0.msg)]
+    Unauthenticated(TwirpError),
+}
+
+impl TunnelError {
+    /// The Twirp code the error is answered with.
+    pub(crate) fn code(&self) -> Code {
+        match self {
+            TunnelError::Missing { .. }
+            | TunnelError::ReservedConnId { .. }
+            | TunnelError::BadId { .. }
+            | TunnelError::PayloadTooLarge { .. } => Code::InvalidArgument,
+            TunnelError::Malformed(_) => Code::Malformed,
+            TunnelError::NotOwnIdentity { .. } | TunnelError::PolicyDenied(_) => {
+                Code::PermissionDenied
+            }
+            TunnelError::ProjectChanged => Code::Unauthenticated,
+            TunnelError::Corrupt => Code::Internal,
+            TunnelError::Store(
+                StoreError::MailboxFull { .. }
+                | StoreError::TooManyPeerConnections { .. }
+                | StoreError::TooManyProjectConnections { .. },
+            ) => Code::ResourceExhausted,
+            TunnelError::Store(StoreError::Unavailable(_)) => Code::Unavailable,
+            TunnelError::Unauthenticated(err) => err.code,
+        }
+    }
+}
+
+impl From<TunnelError> for TwirpError {
+    fn from(err: TunnelError) -> Self {
+        match err {
+            TunnelError::Unauthenticated(err) => err,
+            other => TwirpError::new(other.code(), other.to_string()),
+        }
     }
 }
 
@@ -91,18 +162,17 @@ struct MessageHead {
     payload: Vec<Bytes>,
 }
 
-fn missing_msg() -> TwirpError {
-    TwirpError::new(
-        Code::InvalidArgument,
-        "SendReq.msg is missing; send a Message",
-    )
+fn missing_msg() -> TunnelError {
+    TunnelError::Missing {
+        field: "SendReq.msg",
+        fix: "send a Message",
+    }
 }
 
 /// The `Message` of a protobuf `SendReq` body, as the bytes the client sent.
-pub(crate) fn message_of_protobuf(body: Bytes) -> Result<Bytes, TwirpError> {
-    let request = RawSendReq::decode(body).map_err(|_| {
-        TwirpError::new(Code::Malformed, "the body is not a valid protobuf SendReq")
-    })?;
+pub(crate) fn message_of_protobuf(body: Bytes) -> Result<Bytes, TunnelError> {
+    let request = RawSendReq::decode(body)
+        .map_err(|_| TunnelError::Malformed("the body is not a valid protobuf SendReq"))?;
     match request.msg.len() {
         0 => Err(missing_msg()),
         1 => Ok(request.msg.into_iter().next().unwrap_or_default()),
@@ -112,7 +182,7 @@ pub(crate) fn message_of_protobuf(body: Bytes) -> Result<Bytes, TwirpError> {
 
 /// The `Message` of a JSON `SendReq`, encoded as protobuf for storage. JSON carries only the
 /// fields the server knows, so this is the one place a message is re-encoded.
-pub(crate) fn message_of_json(request: SendReq) -> Result<Bytes, TwirpError> {
+pub(crate) fn message_of_json(request: SendReq) -> Result<Bytes, TunnelError> {
     request
         .msg
         .map(|msg| Bytes::from(msg.encode_to_vec()))
@@ -127,46 +197,38 @@ pub(crate) async fn send(
     identity: &Identity,
     message: Bytes,
     remote: Option<SocketAddr>,
-) -> Result<(), TwirpError> {
+) -> Result<(), TunnelError> {
     let head = MessageHead::decode(message.clone())
-        .map_err(|_| TwirpError::new(Code::Malformed, "msg is not a valid protobuf Message"))?;
-    let header = head.header.as_ref().ok_or_else(|| {
-        TwirpError::new(
-            Code::InvalidArgument,
-            "msg.header is missing; set header.src and header.dst",
-        )
+        .map_err(|_| TunnelError::Malformed("msg is not a valid protobuf Message"))?;
+    let header = head.header.as_ref().ok_or(TunnelError::Missing {
+        field: "msg.header",
+        fix: "set header.src and header.dst",
     })?;
-    let src = header.src.as_ref().ok_or_else(|| {
-        TwirpError::new(
-            Code::InvalidArgument,
-            "msg.header.src is missing; set it to your own group, peer and conn id",
-        )
+    let src = header.src.as_ref().ok_or(TunnelError::Missing {
+        field: "msg.header.src",
+        fix: "set it to your own group, peer and conn id",
     })?;
-    check_own_identity(identity, src, "msg.header.src")?;
-    let dst = header.dst.as_ref().ok_or_else(|| {
-        TwirpError::new(
-            Code::InvalidArgument,
-            "msg.header.dst is missing; set the destination group and peer (conn id 0 to discover)",
-        )
+    check_own_identity(identity, src, "msg.header.src", "msg.header.src.connId")?;
+    let dst = header.dst.as_ref().ok_or(TunnelError::Missing {
+        field: "msg.header.dst",
+        fix: "set the destination group and peer (conn id 0 to discover)",
     })?;
     check_id(&dst.group_id, "msg.header.dst.groupId")?;
     check_id(&dst.peer_id, "msg.header.dst.peerId")?;
     if dst.conn_id != 0 && dst.conn_id < FIRST_CONN_ID {
-        return Err(TwirpError::new(
-            Code::InvalidArgument,
-            format!(
-                "msg.header.dst.connId {} is reserved; use 0 to discover the peer or a conn id of 16 or more",
-                dst.conn_id
-            ),
-        ));
+        return Err(TunnelError::ReservedConnId {
+            field: "msg.header.dst.connId",
+            conn_id: dst.conn_id,
+            fix: "use 0 to discover the peer or a conn id of 16 or more",
+        });
     }
     let payload_len: usize = head.payload.iter().map(Bytes::len).sum();
     let max_payload = live.config.limits.max_payload_bytes;
     if payload_len > max_payload {
-        return Err(TwirpError::new(
-            Code::InvalidArgument,
-            format!("msg.payload is {payload_len} bytes, more than the {max_payload} allowed; send smaller messages"),
-        ));
+        return Err(TunnelError::PayloadTooLarge {
+            len: payload_len,
+            max: max_payload,
+        });
     }
     if !identity.allows(&dst.group_id, &dst.peer_id) {
         let msg = match &identity.policy {
@@ -185,7 +247,7 @@ pub(crate) async fn send(
                 .with("dst_peer", dst.peer_id.as_str())
                 .remote(remote),
         );
-        return Err(TwirpError::new(Code::PermissionDenied, msg));
+        return Err(TunnelError::PolicyDenied(msg));
     }
     let bytes = message.len() as u64;
     let envelope = Envelope {
@@ -255,14 +317,12 @@ pub(crate) async fn recv(
     identity: Arc<Identity>,
     authorization: Option<HeaderValue>,
     src: Option<&PeerInfo>,
-) -> Result<(Vec<Envelope>, Option<PendingAck>), TwirpError> {
-    let src = src.ok_or_else(|| {
-        TwirpError::new(
-            Code::InvalidArgument,
-            "RecvReq.src is missing; set it to your own group, peer and conn id",
-        )
+) -> Result<(Vec<Envelope>, Option<PendingAck>), TunnelError> {
+    let src = src.ok_or(TunnelError::Missing {
+        field: "RecvReq.src",
+        fix: "set it to your own group, peer and conn id",
     })?;
-    check_own_identity(&identity, src, "src")?;
+    check_own_identity(&identity, src, "src", "src.connId")?;
     let me = PeerAddr {
         project: &identity.project_id,
         group: &identity.group,
@@ -299,16 +359,15 @@ pub(crate) async fn recv(
                 }
                 // Keys or revocations changed: the caller must still be who it was.
                 let live = state.live.load_full();
-                let again = state.authenticate(
-                    &live,
-                    authorization.as_ref().map(HeaderValue::as_bytes),
-                    None,
-                )?;
+                let again = state
+                    .authenticate(
+                        &live,
+                        authorization.as_ref().map(HeaderValue::as_bytes),
+                        None,
+                    )
+                    .map_err(TunnelError::Unauthenticated)?;
                 if again.project_id != identity.project_id {
-                    return Err(TwirpError::new(
-                        Code::Unauthenticated,
-                        "the token's key now belongs to another project; reconnect with a token of this one",
-                    ));
+                    return Err(TunnelError::ProjectChanged);
                 }
             }
         }
@@ -442,41 +501,38 @@ pub(crate) fn recv_resp_protobuf(envelopes: &[Envelope]) -> Bytes {
 }
 
 /// `RecvResp` as a message, for the JSON encoding.
-pub(crate) fn recv_resp_message(envelopes: &[Envelope]) -> Result<RecvResp, TwirpError> {
+pub(crate) fn recv_resp_message(envelopes: &[Envelope]) -> Result<RecvResp, TunnelError> {
     let msgs = envelopes
         .iter()
         .map(|e| proto::Message::decode(e.message.as_ref()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| TwirpError::new(Code::Internal, "a stored message could not be decoded"))?;
+        .map_err(|_| TunnelError::Corrupt)?;
     Ok(RecvResp { msgs })
 }
 
-fn check_own_identity(identity: &Identity, info: &PeerInfo, field: &str) -> Result<(), TwirpError> {
+fn check_own_identity(
+    identity: &Identity,
+    info: &PeerInfo,
+    field: &'static str,
+    conn_field: &'static str,
+) -> Result<(), TunnelError> {
     if info.group_id != *identity.group || info.peer_id != *identity.peer {
-        return Err(TwirpError::new(
-            Code::PermissionDenied,
-            format!("{field} must name the token's own group and peer (gid/pid); a token can only speak for itself"),
-        ));
+        return Err(TunnelError::NotOwnIdentity { field });
     }
     if info.conn_id < FIRST_CONN_ID {
-        return Err(TwirpError::new(
-            Code::InvalidArgument,
-            format!(
-                "{field}.connId {} is reserved; draw a random conn id of 16 or more per page load",
-                info.conn_id
-            ),
-        ));
+        return Err(TunnelError::ReservedConnId {
+            field: conn_field,
+            conn_id: info.conn_id,
+            fix: "draw a random conn id of 16 or more per page load",
+        });
     }
     Ok(())
 }
 
-fn check_id(id: &str, field: &str) -> Result<(), TwirpError> {
+fn check_id(id: &str, field: &'static str) -> Result<(), TunnelError> {
     let chars = id.chars().count();
     if chars == 0 || chars > MAX_ID_CHARS || id.chars().any(char::is_control) {
-        return Err(TwirpError::new(
-            Code::InvalidArgument,
-            format!("{field} must be 1 to {MAX_ID_CHARS} characters without control characters"),
-        ));
+        return Err(TunnelError::BadId { field });
     }
     Ok(())
 }
@@ -519,7 +575,7 @@ mod tests {
                 Ok(message) => {
                     let _ = MessageHead::decode(message);
                 }
-                Err(err) => prop_assert!(matches!(err.code, Code::Malformed | Code::InvalidArgument), "{err}"),
+                Err(err) => prop_assert!(matches!(err.code(), Code::Malformed | Code::InvalidArgument), "{err}"),
             }
         }
 
@@ -553,7 +609,59 @@ mod tests {
     #[test]
     fn a_send_request_without_a_message_says_so() {
         let err = message_of_protobuf(Bytes::new()).unwrap_err();
-        assert_eq!(err.code, Code::InvalidArgument);
-        assert!(err.msg.contains("msg is missing"));
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.to_string().contains("msg is missing"));
+    }
+
+    #[test]
+    fn every_tunnel_error_maps_to_its_twirp_code_with_its_message() {
+        let cases = [
+            (
+                TunnelError::PayloadTooLarge { len: 70_000, max: 65_536 },
+                Code::InvalidArgument,
+                "msg.payload is 70000 bytes, more than the 65536 allowed; send smaller messages",
+            ),
+            (
+                TunnelError::ReservedConnId {
+                    field: "src.connId",
+                    conn_id: 7,
+                    fix: "draw a random conn id of 16 or more per page load",
+                },
+                Code::InvalidArgument,
+                "src.connId 7 is reserved; draw a random conn id of 16 or more per page load",
+            ),
+            (
+                TunnelError::NotOwnIdentity { field: "src" },
+                Code::PermissionDenied,
+                "src must name the token's own group and peer (gid/pid); a token can only speak for itself",
+            ),
+            (
+                TunnelError::Malformed("msg is not a valid protobuf Message"),
+                Code::Malformed,
+                "msg is not a valid protobuf Message",
+            ),
+            (
+                TunnelError::Store(StoreError::MailboxFull { capacity: 2 }),
+                Code::ResourceExhausted,
+                "the receiver's mailbox is full (2 messages waiting); retry later",
+            ),
+            (
+                TunnelError::Store(StoreError::Unavailable("down".into())),
+                Code::Unavailable,
+                "mailbox store unavailable: down; retry shortly",
+            ),
+            (TunnelError::ProjectChanged, Code::Unauthenticated, "the token's key now belongs to another project; reconnect with a token of this one"),
+            (TunnelError::Corrupt, Code::Internal, "a stored message could not be decoded"),
+        ];
+        for (err, code, msg) in cases {
+            assert_eq!(err.code(), code, "{err}");
+            let twirp = TwirpError::from(err);
+            assert_eq!((twirp.code, twirp.msg.as_ref()), (code, msg));
+        }
+        let inner = TwirpError::new(Code::Unauthenticated, "the token is revoked");
+        assert_eq!(
+            TwirpError::from(TunnelError::Unauthenticated(inner.clone())),
+            inner
+        );
     }
 }
