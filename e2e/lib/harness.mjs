@@ -154,7 +154,7 @@ async function waitForTcp(port, deadlineMs, isAlive) {
 }
 
 /** Starts coturn on 127.0.0.1 with `static-auth-secret` and resolves to `{ port, url }`. */
-export async function startCoturn(t, { secret, redisStatsPort }) {
+export async function startCoturn(t, { secret, redisStatsPort, maxAllocateLifetime }) {
   const dir = tempDir(t, 'pulsebeam-coturn-');
   const port = await freePort();
   const conf = path.join(dir, 'turnserver.conf');
@@ -182,6 +182,9 @@ export async function startCoturn(t, { secret, redisStatsPort }) {
       'simple-log',
       'verbose',
       ...(redisStatsPort ? [`redis-statsdb="ip=127.0.0.1 port=${redisStatsPort} dbname=0 connect_timeout=5"`] : []),
+      // Short lifetimes make an allocation a closing browser leaves behind expire (and be reported)
+      // within seconds; clients refresh them in time while they use them.
+      ...(maxAllocateLifetime ? [`max-allocate-lifetime=${maxAllocateLifetime}`] : []),
       '',
     ].join('\n'),
   );
