@@ -223,6 +223,17 @@ impl Revocations {
         revocation: Revocation,
         now: u64,
     ) -> Result<Revocation, RevocationError> {
+        self.put(revocation, now, true)
+    }
+
+    /// Puts `revocation` in force (a second one of the same target never shortens the first),
+    /// drops those run out by `now`, and saves the set to the state file when `save`.
+    fn put(
+        &self,
+        revocation: Revocation,
+        now: u64,
+        save: bool,
+    ) -> Result<Revocation, RevocationError> {
         let _writer = self
             .write
             .lock()
@@ -230,12 +241,13 @@ impl Revocations {
         let mut map: HashMap<RevocationTarget, Revocation> = (**self.current.load()).clone();
         map.retain(|_, r| r.until > now);
         let kept = match map.get(&revocation.target) {
-            // A second revocation of the same target never shortens the first.
             Some(existing) if existing.until >= revocation.until => existing.clone(),
             _ => revocation,
         };
         map.insert(kept.target.clone(), kept.clone());
-        self.save(&map)?;
+        if save {
+            self.save(&map)?;
+        }
         self.current.store(Arc::new(map));
         Ok(kept)
     }
@@ -261,14 +273,8 @@ impl Revocations {
 
     /// Puts `revocation` (from the shared store) in force here at once.
     pub(crate) fn replace_one(&self, revocation: Revocation, now: u64) {
-        let _writer = self
-            .write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut map: HashMap<RevocationTarget, Revocation> = (**self.current.load()).clone();
-        map.retain(|_, r| r.until > now);
-        map.insert(revocation.target.clone(), revocation);
-        self.current.store(Arc::new(map));
+        // Without saving, `put` cannot fail.
+        let _ = self.put(revocation, now, false);
     }
 
     fn save(&self, map: &HashMap<RevocationTarget, Revocation>) -> Result<(), RevocationError> {
