@@ -13,7 +13,7 @@
 //! Only `traffic` is counted (`rcvb + sentb`, the client side of the relay, which is what
 //! crosses the TURN server's public address): the reports are deltas, so each byte is counted
 //! once, and `total_traffic` (their sum) is ignored. The username is `<expiry>:<project>/…`
-//! (see [`crate::tunnel::turn_user`]), which names the project.
+//! (see [`crate::turn::turn_user`]), which names the project.
 //!
 //! Redis pub/sub reaches every subscriber, so with several nodes only one counts: the holder of
 //! a lease in that Redis (`usage.turn_stats_lease_key`, `SET NX PX`), renewed every
@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::config::{redact_url, UsageConfig};
 use crate::state::State;
-use crate::tunnel::project_of_turn_username;
+use crate::turn::project_of_turn_username;
 use crate::usage::Record;
 
 /// How long a lease lasts in Redis.
@@ -351,7 +351,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tunnel::turn_user;
+    use crate::turn::turn_user;
 
     // Observed from Debian's coturn 4.6 with `redis-statsdb` (`redis-cli psubscribe 'turn/*'`).
     const TRAFFIC: &str =
