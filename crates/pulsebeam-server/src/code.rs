@@ -1,17 +1,20 @@
-//! Twirp error codes, their HTTP statuses, and the JSON error body.
+//! The error codes a call can end with, and how each protocol writes them: Twirp's name and
+//! HTTP status, gRPC's status number. The mapping lives here, beside the codes, so the Twirp and
+//! the gRPC-web adapters cannot disagree on what a failure means to the client.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 
-/// A Twirp error code.
+/// An error code, named as Twirp names it.
 ///
 /// The 0.0.17 client treats `permission_denied`, `invalid_argument`, `aborted`, `bad_route`,
 /// `malformed`, `not_found` and `unauthenticated` as fatal (it closes the peer) and retries
-/// everything else; the server answers permanent conditions with the former and transient
-/// ones (overload, shutdown) with `resource_exhausted` or `unavailable`.
+/// everything else; the gRPC-web clients (0.0.18 on) treat `PERMISSION_DENIED`,
+/// `INVALID_ARGUMENT`, `ABORTED`, `NOT_FOUND` and `UNAUTHENTICATED` as fatal. The server answers
+/// permanent conditions with codes that are fatal to both and transient ones (overload,
+/// shutdown) with `resource_exhausted` or `unavailable`, which both retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Code {
@@ -78,6 +81,21 @@ impl Code {
         }
     }
 
+    /// The gRPC status code (`grpc-status`) that gRPC-web answers with.
+    pub const fn grpc(self) -> u8 {
+        match self {
+            // A body that does not decode is a bad argument to gRPC (it has no `malformed`).
+            Code::InvalidArgument | Code::Malformed => 3,
+            Code::DeadlineExceeded => 4,
+            Code::PermissionDenied => 7,
+            Code::ResourceExhausted => 8,
+            Code::BadRoute => 12,
+            Code::Internal => 13,
+            Code::Unavailable => 14,
+            Code::Unauthenticated => 16,
+        }
+    }
+
     /// Position in [`Code::ALL`], for metric arrays.
     pub(crate) const fn index(self) -> usize {
         match self {
@@ -100,55 +118,39 @@ impl fmt::Display for Code {
     }
 }
 
-/// A Twirp error: a code and a message for the caller.
+/// A call's failure as the client sees it: a code and a message, written by each protocol
+/// adapter in its own way (Twirp: HTTP status and JSON body; gRPC-web: `grpc-status` and
+/// `grpc-message`).
 ///
 /// Messages name the problem and the fix; they never contain token bytes or secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TwirpError {
+pub struct CallError {
     /// The code.
     pub code: Code,
     /// The message.
     pub msg: Cow<'static, str>,
 }
 
-impl TwirpError {
+impl CallError {
     /// An error with `code` and `msg`.
     pub fn new(code: Code, msg: impl Into<Cow<'static, str>>) -> Self {
-        TwirpError {
+        CallError {
             code,
             msg: msg.into(),
         }
     }
 }
 
-impl fmt::Display for TwirpError {
+impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code, self.msg)
     }
 }
 
-impl std::error::Error for TwirpError {}
+impl std::error::Error for CallError {}
 
-impl IntoResponse for TwirpError {
-    fn into_response(self) -> Response {
-        #[derive(serde::Serialize)]
-        struct Body<'a> {
-            code: &'a str,
-            msg: &'a str,
-        }
-        let body = serde_json::to_vec(&Body {
-            code: self.code.as_str(),
-            msg: &self.msg,
-        })
-        .unwrap_or_default();
-        let mut response = (self.code.status(), body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
-    }
-}
+/// The name this type had when Twirp was the only protocol.
+pub type TwirpError = CallError;
 
 #[cfg(test)]
 mod tests {
@@ -165,5 +167,33 @@ mod tests {
         assert_eq!(Code::BadRoute.status(), 404);
         assert_eq!(Code::Malformed.status(), 400);
         assert_eq!(Code::Unavailable.status(), 503);
+    }
+
+    #[test]
+    fn codes_map_to_grpc_statuses_that_the_clients_read_alike() {
+        // Fatal to the 0.0.17 Twirp client exactly when fatal to the gRPC-web clients.
+        const GRPC_FATAL: [u8; 5] = [7, 3, 10, 5, 16];
+        const TWIRP_FATAL: [&str; 7] = [
+            "permission_denied",
+            "invalid_argument",
+            "aborted",
+            "bad_route",
+            "malformed",
+            "not_found",
+            "unauthenticated",
+        ];
+        for code in Code::ALL {
+            let twirp_fatal = TWIRP_FATAL.contains(&code.as_str());
+            let grpc_fatal = GRPC_FATAL.contains(&code.grpc());
+            // An unknown method is fatal in Twirp; gRPC's UNIMPLEMENTED is retried, which is
+            // harmless for a client that calls a method this server lacks.
+            if code != Code::BadRoute {
+                assert_eq!(twirp_fatal, grpc_fatal, "{code}");
+            }
+        }
+        assert_eq!(Code::Unauthenticated.grpc(), 16);
+        assert_eq!(Code::ResourceExhausted.grpc(), 8);
+        assert_eq!(Code::Unavailable.grpc(), 14);
+        assert_eq!(Code::BadRoute.grpc(), 12);
     }
 }
