@@ -2793,3 +2793,6 @@ mod dashboard {
         }
     }
 }
+
+#[path = "server/hardening.rs"]
+mod hardening;
