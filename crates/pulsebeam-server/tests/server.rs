@@ -2793,3 +2793,7 @@ mod dashboard {
         }
     }
 }
+
+/// Reloads of broken files that hold secrets.
+#[path = "server/config_secrets.rs"]
+mod config_secrets;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::check::has_space;
 use super::error::ConfigError;
+use super::redact::redact_url;
 
 /// Cross-origin resource sharing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +50,7 @@ fn validate_origins(origins: &[String]) -> Result<(), ConfigError> {
         if !ok {
             return Err(ConfigError::invalid(
                 format!("cors.allowed_origins[{i}]"),
-                format!("\"{origin}\" is not an origin"),
+                format!("\"{}\" is not an origin", redact_url(origin)),
                 "write scheme://host[:port] with no path or trailing slash, e.g. \"https://app.example.com\", or \"*\"",
             ));
         }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::check::has_space;
 use super::error::ConfigError;
+use super::redact::redact_url;
 
 /// ICE servers for `Prepare`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -67,7 +68,7 @@ impl IceConfig {
             if !(url.starts_with("stun:") || url.starts_with("stuns:")) || has_space(url) {
                 return Err(ConfigError::invalid(
                     format!("ice.stun_urls[{i}]"),
-                    format!("\"{url}\" is not a STUN URL"),
+                    format!("\"{}\" is not a STUN URL", redact_url(url)),
                     "write it as stun:HOST:PORT, e.g. \"stun:stun.l.google.com:19302\"",
                 ));
             }
@@ -84,7 +85,7 @@ impl IceConfig {
                 if !(url.starts_with("turn:") || url.starts_with("turns:")) || has_space(url) {
                     return Err(ConfigError::invalid(
                         format!("ice.turn[{t}].urls[{i}]"),
-                        format!("\"{url}\" is not a TURN URL"),
+                        format!("\"{}\" is not a TURN URL", redact_url(url)),
                         "write it as turn:HOST:PORT or turns:HOST:PORT (optionally ?transport=udp|tcp)",
                     ));
                 }

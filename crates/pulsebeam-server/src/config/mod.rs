@@ -15,6 +15,7 @@ mod cors;
 mod error;
 mod ice;
 mod limits;
+mod parse;
 mod projects;
 mod redact;
 mod store;
@@ -121,9 +122,7 @@ impl Config {
     /// [`ConfigError::Parse`] for bad TOML or unknown keys, [`ConfigError::Invalid`] from
     /// [`Config::validate`].
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+        let config: Config = parse::from_toml(text)?;
         config.validate()?;
         Ok(config)
     }
@@ -132,14 +131,15 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Read`] when the file cannot be read, then as [`Config::from_toml_str`].
+    /// [`ConfigError::Read`] when the file cannot be read, then as [`Config::from_toml_str`], a
+    /// [`ConfigError::Parse`] naming `path`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml_str(&text)
+        Self::from_toml_str(&text).map_err(|err| err.in_file(path))
     }
 
     /// Checks every rule that does not need the network.
@@ -224,5 +224,174 @@ mod tests {
         let text = format!("{}[limits]\nmailbox_depth = 3\n", base());
         let err = Config::from_toml_str(&text).unwrap_err().to_string();
         assert!(err.contains("mailbox_depth"), "{err}");
+    }
+
+    /// Pieces of a secret, split at a `/` as a Redis password may be: neither may be shown.
+    const SECRET_HEAD: &str = "Sekr3tHead";
+    const SECRET_TAIL: &str = "Passw0rdTail";
+    const SECRET_NUMBER: &str = "98765432123";
+
+    fn secret() -> String {
+        format!("{SECRET_HEAD}/{SECRET_TAIL}")
+    }
+
+    /// The key a parse or validation error names.
+    fn named_key(err: &ConfigError) -> Option<&str> {
+        match err {
+            ConfigError::Parse { key, .. } => key.as_deref(),
+            other => other.key(),
+        }
+    }
+
+    /// Files that break at a line holding a secret, for every key that holds one, and the key
+    /// the error must name.
+    fn files_with_broken_secrets() -> Vec<(String, &'static str)> {
+        let s = secret();
+        let turn =
+            |line: &str| format!("{}[[ice.turn]]\nurls = [\"turn:t:3478\"]\n{line}\n", base());
+        let store = |line: &str| format!("{}[store]\nbackend = \"redis\"\n{line}\n", base());
+        let usage = |line: &str| format!("{}[usage]\n{line}\n", base());
+        let admin = |line: &str| format!("{}[admin]\n{line}\n", base());
+        let key2 = |value: &str| {
+            format!(
+                "{}[[projects.keys]]\nkid = \"kid_0000000000000002\"\npublic_key = {value}\n",
+                base()
+            )
+        };
+        let secret = "ice.turn[0].secret";
+        let urls = "store.urls";
+        let stats = "usage.turn_stats_url";
+        let hash = "admin.token_sha256";
+        let public = "projects[0].keys[1].public_key";
+        vec![
+            (turn(&format!("secret = \"{s}")), secret),
+            (turn(&format!("secret = '{s}")), secret),
+            (turn(&format!("secret = \"\"\"{s}\nline = 2")), secret),
+            (turn(&format!("secret = {s}")), secret),
+            (turn(&format!("secret = \"{s}\\q\"")), secret),
+            (turn(&format!("secret = {SECRET_NUMBER}")), secret),
+            (turn(&format!("secret = [\"{s}\"]")), secret),
+            (turn(&format!("secret = \"{s}\"\nsecret = \"{s}\"")), secret),
+            (store(&format!("urls = [\"redis://app:{s}@h:6379\"")), urls),
+            (store(&format!("urls = \"redis://app:{s}@h:6379\"")), urls),
+            (
+                store(&format!(
+                    "urls = [\n  \"redis://app:{s}@h:6379\",\n  \"redis://app:{s}@h:6380\n]"
+                )),
+                urls,
+            ),
+            (
+                store(&format!("urls = [\"foo://app:{s}@h:6379\"]")),
+                "store.urls[0]",
+            ),
+            (
+                store(&format!("urls = [\"app:{s}@h:6379\"]")),
+                "store.urls[0]",
+            ),
+            (
+                store(&format!("urls = [\"redis://h:6379/0?password={s}\"")),
+                urls,
+            ),
+            (
+                usage(&format!("turn_stats_url = \"redis://:{s}@h:6379")),
+                stats,
+            ),
+            (
+                usage(&format!("turn_stats_url = \"redis://:{s}@h:6379\" x")),
+                stats,
+            ),
+            (
+                usage(&format!("turn_stats_url = [\"redis://:{s}@h\"]")),
+                stats,
+            ),
+            (
+                usage(&format!("turn_stats_url = \"http://:{s}@h:6379\"")),
+                stats,
+            ),
+            (admin(&format!("token_sha256 = \"{s}")), hash),
+            (admin(&format!("token_sha256 = {s}")), hash),
+            (admin(&format!("token_sha256 = {SECRET_NUMBER}")), hash),
+            (admin(&format!("token_sha256 = \"{s}\"")), hash),
+            // The API secret pasted where the public key goes.
+            (key2(&format!("\"sk_{s}")), public),
+            (key2(&format!("\"sk_{s}\"")), public),
+            (key2(&format!("sk_{s}")), public),
+            (
+                format!("{}[store]\nbackend = \"{s}\"\n", base()),
+                "store.backend",
+            ),
+            (
+                format!(
+                    "{}[[ice.turn]]\nurls = [\"turns:u:{s}@t x\"]\nsecret = \"s\"\n",
+                    base()
+                ),
+                "ice.turn[0].urls[0]",
+            ),
+            (
+                format!(
+                    "{}[cors]\nallowed_origins = [\"https://u:{s}@app/\"]\n",
+                    base()
+                ),
+                "cors.allowed_origins[0]",
+            ),
+        ]
+    }
+
+    #[test]
+    fn no_error_about_a_broken_file_repeats_a_secret_of_it() {
+        for (text, key) in files_with_broken_secrets() {
+            let err = Config::from_toml_str(&text).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            for piece in [SECRET_HEAD, SECRET_TAIL, SECRET_NUMBER] {
+                assert!(!shown.contains(piece), "{text}\n=> {shown}");
+            }
+            assert_eq!(named_key(&err), Some(key), "{text}\n=> {shown}");
+            if let ConfigError::Parse { line, column, .. } = &err {
+                assert!(line.is_some() && column.is_some(), "{text}\n=> {shown}");
+            }
+        }
+        // A line without `=` names no key: its first word may be the secret itself.
+        for line in [format!("secret \"{}\"", secret()), secret()] {
+            let text = format!("{}[[ice.turn]]\nurls = [\"turn:t:3478\"]\n{line}\n", base());
+            let err = Config::from_toml_str(&text).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(SECRET_HEAD), "{shown}");
+            assert!(!shown.contains(SECRET_TAIL), "{shown}");
+            assert_eq!(named_key(&err), None, "{shown}");
+            assert!(shown.contains("line 8, column"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_parse_error_names_file_line_column_key_and_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pulsebeam.toml");
+        let text = format!(
+            "{}[[ice.turn]]\nurls = [\"turn:t:3478\"]\nsecret = \"{}\n",
+            base(),
+            secret()
+        );
+        std::fs::write(&path, &text).unwrap();
+        let err = Config::from_file(&path).unwrap_err();
+        let shown = err.to_string();
+        let line = text.lines().count();
+        let column = "secret = \"".len() + secret().len() + 1;
+        assert!(shown.contains(&path.display().to_string()), "{shown}");
+        assert!(
+            shown.contains(&format!("line {line}, column {column}")),
+            "{shown}"
+        );
+        assert!(shown.contains("key `ice.turn[0].secret`"), "{shown}");
+        assert!(shown.contains("close the string"), "{shown}");
+        assert!(!shown.contains(SECRET_HEAD), "{shown}");
+    }
+
+    #[test]
+    fn a_schema_error_names_the_expected_kind_not_the_value() {
+        let text = format!("{}[store]\npool_size = \"{}\"\n", base(), secret());
+        let err = Config::from_toml_str(&text).unwrap_err().to_string();
+        assert!(err.contains("key `store.pool_size`"), "{err}");
+        assert!(err.contains("expected usize"), "{err}");
+        assert!(!err.contains(SECRET_HEAD), "{err}");
     }
 }
