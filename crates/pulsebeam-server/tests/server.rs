@@ -2794,5 +2794,10 @@ mod dashboard {
     }
 }
 
+/// Findings of the review of the call path.
 #[path = "server/hardening.rs"]
 mod hardening;
+
+/// Reloads of broken files that hold secrets.
+#[path = "server/config_secrets.rs"]
+mod config_secrets;
