@@ -313,6 +313,8 @@ pub(crate) struct Handout {
     pub(crate) envelopes: Vec<Envelope>,
     /// To acknowledge once they are on their way; `None` when nothing was handed out.
     pub(crate) ack: Option<PendingAck>,
+    /// A newer `Recv` of the connection took over: this one should end.
+    pub(crate) superseded: bool,
 }
 
 /// Checks that `src` is the caller's own connection, as `Recv` must name it.
@@ -386,6 +388,7 @@ pub(crate) async fn poll(
     let Polled {
         messages: envelopes,
         receipt,
+        superseded,
     } = polled.inspect_err(|err| {
         if matches!(err, StoreError::Unavailable(_)) {
             state.metrics.store_error(StoreOp::Poll);
@@ -399,7 +402,11 @@ pub(crate) async fn poll(
         receipt,
     });
     if !caller.live.config.mutual_policy {
-        return Ok(Handout { envelopes, ack });
+        return Ok(Handout {
+            envelopes,
+            ack,
+            superseded,
+        });
     }
     let before = envelopes.len();
     let admitted: Vec<Envelope> = envelopes
@@ -417,6 +424,7 @@ pub(crate) async fn poll(
     Ok(Handout {
         envelopes: admitted,
         ack,
+        superseded,
     })
 }
 

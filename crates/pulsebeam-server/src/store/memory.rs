@@ -518,10 +518,10 @@ impl Inner {
             .get_mut(&PeerRef(me))
             .and_then(|p| p.conns.iter_mut().find(|c| c.id == conn_id))
         else {
-            return Ok(Step::Done(Polled::default()));
+            return Ok(Step::Done(Polled::superseded()));
         };
         if conn.generation != generation {
-            return Ok(Step::Done(Polled::default()));
+            return Ok(Step::Done(Polled::superseded()));
         }
         self.tidy(conn, now);
         if conn.queue.is_empty() {
@@ -541,6 +541,7 @@ impl Inner {
         Ok(Step::Done(Polled {
             messages,
             receipt: Some(Receipt(generation)),
+            superseded: false,
         }))
     }
 

@@ -1246,6 +1246,7 @@ impl Shared {
             Ok(Polled {
                 receipt: (!messages.is_empty()).then_some(Receipt(receipt)),
                 messages,
+                superseded: false,
             })
         };
         if !first.is_empty() || options.wait.is_zero() {
@@ -1269,7 +1270,7 @@ impl Shared {
             let Some(members) = taken else {
                 // A newer poll of this connection took over (its script ended this one).
                 guard.generation = None;
-                return Ok(Polled::default());
+                return Ok(Polled::superseded());
             };
             if !members.is_empty() || last {
                 guard.generation = None;
