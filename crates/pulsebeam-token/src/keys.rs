@@ -160,6 +160,15 @@ impl PublicKey {
         self.inner.as_bytes()
     }
 
+    /// Whether the 32 bytes are the canonical encoding of the key's point (y < p). Keys made
+    /// from a secret always are; a key read from outside may not be, and plain Ed25519
+    /// implementations may decode such a key differently, so
+    /// [`DangerousVerifier::verify_at_with`](crate::dangerous::DangerousVerifier::verify_at_with)
+    /// checks its signatures itself rather than with the supplied check.
+    pub fn is_canonical(&self) -> bool {
+        crate::strict::is_canonical_key(self.as_bytes())
+    }
+
     /// The key as 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.as_bytes())

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::claims::PeerClaims;
 use crate::clock::{Clock, ClockDebug, DynClock, SystemClock};
 use crate::error::{Claim, Field, TokenPart, ValueError, VerifyError};
-use crate::keys::KeySet;
+use crate::keys::{KeySet, PublicKey};
 use crate::policy::PeerPolicy;
 use crate::value::check_key_id;
 
@@ -173,15 +173,45 @@ impl Verifier {
     ///
     /// As [`Verifier::verify`].
     pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<VerifiedClaims, VerifyError> {
+        self.verify_with_check(token, now_unix, |_, key, message, signature| {
+            Ok(key.verify_strict(message, signature))
+        })
+    }
+
+    /// Opens the door to options that weaken verification when misused (rustls's
+    /// `dangerous()`): a signature check supplied from outside the crate.
+    pub fn dangerous(&self) -> dangerous::DangerousVerifier<'_> {
+        dangerous::DangerousVerifier { verifier: self }
+    }
+
+    /// The whole pipeline, with the signature step given by `check(kid, key, signing input,
+    /// signature)`: `Ok(false)` is an invalid signature, `Err` stops verification with that error.
+    fn verify_with_check<E: From<VerifyError>>(
+        &self,
+        token: &str,
+        now_unix: u64,
+        mut check: impl FnMut(&str, &PublicKey, &[u8], &[u8; 64]) -> Result<bool, E>,
+    ) -> Result<VerifiedClaims, E> {
         let parts = split(token, self.max_token_len)?;
         let header = parse_header(parts.header)?;
         let kid = header.kid.ok_or(VerifyError::MissingKeyId)?;
         let key = self.keys.get(&kid).ok_or(VerifyError::UnknownKeyId)?;
         let signature = decode_signature(parts.signature)?;
-        if !key.verify_strict(parts.signing_input.as_bytes(), &signature) {
-            return Err(VerifyError::InvalidSignature);
+        if !check(&kid, key, parts.signing_input.as_bytes(), &signature)? {
+            return Err(VerifyError::InvalidSignature.into());
         }
-        let payload = decode_b64(parts.payload, TokenPart::Payload)?;
+        self.check_claims(parts.payload, kid, now_unix)
+            .map_err(E::from)
+    }
+
+    /// The steps after the signature: the claims, then the time and lifetime rules.
+    fn check_claims(
+        &self,
+        payload: &str,
+        kid: String,
+        now_unix: u64,
+    ) -> Result<VerifiedClaims, VerifyError> {
+        let payload = decode_b64(payload, TokenPart::Payload)?;
         let claims = parse_claims(&payload, kid)?;
         if now_unix >= claims.expires_at.saturating_add(self.leeway_secs) {
             return Err(VerifyError::Expired {
@@ -594,10 +624,74 @@ pub(crate) fn parse_claims(payload: &[u8], key_id: String) -> Result<VerifiedCla
     })
 }
 
-/// Reading a token without verifying it. Nothing here proves who made a token; use it only to
-/// show a token to a person, never to decide what its holder may do.
+/// What can weaken verification when misused: reading a token without verifying it, and
+/// verifying with a signature check supplied from outside the crate.
+///
+/// Nothing that [`decode_unverified`] returns proves who made a token; use it only to show a
+/// token to a person, never to decide what its holder may do.
 pub mod dangerous {
     use super::*;
+
+    /// A [`Verifier`] whose signature step is supplied by the caller, from
+    /// [`Verifier::dangerous`]: for a platform's own Ed25519 (the JavaScript runtime's
+    /// `node:crypto`, a hardware module) in place of the crate's.
+    #[derive(Debug, Clone, Copy)]
+    pub struct DangerousVerifier<'a> {
+        pub(super) verifier: &'a Verifier,
+    }
+
+    impl DangerousVerifier<'_> {
+        /// Verifies `token` as [`Verifier::verify_at`] does, step for step and error for error,
+        /// except that an Ed25519 signature is checked by `check(kid, key, message, signature)`:
+        /// `Ok(true)` when `signature` is a valid signature of `message` (the token's signing
+        /// input) by `key` (the key registered under `kid`), `Ok(false)` when it is not, and `Err`
+        /// when the check itself fails, which ends verification with that error.
+        ///
+        /// The crate keeps what makes the result equal to its own strict check, so that `check`
+        /// may be any cofactorless RFC 8032 verify that compares encodings (OpenSSL, BoringSSL,
+        /// AWS-LC, ed25519-dalek's `verify`): it refuses a non-canonical `S` and a small-order
+        /// `R` before `check` sees them, and checks the signatures of a key that is not
+        /// canonically encoded ([`PublicKey::is_canonical`]) itself. `check` is called at most
+        /// once, and only after the header and key checks passed.
+        ///
+        /// This is dangerous because the verdict is the check's: a check that says `true` for
+        /// anything makes every token with a known `kid` valid.
+        ///
+        /// # Errors
+        ///
+        /// A [`VerifyError`] (converted into `E`) saying why the token is rejected, or the
+        /// check's own error.
+        pub fn verify_at_with<E: From<VerifyError>>(
+            &self,
+            token: &str,
+            now_unix: u64,
+            mut check: impl FnMut(&str, &PublicKey, &[u8], &[u8; 64]) -> Result<bool, E>,
+        ) -> Result<VerifiedClaims, E> {
+            self.verifier
+                .verify_with_check(token, now_unix, |kid, key, message, signature| {
+                    if !crate::strict::signature_prechecks(signature) {
+                        return Ok(false);
+                    }
+                    if !key.is_canonical() {
+                        return Ok(key.verify_strict(message, signature));
+                    }
+                    check(kid, key, message, signature)
+                })
+        }
+
+        /// As [`DangerousVerifier::verify_at_with`], at the verifier's clock's current time.
+        ///
+        /// # Errors
+        ///
+        /// As [`DangerousVerifier::verify_at_with`].
+        pub fn verify_with<E: From<VerifyError>>(
+            &self,
+            token: &str,
+            check: impl FnMut(&str, &PublicKey, &[u8], &[u8; 64]) -> Result<bool, E>,
+        ) -> Result<VerifiedClaims, E> {
+            self.verify_at_with(token, self.verifier.clock.now_unix(), check)
+        }
+    }
 
     /// A token decoded without any check of its signature, key or time.
     #[derive(Debug, Clone)]
