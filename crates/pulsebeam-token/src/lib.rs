@@ -89,6 +89,7 @@ mod policy;
 mod strict;
 mod value;
 mod verify;
+mod wire;
 
 pub use claims::PeerClaims;
 pub use clock::{Clock, FixedClock, SystemClock};

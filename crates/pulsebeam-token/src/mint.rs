@@ -10,7 +10,8 @@ use crate::claims::PeerClaims;
 use crate::clock::{Clock, ClockDebug, DynClock, SystemClock};
 use crate::error::{CreateError, Field, KeyError};
 use crate::keys::{PublicKey, SigningKey};
-use crate::value::{check_key_id, MAX_KEY_ID_CHARS};
+use crate::value::check_key_id;
+use crate::wire::{header_b64, write_json_str};
 
 /// The longest ttl accepted: the original took it as a `u32` of seconds (about 136 years).
 pub const MAX_TTL_SECS: u64 = u32::MAX as u64;
@@ -232,13 +233,9 @@ impl AccessToken {
     /// [`KeyError::InvalidApiKey`] for a bad API key.
     pub fn from_signing_key(api_key: &str, signing_key: SigningKey) -> Result<Self, KeyError> {
         check_key_id(api_key, Field::ApiKey).map_err(KeyError::InvalidApiKey)?;
-        let mut header = Vec::with_capacity(32 + MAX_KEY_ID_CHARS * 4);
-        header.extend_from_slice(br#"{"alg":"EdDSA","kid":"#);
-        write_json_str(&mut header, api_key);
-        header.push(b'}');
         Ok(AccessToken {
             api_key: api_key.into(),
-            header_b64: URL_SAFE_NO_PAD.encode(&header).into(),
+            header_b64: header_b64(api_key).into(),
             signing_key,
             clock: Arc::new(SystemClock),
         })
@@ -429,11 +426,4 @@ fn write_u64(out: &mut Vec<u8>, n: u64) {
     use std::io::Write as _;
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{n}");
-}
-
-/// A JSON string with serde_json's escaping: `"`, `\` and control characters escaped, everything
-/// else (including `/` and non-ASCII) raw.
-pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail, and a &str always serializes.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
