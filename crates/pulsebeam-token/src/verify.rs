@@ -1,5 +1,6 @@
 //! Verification: strict, bounded, and typed.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::marker::PhantomData;
@@ -534,7 +535,7 @@ impl<'de, T: Members> Visitor<'de> for MembersVisitor<T> {
         let mut raw = T::default();
         // The token length bounds the number of members, so this set stays small.
         let mut seen = BTreeSet::new();
-        while let Some(name) = map.next_key::<String>()? {
+        while let Some(MemberName(name)) = map.next_key()? {
             if seen.contains(&name) {
                 return Err(de::Error::custom("duplicate member"));
             }
@@ -542,6 +543,38 @@ impl<'de, T: Members> Visitor<'de> for MembersVisitor<T> {
             seen.insert(name);
         }
         Ok(raw)
+    }
+}
+
+/// A member name, borrowed from the JSON text unless it has escapes (then unescaped): names
+/// are compared on every member, and most need no copy.
+struct MemberName<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(MemberNameVisitor)
+    }
+}
+
+struct MemberNameVisitor;
+
+impl<'de> Visitor<'de> for MemberNameVisitor {
+    type Value = MemberName<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, name: &'de str) -> Result<Self::Value, E> {
+        Ok(MemberName(Cow::Borrowed(name)))
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(MemberName(Cow::Owned(name.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, name: String) -> Result<Self::Value, E> {
+        Ok(MemberName(Cow::Owned(name)))
     }
 }
 
