@@ -46,10 +46,12 @@ mod admin;
 mod admin_page;
 mod audit;
 mod auth;
+mod binding;
 mod body;
 mod call;
 mod code;
 mod config;
+mod grpcweb;
 mod limiter;
 mod live;
 mod metrics;
@@ -73,9 +75,10 @@ mod usage;
 pub use admin::serve_admin;
 pub use code::{CallError, Code, TwirpError};
 pub use config::{
-    AdminConfig, AuditConfig, Config, ConfigError, CorsConfig, IceConfig, KeyConfig, Limits,
-    ProjectConfig, StoreBackend, StoreConfig, TurnConfig, UsageConfig,
+    AdminConfig, AuditConfig, Config, ConfigError, CorsConfig, GrpcWebConfig, IceConfig, KeyConfig,
+    Limits, ProjectConfig, StoreBackend, StoreConfig, TokenlessRecv, TurnConfig, UsageConfig,
 };
+pub use grpcweb::SIGNALING_SERVICE;
 pub use reload::{ReloadError, ReloadOutcome};
 pub use revoke::{Revocation, RevocationError, RevocationTarget};
 pub use run::{run, run_file, run_server, shutdown_signal, RunError};

@@ -7,22 +7,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::code::Code;
 use crate::store::StoreStats;
 
-/// The three Twirp methods.
+/// The signaling methods: the three of Twirp's `Tunnel`, and gRPC-web's `Signaling` has
+/// `AnalyticsReport` too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
     Prepare,
     Send,
     Recv,
+    AnalyticsReport,
 }
 
 impl Method {
-    const ALL: [Method; 3] = [Method::Prepare, Method::Send, Method::Recv];
+    const ALL: [Method; 4] = [
+        Method::Prepare,
+        Method::Send,
+        Method::Recv,
+        Method::AnalyticsReport,
+    ];
 
     pub(crate) const fn name(self) -> &'static str {
         match self {
             Method::Prepare => "Prepare",
             Method::Send => "Send",
             Method::Recv => "Recv",
+            Method::AnalyticsReport => "AnalyticsReport",
         }
     }
 
@@ -31,7 +39,40 @@ impl Method {
             Method::Prepare => 0,
             Method::Send => 1,
             Method::Recv => 2,
+            Method::AnalyticsReport => 3,
         }
+    }
+}
+
+/// The wire protocols a call can come in, the `protocol` label of `pulsebeam_calls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// Twirp `pulsebeam.v1.Tunnel` (0.0.17).
+    Twirp,
+    /// gRPC-web `pulsebeam.v1.Signaling` (0.0.18 on).
+    GrpcWeb,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 2] = [Protocol::Twirp, Protocol::GrpcWeb];
+
+    const fn name(self) -> &'static str {
+        match self {
+            Protocol::Twirp => "twirp",
+            Protocol::GrpcWeb => "grpc-web",
+        }
+    }
+
+    const fn index(self) -> usize {
+        match self {
+            Protocol::Twirp => 0,
+            Protocol::GrpcWeb => 1,
+        }
+    }
+
+    /// Whether the protocol has `method`.
+    const fn has(self, method: Method) -> bool {
+        !matches!((self, method), (Protocol::Twirp, Method::AnalyticsReport))
     }
 }
 
@@ -93,8 +134,8 @@ const CODES: usize = Code::ALL.len() + 1;
 
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    /// `[method][0 = ok, 1.. = Code::index + 1]`.
-    calls: [[AtomicU64; CODES]; 3],
+    /// `[protocol][method][0 = ok, 1.. = Code::index + 1]`.
+    calls: [[[AtomicU64; CODES]; Method::ALL.len()]; Protocol::ALL.len()],
     auth_failures: [AtomicU64; AUTH_KINDS.len()],
     relayed: AtomicU64,
     dropped_full: AtomicU64,
@@ -115,11 +156,12 @@ pub(crate) struct Extras {
 }
 
 impl Metrics {
-    pub(crate) fn call(&self, method: Method, code: Option<Code>) {
+    pub(crate) fn call(&self, protocol: Protocol, method: Method, code: Option<Code>) {
         let column = code.map_or(0, |c| c.index() + 1);
         if let Some(counter) = self
             .calls
-            .get(method.index())
+            .get(protocol.index())
+            .and_then(|table| table.get(method.index()))
             .and_then(|row| row.get(column))
         {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -166,20 +208,28 @@ impl Metrics {
     pub(crate) fn render(&self, store: &StoreStats, extras: &Extras) -> String {
         let cached_tokens = extras.cached_tokens;
         let mut out = String::with_capacity(4096);
-        out.push_str("# HELP pulsebeam_calls_total Twirp calls by method and result code.\n");
+        out.push_str(
+            "# HELP pulsebeam_calls_total Signaling calls by protocol, method and result code.\n",
+        );
         out.push_str("# TYPE pulsebeam_calls_total counter\n");
-        for (method, row) in Method::ALL.iter().zip(&self.calls) {
-            for (column, counter) in row.iter().enumerate() {
-                let code = match column.checked_sub(1).and_then(|i| Code::ALL.get(i)) {
-                    Some(code) => code.as_str(),
-                    None => "ok",
-                };
-                let _ = writeln!(
-                    out,
-                    "pulsebeam_calls_total{{method=\"{}\",code=\"{code}\"}} {}",
-                    method.name(),
-                    counter.load(Ordering::Relaxed)
-                );
+        for (protocol, table) in Protocol::ALL.iter().zip(&self.calls) {
+            for (method, row) in Method::ALL.iter().zip(table) {
+                if !protocol.has(*method) {
+                    continue;
+                }
+                for (column, counter) in row.iter().enumerate() {
+                    let code = match column.checked_sub(1).and_then(|i| Code::ALL.get(i)) {
+                        Some(code) => code.as_str(),
+                        None => "ok",
+                    };
+                    let _ = writeln!(
+                        out,
+                        "pulsebeam_calls_total{{protocol=\"{}\",method=\"{}\",code=\"{code}\"}} {}",
+                        protocol.name(),
+                        method.name(),
+                        counter.load(Ordering::Relaxed)
+                    );
+                }
             }
         }
         out.push_str(

@@ -16,6 +16,7 @@ use crate::state::State;
 /// The signaling routes over `state`, plus `extra`, all behind the CORS layer.
 pub(crate) fn router(state: &Arc<State>, extra: Option<&Router>) -> Router {
     let mut router = crate::twirp::routes()
+        .merge(crate::grpcweb::routes())
         .route("/_ping", get(|| async { "Pong" }))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
@@ -23,7 +24,18 @@ pub(crate) fn router(state: &Arc<State>, extra: Option<&Router>) -> Router {
     if let Some(extra) = extra {
         router = router.merge(extra.clone());
     }
-    router.layer(middleware::from_fn_with_state(Arc::clone(state), cors))
+    router
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(state), cors))
+}
+
+/// Any other path: gRPC's `UNIMPLEMENTED` to a gRPC-web client (which reads nothing else),
+/// else a plain 404.
+async fn not_found(request: Request) -> Response {
+    if crate::grpcweb::is_grpc_web(request.headers()) {
+        return crate::grpcweb::unimplemented(request.uri().path());
+    }
+    (StatusCode::NOT_FOUND, "no such route\n").into_response()
 }
 
 async fn health(AxumState(state): AxumState<Arc<State>>) -> Response {
@@ -59,6 +71,7 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
     );
     state.usage.render(&mut text);
     state.turn_stats.render(&mut text);
+    state.analytics.render(&mut text);
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -67,8 +80,14 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
     response
 }
 
-/// Request headers a browser may send cross-origin: what the 0.0.17 client sends, plus Twirp's.
-const ALLOWED_HEADERS: &str = "content-type, authorization, accept-encoding, accept, twirp-version";
+/// Request headers a browser may send cross-origin: what the 0.0.17 client sends, Twirp's, and
+/// gRPC-web's (the 0.0.18 on clients send `x-grpc-web` and `grpc-timeout`; other gRPC-web
+/// clients add `x-user-agent`).
+const ALLOWED_HEADERS: &str = "content-type, authorization, accept-encoding, accept, twirp-version, x-grpc-web, grpc-timeout, x-user-agent";
+
+/// Response headers a cross-origin page may read: gRPC-web's status, which an answer that
+/// fails before any data carries in its headers.
+const EXPOSED_HEADERS: &str = "grpc-status, grpc-message";
 
 /// [`ALLOWED_HEADERS`] plus whatever else the preflight asks for: access is decided by the
 /// bearer token, not by header names, so a client library that adds a header of its own is not
@@ -101,6 +120,10 @@ async fn cors(AxumState(state): AxumState<Arc<State>>, request: Request, next: N
     headers.append(header::VARY, HeaderValue::from_static("origin"));
     if let Some(origin) = allowed {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
         if let Some(allow_headers) = allow_headers {
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,

@@ -171,6 +171,8 @@ impl ServerBuilder {
             reloading: std::sync::Mutex::new(()),
             tls,
             tasks: Tasks::new(runtime),
+            bindings: Default::default(),
+            analytics: Default::default(),
         });
         crate::sync::start(&state);
         Ok(Server { state, extra: None })
@@ -252,9 +254,10 @@ impl Server {
         self
     }
 
-    /// The HTTP routes: `POST /twirp/pulsebeam.v1.Tunnel/{Prepare,Send,Recv}`, `GET /_ping`,
-    /// `GET /healthz`, `GET /metrics`, plus any added with [`Server::with_routes`], all
-    /// behind the CORS layer.
+    /// The HTTP routes: Twirp `POST /twirp/pulsebeam.v1.Tunnel/{Prepare,Send,Recv}`, gRPC-web
+    /// `POST {/grpc,}[/t/TOKEN]/pulsebeam.v1.Signaling/{Prepare,Send,Recv,AnalyticsReport}`,
+    /// `GET /_ping`, `GET /healthz`, `GET /metrics`, plus any added with
+    /// [`Server::with_routes`], all behind the CORS layer.
     pub fn router(&self) -> Router {
         crate::routes::router(&self.state, self.extra.as_ref())
     }

@@ -43,6 +43,10 @@ pub(crate) struct State {
     pub(crate) tls: Option<crate::tls::Tls>,
     /// Every background task of the server.
     pub(crate) tasks: Tasks,
+    /// Which token admits a gRPC-web `Recv` that carries none.
+    pub(crate) bindings: crate::binding::Bindings,
+    /// What the gRPC-web clients report about their sessions.
+    pub(crate) analytics: crate::call::analytics::Analytics,
 }
 
 /// The address of the client of a connection, set on every request by the serving loop.

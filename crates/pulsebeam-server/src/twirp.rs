@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::call::{self, message, Online};
 use crate::code::{CallError, Code};
-use crate::metrics::Method;
+use crate::metrics::{Method, Protocol};
 use crate::proto::{PrepareReq, RecvReq, SendResp};
 use crate::state::{remote_of, State};
 
@@ -165,11 +165,11 @@ async fn twirp(
 ) -> Response {
     match handle(&state, method, request).await {
         Ok(response) => {
-            state.metrics.call(method, None);
+            state.metrics.call(Protocol::Twirp, method, None);
             response
         }
         Err(err) => {
-            state.metrics.call(method, Some(err.code));
+            state.metrics.call(Protocol::Twirp, method, Some(err.code));
             tracing::debug!(method = method.name(), code = err.code.as_str(), msg = %err.msg, "call refused");
             err.into_response()
         }
@@ -235,6 +235,11 @@ async fn handle(
                 None => response,
             })
         }
+        // Not routed: the Tunnel has no such method.
+        Method::AnalyticsReport => Err(CallError::new(
+            Code::BadRoute,
+            "pulsebeam.v1.Tunnel has no AnalyticsReport; it is a method of the gRPC-web pulsebeam.v1.Signaling",
+        )),
     }
 }
 

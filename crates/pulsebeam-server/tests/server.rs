@@ -752,7 +752,7 @@ mod auth {
             "pulsebeam_auth_failures_total{kind=\"token_expired\"} 1",
             "pulsebeam_auth_failures_total{kind=\"unknown_key_id\"} 1",
             "pulsebeam_auth_failures_total{kind=\"malformed_token\"} 1",
-            "pulsebeam_calls_total{method=\"Recv\",code=\"unauthenticated\"} 4",
+            "pulsebeam_calls_total{protocol=\"twirp\",method=\"Recv\",code=\"unauthenticated\"} 4",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
@@ -1347,7 +1347,7 @@ mod http_surface {
         let metrics = http(h.addr, "GET", "/metrics", &[], Vec::new()).await;
         let text = String::from_utf8(metrics.body.to_vec()).unwrap();
         for line in [
-            "pulsebeam_calls_total{method=\"Send\",code=\"ok\"} 1",
+            "pulsebeam_calls_total{protocol=\"twirp\",method=\"Send\",code=\"ok\"} 1",
             "pulsebeam_messages_relayed_total 1",
             "pulsebeam_mailbox_messages 1",
             "pulsebeam_connections 1",
@@ -2801,3 +2801,7 @@ mod hardening;
 /// Reloads of broken files that hold secrets.
 #[path = "server/config_secrets.rs"]
 mod config_secrets;
+
+/// gRPC-web `pulsebeam.v1.Signaling`.
+#[path = "server/grpc_web.rs"]
+mod grpc_web;

@@ -8,6 +8,7 @@
 //! of `Recv` ([`poll`]: identity binding, the long wait with re-authentication, the receiver's
 //! policy, and the acknowledgement of what was handed out).
 
+pub(crate) mod analytics;
 mod error;
 pub(crate) mod message;
 
@@ -149,6 +150,11 @@ impl Caller {
             std::future::pending::<()>().await;
         }
         self.check_again(state)
+    }
+
+    /// The credential the caller presented.
+    pub(crate) fn credential(&self) -> Option<&HeaderValue> {
+        self.credential.as_ref()
     }
 
     /// How long the caller's token is still accepted, from `now` (Unix seconds).
@@ -430,26 +436,26 @@ pub(crate) async fn poll(
 
 /// A connection online (a `Recv` in flight) for usage: counted while it lives, its time added
 /// to the project's peer-seconds when it ends, however the call ends.
-pub(crate) struct Online<'a> {
-    state: &'a State,
+pub(crate) struct Online {
+    state: Arc<State>,
     project: Arc<str>,
     since: std::time::Instant,
 }
 
-impl<'a> Online<'a> {
+impl Online {
     /// Counts `caller`'s connection online from now until the guard drops.
-    pub(crate) fn begin(state: &'a State, caller: &Caller) -> Self {
+    pub(crate) fn begin(state: &Arc<State>, caller: &Caller) -> Self {
         let project = Arc::clone(&caller.identity.project_id);
         state.usage.online(&project, 1);
         Online {
-            state,
+            state: Arc::clone(state),
             project,
             since: std::time::Instant::now(),
         }
     }
 }
 
-impl std::ops::Drop for Online<'_> {
+impl std::ops::Drop for Online {
     fn drop(&mut self) {
         self.state.usage.online(&self.project, -1);
         let millis = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -13,6 +13,7 @@ mod audit;
 mod check;
 mod cors;
 mod error;
+mod grpc_web;
 mod ice;
 mod limits;
 mod parse;
@@ -35,6 +36,8 @@ pub use audit::AuditConfig;
 use check::{default_true, socket_addr};
 pub use cors::CorsConfig;
 pub use error::ConfigError;
+pub(crate) use grpc_web::Cidr;
+pub use grpc_web::{GrpcWebConfig, TokenlessRecv};
 pub use ice::{IceConfig, TurnConfig};
 pub use limits::Limits;
 pub(crate) use limits::MIN_HEADER_BYTES;
@@ -83,6 +86,9 @@ pub struct Config {
     /// Where usage comes from besides this server's own calls (`[usage]`).
     #[serde(default)]
     pub usage: UsageConfig,
+    /// The gRPC-web service of the 0.0.18 to 0.1.0-rc.2 clients (`[grpc_web]`).
+    #[serde(default)]
+    pub grpc_web: GrpcWebConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -103,6 +109,7 @@ impl Default for Config {
             admin: None,
             audit: AuditConfig::default(),
             usage: UsageConfig::default(),
+            grpc_web: GrpcWebConfig::default(),
         }
     }
 }
@@ -159,6 +166,7 @@ impl Config {
         self.limits.validate()?;
         self.store.validate()?;
         self.usage.validate()?;
+        self.grpc_web.validate()?;
         self.cors.validate()?;
         if let Some(admin) = &self.admin {
             admin.validate(self.listen)?;

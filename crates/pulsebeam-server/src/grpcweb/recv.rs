@@ -1,0 +1,209 @@
+//! `Recv` as a gRPC-web server stream: one `RecvResp` frame per message, pushed as messages
+//! arrive, a `Ping` when the stream has been quiet for `grpc_web.keepalive_secs`, and a trailer
+//! when it ends.
+//!
+//! The stream is the response body itself, driven by hyper: each frame is produced when hyper
+//! asks for it, so a client that goes away (an aborted fetch, a reset HTTP/2 stream, a closed
+//! connection) drops the body and with it the wait on the mailbox, at once.
+//!
+//! # What a stream that breaks guarantees
+//!
+//! Messages are taken from the mailbox a batch at a time and acknowledged to the store only
+//! once hyper has taken every frame of the batch *and* the stream has then stayed open for a
+//! confirmation delay (a quarter of the store's ack lease, at most [`CONFIRM_AFTER`]): a write
+//! to a connection the client has closed or reset fails within that time and drops the stream.
+//! A stream that breaks before its batch is confirmed (the client reloads, the connection
+//! resets, a newer `Recv` of the connection takes over) leaves the batch unacknowledged, and the
+//! store hands it out again to the connection's next `Recv` after the ack lease. A stream that
+//! ends normally (deadline, shutdown) confirms what it wrote before its trailer. What can still
+//! be lost is a batch whose bytes the kernel accepted on a connection that died silently (a
+//! half-open connection, a proxy that drops the answer) after the confirmation delay: TCP does
+//! not tell the sender, and gRPC-web has no acknowledgement from the client. Reliable messages
+//! are deduplicated by the client, so a message handed out twice is harmless.
+//!
+//! # How a stream ends
+//!
+//! With status OK (the client reopens it at once): at the client's `grpc-timeout` or
+//! `grpc_web.max_stream_secs`, when the token expires (the reopened stream is then refused),
+//! when a newer `Recv` of the same connection opens on any node, and when the server shuts
+//! down. With `UNAUTHENTICATED` (the client gives up): when the token is revoked or its key
+//! removed, within a second on every node.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::frame;
+use crate::call::message::{bytes_field_len, put_bytes_field};
+use crate::call::{self, Caller, Online, PendingAck};
+use crate::config::GrpcWebConfig;
+use crate::state::State;
+use crate::store::Envelope;
+
+/// How long a handed-out batch waits, with its stream still open, before it is acknowledged
+/// without a further frame having been taken. Well within the store's ack lease.
+pub(crate) const CONFIRM_AFTER: Duration = Duration::from_millis(1_000);
+
+/// `RecvResp{msg: Message{payload: MessagePayload{ping: Ping{}}}}`: a message without a header,
+/// which the clients log and drop (0.0.18, whose schema has no `ping`, drops it unread).
+const PING: &[u8] = &[0x0a, 0x04, 0x12, 0x02, 0x2a, 0x00];
+
+struct Stream {
+    state: Arc<State>,
+    caller: Caller,
+    conn_id: u32,
+    deadline: Instant,
+    keepalive: Duration,
+    confirm_after: Duration,
+    /// Frames not yet handed to hyper: a batch, a ping, or the trailer.
+    frames: VecDeque<Bytes>,
+    /// The acknowledgement of the batch in `frames`.
+    batch_ack: Option<PendingAck>,
+    /// Batches hyper has taken whole, oldest first, and since when.
+    unconfirmed: VecDeque<(PendingAck, Instant)>,
+    /// When a frame was last handed to hyper.
+    last_frame: Instant,
+    ended: bool,
+    _online: Online,
+}
+
+/// The answer to a `Recv`: headers now, then the stream.
+pub(crate) fn respond(
+    state: &Arc<State>,
+    caller: Caller,
+    conn_id: u32,
+    lifetime: Duration,
+    settings: &GrpcWebConfig,
+) -> Response {
+    let now = Instant::now();
+    let token_left = caller.token_left(state.now_unix());
+    let lease = Duration::from_millis(caller.live.config.store.ack_lease_ms);
+    let stream = Stream {
+        _online: Online::begin(state, &caller),
+        state: Arc::clone(state),
+        caller,
+        conn_id,
+        deadline: now + lifetime.min(token_left),
+        keepalive: Duration::from_secs(settings.keepalive_secs),
+        confirm_after: (lease / 4).min(CONFIRM_AFTER),
+        // A ping first: the headers go out and the client (and any proxy) sees a live stream.
+        frames: VecDeque::from([frame::data(PING)]),
+        batch_ack: None,
+        unconfirmed: VecDeque::new(),
+        last_frame: now,
+        ended: false,
+    };
+    let body = futures_util::stream::unfold(stream, |mut stream| async move {
+        let frame = stream.next().await?;
+        Some((Ok::<_, Infallible>(frame), stream))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(super::CONTENT_TYPE),
+    );
+    response
+}
+
+/// `RecvResp{msg}` in a data frame, from the stored message bytes as they are.
+fn message_frame(envelope: &Envelope) -> Bytes {
+    let message = &envelope.message;
+    frame::data_with(bytes_field_len(message), |out| {
+        put_bytes_field(out, 1, message);
+    })
+}
+
+impl Stream {
+    /// The next frame for hyper, or `None` once the trailer went out.
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            let now = Instant::now();
+            self.confirm(now).await;
+            if let Some(frame) = self.frames.pop_front() {
+                if self.frames.is_empty() {
+                    if let Some(ack) = self.batch_ack.take() {
+                        self.unconfirmed.push_back((ack, now));
+                    }
+                }
+                self.last_frame = now;
+                return Some(frame);
+            }
+            if self.ended {
+                return None;
+            }
+            self.fill().await;
+        }
+    }
+
+    /// Acknowledges the batches that hyper took whole at least the confirmation delay ago.
+    async fn confirm(&mut self, now: Instant) {
+        while self
+            .unconfirmed
+            .front()
+            .is_some_and(|(_, since)| now >= *since + self.confirm_after)
+        {
+            if let Some((ack, _)) = self.unconfirmed.pop_front() {
+                ack.send(&self.state).await;
+            }
+        }
+    }
+
+    /// Waits for mail and queues it, or a ping once the stream has been quiet for the
+    /// keep-alive, or the trailer.
+    async fn fill(&mut self) {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return self.end(0, "", true).await;
+        }
+        let ping_at = self.last_frame + self.keepalive;
+        if now >= ping_at {
+            self.frames.push_back(frame::data(PING));
+            return;
+        }
+        let mut until = ping_at.min(self.deadline);
+        if let Some((_, since)) = self.unconfirmed.front() {
+            until = until.min(*since + self.confirm_after);
+        }
+        match call::poll(&self.state, &mut self.caller, self.conn_id, until - now).await {
+            Err(refusal) => {
+                let message = refusal.to_string();
+                self.end(refusal.code().grpc(), &message, false).await;
+            }
+            // The connection's newer stream gets what this one has not confirmed.
+            Ok(handout) if handout.superseded => self.end(0, "", false).await,
+            Ok(handout) if handout.envelopes.is_empty() => {
+                // Nothing the receiver may see: what was handed out is done with.
+                if let Some(ack) = handout.ack {
+                    ack.send(&self.state).await;
+                }
+                if *self.state.shutdown.borrow() {
+                    self.end(0, "", true).await;
+                }
+            }
+            Ok(handout) => {
+                self.frames
+                    .extend(handout.envelopes.iter().map(message_frame));
+                self.batch_ack = handout.ack;
+            }
+        }
+    }
+
+    /// Queues the trailer that ends the stream with `code`, confirming first what was written
+    /// when the stream ends in good order.
+    async fn end(&mut self, code: u8, message: &str, confirm: bool) {
+        if confirm {
+            while let Some((ack, _)) = self.unconfirmed.pop_front() {
+                ack.send(&self.state).await;
+            }
+        }
+        self.ended = true;
+        self.frames.push_back(frame::trailer(code, message));
+    }
+}
