@@ -31,7 +31,10 @@ use crate::metrics::{Method, Metrics, StoreOp};
 use crate::proto::{PrepareReq, RecvReq, SendResp};
 use crate::revoke::{Revocation, RevocationError, Revocations};
 use crate::state::{remote_of, RemoteAddr, State};
-use crate::store::{MailboxStore, MemoryStore, RedisStore};
+use crate::store::{
+    LocalRevocations, MailboxStore, MemoryStore, MemoryUsage, OwnRuntime, RedisConnection,
+    RedisRevocations, RedisStore, RedisUsage, RevocationStore, StartError, UsageStore,
+};
 use crate::tunnel;
 use crate::twirp::{Code, TwirpError};
 use crate::usage::{Record, Usage};
@@ -93,9 +96,21 @@ impl ServerBuilder {
     pub fn build(self) -> Result<Server, ConfigError> {
         let live = Live::build(self.config, Arc::clone(&self.clock), None)?;
         let config = Arc::clone(&live.config);
-        let store = match self.store {
-            Some(store) => store,
-            None => build_store(&config)?,
+        // Outside tokio (checking a configuration, as `serve --check` does, or in a test) the
+        // stores run their tasks on a runtime of the server's own.
+        let own_runtime = match tokio::runtime::Handle::try_current() {
+            Ok(_) => None,
+            Err(_) => Some(OwnRuntime::new().map_err(|e| {
+                ConfigError::invalid(
+                    "store",
+                    e.to_string(),
+                    "build the server inside a tokio runtime",
+                )
+            })?),
+        };
+        let stores = {
+            let _inside = own_runtime.as_ref().map(OwnRuntime::enter);
+            build_stores(&config, self.store, self.clock.now_unix())?
         };
         let audit = Audit::new(&config.audit).map_err(|e| {
             ConfigError::invalid(
@@ -104,13 +119,8 @@ impl ServerBuilder {
                 "give a file in a writable directory, or remove the key to audit to the log",
             )
         })?;
-        let now = self.clock.now_unix();
-        let revocations = match config.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
-            Some(path) => Revocations::with_state_file(path, now).map_err(|e| {
-                ConfigError::invalid("admin.state_file", e.to_string(), "fix or move the file")
-            })?,
-            None => Revocations::in_memory(),
-        };
+        let revocations = Revocations::new();
+        revocations.replace(stores.in_force, self.clock.now_unix());
         let usage = Usage::default();
         usage.set_projects(&project_ids(&config));
         let tls = config.tls.as_ref().map(crate::tls::Tls::new).transpose()?;
@@ -120,18 +130,21 @@ impl ServerBuilder {
             state: Arc::new(State {
                 live: ArcSwap::from_pointee(live),
                 clock: self.clock,
-                store,
+                store: stores.mailboxes,
                 metrics: Metrics::default(),
                 shutdown,
                 epoch,
                 revocations,
+                revocation_store: stores.revocations,
                 audit,
                 usage,
+                usage_store: stores.usage,
                 turn_stats: Default::default(),
                 config_file: self.config_file,
                 reloading: std::sync::Mutex::new(()),
                 sync_started: std::sync::atomic::AtomicBool::new(false),
                 tls,
+                _own_runtime: own_runtime,
             }),
             extra: None,
         };
@@ -148,19 +161,70 @@ impl ServerBuilder {
     }
 }
 
-/// The store that `[store]` configures. A Redis store connects in the background, so a node
-/// starts (answering `unavailable` and a failing `/healthz`) while Redis is still down.
-fn build_store(config: &Config) -> Result<Arc<dyn MailboxStore>, ConfigError> {
-    let ack_lease = Duration::from_millis(config.store.ack_lease_ms);
-    Ok(match config.store.backend {
-        StoreBackend::Redis => Arc::new(RedisStore::new(&config.store, &config.limits).map_err(
-            |err| ConfigError::Invalid {
-                key: "store.urls".into(),
-                problem: err.to_string(),
-                fix: "check the Redis URLs (redis://HOST:PORT or unix:///PATH)".into(),
-            },
-        )?),
-        _ => Arc::new(MemoryStore::new(&config.limits, ack_lease)),
+/// What `[store]` configures: mailboxes (unless the builder was given a store), revocations
+/// and usage totals, and the revocations in force at `now`.
+struct Stores {
+    mailboxes: Arc<dyn MailboxStore>,
+    revocations: Arc<dyn RevocationStore>,
+    usage: Arc<dyn UsageStore>,
+    in_force: Vec<Revocation>,
+}
+
+/// Builds the stores. On Redis the three share one connection, which connects in the
+/// background, so a node starts (answering `unavailable` and a failing `/healthz`) while Redis
+/// is still down, and reads the revocations at its first sync.
+fn build_stores(
+    config: &Config,
+    mailboxes: Option<Arc<dyn MailboxStore>>,
+    now: u64,
+) -> Result<Stores, ConfigError> {
+    let unusable = |err: StartError| ConfigError::Invalid {
+        key: "store.urls".into(),
+        problem: err.to_string(),
+        fix: "check the Redis URLs (redis://HOST:PORT or unix:///PATH)".into(),
+    };
+    if config.store.backend == StoreBackend::Redis {
+        let connection = RedisConnection::new(&config.store).map_err(unusable)?;
+        let mailboxes = match mailboxes {
+            Some(mailboxes) => mailboxes,
+            None => Arc::new(
+                RedisStore::with_connection(connection.clone(), &config.store, &config.limits)
+                    .map_err(unusable)?,
+            ),
+        };
+        let prefix = &config.store.key_prefix;
+        return Ok(Stores {
+            mailboxes,
+            revocations: Arc::new(RedisRevocations::new(connection.clone(), prefix)),
+            usage: Arc::new(RedisUsage::new(connection, prefix)),
+            in_force: Vec::new(),
+        });
+    }
+    let mailboxes = match mailboxes {
+        Some(mailboxes) => mailboxes,
+        None => {
+            let ack_lease = Duration::from_millis(config.store.ack_lease_ms);
+            let store = MemoryStore::new(&config.limits, ack_lease).map_err(|err| {
+                ConfigError::invalid(
+                    "store",
+                    err.to_string(),
+                    "build the server inside a tokio runtime",
+                )
+            })?;
+            Arc::new(store)
+        }
+    };
+    let revocations = match config.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
+        Some(path) => LocalRevocations::with_state_file(path, now).map_err(|e| {
+            ConfigError::invalid("admin.state_file", e.to_string(), "fix or move the file")
+        })?,
+        None => LocalRevocations::in_memory(),
+    };
+    Ok(Stores {
+        mailboxes,
+        in_force: revocations.in_force(now),
+        revocations: Arc::new(revocations),
+        usage: Arc::new(MemoryUsage::new()),
     })
 }
 
@@ -172,13 +236,10 @@ const REVOCATION_SYNC: Duration = Duration::from_millis(500);
 const USAGE_FLUSH_EVERY: u32 = 20;
 
 impl Server {
-    /// With a shared store, keeps the revocations in step with it and adds usage totals to it,
-    /// from a task that ends when the server is dropped. Without a runtime (a server built
-    /// outside tokio) nothing is started; [`serve`] starts it then.
+    /// Keeps the revocations in step with the revocation store and adds usage totals to the
+    /// usage store, from a task that ends when the server is dropped. Without a runtime (a
+    /// server built outside tokio) nothing is started; [`serve`] starts it then.
     fn start_sync(&self) {
-        if self.state.store.shared().is_none() {
-            return;
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -457,7 +518,7 @@ pub async fn serve(
         .as_ref()
         .map(|tls| crate::http::TlsServing::new(tls, limits));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let turn_stats = crate::turnstats::TurnStats::start(&state, &config.usage);
+    let turn_stats = crate::turnstats::TurnStats::start(Arc::clone(&state) as _, &config.usage);
 
     let mut down = state.shutdown.subscribe();
     let stop = async move {

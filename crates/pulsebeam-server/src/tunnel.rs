@@ -17,7 +17,7 @@ use crate::metrics::{Drop, StoreOp};
 use crate::proto::{self, IceServer, PeerInfo, PrepareResp, RecvResp, SendReq};
 use crate::state::State;
 use crate::store::{Envelope, PeerAddr, PollOptions, Polled, Receipt, StoreError};
-use crate::turn::turn_credential;
+use crate::turn::{turn_credential, turn_user};
 use crate::twirp::{Code, TwirpError};
 use crate::usage::Record;
 
@@ -437,54 +437,6 @@ impl std::ops::Drop for Online<'_> {
     }
 }
 
-/// The opaque user part of a TURN username: project, group and peer, joined by `/`, each with
-/// every byte outside ASCII letters, digits and `-._` written as `~` and two hex digits. Not
-/// `%`: coturn writes the username into its statistics channel names through a `printf`-style
-/// format, where a `%` would be read as a conversion. The project comes first so TURN traffic
-/// (which coturn reports by username) can be attributed to it.
-pub(crate) fn turn_user(project: &str, group: &str, peer: &str) -> String {
-    fn encode(out: &mut String, text: &str) {
-        for byte in text.bytes() {
-            if byte.is_ascii_alphanumeric() || b"-._".contains(&byte) {
-                out.push(char::from(byte));
-            } else {
-                out.push_str(&format!("~{byte:02X}"));
-            }
-        }
-    }
-    let mut out = String::with_capacity(project.len() + group.len() + peer.len() + 2);
-    encode(&mut out, project);
-    out.push('/');
-    encode(&mut out, group);
-    out.push('/');
-    encode(&mut out, peer);
-    out
-}
-
-/// The project of a TURN username made by [`turn_user`] (`<expiry>:<project>/<group>/<peer>`).
-pub(crate) fn project_of_turn_username(username: &str) -> Option<String> {
-    let (_, user) = username.split_once(':')?;
-    let project = user.split('/').next()?;
-    let bytes = project.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes.get(i) {
-            Some(b'~') => {
-                let hex = project.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            Some(&b) => {
-                out.push(b);
-                i += 1;
-            }
-            None => break,
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// `RecvResp` in protobuf, built from the stored message bytes without re-encoding them.
 pub(crate) fn recv_resp_protobuf(envelopes: &[Envelope]) -> Bytes {
     let len: usize = envelopes
@@ -541,22 +493,6 @@ fn check_id(id: &str, field: &'static str) -> Result<(), TunnelError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    proptest! {
-        /// Any ids give a username without `%` (which coturn would read as a format
-        /// conversion), whose project reads back exactly.
-        #[test]
-        fn turn_usernames_never_hold_a_percent_and_name_their_project(
-            project in "\\PC{1,64}",
-            group in "\\PC{1,16}",
-            peer in "\\PC{1,16}",
-        ) {
-            let username = format!("1796310368:{}", turn_user(&project, &group, &peer));
-            prop_assert!(!username.contains('%'));
-            prop_assert_eq!(username.matches('/').count(), 2);
-            prop_assert_eq!(project_of_turn_username(&username), Some(project));
-        }
-    }
 
     fn field(number: u32, value: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

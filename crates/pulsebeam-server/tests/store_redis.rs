@@ -1,6 +1,6 @@
-//! The Redis store against real servers: the conformance suite on a standalone Redis and on a
-//! Redis Cluster, several nodes sharing one Redis, a node that dies holding mail, and Redis going
-//! away and coming back.
+//! The Redis store against real servers: the conformance suites (mailboxes, revocations, usage)
+//! on a standalone Redis and on a Redis Cluster, several nodes sharing one Redis, a node that
+//! dies holding mail, and Redis going away and coming back.
 //!
 //! `scripts/redis.sh start` starts the servers and prints `PULSEBEAM_TEST_REDIS_URL` and
 //! `PULSEBEAM_TEST_REDIS_CLUSTER_URLS` (comma-separated seeds). Without them these tests print a
@@ -21,7 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use pulsebeam_server::store::conformance::{self, Factory, Setup};
-use pulsebeam_server::store::{Envelope, PeerAddr, PollOptions, StoreError};
+use pulsebeam_server::store::{
+    Envelope, PeerAddr, PollOptions, RedisConnection, RedisRevocations, RedisUsage,
+    RevocationStore, StoreError, UsageStore,
+};
 use pulsebeam_server::{Limits, MailboxStore, RedisStore, StoreBackend, StoreConfig};
 
 /// The URLs in `var`, or `None` after a loud SKIP line (a failure with `PULSEBEAM_REQUIRE_REDIS=1`).
@@ -140,6 +143,58 @@ async fn conformance_on_redis_cluster() {
         return;
     };
     run_conformance(urls, true).await;
+}
+
+/// Revocation stores for one namespace share a prefix, each on a connection of its own: nodes.
+fn revocations_factory(urls: Vec<String>, cluster: bool) -> conformance::revocations::Factory {
+    let run = unique_prefix("revocations");
+    Arc::new(move |namespace: &str| {
+        let prefix = format!("{run}:{namespace}");
+        let config = store_config(&urls, cluster, &prefix, Duration::from_secs(5));
+        let connection = RedisConnection::new(&config).unwrap();
+        Arc::new(RedisRevocations::new(connection, &prefix)) as Arc<dyn RevocationStore>
+    })
+}
+
+/// Usage stores for one namespace share a prefix, each on a connection of its own: nodes.
+fn usage_factory(urls: Vec<String>, cluster: bool) -> conformance::usage::Factory {
+    let run = unique_prefix("usage");
+    Arc::new(move |namespace: &str| {
+        let prefix = format!("{run}:{namespace}");
+        let config = store_config(&urls, cluster, &prefix, Duration::from_secs(5));
+        let connection = RedisConnection::new(&config).unwrap();
+        Arc::new(RedisUsage::new(connection, &prefix)) as Arc<dyn UsageStore>
+    })
+}
+
+async fn run_shared_conformance(urls: Vec<String>, cluster: bool) {
+    let failed =
+        conformance::revocations::run_all(revocations_factory(urls.clone(), cluster)).await;
+    assert!(failed.is_empty(), "revocations failed: {failed:#?}");
+    let failed = conformance::usage::run_all(usage_factory(urls, cluster)).await;
+    assert!(failed.is_empty(), "usage failed: {failed:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_usage_conformance_on_standalone_redis() {
+    let Some(urls) = urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "revocation_and_usage_conformance_on_standalone_redis",
+    ) else {
+        return;
+    };
+    run_shared_conformance(urls, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_usage_conformance_on_redis_cluster() {
+    let Some(urls) = urls(
+        "PULSEBEAM_TEST_REDIS_CLUSTER_URLS",
+        "revocation_and_usage_conformance_on_redis_cluster",
+    ) else {
+        return;
+    };
+    run_shared_conformance(urls, true).await;
 }
 
 /// A node that took messages and died before acknowledging them loses nothing: another node

@@ -1,0 +1,2 @@
+-- The revocations' change counter.
+return reply{version = num(redis.call('GET', KEY.version))}
