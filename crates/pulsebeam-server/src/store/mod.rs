@@ -10,6 +10,14 @@
 //! The contract below is written once, here, and proven once per backend by the conformance
 //! suite (`conformance.rs`, compiled with the `conformance` feature or in tests).
 //!
+//! What else nodes keep has narrow interfaces of its own, with contracts and suites the same
+//! way: [`RevocationStore`] ([`LocalRevocations`], [`RedisRevocations`]) and [`UsageStore`]
+//! ([`MemoryUsage`], [`RedisUsage`]). On Redis all of them share one [`RedisConnection`].
+//!
+//! Stores start their background work (a purge, a wake-up subscriber) when they are built and
+//! end it when they are dropped, so they are built inside a tokio runtime
+//! ([`StartError::NoRuntime`] otherwise).
+//!
 //! # The contract
 //!
 //! **Addresses.** A *peer* is [`PeerAddr`] `(project, group, peer)`; projects are keyed by their

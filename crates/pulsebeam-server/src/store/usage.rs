@@ -44,7 +44,7 @@ pub trait UsageStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<BTreeMap<u64, UsageTotals>, StoreError>>;
 }
 
-/// Usage totals of one node, in memory, for [`KEEP_HOURS`] back from the newest hour added.
+/// Usage totals of one node, in memory, for eight days back from the newest hour added.
 #[derive(Debug, Default)]
 pub struct MemoryUsage {
     totals: Mutex<HourlyUsage>,

@@ -24,9 +24,9 @@ pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// background and reconnecting with backoff. Cheap to clone; every clone shares the clients, which
 /// disconnect when the last clone is dropped.
 ///
-/// Every script runs through [`RedisConnection::run`], under one policy: wait for the first
-/// connection, pick a client, `EVALSHA` (loading the script on `NOSCRIPT`), all within
-/// [`COMMAND_TIMEOUT`], and any failure is [`StoreError::Unavailable`].
+/// Every script runs through one call helper, under one policy: wait for the first
+/// connection, pick a client, `EVALSHA` (loading the script on `NOSCRIPT`), all within two
+/// seconds, and any failure is [`StoreError::Unavailable`].
 #[derive(Clone)]
 pub struct RedisConnection {
     inner: Arc<Inner>,
