@@ -14,7 +14,7 @@ use super::budgets::{Budget, Budgets};
 use super::connection::{node_id, RedisConnection};
 use super::keys::Keys;
 use super::message::{decode, encode};
-use super::scripts::{Ack, Begin, Deliver, Polling, ScriptCall, Status, Take};
+use super::scripts::{Ack, Begin, ConnId, Deliver, Polling, ScriptCall, Status, Take};
 use super::wakeups::Wakeups;
 use crate::config::{Limits, StoreConfig};
 use crate::store::tasks::Tasks;
@@ -247,7 +247,7 @@ impl Mailboxes {
             let delivered = self
                 .run(Deliver {
                     base: base.clone(),
-                    conn: conn_id,
+                    conn: ConnId(conn_id),
                     envelope: blob.clone(),
                     capacity: as_u64(b.capacity),
                     ttl_ms: b.ttl_ms,
@@ -309,7 +309,7 @@ impl Mailboxes {
         let taken = self
             .run(Take {
                 base: base.to_owned(),
-                conn,
+                conn: ConnId(conn),
                 generation,
                 max: as_u64(max),
                 ack_lease_ms: b.ack_lease_ms,
@@ -345,7 +345,7 @@ impl Mailboxes {
             let begun = self
                 .run(Begin {
                     base: base.to_owned(),
-                    conn: conn_id,
+                    conn: ConnId(conn_id),
                     node: self.node.clone(),
                     wait_ms,
                     max: as_u64(max),
@@ -524,7 +524,7 @@ impl Mailboxes {
             let acked = mailboxes
                 .run(Ack {
                     base: pending.base,
-                    conn: pending.conn,
+                    conn: ConnId(pending.conn),
                     receipts: pending.receipts,
                 })
                 .await;

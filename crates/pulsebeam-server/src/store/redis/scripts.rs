@@ -6,8 +6,8 @@
 //! the Lua side names them too:
 //!
 //! - `S`: the status codes, from [`Status`] (`return reply{status = S.FULL}`, never a number);
-//! - `KEY`, `ARG`: the keys and arguments by name, numbers already converted (`ARG.ttl_ms`),
-//!   flags as booleans (`if ARG.granted then`); a trailing list is a table (`ARG.receipts`);
+//! - a local per key and argument, named as declared, numbers already converted (`ttl_ms`),
+//!   flags as booleans (`if granted then`); a trailing list is a table (`receipts`);
 //! - `reply{...}`: the reply, in the order the Rust side reads it (fields left out are 0, false
 //!   or empty; the status is required), followed by an optional list (`reply({...}, messages)`).
 //!
@@ -104,6 +104,18 @@ impl Arg for u32 {
     const KIND: Kind = Kind::Number;
     fn into_value(self) -> Value {
         Value::Integer(i64::from(self))
+    }
+}
+
+/// A connection id, passed as text: the scripts build key names from it, and joining a Lua
+/// number into a string costs several times joining a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnId(pub(crate) u32);
+
+impl Arg for ConnId {
+    const KIND: Kind = Kind::Text;
+    fn into_value(self) -> Value {
+        Value::Integer(i64::from(self.0))
     }
 }
 
@@ -249,37 +261,33 @@ impl Spec {
 
     fn header(&self) -> String {
         let mut out = format!(
-            "-- {}: header generated from its declaration in store/redis/scripts.rs.\nlocal S = {{",
+            "-- {}: header generated from its declaration in store/redis/scripts.rs.\n",
             self.name
         );
-        let statuses: Vec<String> = Status::ALL
-            .iter()
-            .map(|(status, lua)| format!("{lua} = {}", *status as i64))
-            .collect();
-        out.push_str(&statuses.join(", "));
-        out.push_str("}\nlocal KEY = {");
-        let keys: Vec<String> = (1..)
-            .zip(self.keys)
-            .map(|(i, name)| format!("{name} = KEYS[{i}]"))
-            .collect();
-        out.push_str(&keys.join(", "));
-        out.push_str("}\n");
-        if let Some(list) = self.key_list {
-            push_list(&mut out, "KEY", list, "KEYS", self.keys.len() + 1);
+        if self.reply.iter().any(|(_, kind)| *kind == Kind::Status) {
+            let statuses: Vec<String> = Status::ALL
+                .iter()
+                .map(|(status, lua)| format!("{lua} = {}", *status as i64))
+                .collect();
+            let _ = writeln!(out, "local S = {{{}}}", statuses.join(", "));
         }
-        out.push_str("local ARG = {");
-        let args: Vec<String> = (1..)
-            .zip(self.args)
-            .map(|(i, (name, kind))| match kind {
-                Kind::Number => format!("{name} = tonumber(ARGV[{i}])"),
-                Kind::Flag => format!("{name} = ARGV[{i}] == '1'"),
-                Kind::Text | Kind::Status | Kind::Raw => format!("{name} = ARGV[{i}]"),
-            })
-            .collect();
-        out.push_str(&args.join(", "));
-        out.push_str("}\n");
+        for (i, name) in (1..).zip(self.keys) {
+            let _ = writeln!(out, "local {name} = KEYS[{i}]");
+        }
+        if let Some(list) = self.key_list {
+            push_list(&mut out, list, "KEYS", self.keys.len() + 1);
+        }
+        // Locals, not a table: a script reads them many times and a table costs Redis time on
+        // every call.
+        for (i, (name, kind)) in (1..).zip(self.args) {
+            let _ = match kind {
+                Kind::Number => writeln!(out, "local {name} = tonumber(ARGV[{i}])"),
+                Kind::Flag => writeln!(out, "local {name} = ARGV[{i}] == '1'"),
+                Kind::Text | Kind::Status | Kind::Raw => writeln!(out, "local {name} = ARGV[{i}]"),
+            };
+        }
         if let Some(list) = self.arg_list {
-            push_list(&mut out, "ARG", list, "ARGV", self.args.len() + 1);
+            push_list(&mut out, list, "ARGV", self.args.len() + 1);
         }
         out.push_str("local function reply(r, list)\n  local out = {");
         let fields: Vec<String> = self
@@ -298,13 +306,24 @@ impl Spec {
         );
         out
     }
+
+    /// Every name the header declares.
+    #[cfg(test)]
+    fn declared(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.keys
+            .iter()
+            .copied()
+            .chain(self.key_list)
+            .chain(self.args.iter().map(|(name, _)| *name))
+            .chain(self.arg_list)
+    }
 }
 
-/// `TABLE.name = {}` filled from `SOURCE[first..]`.
-fn push_list(out: &mut String, table: &str, name: &str, source: &str, first: usize) {
+/// `local name = {}` filled from `SOURCE[first..]`.
+fn push_list(out: &mut String, name: &str, source: &str, first: usize) {
     let _ = writeln!(
         out,
-        "{table}.{name} = {{}}\nfor i = {first}, #{source} do {table}.{name}[#{table}.{name} + 1] = {source}[i] end"
+        "local {name} = {{}}\nfor i = {first}, #{source} do {name}[#{name} + 1] = {source}[i] end"
     );
 }
 
@@ -410,7 +429,7 @@ script! {
     Deliver -> Delivered = "deliver.lua" [PRELUDE, PEER];
     keys { base };
     args {
-        conn: u32, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
+        conn: ConnId, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
         max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
     };
     reply { status: Status, budget_due: bool, budget_member: String, evicted: u64, expired: u64 };
@@ -421,7 +440,7 @@ script! {
     Begin -> Begun = "begin.lua" [PRELUDE, PEER];
     keys { base };
     args {
-        conn: u32, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
+        conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
         idle_ms: u64, max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
         budget_span_ms: u64, grace_ms: u64,
     } + receipts: u64;
@@ -436,7 +455,7 @@ script! {
     Take -> Taken = "take.lua" [PRELUDE, PEER];
     keys { base };
     args {
-        conn: u32, generation: i64, max: u64, ack_lease_ms: u64, ttl_ms: u64, last: bool,
+        conn: ConnId, generation: i64, max: u64, ack_lease_ms: u64, ttl_ms: u64, last: bool,
         keep_ms: u64,
     };
     reply { status: Status, expired: u64 } + messages: Value;
@@ -446,7 +465,7 @@ script! {
     /// Deletes what polls of a connection handed out.
     Ack -> Acked = "ack.lua" [PRELUDE, PEER];
     keys { base };
-    args { conn: u32 } + receipts: u64;
+    args { conn: ConnId } + receipts: u64;
     reply { acknowledged: u64 };
 }
 
@@ -563,22 +582,59 @@ mod tests {
         ]
     }
 
-    /// The names `TABLE.name` used in `lua`.
-    fn uses(lua: &str, table: &str) -> Vec<String> {
-        let marker = format!("{table}.");
+    /// The Lua without comments.
+    fn code(lua: &str) -> String {
+        lua.lines()
+            .map(|line| line.split("--").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The identifiers in `lua`, in order.
+    fn identifiers(lua: &str) -> Vec<&str> {
+        lua.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+
+    /// The names `local` statements (and `local function`s) in `lua` define.
+    fn locals(lua: &str) -> Vec<String> {
         let mut out = Vec::new();
-        let mut rest = lua;
-        while let Some(at) = rest.find(&marker) {
+        for line in code(lua).lines() {
+            let Some(rest) = line.trim_start().strip_prefix("local ") else {
+                continue;
+            };
+            match rest.strip_prefix("function ") {
+                Some(f) => out.extend(identifiers(f).first().map(|n| (*n).to_owned())),
+                None => out.extend(
+                    rest.split('=')
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(|n| n.trim().to_owned()),
+                ),
+            }
+        }
+        out
+    }
+
+    /// The status names `S.NAME` used in `lua`.
+    fn statuses_used(lua: &str) -> Vec<String> {
+        let code = code(lua);
+        let mut out = Vec::new();
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find("S.") {
             let before = rest[..at].chars().next_back();
-            rest = &rest[at + marker.len()..];
+            rest = &rest[at + 2..];
             if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
                 continue;
             }
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            out.push(name);
+            out.push(
+                identifiers(rest)
+                    .first()
+                    .map(|n| (*n).to_owned())
+                    .unwrap_or_default(),
+            );
         }
         out
     }
@@ -589,50 +645,40 @@ mod tests {
     ];
 
     #[test]
-    fn scripts_use_exactly_the_keys_and_arguments_they_declare() {
+    fn scripts_use_what_they_declare_and_never_shadow_it() {
         for spec in all() {
-            let lua: String = spec.preludes.concat() + spec.body;
-            let keys: Vec<&str> = spec.keys.iter().copied().chain(spec.key_list).collect();
-            let args: Vec<&str> = spec
-                .args
-                .iter()
-                .map(|(name, _)| *name)
-                .chain(spec.arg_list)
-                .collect();
-            for used in uses(&lua, "KEY") {
-                assert!(keys.contains(&used.as_str()), "{}: KEY.{used}", spec.name);
-            }
-            for used in uses(&lua, "ARG") {
-                assert!(args.contains(&used.as_str()), "{}: ARG.{used}", spec.name);
-            }
-            for declared in keys {
+            let lua = code(&(spec.preludes.concat() + spec.body));
+            let used = identifiers(&lua);
+            let defined = locals(&lua);
+            for declared in spec.declared() {
                 assert!(
-                    uses(&lua, "KEY").iter().any(|u| u == declared),
-                    "{}: KEY.{declared} is never used",
+                    used.contains(&declared),
+                    "{}: {declared} is never used",
+                    spec.name
+                );
+                assert!(
+                    !defined.iter().any(|d| d == declared),
+                    "{}: a local shadows {declared}",
+                    spec.name
+                );
+                assert!(
+                    !LUA_KEYWORDS.contains(&declared),
+                    "{}: {declared}",
                     spec.name
                 );
             }
-            for declared in args {
-                assert!(
-                    uses(spec.body, "ARG").iter().any(|u| u == declared),
-                    "{}: ARG.{declared} is never used",
-                    spec.name
-                );
+            for (field, _) in spec.reply {
+                assert!(!LUA_KEYWORDS.contains(field), "{}: {field}", spec.name);
             }
-            for status in uses(&lua, "S") {
+            let statuses = statuses_used(&lua);
+            let has_status = spec.reply.iter().any(|(_, kind)| *kind == Kind::Status);
+            assert_eq!(!statuses.is_empty(), has_status, "{}", spec.name);
+            for status in statuses {
                 assert!(
                     Status::ALL.iter().any(|(_, lua)| *lua == status),
                     "{}: S.{status}",
                     spec.name
                 );
-            }
-            let names = spec
-                .keys
-                .iter()
-                .chain(spec.args.iter().map(|(n, _)| n))
-                .chain(spec.reply.iter().map(|(n, _)| n));
-            for name in names {
-                assert!(!LUA_KEYWORDS.contains(name), "{}: {name}", spec.name);
             }
         }
     }
@@ -662,27 +708,40 @@ mod tests {
         assert_eq!(
             header,
             "-- ack.lua: header generated from its declaration in store/redis/scripts.rs.\n\
-             local S = {OK = 0, SUPERSEDED = 1, FULL = 2, TOO_MANY_PEER = 3, NEED_BUDGET = 4}\n\
-             local KEY = {base = KEYS[1]}\n\
-             local ARG = {conn = tonumber(ARGV[1])}\n\
-             ARG.receipts = {}\n\
-             for i = 2, #ARGV do ARG.receipts[#ARG.receipts + 1] = ARGV[i] end\n\
+             local base = KEYS[1]\n\
+             local conn = ARGV[1]\n\
+             local receipts = {}\n\
+             for i = 2, #ARGV do receipts[#receipts + 1] = ARGV[i] end\n\
              local function reply(r, list)\n  local out = {(r.acknowledged or 0)}\n  \
              if list then\n    for i = 1, #list do out[#out + 1] = list[i] end\n  end\n  \
              return out\nend\n"
         );
         let deliver = Deliver::SPEC.header();
-        assert!(deliver.contains("granted = ARGV[8] == '1'"), "{deliver}");
-        assert!(deliver.contains("envelope = ARGV[2],"), "{deliver}");
+        assert!(
+            deliver.contains(
+                "local S = {OK = 0, SUPERSEDED = 1, FULL = 2, TOO_MANY_PEER = 3, NEED_BUDGET = 4}\n"
+            ),
+            "{deliver}"
+        );
+        assert!(
+            deliver.contains("local granted = ARGV[8] == '1'\n"),
+            "{deliver}"
+        );
+        assert!(
+            deliver.contains("local capacity = tonumber(ARGV[3])\n"),
+            "{deliver}"
+        );
+        assert!(deliver.contains("local envelope = ARGV[2]\n"), "{deliver}");
         assert!(
             deliver.contains("{r.status, (r.budget_due and 1 or 0), tostring(r.budget_member or ''), (r.evicted or 0), (r.expired or 0)}"),
             "{deliver}"
         );
         let read = ReadUsage::SPEC.header();
         assert!(
-            read.contains("for i = 1, #KEYS do KEY.hours[#KEY.hours + 1] = KEYS[i] end"),
+            read.contains("for i = 1, #KEYS do hours[#hours + 1] = KEYS[i] end"),
             "{read}"
         );
+        assert!(!read.contains("local S"), "{read}");
     }
 
     #[test]
@@ -701,7 +760,7 @@ mod tests {
     fn calls_send_keys_and_arguments_in_declaration_order() {
         let (keys, args) = Begin {
             base: "pb:{p:g:a}:".into(),
-            conn: 100,
+            conn: ConnId(100),
             node: "n1".into(),
             wait_ms: 30_000,
             max: 64,

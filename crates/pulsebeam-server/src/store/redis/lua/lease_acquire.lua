@@ -1,11 +1,11 @@
--- Takes the lease KEY.lease for ARG.holder, or renews it if ARG.holder holds it, for ARG.ms.
-local holder = redis.call('GET', KEY.lease)
-if holder == false then
-  redis.call('SET', KEY.lease, ARG.holder, 'PX', ARG.ms)
+-- Takes `lease` for `holder`, or renews it if `holder` holds it, for `ms`.
+local current = redis.call('GET', lease)
+if current == false then
+  redis.call('SET', lease, holder, 'PX', ms)
   return reply{held = true}
 end
-if holder == ARG.holder then
-  redis.call('PEXPIRE', KEY.lease, ARG.ms)
+if current == holder then
+  redis.call('PEXPIRE', lease, ms)
   return reply{held = true}
 end
 return reply{held = false}

@@ -1,6 +1,6 @@
--- Gives the lease KEY.lease up if ARG.holder holds it.
-if redis.call('GET', KEY.lease) == ARG.holder then
-  redis.call('DEL', KEY.lease)
+-- Gives `lease` up if `holder` holds it.
+if redis.call('GET', lease) == holder then
+  redis.call('DEL', lease)
   return reply{released = true}
 end
 return reply{released = false}

@@ -1,5 +1,5 @@
--- One peer's keys and the helpers of the mailbox scripts (store/redis/mod.rs describes the keys).
-local base = KEY.base
+-- One peer's keys (from `base`) and the helpers of the mailbox scripts (store/redis/mod.rs
+-- describes the keys).
 local now = now_ms()
 local H = base .. 'h'
 local CONNS = base .. 'conns'
@@ -56,9 +56,9 @@ local function ack(c, receipt)
   return n
 end
 
--- Reserves up to `max` messages of `c` under `receipt` for `lease` ms and returns them.
-local function take(c, receipt, max, lease)
-  local ms = redis.call('ZRANGE', M(c), 0, max - 1, 'WITHSCORES')
+-- Reserves up to `limit` messages of `c` under `receipt` for `lease` ms and returns them.
+local function take(c, receipt, limit, lease)
+  local ms = redis.call('ZRANGE', M(c), 0, limit - 1, 'WITHSCORES')
   local out, seqs = {}, {}
   for i = 1, #ms, 2 do
     out[#out + 1] = ms[i]

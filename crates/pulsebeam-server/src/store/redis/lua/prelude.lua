@@ -1,7 +1,7 @@
 -- Helpers for every script. The header before this file is generated from the script's
--- declaration in scripts.rs: S holds the status codes, KEY and ARG the declared keys and
--- arguments by name (numbers as numbers, flags as booleans), and reply{...} builds the reply
--- in the order the Rust side reads it.
+-- declaration in scripts.rs: S holds the status codes, a local per declared key and argument
+-- (numbers as numbers, flags as booleans), and reply{...} builds the reply in the order the
+-- Rust side reads it.
 
 -- Redis server time in milliseconds: every node agrees on it.
 local function now_ms()

@@ -1,13 +1,13 @@
--- The revocations holding after ARG.now_secs; those run out are deleted.
-local all = redis.call('HGETALL', KEY.all)
+-- The revocations in `all` holding after `now_secs`; those run out are deleted.
+local held = redis.call('HGETALL', all)
 local out = {}
-for i = 1, #all, 2 do
-  local stored = all[i + 1]
-  local u = tonumber(string.match(stored, '^(%d+)|'))
-  if u and u > ARG.now_secs then
-    out[#out + 1] = stored
+for i = 1, #held, 2 do
+  local value = held[i + 1]
+  local u = tonumber(string.match(value, '^(%d+)|'))
+  if u and u > now_secs then
+    out[#out + 1] = value
   else
-    redis.call('HDEL', KEY.all, all[i])
+    redis.call('HDEL', all, held[i])
   end
 end
 return reply({}, out)

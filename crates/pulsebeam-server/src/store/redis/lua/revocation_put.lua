@@ -1,10 +1,11 @@
--- Stores ARG.stored (`until|json`) for ARG.target unless the revocation held for it lasts as
--- long or longer: a longer revocation wins. Returns the one in force.
-local cur = redis.call('HGET', KEY.all, ARG.target)
+-- Stores `stored` (`until|json`) for `target` in `all` unless the revocation held for it lasts
+-- as long or longer: a longer revocation wins. Returns the one in force; a change bumps
+-- `version`.
+local cur = redis.call('HGET', all, target)
 if cur then
   local u = tonumber(string.match(cur, '^(%d+)|'))
-  if u and u >= ARG.until_secs then return reply{in_force = cur} end
+  if u and u >= until_secs then return reply{in_force = cur} end
 end
-redis.call('HSET', KEY.all, ARG.target, ARG.stored)
-redis.call('INCR', KEY.version)
-return reply{in_force = ARG.stored}
+redis.call('HSET', all, target, stored)
+redis.call('INCR', version)
+return reply{in_force = stored}

@@ -1,2 +1,2 @@
--- The revocations' change counter.
-return reply{version = num(redis.call('GET', KEY.version))}
+-- The revocations' change counter, `version`.
+return reply{version = num(redis.call('GET', version))}
