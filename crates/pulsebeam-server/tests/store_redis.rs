@@ -315,6 +315,50 @@ async fn redis_going_away_answers_unavailable_then_recovers() {
     assert_eq!(polled.messages, [envelope("y")]);
 }
 
+/// A store owns its connections and tasks: dropping it closes every connection it opened
+/// (its pooled clients and its wake-up subscriber), with no task left behind to hold one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_store_closes_its_connections() {
+    if urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "a_dropped_store_closes_its_connections",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let port = free_port();
+    let _redis = OwnRedis::start(port).expect("redis-server is installed");
+    let url = vec![format!("redis://127.0.0.1:{port}")];
+    let config = store_config(&url, false, &unique_prefix("drop"), Duration::from_secs(5));
+    // Connections other than the redis-cli asking.
+    let clients = || {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "client", "list"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("cmd=client|list"))
+            .count()
+    };
+    let store = RedisStore::new(&config, &Limits::default()).unwrap();
+    wait_healthy(&store).await;
+    store.deliver(bob(), 100, envelope("x")).await.unwrap();
+    assert_eq!(clients(), 3, "two pooled clients and the subscriber");
+    drop(store);
+    let start = Instant::now();
+    while clients() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{} connections still open",
+            clients()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The round trips of one relayed message, counted by Redis itself on a server of our own: the
 /// sender's deliver, the waiting receiver's take, and its next poll's begin, which carries the
 /// acknowledgement.

@@ -70,8 +70,8 @@ struct Mailboxes {
     tasks: Tasks,
 }
 
-/// The Redis (or Redis Cluster) [`MailboxStore`]; the docs of [`crate::store::RedisStore`]'s
-/// module describe keys, scripts and wake-ups.
+/// The Redis (or Redis Cluster) [`MailboxStore`]. The `store::redis` module docs describe its
+/// keys, scripts, round trips and wake-ups.
 ///
 /// It connects in the background and reconnects with backoff: while Redis cannot be reached,
 /// operations answer [`StoreError::Unavailable`] within about two seconds and
