@@ -36,7 +36,6 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     // Every call should reach the decoder, not the rate limiter.
     config.limits.rate_per_sec = 1_000_000;
     config.limits.rate_burst = 1_000_000;
-    let server = Server::new(config).expect("valid config");
     let app = AccessToken::new(pair.api_key(), &pair.api_secret()).expect("app");
     let claims = PeerClaims::new("default", "alice")
         .expect("ids")
@@ -47,6 +46,11 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         .start_paused(true)
         .build()
         .expect("runtime");
+    // A server starts its tasks on the runtime it is built in.
+    let server = {
+        let _runtime = runtime.enter();
+        Server::new(config).expect("valid config")
+    };
     Fixture {
         runtime,
         router: server.router(),

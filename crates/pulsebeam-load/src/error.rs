@@ -10,6 +10,9 @@ pub enum LoadError {
     /// The server rejected its configuration.
     #[error("the server configuration is not valid: {0}")]
     Config(#[from] pulsebeam_server::ConfigError),
+    /// The server could not be built.
+    #[error(transparent)]
+    Build(#[from] pulsebeam_server::BuildError),
     /// A call failed at the HTTP level.
     #[error(transparent)]
     Client(#[from] crate::client::ClientError),

@@ -1,4 +1,5 @@
-//! Generates the server's `pulsebeam.v1` protocol code from `proto/tunnel.proto` and checks that
+//! Generates the server's `pulsebeam.v1` protocol code from `proto/tunnel.proto` and
+//! `proto/signaling.proto`, and checks that
 //! the checked-in copy is current.
 //!
 //! The `.proto` is compiled in process by `protox` (no `protoc`); `prost-build` writes the message
@@ -15,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The `.proto` files, relative to the server crate's `proto/` directory.
-const PROTO_FILES: &[&str] = &["tunnel.proto"];
+const PROTO_FILES: &[&str] = &["tunnel.proto", "signaling.proto"];
 /// The protobuf package whose JSON impls are generated.
 const PACKAGE: &str = ".pulsebeam.v1";
 /// Messages whose JSON impls the server writes itself. pbjson fails to serialize an enum number

@@ -74,6 +74,8 @@ fn relay(c: &mut Criterion) {
         app.create_token(&claims, 3600).unwrap()
     };
     let (alice, bob) = (token("alice"), token("bob"));
+    // A server starts its tasks on the runtime it is built in.
+    let _runtime = rt.enter();
     let cached = server(&pair, 1024);
     let uncached = server(&pair, 0);
     let empty = Router::new().route("/twirp/empty", post(|| async { "" }));

@@ -18,7 +18,6 @@
 //! no token, the data it shows comes from the routes above.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State as AxumState};
@@ -35,7 +34,7 @@ use tokio::net::TcpListener;
 
 use crate::audit::Event;
 use crate::revoke::{Revocation, RevocationError, RevocationTarget};
-use crate::state::{remote_of, RemoteAddr, State};
+use crate::state::{remote_of, State};
 use crate::{ReloadError, Server};
 
 /// Longest revocation accepted: beyond a year, mint-side lifetimes are the problem to fix.
@@ -98,7 +97,12 @@ impl Server {
     }
 }
 
-/// Serves the admin API of `server` on `listener` until `shutdown` completes.
+/// Most connections the admin API serves at once: it has a handful of operators and scripts.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// Serves the admin API of `server` on `listener` until `shutdown` completes, with the
+/// signaling listener's hardening (head timeout and size bound, a connection cap, a graceful
+/// drain), over plain HTTP: keep it on loopback or a private network.
 ///
 /// # Errors
 ///
@@ -108,28 +112,15 @@ pub async fn serve_admin(
     server: Server,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = server
-        .admin_router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let mut limits = server.config().limits.clone();
+    limits.max_open_connections = limits.max_open_connections.min(MAX_ADMIN_CONNECTIONS);
+    let router = server.admin_router();
+    crate::serve::serve_router(listener, router, &limits, None, shutdown, || {}).await
 }
 
 /// Checks the admin token and audits the call, whatever its outcome.
-async fn guard(
-    AxumState(state): AxumState<Arc<State>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let remote = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .or_else(|| remote_of(request.extensions()));
-    if let Some(remote) = remote {
-        request.extensions_mut().insert(RemoteAddr(remote));
-    }
+async fn guard(AxumState(state): AxumState<Arc<State>>, request: Request, next: Next) -> Response {
+    let remote = remote_of(request.extensions());
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let response = if token_ok(&state, request.headers()) {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use pulsebeam_token::{Clock, KeySet, PeerPolicy, Verifier, VerifyError};
 
-use crate::twirp::{Code, TwirpError};
+use crate::code::{CallError as TwirpError, Code};
 
 const SHARDS: usize = 16;
 

@@ -46,36 +46,43 @@ mod admin;
 mod admin_page;
 mod audit;
 mod auth;
+mod body;
+mod call;
+mod code;
 mod config;
-mod http;
 mod limiter;
 mod live;
 mod metrics;
 pub mod proto;
+mod reload;
 mod revoke;
+mod routes;
+mod run;
+mod serve;
 mod server;
 mod state;
 pub mod store;
+mod sync;
+mod tasks;
 mod tls;
-mod tunnel;
 mod turn;
 mod turnstats;
 mod twirp;
 mod usage;
 
 pub use admin::serve_admin;
+pub use code::{CallError, Code, TwirpError};
 pub use config::{
     AdminConfig, AuditConfig, Config, ConfigError, CorsConfig, IceConfig, KeyConfig, Limits,
     ProjectConfig, StoreBackend, StoreConfig, TurnConfig, UsageConfig,
 };
+pub use reload::{ReloadError, ReloadOutcome};
 pub use revoke::{Revocation, RevocationError, RevocationTarget};
-pub use server::{
-    run, run_file, run_server, serve, shutdown_signal, ReloadError, ReloadOutcome, RunError,
-    Server, ServerBuilder, TWIRP_PREFIX,
-};
+pub use run::{run, run_file, run_server, shutdown_signal, RunError};
+pub use server::{check, serve, BuildError, Server, ServerBuilder};
 pub use store::{MailboxStore, MemoryStore, OnlineConnection, RedisStore};
 pub use turn::{turn_credential, TurnCredential};
-pub use twirp::{Code, TwirpError};
+pub use twirp::TWIRP_PREFIX;
 pub use usage::UsageTotals;
 
 pub use config::TlsConfig;

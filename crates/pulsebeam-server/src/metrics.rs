@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::code::Code;
 use crate::store::StoreStats;
-use crate::twirp::Code;
 
 /// The three Twirp methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,9 @@ pub(crate) enum Drop {
     MailboxFull,
     /// The receiver's own policy does not admit the sender (mutual policy).
     ReceiverPolicy,
+    /// A stored message that could not be shown to a JSON receiver (skipped, so it costs no
+    /// other message).
+    Unreadable,
 }
 
 /// Store operations, the labels of `pulsebeam_store_errors_total{op}`.
@@ -96,6 +99,7 @@ pub(crate) struct Metrics {
     relayed: AtomicU64,
     dropped_full: AtomicU64,
     dropped_policy: AtomicU64,
+    dropped_unreadable: AtomicU64,
     store_errors: [AtomicU64; StoreOp::NAMES.len()],
     /// `[0]` refused, `[1]` applied.
     reloads: [AtomicU64; 2],
@@ -146,6 +150,7 @@ impl Metrics {
         match why {
             Drop::MailboxFull => &self.dropped_full,
             Drop::ReceiverPolicy => &self.dropped_policy,
+            Drop::Unreadable => &self.dropped_unreadable,
         }
         .fetch_add(n, Ordering::Relaxed);
     }
@@ -245,6 +250,10 @@ impl Metrics {
             (
                 "receiver_policy",
                 self.dropped_policy.load(Ordering::Relaxed),
+            ),
+            (
+                "unreadable",
+                self.dropped_unreadable.load(Ordering::Relaxed),
             ),
             ("expired", store.expired_messages),
             ("connection_replaced", store.evicted_messages),

@@ -120,7 +120,7 @@ pub enum RevocationError {
         /// What is wrong.
         message: String,
     },
-    /// The shared store failed.
+    /// The revocation store (Redis) failed.
     #[error("the revocation store is unavailable: {0}; retry")]
     Store(String),
 }

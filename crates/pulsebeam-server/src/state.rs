@@ -1,7 +1,7 @@
 //! The state every call shares: the configuration in force, the store, metrics, revocations,
-//! audit and usage, and the checks that need several of them (authentication with revocation,
-//! revoking, usage totals). The Twirp methods (`tunnel.rs`) and the admin API run on it; the
-//! HTTP layer (`server.rs`) builds it and routes calls to them.
+//! audit and usage, the server's background tasks, and the checks that need several of them
+//! (authentication with revocation, revoking, usage totals). The call core (`call/`) and the
+//! admin API run on it; the server (`server.rs`) builds it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,12 +13,13 @@ use tokio::sync::watch;
 
 use crate::audit::{Audit, Event};
 use crate::auth::{claimed_kid, failure_kind, AuthError, Identity};
+use crate::code::CallError;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::revoke::{Revocation, RevocationError, Revocations};
 use crate::store::{MailboxStore, RevocationStore, RevocationsVersion, UsageStore};
+use crate::tasks::Tasks;
 use crate::turnstats::{TurnStatsCounters, TurnTraffic};
-use crate::twirp::TwirpError;
 use crate::usage::{Record, Usage};
 
 pub(crate) struct State {
@@ -45,19 +46,17 @@ pub(crate) struct State {
     pub(crate) config_file: Option<PathBuf>,
     /// Serialises reloads.
     pub(crate) reloading: std::sync::Mutex<()>,
-    /// Whether the shared-store sync task runs.
-    pub(crate) sync_started: std::sync::atomic::AtomicBool,
     /// `[tls]`: the certificate in use; `None` serves plain HTTP.
     pub(crate) tls: Option<crate::tls::Tls>,
-    /// For a server built outside tokio: the runtime its stores run on.
-    pub(crate) _own_runtime: Option<crate::store::OwnRuntime>,
+    /// Every background task of the server.
+    pub(crate) tasks: Tasks,
 }
 
-/// The address of the client of a connection, set by [`serve`] on every request.
+/// The address of the client of a connection, set on every request by the serving loop.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RemoteAddr(pub(crate) SocketAddr);
 
-/// The client address of `request`, when served by [`serve`].
+/// The client address of a request, when served by the serving loop.
 pub(crate) fn remote_of(headers_owner: &axum::http::Extensions) -> Option<SocketAddr> {
     headers_owner.get::<RemoteAddr>().map(|r| r.0)
 }
@@ -74,7 +73,7 @@ impl State {
         live: &Live,
         header: Option<&[u8]>,
         remote: Option<SocketAddr>,
-    ) -> Result<Arc<Identity>, TwirpError> {
+    ) -> Result<Arc<Identity>, CallError> {
         let result = live.auth.authenticate(header).and_then(|identity| {
             match self.revocations.check(
                 &identity.project_id,

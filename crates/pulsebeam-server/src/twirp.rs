@@ -1,135 +1,52 @@
-//! Twirp error codes, their HTTP statuses, and the JSON error body.
+//! The Twirp adapter: `pulsebeam.v1.Tunnel` (`Prepare`, `Send`, `Recv` as a long-poll) over
+//! HTTP/1.1 or HTTP/2, in protobuf or JSON, for the `@pulsebeam/peer` 0.0.17 client. It decodes
+//! requests, hands them to the call core ([`crate::call`]) and writes the answers; no rule
+//! lives here.
 
-use std::borrow::Cow;
-use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::{Request, State as AxumState};
+use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-/// A Twirp error code.
-///
-/// The 0.0.17 client treats `permission_denied`, `invalid_argument`, `aborted`, `bad_route`,
-/// `malformed`, `not_found` and `unauthenticated` as fatal (it closes the peer) and retries
-/// everything else; the server answers permanent conditions with the former and transient
-/// ones (overload, shutdown) with `resource_exhausted` or `unavailable`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Code {
-    /// The request is invalid whatever the server's state.
-    InvalidArgument,
-    /// The request body could not be decoded.
-    Malformed,
-    /// The token is missing or not valid.
-    Unauthenticated,
-    /// The token is valid but does not allow this.
-    PermissionDenied,
-    /// No such method, or the wrong HTTP method or content type.
-    BadRoute,
-    /// A limit was hit; retry later.
-    ResourceExhausted,
-    /// The server cannot take the call right now (e.g. shutting down); retry.
-    Unavailable,
-    /// The client took too long (e.g. to send its request body); retry.
-    DeadlineExceeded,
-    /// A bug or an unexpected failure.
-    Internal,
+use crate::call::{self, message, Online};
+use crate::code::{CallError, Code};
+use crate::metrics::Method;
+use crate::proto::{PrepareReq, RecvReq, SendResp};
+use crate::state::{remote_of, State};
+
+/// The Twirp path prefix of the service; the client's `baseUrl` is the origin plus `/twirp`.
+pub const TWIRP_PREFIX: &str = "/twirp/pulsebeam.v1.Tunnel/";
+
+/// The routes of `pulsebeam.v1.Tunnel`, and a Twirp `bad_route` for anything else under
+/// `/twirp/`.
+pub(crate) fn routes() -> Router<Arc<State>> {
+    Router::new()
+        .route(
+            &format!("{TWIRP_PREFIX}Prepare"),
+            any(|s: AxumState<Arc<State>>, r: Request| twirp(s, Method::Prepare, r)),
+        )
+        .route(
+            &format!("{TWIRP_PREFIX}Send"),
+            any(|s: AxumState<Arc<State>>, r: Request| twirp(s, Method::Send, r)),
+        )
+        .route(
+            &format!("{TWIRP_PREFIX}Recv"),
+            any(|s: AxumState<Arc<State>>, r: Request| twirp(s, Method::Recv, r)),
+        )
+        .route("/twirp/{*rest}", any(bad_route))
 }
 
-impl Code {
-    /// Every code this server answers with.
-    pub const ALL: [Code; 9] = [
-        Code::InvalidArgument,
-        Code::Malformed,
-        Code::Unauthenticated,
-        Code::PermissionDenied,
-        Code::BadRoute,
-        Code::ResourceExhausted,
-        Code::Unavailable,
-        Code::DeadlineExceeded,
-        Code::Internal,
-    ];
-
-    /// The code as Twirp writes it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Code::InvalidArgument => "invalid_argument",
-            Code::Malformed => "malformed",
-            Code::Unauthenticated => "unauthenticated",
-            Code::PermissionDenied => "permission_denied",
-            Code::BadRoute => "bad_route",
-            Code::ResourceExhausted => "resource_exhausted",
-            Code::Unavailable => "unavailable",
-            Code::DeadlineExceeded => "deadline_exceeded",
-            Code::Internal => "internal",
-        }
-    }
-
-    /// The HTTP status Twirp maps the code to.
-    pub const fn status(self) -> StatusCode {
-        match self {
-            Code::InvalidArgument | Code::Malformed => StatusCode::BAD_REQUEST,
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Code::PermissionDenied => StatusCode::FORBIDDEN,
-            Code::BadRoute => StatusCode::NOT_FOUND,
-            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
-            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// Position in [`Code::ALL`], for metric arrays.
-    pub(crate) const fn index(self) -> usize {
-        match self {
-            Code::InvalidArgument => 0,
-            Code::Malformed => 1,
-            Code::Unauthenticated => 2,
-            Code::PermissionDenied => 3,
-            Code::BadRoute => 4,
-            Code::ResourceExhausted => 5,
-            Code::Unavailable => 6,
-            Code::DeadlineExceeded => 7,
-            Code::Internal => 8,
-        }
-    }
-}
-
-impl fmt::Display for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A Twirp error: a code and a message for the caller.
-///
-/// Messages name the problem and the fix; they never contain token bytes or secrets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TwirpError {
-    /// The code.
-    pub code: Code,
-    /// The message.
-    pub msg: Cow<'static, str>,
-}
-
-impl TwirpError {
-    /// An error with `code` and `msg`.
-    pub fn new(code: Code, msg: impl Into<Cow<'static, str>>) -> Self {
-        TwirpError {
-            code,
-            msg: msg.into(),
-        }
-    }
-}
-
-impl fmt::Display for TwirpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.msg)
-    }
-}
-
-impl std::error::Error for TwirpError {}
-
-impl IntoResponse for TwirpError {
+/// A [`CallError`] as Twirp writes it: the code's HTTP status and a JSON body
+/// `{"code": …, "msg": …}`.
+impl IntoResponse for CallError {
     fn into_response(self) -> Response {
         #[derive(serde::Serialize)]
         struct Body<'a> {
@@ -150,20 +67,234 @@ impl IntoResponse for TwirpError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
 
-    #[test]
-    fn codes_map_to_twirp_statuses_and_index_their_table() {
-        for (i, code) in Code::ALL.iter().enumerate() {
-            assert_eq!(code.index(), i);
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Result<Self, CallError> {
+        let value = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = value.split(';').next().unwrap_or("").trim();
+        if essence.eq_ignore_ascii_case("application/protobuf")
+            || essence.eq_ignore_ascii_case("application/x-protobuf")
+        {
+            Ok(Encoding::Protobuf)
+        } else if essence.eq_ignore_ascii_case("application/json") {
+            Ok(Encoding::Json)
+        } else {
+            Err(CallError::new(
+                Code::BadRoute,
+                "unsupported Content-Type; send application/protobuf or application/json",
+            ))
         }
-        assert_eq!(Code::Unauthenticated.status(), 401);
-        assert_eq!(Code::PermissionDenied.status(), 403);
-        assert_eq!(Code::ResourceExhausted.status(), 429);
-        assert_eq!(Code::BadRoute.status(), 404);
-        assert_eq!(Code::Malformed.status(), 400);
-        assert_eq!(Code::Unavailable.status(), 503);
+    }
+
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Encoding::Protobuf => "application/protobuf",
+            Encoding::Json => "application/json",
+        })
+    }
+
+    fn decode<T: prost::Message + Default + DeserializeOwned>(
+        self,
+        body: &[u8],
+    ) -> Result<T, CallError> {
+        match self {
+            Encoding::Protobuf => T::decode(body).map_err(|_| {
+                CallError::new(
+                    Code::Malformed,
+                    "the body is not a valid protobuf message of the request type",
+                )
+            }),
+            Encoding::Json => {
+                // proto3 JSON: an empty body is not JSON, but treat it as an empty message.
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(T::default());
+                }
+                serde_json::from_slice(body).map_err(|e| {
+                    // A field pulsebeam.v1 does not define is refused in JSON, not dropped.
+                    let hint = if e.to_string().starts_with("unknown field") {
+                        "; fix the field's name, or send application/protobuf: a JSON body may use only the fields of pulsebeam.v1"
+                    } else {
+                        ""
+                    };
+                    CallError::new(
+                        Code::Malformed,
+                        format!("the body is not valid JSON for the request type: {e}{hint}"),
+                    )
+                })
+            }
+        }
+    }
+
+    fn respond(self, body: Bytes) -> Response {
+        let mut response = Response::new(Body::from(body));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, self.content_type());
+        response
+    }
+
+    fn encode<T: prost::Message + Serialize>(self, message: &T) -> Result<Response, CallError> {
+        let body = match self {
+            Encoding::Protobuf => Bytes::from(message.encode_to_vec()),
+            // Never an empty 200: a receiver would take it for "no messages" and lose a batch.
+            Encoding::Json => Bytes::from(serde_json::to_vec(message).map_err(|e| {
+                CallError::new(
+                    Code::Internal,
+                    format!(
+                        "the answer could not be written as JSON ({e}); use application/protobuf"
+                    ),
+                )
+            })?),
+        };
+        Ok(self.respond(body))
+    }
+}
+
+async fn twirp(
+    AxumState(state): AxumState<Arc<State>>,
+    method: Method,
+    request: Request,
+) -> Response {
+    match handle(&state, method, request).await {
+        Ok(response) => {
+            state.metrics.call(method, None);
+            response
+        }
+        Err(err) => {
+            state.metrics.call(method, Some(err.code));
+            tracing::debug!(method = method.name(), code = err.code.as_str(), msg = %err.msg, "call refused");
+            err.into_response()
+        }
+    }
+}
+
+async fn handle(
+    state: &Arc<State>,
+    method: Method,
+    request: Request,
+) -> Result<Response, CallError> {
+    if request.method() != HttpMethod::POST {
+        return Err(CallError::new(
+            Code::BadRoute,
+            format!(
+                "{} is not allowed; Twirp methods take POST",
+                request.method()
+            ),
+        ));
+    }
+    let encoding = Encoding::of(request.headers())?;
+    let remote = remote_of(request.extensions());
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let mut caller = state.admit(authorization, remote)?;
+    let limits = &caller.live.config.limits;
+    crate::body::refuse_declared_oversize(request.headers(), limits.max_body_bytes)?;
+    let body = crate::body::read(request.into_body(), limits).await?;
+    match method {
+        Method::Prepare => {
+            let _: PrepareReq = encoding.decode(&body)?;
+            encoding.encode(&call::prepare(state, &caller))
+        }
+        Method::Send => {
+            let message = match encoding {
+                Encoding::Protobuf => message::message_of_protobuf(body)?,
+                Encoding::Json => message::message_of_json(encoding.decode(&body)?)?,
+            };
+            call::send(state, &caller, message).await?;
+            encoding.encode(&SendResp {})
+        }
+        Method::Recv => {
+            let request: RecvReq = encoding.decode(&body)?;
+            let conn_id = call::own_connection(&caller, request.src.as_ref())?.conn_id;
+            let _online = Online::begin(state, &caller);
+            let wait = Duration::from_millis(caller.live.config.limits.poll_timeout_ms);
+            let handout = call::poll(state, &mut caller, conn_id, wait).await?;
+            let response = match encoding {
+                Encoding::Protobuf => {
+                    encoding.respond(message::recv_resp_protobuf(&handout.envelopes))
+                }
+                Encoding::Json => {
+                    let (resp, skipped) = message::recv_resp_message(&handout.envelopes);
+                    if skipped > 0 {
+                        state
+                            .metrics
+                            .dropped(crate::metrics::Drop::Unreadable, skipped as u64);
+                    }
+                    encoding.encode(&resp)?
+                }
+            };
+            Ok(match handout.ack {
+                Some(ack) => ack_when_sent(response, Arc::clone(state), ack),
+                None => response,
+            })
+        }
+    }
+}
+
+async fn bad_route(request: Request) -> Response {
+    CallError::new(
+        Code::BadRoute,
+        format!(
+            "no such method {}; the service pulsebeam.v1.Tunnel has Prepare, Send and Recv",
+            request.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+/// Acknowledges the messages of a `Recv` response to the store once hyper has taken the whole
+/// body for writing; a response that is dropped before that is not acknowledged, so its
+/// messages are handed out again after the ack lease.
+fn ack_when_sent(response: Response, state: Arc<State>, ack: call::PendingAck) -> Response {
+    let (parts, body) = response.into_parts();
+    let body = AckOnEnd {
+        body,
+        ack: Some((state, ack)),
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+struct AckOnEnd {
+    body: Body,
+    ack: Option<(Arc<State>, call::PendingAck)>,
+}
+
+impl http_body::Body for AckOnEnd {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        // hyper takes the last frame for writing (and may not poll again once the content
+        // length is reached): the whole answer is then on its way.
+        let last = match &frame {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => self.body.is_end_stream(),
+            _ => false,
+        };
+        if last {
+            if let Some((state, ack)) = self.ack.take() {
+                tokio::spawn(async move { ack.send(&state).await });
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

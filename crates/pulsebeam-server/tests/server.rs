@@ -637,8 +637,8 @@ mod relay {
         let payloads = [
             // A payload with a field this server does not know (15) beside a known kind.
             with_unknown(known_payload.clone(), 15, b"newer client"),
-            // A payload kind this server does not know: oneof member 5.
-            with_unknown(Vec::new(), 5, &with_unknown(Vec::new(), 1, b"x")),
+            // A payload kind this server does not know: oneof member 6 (5 is `ping`).
+            with_unknown(Vec::new(), 6, &with_unknown(Vec::new(), 1, b"x")),
         ];
         let mut sent = Vec::new();
         for payload in &payloads {
@@ -2793,3 +2793,11 @@ mod dashboard {
         }
     }
 }
+
+/// Findings of the review of the call path.
+#[path = "server/hardening.rs"]
+mod hardening;
+
+/// Reloads of broken files that hold secrets.
+#[path = "server/config_secrets.rs"]
+mod config_secrets;

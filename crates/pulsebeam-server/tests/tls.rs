@@ -856,13 +856,14 @@ mod config {
         assert_eq!(config.tls, Some(TlsConfig::new("a.pem", "b.pem")));
     }
 
-    /// `Server::new` reads the files: each unusable one is refused naming its key.
+    /// `check` (what `serve --check` runs, and building a server) reads the files: each
+    /// unusable one is refused naming its key.
     fn refusal(write: impl FnOnce(&TlsConfig)) -> (Option<String>, String) {
         let dir = TempDir::new();
         let files = files_in(&dir);
         write(&files);
         let pair = KeyPair::generate().unwrap();
-        let err = Server::new(config_with(&pair, &files)).unwrap_err();
+        let err = pulsebeam_server::check(&config_with(&pair, &files)).unwrap_err();
         (err.key().map(str::to_owned), err.to_string())
     }
 
@@ -924,14 +925,28 @@ mod config {
         assert!(!msg.contains(rest_of_line), "{msg}");
     }
 
-    #[test]
-    fn a_good_pair_builds() {
+    #[tokio::test]
+    async fn a_good_pair_passes_the_check_and_builds() {
         let cert = Cert::new();
         let dir = TempDir::new();
         let files = files_in(&dir);
         cert.write(&files);
         let pair = KeyPair::generate().unwrap();
+        pulsebeam_server::check(&config_with(&pair, &files)).unwrap();
         Server::new(config_with(&pair, &files)).unwrap();
+    }
+
+    #[test]
+    fn a_server_is_built_inside_a_runtime_and_says_so_outside_one() {
+        let pair = KeyPair::generate().unwrap();
+        let mut config = config_with(&pair, &files_in(&TempDir::new()));
+        config.tls = None;
+        let err = Server::new(config).unwrap_err();
+        assert!(
+            matches!(err, pulsebeam_server::BuildError::NoRuntime),
+            "{err}"
+        );
+        assert!(err.to_string().contains("inside a tokio runtime"), "{err}");
     }
 
     #[test]

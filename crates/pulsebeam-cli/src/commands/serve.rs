@@ -61,8 +61,8 @@ pub(crate) fn run(args: &ServeArgs, session: &mut Session<'_, '_>) -> Result<Sta
         config.listen = listen;
     }
     if args.check {
-        // Building the server runs every check that needs no network.
-        Server::new(config.clone()).map_err(|source| CliError::Server {
+        // Every check that building the server would run, without building it.
+        pulsebeam_server::check(&config).map_err(|source| CliError::Server {
             context: format!("invalid configuration in `{}`", args.config.display()),
             source: Box::new(source),
         })?;

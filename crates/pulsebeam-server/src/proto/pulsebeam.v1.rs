@@ -89,7 +89,7 @@ pub struct MessageHeader {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct MessagePayload {
     /// The payload kind.
-    #[prost(oneof = "message_payload::PayloadType", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "message_payload::PayloadType", tags = "1, 2, 3, 4, 5")]
     pub payload_type: ::core::option::Option<message_payload::PayloadType>,
 }
 /// Nested message and enum types in `MessagePayload`.
@@ -109,22 +109,25 @@ pub mod message_payload {
         /// Acknowledges reliable messages.
         #[prost(message, tag = "4")]
         Ack(super::Ack),
+        /// The server's keep-alive on a gRPC-web `Recv` stream (a message without a header).
+        #[prost(message, tag = "5")]
+        Ping(super::Ping),
     }
 }
 /// A WebRTC negotiation message.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Signal {
     /// Negotiation generation.
     #[prost(uint32, tag = "1")]
     pub generation_counter: u32,
     /// SDP or ICE candidate.
-    #[prost(oneof = "signal::Data", tags = "9, 10")]
+    #[prost(oneof = "signal::Data", tags = "9, 10, 11")]
     pub data: ::core::option::Option<signal::Data>,
 }
 /// Nested message and enum types in `Signal`.
 pub mod signal {
     /// SDP or ICE candidate.
-    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Data {
         /// A session description.
         #[prost(message, tag = "9")]
@@ -132,6 +135,9 @@ pub mod signal {
         /// An ICE candidate.
         #[prost(message, tag = "10")]
         IceCandidate(super::IceCandidate),
+        /// Several ICE candidates at once (0.0.20 on).
+        #[prost(message, tag = "11")]
+        IceCandidateBatch(super::IceCandidateBatch),
     }
 }
 /// A session description.
@@ -163,9 +169,19 @@ pub struct IceCandidate {
     #[prost(string, optional, tag = "5")]
     pub password: ::core::option::Option<::prost::alloc::string::String>,
 }
+/// Several ICE candidates.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct IceCandidateBatch {
+    /// The candidates, in the order they were gathered.
+    #[prost(message, repeated, tag = "1")]
+    pub candidates: ::prost::alloc::vec::Vec<IceCandidate>,
+}
 /// Asks the destination to open a session: empty.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Join {}
+/// A keep-alive: empty.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Ping {}
 /// The sender closed the stream: empty.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Bye {}
@@ -186,6 +202,26 @@ pub struct AckRange {
     #[prost(uint32, tag = "2")]
     pub seqnum_end: u32,
 }
+/// What peers send each other on their data channel (never through the server).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DataChannel {
+    /// The kind of data channel message.
+    #[prost(oneof = "data_channel::Payload", tags = "10")]
+    pub payload: ::core::option::Option<data_channel::Payload>,
+}
+/// Nested message and enum types in `DataChannel`.
+pub mod data_channel {
+    /// The kind of data channel message.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Payload {
+        /// A liveness check.
+        #[prost(message, tag = "10")]
+        Heartbeat(super::DataChannelHeartbeat),
+    }
+}
+/// A liveness check between peers: empty.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DataChannelHeartbeat {}
 /// The type of a session description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -223,6 +259,446 @@ impl SdpKind {
             "SDP_KIND_ANSWER" => Some(Self::Answer),
             "SDP_KIND_PRANSWER" => Some(Self::Pranswer),
             "SDP_KIND_ROLLBACK" => Some(Self::Rollback),
+            _ => None,
+        }
+    }
+}
+/// One message of a `Recv` stream. The client's schema calls it `RecvResp`; its encoding is the
+/// same as a Tunnel `RecvResp` holding one message (both are field 1).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct StreamRecvResp {
+    /// The message.
+    #[prost(message, optional, tag = "1")]
+    pub msg: ::core::option::Option<Message>,
+}
+/// `AnalyticsReport` request: what the client measured about its sessions.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AnalyticsReportReq {
+    /// One entry per session.
+    #[prost(message, repeated, tag = "1")]
+    pub events: ::prost::alloc::vec::Vec<AnalyticsEvent>,
+}
+/// One session's measurements.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AnalyticsEvent {
+    /// Which session.
+    #[prost(message, optional, tag = "1")]
+    pub tags: ::core::option::Option<AnalyticsTags>,
+    /// What was measured.
+    #[prost(message, repeated, tag = "2")]
+    pub metrics: ::prost::alloc::vec::Vec<AnalyticsMetrics>,
+}
+/// The two ends of a session.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AnalyticsTags {
+    /// The reporting peer.
+    #[prost(message, optional, tag = "1")]
+    pub src: ::core::option::Option<PeerInfo>,
+    /// The other peer.
+    #[prost(message, optional, tag = "2")]
+    pub dst: ::core::option::Option<PeerInfo>,
+}
+/// One measurement.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AnalyticsMetrics {
+    /// When, in microseconds since the Unix epoch.
+    #[prost(sint64, tag = "1")]
+    pub timestamp_us: i64,
+    /// What happened, for an event.
+    #[prost(enumeration = "EventType", optional, tag = "2")]
+    pub event_type: ::core::option::Option<i32>,
+    /// A quality score.
+    #[prost(sint64, optional, tag = "3")]
+    pub quality_score: ::core::option::Option<i64>,
+    /// Round-trip time, in microseconds.
+    #[prost(sint64, optional, tag = "4")]
+    pub rtt_us: ::core::option::Option<i64>,
+}
+/// `AnalyticsReport` answer: empty.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AnalyticsReportResp {}
+/// Event types, grouped by thousands: 1xxx errors, 2xxx ICE, 3xxx signaling, 4xxx user
+/// interaction, 5xxx media.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum EventType {
+    /// Not set.
+    UnknownEvent = 0,
+    /// Errors.
+    EventErrorReportingBase = 1000,
+    /// The signaling connection failed.
+    EventErrorSignalingConnectionFailed = 1001,
+    /// The ICE connection failed.
+    EventErrorIceConnectionFailed = 1002,
+    /// Audio capture failed.
+    EventErrorMediaCaptureAudioFailed = 1003,
+    /// Video capture failed.
+    EventErrorMediaCaptureVideoFailed = 1004,
+    /// Screen capture failed.
+    EventErrorMediaCaptureScreenFailed = 1005,
+    /// SDP negotiation failed.
+    EventErrorSdpNegotiationFailed = 1006,
+    /// Another error.
+    EventErrorOther = 1099,
+    /// ICE.
+    EventIceCandidateBase = 2000,
+    /// Gathering started.
+    EventIceCandidateGatheringStarted = 2001,
+    /// A local reflexive candidate.
+    EventIceCandidateLocalReflexiveFound = 2002,
+    /// A local host candidate.
+    EventIceCandidateLocalHostFound = 2003,
+    /// A local server-reflexive candidate.
+    EventIceCandidateLocalSrflxFound = 2004,
+    /// A local peer-reflexive candidate.
+    EventIceCandidateLocalPrflxFound = 2005,
+    /// A remote candidate arrived.
+    EventIceCandidateRemoteReceived = 2006,
+    /// A remote reflexive candidate.
+    EventIceCandidateRemoteReflexiveFound = 2007,
+    /// A remote host candidate.
+    EventIceCandidateRemoteHostFound = 2008,
+    /// A remote server-reflexive candidate.
+    EventIceCandidateRemoteSrflxFound = 2009,
+    /// A remote peer-reflexive candidate.
+    EventIceCandidateRemotePrflxFound = 2010,
+    /// A candidate pair succeeded.
+    EventIceCandidatePairingSuccess = 2011,
+    /// A candidate pair failed.
+    EventIceCandidatePairingFailed = 2012,
+    /// The ICE connection state changed.
+    EventIceCandidateConnectionStateChanged = 2013,
+    /// Gathering completed.
+    EventIceCandidateGatheringCompleted = 2014,
+    /// A candidate pair was selected.
+    EventIceCandidateSelectedPair = 2015,
+    /// Signaling.
+    EventSignalingBase = 3000,
+    /// An offer was created.
+    EventSignalingOfferCreated = 3001,
+    /// An offer was sent.
+    EventSignalingOfferSent = 3002,
+    /// An offer arrived.
+    EventSignalingOfferReceived = 3003,
+    /// An answer was created.
+    EventSignalingAnswerCreated = 3004,
+    /// An answer was sent.
+    EventSignalingAnswerSent = 3005,
+    /// An answer arrived.
+    EventSignalingAnswerReceived = 3006,
+    /// Negotiation is needed.
+    EventSignalingNegotiationNeeded = 3007,
+    /// An ICE restart was triggered.
+    EventSignalingIceRestartTriggered = 3008,
+    /// Signaling connected.
+    EventSignalingConnected = 3009,
+    /// Signaling disconnected.
+    EventSignalingDisconnected = 3010,
+    /// User interaction.
+    EventUserInteractionBase = 4000,
+    /// The user joined a session.
+    EventUserJoinedSession = 4001,
+    /// The user left a session.
+    EventUserLeftSession = 4002,
+    /// Audio muted.
+    EventUserMutedAudio = 4003,
+    /// Audio unmuted.
+    EventUserUnmutedAudio = 4004,
+    /// Video muted.
+    EventUserMutedVideo = 4005,
+    /// Video unmuted.
+    EventUserUnmutedVideo = 4006,
+    /// Screen sharing started.
+    EventUserScreenShareStarted = 4007,
+    /// Screen sharing stopped.
+    EventUserScreenShareStopped = 4008,
+    /// A text message was sent.
+    EventUserInputTextMessageSent = 4009,
+    /// A text message arrived.
+    EventUserInputTextMessageReceived = 4010,
+    /// Media handling.
+    EventMediaHandlingBase = 5000,
+    /// A local audio track was added.
+    EventMediaLocalAudioTrackAdded = 5001,
+    /// A local video track was added.
+    EventMediaLocalVideoTrackAdded = 5002,
+    /// A remote audio track was added.
+    EventMediaRemoteAudioTrackAdded = 5003,
+    /// A remote video track was added.
+    EventMediaRemoteVideoTrackAdded = 5004,
+    /// A local audio track was removed.
+    EventMediaLocalAudioTrackRemoved = 5005,
+    /// A local video track was removed.
+    EventMediaLocalVideoTrackRemoved = 5006,
+    /// A remote audio track was removed.
+    EventMediaRemoteAudioTrackRemoved = 5007,
+    /// A remote video track was removed.
+    EventMediaRemoteVideoTrackRemoved = 5008,
+    /// Audio playback started.
+    EventMediaAudioPlaybackStarted = 5009,
+    /// Video playback started.
+    EventMediaVideoPlaybackStarted = 5010,
+    /// Audio playback stopped.
+    EventMediaAudioPlaybackStopped = 5011,
+    /// Video playback stopped.
+    EventMediaVideoPlaybackStopped = 5012,
+}
+impl EventType {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::UnknownEvent => "UNKNOWN_EVENT",
+            Self::EventErrorReportingBase => "EVENT_ERROR_REPORTING_BASE",
+            Self::EventErrorSignalingConnectionFailed => {
+                "EVENT_ERROR_SIGNALING_CONNECTION_FAILED"
+            }
+            Self::EventErrorIceConnectionFailed => "EVENT_ERROR_ICE_CONNECTION_FAILED",
+            Self::EventErrorMediaCaptureAudioFailed => {
+                "EVENT_ERROR_MEDIA_CAPTURE_AUDIO_FAILED"
+            }
+            Self::EventErrorMediaCaptureVideoFailed => {
+                "EVENT_ERROR_MEDIA_CAPTURE_VIDEO_FAILED"
+            }
+            Self::EventErrorMediaCaptureScreenFailed => {
+                "EVENT_ERROR_MEDIA_CAPTURE_SCREEN_FAILED"
+            }
+            Self::EventErrorSdpNegotiationFailed => "EVENT_ERROR_SDP_NEGOTIATION_FAILED",
+            Self::EventErrorOther => "EVENT_ERROR_OTHER",
+            Self::EventIceCandidateBase => "EVENT_ICE_CANDIDATE_BASE",
+            Self::EventIceCandidateGatheringStarted => {
+                "EVENT_ICE_CANDIDATE_GATHERING_STARTED"
+            }
+            Self::EventIceCandidateLocalReflexiveFound => {
+                "EVENT_ICE_CANDIDATE_LOCAL_REFLEXIVE_FOUND"
+            }
+            Self::EventIceCandidateLocalHostFound => {
+                "EVENT_ICE_CANDIDATE_LOCAL_HOST_FOUND"
+            }
+            Self::EventIceCandidateLocalSrflxFound => {
+                "EVENT_ICE_CANDIDATE_LOCAL_SRFLX_FOUND"
+            }
+            Self::EventIceCandidateLocalPrflxFound => {
+                "EVENT_ICE_CANDIDATE_LOCAL_PRFLX_FOUND"
+            }
+            Self::EventIceCandidateRemoteReceived => {
+                "EVENT_ICE_CANDIDATE_REMOTE_RECEIVED"
+            }
+            Self::EventIceCandidateRemoteReflexiveFound => {
+                "EVENT_ICE_CANDIDATE_REMOTE_REFLEXIVE_FOUND"
+            }
+            Self::EventIceCandidateRemoteHostFound => {
+                "EVENT_ICE_CANDIDATE_REMOTE_HOST_FOUND"
+            }
+            Self::EventIceCandidateRemoteSrflxFound => {
+                "EVENT_ICE_CANDIDATE_REMOTE_SRFLX_FOUND"
+            }
+            Self::EventIceCandidateRemotePrflxFound => {
+                "EVENT_ICE_CANDIDATE_REMOTE_PRFLX_FOUND"
+            }
+            Self::EventIceCandidatePairingSuccess => {
+                "EVENT_ICE_CANDIDATE_PAIRING_SUCCESS"
+            }
+            Self::EventIceCandidatePairingFailed => "EVENT_ICE_CANDIDATE_PAIRING_FAILED",
+            Self::EventIceCandidateConnectionStateChanged => {
+                "EVENT_ICE_CANDIDATE_CONNECTION_STATE_CHANGED"
+            }
+            Self::EventIceCandidateGatheringCompleted => {
+                "EVENT_ICE_CANDIDATE_GATHERING_COMPLETED"
+            }
+            Self::EventIceCandidateSelectedPair => "EVENT_ICE_CANDIDATE_SELECTED_PAIR",
+            Self::EventSignalingBase => "EVENT_SIGNALING_BASE",
+            Self::EventSignalingOfferCreated => "EVENT_SIGNALING_OFFER_CREATED",
+            Self::EventSignalingOfferSent => "EVENT_SIGNALING_OFFER_SENT",
+            Self::EventSignalingOfferReceived => "EVENT_SIGNALING_OFFER_RECEIVED",
+            Self::EventSignalingAnswerCreated => "EVENT_SIGNALING_ANSWER_CREATED",
+            Self::EventSignalingAnswerSent => "EVENT_SIGNALING_ANSWER_SENT",
+            Self::EventSignalingAnswerReceived => "EVENT_SIGNALING_ANSWER_RECEIVED",
+            Self::EventSignalingNegotiationNeeded => "EVENT_SIGNALING_NEGOTIATION_NEEDED",
+            Self::EventSignalingIceRestartTriggered => {
+                "EVENT_SIGNALING_ICE_RESTART_TRIGGERED"
+            }
+            Self::EventSignalingConnected => "EVENT_SIGNALING_CONNECTED",
+            Self::EventSignalingDisconnected => "EVENT_SIGNALING_DISCONNECTED",
+            Self::EventUserInteractionBase => "EVENT_USER_INTERACTION_BASE",
+            Self::EventUserJoinedSession => "EVENT_USER_JOINED_SESSION",
+            Self::EventUserLeftSession => "EVENT_USER_LEFT_SESSION",
+            Self::EventUserMutedAudio => "EVENT_USER_MUTED_AUDIO",
+            Self::EventUserUnmutedAudio => "EVENT_USER_UNMUTED_AUDIO",
+            Self::EventUserMutedVideo => "EVENT_USER_MUTED_VIDEO",
+            Self::EventUserUnmutedVideo => "EVENT_USER_UNMUTED_VIDEO",
+            Self::EventUserScreenShareStarted => "EVENT_USER_SCREEN_SHARE_STARTED",
+            Self::EventUserScreenShareStopped => "EVENT_USER_SCREEN_SHARE_STOPPED",
+            Self::EventUserInputTextMessageSent => "EVENT_USER_INPUT_TEXT_MESSAGE_SENT",
+            Self::EventUserInputTextMessageReceived => {
+                "EVENT_USER_INPUT_TEXT_MESSAGE_RECEIVED"
+            }
+            Self::EventMediaHandlingBase => "EVENT_MEDIA_HANDLING_BASE",
+            Self::EventMediaLocalAudioTrackAdded => "EVENT_MEDIA_LOCAL_AUDIO_TRACK_ADDED",
+            Self::EventMediaLocalVideoTrackAdded => "EVENT_MEDIA_LOCAL_VIDEO_TRACK_ADDED",
+            Self::EventMediaRemoteAudioTrackAdded => {
+                "EVENT_MEDIA_REMOTE_AUDIO_TRACK_ADDED"
+            }
+            Self::EventMediaRemoteVideoTrackAdded => {
+                "EVENT_MEDIA_REMOTE_VIDEO_TRACK_ADDED"
+            }
+            Self::EventMediaLocalAudioTrackRemoved => {
+                "EVENT_MEDIA_LOCAL_AUDIO_TRACK_REMOVED"
+            }
+            Self::EventMediaLocalVideoTrackRemoved => {
+                "EVENT_MEDIA_LOCAL_VIDEO_TRACK_REMOVED"
+            }
+            Self::EventMediaRemoteAudioTrackRemoved => {
+                "EVENT_MEDIA_REMOTE_AUDIO_TRACK_REMOVED"
+            }
+            Self::EventMediaRemoteVideoTrackRemoved => {
+                "EVENT_MEDIA_REMOTE_VIDEO_TRACK_REMOVED"
+            }
+            Self::EventMediaAudioPlaybackStarted => "EVENT_MEDIA_AUDIO_PLAYBACK_STARTED",
+            Self::EventMediaVideoPlaybackStarted => "EVENT_MEDIA_VIDEO_PLAYBACK_STARTED",
+            Self::EventMediaAudioPlaybackStopped => "EVENT_MEDIA_AUDIO_PLAYBACK_STOPPED",
+            Self::EventMediaVideoPlaybackStopped => "EVENT_MEDIA_VIDEO_PLAYBACK_STOPPED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "UNKNOWN_EVENT" => Some(Self::UnknownEvent),
+            "EVENT_ERROR_REPORTING_BASE" => Some(Self::EventErrorReportingBase),
+            "EVENT_ERROR_SIGNALING_CONNECTION_FAILED" => {
+                Some(Self::EventErrorSignalingConnectionFailed)
+            }
+            "EVENT_ERROR_ICE_CONNECTION_FAILED" => {
+                Some(Self::EventErrorIceConnectionFailed)
+            }
+            "EVENT_ERROR_MEDIA_CAPTURE_AUDIO_FAILED" => {
+                Some(Self::EventErrorMediaCaptureAudioFailed)
+            }
+            "EVENT_ERROR_MEDIA_CAPTURE_VIDEO_FAILED" => {
+                Some(Self::EventErrorMediaCaptureVideoFailed)
+            }
+            "EVENT_ERROR_MEDIA_CAPTURE_SCREEN_FAILED" => {
+                Some(Self::EventErrorMediaCaptureScreenFailed)
+            }
+            "EVENT_ERROR_SDP_NEGOTIATION_FAILED" => {
+                Some(Self::EventErrorSdpNegotiationFailed)
+            }
+            "EVENT_ERROR_OTHER" => Some(Self::EventErrorOther),
+            "EVENT_ICE_CANDIDATE_BASE" => Some(Self::EventIceCandidateBase),
+            "EVENT_ICE_CANDIDATE_GATHERING_STARTED" => {
+                Some(Self::EventIceCandidateGatheringStarted)
+            }
+            "EVENT_ICE_CANDIDATE_LOCAL_REFLEXIVE_FOUND" => {
+                Some(Self::EventIceCandidateLocalReflexiveFound)
+            }
+            "EVENT_ICE_CANDIDATE_LOCAL_HOST_FOUND" => {
+                Some(Self::EventIceCandidateLocalHostFound)
+            }
+            "EVENT_ICE_CANDIDATE_LOCAL_SRFLX_FOUND" => {
+                Some(Self::EventIceCandidateLocalSrflxFound)
+            }
+            "EVENT_ICE_CANDIDATE_LOCAL_PRFLX_FOUND" => {
+                Some(Self::EventIceCandidateLocalPrflxFound)
+            }
+            "EVENT_ICE_CANDIDATE_REMOTE_RECEIVED" => {
+                Some(Self::EventIceCandidateRemoteReceived)
+            }
+            "EVENT_ICE_CANDIDATE_REMOTE_REFLEXIVE_FOUND" => {
+                Some(Self::EventIceCandidateRemoteReflexiveFound)
+            }
+            "EVENT_ICE_CANDIDATE_REMOTE_HOST_FOUND" => {
+                Some(Self::EventIceCandidateRemoteHostFound)
+            }
+            "EVENT_ICE_CANDIDATE_REMOTE_SRFLX_FOUND" => {
+                Some(Self::EventIceCandidateRemoteSrflxFound)
+            }
+            "EVENT_ICE_CANDIDATE_REMOTE_PRFLX_FOUND" => {
+                Some(Self::EventIceCandidateRemotePrflxFound)
+            }
+            "EVENT_ICE_CANDIDATE_PAIRING_SUCCESS" => {
+                Some(Self::EventIceCandidatePairingSuccess)
+            }
+            "EVENT_ICE_CANDIDATE_PAIRING_FAILED" => {
+                Some(Self::EventIceCandidatePairingFailed)
+            }
+            "EVENT_ICE_CANDIDATE_CONNECTION_STATE_CHANGED" => {
+                Some(Self::EventIceCandidateConnectionStateChanged)
+            }
+            "EVENT_ICE_CANDIDATE_GATHERING_COMPLETED" => {
+                Some(Self::EventIceCandidateGatheringCompleted)
+            }
+            "EVENT_ICE_CANDIDATE_SELECTED_PAIR" => {
+                Some(Self::EventIceCandidateSelectedPair)
+            }
+            "EVENT_SIGNALING_BASE" => Some(Self::EventSignalingBase),
+            "EVENT_SIGNALING_OFFER_CREATED" => Some(Self::EventSignalingOfferCreated),
+            "EVENT_SIGNALING_OFFER_SENT" => Some(Self::EventSignalingOfferSent),
+            "EVENT_SIGNALING_OFFER_RECEIVED" => Some(Self::EventSignalingOfferReceived),
+            "EVENT_SIGNALING_ANSWER_CREATED" => Some(Self::EventSignalingAnswerCreated),
+            "EVENT_SIGNALING_ANSWER_SENT" => Some(Self::EventSignalingAnswerSent),
+            "EVENT_SIGNALING_ANSWER_RECEIVED" => Some(Self::EventSignalingAnswerReceived),
+            "EVENT_SIGNALING_NEGOTIATION_NEEDED" => {
+                Some(Self::EventSignalingNegotiationNeeded)
+            }
+            "EVENT_SIGNALING_ICE_RESTART_TRIGGERED" => {
+                Some(Self::EventSignalingIceRestartTriggered)
+            }
+            "EVENT_SIGNALING_CONNECTED" => Some(Self::EventSignalingConnected),
+            "EVENT_SIGNALING_DISCONNECTED" => Some(Self::EventSignalingDisconnected),
+            "EVENT_USER_INTERACTION_BASE" => Some(Self::EventUserInteractionBase),
+            "EVENT_USER_JOINED_SESSION" => Some(Self::EventUserJoinedSession),
+            "EVENT_USER_LEFT_SESSION" => Some(Self::EventUserLeftSession),
+            "EVENT_USER_MUTED_AUDIO" => Some(Self::EventUserMutedAudio),
+            "EVENT_USER_UNMUTED_AUDIO" => Some(Self::EventUserUnmutedAudio),
+            "EVENT_USER_MUTED_VIDEO" => Some(Self::EventUserMutedVideo),
+            "EVENT_USER_UNMUTED_VIDEO" => Some(Self::EventUserUnmutedVideo),
+            "EVENT_USER_SCREEN_SHARE_STARTED" => Some(Self::EventUserScreenShareStarted),
+            "EVENT_USER_SCREEN_SHARE_STOPPED" => Some(Self::EventUserScreenShareStopped),
+            "EVENT_USER_INPUT_TEXT_MESSAGE_SENT" => {
+                Some(Self::EventUserInputTextMessageSent)
+            }
+            "EVENT_USER_INPUT_TEXT_MESSAGE_RECEIVED" => {
+                Some(Self::EventUserInputTextMessageReceived)
+            }
+            "EVENT_MEDIA_HANDLING_BASE" => Some(Self::EventMediaHandlingBase),
+            "EVENT_MEDIA_LOCAL_AUDIO_TRACK_ADDED" => {
+                Some(Self::EventMediaLocalAudioTrackAdded)
+            }
+            "EVENT_MEDIA_LOCAL_VIDEO_TRACK_ADDED" => {
+                Some(Self::EventMediaLocalVideoTrackAdded)
+            }
+            "EVENT_MEDIA_REMOTE_AUDIO_TRACK_ADDED" => {
+                Some(Self::EventMediaRemoteAudioTrackAdded)
+            }
+            "EVENT_MEDIA_REMOTE_VIDEO_TRACK_ADDED" => {
+                Some(Self::EventMediaRemoteVideoTrackAdded)
+            }
+            "EVENT_MEDIA_LOCAL_AUDIO_TRACK_REMOVED" => {
+                Some(Self::EventMediaLocalAudioTrackRemoved)
+            }
+            "EVENT_MEDIA_LOCAL_VIDEO_TRACK_REMOVED" => {
+                Some(Self::EventMediaLocalVideoTrackRemoved)
+            }
+            "EVENT_MEDIA_REMOTE_AUDIO_TRACK_REMOVED" => {
+                Some(Self::EventMediaRemoteAudioTrackRemoved)
+            }
+            "EVENT_MEDIA_REMOTE_VIDEO_TRACK_REMOVED" => {
+                Some(Self::EventMediaRemoteVideoTrackRemoved)
+            }
+            "EVENT_MEDIA_AUDIO_PLAYBACK_STARTED" => {
+                Some(Self::EventMediaAudioPlaybackStarted)
+            }
+            "EVENT_MEDIA_VIDEO_PLAYBACK_STARTED" => {
+                Some(Self::EventMediaVideoPlaybackStarted)
+            }
+            "EVENT_MEDIA_AUDIO_PLAYBACK_STOPPED" => {
+                Some(Self::EventMediaAudioPlaybackStopped)
+            }
+            "EVENT_MEDIA_VIDEO_PLAYBACK_STOPPED" => {
+                Some(Self::EventMediaVideoPlaybackStopped)
+            }
             _ => None,
         }
     }

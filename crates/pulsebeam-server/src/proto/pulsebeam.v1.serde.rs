@@ -221,6 +221,622 @@ impl<'de> serde::Deserialize<'de> for AckRange {
             .deserialize_struct("pulsebeam.v1.AckRange", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for AnalyticsEvent {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.tags.is_some() {
+            len += 1;
+        }
+        if !self.metrics.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("pulsebeam.v1.AnalyticsEvent", len)?;
+        if let Some(v) = self.tags.as_ref() {
+            struct_ser.serialize_field("tags", v)?;
+        }
+        if !self.metrics.is_empty() {
+            struct_ser.serialize_field("metrics", &self.metrics)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for AnalyticsEvent {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["tags", "metrics"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Tags,
+            Metrics,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "tags" => Ok(GeneratedField::Tags),
+                            "metrics" => Ok(GeneratedField::Metrics),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = AnalyticsEvent;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct pulsebeam.v1.AnalyticsEvent")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<AnalyticsEvent, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut tags__ = None;
+                let mut metrics__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Tags => {
+                            if tags__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("tags"));
+                            }
+                            tags__ = map_.next_value()?;
+                        }
+                        GeneratedField::Metrics => {
+                            if metrics__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("metrics"));
+                            }
+                            metrics__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(AnalyticsEvent {
+                    tags: tags__,
+                    metrics: metrics__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct("pulsebeam.v1.AnalyticsEvent", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for AnalyticsMetrics {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.timestamp_us != 0 {
+            len += 1;
+        }
+        if self.event_type.is_some() {
+            len += 1;
+        }
+        if self.quality_score.is_some() {
+            len += 1;
+        }
+        if self.rtt_us.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("pulsebeam.v1.AnalyticsMetrics", len)?;
+        if self.timestamp_us != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser
+                .serialize_field(
+                    "timestampUs",
+                    ToString::to_string(&self.timestamp_us).as_str(),
+                )?;
+        }
+        if let Some(v) = self.event_type.as_ref() {
+            let v = EventType::try_from(*v)
+                .map_err(|_| serde::ser::Error::custom(
+                    format!("Invalid variant {}", * v),
+                ))?;
+            struct_ser.serialize_field("eventType", &v)?;
+        }
+        if let Some(v) = self.quality_score.as_ref() {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser
+                .serialize_field("qualityScore", ToString::to_string(&v).as_str())?;
+        }
+        if let Some(v) = self.rtt_us.as_ref() {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser.serialize_field("rttUs", ToString::to_string(&v).as_str())?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for AnalyticsMetrics {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "timestamp_us",
+            "timestampUs",
+            "event_type",
+            "eventType",
+            "quality_score",
+            "qualityScore",
+            "rtt_us",
+            "rttUs",
+        ];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            TimestampUs,
+            EventType,
+            QualityScore,
+            RttUs,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "timestampUs" | "timestamp_us" => {
+                                Ok(GeneratedField::TimestampUs)
+                            }
+                            "eventType" | "event_type" => Ok(GeneratedField::EventType),
+                            "qualityScore" | "quality_score" => {
+                                Ok(GeneratedField::QualityScore)
+                            }
+                            "rttUs" | "rtt_us" => Ok(GeneratedField::RttUs),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = AnalyticsMetrics;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct pulsebeam.v1.AnalyticsMetrics")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<AnalyticsMetrics, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut timestamp_us__ = None;
+                let mut event_type__ = None;
+                let mut quality_score__ = None;
+                let mut rtt_us__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::TimestampUs => {
+                            if timestamp_us__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("timestampUs"),
+                                );
+                            }
+                            timestamp_us__ = Some(
+                                map_
+                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
+                                    .0,
+                            );
+                        }
+                        GeneratedField::EventType => {
+                            if event_type__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("eventType"));
+                            }
+                            event_type__ = map_
+                                .next_value::<::std::option::Option<EventType>>()?
+                                .map(|x| x as i32);
+                        }
+                        GeneratedField::QualityScore => {
+                            if quality_score__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("qualityScore"),
+                                );
+                            }
+                            quality_score__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|x| x.0);
+                        }
+                        GeneratedField::RttUs => {
+                            if rtt_us__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("rttUs"));
+                            }
+                            rtt_us__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|x| x.0);
+                        }
+                    }
+                }
+                Ok(AnalyticsMetrics {
+                    timestamp_us: timestamp_us__.unwrap_or_default(),
+                    event_type: event_type__,
+                    quality_score: quality_score__,
+                    rtt_us: rtt_us__,
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "pulsebeam.v1.AnalyticsMetrics",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for AnalyticsReportReq {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.events.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("pulsebeam.v1.AnalyticsReportReq", len)?;
+        if !self.events.is_empty() {
+            struct_ser.serialize_field("events", &self.events)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for AnalyticsReportReq {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["events"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Events,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "events" => Ok(GeneratedField::Events),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = AnalyticsReportReq;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct pulsebeam.v1.AnalyticsReportReq")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<AnalyticsReportReq, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut events__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Events => {
+                            if events__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("events"));
+                            }
+                            events__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(AnalyticsReportReq {
+                    events: events__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "pulsebeam.v1.AnalyticsReportReq",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for AnalyticsReportResp {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let len = 0;
+        let struct_ser = serializer
+            .serialize_struct("pulsebeam.v1.AnalyticsReportResp", len)?;
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for AnalyticsReportResp {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {}
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        Err(serde::de::Error::unknown_field(value, FIELDS))
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = AnalyticsReportResp;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct pulsebeam.v1.AnalyticsReportResp")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<AnalyticsReportResp, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                while map_.next_key::<GeneratedField>()?.is_some() {
+                    let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(AnalyticsReportResp {})
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "pulsebeam.v1.AnalyticsReportResp",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for AnalyticsTags {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.src.is_some() {
+            len += 1;
+        }
+        if self.dst.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("pulsebeam.v1.AnalyticsTags", len)?;
+        if let Some(v) = self.src.as_ref() {
+            struct_ser.serialize_field("src", v)?;
+        }
+        if let Some(v) = self.dst.as_ref() {
+            struct_ser.serialize_field("dst", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for AnalyticsTags {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["src", "dst"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Src,
+            Dst,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "src" => Ok(GeneratedField::Src),
+                            "dst" => Ok(GeneratedField::Dst),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = AnalyticsTags;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct pulsebeam.v1.AnalyticsTags")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<AnalyticsTags, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut src__ = None;
+                let mut dst__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Src => {
+                            if src__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("src"));
+                            }
+                            src__ = map_.next_value()?;
+                        }
+                        GeneratedField::Dst => {
+                            if dst__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("dst"));
+                            }
+                            dst__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(AnalyticsTags {
+                    src: src__,
+                    dst: dst__,
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct("pulsebeam.v1.AnalyticsTags", FIELDS, GeneratedVisitor)
+    }
+}
 impl serde::Serialize for Bye {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -292,6 +908,585 @@ impl<'de> serde::Deserialize<'de> for Bye {
             }
         }
         deserializer.deserialize_struct("pulsebeam.v1.Bye", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for DataChannel {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.payload.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("pulsebeam.v1.DataChannel", len)?;
+        if let Some(v) = self.payload.as_ref() {
+            match v {
+                data_channel::Payload::Heartbeat(v) => {
+                    struct_ser.serialize_field("heartbeat", v)?;
+                }
+            }
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for DataChannel {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["heartbeat"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Heartbeat,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "heartbeat" => Ok(GeneratedField::Heartbeat),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = DataChannel;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct pulsebeam.v1.DataChannel")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<DataChannel, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut payload__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Heartbeat => {
+                            if payload__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("heartbeat"));
+                            }
+                            payload__ = map_
+                                .next_value::<::std::option::Option<_>>()?
+                                .map(data_channel::Payload::Heartbeat);
+                        }
+                    }
+                }
+                Ok(DataChannel { payload: payload__ })
+            }
+        }
+        deserializer
+            .deserialize_struct("pulsebeam.v1.DataChannel", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for DataChannelHeartbeat {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let len = 0;
+        let struct_ser = serializer
+            .serialize_struct("pulsebeam.v1.DataChannelHeartbeat", len)?;
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for DataChannelHeartbeat {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {}
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        Err(serde::de::Error::unknown_field(value, FIELDS))
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = DataChannelHeartbeat;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct pulsebeam.v1.DataChannelHeartbeat")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<DataChannelHeartbeat, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                while map_.next_key::<GeneratedField>()?.is_some() {
+                    let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(DataChannelHeartbeat {})
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "pulsebeam.v1.DataChannelHeartbeat",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for EventType {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        let variant = match self {
+            Self::UnknownEvent => "UNKNOWN_EVENT",
+            Self::EventErrorReportingBase => "EVENT_ERROR_REPORTING_BASE",
+            Self::EventErrorSignalingConnectionFailed => {
+                "EVENT_ERROR_SIGNALING_CONNECTION_FAILED"
+            }
+            Self::EventErrorIceConnectionFailed => "EVENT_ERROR_ICE_CONNECTION_FAILED",
+            Self::EventErrorMediaCaptureAudioFailed => {
+                "EVENT_ERROR_MEDIA_CAPTURE_AUDIO_FAILED"
+            }
+            Self::EventErrorMediaCaptureVideoFailed => {
+                "EVENT_ERROR_MEDIA_CAPTURE_VIDEO_FAILED"
+            }
+            Self::EventErrorMediaCaptureScreenFailed => {
+                "EVENT_ERROR_MEDIA_CAPTURE_SCREEN_FAILED"
+            }
+            Self::EventErrorSdpNegotiationFailed => "EVENT_ERROR_SDP_NEGOTIATION_FAILED",
+            Self::EventErrorOther => "EVENT_ERROR_OTHER",
+            Self::EventIceCandidateBase => "EVENT_ICE_CANDIDATE_BASE",
+            Self::EventIceCandidateGatheringStarted => {
+                "EVENT_ICE_CANDIDATE_GATHERING_STARTED"
+            }
+            Self::EventIceCandidateLocalReflexiveFound => {
+                "EVENT_ICE_CANDIDATE_LOCAL_REFLEXIVE_FOUND"
+            }
+            Self::EventIceCandidateLocalHostFound => {
+                "EVENT_ICE_CANDIDATE_LOCAL_HOST_FOUND"
+            }
+            Self::EventIceCandidateLocalSrflxFound => {
+                "EVENT_ICE_CANDIDATE_LOCAL_SRFLX_FOUND"
+            }
+            Self::EventIceCandidateLocalPrflxFound => {
+                "EVENT_ICE_CANDIDATE_LOCAL_PRFLX_FOUND"
+            }
+            Self::EventIceCandidateRemoteReceived => {
+                "EVENT_ICE_CANDIDATE_REMOTE_RECEIVED"
+            }
+            Self::EventIceCandidateRemoteReflexiveFound => {
+                "EVENT_ICE_CANDIDATE_REMOTE_REFLEXIVE_FOUND"
+            }
+            Self::EventIceCandidateRemoteHostFound => {
+                "EVENT_ICE_CANDIDATE_REMOTE_HOST_FOUND"
+            }
+            Self::EventIceCandidateRemoteSrflxFound => {
+                "EVENT_ICE_CANDIDATE_REMOTE_SRFLX_FOUND"
+            }
+            Self::EventIceCandidateRemotePrflxFound => {
+                "EVENT_ICE_CANDIDATE_REMOTE_PRFLX_FOUND"
+            }
+            Self::EventIceCandidatePairingSuccess => {
+                "EVENT_ICE_CANDIDATE_PAIRING_SUCCESS"
+            }
+            Self::EventIceCandidatePairingFailed => "EVENT_ICE_CANDIDATE_PAIRING_FAILED",
+            Self::EventIceCandidateConnectionStateChanged => {
+                "EVENT_ICE_CANDIDATE_CONNECTION_STATE_CHANGED"
+            }
+            Self::EventIceCandidateGatheringCompleted => {
+                "EVENT_ICE_CANDIDATE_GATHERING_COMPLETED"
+            }
+            Self::EventIceCandidateSelectedPair => "EVENT_ICE_CANDIDATE_SELECTED_PAIR",
+            Self::EventSignalingBase => "EVENT_SIGNALING_BASE",
+            Self::EventSignalingOfferCreated => "EVENT_SIGNALING_OFFER_CREATED",
+            Self::EventSignalingOfferSent => "EVENT_SIGNALING_OFFER_SENT",
+            Self::EventSignalingOfferReceived => "EVENT_SIGNALING_OFFER_RECEIVED",
+            Self::EventSignalingAnswerCreated => "EVENT_SIGNALING_ANSWER_CREATED",
+            Self::EventSignalingAnswerSent => "EVENT_SIGNALING_ANSWER_SENT",
+            Self::EventSignalingAnswerReceived => "EVENT_SIGNALING_ANSWER_RECEIVED",
+            Self::EventSignalingNegotiationNeeded => "EVENT_SIGNALING_NEGOTIATION_NEEDED",
+            Self::EventSignalingIceRestartTriggered => {
+                "EVENT_SIGNALING_ICE_RESTART_TRIGGERED"
+            }
+            Self::EventSignalingConnected => "EVENT_SIGNALING_CONNECTED",
+            Self::EventSignalingDisconnected => "EVENT_SIGNALING_DISCONNECTED",
+            Self::EventUserInteractionBase => "EVENT_USER_INTERACTION_BASE",
+            Self::EventUserJoinedSession => "EVENT_USER_JOINED_SESSION",
+            Self::EventUserLeftSession => "EVENT_USER_LEFT_SESSION",
+            Self::EventUserMutedAudio => "EVENT_USER_MUTED_AUDIO",
+            Self::EventUserUnmutedAudio => "EVENT_USER_UNMUTED_AUDIO",
+            Self::EventUserMutedVideo => "EVENT_USER_MUTED_VIDEO",
+            Self::EventUserUnmutedVideo => "EVENT_USER_UNMUTED_VIDEO",
+            Self::EventUserScreenShareStarted => "EVENT_USER_SCREEN_SHARE_STARTED",
+            Self::EventUserScreenShareStopped => "EVENT_USER_SCREEN_SHARE_STOPPED",
+            Self::EventUserInputTextMessageSent => "EVENT_USER_INPUT_TEXT_MESSAGE_SENT",
+            Self::EventUserInputTextMessageReceived => {
+                "EVENT_USER_INPUT_TEXT_MESSAGE_RECEIVED"
+            }
+            Self::EventMediaHandlingBase => "EVENT_MEDIA_HANDLING_BASE",
+            Self::EventMediaLocalAudioTrackAdded => "EVENT_MEDIA_LOCAL_AUDIO_TRACK_ADDED",
+            Self::EventMediaLocalVideoTrackAdded => "EVENT_MEDIA_LOCAL_VIDEO_TRACK_ADDED",
+            Self::EventMediaRemoteAudioTrackAdded => {
+                "EVENT_MEDIA_REMOTE_AUDIO_TRACK_ADDED"
+            }
+            Self::EventMediaRemoteVideoTrackAdded => {
+                "EVENT_MEDIA_REMOTE_VIDEO_TRACK_ADDED"
+            }
+            Self::EventMediaLocalAudioTrackRemoved => {
+                "EVENT_MEDIA_LOCAL_AUDIO_TRACK_REMOVED"
+            }
+            Self::EventMediaLocalVideoTrackRemoved => {
+                "EVENT_MEDIA_LOCAL_VIDEO_TRACK_REMOVED"
+            }
+            Self::EventMediaRemoteAudioTrackRemoved => {
+                "EVENT_MEDIA_REMOTE_AUDIO_TRACK_REMOVED"
+            }
+            Self::EventMediaRemoteVideoTrackRemoved => {
+                "EVENT_MEDIA_REMOTE_VIDEO_TRACK_REMOVED"
+            }
+            Self::EventMediaAudioPlaybackStarted => "EVENT_MEDIA_AUDIO_PLAYBACK_STARTED",
+            Self::EventMediaVideoPlaybackStarted => "EVENT_MEDIA_VIDEO_PLAYBACK_STARTED",
+            Self::EventMediaAudioPlaybackStopped => "EVENT_MEDIA_AUDIO_PLAYBACK_STOPPED",
+            Self::EventMediaVideoPlaybackStopped => "EVENT_MEDIA_VIDEO_PLAYBACK_STOPPED",
+        };
+        serializer.serialize_str(variant)
+    }
+}
+impl<'de> serde::Deserialize<'de> for EventType {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "UNKNOWN_EVENT",
+            "EVENT_ERROR_REPORTING_BASE",
+            "EVENT_ERROR_SIGNALING_CONNECTION_FAILED",
+            "EVENT_ERROR_ICE_CONNECTION_FAILED",
+            "EVENT_ERROR_MEDIA_CAPTURE_AUDIO_FAILED",
+            "EVENT_ERROR_MEDIA_CAPTURE_VIDEO_FAILED",
+            "EVENT_ERROR_MEDIA_CAPTURE_SCREEN_FAILED",
+            "EVENT_ERROR_SDP_NEGOTIATION_FAILED",
+            "EVENT_ERROR_OTHER",
+            "EVENT_ICE_CANDIDATE_BASE",
+            "EVENT_ICE_CANDIDATE_GATHERING_STARTED",
+            "EVENT_ICE_CANDIDATE_LOCAL_REFLEXIVE_FOUND",
+            "EVENT_ICE_CANDIDATE_LOCAL_HOST_FOUND",
+            "EVENT_ICE_CANDIDATE_LOCAL_SRFLX_FOUND",
+            "EVENT_ICE_CANDIDATE_LOCAL_PRFLX_FOUND",
+            "EVENT_ICE_CANDIDATE_REMOTE_RECEIVED",
+            "EVENT_ICE_CANDIDATE_REMOTE_REFLEXIVE_FOUND",
+            "EVENT_ICE_CANDIDATE_REMOTE_HOST_FOUND",
+            "EVENT_ICE_CANDIDATE_REMOTE_SRFLX_FOUND",
+            "EVENT_ICE_CANDIDATE_REMOTE_PRFLX_FOUND",
+            "EVENT_ICE_CANDIDATE_PAIRING_SUCCESS",
+            "EVENT_ICE_CANDIDATE_PAIRING_FAILED",
+            "EVENT_ICE_CANDIDATE_CONNECTION_STATE_CHANGED",
+            "EVENT_ICE_CANDIDATE_GATHERING_COMPLETED",
+            "EVENT_ICE_CANDIDATE_SELECTED_PAIR",
+            "EVENT_SIGNALING_BASE",
+            "EVENT_SIGNALING_OFFER_CREATED",
+            "EVENT_SIGNALING_OFFER_SENT",
+            "EVENT_SIGNALING_OFFER_RECEIVED",
+            "EVENT_SIGNALING_ANSWER_CREATED",
+            "EVENT_SIGNALING_ANSWER_SENT",
+            "EVENT_SIGNALING_ANSWER_RECEIVED",
+            "EVENT_SIGNALING_NEGOTIATION_NEEDED",
+            "EVENT_SIGNALING_ICE_RESTART_TRIGGERED",
+            "EVENT_SIGNALING_CONNECTED",
+            "EVENT_SIGNALING_DISCONNECTED",
+            "EVENT_USER_INTERACTION_BASE",
+            "EVENT_USER_JOINED_SESSION",
+            "EVENT_USER_LEFT_SESSION",
+            "EVENT_USER_MUTED_AUDIO",
+            "EVENT_USER_UNMUTED_AUDIO",
+            "EVENT_USER_MUTED_VIDEO",
+            "EVENT_USER_UNMUTED_VIDEO",
+            "EVENT_USER_SCREEN_SHARE_STARTED",
+            "EVENT_USER_SCREEN_SHARE_STOPPED",
+            "EVENT_USER_INPUT_TEXT_MESSAGE_SENT",
+            "EVENT_USER_INPUT_TEXT_MESSAGE_RECEIVED",
+            "EVENT_MEDIA_HANDLING_BASE",
+            "EVENT_MEDIA_LOCAL_AUDIO_TRACK_ADDED",
+            "EVENT_MEDIA_LOCAL_VIDEO_TRACK_ADDED",
+            "EVENT_MEDIA_REMOTE_AUDIO_TRACK_ADDED",
+            "EVENT_MEDIA_REMOTE_VIDEO_TRACK_ADDED",
+            "EVENT_MEDIA_LOCAL_AUDIO_TRACK_REMOVED",
+            "EVENT_MEDIA_LOCAL_VIDEO_TRACK_REMOVED",
+            "EVENT_MEDIA_REMOTE_AUDIO_TRACK_REMOVED",
+            "EVENT_MEDIA_REMOTE_VIDEO_TRACK_REMOVED",
+            "EVENT_MEDIA_AUDIO_PLAYBACK_STARTED",
+            "EVENT_MEDIA_VIDEO_PLAYBACK_STARTED",
+            "EVENT_MEDIA_AUDIO_PLAYBACK_STOPPED",
+            "EVENT_MEDIA_VIDEO_PLAYBACK_STOPPED",
+        ];
+        struct GeneratedVisitor;
+        impl serde::de::Visitor<'_> for GeneratedVisitor {
+            type Value = EventType;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                write!(formatter, "expected one of: {:?}", & FIELDS)
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Signed(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Unsigned(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_str<E>(self, value: &str) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                match value {
+                    "UNKNOWN_EVENT" => Ok(EventType::UnknownEvent),
+                    "EVENT_ERROR_REPORTING_BASE" => {
+                        Ok(EventType::EventErrorReportingBase)
+                    }
+                    "EVENT_ERROR_SIGNALING_CONNECTION_FAILED" => {
+                        Ok(EventType::EventErrorSignalingConnectionFailed)
+                    }
+                    "EVENT_ERROR_ICE_CONNECTION_FAILED" => {
+                        Ok(EventType::EventErrorIceConnectionFailed)
+                    }
+                    "EVENT_ERROR_MEDIA_CAPTURE_AUDIO_FAILED" => {
+                        Ok(EventType::EventErrorMediaCaptureAudioFailed)
+                    }
+                    "EVENT_ERROR_MEDIA_CAPTURE_VIDEO_FAILED" => {
+                        Ok(EventType::EventErrorMediaCaptureVideoFailed)
+                    }
+                    "EVENT_ERROR_MEDIA_CAPTURE_SCREEN_FAILED" => {
+                        Ok(EventType::EventErrorMediaCaptureScreenFailed)
+                    }
+                    "EVENT_ERROR_SDP_NEGOTIATION_FAILED" => {
+                        Ok(EventType::EventErrorSdpNegotiationFailed)
+                    }
+                    "EVENT_ERROR_OTHER" => Ok(EventType::EventErrorOther),
+                    "EVENT_ICE_CANDIDATE_BASE" => Ok(EventType::EventIceCandidateBase),
+                    "EVENT_ICE_CANDIDATE_GATHERING_STARTED" => {
+                        Ok(EventType::EventIceCandidateGatheringStarted)
+                    }
+                    "EVENT_ICE_CANDIDATE_LOCAL_REFLEXIVE_FOUND" => {
+                        Ok(EventType::EventIceCandidateLocalReflexiveFound)
+                    }
+                    "EVENT_ICE_CANDIDATE_LOCAL_HOST_FOUND" => {
+                        Ok(EventType::EventIceCandidateLocalHostFound)
+                    }
+                    "EVENT_ICE_CANDIDATE_LOCAL_SRFLX_FOUND" => {
+                        Ok(EventType::EventIceCandidateLocalSrflxFound)
+                    }
+                    "EVENT_ICE_CANDIDATE_LOCAL_PRFLX_FOUND" => {
+                        Ok(EventType::EventIceCandidateLocalPrflxFound)
+                    }
+                    "EVENT_ICE_CANDIDATE_REMOTE_RECEIVED" => {
+                        Ok(EventType::EventIceCandidateRemoteReceived)
+                    }
+                    "EVENT_ICE_CANDIDATE_REMOTE_REFLEXIVE_FOUND" => {
+                        Ok(EventType::EventIceCandidateRemoteReflexiveFound)
+                    }
+                    "EVENT_ICE_CANDIDATE_REMOTE_HOST_FOUND" => {
+                        Ok(EventType::EventIceCandidateRemoteHostFound)
+                    }
+                    "EVENT_ICE_CANDIDATE_REMOTE_SRFLX_FOUND" => {
+                        Ok(EventType::EventIceCandidateRemoteSrflxFound)
+                    }
+                    "EVENT_ICE_CANDIDATE_REMOTE_PRFLX_FOUND" => {
+                        Ok(EventType::EventIceCandidateRemotePrflxFound)
+                    }
+                    "EVENT_ICE_CANDIDATE_PAIRING_SUCCESS" => {
+                        Ok(EventType::EventIceCandidatePairingSuccess)
+                    }
+                    "EVENT_ICE_CANDIDATE_PAIRING_FAILED" => {
+                        Ok(EventType::EventIceCandidatePairingFailed)
+                    }
+                    "EVENT_ICE_CANDIDATE_CONNECTION_STATE_CHANGED" => {
+                        Ok(EventType::EventIceCandidateConnectionStateChanged)
+                    }
+                    "EVENT_ICE_CANDIDATE_GATHERING_COMPLETED" => {
+                        Ok(EventType::EventIceCandidateGatheringCompleted)
+                    }
+                    "EVENT_ICE_CANDIDATE_SELECTED_PAIR" => {
+                        Ok(EventType::EventIceCandidateSelectedPair)
+                    }
+                    "EVENT_SIGNALING_BASE" => Ok(EventType::EventSignalingBase),
+                    "EVENT_SIGNALING_OFFER_CREATED" => {
+                        Ok(EventType::EventSignalingOfferCreated)
+                    }
+                    "EVENT_SIGNALING_OFFER_SENT" => {
+                        Ok(EventType::EventSignalingOfferSent)
+                    }
+                    "EVENT_SIGNALING_OFFER_RECEIVED" => {
+                        Ok(EventType::EventSignalingOfferReceived)
+                    }
+                    "EVENT_SIGNALING_ANSWER_CREATED" => {
+                        Ok(EventType::EventSignalingAnswerCreated)
+                    }
+                    "EVENT_SIGNALING_ANSWER_SENT" => {
+                        Ok(EventType::EventSignalingAnswerSent)
+                    }
+                    "EVENT_SIGNALING_ANSWER_RECEIVED" => {
+                        Ok(EventType::EventSignalingAnswerReceived)
+                    }
+                    "EVENT_SIGNALING_NEGOTIATION_NEEDED" => {
+                        Ok(EventType::EventSignalingNegotiationNeeded)
+                    }
+                    "EVENT_SIGNALING_ICE_RESTART_TRIGGERED" => {
+                        Ok(EventType::EventSignalingIceRestartTriggered)
+                    }
+                    "EVENT_SIGNALING_CONNECTED" => Ok(EventType::EventSignalingConnected),
+                    "EVENT_SIGNALING_DISCONNECTED" => {
+                        Ok(EventType::EventSignalingDisconnected)
+                    }
+                    "EVENT_USER_INTERACTION_BASE" => {
+                        Ok(EventType::EventUserInteractionBase)
+                    }
+                    "EVENT_USER_JOINED_SESSION" => Ok(EventType::EventUserJoinedSession),
+                    "EVENT_USER_LEFT_SESSION" => Ok(EventType::EventUserLeftSession),
+                    "EVENT_USER_MUTED_AUDIO" => Ok(EventType::EventUserMutedAudio),
+                    "EVENT_USER_UNMUTED_AUDIO" => Ok(EventType::EventUserUnmutedAudio),
+                    "EVENT_USER_MUTED_VIDEO" => Ok(EventType::EventUserMutedVideo),
+                    "EVENT_USER_UNMUTED_VIDEO" => Ok(EventType::EventUserUnmutedVideo),
+                    "EVENT_USER_SCREEN_SHARE_STARTED" => {
+                        Ok(EventType::EventUserScreenShareStarted)
+                    }
+                    "EVENT_USER_SCREEN_SHARE_STOPPED" => {
+                        Ok(EventType::EventUserScreenShareStopped)
+                    }
+                    "EVENT_USER_INPUT_TEXT_MESSAGE_SENT" => {
+                        Ok(EventType::EventUserInputTextMessageSent)
+                    }
+                    "EVENT_USER_INPUT_TEXT_MESSAGE_RECEIVED" => {
+                        Ok(EventType::EventUserInputTextMessageReceived)
+                    }
+                    "EVENT_MEDIA_HANDLING_BASE" => Ok(EventType::EventMediaHandlingBase),
+                    "EVENT_MEDIA_LOCAL_AUDIO_TRACK_ADDED" => {
+                        Ok(EventType::EventMediaLocalAudioTrackAdded)
+                    }
+                    "EVENT_MEDIA_LOCAL_VIDEO_TRACK_ADDED" => {
+                        Ok(EventType::EventMediaLocalVideoTrackAdded)
+                    }
+                    "EVENT_MEDIA_REMOTE_AUDIO_TRACK_ADDED" => {
+                        Ok(EventType::EventMediaRemoteAudioTrackAdded)
+                    }
+                    "EVENT_MEDIA_REMOTE_VIDEO_TRACK_ADDED" => {
+                        Ok(EventType::EventMediaRemoteVideoTrackAdded)
+                    }
+                    "EVENT_MEDIA_LOCAL_AUDIO_TRACK_REMOVED" => {
+                        Ok(EventType::EventMediaLocalAudioTrackRemoved)
+                    }
+                    "EVENT_MEDIA_LOCAL_VIDEO_TRACK_REMOVED" => {
+                        Ok(EventType::EventMediaLocalVideoTrackRemoved)
+                    }
+                    "EVENT_MEDIA_REMOTE_AUDIO_TRACK_REMOVED" => {
+                        Ok(EventType::EventMediaRemoteAudioTrackRemoved)
+                    }
+                    "EVENT_MEDIA_REMOTE_VIDEO_TRACK_REMOVED" => {
+                        Ok(EventType::EventMediaRemoteVideoTrackRemoved)
+                    }
+                    "EVENT_MEDIA_AUDIO_PLAYBACK_STARTED" => {
+                        Ok(EventType::EventMediaAudioPlaybackStarted)
+                    }
+                    "EVENT_MEDIA_VIDEO_PLAYBACK_STARTED" => {
+                        Ok(EventType::EventMediaVideoPlaybackStarted)
+                    }
+                    "EVENT_MEDIA_AUDIO_PLAYBACK_STOPPED" => {
+                        Ok(EventType::EventMediaAudioPlaybackStopped)
+                    }
+                    "EVENT_MEDIA_VIDEO_PLAYBACK_STOPPED" => {
+                        Ok(EventType::EventMediaVideoPlaybackStopped)
+                    }
+                    _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
+                }
+            }
+        }
+        deserializer.deserialize_any(GeneratedVisitor)
     }
 }
 impl serde::Serialize for IceCandidate {
@@ -473,6 +1668,109 @@ impl<'de> serde::Deserialize<'de> for IceCandidate {
         }
         deserializer
             .deserialize_struct("pulsebeam.v1.ICECandidate", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for IceCandidateBatch {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.candidates.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("pulsebeam.v1.ICECandidateBatch", len)?;
+        if !self.candidates.is_empty() {
+            struct_ser.serialize_field("candidates", &self.candidates)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for IceCandidateBatch {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["candidates"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Candidates,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "candidates" => Ok(GeneratedField::Candidates),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = IceCandidateBatch;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct pulsebeam.v1.ICECandidateBatch")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<IceCandidateBatch, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut candidates__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Candidates => {
+                            if candidates__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("candidates"));
+                            }
+                            candidates__ = Some(map_.next_value()?);
+                        }
+                    }
+                }
+                Ok(IceCandidateBatch {
+                    candidates: candidates__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "pulsebeam.v1.ICECandidateBatch",
+                FIELDS,
+                GeneratedVisitor,
+            )
     }
 }
 impl serde::Serialize for IceServer {
@@ -966,6 +2264,9 @@ impl serde::Serialize for MessagePayload {
                 message_payload::PayloadType::Ack(v) => {
                     struct_ser.serialize_field("ack", v)?;
                 }
+                message_payload::PayloadType::Ping(v) => {
+                    struct_ser.serialize_field("ping", v)?;
+                }
             }
         }
         struct_ser.end()
@@ -977,13 +2278,14 @@ impl<'de> serde::Deserialize<'de> for MessagePayload {
     where
         D: serde::Deserializer<'de>,
     {
-        const FIELDS: &[&str] = &["signal", "join", "bye", "ack"];
+        const FIELDS: &[&str] = &["signal", "join", "bye", "ack", "ping"];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
             Signal,
             Join,
             Bye,
             Ack,
+            Ping,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -1014,6 +2316,7 @@ impl<'de> serde::Deserialize<'de> for MessagePayload {
                             "join" => Ok(GeneratedField::Join),
                             "bye" => Ok(GeneratedField::Bye),
                             "ack" => Ok(GeneratedField::Ack),
+                            "ping" => Ok(GeneratedField::Ping),
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -1071,6 +2374,14 @@ impl<'de> serde::Deserialize<'de> for MessagePayload {
                             payload_type__ = map_
                                 .next_value::<::std::option::Option<_>>()?
                                 .map(message_payload::PayloadType::Ack);
+                        }
+                        GeneratedField::Ping => {
+                            if payload_type__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("ping"));
+                            }
+                            payload_type__ = map_
+                                .next_value::<::std::option::Option<_>>()?
+                                .map(message_payload::PayloadType::Ping);
                         }
                     }
                 }
@@ -1219,6 +2530,79 @@ impl<'de> serde::Deserialize<'de> for PeerInfo {
         }
         deserializer
             .deserialize_struct("pulsebeam.v1.PeerInfo", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for Ping {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let len = 0;
+        let struct_ser = serializer.serialize_struct("pulsebeam.v1.Ping", len)?;
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for Ping {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {}
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        Err(serde::de::Error::unknown_field(value, FIELDS))
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = Ping;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct pulsebeam.v1.Ping")
+            }
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<Ping, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                while map_.next_key::<GeneratedField>()?.is_some() {
+                    let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(Ping {})
+            }
+        }
+        deserializer.deserialize_struct("pulsebeam.v1.Ping", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for PrepareReq {
@@ -1861,6 +3245,9 @@ impl serde::Serialize for Signal {
                 signal::Data::IceCandidate(v) => {
                     struct_ser.serialize_field("iceCandidate", v)?;
                 }
+                signal::Data::IceCandidateBatch(v) => {
+                    struct_ser.serialize_field("iceCandidateBatch", v)?;
+                }
             }
         }
         struct_ser.end()
@@ -1878,12 +3265,15 @@ impl<'de> serde::Deserialize<'de> for Signal {
             "sdp",
             "ice_candidate",
             "iceCandidate",
+            "ice_candidate_batch",
+            "iceCandidateBatch",
         ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
             GenerationCounter,
             Sdp,
             IceCandidate,
+            IceCandidateBatch,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -1916,6 +3306,9 @@ impl<'de> serde::Deserialize<'de> for Signal {
                             "sdp" => Ok(GeneratedField::Sdp),
                             "iceCandidate" | "ice_candidate" => {
                                 Ok(GeneratedField::IceCandidate)
+                            }
+                            "iceCandidateBatch" | "ice_candidate_batch" => {
+                                Ok(GeneratedField::IceCandidateBatch)
                             }
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
@@ -1971,6 +3364,16 @@ impl<'de> serde::Deserialize<'de> for Signal {
                                 .next_value::<::std::option::Option<_>>()?
                                 .map(signal::Data::IceCandidate);
                         }
+                        GeneratedField::IceCandidateBatch => {
+                            if data__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("iceCandidateBatch"),
+                                );
+                            }
+                            data__ = map_
+                                .next_value::<::std::option::Option<_>>()?
+                                .map(signal::Data::IceCandidateBatch);
+                        }
                     }
                 }
                 Ok(Signal {
@@ -1980,5 +3383,102 @@ impl<'de> serde::Deserialize<'de> for Signal {
             }
         }
         deserializer.deserialize_struct("pulsebeam.v1.Signal", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for StreamRecvResp {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.msg.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("pulsebeam.v1.StreamRecvResp", len)?;
+        if let Some(v) = self.msg.as_ref() {
+            struct_ser.serialize_field("msg", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for StreamRecvResp {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["msg"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Msg,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "msg" => Ok(GeneratedField::Msg),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = StreamRecvResp;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct pulsebeam.v1.StreamRecvResp")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<StreamRecvResp, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut msg__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Msg => {
+                            if msg__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("msg"));
+                            }
+                            msg__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(StreamRecvResp { msg: msg__ })
+            }
+        }
+        deserializer
+            .deserialize_struct("pulsebeam.v1.StreamRecvResp", FIELDS, GeneratedVisitor)
     }
 }

@@ -265,7 +265,8 @@ pub async fn a_dropped_poll_ends_and_keeps_its_messages(f: Factory) {
     assert_eq!(take(&*s, addr("bob"), 100).await, ["kept"]);
 }
 
-/// A newer poll of a connection ends the older one with nothing, also from another node.
+/// A newer poll of a connection ends the older one with nothing, marked superseded, also from
+/// another node; a poll that ends at its deadline is not marked.
 pub async fn a_newer_poll_ends_the_older_one_on_any_node(f: Factory) {
     let first = setup("newer", |_| {});
     let a = node(&f, &first).await;
@@ -278,8 +279,17 @@ pub async fn a_newer_poll_ends_the_older_one_on_any_node(f: Factory) {
         .expect("the older poll was not ended by the newer one")
         .unwrap();
     assert!(ended.messages.is_empty() && ended.receipt.is_none());
+    assert!(ended.superseded, "{ended:?}");
     a.deliver(addr("bob"), 100, envelope("x")).await.unwrap();
-    assert_eq!(texts(&new.await.unwrap()), ["x"]);
+    let got = new.await.unwrap();
+    assert_eq!(texts(&got), ["x"]);
+    assert!(!got.superseded);
+    let short = PollOptions {
+        wait: Duration::from_millis(200),
+        ..LONG
+    };
+    let timed_out = spawn_poll(&a, "bob", 100, short).await.unwrap();
+    assert!(timed_out.messages.is_empty() && !timed_out.superseded);
 }
 
 /// A waiting poll wakes when a message arrives (sent through another node) and batches what

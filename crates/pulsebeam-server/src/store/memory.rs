@@ -11,12 +11,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::tasks::Tasks;
 use super::{
     BoxFuture, Envelope, MailboxStore, OnlineConnection, PeerAddr, PollOptions, Polled, Receipt,
     StartError, StoreError, StoreStats,
 };
 use crate::config::Limits;
+use crate::tasks::Tasks;
 
 const SHARDS: usize = 64;
 /// How often the purge task drops expired messages and forgotten connections.
@@ -191,7 +191,8 @@ impl MemoryStore {
     ///
     /// [`StartError::NoRuntime`] outside a tokio runtime.
     pub fn new(limits: &Limits, ack_lease: Duration) -> Result<Self, StartError> {
-        let tasks = Tasks::new()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let tasks = Tasks::new(runtime);
         let hasher = RandomState::new();
         let inner = Arc::new(Inner {
             shards: (0..SHARDS)
@@ -502,10 +503,10 @@ impl Inner {
             .get_mut(&PeerRef(me))
             .and_then(|p| p.conns.iter_mut().find(|c| c.id == conn_id))
         else {
-            return Ok(Step::Done(Polled::default()));
+            return Ok(Step::Done(Polled::superseded()));
         };
         if conn.generation != generation {
-            return Ok(Step::Done(Polled::default()));
+            return Ok(Step::Done(Polled::superseded()));
         }
         self.tidy(conn, now);
         if conn.queue.is_empty() {
@@ -525,6 +526,7 @@ impl Inner {
         Ok(Step::Done(Polled {
             messages,
             receipt: Some(Receipt(generation)),
+            superseded: false,
         }))
     }
 

@@ -40,7 +40,8 @@
 //! meet in one mailbox.
 //!
 //! **Polling** ([`MailboxStore::poll`]). A poll registers itself as in flight; a newer poll of
-//! the same connection ends an older one (on any node) with an empty result. It takes the
+//! the same connection ends an older one (on any node) with an empty result marked
+//! [`Polled::superseded`]. It takes the
 //! discovery queue, returns up to `max_messages` at once if any are waiting, else waits up to
 //! `wait` for one, and then waits `batch_window` once more for others to join it. Dropping the
 //! future ends the poll; its messages stay queued.
@@ -83,7 +84,6 @@ pub mod conformance;
 mod memory;
 mod redis;
 mod revocations;
-mod tasks;
 mod usage;
 
 pub use memory::MemoryStore;
@@ -92,7 +92,6 @@ pub use revocations::{LocalRevocations, RevocationStore, RevocationsVersion};
 pub use usage::{HourlyUsage, MemoryUsage, UsageStore};
 
 pub(crate) use redis::Lease;
-pub(crate) use tasks::OwnRuntime;
 
 /// A boxed, sendable future, as the methods of [`MailboxStore`] return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -141,6 +140,19 @@ pub struct Polled {
     pub messages: Vec<Envelope>,
     /// Acknowledge with this once the messages reached the client; `None` when there are none.
     pub receipt: Option<Receipt>,
+    /// The poll was ended by a newer poll of its connection (or its connection was forgotten),
+    /// rather than by its deadline; it then holds no messages.
+    pub superseded: bool,
+}
+
+impl Polled {
+    /// The result of a poll that a newer poll of its connection ended.
+    pub fn superseded() -> Self {
+        Polled {
+            superseded: true,
+            ..Polled::default()
+        }
+    }
 }
 
 /// A connection with a poll in flight, as [`MailboxStore::online`] lists it.

@@ -17,11 +17,11 @@ use super::message::{decode, encode};
 use super::scripts::{Ack, Begin, ConnId, Deliver, Polling, ScriptCall, Status, Take};
 use super::wakeups::Wakeups;
 use crate::config::{Limits, StoreConfig};
-use crate::store::tasks::Tasks;
 use crate::store::{
     BoxFuture, Envelope, MailboxStore, OnlineConnection, PeerAddr, PollOptions, Polled, Receipt,
     StartError, StoreError, StoreStats,
 };
+use crate::tasks::Tasks;
 
 /// Longest an acknowledgement waits for the connection's next poll on this node to carry it.
 const ACK_FOLD_DELAY: Duration = Duration::from_millis(250);
@@ -120,7 +120,8 @@ impl RedisStore {
         config: &StoreConfig,
         limits: &Limits,
     ) -> Result<Self, StartError> {
-        let tasks = Tasks::new()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let tasks = Tasks::new(runtime);
         let keys = Keys::new(&config.key_prefix);
         let node = node_id();
         let channel_prefix = keys.node_channel_prefix();
@@ -450,6 +451,7 @@ impl Mailboxes {
             Ok(Polled {
                 receipt: (!messages.is_empty()).then_some(Receipt(receipt)),
                 messages,
+                superseded: false,
             })
         };
         if !first.is_empty() || options.wait.is_zero() {
@@ -473,7 +475,7 @@ impl Mailboxes {
             let Some(members) = taken else {
                 // A newer poll of this connection took over (its script ended this one).
                 guard.generation = None;
-                return Ok(Polled::default());
+                return Ok(Polled::superseded());
             };
             if !members.is_empty() || last {
                 guard.generation = None;

@@ -20,8 +20,8 @@ use tokio::sync::broadcast::Receiver;
 use tokio::sync::Notify;
 
 use super::connection::{RedisConnection, COMMAND_TIMEOUT};
-use crate::store::tasks::Tasks;
 use crate::store::StoreError;
+use crate::tasks::Tasks;
 
 /// This node's wake-up channel and the polls waiting on it.
 pub(crate) struct Wakeups {
