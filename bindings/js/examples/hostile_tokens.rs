@@ -266,6 +266,14 @@ fn main() {
             "crit",
             r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c","crit":["exp"]}"#,
         ),
+        (
+            "crit null",
+            r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c","crit":null}"#,
+        ),
+        (
+            "an unknown header member twice",
+            r#"{"alg":"EdDSA","kid":"kid_73d8caa6c387d46c","x":1,"x":2}"#,
+        ),
         ("header an array", r#"["alg","EdDSA"]"#),
         ("header cut short", r#"{"alg":"EdDSA""#),
     ] {
@@ -299,6 +307,14 @@ fn main() {
         (
             "jti empty",
             r#"{"exp":9999999999,"gid":"g","pid":"p","ap":null,"jti":""}"#,
+        ),
+        (
+            "an unknown claim twice",
+            r#"{"exp":9999999999,"gid":"g","pid":"p","ap":null,"x":1,"x":2}"#,
+        ),
+        (
+            "ap peer_id twice",
+            r#"{"exp":9999999999,"gid":"g","pid":"p","ap":{"group_id":"*","peer_id":"*","peer_id":"x"}}"#,
         ),
         ("expired", r#"{"exp":1000,"gid":"g","pid":"p","ap":null}"#),
         (

@@ -8,7 +8,6 @@ use crate::args;
 use crate::claims;
 use crate::clock::now_unix;
 use crate::error::ResultExt as _;
-use crate::jws;
 use crate::keys::JsPublicKey;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -63,8 +62,6 @@ const MINT_OPTIONS: &[&str] = &[
 #[wasm_bindgen(js_name = AccessTokenCore)]
 pub struct JsAccessToken {
     inner: sdk::AccessToken,
-    /// `B64({"alg":"EdDSA","kid":…})`, for signing inputs.
-    header_b64: String,
 }
 
 #[wasm_bindgen(js_class = AccessTokenCore)]
@@ -80,10 +77,7 @@ impl JsAccessToken {
         let key = args::string(&api_key, "apiKey")?;
         let secret = zeroize::Zeroizing::new(args::string(&api_secret, "apiSecret")?);
         let inner = sdk::AccessToken::new(&key, &secret).js()?;
-        Ok(JsAccessToken {
-            header_b64: jws::header_b64(inner.api_key()),
-            inner,
-        })
+        Ok(JsAccessToken { inner })
     }
 
     /// The API key, which tokens carry as `kid`.
@@ -117,20 +111,17 @@ impl JsAccessToken {
     ) -> Result<String, JsValue> {
         let ttl = args::ttl(&ttl_seconds, "ttlSeconds")?;
         let claims = claims::claims(group_id, peer_id, group_pattern, peer_pattern)?;
+        let options = sdk::TokenOptions::new(ttl);
         let now = now_unix();
         if signing_input_only {
-            return jws::signing_input(
-                &self.header_b64,
-                &claims,
-                ttl,
-                &jws::Extras::default(),
-                now,
-            )
-            .map(|(input, _)| input)
-            .js();
+            return self
+                .inner
+                .mint_unsigned_at(&claims, &options, now)
+                .map(sdk::UnsignedToken::into_signing_input)
+                .js();
         }
         self.inner
-            .mint_at(&claims, &sdk::TokenOptions::new(ttl), now)
+            .mint_at(&claims, &options, now)
             .map(|minted| minted.token)
             .js()
     }
@@ -149,16 +140,15 @@ impl JsAccessToken {
         options: JsValue,
         signing_input_only: bool,
     ) -> Result<js_sys::Array, JsValue> {
-        let (ttl, extras, now) = mint_options(&options)?;
+        let (options, now) = mint_options(&options)?;
         let claims = claims::claims(group_id, peer_id, group_pattern, peer_pattern)?;
         let now = now.unwrap_or_else(now_unix);
         let (text, expires_at) = if signing_input_only {
-            jws::signing_input(&self.header_b64, &claims, ttl, &extras, now).js()?
+            let unsigned = self.inner.mint_unsigned_at(&claims, &options, now).js()?;
+            let expires_at = unsigned.expires_at();
+            (unsigned.into_signing_input(), expires_at)
         } else {
-            let minted = self
-                .inner
-                .mint_at(&claims, &token_options(ttl, extras), now)
-                .js()?;
+            let minted = self.inner.mint_at(&claims, &options, now).js()?;
             (minted.token, minted.expires_at)
         };
         Ok(js_sys::Array::of3(
@@ -169,26 +159,8 @@ impl JsAccessToken {
     }
 }
 
-/// The crate's options for the same lifetime and extras.
-fn token_options(ttl: u64, extras: jws::Extras) -> sdk::TokenOptions {
-    let mut options = sdk::TokenOptions::new(ttl);
-    if extras.issued_at {
-        options = options.with_issued_at();
-    }
-    if let Some(nbf) = extras.not_before {
-        options = options.with_not_before(nbf);
-    }
-    if let Some(jti) = extras.token_id {
-        options = options.with_token_id(jti);
-    }
-    if extras.allow_no_policy {
-        options = options.allow_no_policy();
-    }
-    options
-}
-
-/// Reads `MintOptions` into a lifetime, the extras and the optional pinned time.
-fn mint_options(value: &JsValue) -> Result<(u64, jws::Extras, Option<u64>), JsValue> {
+/// Reads `MintOptions` into the crate's options and the optional pinned time.
+fn mint_options(value: &JsValue) -> Result<(sdk::TokenOptions, Option<u64>), JsValue> {
     let object = args::options_object(value, "options", MINT_OPTIONS)?.ok_or_else(|| {
         crate::error::js_error(
             crate::error::Kind::Type,
@@ -205,15 +177,16 @@ fn mint_options(value: &JsValue) -> Result<(u64, jws::Extras, Option<u64>), JsVa
             "options.ttlSeconds is required: the token's lifetime in seconds, e.g. { ttlSeconds: 3600 }",
         ));
     }
-    let ttl = args::ttl(&ttl_value, "options.ttlSeconds")?;
-    let mut extras = jws::Extras {
-        issued_at: args::flag(&get("issuedAt"), "options.issuedAt")?,
-        not_before: args::optional_unix_time(&get("notBefore"), "options.notBefore")?,
-        ..jws::Extras::default()
-    };
+    let mut options = sdk::TokenOptions::new(args::ttl(&ttl_value, "options.ttlSeconds")?);
+    if args::flag(&get("issuedAt"), "options.issuedAt")? {
+        options = options.with_issued_at();
+    }
+    if let Some(nbf) = args::optional_unix_time(&get("notBefore"), "options.notBefore")? {
+        options = options.with_not_before(nbf);
+    }
     let token_id = args::optional_string(&get("tokenId"), "options.tokenId")?;
     let random_token_id = args::flag(&get("randomTokenId"), "options.randomTokenId")?;
-    extras.token_id = match (token_id, random_token_id) {
+    options = match (token_id, random_token_id) {
         (Some(_), true) => {
             return Err(crate::error::js_error(
                 crate::error::Kind::Type,
@@ -221,20 +194,13 @@ fn mint_options(value: &JsValue) -> Result<(u64, jws::Extras, Option<u64>), JsVa
                 "options.tokenId and options.randomTokenId exclude each other; give one",
             ))
         }
-        (Some(jti), false) => Some(jti),
-        (None, true) => Some(random_token_id_hex()?),
-        (None, false) => None,
+        (Some(jti), false) => options.with_token_id(jti),
+        (None, true) => options.with_random_token_id().js()?,
+        (None, false) => options,
     };
-    extras.allow_no_policy = args::flag(&get("allowNoPolicy"), "options.allowNoPolicy")?;
+    if args::flag(&get("allowNoPolicy"), "options.allowNoPolicy")? {
+        options = options.allow_no_policy();
+    }
     let now = args::optional_unix_time(&get("nowUnix"), "options.nowUnix")?;
-    Ok((ttl, extras, now))
-}
-
-/// A random 128-bit token id (32 hex digits), drawn as the crate's `with_random_token_id` does.
-fn random_token_id_hex() -> Result<String, JsValue> {
-    let mut id = [0u8; 16];
-    getrandom::getrandom(&mut id)
-        .map_err(|_| sdk::KeyError::Random)
-        .js()?;
-    Ok(id.iter().map(|b| format!("{b:02x}")).collect())
+    Ok((options, now))
 }

@@ -1,9 +1,6 @@
 //! `Verifier`: checking tokens (absent from the original SDK). The JavaScript class of that
 //! name holds a `VerifierCore`, and gets the claims back as plain values.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
 use pulsebeam_token as sdk;
 use wasm_bindgen::prelude::*;
 
@@ -52,21 +49,13 @@ const SEPARATOR: char = '\0';
 /// strict Ed25519 signature, then the claims (`exp` required, `nbf` honoured, ids and patterns
 /// valid).
 ///
-/// Runs the crate's verification pipeline (`jws`), the signature checked here by ed25519-dalek's
-/// `verify_strict`, as the crate does, or, when the caller passes a native verifier, by the
-/// JavaScript runtime's own Ed25519 after the checks that make a plain Ed25519 verify accept
-/// exactly what `verify_strict` accepts.
+/// Runs the crate's `Verifier`, whose signature step is ed25519-dalek's `verify_strict` or,
+/// when the caller passes a native verifier, the JavaScript runtime's own Ed25519 (`jws`).
 #[wasm_bindgen(js_name = VerifierCore)]
 pub struct JsVerifier {
     inner: sdk::Verifier,
-    /// The keys by position (the native verifier's keys are at the same positions).
-    keys: Vec<Key>,
-    /// Key ids to positions in `keys`.
-    positions: HashMap<Box<str>, usize>,
-    max_token_len: usize,
-    /// The last header segment that parsed, and its `kid`: the tokens of one issuer share
-    /// their header, so most calls skip decoding it again.
-    last_header: RefCell<Option<(Box<str>, String)>>,
+    /// The keys by position, for the native verifier.
+    keys: jws::NativeKeys,
 }
 
 #[wasm_bindgen(js_class = VerifierCore)]
@@ -100,10 +89,7 @@ impl JsVerifier {
     /// signatures; `undefined` when it may not (then this verifier checks them itself).
     #[wasm_bindgen(js_name = nativeKey)]
     pub fn native_key(&self, position: usize) -> Option<Vec<u8>> {
-        self.keys
-            .get(position)
-            .filter(|key| key.native)
-            .map(|key| key.public.as_bytes().to_vec())
+        self.keys.native_key(position)
     }
 
     /// Verifies `token` at the current time (`Date.now()`), with `native(position, message,
@@ -155,102 +141,32 @@ impl JsVerifier {
 }
 
 impl JsVerifier {
-    /// The `kid` of a header segment (with the crate's header checks), from the last header
-    /// when it is the same text.
-    fn kid(&self, header: &str) -> Result<String, JsValue> {
-        if let Some((segment, kid)) = &*self.last_header.borrow() {
-            if **segment == *header {
-                return Ok(kid.clone());
-            }
-        }
-        let kid = jws::parse_header(header)
-            .js()?
-            .ok_or(sdk::VerifyError::MissingKeyId)
-            .js()?;
-        *self.last_header.borrow_mut() = Some((header.into(), kid.clone()));
-        Ok(kid)
-    }
-
-    /// The crate's pipeline, step by step (see `jws`), with the signature checked by
-    /// ed25519-dalek's `verify_strict`, or by `native` after the checks that make it as strict.
+    /// The crate's verification, with the signature checked by `native` when given.
     fn check(
         &self,
         token: &str,
         now: u64,
         native: Option<&js_sys::Function>,
     ) -> Result<String, JsValue> {
-        let parts = jws::split(token, self.max_token_len).js()?;
-        let kid = self.kid(parts.header)?;
-        let position = *self
-            .positions
-            .get(kid.as_str())
-            .ok_or(sdk::VerifyError::UnknownKeyId)
-            .js()?;
-        let signature = jws::decode_signature(parts.signature).js()?;
-        let message = parts.signing_input.as_bytes();
-        let valid = match (self.keys.get(position), native) {
-            // A key the runtime may decode differently is checked here, as every key without
-            // a native verifier.
-            (Some(key), Some(native)) if key.native => {
-                jws::strict_prechecks(&signature)
-                    && native
-                        .call3(
-                            &JsValue::NULL,
-                            &JsValue::from(position as u32),
-                            &js_sys::Uint8Array::from(message),
-                            &js_sys::Uint8Array::from(&signature[..]),
-                        )?
-                        .is_truthy()
-            }
-            (Some(key), _) => key
-                .dalek
-                .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
-                .is_ok(),
-            (None, _) => false,
+        let claims = match native {
+            Some(native) => self.keys.verify(&self.inner, token, now, native)?,
+            None => self.inner.verify_at(token, now).js()?,
         };
-        if !valid {
-            return Err(sdk::VerifyError::InvalidSignature).js();
-        }
-        let claims = jws::parse_claims(parts.payload).js()?;
-        jws::check_time(&claims, now, self.inner.leeway_secs()).js()?;
-        Ok(pack(
-            &kid,
-            &claims.peer,
-            claims.expires_at,
-            claims.issued_at,
-            claims.not_before,
-            claims.token_id.as_deref(),
-        ))
+        Ok(pack(&claims))
     }
 }
 
-/// A trusted key, ready for either check.
-struct Key {
-    public: sdk::PublicKey,
-    /// The same key decoded once for ed25519-dalek's `verify_strict`.
-    dalek: ed25519_dalek::VerifyingKey,
-    /// Whether the runtime's verifier may check its signatures (see `jws::native_key`).
-    native: bool,
-}
-
 /// The fields of verified claims in one text, separated by `SEPARATOR`.
-fn pack(
-    kid: &str,
-    peer: &sdk::PeerClaims,
-    exp: u64,
-    iat: Option<u64>,
-    nbf: Option<u64>,
-    jti: Option<&str>,
-) -> String {
+fn pack(claims: &sdk::VerifiedClaims) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(128);
-    let (group_pattern, peer_pattern) = peer.allow_policy().map_or(("", ""), |p| {
+    let (group_pattern, peer_pattern) = claims.allow_policy().map_or(("", ""), |p| {
         (p.group_pattern().as_str(), p.peer_pattern().as_str())
     });
     for field in [
-        kid,
-        peer.group_id(),
-        peer.peer_id(),
+        claims.key_id(),
+        claims.group_id(),
+        claims.peer_id(),
         group_pattern,
         peer_pattern,
     ] {
@@ -258,36 +174,22 @@ fn pack(
         out.push(SEPARATOR);
     }
     // Writing to a String cannot fail.
-    let _ = write!(out, "{exp}{SEPARATOR}");
-    if let Some(iat) = iat {
+    let _ = write!(out, "{}{SEPARATOR}", claims.expires_at());
+    if let Some(iat) = claims.issued_at() {
         let _ = write!(out, "{iat}");
     }
     out.push(SEPARATOR);
-    if let Some(nbf) = nbf {
+    if let Some(nbf) = claims.not_before() {
         let _ = write!(out, "{nbf}");
     }
     out.push(SEPARATOR);
-    out.push_str(jti.unwrap_or_default());
+    out.push_str(claims.token_id().unwrap_or_default());
     out
 }
 
 fn verifier(keys: sdk::KeySet, options: &JsValue) -> Result<JsVerifier, JsValue> {
-    let mut list = Vec::with_capacity(keys.len());
-    let mut positions = HashMap::with_capacity(keys.len());
-    for (kid, key) in keys.iter() {
-        // The crate accepted these bytes as a key, so ed25519-dalek decodes them.
-        let Ok(dalek) = ed25519_dalek::VerifyingKey::from_bytes(key.as_bytes()) else {
-            continue;
-        };
-        positions.insert(Box::from(kid), list.len());
-        list.push(Key {
-            public: *key,
-            dalek,
-            native: jws::native_key(key),
-        });
-    }
+    let native_keys = jws::NativeKeys::new(&keys);
     let mut inner = sdk::Verifier::new(keys);
-    let mut max_token_len = sdk::DEFAULT_MAX_TOKEN_LEN;
     if let Some(object) = args::options_object(options, "options", VERIFIER_OPTIONS)? {
         let get = |key: &str| args::property(&object, key);
         if let Some(leeway) =
@@ -298,15 +200,11 @@ fn verifier(keys: sdk::KeySet, options: &JsValue) -> Result<JsVerifier, JsValue>
         if let Some(max) =
             args::optional_count(&get("maxTokenLength"), "options.maxTokenLength", "4096")?
         {
-            max_token_len = usize::try_from(max).unwrap_or(usize::MAX);
-            inner = inner.with_max_token_len(max_token_len);
+            inner = inner.with_max_token_len(usize::try_from(max).unwrap_or(usize::MAX));
         }
     }
     Ok(JsVerifier {
         inner,
-        keys: list,
-        positions,
-        max_token_len,
-        last_header: RefCell::new(None),
+        keys: native_keys,
     })
 }

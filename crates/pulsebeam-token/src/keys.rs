@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Field, KeyError};
 use crate::value::check_key_id;
+use crate::wire::header_b64;
 
 /// Length of an Ed25519 seed and of a public key, in bytes.
 const KEY_LEN: usize = 32;
@@ -160,6 +161,15 @@ impl PublicKey {
         self.inner.as_bytes()
     }
 
+    /// Whether the 32 bytes are the canonical encoding of the key's point (y < p). Keys made
+    /// from a secret always are; a key read from outside may not be, and plain Ed25519
+    /// implementations may decode such a key differently, so
+    /// [`DangerousVerifier::verify_at_with`](crate::dangerous::DangerousVerifier::verify_at_with)
+    /// checks its signatures itself rather than with the supplied check.
+    pub fn is_canonical(&self) -> bool {
+        crate::strict::is_canonical_key(self.as_bytes())
+    }
+
     /// The key as 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.as_bytes())
@@ -282,9 +292,18 @@ pub struct Jwks {
 ///
 /// Several keys side by side allow rotation: mint with the new key while tokens of the old one
 /// still verify.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct KeySet {
     keys: HashMap<Box<str>, PublicKey>,
+    /// The header segment of the tokens this crate mints under each kid, to the kid: a token
+    /// that carries one of these is known to name that kid without decoding its header.
+    headers: HashMap<Box<str>, Box<str>>,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySet").field("keys", &self.keys).finish()
+    }
 }
 
 impl KeySet {
@@ -305,6 +324,7 @@ impl KeySet {
             return Err(KeyError::DuplicateKeyId);
         }
         self.keys.insert(kid.into(), key);
+        self.headers.insert(header_b64(kid).into(), kid.into());
         Ok(())
     }
 
@@ -321,6 +341,13 @@ impl KeySet {
     /// The key for `kid`.
     pub fn get(&self, kid: &str) -> Option<&PublicKey> {
         self.keys.get(kid)
+    }
+
+    /// The kid and key named by a header segment exactly as this crate writes it
+    /// (`B64({"alg":"EdDSA","kid":…})`), which reads the same as decoding the segment would.
+    pub(crate) fn by_header(&self, segment: &str) -> Option<(&str, &PublicKey)> {
+        let kid = self.headers.get(segment)?;
+        Some((kid, self.keys.get(kid)?))
     }
 
     /// How many keys the set holds.

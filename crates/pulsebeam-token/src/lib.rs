@@ -30,6 +30,12 @@
 //!   when verifying, so a verified claim is always a well-formed one.
 //! - **Inspection is separate.** [`dangerous::decode_unverified`] reads a token without checking
 //!   it, for tools that show tokens to people; its name says what it is.
+//! - **Other Ed25519 implementations go through a door.** A binding that signs and verifies with
+//!   its platform's own Ed25519 mints the signing input with [`AccessToken::mint_unsigned_at`]
+//!   and verifies through [`Verifier::dangerous`], which runs the crate's pipeline with the
+//!   platform's check in the signature step. The crate refuses, before that check sees them, the
+//!   signatures a plain Ed25519 verify may accept and `verify_strict` does not, so the verdicts
+//!   stay the crate's.
 //!
 //! # Crypto backends
 //!
@@ -80,14 +86,16 @@ mod error;
 mod keys;
 mod mint;
 mod policy;
+mod strict;
 mod value;
 mod verify;
+mod wire;
 
 pub use claims::PeerClaims;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{Claim, CreateError, Error, Field, KeyError, TokenPart, ValueError, VerifyError};
 pub use keys::{Jwk, Jwks, KeyPair, KeySet, PublicKey, SigningKey};
-pub use mint::{AccessToken, MintedToken, TokenOptions, MAX_TTL_SECS};
+pub use mint::{AccessToken, MintedToken, TokenOptions, UnsignedToken, MAX_TTL_SECS};
 pub use policy::{ParsePolicyError, Pattern, PeerPolicy};
 pub use value::{MAX_ID_CHARS, MAX_KEY_ID_CHARS};
 pub use verify::{dangerous, VerifiedClaims, Verifier, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_LEN};

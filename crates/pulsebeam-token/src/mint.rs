@@ -10,7 +10,8 @@ use crate::claims::PeerClaims;
 use crate::clock::{Clock, ClockDebug, DynClock, SystemClock};
 use crate::error::{CreateError, Field, KeyError};
 use crate::keys::{PublicKey, SigningKey};
-use crate::value::{check_key_id, MAX_KEY_ID_CHARS};
+use crate::value::check_key_id;
+use crate::wire::{header_b64, write_json_str};
 
 /// The longest ttl accepted: the original took it as a `u32` of seconds (about 136 years).
 pub const MAX_TTL_SECS: u64 = u32::MAX as u64;
@@ -83,7 +84,88 @@ impl TokenOptions {
     pub fn ttl_secs(&self) -> u64 {
         self.ttl_secs
     }
+
+    /// Whether the token gets an `iat` claim ([`TokenOptions::with_issued_at`]).
+    pub fn has_issued_at(&self) -> bool {
+        self.issued_at
+    }
+
+    /// The `nbf` claim the token gets, if any ([`TokenOptions::with_not_before`]).
+    pub fn not_before(&self) -> Option<u64> {
+        self.not_before
+    }
+
+    /// The `jti` claim the token gets, if any ([`TokenOptions::with_token_id`]).
+    pub fn token_id(&self) -> Option<&str> {
+        self.token_id.as_deref()
+    }
+
+    /// Whether claims without a policy are minted ([`TokenOptions::allow_no_policy`]).
+    pub fn allows_no_policy(&self) -> bool {
+        self.allow_no_policy
+    }
 }
+
+/// A token minted up to its signature, for an Ed25519 signature made elsewhere (a platform's own
+/// crypto, a hardware module) with the key of the [`AccessToken`] that made it.
+///
+/// Ed25519 is deterministic, so that signature gives the same token, byte for byte, as
+/// [`AccessToken::mint_at`] for the same inputs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UnsignedToken {
+    signing_input: String,
+    issued_at: u64,
+    expires_at: u64,
+}
+
+impl UnsignedToken {
+    /// The bytes to sign: `B64(header).B64(claims)`, ASCII.
+    pub fn signing_input(&self) -> &str {
+        &self.signing_input
+    }
+
+    /// The signing input, without copying it.
+    pub fn into_signing_input(self) -> String {
+        self.signing_input
+    }
+
+    /// The minting time, Unix seconds.
+    pub fn issued_at(&self) -> u64 {
+        self.issued_at
+    }
+
+    /// The `exp` claim, Unix seconds.
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+
+    /// The compact JWS with `signature` appended. It verifies only if `signature` is the
+    /// Ed25519 signature of [`UnsignedToken::signing_input`] by the minting key.
+    pub fn with_signature(self, signature: &[u8; 64]) -> MintedToken {
+        let mut token = self.signing_input;
+        token.reserve_exact(1 + SIGNATURE_B64_LEN);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        MintedToken {
+            token,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+impl fmt::Debug for UnsignedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnsignedToken")
+            .field("signing_input", &"<redacted>")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Length of an Ed25519 signature in base64url without padding.
+const SIGNATURE_B64_LEN: usize = 86;
 
 /// A minted token with the instants it was made for.
 #[derive(Clone, PartialEq, Eq)]
@@ -151,13 +233,9 @@ impl AccessToken {
     /// [`KeyError::InvalidApiKey`] for a bad API key.
     pub fn from_signing_key(api_key: &str, signing_key: SigningKey) -> Result<Self, KeyError> {
         check_key_id(api_key, Field::ApiKey).map_err(KeyError::InvalidApiKey)?;
-        let mut header = Vec::with_capacity(32 + MAX_KEY_ID_CHARS * 4);
-        header.extend_from_slice(br#"{"alg":"EdDSA","kid":"#);
-        write_json_str(&mut header, api_key);
-        header.push(b'}');
         Ok(AccessToken {
             api_key: api_key.into(),
-            header_b64: URL_SAFE_NO_PAD.encode(&header).into(),
+            header_b64: header_b64(api_key).into(),
             signing_key,
             clock: Arc::new(SystemClock),
         })
@@ -232,6 +310,37 @@ impl AccessToken {
         options: &TokenOptions,
         now_unix: u64,
     ) -> Result<MintedToken, CreateError> {
+        let unsigned = self.mint_unsigned_at(claims, options, now_unix)?;
+        let signature = self.signing_key.sign(unsigned.signing_input.as_bytes());
+        Ok(unsigned.with_signature(&signature))
+    }
+
+    /// The token [`AccessToken::mint`] would make, up to its signature, reading the clock once:
+    /// for a signature made elsewhere with this key.
+    ///
+    /// # Errors
+    ///
+    /// As [`AccessToken::mint`].
+    pub fn mint_unsigned(
+        &self,
+        claims: &PeerClaims,
+        options: &TokenOptions,
+    ) -> Result<UnsignedToken, CreateError> {
+        self.mint_unsigned_at(claims, options, self.clock.now_unix())
+    }
+
+    /// The token [`AccessToken::mint_at`] would make, up to its signature, with the same checks
+    /// in the same order.
+    ///
+    /// # Errors
+    ///
+    /// As [`AccessToken::mint`].
+    pub fn mint_unsigned_at(
+        &self,
+        claims: &PeerClaims,
+        options: &TokenOptions,
+        now_unix: u64,
+    ) -> Result<UnsignedToken, CreateError> {
         let ttl = options.ttl_secs;
         if ttl == 0 {
             return Err(CreateError::ZeroTtl);
@@ -252,15 +361,14 @@ impl AccessToken {
         let payload = payload_json(claims, exp, now_unix, options);
 
         let payload_b64_len = payload.len().div_ceil(3) * 4;
-        let mut token = String::with_capacity(self.header_b64.len() + payload_b64_len + 90);
-        token.push_str(&self.header_b64);
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-        let signature = self.signing_key.sign(token.as_bytes());
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
-        Ok(MintedToken {
-            token,
+        // Room for the signature too, so that signing does not reallocate.
+        let mut signing_input =
+            String::with_capacity(self.header_b64.len() + payload_b64_len + 2 + SIGNATURE_B64_LEN);
+        signing_input.push_str(&self.header_b64);
+        signing_input.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut signing_input);
+        Ok(UnsignedToken {
+            signing_input,
             issued_at: now_unix,
             expires_at: exp,
         })
@@ -318,11 +426,4 @@ fn write_u64(out: &mut Vec<u8>, n: u64) {
     use std::io::Write as _;
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{n}");
-}
-
-/// A JSON string with serde_json's escaping: `"`, `\` and control characters escaped, everything
-/// else (including `/` and non-ASCII) raw.
-pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail, and a &str always serializes.
-    let _ = serde_json::to_writer(&mut *out, s);
 }

@@ -1,5 +1,6 @@
 //! Verification: strict, bounded, and typed.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::marker::PhantomData;
@@ -15,7 +16,7 @@ use serde_json::Value;
 use crate::claims::PeerClaims;
 use crate::clock::{Clock, ClockDebug, DynClock, SystemClock};
 use crate::error::{Claim, Field, TokenPart, ValueError, VerifyError};
-use crate::keys::KeySet;
+use crate::keys::{KeySet, PublicKey};
 use crate::policy::PeerPolicy;
 use crate::value::check_key_id;
 
@@ -173,15 +174,54 @@ impl Verifier {
     ///
     /// As [`Verifier::verify`].
     pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<VerifiedClaims, VerifyError> {
+        self.verify_with_check(token, now_unix, |_, key, message, signature| {
+            Ok(key.verify_strict(message, signature))
+        })
+    }
+
+    /// Opens the door to options that weaken verification when misused (rustls's
+    /// `dangerous()`): a signature check supplied from outside the crate.
+    pub fn dangerous(&self) -> dangerous::DangerousVerifier<'_> {
+        dangerous::DangerousVerifier { verifier: self }
+    }
+
+    /// The whole pipeline, with the signature step given by `check(kid, key, signing input,
+    /// signature)`: `Ok(false)` is an invalid signature, `Err` stops verification with that error.
+    fn verify_with_check<E: From<VerifyError>>(
+        &self,
+        token: &str,
+        now_unix: u64,
+        mut check: impl FnMut(&str, &PublicKey, &[u8], &[u8; 64]) -> Result<bool, E>,
+    ) -> Result<VerifiedClaims, E> {
         let parts = split(token, self.max_token_len)?;
-        let header = parse_header(parts.header)?;
-        let kid = header.kid.ok_or(VerifyError::MissingKeyId)?;
-        let key = self.keys.get(&kid).ok_or(VerifyError::UnknownKeyId)?;
+        // The tokens of one issuer share their header, written by this crate: found as text,
+        // it need not be decoded, and decoding it would give the same kid.
+        let (kid, key) = match self.keys.by_header(parts.header) {
+            Some((kid, key)) => (kid.to_owned(), key),
+            None => {
+                let kid = parse_header(parts.header)?
+                    .kid
+                    .ok_or(VerifyError::MissingKeyId)?;
+                let key = self.keys.get(&kid).ok_or(VerifyError::UnknownKeyId)?;
+                (kid, key)
+            }
+        };
         let signature = decode_signature(parts.signature)?;
-        if !key.verify_strict(parts.signing_input.as_bytes(), &signature) {
-            return Err(VerifyError::InvalidSignature);
+        if !check(&kid, key, parts.signing_input.as_bytes(), &signature)? {
+            return Err(VerifyError::InvalidSignature.into());
         }
-        let payload = decode_b64(parts.payload, TokenPart::Payload)?;
+        self.check_claims(parts.payload, kid, now_unix)
+            .map_err(E::from)
+    }
+
+    /// The steps after the signature: the claims, then the time and lifetime rules.
+    fn check_claims(
+        &self,
+        payload: &str,
+        kid: String,
+        now_unix: u64,
+    ) -> Result<VerifiedClaims, VerifyError> {
+        let payload = decode_b64(payload, TokenPart::Payload)?;
         let claims = parse_claims(&payload, kid)?;
         if now_unix >= claims.expires_at.saturating_add(self.leeway_secs) {
             return Err(VerifyError::Expired {
@@ -495,7 +535,7 @@ impl<'de, T: Members> Visitor<'de> for MembersVisitor<T> {
         let mut raw = T::default();
         // The token length bounds the number of members, so this set stays small.
         let mut seen = BTreeSet::new();
-        while let Some(name) = map.next_key::<String>()? {
+        while let Some(MemberName(name)) = map.next_key()? {
             if seen.contains(&name) {
                 return Err(de::Error::custom("duplicate member"));
             }
@@ -503,6 +543,38 @@ impl<'de, T: Members> Visitor<'de> for MembersVisitor<T> {
             seen.insert(name);
         }
         Ok(raw)
+    }
+}
+
+/// A member name, borrowed from the JSON text unless it has escapes (then unescaped): names
+/// are compared on every member, and most need no copy.
+struct MemberName<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(MemberNameVisitor)
+    }
+}
+
+struct MemberNameVisitor;
+
+impl<'de> Visitor<'de> for MemberNameVisitor {
+    type Value = MemberName<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, name: &'de str) -> Result<Self::Value, E> {
+        Ok(MemberName(Cow::Borrowed(name)))
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(MemberName(Cow::Owned(name.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, name: String) -> Result<Self::Value, E> {
+        Ok(MemberName(Cow::Owned(name)))
     }
 }
 
@@ -594,10 +666,74 @@ pub(crate) fn parse_claims(payload: &[u8], key_id: String) -> Result<VerifiedCla
     })
 }
 
-/// Reading a token without verifying it. Nothing here proves who made a token; use it only to
-/// show a token to a person, never to decide what its holder may do.
+/// What can weaken verification when misused: reading a token without verifying it, and
+/// verifying with a signature check supplied from outside the crate.
+///
+/// Nothing that [`decode_unverified`] returns proves who made a token; use it only to show a
+/// token to a person, never to decide what its holder may do.
 pub mod dangerous {
     use super::*;
+
+    /// A [`Verifier`] whose signature step is supplied by the caller, from
+    /// [`Verifier::dangerous`]: for a platform's own Ed25519 (the JavaScript runtime's
+    /// `node:crypto`, a hardware module) in place of the crate's.
+    #[derive(Debug, Clone, Copy)]
+    pub struct DangerousVerifier<'a> {
+        pub(super) verifier: &'a Verifier,
+    }
+
+    impl DangerousVerifier<'_> {
+        /// Verifies `token` as [`Verifier::verify_at`] does, step for step and error for error,
+        /// except that an Ed25519 signature is checked by `check(kid, key, message, signature)`:
+        /// `Ok(true)` when `signature` is a valid signature of `message` (the token's signing
+        /// input) by `key` (the key registered under `kid`), `Ok(false)` when it is not, and `Err`
+        /// when the check itself fails, which ends verification with that error.
+        ///
+        /// The crate keeps what makes the result equal to its own strict check, so that `check`
+        /// may be any cofactorless RFC 8032 verify that compares encodings (OpenSSL, BoringSSL,
+        /// AWS-LC, ed25519-dalek's `verify`): it refuses a non-canonical `S` and a small-order
+        /// `R` before `check` sees them, and checks the signatures of a key that is not
+        /// canonically encoded ([`PublicKey::is_canonical`]) itself. `check` is called at most
+        /// once, and only after the header and key checks passed.
+        ///
+        /// This is dangerous because the verdict is the check's: a check that says `true` for
+        /// anything makes every token with a known `kid` valid.
+        ///
+        /// # Errors
+        ///
+        /// A [`VerifyError`] (converted into `E`) saying why the token is rejected, or the
+        /// check's own error.
+        pub fn verify_at_with<E: From<VerifyError>>(
+            &self,
+            token: &str,
+            now_unix: u64,
+            mut check: impl FnMut(&str, &PublicKey, &[u8], &[u8; 64]) -> Result<bool, E>,
+        ) -> Result<VerifiedClaims, E> {
+            self.verifier
+                .verify_with_check(token, now_unix, |kid, key, message, signature| {
+                    if !crate::strict::signature_prechecks(signature) {
+                        return Ok(false);
+                    }
+                    if !key.is_canonical() {
+                        return Ok(key.verify_strict(message, signature));
+                    }
+                    check(kid, key, message, signature)
+                })
+        }
+
+        /// As [`DangerousVerifier::verify_at_with`], at the verifier's clock's current time.
+        ///
+        /// # Errors
+        ///
+        /// As [`DangerousVerifier::verify_at_with`].
+        pub fn verify_with<E: From<VerifyError>>(
+            &self,
+            token: &str,
+            check: impl FnMut(&str, &PublicKey, &[u8], &[u8; 64]) -> Result<bool, E>,
+        ) -> Result<VerifiedClaims, E> {
+            self.verify_at_with(token, self.verifier.clock.now_unix(), check)
+        }
+    }
 
     /// A token decoded without any check of its signature, key or time.
     #[derive(Debug, Clone)]
@@ -672,5 +808,59 @@ pub mod dangerous {
             payload,
             signature_len,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::keys::SigningKey;
+    use crate::wire::header_b64;
+
+    proptest! {
+        /// What makes the verifier's header shortcut sound: the header this crate writes for a
+        /// kid decodes, with every header check, to that kid.
+        #[test]
+        fn the_header_written_for_a_kid_reads_back_as_that_kid(
+            kid in "[^\\p{Cc}]{1,64}",
+        ) {
+            prop_assume!(check_key_id(&kid, Field::ApiKey).is_ok());
+            let segment = header_b64(&kid);
+            let header = parse_header(&segment).unwrap();
+            prop_assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+            let key = SigningKey::from_seed(&[7; 32]).unwrap().public_key();
+            let keys = KeySet::new().with(&kid, key).unwrap();
+            prop_assert_eq!(keys.by_header(&segment), Some((kid.as_str(), &key)));
+        }
+    }
+
+    #[test]
+    fn headers_written_otherwise_are_decoded() {
+        let key = SigningKey::from_seed(&[7; 32]).unwrap().public_key();
+        let keys = KeySet::new().with("kid_a\"/é", key).unwrap();
+        let other_spellings = [
+            r#"{"kid":"kid_a\"/é","alg":"EdDSA"}"#,
+            r#"{"alg":"EdDSA", "kid":"kid_a\"/é"}"#,
+            r#"{"alg":"EdDSA","kid":"kid_a\"\/\u00e9"}"#,
+            r#"{"alg":"EdDSA","kid":"kid_a\"/é","typ":"JWT"}"#,
+        ];
+        for header in other_spellings {
+            let segment = URL_SAFE_NO_PAD.encode(header);
+            assert_eq!(keys.by_header(&segment), None, "{header}");
+            assert_eq!(
+                parse_header(&segment).unwrap().kid.as_deref(),
+                Some("kid_a\"/é"),
+                "{header}"
+            );
+        }
+        assert_eq!(
+            keys.by_header(&header_b64("kid_a\"/é")),
+            Some(("kid_a\"/é", &key))
+        );
+        assert_eq!(keys.by_header(&header_b64("kid_b")), None);
     }
 }

@@ -7,7 +7,7 @@ use pulsebeam_token::{
 
 use crate::{public_key_hex, vectors};
 
-fn claims_of(inputs: &serde_json::Value) -> PeerClaims {
+pub fn claims_of(inputs: &serde_json::Value) -> PeerClaims {
     let mut claims = PeerClaims::new(
         inputs["group_id"].as_str().unwrap(),
         inputs["peer_id"].as_str().unwrap(),

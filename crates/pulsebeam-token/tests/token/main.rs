@@ -8,6 +8,7 @@
     missing_docs
 )]
 
+mod detached;
 mod golden;
 mod hostile;
 mod keys;

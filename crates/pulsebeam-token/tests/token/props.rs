@@ -24,7 +24,7 @@ fn refused_before_the_claims(error: &VerifyError) -> bool {
 }
 
 /// 1 to 16 characters, no control characters, no `*`; mixes ASCII, `:`/`\`, non-ASCII.
-fn id() -> impl Strategy<Value = String> {
+pub fn id() -> impl Strategy<Value = String> {
     proptest::collection::vec(
         prop_oneof![
             4 => proptest::char::range('a', 'z'),
@@ -42,7 +42,7 @@ fn id() -> impl Strategy<Value = String> {
 }
 
 /// A valid pattern: `*`, an id, or an id with one `*` put somewhere inside it.
-fn pattern() -> impl Strategy<Value = String> {
+pub fn pattern() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("*".to_owned()),
         id(),
@@ -56,7 +56,7 @@ fn pattern() -> impl Strategy<Value = String> {
     ]
 }
 
-fn claims() -> impl Strategy<Value = PeerClaims> {
+pub fn claims() -> impl Strategy<Value = PeerClaims> {
     (id(), id(), pattern(), pattern()).prop_map(|(g, p, gp, pp)| {
         PeerClaims::new(&g, &p)
             .unwrap()
