@@ -6,13 +6,14 @@
 //! anyway; then it is dropped. Keys are revoked by removing them from the configuration and
 //! reloading.
 //!
-//! Every call checks the revocations in force (a hash lookup in a map swapped whole on change,
-//! so readers never wait); open long-polls re-check theirs when the set changes. A single node
-//! keeps them in a JSON state file; with the Redis store they live in Redis and reach every node
-//! within a second.
+//! They are kept by a [`RevocationStore`](crate::store::RevocationStore): a single node keeps
+//! them in memory or in a JSON state file, a deployment on Redis in Redis. Every call checks
+//! [`Revocations`], this node's copy of those in force (a hash lookup in a map swapped whole on
+//! change, so readers never wait), which the server keeps in step with the store; open
+//! long-polls re-check theirs when the set changes.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -94,6 +95,11 @@ impl Revocation {
     }
 }
 
+/// Sorts oldest first (by creation time, then target), the order revocations are listed in.
+pub(crate) fn sort_revocations(all: &mut [Revocation]) {
+    all.sort_by(|a, b| (a.created_at, &a.target).cmp(&(b.created_at, &b.target)));
+}
+
 /// Why revocations could not be kept.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -114,64 +120,25 @@ pub enum RevocationError {
         /// What is wrong.
         message: String,
     },
-    /// The shared store failed.
+    /// The revocation store (Redis) failed.
     #[error("the revocation store is unavailable: {0}; retry")]
     Store(String),
 }
 
-/// The revocations in force on this node.
+/// This node's copy of the revocations in force, checked on every call.
 pub(crate) struct Revocations {
     current: ArcSwap<HashMap<RevocationTarget, Revocation>>,
-    state_file: Option<PathBuf>,
     /// Serialises writers (readers never take it).
     write: Mutex<()>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StateFile {
-    revocations: Vec<Revocation>,
-}
-
 impl Revocations {
-    /// An empty set, kept only in memory.
-    pub(crate) fn in_memory() -> Self {
+    /// An empty set.
+    pub(crate) fn new() -> Self {
         Revocations {
             current: ArcSwap::from_pointee(HashMap::new()),
-            state_file: None,
             write: Mutex::new(()),
         }
-    }
-
-    /// The set kept in `path`, loaded now (a missing file is an empty set), dropping those
-    /// that have run out by `now`.
-    pub(crate) fn with_state_file(path: &Path, now: u64) -> Result<Self, RevocationError> {
-        let map = match std::fs::read(path) {
-            Ok(bytes) => {
-                let state: StateFile =
-                    serde_json::from_slice(&bytes).map_err(|e| RevocationError::Corrupt {
-                        path: path.to_owned(),
-                        message: e.to_string(),
-                    })?;
-                state
-                    .revocations
-                    .into_iter()
-                    .filter(|r| r.until > now)
-                    .map(|r| (r.target.clone(), r))
-                    .collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-            Err(source) => {
-                return Err(RevocationError::StateFile {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        };
-        Ok(Revocations {
-            current: ArcSwap::from_pointee(map),
-            state_file: Some(path.to_owned()),
-            write: Mutex::new(()),
-        })
     }
 
     /// The revocation that refuses a token of `peer` with `jti`, if one holds at `now`.
@@ -212,47 +179,11 @@ impl Revocations {
             .filter(|r| r.until > now)
             .cloned()
             .collect();
-        all.sort_by(|a, b| (a.created_at, &a.target).cmp(&(b.created_at, &b.target)));
+        sort_revocations(&mut all);
         all
     }
 
-    /// Adds (or extends) `revocation`, drops those run out by `now`, and saves the set.
-    /// Returns the revocation in force for that target afterwards.
-    pub(crate) fn add(
-        &self,
-        revocation: Revocation,
-        now: u64,
-    ) -> Result<Revocation, RevocationError> {
-        self.put(revocation, now, true)
-    }
-
-    /// Puts `revocation` in force (a second one of the same target never shortens the first),
-    /// drops those run out by `now`, and saves the set to the state file when `save`.
-    fn put(
-        &self,
-        revocation: Revocation,
-        now: u64,
-        save: bool,
-    ) -> Result<Revocation, RevocationError> {
-        let _writer = self
-            .write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut map: HashMap<RevocationTarget, Revocation> = (**self.current.load()).clone();
-        map.retain(|_, r| r.until > now);
-        let kept = match map.get(&revocation.target) {
-            Some(existing) if existing.until >= revocation.until => existing.clone(),
-            _ => revocation,
-        };
-        map.insert(kept.target.clone(), kept.clone());
-        if save {
-            self.save(&map)?;
-        }
-        self.current.store(Arc::new(map));
-        Ok(kept)
-    }
-
-    /// Replaces the whole set (from the shared store), dropping those run out by `now`.
+    /// Replaces the whole set (as the store lists it), dropping those run out by `now`.
     /// Returns whether anything changed.
     pub(crate) fn replace(&self, all: Vec<Revocation>, now: u64) -> bool {
         let map: HashMap<RevocationTarget, Revocation> = all
@@ -271,32 +202,17 @@ impl Revocations {
         true
     }
 
-    /// Puts `revocation` (from the shared store) in force here at once.
-    pub(crate) fn replace_one(&self, revocation: Revocation, now: u64) {
-        // Without saving, `put` cannot fail.
-        let _ = self.put(revocation, now, false);
-    }
-
-    fn save(&self, map: &HashMap<RevocationTarget, Revocation>) -> Result<(), RevocationError> {
-        let Some(path) = &self.state_file else {
-            return Ok(());
-        };
-        let mut revocations: Vec<Revocation> = map.values().cloned().collect();
-        revocations.sort_by(|a, b| (a.created_at, &a.target).cmp(&(b.created_at, &b.target)));
-        let bytes = serde_json::to_vec_pretty(&StateFile { revocations }).map_err(|e| {
-            RevocationError::Corrupt {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        })?;
-        // Written beside and renamed over, so a crash leaves the old file or the new one.
-        let tmp = path.with_extension("tmp");
-        let io = |source| RevocationError::StateFile {
-            path: path.clone(),
-            source,
-        };
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+    /// Puts `revocation`, which the store says is in force for its target, in force here at
+    /// once, without waiting for the next sync.
+    pub(crate) fn insert(&self, revocation: Revocation, now: u64) {
+        let _writer = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map: HashMap<RevocationTarget, Revocation> = (**self.current.load()).clone();
+        map.retain(|_, r| r.until > now);
+        map.insert(revocation.target.clone(), revocation);
+        self.current.store(Arc::new(map));
     }
 }
 
@@ -313,17 +229,14 @@ mod tests {
     }
 
     #[test]
-    fn revocations_hold_until_their_time_and_survive_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        let set = Revocations::with_state_file(&path, 1_000).unwrap();
-        set.add(Revocation::new(peer("bob"), 2_000, 1_000), 1_000)
-            .unwrap();
+    fn revocations_refuse_their_peer_or_token_until_their_time() {
+        let set = Revocations::new();
         let jti = RevocationTarget::Token {
             project: "main".into(),
             jti: "t-1".into(),
         };
-        set.add(Revocation::new(jti, 1_500, 1_000), 1_000).unwrap();
+        set.insert(Revocation::new(peer("bob"), 2_000, 1_000), 1_000);
+        set.insert(Revocation::new(jti, 1_500, 1_000), 1_000);
         assert!(set.check("main", "g", "bob", None, 1_999).is_some());
         assert!(set.check("main", "g", "bob", None, 2_000).is_none());
         assert!(set.check("other", "g", "bob", None, 1_100).is_none());
@@ -333,24 +246,18 @@ mod tests {
         assert!(set
             .check("main", "g", "alice", Some("t-2"), 1_100)
             .is_none());
-        // A shorter revocation of the same target does not shorten the first.
-        let kept = set
-            .add(Revocation::new(peer("bob"), 1_200, 1_100), 1_100)
-            .unwrap();
-        assert_eq!(kept.until, 2_000);
-
-        // Another process reading the file later sees what still holds.
-        let reloaded = Revocations::with_state_file(&path, 1_600).unwrap();
-        assert_eq!(reloaded.list(1_600).len(), 1);
-        assert!(reloaded.check("main", "g", "bob", None, 1_600).is_some());
+        assert_eq!(set.list(1_600).len(), 1);
+        assert_eq!(set.list(1_000).len(), 2);
     }
 
     #[test]
-    fn a_corrupt_state_file_says_how_to_recover() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        std::fs::write(&path, b"{not json").unwrap();
-        let err = Revocations::with_state_file(&path, 0).err().unwrap();
-        assert!(err.to_string().contains("move it away"), "{err}");
+    fn a_replaced_set_says_whether_it_changed() {
+        let set = Revocations::new();
+        let bob = Revocation::new(peer("bob"), 2_000, 1_000);
+        assert!(set.replace(vec![bob.clone()], 1_000));
+        assert!(!set.replace(vec![bob.clone()], 1_000));
+        // What the store still lists but has run out here is not in force.
+        assert!(set.replace(vec![bob], 2_000));
+        assert!(set.list(0).is_empty());
     }
 }

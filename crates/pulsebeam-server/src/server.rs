@@ -18,7 +18,10 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::revoke::{Revocation, RevocationError, Revocations};
 use crate::state::State;
-use crate::store::{MailboxStore, MemoryStore, RedisStore};
+use crate::store::{
+    LocalRevocations, MailboxStore, MemoryStore, MemoryUsage, RedisConnection, RedisRevocations,
+    RedisStore, RedisUsage, RevocationStore, StartError, UsageStore,
+};
 use crate::tasks::Tasks;
 use crate::usage::Usage;
 
@@ -78,7 +81,7 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
         crate::tls::Tls::new(files)?;
     }
     if let Some(path) = config.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
-        Revocations::with_state_file(path, SystemClock.now_unix()).map_err(|e| {
+        LocalRevocations::with_state_file(path, SystemClock.now_unix()).map_err(|e| {
             ConfigError::invalid("admin.state_file", e.to_string(), "fix or move the file")
         })?;
     }
@@ -123,8 +126,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Validates the configuration, builds the server and starts its background tasks (with a
-    /// shared store: keeping revocations in step and adding usage totals to it).
+    /// Validates the configuration, builds the server and its stores and starts its background
+    /// tasks (keeping revocations in step with the revocation store, adding usage totals to the
+    /// usage store).
     ///
     /// # Errors
     ///
@@ -134,18 +138,10 @@ impl ServerBuilder {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let live = Live::build(self.config, Arc::clone(&self.clock), None)?;
         let config = Arc::clone(&live.config);
-        let store = match self.store {
-            Some(store) => store,
-            None => build_store(&config)?,
-        };
+        let stores = build_stores(&config, self.store, self.clock.now_unix())?;
         let audit = Audit::new(&config.audit).map_err(|e| audit_file_error(&e))?;
-        let now = self.clock.now_unix();
-        let revocations = match config.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
-            Some(path) => Revocations::with_state_file(path, now).map_err(|e| {
-                ConfigError::invalid("admin.state_file", e.to_string(), "fix or move the file")
-            })?,
-            None => Revocations::in_memory(),
-        };
+        let revocations = Revocations::new();
+        revocations.replace(stores.in_force, self.clock.now_unix());
         let usage = Usage::default();
         usage.set_projects(&crate::reload::project_ids(&config));
         let tls = config
@@ -159,13 +155,15 @@ impl ServerBuilder {
         let state = Arc::new(State {
             live: ArcSwap::from_pointee(live),
             clock: self.clock,
-            store,
+            store: stores.mailboxes,
             metrics: Metrics::default(),
             shutdown,
             epoch,
             revocations,
+            revocation_store: stores.revocations,
             audit,
             usage,
+            usage_store: stores.usage,
             turn_stats: Default::default(),
             config_file: self.config_file,
             reloading: std::sync::Mutex::new(()),
@@ -179,19 +177,66 @@ impl ServerBuilder {
     }
 }
 
-/// The store that `[store]` configures. A Redis store connects in the background, so a node
-/// starts (answering `unavailable` and a failing `/healthz`) while Redis is still down.
-fn build_store(config: &Config) -> Result<Arc<dyn MailboxStore>, ConfigError> {
-    let ack_lease = Duration::from_millis(config.store.ack_lease_ms);
-    Ok(match config.store.backend {
-        StoreBackend::Redis => Arc::new(RedisStore::new(&config.store, &config.limits).map_err(
-            |err| ConfigError::Invalid {
-                key: "store.urls".into(),
-                problem: err.to_string(),
-                fix: "check the Redis URLs (redis://HOST:PORT or unix:///PATH)".into(),
-            },
-        )?),
-        _ => Arc::new(MemoryStore::new(&config.limits, ack_lease)),
+/// What `[store]` configures: mailboxes (unless the builder was given a store), revocations
+/// and usage totals, and the revocations in force at `now`.
+struct Stores {
+    mailboxes: Arc<dyn MailboxStore>,
+    revocations: Arc<dyn RevocationStore>,
+    usage: Arc<dyn UsageStore>,
+    in_force: Vec<Revocation>,
+}
+
+/// Builds the stores. On Redis the three share one connection, which connects in the
+/// background, so a node starts (answering `unavailable` and a failing `/healthz`) while Redis
+/// is still down, and reads the revocations at its first sync.
+fn build_stores(
+    config: &Config,
+    mailboxes: Option<Arc<dyn MailboxStore>>,
+    now: u64,
+) -> Result<Stores, BuildError> {
+    let unusable = |err: StartError| match err {
+        StartError::NoRuntime => BuildError::NoRuntime,
+        err => BuildError::Config(ConfigError::Invalid {
+            key: "store.urls".into(),
+            problem: err.to_string(),
+            fix: "check the Redis URLs (redis://HOST:PORT or unix:///PATH)".into(),
+        }),
+    };
+    if config.store.backend == StoreBackend::Redis {
+        let connection = RedisConnection::new(&config.store).map_err(unusable)?;
+        let mailboxes = match mailboxes {
+            Some(mailboxes) => mailboxes,
+            None => Arc::new(
+                RedisStore::with_connection(connection.clone(), &config.store, &config.limits)
+                    .map_err(unusable)?,
+            ),
+        };
+        let prefix = &config.store.key_prefix;
+        return Ok(Stores {
+            mailboxes,
+            revocations: Arc::new(RedisRevocations::new(connection.clone(), prefix)),
+            usage: Arc::new(RedisUsage::new(connection, prefix)),
+            in_force: Vec::new(),
+        });
+    }
+    let mailboxes = match mailboxes {
+        Some(mailboxes) => mailboxes,
+        None => {
+            let ack_lease = Duration::from_millis(config.store.ack_lease_ms);
+            Arc::new(MemoryStore::new(&config.limits, ack_lease).map_err(unusable)?)
+        }
+    };
+    let revocations = match config.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
+        Some(path) => LocalRevocations::with_state_file(path, now).map_err(|e| {
+            ConfigError::invalid("admin.state_file", e.to_string(), "fix or move the file")
+        })?,
+        None => LocalRevocations::in_memory(),
+    };
+    Ok(Stores {
+        mailboxes,
+        in_force: revocations.in_force(now),
+        revocations: Arc::new(revocations),
+        usage: Arc::new(MemoryUsage::new()),
     })
 }
 
@@ -233,7 +278,7 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// When the revocation cannot be kept (state file or shared store).
+    /// When the revocation cannot be kept (state file or Redis).
     pub async fn revoke(&self, revocation: Revocation) -> Result<Revocation, RevocationError> {
         self.state.revoke(revocation, None).await
     }
@@ -326,7 +371,7 @@ pub async fn serve(
         .tls
         .as_ref()
         .map(|tls| crate::serve::TlsServing::new(tls, limits));
-    let turn_stats = crate::turnstats::TurnStats::start(&state, &config.usage);
+    let turn_stats = crate::turnstats::TurnStats::start(Arc::clone(&state) as _, &config.usage);
     let mut down = state.shutdown.subscribe();
     let stop = async move {
         // Either the caller's signal or a direct `Server::shutdown()` starts the drain.

@@ -17,9 +17,10 @@ use crate::code::CallError;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::revoke::{Revocation, RevocationError, Revocations};
-use crate::store::MailboxStore;
+use crate::store::{MailboxStore, RevocationStore, RevocationsVersion, UsageStore};
 use crate::tasks::Tasks;
-use crate::usage::Usage;
+use crate::turnstats::{TurnStatsCounters, TurnTraffic};
+use crate::usage::{Record, Usage};
 
 pub(crate) struct State {
     /// The configuration in force, swapped whole by a reload.
@@ -30,11 +31,17 @@ pub(crate) struct State {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Bumped when keys or revocations change: open long-polls check their caller again.
     pub(crate) epoch: watch::Sender<u64>,
+    /// The revocations in force, as this node checks them on every call: a copy of
+    /// `revocation_store`'s, kept in step by `sync_revocations`.
     pub(crate) revocations: Revocations,
+    /// Where revocations are kept (this node's memory or state file, or Redis).
+    pub(crate) revocation_store: Arc<dyn RevocationStore>,
     pub(crate) audit: Audit,
     pub(crate) usage: Usage,
+    /// Where hourly usage totals are summed (this node's memory, or Redis).
+    pub(crate) usage_store: Arc<dyn UsageStore>,
     /// What became of coturn's traffic reports (`[usage] turn_stats_url`).
-    pub(crate) turn_stats: crate::turnstats::TurnStatsCounters,
+    pub(crate) turn_stats: TurnStatsCounters,
     /// The file the configuration came from, for reloads.
     pub(crate) config_file: Option<PathBuf>,
     /// Serialises reloads.
@@ -110,35 +117,30 @@ impl State {
         })
     }
 
-    /// `project`'s hourly usage totals from `since` (Unix seconds) on.
+    /// `project`'s hourly usage totals from `since` (Unix seconds) on, summed over every node
+    /// sharing the usage store.
     pub(crate) async fn usage_totals(
         &self,
         project: &str,
         since: u64,
     ) -> Result<std::collections::BTreeMap<u64, crate::UsageTotals>, String> {
-        let Some(shared) = self.store.shared() else {
-            return Ok(self.usage.hourly(project, since));
-        };
-        // This node's latest counts first, then the deployment's sums.
+        // This node's latest counts first, then the sums.
         self.flush_usage().await.map_err(|e| e.to_string())?;
         let now = self.now_unix() / 3600 * 3600;
         let hours: Vec<u64> = (since / 3600 * 3600..=now).step_by(3600).collect();
-        shared
-            .usage(project, &hours)
+        self.usage_store
+            .hours(project, &hours)
             .await
             .map_err(|e| e.to_string())
     }
 
-    /// Adds this node's usage not yet in the shared store to it; kept for later on failure.
+    /// Hands this node's usage counts to the usage store; kept for later on failure.
     pub(crate) async fn flush_usage(&self) -> Result<(), crate::store::StoreError> {
-        let Some(shared) = self.store.shared() else {
-            return Ok(());
-        };
         let pending = self.usage.take_unflushed();
         if pending.is_empty() {
             return Ok(());
         }
-        match shared.add_usage(&pending).await {
+        match self.usage_store.add(&pending).await {
             Ok(()) => Ok(()),
             Err(err) => {
                 self.usage.restore_unflushed(pending);
@@ -147,21 +149,23 @@ impl State {
         }
     }
 
-    /// Reads the shared revocations again when they changed; a change ends the open
-    /// long-polls of the tokens it covers. Returns the version seen.
-    pub(crate) async fn sync_revocations(&self, seen: Option<u64>) -> Option<u64> {
-        let shared = self.store.shared()?;
-        let version = match shared.revocations_version().await {
+    /// Reads the stored revocations again when their version is not `seen`; a change ends the
+    /// open long-polls of the tokens it covers. Returns the version now seen.
+    pub(crate) async fn sync_revocations(
+        &self,
+        seen: Option<RevocationsVersion>,
+    ) -> Option<RevocationsVersion> {
+        let version = match self.revocation_store.version().await {
             Ok(version) => version,
             Err(err) => {
                 tracing::debug!(error = %err, "cannot read the revocations' version");
                 return seen;
             }
         };
-        if seen == Some(version) {
+        if seen.as_ref() == Some(&version) {
             return seen;
         }
-        match shared.revocations(self.now_unix()).await {
+        match self.revocation_store.list(self.now_unix()).await {
             Ok(all) => {
                 if self.revocations.replace(all, self.now_unix()) {
                     self.epoch.send_modify(|e| *e += 1);
@@ -175,25 +179,18 @@ impl State {
         }
     }
 
-    /// Adds `revocation`, in the shared store when there is one, and makes open long-polls of
-    /// the tokens it covers end.
+    /// Puts `revocation` in force in the revocation store (every node sharing it follows
+    /// within a second) and here at once, and makes open long-polls of the tokens it covers end.
     pub(crate) async fn revoke(
         &self,
         revocation: Revocation,
         remote: Option<SocketAddr>,
     ) -> Result<Revocation, RevocationError> {
-        let kept = match self.store.shared() {
-            Some(shared) => {
-                let kept = shared
-                    .put_revocation(&revocation)
-                    .await
-                    .map_err(|e| RevocationError::Store(e.to_string()))?;
-                // In force here at once; other nodes read it within half a second.
-                self.revocations.replace_one(kept.clone(), self.now_unix());
-                kept
-            }
-            None => self.revocations.add(revocation, self.now_unix())?,
-        };
+        let kept = self
+            .revocation_store
+            .put(&revocation, self.now_unix())
+            .await?;
+        self.revocations.insert(kept.clone(), self.now_unix());
         self.epoch.send_modify(|e| *e += 1);
         self.audit.record(
             Event::new("revocation")
@@ -205,5 +202,26 @@ impl State {
                 .remote(remote),
         );
         Ok(kept)
+    }
+}
+
+impl TurnTraffic for State {
+    fn turn_stats(&self) -> &TurnStatsCounters {
+        &self.turn_stats
+    }
+
+    fn turn_relayed(&self, project: &str, bytes: u64) -> bool {
+        let known = self
+            .live
+            .load()
+            .config
+            .projects
+            .iter()
+            .any(|p| p.id == project);
+        if known {
+            self.usage
+                .record(project, Record::TurnRelay { bytes }, self.now_unix());
+        }
+        known
     }
 }

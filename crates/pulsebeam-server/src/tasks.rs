@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
-/// The background tasks of one server.
+/// The background tasks of one server (or one store).
+#[derive(Debug)]
 pub(crate) struct Tasks {
     runtime: Handle,
     set: Mutex<JoinSet<()>>,
@@ -33,6 +34,14 @@ impl Tasks {
         // Reap the tasks that ended, so a long-lived server's set does not grow.
         while set.try_join_next().is_some() {}
         set.spawn_on(task, &self.runtime);
+    }
+
+    /// Aborts every task now (for an owner whose tasks hold a reference back to it, so that
+    /// dropping the set alone would never happen).
+    pub(crate) fn abort_all(&self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.abort_all();
+        }
     }
 
     /// Waits up to `grace` for every task to end, then aborts the rest.

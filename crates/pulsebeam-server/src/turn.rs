@@ -3,8 +3,9 @@
 //! username = `<expiry unix seconds>:<opaque user>`,
 //! credential = `base64(HMAC-SHA1(static-auth-secret, username))`.
 //!
-//! The opaque user is [`turn_user`]: project, group and peer, so coturn's traffic reports
-//! (keyed by username) can be counted per project.
+//! The opaque user is [`turn_user`]: the peer's project, group and peer, so that coturn's
+//! statistics, which name allocations by username, tell whose traffic they count
+//! ([`project_of_turn_username`]).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -52,11 +53,12 @@ pub fn turn_credential(secret: &str, user: &str, expires_at: u64) -> TurnCredent
 /// (which coturn reports by username) can be attributed to it.
 pub(crate) fn turn_user(project: &str, group: &str, peer: &str) -> String {
     fn encode(out: &mut String, text: &str) {
+        use std::fmt::Write as _;
         for byte in text.bytes() {
             if byte.is_ascii_alphanumeric() || b"-._".contains(&byte) {
                 out.push(char::from(byte));
             } else {
-                out.push_str(&format!("~{byte:02X}"));
+                let _ = write!(out, "~{byte:02X}");
             }
         }
     }
@@ -69,7 +71,8 @@ pub(crate) fn turn_user(project: &str, group: &str, peer: &str) -> String {
     out
 }
 
-/// The project of a TURN username made by [`turn_user`] (`<expiry>:<project>/<group>/<peer>`).
+/// The project of a TURN username made by [`turn_user`] (`<expiry>:<project>/<group>/<peer>`);
+/// `None` for a username it cannot have made.
 pub(crate) fn project_of_turn_username(username: &str) -> Option<String> {
     let (_, user) = username.split_once(':')?;
     let project = user.split('/').next()?;
@@ -112,6 +115,14 @@ mod tests {
             prop_assert_eq!(username.matches('/').count(), 2);
             prop_assert_eq!(project_of_turn_username(&username), Some(project));
         }
+    }
+
+    #[test]
+    fn usernames_it_cannot_have_made_name_no_project() {
+        for bad in ["no-colon", "1:~4", "1:~ZZ/g/p", "1:~FF/g/p"] {
+            assert_eq!(project_of_turn_username(bad), None, "{bad}");
+        }
+        assert_eq!(turn_user("a/b", "g~", "é"), "a~2Fb/g~7E/~C3~A9");
     }
 
     #[test]

@@ -27,16 +27,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface, LuaInterface, PubsubInterface};
-use fred::prelude::{Builder, Config as FredConfig, ReconnectPolicy};
+use fred::interfaces::{EventInterface, PubsubInterface};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{redact_url, UsageConfig};
-use crate::state::State;
+use crate::store::{Lease, RedisConnection};
 use crate::turn::project_of_turn_username;
-use crate::usage::Record;
 
 /// How long a lease lasts in Redis.
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
@@ -51,28 +48,6 @@ const PATTERN: &str = "turn/realm/*/allocation/*/traffic";
 const MAX_CHANNEL_BYTES: usize = 1024;
 const MAX_MESSAGE_BYTES: usize = 256;
 
-/// Takes the lease or renews it if this node holds it: 1 when held, 0 when another node does.
-const ACQUIRE: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if holder == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// Gives the lease up if this node holds it.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
 /// One traffic report, as read from its channel and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TrafficReport<'a> {
@@ -82,46 +57,88 @@ pub(crate) struct TrafficReport<'a> {
     pub(crate) bytes: u64,
 }
 
-/// The username of a `…/allocation/<id>/traffic` channel; `None` for any other channel.
-pub(crate) fn traffic_channel_user(channel: &str) -> Option<&str> {
+/// Why a report is not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    /// The channel is longer than [`MAX_CHANNEL_BYTES`].
+    #[error("the channel is longer than {MAX_CHANNEL_BYTES} bytes")]
+    ChannelTooLong,
+    /// The channel is not `turn/realm/<realm>/user/<username>/allocation/<digits>/traffic`.
+    #[error("the channel is not an allocation's traffic channel")]
+    NotTraffic,
+    /// The message is longer than [`MAX_MESSAGE_BYTES`].
+    #[error("the message is longer than {MAX_MESSAGE_BYTES} bytes")]
+    MessageTooLong,
+    /// A field of the message is not `name=<unsigned number>`.
+    #[error("a field of the message is not name=number")]
+    BadField,
+    /// `rcvb` or `sentb` is missing.
+    #[error("the message lacks rcvb or sentb")]
+    NoByteCounts,
+    /// `rcvb + sentb` does not fit 64 bits.
+    #[error("rcvb + sentb overflows")]
+    TooManyBytes,
+}
+
+/// The username of a `…/allocation/<id>/traffic` channel.
+pub(crate) fn traffic_channel_user(channel: &str) -> Result<&str, Refused> {
     if channel.len() > MAX_CHANNEL_BYTES {
-        return None;
+        return Err(Refused::ChannelTooLong);
     }
-    let rest = channel.strip_prefix("turn/realm/")?;
-    let (_realm, rest) = rest.split_once("/user/")?;
-    let rest = rest.strip_suffix("/traffic")?;
-    // The username may contain `/` (ours does), the allocation id never does.
-    let (username, id) = rest.rsplit_once("/allocation/")?;
-    if username.is_empty() || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(username)
+    let user = || {
+        let rest = channel.strip_prefix("turn/realm/")?;
+        let (_realm, rest) = rest.split_once("/user/")?;
+        let rest = rest.strip_suffix("/traffic")?;
+        // The username may contain `/` (ours does), the allocation id never does.
+        let (username, id) = rest.rsplit_once("/allocation/")?;
+        if username.is_empty() || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(username)
+    };
+    user().ok_or(Refused::NotTraffic)
 }
 
 /// `rcvb + sentb` of a `rcvp=…, rcvb=…, sentp=…, sentb=…` message; both must be present.
-pub(crate) fn traffic_bytes(message: &str) -> Option<u64> {
+pub(crate) fn traffic_bytes(message: &str) -> Result<u64, Refused> {
     if message.len() > MAX_MESSAGE_BYTES {
-        return None;
+        return Err(Refused::MessageTooLong);
     }
     let (mut received, mut sent) = (None, None);
     for field in message.split(',') {
-        let (name, value) = field.trim().split_once('=')?;
-        let value: u64 = value.trim().parse().ok()?;
+        let (name, value) = field.trim().split_once('=').ok_or(Refused::BadField)?;
+        let value: u64 = value.trim().parse().map_err(|_| Refused::BadField)?;
         match name.trim() {
             "rcvb" => received = Some(value),
             "sentb" => sent = Some(value),
             _ => {}
         }
     }
-    received?.checked_add(sent?)
+    let (Some(received), Some(sent)) = (received, sent) else {
+        return Err(Refused::NoByteCounts);
+    };
+    received.checked_add(sent).ok_or(Refused::TooManyBytes)
 }
 
 /// A whole report: its channel and message.
-pub(crate) fn parse_report<'a>(channel: &'a str, message: &str) -> Option<TrafficReport<'a>> {
-    Some(TrafficReport {
+pub(crate) fn parse_report<'a>(
+    channel: &'a str,
+    message: &str,
+) -> Result<TrafficReport<'a>, Refused> {
+    Ok(TrafficReport {
         username: traffic_channel_user(channel)?,
         bytes: traffic_bytes(message)?,
     })
+}
+
+/// Where counted reports go: the node's usage of the projects it serves.
+pub(crate) trait TurnTraffic: Send + Sync + 'static {
+    /// What became of the reports, for `/metrics`.
+    fn turn_stats(&self) -> &TurnStatsCounters;
+
+    /// Counts `bytes` relayed by TURN for `project`; `false` when no such project is
+    /// configured.
+    fn turn_relayed(&self, project: &str, bytes: u64) -> bool;
 }
 
 /// What became of the reports, for `/metrics`.
@@ -162,37 +179,40 @@ impl TurnStatsCounters {
     }
 }
 
-/// The running reader; [`TurnStats::stop`] gives the lease up.
+/// The running reader; [`TurnStats::stop`] gives the lease up, dropping it ends the reader
+/// at once.
 pub(crate) struct TurnStats {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TurnStats {
-    /// Starts reading coturn's reports when `[usage] turn_stats_url` is set.
-    pub(crate) fn start(state: &Arc<State>, config: &UsageConfig) -> Option<TurnStats> {
+    /// Starts reading coturn's reports into `sink` when `[usage] turn_stats_url` is set, on a
+    /// connection of its own (coturn's Redis need not be the store's).
+    pub(crate) fn start(sink: Arc<dyn TurnTraffic>, config: &UsageConfig) -> Option<TurnStats> {
         let url = config.turn_stats_url.as_deref()?;
-        let clients = match connect(url) {
-            Ok(clients) => clients,
+        let connection = match RedisConnection::from_url(url) {
+            Ok(connection) => connection,
             Err(problem) => {
                 tracing::error!(url = %redact_url(url), %problem, "cannot read coturn's statistics; check usage.turn_stats_url");
                 return None;
             }
         };
+        let lease = Lease::new(connection.clone(), &config.turn_stats_lease_key, LEASE);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(
-            Arc::clone(state),
-            clients,
-            config.turn_stats_lease_key.clone(),
-            stopped,
-        ));
-        Some(TurnStats { stop, task })
+        let task = tokio::spawn(run(sink, connection, lease, stopped));
+        Some(TurnStats {
+            stop,
+            task: Some(task),
+        })
     }
 
     /// Stops reading and releases the lease, so another node takes over at its next renewal.
-    pub(crate) async fn stop(self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.send(true);
-        let mut task = self.task;
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
         if tokio::time::timeout(Duration::from_secs(2), &mut task)
             .await
             .is_err()
@@ -202,86 +222,34 @@ impl TurnStats {
     }
 }
 
-struct Clients {
-    commands: Client,
-    subscriber: SubscriberClient,
-}
-
-fn connect(url: &str) -> Result<Clients, String> {
-    let mut config = if let Some(path) = url
-        .strip_prefix("unix://")
-        .or_else(|| url.strip_prefix("redis+unix://"))
-    {
-        FredConfig::from_url_unix(&format!("redis+unix://{path}"))
-    } else {
-        FredConfig::from_url_centralized(url)
+impl Drop for TurnStats {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
-    .map_err(|e| e.details().to_string())?;
-    config.fail_fast = false;
-    let mut builder = Builder::from_config(config);
-    builder
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-            c.internal_command_timeout = Duration::from_secs(2);
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = Duration::from_secs(2);
-            p.broadcast_channel_capacity = 4096;
-        });
-    let commands = builder.build().map_err(|e| e.details().to_string())?;
-    let subscriber = builder
-        .build_subscriber_client()
-        .map_err(|e| e.details().to_string())?;
-    Ok(Clients {
-        commands,
-        subscriber,
-    })
-}
-
-fn node_id() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // Unique enough among a deployment's nodes: the process id and the start time.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        return format!("{}-{nanos}", std::process::id());
-    }
-    hex::encode(bytes)
 }
 
 async fn run(
-    state: Arc<State>,
-    clients: Clients,
-    lease_key: String,
+    sink: Arc<dyn TurnTraffic>,
+    connection: RedisConnection,
+    lease: Lease,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let Clients {
-        commands,
-        subscriber,
-    } = clients;
-    let node = node_id();
+    let subscriber = connection.subscriber();
     let mut messages = subscriber.message_rx();
-    drop(commands.connect());
-    drop(subscriber.connect());
-    let lease_ms = u64::try_from(LEASE.as_millis()).unwrap_or(10_000);
     // Until when this node may count reports: never before the first renewal.
     let mut held_until: Option<Instant> = None;
     let mut renew = tokio::time::interval(RENEW_EVERY);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let counters = &state.turn_stats;
+    let counters = sink.turn_stats();
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
             _ = renew.tick() => {
                 let asked = Instant::now();
-                let held = commands
-                    .eval::<i64, _, _, _>(ACQUIRE, lease_key.as_str(), vec![node.clone(), lease_ms.to_string()])
-                    .await;
-                match held {
-                    Ok(1) => {
+                match lease.acquire().await {
+                    Ok(true) => {
                         if held_until.is_none() {
                             tracing::info!("counting coturn's TURN traffic reports on this node");
                         }
@@ -292,7 +260,7 @@ async fn run(
                             tracing::warn!(error = %err.details(), "cannot subscribe to coturn's traffic reports; retrying");
                         }
                     }
-                    Ok(_) => {
+                    Ok(false) => {
                         if held_until.take().is_some() {
                             tracing::info!("another node counts coturn's TURN traffic reports now");
                             let _ = subscriber.punsubscribe(PATTERN).await;
@@ -300,7 +268,7 @@ async fn run(
                     }
                     Err(err) => {
                         // Keep what was held: it lapses by itself at `held_until`.
-                        tracing::warn!(error = %err.details(), "cannot renew the TURN statistics lease; is the Redis of usage.turn_stats_url up?");
+                        tracing::warn!(error = %err, "cannot renew the TURN statistics lease; is the Redis of usage.turn_stats_url up?");
                     }
                 }
                 let leading = held_until.is_some_and(|until| Instant::now() < until);
@@ -319,39 +287,28 @@ async fn run(
                     continue;
                 }
                 let body = message.value.as_str();
-                let Some(report) = body.as_deref().and_then(|body| parse_report(&message.channel, body)) else {
+                let Some(report) = body.as_deref().and_then(|body| parse_report(&message.channel, body).ok()) else {
                     counters.malformed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let known = project_of_turn_username(report.username).filter(|project| {
-                    state.live.load().config.projects.iter().any(|p| p.id == *project)
-                });
-                match known {
-                    Some(project) => {
-                        state.usage.record(&project, Record::TurnRelay { bytes: report.bytes }, state.now_unix());
-                        counters.counted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => {
-                        counters.unknown_project.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                let counted = project_of_turn_username(report.username)
+                    .is_some_and(|project| sink.turn_relayed(&project, report.bytes));
+                let outcome = if counted { &counters.counted } else { &counters.unknown_project };
+                outcome.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
     counters.leading.store(false, Ordering::Relaxed);
     if held_until.is_some() {
-        let _ = commands
-            .eval::<i64, _, _, _>(RELEASE, lease_key.as_str(), vec![node])
-            .await;
+        let _ = lease.release().await;
     }
-    let _ = subscriber.quit().await;
-    let _ = commands.quit().await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::turn::turn_user;
+    use proptest::prelude::*;
 
     // Observed from Debian's coturn 4.6 with `redis-statsdb` (`redis-cli psubscribe 'turn/*'`).
     const TRAFFIC: &str =
@@ -362,7 +319,7 @@ mod tests {
         let report = parse_report(TRAFFIC, "rcvp=1029, rcvb=311076, sentp=1029, sentb=310620");
         assert_eq!(
             report,
-            Some(TrafficReport {
+            Ok(TrafficReport {
                 username: "1796310368:projb/g/bob",
                 bytes: 311_076 + 310_620
             })
@@ -387,43 +344,44 @@ mod tests {
             "other/realm/r/user/1:p/g/a/allocation/001/traffic",
             "",
         ] {
-            assert_eq!(traffic_channel_user(channel), None, "{channel}");
+            assert_eq!(
+                traffic_channel_user(channel),
+                Err(Refused::NotTraffic),
+                "{channel}"
+            );
         }
         let long = format!(
             "turn/realm/r/user/1:{}/g/a/allocation/1/traffic",
             "p".repeat(MAX_CHANNEL_BYTES)
         );
-        assert_eq!(traffic_channel_user(&long), None);
+        assert_eq!(traffic_channel_user(&long), Err(Refused::ChannelTooLong));
     }
 
     #[test]
     fn usernames_with_allocation_in_them_keep_it() {
         let channel = "turn/realm/r/user/9:p/allocation/allocation/7/traffic";
-        assert_eq!(traffic_channel_user(channel), Some("9:p/allocation"));
+        assert_eq!(traffic_channel_user(channel), Ok("9:p/allocation"));
     }
 
     #[test]
     fn messages_need_both_byte_counts() {
-        assert_eq!(
-            traffic_bytes("rcvp=1, rcvb=10, sentp=1, sentb=20"),
-            Some(30)
-        );
-        assert_eq!(traffic_bytes("rcvb=0,sentb=0"), Some(0));
-        for bad in [
-            "",
-            "rcvp=1, rcvb=10",
-            "rcvb=10, sentp=1",
-            "rcvb=x, sentb=1",
-            "rcvb=-1, sentb=1",
-            "rcvb=10 sentb=20",
-            "deleted",
-            "new lifetime=600, type=UDP",
-            "rcvb=18446744073709551615, sentb=1",
+        assert_eq!(traffic_bytes("rcvp=1, rcvb=10, sentp=1, sentb=20"), Ok(30));
+        assert_eq!(traffic_bytes("rcvb=0,sentb=0"), Ok(0));
+        for (bad, why) in [
+            ("", Refused::BadField),
+            ("rcvp=1, rcvb=10", Refused::NoByteCounts),
+            ("rcvb=10, sentp=1", Refused::NoByteCounts),
+            ("rcvb=x, sentb=1", Refused::BadField),
+            ("rcvb=-1, sentb=1", Refused::BadField),
+            ("rcvb=10 sentb=20", Refused::BadField),
+            ("deleted", Refused::BadField),
+            ("new lifetime=600, type=UDP", Refused::BadField),
+            ("rcvb=18446744073709551615, sentb=1", Refused::TooManyBytes),
         ] {
-            assert_eq!(traffic_bytes(bad), None, "{bad}");
+            assert_eq!(traffic_bytes(bad), Err(why), "{bad}");
         }
         let long = format!("rcvb=1, sentb=1, {}", "x=1, ".repeat(100));
-        assert_eq!(traffic_bytes(&long), None);
+        assert_eq!(traffic_bytes(&long), Err(Refused::MessageTooLong));
     }
 
     #[test]
@@ -432,7 +390,7 @@ mod tests {
             let username = format!("1796310368:{}", turn_user(project, "g", "alice"));
             let channel = format!("turn/realm/r/user/{username}/allocation/1/traffic");
             let user = traffic_channel_user(&channel);
-            assert_eq!(user, Some(username.as_str()));
+            assert_eq!(user, Ok(username.as_str()));
             assert_eq!(
                 project_of_turn_username(&username).as_deref(),
                 Some(project)
@@ -440,10 +398,90 @@ mod tests {
         }
     }
 
-    proptest::proptest! {
+    /// What a report should read as, worked out another way: by `/`-separated segments and by
+    /// field, in the order the parser checks.
+    fn oracle(channel: &str, message: &str) -> Result<(String, u64), Refused> {
+        if channel.len() > MAX_CHANNEL_BYTES {
+            return Err(Refused::ChannelTooLong);
+        }
+        let segments: Vec<&str> = channel.split('/').collect();
+        let n = segments.len();
+        let shaped = n >= 7
+            && segments[0] == "turn"
+            && segments[1] == "realm"
+            && segments[n - 1] == "traffic"
+            && segments[n - 3] == "allocation"
+            && !segments[n - 2].is_empty()
+            && segments[n - 2].bytes().all(|b| b.is_ascii_digit());
+        // The realm ends at the first `user` segment after it; the username runs to the last
+        // `allocation` segment.
+        let user = (3..n.saturating_sub(3))
+            .find(|&j| segments[j] == "user")
+            .map(|j| segments[j + 1..n - 3].join("/"))
+            .filter(|user| shaped && !user.is_empty())
+            .ok_or(Refused::NotTraffic)?;
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(Refused::MessageTooLong);
+        }
+        let mut fields = Vec::new();
+        for field in message.split(',') {
+            let Some((name, value)) = field.trim().split_once('=') else {
+                return Err(Refused::BadField);
+            };
+            match value.trim().parse::<u64>() {
+                Ok(value) => fields.push((name.trim(), value)),
+                Err(_) => return Err(Refused::BadField),
+            }
+        }
+        let last = |wanted: &str| {
+            fields
+                .iter()
+                .rev()
+                .find(|(name, _)| *name == wanted)
+                .map(|f| f.1)
+        };
+        match (last("rcvb"), last("sentb")) {
+            (Some(r), Some(s)) => r
+                .checked_add(s)
+                .map(|b| (user, b))
+                .ok_or(Refused::TooManyBytes),
+            _ => Err(Refused::NoByteCounts),
+        }
+    }
+
+    fn channels() -> impl Strategy<Value = String> {
+        let part = "[a-z0-9:~./]{0,12}";
+        prop_oneof![
+            ".{0,300}",
+            (part, part, "[0-9x]{0,4}", "traffic|traffic/peer|status").prop_map(
+                |(realm, user, id, event)| format!(
+                    "turn/realm/{realm}/user/{user}/allocation/{id}/{event}"
+                )
+            ),
+            "[a-z]{1,8}".prop_map(|user| format!(
+                "turn/realm/r/user/{}/allocation/1/traffic",
+                user.repeat(200)
+            )),
+        ]
+    }
+
+    fn messages() -> impl Strategy<Value = String> {
+        let count = prop_oneof![any::<u64>().prop_map(|n| n.to_string()), "[0-9 x-]{0,3}"];
+        prop_oneof![
+            ".{0,300}",
+            (count.clone(), count.clone(), count.clone(), count)
+                .prop_map(|(a, b, c, d)| format!("rcvp={a}, rcvb={b}, sentp={c}, sentb={d}")),
+            "(rcvb|sentb|rcvp)=[0-9]{1,3}(, ?(rcvb|sentb|rcvp|x)=[0-9]{1,3}){0,4}",
+        ]
+    }
+
+    proptest! {
+        /// Any channel and message is counted as the oracle reads it, or refused for the reason
+        /// the oracle gives.
         #[test]
-        fn arbitrary_reports_are_read_or_refused(channel in ".{0,300}", message in ".{0,300}") {
-            let _ = parse_report(&channel, &message);
+        fn arbitrary_reports_are_read_or_refused_for_their_reason(channel in channels(), message in messages()) {
+            let parsed = parse_report(&channel, &message).map(|r| (r.username.to_owned(), r.bytes));
+            prop_assert_eq!(parsed, oracle(&channel, &message));
         }
     }
 }

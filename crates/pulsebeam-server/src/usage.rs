@@ -3,8 +3,9 @@
 //! Counted per node: connections online (a `Recv` in flight), peer-seconds online, calls,
 //! messages and bytes relayed, TURN credentials issued, and TURN relay bytes (from coturn's
 //! statistics). Exposed as Prometheus metrics with a `project` label bounded to the configured
-//! projects, and as hourly totals for the admin API. With the Redis store, nodes add their hourly
-//! totals into Redis so the admin API answers for the whole deployment.
+//! projects, and as hourly totals for the admin API: the node hands what it counted to a
+//! [`UsageStore`](crate::store::UsageStore) from time to time (in memory for one node, in Redis
+//! for a deployment, so the admin API answers for every node).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-/// Hours of totals a node keeps in memory (a week).
+/// Hours of totals a node holds back while its usage store cannot take them (a week).
 const KEEP_HOURS: u64 = 24 * 7;
 
 /// Minutes of per-minute totals a node keeps in memory (three hours), for the usage page.
@@ -93,9 +94,7 @@ struct Counters {
 #[derive(Default)]
 pub(crate) struct Usage {
     projects: RwLock<HashMap<Arc<str>, Arc<Counters>>>,
-    /// (hour, project) -> totals not yet handed to the shared store, and the node's own view.
-    hourly: Mutex<BTreeMap<(u64, Arc<str>), UsageTotals>>,
-    /// What has not been added to the shared store yet.
+    /// (hour, project) -> totals not handed to the usage store yet.
     unflushed: Mutex<BTreeMap<(u64, Arc<str>), UsageTotals>>,
 }
 
@@ -164,13 +163,11 @@ impl Usage {
         }
         let hour = now_unix / 3600 * 3600;
         let key = (hour, Arc::<str>::from(project));
-        for map in [&self.hourly, &self.unflushed] {
-            if let Ok(mut map) = map.lock() {
-                map.entry(key.clone()).or_default().add(&delta);
-                if map.len() > 4096 {
-                    let oldest = hour.saturating_sub(KEEP_HOURS * 3600);
-                    map.retain(|(h, _), _| *h >= oldest);
-                }
+        if let Ok(mut map) = self.unflushed.lock() {
+            map.entry(key).or_default().add(&delta);
+            if map.len() > 4096 {
+                let oldest = hour.saturating_sub(KEEP_HOURS * 3600);
+                map.retain(|(h, _), _| *h >= oldest);
             }
         }
     }
@@ -183,18 +180,7 @@ impl Usage {
         }
     }
 
-    /// This node's hourly totals of `project` from `since` (Unix seconds) on, by hour.
-    pub(crate) fn hourly(&self, project: &str, since: u64) -> BTreeMap<u64, UsageTotals> {
-        let Ok(map) = self.hourly.lock() else {
-            return BTreeMap::new();
-        };
-        map.iter()
-            .filter(|((hour, p), _)| *hour >= since / 3600 * 3600 && **p == *project)
-            .map(|((hour, _), totals)| (*hour, *totals))
-            .collect()
-    }
-
-    /// Takes what has not been added to the shared store yet.
+    /// Takes what has not been handed to the usage store yet.
     pub(crate) fn take_unflushed(&self) -> BTreeMap<(u64, Arc<str>), UsageTotals> {
         self.unflushed
             .lock()
@@ -202,7 +188,7 @@ impl Usage {
             .unwrap_or_default()
     }
 
-    /// Puts back what could not be added to the shared store, to try again later.
+    /// Puts back what the usage store could not take, to try again later.
     pub(crate) fn restore_unflushed(&self, totals: BTreeMap<(u64, Arc<str>), UsageTotals>) {
         if let Ok(mut map) = self.unflushed.lock() {
             for (key, t) in totals {
@@ -477,12 +463,13 @@ mod tests {
         usage.record("a", Record::Online { millis: 700 }, t0 + 11);
         usage.record("nope", Record::Call, t0);
         usage.online("a", 1);
-        let hours = usage.hourly("a", t0);
-        assert_eq!(hours.len(), 2);
-        assert_eq!(hours[&t0].messages, 1);
-        assert_eq!(hours[&t0].message_bytes, 100);
-        assert_eq!(hours[&t0].peer_seconds, 2);
-        assert_eq!(hours[&(t0 + 3600)].message_bytes, 50);
+        let pending = usage.take_unflushed();
+        let hour = |h: u64| pending[&(h, Arc::<str>::from("a"))];
+        assert_eq!(pending.len(), 2);
+        assert_eq!(hour(t0).messages, 1);
+        assert_eq!(hour(t0).message_bytes, 100);
+        assert_eq!(hour(t0).peer_seconds, 2);
+        assert_eq!(hour(t0 + 3600).message_bytes, 50);
         let mut text = String::new();
         usage.render(&mut text);
         assert!(
@@ -498,8 +485,12 @@ mod tests {
         let mut text = String::new();
         usage.render(&mut text);
         assert!(!text.contains("b\\\"q"));
-        // What was not flushed comes out once.
-        assert_eq!(usage.take_unflushed().len(), 2);
+        // Put back after a failed flush, it comes out again, added to what came since, once.
+        usage.restore_unflushed(pending);
+        usage.record("a", Record::Message { bytes: 1 }, t0 + 6);
+        let pending = usage.take_unflushed();
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending[&(t0, Arc::<str>::from("a"))].message_bytes, 101);
         assert!(usage.take_unflushed().is_empty());
     }
     #[test]

@@ -1,6 +1,6 @@
-//! The Redis store against real servers: the conformance suite on a standalone Redis and on a
-//! Redis Cluster, several nodes sharing one Redis, a node that dies holding mail, and Redis going
-//! away and coming back.
+//! The Redis store against real servers: the conformance suites (mailboxes, revocations, usage)
+//! on a standalone Redis and on a Redis Cluster, several nodes sharing one Redis, a node that
+//! dies holding mail, and Redis going away and coming back.
 //!
 //! `scripts/redis.sh start` starts the servers and prints `PULSEBEAM_TEST_REDIS_URL` and
 //! `PULSEBEAM_TEST_REDIS_CLUSTER_URLS` (comma-separated seeds). Without them these tests print a
@@ -21,7 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use pulsebeam_server::store::conformance::{self, Factory, Setup};
-use pulsebeam_server::store::{Envelope, PeerAddr, PollOptions, StoreError};
+use pulsebeam_server::store::{
+    Envelope, PeerAddr, PollOptions, RedisConnection, RedisRevocations, RedisUsage,
+    RevocationStore, StoreError, UsageStore,
+};
 use pulsebeam_server::{Limits, MailboxStore, RedisStore, StoreBackend, StoreConfig};
 
 /// The URLs in `var`, or `None` after a loud SKIP line (a failure with `PULSEBEAM_REQUIRE_REDIS=1`).
@@ -142,6 +145,58 @@ async fn conformance_on_redis_cluster() {
     run_conformance(urls, true).await;
 }
 
+/// Revocation stores for one namespace share a prefix, each on a connection of its own: nodes.
+fn revocations_factory(urls: Vec<String>, cluster: bool) -> conformance::revocations::Factory {
+    let run = unique_prefix("revocations");
+    Arc::new(move |namespace: &str| {
+        let prefix = format!("{run}:{namespace}");
+        let config = store_config(&urls, cluster, &prefix, Duration::from_secs(5));
+        let connection = RedisConnection::new(&config).unwrap();
+        Arc::new(RedisRevocations::new(connection, &prefix)) as Arc<dyn RevocationStore>
+    })
+}
+
+/// Usage stores for one namespace share a prefix, each on a connection of its own: nodes.
+fn usage_factory(urls: Vec<String>, cluster: bool) -> conformance::usage::Factory {
+    let run = unique_prefix("usage");
+    Arc::new(move |namespace: &str| {
+        let prefix = format!("{run}:{namespace}");
+        let config = store_config(&urls, cluster, &prefix, Duration::from_secs(5));
+        let connection = RedisConnection::new(&config).unwrap();
+        Arc::new(RedisUsage::new(connection, &prefix)) as Arc<dyn UsageStore>
+    })
+}
+
+async fn run_shared_conformance(urls: Vec<String>, cluster: bool) {
+    let failed =
+        conformance::revocations::run_all(revocations_factory(urls.clone(), cluster)).await;
+    assert!(failed.is_empty(), "revocations failed: {failed:#?}");
+    let failed = conformance::usage::run_all(usage_factory(urls, cluster)).await;
+    assert!(failed.is_empty(), "usage failed: {failed:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_usage_conformance_on_standalone_redis() {
+    let Some(urls) = urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "revocation_and_usage_conformance_on_standalone_redis",
+    ) else {
+        return;
+    };
+    run_shared_conformance(urls, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_usage_conformance_on_redis_cluster() {
+    let Some(urls) = urls(
+        "PULSEBEAM_TEST_REDIS_CLUSTER_URLS",
+        "revocation_and_usage_conformance_on_redis_cluster",
+    ) else {
+        return;
+    };
+    run_shared_conformance(urls, true).await;
+}
+
 /// A node that took messages and died before acknowledging them loses nothing: another node
 /// hands them out once the ack lease ran out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,6 +313,50 @@ async fn redis_going_away_answers_unavailable_then_recovers() {
     store.deliver(bob(), 100, envelope("y")).await.unwrap();
     let polled = store.poll(bob(), 100, NOW).await.unwrap();
     assert_eq!(polled.messages, [envelope("y")]);
+}
+
+/// A store owns its connections and tasks: dropping it closes every connection it opened
+/// (its pooled clients and its wake-up subscriber), with no task left behind to hold one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_store_closes_its_connections() {
+    if urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "a_dropped_store_closes_its_connections",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let port = free_port();
+    let _redis = OwnRedis::start(port).expect("redis-server is installed");
+    let url = vec![format!("redis://127.0.0.1:{port}")];
+    let config = store_config(&url, false, &unique_prefix("drop"), Duration::from_secs(5));
+    // Connections other than the redis-cli asking.
+    let clients = || {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "client", "list"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("cmd=client|list"))
+            .count()
+    };
+    let store = RedisStore::new(&config, &Limits::default()).unwrap();
+    wait_healthy(&store).await;
+    store.deliver(bob(), 100, envelope("x")).await.unwrap();
+    assert_eq!(clients(), 3, "two pooled clients and the subscriber");
+    drop(store);
+    let start = Instant::now();
+    while clients() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{} connections still open",
+            clients()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The round trips of one relayed message, counted by Redis itself on a server of our own: the

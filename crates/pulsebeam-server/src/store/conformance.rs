@@ -9,6 +9,10 @@
 //! The tests use `tokio::time` and short real durations, so they run under a paused clock for
 //! the memory store and in real time against Redis.
 //!
+//! The contracts of [`RevocationStore`](super::RevocationStore) and
+//! [`UsageStore`](super::UsageStore) have suites of their own, [`revocations`] and [`usage`],
+//! built the same way.
+//!
 //! Compiled in tests and with the crate feature `conformance`.
 #![allow(
     clippy::unwrap_used,
@@ -17,6 +21,9 @@
     clippy::panic,
     missing_docs
 )]
+
+pub mod revocations;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -519,9 +526,21 @@ pub fn all() -> Vec<(&'static str, Test)> {
 /// Runs every test at once (each in its own task and namespace) and returns the names of the
 /// failed ones with their panic messages.
 pub async fn run_all(factory: Factory) -> Vec<String> {
-    let tasks: Vec<_> = all()
+    run_each(all(), factory).await
+}
+
+/// A test of a suite, by name, for a factory of type `F`.
+pub(crate) type Named<F> = (&'static str, fn(F) -> BoxFuture<'static, ()>);
+
+/// Runs `tests` at once, each in its own task with a clone of `factory`, and returns the names
+/// of the failed ones with their panic messages.
+pub(crate) async fn run_each<F: Clone + Send + 'static>(
+    tests: Vec<Named<F>>,
+    factory: F,
+) -> Vec<String> {
+    let tasks: Vec<_> = tests
         .into_iter()
-        .map(|(name, test)| (name, tokio::spawn(test(Arc::clone(&factory)))))
+        .map(|(name, test)| (name, tokio::spawn(test(factory.clone()))))
         .collect();
     let mut failed = Vec::new();
     for (name, task) in tasks {

@@ -13,9 +13,10 @@ use tokio::time::Instant;
 
 use super::{
     BoxFuture, Envelope, MailboxStore, OnlineConnection, PeerAddr, PollOptions, Polled, Receipt,
-    StoreError, StoreStats,
+    StartError, StoreError, StoreStats,
 };
 use crate::config::Limits;
+use crate::tasks::Tasks;
 
 const SHARDS: usize = 64;
 /// How often the purge task drops expired messages and forgotten connections.
@@ -167,12 +168,13 @@ struct Inner {
 
 /// The in-process [`MailboxStore`], the default: one node holds all mail.
 ///
-/// It owns a purge task (started at construction inside a tokio runtime, else at first use, and
-/// ended when the store is dropped) that drops expired messages and forgets idle connections.
+/// It owns a purge task, started by [`MemoryStore::new`] and ended when the store is dropped,
+/// that drops expired messages and forgets idle connections.
 #[derive(Debug)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
-    purge: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The purge task; dropping the store aborts it.
+    _tasks: Tasks,
 }
 
 enum Step {
@@ -183,43 +185,32 @@ enum Step {
 
 impl MemoryStore {
     /// A store enforcing `limits`; messages handed out and not acknowledged within `ack_lease`
-    /// are handed out again.
-    pub fn new(limits: &Limits, ack_lease: Duration) -> Self {
+    /// are handed out again. Its purge task starts at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::NoRuntime`] outside a tokio runtime.
+    pub fn new(limits: &Limits, ack_lease: Duration) -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let tasks = Tasks::new(runtime);
         let hasher = RandomState::new();
-        let store = MemoryStore {
-            inner: Arc::new(Inner {
-                shards: (0..SHARDS)
-                    .map(|_| Mutex::new(hashbrown::HashMap::with_hasher(hasher.clone())))
-                    .collect(),
-                hasher,
-                projects: RwLock::new(HashMap::new()),
-                counters: Counters::default(),
-                capacity: limits.mailbox_capacity,
-                ttl: Duration::from_secs(limits.message_ttl_secs),
-                idle: Duration::from_secs(limits.connection_idle_secs),
-                ack_lease,
-                max_per_peer: limits.max_connections_per_peer,
-                max_per_project: limits.max_connections_per_project,
-            }),
-            purge: Mutex::new(None),
-        };
-        store.start_purge();
-        store
-    }
-
-    /// Starts the purge task once, if a tokio runtime is there to run it.
-    fn start_purge(&self) {
-        let Ok(mut purge) = self.purge.lock() else {
-            return;
-        };
-        if purge.is_some() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        *purge = Some(runtime.spawn(async move {
+        let inner = Arc::new(Inner {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(hashbrown::HashMap::with_hasher(hasher.clone())))
+                .collect(),
+            hasher,
+            projects: RwLock::new(HashMap::new()),
+            counters: Counters::default(),
+            capacity: limits.mailbox_capacity,
+            ttl: Duration::from_secs(limits.message_ttl_secs),
+            idle: Duration::from_secs(limits.connection_idle_secs),
+            ack_lease,
+            max_per_peer: limits.max_connections_per_peer,
+            max_per_project: limits.max_connections_per_project,
+        });
+        // A weak reference, so the task never keeps the store's data alive.
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(PURGE_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -229,17 +220,11 @@ impl MemoryStore {
                     None => return,
                 }
             }
-        }));
-    }
-}
-
-impl Drop for MemoryStore {
-    fn drop(&mut self) {
-        if let Ok(mut purge) = self.purge.lock() {
-            if let Some(task) = purge.take() {
-                task.abort();
-            }
-        }
+        });
+        Ok(MemoryStore {
+            inner,
+            _tasks: tasks,
+        })
     }
 }
 
@@ -664,7 +649,6 @@ impl MailboxStore for MemoryStore {
         conn_id: u32,
         envelope: Envelope,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.start_purge();
         let result = self.inner.deliver_now(dst, conn_id, envelope);
         Box::pin(std::future::ready(result))
     }
@@ -675,7 +659,6 @@ impl MailboxStore for MemoryStore {
         conn_id: u32,
         options: PollOptions,
     ) -> BoxFuture<'a, Result<Polled, StoreError>> {
-        self.start_purge();
         Box::pin(self.inner.poll_inner(me, conn_id, options))
     }
 
@@ -741,7 +724,8 @@ mod tests {
         Arc::new(move |setup: &Setup| {
             let mut stores = stores.lock().unwrap();
             let store = stores.entry(setup.namespace.clone()).or_insert_with(|| {
-                Arc::new(MemoryStore::new(&setup.limits, setup.ack_lease)) as Arc<dyn MailboxStore>
+                Arc::new(MemoryStore::new(&setup.limits, setup.ack_lease).unwrap())
+                    as Arc<dyn MailboxStore>
             });
             Arc::clone(store)
         })
@@ -761,7 +745,7 @@ mod tests {
             message_ttl_secs: 30,
             ..Limits::default()
         };
-        let store = MemoryStore::new(&limits, Duration::from_secs(5));
+        let store = MemoryStore::new(&limits, Duration::from_secs(5)).unwrap();
         let me = PeerAddr {
             project: "p",
             group: "g",
@@ -802,6 +786,13 @@ mod tests {
             weak.upgrade().is_none(),
             "the purge task must not keep the store alive"
         );
+    }
+
+    #[test]
+    fn outside_a_runtime_the_store_says_it_needs_one() {
+        let err = MemoryStore::new(&Limits::default(), Duration::from_secs(5)).unwrap_err();
+        assert_eq!(err, StartError::NoRuntime);
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,14 @@
 //! The contract below is written once, here, and proven once per backend by the conformance
 //! suite (`conformance.rs`, compiled with the `conformance` feature or in tests).
 //!
+//! What else nodes keep has narrow interfaces of its own, with contracts and suites the same
+//! way: [`RevocationStore`] ([`LocalRevocations`], [`RedisRevocations`]) and [`UsageStore`]
+//! ([`MemoryUsage`], [`RedisUsage`]). On Redis all of them share one [`RedisConnection`].
+//!
+//! Stores start their background work (a purge, a wake-up subscriber) when they are built and
+//! end it when they are dropped, so they are built inside a tokio runtime
+//! ([`StartError::NoRuntime`] otherwise).
+//!
 //! # The contract
 //!
 //! **Addresses.** A *peer* is [`PeerAddr`] `(project, group, peer)`; projects are keyed by their
@@ -75,12 +83,15 @@ use bytes::Bytes;
 pub mod conformance;
 mod memory;
 mod redis;
-mod shared;
+mod revocations;
+mod usage;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisConnection, RedisRevocations, RedisStore, RedisUsage};
+pub use revocations::{LocalRevocations, RevocationStore, RevocationsVersion};
+pub use usage::{HourlyUsage, MemoryUsage, UsageStore};
 
-pub use redis::RedisStore;
-pub use shared::SharedState;
+pub(crate) use redis::Lease;
 
 /// A boxed, sendable future, as the methods of [`MailboxStore`] return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -182,6 +193,29 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// Why a store could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Stores run their background work on tokio and start it at once.
+    #[error("a store starts its background tasks at once and needs a tokio runtime; build it inside one")]
+    NoRuntime,
+    /// No Redis URL was given.
+    #[error("no Redis URL is configured; set store.urls")]
+    NoUrl,
+    /// A Redis URL cannot be used.
+    #[error("cannot use the Redis URL {url}: {problem}; write redis://HOST:PORT or unix:///PATH")]
+    BadUrl {
+        /// The URL, its password hidden.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The Redis client could not be set up.
+    #[error("cannot set up the Redis client: {0}")]
+    Client(String),
+}
+
 /// Counters a store reports for `/metrics`.
 ///
 /// [`MemoryStore`] reports the whole store. [`RedisStore`] reports `connections` for the projects
@@ -259,12 +293,6 @@ pub trait MailboxStore: Send + Sync + 'static {
         &'a self,
         project: &'a str,
     ) -> BoxFuture<'a, Result<Vec<OnlineConnection>, StoreError>>;
-
-    /// What nodes sharing this store also share (revocations, usage totals); `None` for a
-    /// store that serves one node, whose server keeps them itself.
-    fn shared(&self) -> Option<&dyn SharedState> {
-        None
-    }
 
     /// Current counters.
     ///

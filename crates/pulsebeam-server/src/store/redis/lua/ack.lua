@@ -1,0 +1,4 @@
+-- Deletes what the polls with `receipts` of connection `conn` handed out.
+local n = 0
+for _, receipt in ipairs(receipts) do n = n + ack(conn, receipt) end
+return reply{acknowledged = n}

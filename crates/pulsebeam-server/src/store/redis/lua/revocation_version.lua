@@ -1,0 +1,2 @@
+-- The revocations' change counter, `version`.
+return reply{version = num(redis.call('GET', version))}

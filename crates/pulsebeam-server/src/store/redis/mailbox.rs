@@ -1,0 +1,650 @@
+//! The Redis [`MailboxStore`]: deliver, poll and acknowledge through the mailbox scripts, wake
+//! polls through [`Wakeups`], open connections within the project [`Budgets`].
+
+use std::collections::{HashMap, HashSet};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::types::Value;
+use tokio::time::Instant;
+
+use super::budgets::{Budget, Budgets};
+use super::connection::{node_id, RedisConnection};
+use super::keys::Keys;
+use super::message::{decode, encode};
+use super::scripts::{Ack, Begin, ConnId, Deliver, Polling, ScriptCall, Status, Take};
+use super::wakeups::Wakeups;
+use crate::config::{Limits, StoreConfig};
+use crate::store::{
+    BoxFuture, Envelope, MailboxStore, OnlineConnection, PeerAddr, PollOptions, Polled, Receipt,
+    StartError, StoreError, StoreStats,
+};
+use crate::tasks::Tasks;
+
+/// Longest an acknowledgement waits for the connection's next poll on this node to carry it.
+const ACK_FOLD_DELAY: Duration = Duration::from_millis(250);
+/// A poll's lease outlives its wait by this much, so a slow node's live poll keeps counting.
+const POLL_GRACE_MS: u64 = 2_000;
+
+/// Bounds in the units the scripts use.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    capacity: usize,
+    ttl_ms: u64,
+    idle_ms: u64,
+    max_per_peer: usize,
+    ack_lease_ms: u64,
+    /// TTL of a peer's keys: its longest-lived content plus the longest poll.
+    keep_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    polling: AtomicU64,
+    delivered: AtomicU64,
+    expired: AtomicU64,
+    evicted: AtomicU64,
+}
+
+/// Acknowledgements not yet sent for one connection.
+struct PendingAcks {
+    base: String,
+    conn: u32,
+    receipts: Vec<u64>,
+}
+
+/// What the store's calls and tasks share.
+struct Mailboxes {
+    connection: RedisConnection,
+    keys: Keys,
+    node: String,
+    channel_prefix: String,
+    bounds: Bounds,
+    wakeups: Arc<Wakeups>,
+    budgets: Budgets,
+    counters: Counters,
+    projects_seen: Mutex<HashSet<String>>,
+    pending_acks: Mutex<HashMap<String, PendingAcks>>,
+    tasks: Tasks,
+}
+
+/// The Redis (or Redis Cluster) [`MailboxStore`]. The `store::redis` module docs describe its
+/// keys, scripts, round trips and wake-ups.
+///
+/// It connects in the background and reconnects with backoff: while Redis cannot be reached,
+/// operations answer [`StoreError::Unavailable`] within about two seconds and
+/// [`MailboxStore::health`] fails. Its tasks (the wake-up subscriber, polls finishing after
+/// their caller left, acknowledgements sent alone) end when it is dropped.
+pub struct RedisStore {
+    inner: Arc<Mailboxes>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("connection", &self.inner.connection)
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        // The tasks hold the shared state; ending them lets it go.
+        self.inner.tasks.abort_all();
+    }
+}
+
+impl RedisStore {
+    /// A store on the Redis that `config` names, enforcing `limits`, on a connection of its
+    /// own. It starts connecting and subscribing at once, in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::NoRuntime`] outside a tokio runtime, [`StartError::NoUrl`] or
+    /// [`StartError::BadUrl`] when the URLs cannot be used.
+    pub fn new(config: &StoreConfig, limits: &Limits) -> Result<Self, StartError> {
+        Self::with_connection(RedisConnection::new(config)?, config, limits)
+    }
+
+    /// A store on `connection` (which the revocations and usage of the node may share), with
+    /// the key prefix and ack lease of `config`, enforcing `limits`.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::NoRuntime`] outside a tokio runtime.
+    pub fn with_connection(
+        connection: RedisConnection,
+        config: &StoreConfig,
+        limits: &Limits,
+    ) -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let tasks = Tasks::new(runtime);
+        let keys = Keys::new(&config.key_prefix);
+        let node = node_id();
+        let channel_prefix = keys.node_channel_prefix();
+        let wakeups = Wakeups::start(&connection, format!("{channel_prefix}{node}"), &tasks);
+        let ttl_ms = limits.message_ttl_secs.saturating_mul(1000);
+        let idle_ms = limits.connection_idle_secs.saturating_mul(1000);
+        Ok(RedisStore {
+            inner: Arc::new(Mailboxes {
+                budgets: Budgets::new(
+                    connection.clone(),
+                    keys.clone(),
+                    limits.max_connections_per_project,
+                ),
+                connection,
+                keys,
+                node,
+                channel_prefix,
+                bounds: Bounds {
+                    capacity: limits.mailbox_capacity,
+                    ttl_ms,
+                    idle_ms,
+                    max_per_peer: limits.max_connections_per_peer,
+                    ack_lease_ms: config.ack_lease_ms,
+                    keep_ms: ttl_ms
+                        .max(idle_ms)
+                        .saturating_add(limits.poll_timeout_ms)
+                        .saturating_add(config.ack_lease_ms)
+                        .saturating_add(10_000),
+                },
+                wakeups,
+                counters: Counters::default(),
+                projects_seen: Mutex::default(),
+                pending_acks: Mutex::default(),
+                tasks,
+            }),
+        })
+    }
+}
+
+/// Ends a poll in Redis if its future is dropped while the poll is still in flight there.
+struct PollGuard<'a> {
+    mailboxes: &'a Arc<Mailboxes>,
+    base: String,
+    conn: u32,
+    generation: Option<i64>,
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        let Some(generation) = self.generation else {
+            self.mailboxes
+                .counters
+                .polling
+                .fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        let mailboxes = Arc::clone(self.mailboxes);
+        let base = std::mem::take(&mut self.base);
+        let conn = self.conn;
+        // The poll counts as in flight until Redis knows it ended: until then discovery
+        // messages still go to it.
+        self.mailboxes.tasks.spawn(async move {
+            let _ = mailboxes.take(&base, conn, generation, 0, true).await;
+            mailboxes.counters.polling.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+fn count(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn as_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+impl Mailboxes {
+    /// Runs a mailbox script once this node hears its wake-ups.
+    async fn run<C: ScriptCall>(&self, call: C) -> Result<C::Reply, StoreError> {
+        self.wakeups.ready().await;
+        self.connection.run(call).await
+    }
+
+    fn remember_project(&self, project: &str) {
+        if let Ok(mut seen) = self.projects_seen.lock() {
+            if !seen.contains(project) {
+                seen.insert(project.to_owned());
+            }
+        }
+    }
+
+    /// Refreshes a budget entry without making the caller wait.
+    fn refresh_budget(
+        self: &Arc<Self>,
+        project: &str,
+        budget: Budget,
+        member: String,
+        span_ms: u64,
+    ) {
+        let mailboxes = Arc::clone(self);
+        let project = project.to_owned();
+        self.tasks.spawn(async move {
+            let _ = mailboxes
+                .budgets
+                .refresh(&project, budget, member, span_ms)
+                .await;
+        });
+    }
+
+    async fn deliver(
+        self: &Arc<Self>,
+        dst: PeerAddr<'_>,
+        conn_id: u32,
+        envelope: Envelope,
+    ) -> Result<(), StoreError> {
+        self.remember_project(dst.project);
+        let b = self.bounds;
+        let base = self.keys.peer(dst);
+        let blob = encode(&envelope);
+        let mut granted = false;
+        loop {
+            let delivered = self
+                .run(Deliver {
+                    base: base.clone(),
+                    conn: ConnId(conn_id),
+                    envelope: blob.clone(),
+                    capacity: as_u64(b.capacity),
+                    ttl_ms: b.ttl_ms,
+                    idle_ms: b.idle_ms,
+                    max_per_peer: as_u64(b.max_per_peer),
+                    keep_ms: b.keep_ms,
+                    granted,
+                    channel_prefix: self.channel_prefix.clone(),
+                })
+                .await?;
+            count(&self.counters.expired, delivered.expired);
+            count(&self.counters.evicted, delivered.evicted);
+            let member = || format!("{base}{}", delivered.budget_member);
+            match delivered.status {
+                Status::Ok => {
+                    if delivered.budget_due {
+                        self.refresh_budget(dst.project, Budget::Mail, member(), b.ttl_ms);
+                    }
+                    return Ok(());
+                }
+                Status::Full => {
+                    return Err(StoreError::MailboxFull {
+                        capacity: b.capacity,
+                    })
+                }
+                Status::TooManyPeer => {
+                    return Err(StoreError::TooManyPeerConnections {
+                        max: b.max_per_peer,
+                    })
+                }
+                Status::NeedBudget if !granted => {
+                    if !self
+                        .budgets
+                        .take(dst.project, Budget::Mail, member(), b.ttl_ms)
+                        .await?
+                    {
+                        return Err(StoreError::TooManyProjectConnections {
+                            max: self.budgets.max_per_project(),
+                        });
+                    }
+                    granted = true;
+                }
+                other => return Err(unexpected("deliver", other)),
+            }
+        }
+    }
+
+    /// For the poll `generation`: takes up to `max` messages (0: none), ending the poll when
+    /// it got some or `last`; `None` when a newer poll took over.
+    async fn take(
+        &self,
+        base: &str,
+        conn: u32,
+        generation: i64,
+        max: usize,
+        last: bool,
+    ) -> Result<Option<Vec<Value>>, StoreError> {
+        let b = self.bounds;
+        let taken = self
+            .run(Take {
+                base: base.to_owned(),
+                conn: ConnId(conn),
+                generation,
+                max: as_u64(max),
+                ack_lease_ms: b.ack_lease_ms,
+                ttl_ms: b.ttl_ms,
+                last,
+                keep_ms: b.keep_ms,
+            })
+            .await?;
+        count(&self.counters.expired, taken.expired);
+        match taken.status {
+            Status::Ok => Ok(Some(taken.messages)),
+            Status::Superseded => Ok(None),
+            other => Err(unexpected("take", other)),
+        }
+    }
+
+    /// Registers a poll (taking a polled budget unit first if the connection is new to the
+    /// budget); returns its generation and the messages it took at once.
+    async fn begin(
+        self: &Arc<Self>,
+        base: &str,
+        project: &str,
+        conn_id: u32,
+        wait_ms: u64,
+        max: usize,
+        folded: Vec<u64>,
+    ) -> Result<(i64, Vec<Value>), StoreError> {
+        let b = self.bounds;
+        let span = b.idle_ms.max(b.ttl_ms).saturating_add(wait_ms);
+        let member = || format!("{base}{conn_id}");
+        let mut granted = false;
+        loop {
+            let begun = self
+                .run(Begin {
+                    base: base.to_owned(),
+                    conn: ConnId(conn_id),
+                    node: self.node.clone(),
+                    wait_ms,
+                    max: as_u64(max),
+                    ack_lease_ms: b.ack_lease_ms,
+                    ttl_ms: b.ttl_ms,
+                    idle_ms: b.idle_ms,
+                    max_per_peer: as_u64(b.max_per_peer),
+                    keep_ms: b.keep_ms.saturating_add(wait_ms),
+                    granted,
+                    channel_prefix: self.channel_prefix.clone(),
+                    budget_span_ms: span,
+                    grace_ms: POLL_GRACE_MS,
+                    receipts: folded.clone(),
+                })
+                .await?;
+            count(&self.counters.expired, begun.expired);
+            count(&self.counters.evicted, begun.evicted);
+            count(&self.counters.delivered, begun.acknowledged);
+            match begun.status {
+                Status::Ok => {
+                    if begun.budget_due {
+                        self.refresh_budget(project, Budget::Polled, member(), span);
+                    }
+                    return Ok((begun.generation, begun.messages));
+                }
+                Status::TooManyPeer => {
+                    return Err(StoreError::TooManyPeerConnections {
+                        max: b.max_per_peer,
+                    })
+                }
+                Status::NeedBudget if !granted => {
+                    if !self
+                        .budgets
+                        .take(project, Budget::Polled, member(), span)
+                        .await?
+                    {
+                        return Err(StoreError::TooManyProjectConnections {
+                            max: self.budgets.max_per_project(),
+                        });
+                    }
+                    granted = true;
+                }
+                other => return Err(unexpected("begin", other)),
+            }
+        }
+    }
+
+    async fn poll(
+        self: &Arc<Self>,
+        me: PeerAddr<'_>,
+        conn_id: u32,
+        options: PollOptions,
+    ) -> Result<Polled, StoreError> {
+        self.remember_project(me.project);
+        let base = self.keys.peer(me);
+        // Subscribed before registering, so that the wake-up of every local waiter after
+        // subscribing does not reach this poll.
+        self.wakeups.ready().await;
+        let waiter = self.wakeups.waiter(format!("{base}{conn_id}"))?;
+        // Acknowledgements this node holds for the connection ride along with the poll.
+        let folded = self.pending_receipts(&waiter.key);
+        let mut notified = pin!(waiter.notify.notified());
+        notified.as_mut().enable();
+        let wait_ms = u64::try_from(options.wait.as_millis()).unwrap_or(u64::MAX);
+        let deadline = Instant::now() + options.wait;
+        let max = options.max_messages.max(1);
+        // `begin` runs in a task of its own: if this poll is dropped while Redis registers it,
+        // the task still sees the answer and ends the poll there, so a poll abandoned mid-way
+        // never keeps counting as in flight (and never draws discovery messages) until its
+        // lease runs out.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tasks.spawn({
+            let mailboxes = Arc::clone(self);
+            let base = base.clone();
+            let project = me.project.to_owned();
+            async move {
+                let begun = mailboxes
+                    .begin(&base, &project, conn_id, wait_ms, max, folded)
+                    .await;
+                if let Err(Ok((generation, _))) = tx.send(begun) {
+                    if wait_ms > 0 {
+                        let _ = mailboxes.take(&base, conn_id, generation, 0, true).await;
+                    }
+                }
+            }
+        });
+        let (generation, first) = rx
+            .await
+            .map_err(|_| StoreError::Unavailable("the poll's registration task ended".into()))??;
+        self.counters.polling.fetch_add(1, Ordering::Relaxed);
+        let mut guard = PollGuard {
+            mailboxes: self,
+            base: base.clone(),
+            conn: conn_id,
+            generation: None,
+        };
+        let receipt = u64::try_from(generation).map_err(|_| {
+            StoreError::Unavailable(format!("redis answered a poll generation of {generation}"))
+        })?;
+        let done = |members: Vec<Value>| -> Result<Polled, StoreError> {
+            let messages = members.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+            Ok(Polled {
+                receipt: (!messages.is_empty()).then_some(Receipt(receipt)),
+                messages,
+                superseded: false,
+            })
+        };
+        if !first.is_empty() || options.wait.is_zero() {
+            return done(first);
+        }
+        guard.generation = Some(generation);
+        loop {
+            let woken = tokio::time::timeout_at(deadline, notified.as_mut())
+                .await
+                .is_ok();
+            notified.set(waiter.notify.notified());
+            notified.as_mut().enable();
+            if woken {
+                // Every wake-up waits the batch window before taking: a wake-up without mail (a
+                // reconnect, a newer poll) must not use up the batching of the real one.
+                let until = (Instant::now() + options.batch_window).min(deadline);
+                tokio::time::sleep_until(until).await;
+            }
+            let last = !woken || Instant::now() >= deadline;
+            let taken = self.take(&base, conn_id, generation, max, last).await?;
+            let Some(members) = taken else {
+                // A newer poll of this connection took over (its script ended this one).
+                guard.generation = None;
+                return Ok(Polled::superseded());
+            };
+            if !members.is_empty() || last {
+                guard.generation = None;
+                return done(members);
+            }
+        }
+    }
+
+    /// Removes and returns the receipts waiting to be acknowledged for a connection key.
+    fn pending_receipts(&self, key: &str) -> Vec<u64> {
+        self.pending_acks
+            .lock()
+            .ok()
+            .and_then(|mut pending| pending.remove(key))
+            .map(|p| p.receipts)
+            .unwrap_or_default()
+    }
+
+    /// Records an acknowledgement. The connection's next poll on this node usually follows at
+    /// once and carries it (no round trip of its own); if none does within [`ACK_FOLD_DELAY`]
+    /// (or a quarter of the lease), it is sent alone.
+    fn ack(self: &Arc<Self>, me: PeerAddr<'_>, conn_id: u32, receipt: Receipt) {
+        let base = self.keys.peer(me);
+        let key = format!("{base}{conn_id}");
+        if let Ok(mut pending) = self.pending_acks.lock() {
+            pending
+                .entry(key.clone())
+                .or_insert_with(|| PendingAcks {
+                    base,
+                    conn: conn_id,
+                    receipts: Vec::new(),
+                })
+                .receipts
+                .push(receipt.0);
+        }
+        let delay = ACK_FOLD_DELAY.min(Duration::from_millis(self.bounds.ack_lease_ms / 4));
+        let mailboxes = Arc::clone(self);
+        self.tasks.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Some(pending) = mailboxes
+                .pending_acks
+                .lock()
+                .ok()
+                .and_then(|mut p| p.remove(&key))
+            else {
+                return;
+            };
+            let acked = mailboxes
+                .run(Ack {
+                    base: pending.base,
+                    conn: ConnId(pending.conn),
+                    receipts: pending.receipts,
+                })
+                .await;
+            match acked {
+                Ok(acked) => count(&mailboxes.counters.delivered, acked.acknowledged),
+                Err(err) => {
+                    tracing::debug!(error = %err, "acknowledging delivered messages failed; they will be handed out again");
+                }
+            }
+        });
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let projects: Vec<String> = self
+            .projects_seen
+            .lock()
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut connections = 0u64;
+        for project in projects {
+            self.wakeups.ready().await;
+            connections += self.budgets.count(&project).await?;
+        }
+        let c = &self.counters;
+        Ok(StoreStats {
+            connections,
+            polling: c.polling.load(Ordering::Relaxed),
+            queued_messages: 0,
+            delivered_messages: c.delivered.load(Ordering::Relaxed),
+            expired_messages: c.expired.load(Ordering::Relaxed),
+            evicted_messages: c.evicted.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Connections of the project's polled budget whose poll is in flight: one round trip for
+    /// the budget, then one per peer in it.
+    async fn online(&self, project: &str) -> Result<Vec<OnlineConnection>, StoreError> {
+        self.wakeups.ready().await;
+        let members = self.budgets.polled_members(project).await?;
+        let mut peers: HashMap<&str, (String, String, Vec<u32>)> = HashMap::new();
+        for member in &members {
+            if let Some((base, group, peer, conn)) = self.keys.parse_member(member) {
+                peers
+                    .entry(base)
+                    .or_insert_with(|| (group, peer, Vec::new()))
+                    .2
+                    .push(conn);
+            }
+        }
+        let mut out = Vec::new();
+        for (base, (group, peer, conns)) in peers {
+            let in_flight = self
+                .run(Polling {
+                    base: base.to_owned(),
+                    conns,
+                })
+                .await?;
+            out.extend(in_flight.conns.into_iter().map(|conn_id| OnlineConnection {
+                group: group.clone(),
+                peer: peer.clone(),
+                conn_id,
+            }));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.wakeups.ready().await;
+        self.connection.ping().await
+    }
+}
+
+fn unexpected(script: &str, status: Status) -> StoreError {
+    StoreError::Unavailable(format!("the {script} script answered {status:?}"))
+}
+
+impl MailboxStore for RedisStore {
+    fn deliver<'a>(
+        &'a self,
+        dst: PeerAddr<'a>,
+        conn_id: u32,
+        envelope: Envelope,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.inner.deliver(dst, conn_id, envelope))
+    }
+
+    fn poll<'a>(
+        &'a self,
+        me: PeerAddr<'a>,
+        conn_id: u32,
+        options: PollOptions,
+    ) -> BoxFuture<'a, Result<Polled, StoreError>> {
+        Box::pin(self.inner.poll(me, conn_id, options))
+    }
+
+    fn ack<'a>(
+        &'a self,
+        me: PeerAddr<'a>,
+        conn_id: u32,
+        receipt: Receipt,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.ack(me, conn_id, receipt);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn online<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OnlineConnection>, StoreError>> {
+        Box::pin(self.inner.online(project))
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<StoreStats, StoreError>> {
+        Box::pin(self.inner.stats())
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.inner.health())
+    }
+}

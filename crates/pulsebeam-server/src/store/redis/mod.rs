@@ -1,0 +1,87 @@
+//! Everything a node keeps in Redis or Redis Cluster, so that any node of a deployment serves
+//! any call: mailboxes ([`RedisStore`]), revocations ([`RedisRevocations`]) and usage totals
+//! ([`RedisUsage`]), all over one [`RedisConnection`]; coturn's statistics are read through a
+//! connection of their own (`turnstats.rs`).
+//!
+//! | module | what |
+//! |---|---|
+//! | `connection` | URL to clients, the first connection, the one call helper and its timeout |
+//! | `keys` | key and channel names, ids escaped |
+//! | `scripts` + `lua/` | every Lua script, declared with its keys, arguments and reply |
+//! | `wakeups` | this node's wake-up channel and the polls waiting on it |
+//! | `mailbox`, `message`, `budgets` | the mailbox store, the stored message, project budgets |
+//! | `revocations`, `usage`, `lease` | the other things nodes share |
+//!
+//! # Keys
+//!
+//! Ids are percent-escaped (every byte outside `A-Z a-z 0-9 _ . -`), so `:`, `{` and `}` in
+//! ids cannot make two peers share a key or break a hash tag. With `P` the key prefix and
+//! `T = {project:group:peer}` one hash tag per peer (so all of a peer's keys share one slot,
+//! as Redis Cluster needs for a script to touch them):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `P:T:h` | hash | `seq` (the peer's sequence number) and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline |
+//! | `P:T:conns` | sorted set | connection ids by last activity (ms) |
+//! | `P:T:d` | sorted set | the discovery queue, by sequence number |
+//! | `P:T:m:c` | sorted set | connection `c`'s mailbox, by sequence number |
+//! | `P:T:r:c` | sorted set | its messages handed out and not yet acknowledged |
+//! | `P:T:rv:c` | hash | receipt -> `lease-expiry seq seq …` |
+//! | `P:{b:project}:polled`, `P:{b:project}:mail` | sorted set | the project's two budgets: members `T:c` (and `T:d` for a discovery queue), scored by expiry |
+//! | `P:{rev}:all`, `P:{rev}:version` | hash, counter | revocation target -> `until|json`; bumped on every change |
+//! | `P:{u:project}:hour` | hash | the project's usage totals of one hour, expiring after eight days |
+//!
+//! A message is stored as the member `seq|ms|envelope`. Every key of a peer gets a TTL on each
+//! write, long enough for its longest-lived content (message TTL or idle time, plus the longest
+//! poll), so a peer nobody talks to any more vanishes by itself.
+//!
+//! # Round trips
+//!
+//! Each operation on a peer is one Lua script (`EVALSHA`, reloaded on `NOSCRIPT`) using Redis
+//! server time (`TIME`) for leases and TTLs: `deliver` (capacity, discovery routing by poll
+//! lease, sequence number, TTLs and the wake-up `PUBLISH`), `begin` (acknowledges what the
+//! connection's previous poll handed out, registers the poll with node id, generation and lease,
+//! ends an older poll, takes the discovery queue, hands out what is waiting), `take` (on wake-up
+//! or at the deadline) and `ack`.
+//!
+//! An acknowledgement waits on the node for the connection's next poll there, which carries it;
+//! only when none comes within 250 ms (the client polls elsewhere, or has gone) does `ack` go
+//! out alone. So a relayed message costs three round trips: the sender's `deliver`, the
+//! receiver's `take` (or `begin`, when the message was waiting) and the next `begin`, which
+//! acknowledges it. An idle poll costs `begin` and `take` at its deadline, nothing while it
+//! waits. Opening a connection or a discovery queue costs one more round trip, to the project's
+//! budget; a budget entry is refreshed in the background about once per twice its span.
+//!
+//! # Wake-ups
+//!
+//! Each node has one subscriber connection on its own channel `P:node:<node id>` (a random id
+//! per process). `deliver` publishes to the channel of the node whose poll is in flight for the
+//! target connection, and `begin` to the node of a poll it replaces; the node wakes its local
+//! waiter, which runs `take`. After the subscriber reconnects every local waiter is woken to
+//! check again, so a wake-up lost while Redis was away costs at most that check.
+//!
+//! # Budgets on Redis Cluster
+//!
+//! A project's budgets live in their own slot, apart from the peers', so a script cannot count
+//! them atomically with the peer's state. The node asks for a budget unit before a script may
+//! open a connection or a discovery queue (the script answers `NEED_BUDGET` and changes
+//! nothing), then runs the script again. Entries expire by score instead of being removed when
+//! a connection is forgotten, so a forgotten connection is counted up to about twice its idle
+//! span (or TTL) longer: the count is approximate, erring on the side of refusing.
+
+mod budgets;
+mod connection;
+mod keys;
+mod lease;
+mod mailbox;
+mod message;
+mod revocations;
+mod scripts;
+mod usage;
+mod wakeups;
+
+pub use connection::RedisConnection;
+pub(crate) use lease::Lease;
+pub use mailbox::RedisStore;
+pub use revocations::RedisRevocations;
+pub use usage::RedisUsage;

@@ -1,0 +1,841 @@
+//! The Lua scripts: each in its own file under `lua/`, declared once here with its keys, its
+//! arguments and its reply, by name and type.
+//!
+//! A declaration makes a call struct (the keys and arguments) and a reply struct, so the Rust
+//! side names every value. It also makes the Lua header that precedes the script's files, so
+//! the Lua side names them too:
+//!
+//! - `S`: the status codes, from [`Status`] (`return reply{status = S.FULL}`, never a number);
+//! - a local per key and argument, named as declared, numbers already converted (`ttl_ms`),
+//!   flags as booleans (`if granted then`); a trailing list is a table (`receipts`);
+//! - `reply{...}`: the reply, in the order the Rust side reads it (fields left out are 0, false
+//!   or empty; the status is required), followed by an optional list (`reply({...}, messages)`).
+//!
+//! Then come the shared helpers (`prelude.lua`; the mailbox scripts also `peer.lua`), then the
+//! script's own file. A new script, or a changed one, is a declaration here and its `.lua`.
+
+use std::fmt::Write as _;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use fred::types::scripts::Script;
+use fred::types::Value;
+
+/// Helpers for every script.
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+/// One peer's keys and the helpers of the mailbox scripts.
+const PEER: &str = include_str!("lua/peer.lua");
+
+macro_rules! statuses {
+    ($($(#[$doc:meta])* $name:ident = $code:literal as $lua:literal,)*) => {
+        /// How a script ended, as its `status` field says; `S.<NAME>` in Lua.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Status {
+            $($(#[$doc])* $name = $code,)*
+        }
+
+        impl Status {
+            /// Every status with its Lua name.
+            const ALL: &'static [(Status, &'static str)] = &[$((Status::$name, $lua),)*];
+        }
+    };
+}
+
+statuses! {
+    /// Done.
+    Ok = 0 as "OK",
+    /// A newer poll of the connection took over.
+    Superseded = 1 as "SUPERSEDED",
+    /// The mailbox or discovery queue is full.
+    Full = 2 as "FULL",
+    /// The peer has as many connections as allowed, all polling.
+    TooManyPeer = 3 as "TOO_MANY_PEER",
+    /// Opening a connection or a discovery queue needs a project budget unit first.
+    NeedBudget = 4 as "NEED_BUDGET",
+}
+
+impl Status {
+    fn from_code(code: i64) -> Option<Status> {
+        Status::ALL
+            .iter()
+            .map(|(status, _)| *status)
+            .find(|status| *status as i64 == code)
+    }
+}
+
+/// How a declared value crosses into Lua and back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A number (`tonumber` in the header; 0 when a reply leaves it out).
+    Number,
+    /// A flag (`'1'`/`'0'` in ARGV, a boolean in Lua, 1/0 in a reply).
+    Flag,
+    /// A string, as is.
+    Text,
+    /// A [`Status`]; a reply must give it.
+    Status,
+    /// Any reply value (lists only).
+    Raw,
+}
+
+/// A value a script takes.
+pub(crate) trait Arg {
+    /// How the header reads it.
+    const KIND: Kind;
+    /// The value as sent.
+    fn into_value(self) -> Value;
+}
+
+impl Arg for u64 {
+    const KIND: Kind = Kind::Number;
+    fn into_value(self) -> Value {
+        Value::Integer(i64::try_from(self).unwrap_or(i64::MAX))
+    }
+}
+
+impl Arg for i64 {
+    const KIND: Kind = Kind::Number;
+    fn into_value(self) -> Value {
+        Value::Integer(self)
+    }
+}
+
+impl Arg for u32 {
+    const KIND: Kind = Kind::Number;
+    fn into_value(self) -> Value {
+        Value::Integer(i64::from(self))
+    }
+}
+
+/// A connection id, passed as text: the scripts build key names from it, and joining a Lua
+/// number into a string costs several times joining a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnId(pub(crate) u32);
+
+impl Arg for ConnId {
+    const KIND: Kind = Kind::Text;
+    fn into_value(self) -> Value {
+        Value::Integer(i64::from(self.0))
+    }
+}
+
+impl Arg for bool {
+    const KIND: Kind = Kind::Flag;
+    fn into_value(self) -> Value {
+        Value::from(if self { "1" } else { "0" })
+    }
+}
+
+impl Arg for String {
+    const KIND: Kind = Kind::Text;
+    fn into_value(self) -> Value {
+        Value::from(self)
+    }
+}
+
+impl Arg for Bytes {
+    const KIND: Kind = Kind::Text;
+    fn into_value(self) -> Value {
+        Value::Bytes(self)
+    }
+}
+
+/// A value a script answers.
+pub(crate) trait Field: Sized {
+    /// How the header's `reply` writes it.
+    const KIND: Kind;
+    /// The value read; `None` when it is not of this type.
+    fn from_value(value: Value) -> Option<Self>;
+}
+
+impl Field for u64 {
+    const KIND: Kind = Kind::Number;
+    fn from_value(value: Value) -> Option<Self> {
+        value.as_u64()
+    }
+}
+
+impl Field for i64 {
+    const KIND: Kind = Kind::Number;
+    fn from_value(value: Value) -> Option<Self> {
+        value.as_i64()
+    }
+}
+
+impl Field for u32 {
+    const KIND: Kind = Kind::Number;
+    fn from_value(value: Value) -> Option<Self> {
+        value.as_u64().and_then(|v| u32::try_from(v).ok())
+    }
+}
+
+impl Field for bool {
+    const KIND: Kind = Kind::Flag;
+    fn from_value(value: Value) -> Option<Self> {
+        match value.as_i64()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+}
+
+impl Field for String {
+    const KIND: Kind = Kind::Text;
+    fn from_value(value: Value) -> Option<Self> {
+        value.into_string()
+    }
+}
+
+impl Field for Status {
+    const KIND: Kind = Kind::Status;
+    fn from_value(value: Value) -> Option<Self> {
+        Status::from_code(value.as_i64()?)
+    }
+}
+
+impl Field for Value {
+    const KIND: Kind = Kind::Raw;
+    fn from_value(value: Value) -> Option<Self> {
+        Some(value)
+    }
+}
+
+/// Why a reply does not match its declaration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ReplyError {
+    /// A declared field is missing.
+    #[error("without its {0}")]
+    Missing(&'static str),
+    /// A value is not of its declared type.
+    #[error("an unreadable {0}")]
+    Unreadable(&'static str),
+    /// More values than declared.
+    #[error("more than it declares")]
+    TooLong,
+}
+
+/// Reads the next field of a reply.
+fn next_field<T: Field>(
+    values: &mut std::vec::IntoIter<Value>,
+    name: &'static str,
+) -> Result<T, ReplyError> {
+    let value = values.next().ok_or(ReplyError::Missing(name))?;
+    T::from_value(value).ok_or(ReplyError::Unreadable(name))
+}
+
+/// Reads the rest of a reply as a list.
+fn rest_fields<T: Field>(
+    values: &mut std::vec::IntoIter<Value>,
+    name: &'static str,
+) -> Result<Vec<T>, ReplyError> {
+    values
+        .map(|v| T::from_value(v).ok_or(ReplyError::Unreadable(name)))
+        .collect()
+}
+
+/// What a declaration says, for the header.
+#[derive(Debug)]
+pub(crate) struct Spec {
+    /// The script's name, for messages.
+    pub(crate) name: &'static str,
+    keys: &'static [&'static str],
+    key_list: Option<&'static str>,
+    args: &'static [(&'static str, Kind)],
+    arg_list: Option<&'static str>,
+    reply: &'static [(&'static str, Kind)],
+    preludes: &'static [&'static str],
+    body: &'static str,
+}
+
+impl Spec {
+    /// The whole script: the generated header, the preludes, the script's file.
+    pub(crate) fn source(&self) -> String {
+        let mut out = self.header();
+        for prelude in self.preludes {
+            out.push_str(prelude);
+        }
+        out.push_str(self.body);
+        out
+    }
+
+    fn header(&self) -> String {
+        let mut out = format!(
+            "-- {}: header generated from its declaration in store/redis/scripts.rs.\n",
+            self.name
+        );
+        if self.reply.iter().any(|(_, kind)| *kind == Kind::Status) {
+            let statuses: Vec<String> = Status::ALL
+                .iter()
+                .map(|(status, lua)| format!("{lua} = {}", *status as i64))
+                .collect();
+            let _ = writeln!(out, "local S = {{{}}}", statuses.join(", "));
+        }
+        for (i, name) in (1..).zip(self.keys) {
+            let _ = writeln!(out, "local {name} = KEYS[{i}]");
+        }
+        if let Some(list) = self.key_list {
+            push_list(&mut out, list, "KEYS", self.keys.len() + 1);
+        }
+        // Locals, not a table: a script reads them many times and a table costs Redis time on
+        // every call.
+        for (i, (name, kind)) in (1..).zip(self.args) {
+            let _ = match kind {
+                Kind::Number => writeln!(out, "local {name} = tonumber(ARGV[{i}])"),
+                Kind::Flag => writeln!(out, "local {name} = ARGV[{i}] == '1'"),
+                Kind::Text | Kind::Status | Kind::Raw => writeln!(out, "local {name} = ARGV[{i}]"),
+            };
+        }
+        if let Some(list) = self.arg_list {
+            push_list(&mut out, list, "ARGV", self.args.len() + 1);
+        }
+        out.push_str("local function reply(r, list)\n  local out = {");
+        let fields: Vec<String> = self
+            .reply
+            .iter()
+            .map(|(name, kind)| match kind {
+                Kind::Number => format!("(r.{name} or 0)"),
+                Kind::Flag => format!("(r.{name} and 1 or 0)"),
+                Kind::Text => format!("tostring(r.{name} or '')"),
+                Kind::Status | Kind::Raw => format!("r.{name}"),
+            })
+            .collect();
+        out.push_str(&fields.join(", "));
+        out.push_str(
+            "}\n  if list then\n    for i = 1, #list do out[#out + 1] = list[i] end\n  end\n  return out\nend\n",
+        );
+        out
+    }
+
+    /// Every name the header declares.
+    #[cfg(test)]
+    fn declared(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.keys
+            .iter()
+            .copied()
+            .chain(self.key_list)
+            .chain(self.args.iter().map(|(name, _)| *name))
+            .chain(self.arg_list)
+    }
+}
+
+/// `local name = {}` filled from `SOURCE[first..]`.
+fn push_list(out: &mut String, name: &str, source: &str, first: usize) {
+    let _ = writeln!(
+        out,
+        "local {name} = {{}}\nfor i = {first}, #{source} do {name}[#{name} + 1] = {source}[i] end"
+    );
+}
+
+/// A call of one script: its keys and arguments, and how its reply reads.
+pub(crate) trait ScriptCall: Sized {
+    /// The reply, by name.
+    type Reply;
+    /// The declaration.
+    const SPEC: Spec;
+    /// The script, compiled (its SHA1 computed) once per process.
+    fn script() -> &'static Script;
+    /// The keys and the arguments, in declaration order.
+    fn into_parts(self) -> (Vec<String>, Vec<Value>);
+    /// Reads a reply.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplyError`] when the reply does not match the declaration.
+    fn parse(values: Vec<Value>) -> Result<Self::Reply, ReplyError>;
+}
+
+macro_rules! name_of {
+    () => {
+        None
+    };
+    ($name:ident) => {
+        Some(stringify!($name))
+    };
+}
+
+/// Declares a script: `Call -> Reply = "file.lua" [preludes]`, then its `keys`, `args` and
+/// `reply` by name (a `+ name` after the braces is a trailing list).
+macro_rules! script {
+    (
+        $(#[$doc:meta])*
+        $call:ident -> $reply:ident = $file:literal [$($prelude:ident),*];
+        keys { $($key:ident),* $(,)? } $(+ $key_list:ident)?;
+        args { $($arg:ident: $arg_ty:ty),* $(,)? } $(+ $arg_list:ident: $arg_list_ty:ty)?;
+        reply { $($field:ident: $field_ty:ty),* $(,)? } $(+ $reply_list:ident: $reply_list_ty:ty)?;
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub(crate) struct $call {
+            $(pub(crate) $key: String,)*
+            $(pub(crate) $key_list: Vec<String>,)?
+            $(pub(crate) $arg: $arg_ty,)*
+            $(pub(crate) $arg_list: Vec<$arg_list_ty>,)?
+        }
+
+        #[doc = concat!("What `", $file, "` answers.")]
+        #[derive(Debug)]
+        pub(crate) struct $reply {
+            $(pub(crate) $field: $field_ty,)*
+            $(pub(crate) $reply_list: Vec<$reply_list_ty>,)?
+        }
+
+        impl ScriptCall for $call {
+            type Reply = $reply;
+
+            const SPEC: Spec = Spec {
+                name: $file,
+                keys: &[$(stringify!($key)),*],
+                key_list: name_of!($($key_list)?),
+                args: &[$((stringify!($arg), <$arg_ty as Arg>::KIND)),*],
+                arg_list: name_of!($($arg_list)?),
+                reply: &[$((stringify!($field), <$field_ty as Field>::KIND)),*],
+                preludes: &[$($prelude),*],
+                body: include_str!(concat!("lua/", $file)),
+            };
+
+            fn script() -> &'static Script {
+                static SCRIPT: LazyLock<Script> =
+                    LazyLock::new(|| Script::from_lua(<$call as ScriptCall>::SPEC.source()));
+                &SCRIPT
+            }
+
+            #[allow(unused_mut)]
+            fn into_parts(self) -> (Vec<String>, Vec<Value>) {
+                let mut keys: Vec<String> = vec![$(self.$key),*];
+                $(keys.extend(self.$key_list);)?
+                let mut args: Vec<Value> = vec![$(Arg::into_value(self.$arg)),*];
+                $(args.extend(self.$arg_list.into_iter().map(Arg::into_value));)?
+                (keys, args)
+            }
+
+            fn parse(values: Vec<Value>) -> Result<$reply, ReplyError> {
+                let mut values = values.into_iter();
+                let reply = $reply {
+                    $($field: next_field(&mut values, stringify!($field))?,)*
+                    $($reply_list: rest_fields(&mut values, stringify!($reply_list))?,)?
+                };
+                if values.next().is_some() {
+                    return Err(ReplyError::TooLong);
+                }
+                Ok(reply)
+            }
+        }
+    };
+}
+
+script! {
+    /// Stores one message for a connection, or for the peer's discovery queue (`conn` 0).
+    Deliver -> Delivered = "deliver.lua" [PRELUDE, PEER];
+    keys { base };
+    args {
+        conn: ConnId, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
+        max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
+    };
+    reply { status: Status, budget_due: bool, budget_member: String, evicted: u64, expired: u64 };
+}
+
+script! {
+    /// Registers a poll and hands out what is waiting, acknowledging `receipts` first.
+    Begin -> Begun = "begin.lua" [PRELUDE, PEER];
+    keys { base };
+    args {
+        conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
+        idle_ms: u64, max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
+        budget_span_ms: u64, grace_ms: u64,
+    } + receipts: u64;
+    reply {
+        status: Status, generation: i64, budget_due: bool, evicted: u64, expired: u64,
+        acknowledged: u64,
+    } + messages: Value;
+}
+
+script! {
+    /// Hands out what waits for a poll in flight, or ends it.
+    Take -> Taken = "take.lua" [PRELUDE, PEER];
+    keys { base };
+    args {
+        conn: ConnId, generation: i64, max: u64, ack_lease_ms: u64, ttl_ms: u64, last: bool,
+        keep_ms: u64,
+    };
+    reply { status: Status, expired: u64 } + messages: Value;
+}
+
+script! {
+    /// Deletes what polls of a connection handed out.
+    Ack -> Acked = "ack.lua" [PRELUDE, PEER];
+    keys { base };
+    args { conn: ConnId } + receipts: u64;
+    reply { acknowledged: u64 };
+}
+
+script! {
+    /// Which connections of a peer have a poll in flight.
+    Polling -> InFlight = "polling.lua" [PRELUDE, PEER];
+    keys { base };
+    args {} + conns: u32;
+    reply {} + conns: u32;
+}
+
+script! {
+    /// Takes or refreshes a unit of a project budget.
+    TakeBudget -> BudgetTaken = "budget.lua" [PRELUDE];
+    keys { budget, other };
+    args { refresh: bool, member: String, span_ms: u64, max: u64 };
+    reply { granted: bool };
+}
+
+script! {
+    /// The units held in a project's budgets.
+    CountBudgets -> BudgetCount = "budget_count.lua" [PRELUDE];
+    keys { polled, mail };
+    args {};
+    reply { count: u64 };
+}
+
+script! {
+    /// The live members of a project's polled budget.
+    BudgetMembers -> Members = "budget_members.lua" [PRELUDE];
+    keys { polled };
+    args {};
+    reply {} + members: String;
+}
+
+script! {
+    /// Puts a revocation in force unless a longer one of its target is.
+    PutRevocation -> RevocationInForce = "revocation_put.lua" [PRELUDE];
+    keys { all, version };
+    args { target: String, stored: String, until_secs: u64 };
+    reply { in_force: String };
+}
+
+script! {
+    /// The revocations holding after a time.
+    ListRevocations -> RevocationList = "revocation_list.lua" [PRELUDE];
+    keys { all };
+    args { now_secs: u64 };
+    reply {} + stored: String;
+}
+
+script! {
+    /// The revocations' change counter.
+    ReadRevocationsVersion -> RevocationsCounter = "revocation_version.lua" [PRELUDE];
+    keys { version };
+    args {};
+    reply { version: u64 };
+}
+
+script! {
+    /// Adds to one hour's usage totals of a project.
+    AddUsage -> UsageAdded = "usage_add.lua" [PRELUDE];
+    keys { hour };
+    args { ttl_secs: u64 } + fields: String;
+    reply {};
+}
+
+script! {
+    /// Reads hours of a project's usage totals.
+    ReadUsage -> UsageRead = "usage_read.lua" [PRELUDE];
+    keys {} + hours;
+    args {};
+    reply {} + hours: Value;
+}
+
+script! {
+    /// Takes or renews a lease.
+    AcquireLease -> LeaseAcquired = "lease_acquire.lua" [PRELUDE];
+    keys { lease };
+    args { holder: String, ms: u64 };
+    reply { held: bool };
+}
+
+script! {
+    /// Gives a lease up.
+    ReleaseLease -> LeaseReleased = "lease_release.lua" [PRELUDE];
+    keys { lease };
+    args { holder: String };
+    reply { released: bool };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every declaration.
+    fn all() -> Vec<&'static Spec> {
+        vec![
+            &Deliver::SPEC,
+            &Begin::SPEC,
+            &Take::SPEC,
+            &Ack::SPEC,
+            &Polling::SPEC,
+            &TakeBudget::SPEC,
+            &CountBudgets::SPEC,
+            &BudgetMembers::SPEC,
+            &PutRevocation::SPEC,
+            &ListRevocations::SPEC,
+            &ReadRevocationsVersion::SPEC,
+            &AddUsage::SPEC,
+            &ReadUsage::SPEC,
+            &AcquireLease::SPEC,
+            &ReleaseLease::SPEC,
+        ]
+    }
+
+    /// The Lua without comments.
+    fn code(lua: &str) -> String {
+        lua.lines()
+            .map(|line| line.split("--").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The identifiers in `lua`, in order.
+    fn identifiers(lua: &str) -> Vec<&str> {
+        lua.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+
+    /// The names `local` statements (and `local function`s) in `lua` define.
+    fn locals(lua: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in code(lua).lines() {
+            let Some(rest) = line.trim_start().strip_prefix("local ") else {
+                continue;
+            };
+            match rest.strip_prefix("function ") {
+                Some(f) => out.extend(identifiers(f).first().map(|n| (*n).to_owned())),
+                None => out.extend(
+                    rest.split('=')
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(|n| n.trim().to_owned()),
+                ),
+            }
+        }
+        out
+    }
+
+    /// The status names `S.NAME` used in `lua`.
+    fn statuses_used(lua: &str) -> Vec<String> {
+        let code = code(lua);
+        let mut out = Vec::new();
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find("S.") {
+            let before = rest[..at].chars().next_back();
+            rest = &rest[at + 2..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            out.push(
+                identifiers(rest)
+                    .first()
+                    .map(|n| (*n).to_owned())
+                    .unwrap_or_default(),
+            );
+        }
+        out
+    }
+
+    const LUA_KEYWORDS: &[&str] = &[
+        "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "if", "in",
+        "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
+    ];
+
+    #[test]
+    fn scripts_use_what_they_declare_and_never_shadow_it() {
+        for spec in all() {
+            let lua = code(&(spec.preludes.concat() + spec.body));
+            let used = identifiers(&lua);
+            let defined = locals(&lua);
+            for declared in spec.declared() {
+                assert!(
+                    used.contains(&declared),
+                    "{}: {declared} is never used",
+                    spec.name
+                );
+                assert!(
+                    !defined.iter().any(|d| d == declared),
+                    "{}: a local shadows {declared}",
+                    spec.name
+                );
+                assert!(
+                    !LUA_KEYWORDS.contains(&declared),
+                    "{}: {declared}",
+                    spec.name
+                );
+            }
+            for (field, _) in spec.reply {
+                assert!(!LUA_KEYWORDS.contains(field), "{}: {field}", spec.name);
+            }
+            let statuses = statuses_used(&lua);
+            let has_status = spec.reply.iter().any(|(_, kind)| *kind == Kind::Status);
+            assert_eq!(!statuses.is_empty(), has_status, "{}", spec.name);
+            for status in statuses {
+                assert!(
+                    Status::ALL.iter().any(|(_, lua)| *lua == status),
+                    "{}: S.{status}",
+                    spec.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scripts_answer_only_through_reply() {
+        for spec in all() {
+            let mut rest = spec.body;
+            let mut returns = 0;
+            while let Some(at) = rest.find("return") {
+                rest = &rest[at + "return".len()..];
+                returns += 1;
+                assert!(
+                    rest.starts_with(" reply{") || rest.starts_with(" reply("),
+                    "{}: a return that is not reply{{...}}: return{}",
+                    spec.name,
+                    rest.lines().next().unwrap_or_default()
+                );
+            }
+            assert!(returns > 0, "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn the_header_names_statuses_keys_arguments_and_the_reply() {
+        let header = Ack::SPEC.header();
+        assert_eq!(
+            header,
+            "-- ack.lua: header generated from its declaration in store/redis/scripts.rs.\n\
+             local base = KEYS[1]\n\
+             local conn = ARGV[1]\n\
+             local receipts = {}\n\
+             for i = 2, #ARGV do receipts[#receipts + 1] = ARGV[i] end\n\
+             local function reply(r, list)\n  local out = {(r.acknowledged or 0)}\n  \
+             if list then\n    for i = 1, #list do out[#out + 1] = list[i] end\n  end\n  \
+             return out\nend\n"
+        );
+        let deliver = Deliver::SPEC.header();
+        assert!(
+            deliver.contains(
+                "local S = {OK = 0, SUPERSEDED = 1, FULL = 2, TOO_MANY_PEER = 3, NEED_BUDGET = 4}\n"
+            ),
+            "{deliver}"
+        );
+        assert!(
+            deliver.contains("local granted = ARGV[8] == '1'\n"),
+            "{deliver}"
+        );
+        assert!(
+            deliver.contains("local capacity = tonumber(ARGV[3])\n"),
+            "{deliver}"
+        );
+        assert!(deliver.contains("local envelope = ARGV[2]\n"), "{deliver}");
+        assert!(
+            deliver.contains("{r.status, (r.budget_due and 1 or 0), tostring(r.budget_member or ''), (r.evicted or 0), (r.expired or 0)}"),
+            "{deliver}"
+        );
+        let read = ReadUsage::SPEC.header();
+        assert!(
+            read.contains("for i = 1, #KEYS do hours[#hours + 1] = KEYS[i] end"),
+            "{read}"
+        );
+        assert!(!read.contains("local S"), "{read}");
+    }
+
+    #[test]
+    fn status_codes_are_distinct_and_read_back() {
+        for (i, (status, lua)) in Status::ALL.iter().enumerate() {
+            assert_eq!(Status::from_code(*status as i64), Some(*status));
+            assert!(Status::ALL
+                .iter()
+                .skip(i + 1)
+                .all(|(other, name)| *other as i64 != *status as i64 && name != lua));
+        }
+        assert_eq!(Status::from_code(99), None);
+    }
+
+    #[test]
+    fn calls_send_keys_and_arguments_in_declaration_order() {
+        let (keys, args) = Begin {
+            base: "pb:{p:g:a}:".into(),
+            conn: ConnId(100),
+            node: "n1".into(),
+            wait_ms: 30_000,
+            max: 64,
+            ack_lease_ms: 5_000,
+            ttl_ms: 1,
+            idle_ms: 2,
+            max_per_peer: 3,
+            keep_ms: 4,
+            granted: true,
+            channel_prefix: "pb:node:".into(),
+            budget_span_ms: 5,
+            grace_ms: 6,
+            receipts: vec![7, 8],
+        }
+        .into_parts();
+        assert_eq!(keys, ["pb:{p:g:a}:"]);
+        let args: Vec<String> = args.into_iter().filter_map(Value::into_string).collect();
+        assert_eq!(
+            args,
+            [
+                "100", "n1", "30000", "64", "5000", "1", "2", "3", "4", "1", "pb:node:", "5", "6",
+                "7", "8"
+            ]
+        );
+        let (keys, args) = ReadUsage {
+            hours: vec!["a".into(), "b".into()],
+        }
+        .into_parts();
+        assert_eq!((keys.len(), args.len()), (2, 0));
+    }
+
+    #[test]
+    fn replies_are_read_by_name_and_checked() {
+        let taken = Take::parse(vec![
+            Value::Integer(0),
+            Value::Integer(3),
+            Value::from("m1"),
+            Value::from("m2"),
+        ])
+        .unwrap();
+        assert_eq!(taken.status, Status::Ok);
+        assert_eq!(taken.expired, 3);
+        assert_eq!(taken.messages, [Value::from("m1"), Value::from("m2")]);
+
+        let delivered = Deliver::parse(vec![
+            Value::Integer(4),
+            Value::Integer(0),
+            Value::Integer(100),
+            Value::Integer(0),
+            Value::Integer(2),
+        ])
+        .unwrap();
+        assert_eq!(delivered.status, Status::NeedBudget);
+        assert!(!delivered.budget_due);
+        assert_eq!(delivered.budget_member, "100");
+
+        assert_eq!(
+            Take::parse(Vec::new()).unwrap_err(),
+            ReplyError::Missing("status")
+        );
+        assert_eq!(
+            Take::parse(vec![Value::Integer(9), Value::Integer(0)]).unwrap_err(),
+            ReplyError::Unreadable("status")
+        );
+        assert_eq!(
+            Ack::parse(vec![Value::Integer(1), Value::Integer(2)]).unwrap_err(),
+            ReplyError::TooLong
+        );
+        assert_eq!(
+            TakeBudget::parse(vec![Value::Integer(2)]).unwrap_err(),
+            ReplyError::Unreadable("granted")
+        );
+        assert_eq!(
+            Polling::parse(vec![Value::from("100"), Value::from("x")]).unwrap_err(),
+            ReplyError::Unreadable("conns")
+        );
+    }
+}
