@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, HeaderValue};
 
-use crate::call::Caller;
+use crate::auth::Identity;
 use crate::config::Cidr;
 
 /// Most bindings kept; when full, those expired for a while go first, then the one that
@@ -156,12 +156,18 @@ pub(crate) struct Bindings {
 }
 
 impl Bindings {
-    /// Binds `caller`'s peer at `client` to the token it presented, until the token expires.
-    pub(crate) fn note(&self, caller: &Caller, client: Option<IpAddr>, now: u64) {
-        let (Some(client), Some(credential)) = (client, caller.credential()) else {
+    /// Binds the peer of `identity` at `client` to `credential`, the token it was verified
+    /// from, until the token expires.
+    pub(crate) fn note(
+        &self,
+        identity: &Identity,
+        credential: Option<&HeaderValue>,
+        client: Option<IpAddr>,
+        now: u64,
+    ) {
+        let (Some(client), Some(credential)) = (client, credential) else {
             return;
         };
-        let identity = &caller.identity;
         let key = Key {
             group: Arc::clone(&identity.group),
             peer: Arc::clone(&identity.peer),

@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use super::Caller;
 use crate::proto::{AnalyticsReportReq, EventType};
-use crate::state::State;
 
 /// Events of one report that are counted.
 pub(crate) const MAX_EVENTS: usize = 256;
@@ -34,13 +32,9 @@ pub(crate) struct Analytics {
     dropped: std::sync::atomic::AtomicU64,
 }
 
-/// Counts `report` for the caller's project.
-pub(crate) fn record(state: &State, caller: &Caller, report: &AnalyticsReportReq) {
-    state.analytics.record(&caller.identity.project_id, report);
-}
-
 impl Analytics {
-    fn record(&self, project: &Arc<str>, report: &AnalyticsReportReq) {
+    /// Counts `report` for `project`.
+    pub(crate) fn record(&self, project: &Arc<str>, report: &AnalyticsReportReq) {
         let mut dropped = report.events.len().saturating_sub(MAX_EVENTS);
         let mut counted: BTreeMap<Option<EventType>, u64> = BTreeMap::new();
         for event in report.events.iter().take(MAX_EVENTS) {

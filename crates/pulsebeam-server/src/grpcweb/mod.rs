@@ -246,7 +246,12 @@ async fn handle(
         let body = crate::body::read(request.into_body(), limits).await?;
         if method != Method::Recv {
             if let Ok(client) = client {
-                state.bindings.note(&caller, client, state.now_unix());
+                state.bindings.note(
+                    &caller.identity,
+                    caller.credential(),
+                    client,
+                    state.now_unix(),
+                );
             }
         }
         (caller, body)
@@ -307,7 +312,9 @@ async fn dispatch(
         Method::AnalyticsReport => {
             let report =
                 AnalyticsReportReq::decode(message).map_err(|_| malformed("AnalyticsReportReq"))?;
-            call::analytics::record(state, &caller, &report);
+            state
+                .analytics
+                .record(&caller.identity.project_id, &report);
             Ok(unary_response(&AnalyticsReportResp {}))
         }
         Method::Recv => {
