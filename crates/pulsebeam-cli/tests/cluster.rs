@@ -1025,3 +1025,97 @@ async fn usage_totals_are_summed_across_nodes() {
         }
     }
 }
+
+/// gRPC-web across nodes: bob's token authenticates a `Prepare` on node A; his `Recv` stream
+/// without a token opens on node B (admitted by the binding the nodes share in Redis); what
+/// alice sends on A (gRPC-web) and carol on C (Twirp) is pushed on B's stream; a newer stream of
+/// bob's connection on A ends B's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_streams_cross_nodes_with_the_binding_in_redis() {
+    use pulsebeam_load::grpc_web::{Call, Frame, SIGNALING};
+    use pulsebeam_server::proto::PrepareReq;
+
+    let Some(redis) = redis_url() else { return };
+    let cluster = Cluster::start(&redis, "grpc-web", 3).await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let alice = cluster.peer("alice", 100);
+    let bob = cluster.peer("bob", 200);
+    let carol = cluster.peer("carol", 300);
+    let within = Duration::from_secs(5);
+
+    let prepare = Call::open(
+        a.addr,
+        &format!("{SIGNALING}/Prepare"),
+        Some(&bob.bearer),
+        &PrepareReq {}.encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    let (_, status) = prepare.finish(within).await.unwrap();
+    assert_eq!(status, Some((0, String::new())), "{}", cluster.logs());
+
+    let open_stream = |node: &Node| {
+        let addr = node.addr;
+        let body = bob.recv_body();
+        async move {
+            let mut call = Call::open(addr, &format!("{SIGNALING}/Recv"), None, &body)
+                .await
+                .unwrap();
+            assert_eq!(call.header_status, None);
+            // The first frame is the keep-alive sent at once.
+            assert!(matches!(
+                call.next(within).await.unwrap(),
+                Some(Frame::Data(_))
+            ));
+            call
+        }
+    };
+    let mut on_b = open_stream(b).await;
+
+    let message = |seq: u32| {
+        let body = alice.send_body(&bob.info, seq, signal(seq));
+        SendReq::decode(body).unwrap().encode_to_vec()
+    };
+    let sent = Call::open(
+        a.addr,
+        &format!("{SIGNALING}/Send"),
+        Some(&alice.bearer),
+        &message(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sent.finish(within).await.unwrap().1,
+        Some((0, String::new()))
+    );
+    assert_eq!(carol.send(c, &bob.info, 2, signal(2)).await.status, 200);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match on_b.next(within).await.unwrap() {
+            Some(Frame::Data(data)) => {
+                let msg = RecvResp::decode(data).unwrap().msgs.remove(0);
+                if let Some(header) = msg.header {
+                    got.push(header.seqnum);
+                }
+            }
+            other => panic!("the stream ended: {other:?}\n{}", cluster.logs()),
+        }
+    }
+    assert_eq!(got, [1, 2]);
+
+    let _on_a = open_stream(a).await;
+    let ended = loop {
+        match on_b.next(within).await.unwrap() {
+            Some(Frame::Data(_)) => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(
+        ended,
+        Some(Frame::Status(0, String::new())),
+        "{}",
+        cluster.logs()
+    );
+}

@@ -18,6 +18,7 @@
 pub mod baseline;
 pub mod client;
 mod error;
+pub mod grpc_web;
 pub mod idle;
 pub mod keys;
 pub mod process;

@@ -39,13 +39,7 @@ use axum::http::{HeaderMap, HeaderValue};
 
 use crate::auth::Identity;
 use crate::config::Cidr;
-
-/// Most bindings kept; when full, those expired for a while go first, then the one that
-/// expires first.
-const CAPACITY: usize = 200_000;
-
-/// How long an expired binding is kept, so that its client is told its token expired.
-const KEEP_EXPIRED_SECS: u64 = 3600;
+use crate::store::{BindingKey, BindingStore, StoreError};
 
 /// Why a tokenless `Recv` cannot be bound to a client address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,29 +130,39 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    group: Arc<str>,
-    peer: Arc<str>,
-    client: IpAddr,
-}
+/// A binding as this node last wrote it: (group, peer, client) -> (credential, valid until).
+type Written = HashMap<(Arc<str>, Arc<str>, IpAddr), (HeaderValue, u64)>;
 
-#[derive(Debug, Clone)]
-struct Bound {
-    credential: HeaderValue,
-    valid_until: u64,
-}
-
-/// The bindings of this node (see the module docs).
-#[derive(Debug, Default)]
+/// The bindings a node uses: the store it shares with the other nodes, and what this node
+/// last wrote there, so that a peer's every unary call does not write the same binding again.
 pub(crate) struct Bindings {
-    map: Mutex<HashMap<Key, Bound>>,
+    store: Arc<dyn BindingStore>,
+    written: Mutex<Written>,
 }
+
+impl std::fmt::Debug for Bindings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bindings").finish_non_exhaustive()
+    }
+}
+
+/// Most bindings a node remembers having written; beyond, it forgets them all and writes again.
+const WRITTEN_CAPACITY: usize = 100_000;
 
 impl Bindings {
+    /// Bindings kept in `store`.
+    pub(crate) fn new(store: Arc<dyn BindingStore>) -> Self {
+        Bindings {
+            store,
+            written: Mutex::default(),
+        }
+    }
+
     /// Binds the peer of `identity` at `client` to `credential`, the token it was verified
-    /// from, until the token expires.
-    pub(crate) fn note(
+    /// from, until the token expires. A binding that cannot be written is logged: the peer's
+    /// `Recv` without a token is then refused with a retryable status until a later call binds
+    /// it.
+    pub(crate) async fn note(
         &self,
         identity: &Identity,
         credential: Option<&HeaderValue>,
@@ -168,50 +172,64 @@ impl Bindings {
         let (Some(client), Some(credential)) = (client, credential) else {
             return;
         };
-        let key = Key {
-            group: Arc::clone(&identity.group),
-            peer: Arc::clone(&identity.peer),
-            client: client_key(client),
+        let Ok(text) = credential.to_str() else {
+            return;
         };
-        let Ok(mut map) = self.map.lock() else { return };
-        if map
-            .get(&key)
-            .is_some_and(|b| b.credential == credential && b.valid_until == identity.valid_until)
-        {
+        let client = client_key(client);
+        let cache_key = (
+            Arc::clone(&identity.group),
+            Arc::clone(&identity.peer),
+            client,
+        );
+        let already = self.written.lock().ok().is_some_and(|written| {
+            written
+                .get(&cache_key)
+                .is_some_and(|(c, until)| c == credential && *until == identity.valid_until)
+        });
+        if already {
             return;
         }
-        if map.len() >= CAPACITY && !map.contains_key(&key) {
-            map.retain(|_, b| b.valid_until.saturating_add(KEEP_EXPIRED_SECS) > now);
-            if map.len() >= CAPACITY {
-                let first = map
-                    .iter()
-                    .min_by_key(|(_, b)| b.valid_until)
-                    .map(|(k, _)| k.clone());
-                if let Some(first) = first {
-                    map.remove(&first);
+        let key = BindingKey {
+            group: &identity.group,
+            peer: &identity.peer,
+            client,
+        };
+        match self.store.put(key, text, identity.valid_until, now).await {
+            Ok(()) => {
+                if let Ok(mut written) = self.written.lock() {
+                    if written.len() >= WRITTEN_CAPACITY {
+                        written.clear();
+                    }
+                    written.insert(cache_key, (credential.clone(), identity.valid_until));
                 }
             }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot bind a peer for its Recv without a token");
+            }
         }
-        map.insert(
-            key,
-            Bound {
-                credential: credential.clone(),
-                valid_until: identity.valid_until,
-            },
-        );
     }
 
-    /// The token bound to `(group, peer)` at `client`, expired or not: admitting it tells a
-    /// client whose token expired so (a fatal `unauthenticated`), where no binding at all is
-    /// a condition its next unary call mends.
-    pub(crate) fn lookup(&self, group: &str, peer: &str, client: IpAddr) -> Option<HeaderValue> {
-        let key = Key {
-            group: Arc::from(group),
-            peer: Arc::from(peer),
+    /// The token bound to `(group, peer)` at `client`, expired or not (for an hour): admitting
+    /// it tells a client whose token expired so (a fatal `unauthenticated`), where no binding at
+    /// all is a condition its next unary call mends.
+    ///
+    /// # Errors
+    ///
+    /// The store's, when it cannot be reached.
+    pub(crate) async fn lookup(
+        &self,
+        group: &str,
+        peer: &str,
+        client: IpAddr,
+        now: u64,
+    ) -> Result<Option<HeaderValue>, StoreError> {
+        let key = BindingKey {
+            group,
+            peer,
             client: client_key(client),
         };
-        let map = self.map.lock().ok()?;
-        map.get(&key).map(|bound| bound.credential.clone())
+        let found = self.store.get(key, now).await?;
+        Ok(found.and_then(|text| HeaderValue::from_str(&text).ok()))
     }
 }
 

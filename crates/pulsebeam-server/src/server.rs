@@ -19,8 +19,9 @@ use crate::metrics::Metrics;
 use crate::revoke::{Revocation, RevocationError, Revocations};
 use crate::state::State;
 use crate::store::{
-    LocalRevocations, MailboxStore, MemoryStore, MemoryUsage, RedisConnection, RedisRevocations,
-    RedisStore, RedisUsage, RevocationStore, StartError, UsageStore,
+    BindingStore, LocalRevocations, MailboxStore, MemoryBindings, MemoryStore, MemoryUsage,
+    RedisBindings, RedisConnection, RedisRevocations, RedisStore, RedisUsage, RevocationStore,
+    StartError, UsageStore,
 };
 use crate::tasks::Tasks;
 use crate::usage::Usage;
@@ -169,7 +170,7 @@ impl ServerBuilder {
             reloading: std::sync::Mutex::new(()),
             tls,
             tasks: Tasks::new(runtime),
-            bindings: Default::default(),
+            bindings: crate::binding::Bindings::new(stores.bindings),
             analytics: Default::default(),
         });
         crate::sync::start(&state);
@@ -183,6 +184,7 @@ struct Stores {
     mailboxes: Arc<dyn MailboxStore>,
     revocations: Arc<dyn RevocationStore>,
     usage: Arc<dyn UsageStore>,
+    bindings: Arc<dyn BindingStore>,
     in_force: Vec<Revocation>,
 }
 
@@ -215,7 +217,8 @@ fn build_stores(
         return Ok(Stores {
             mailboxes,
             revocations: Arc::new(RedisRevocations::new(connection.clone(), prefix)),
-            usage: Arc::new(RedisUsage::new(connection, prefix)),
+            usage: Arc::new(RedisUsage::new(connection.clone(), prefix)),
+            bindings: Arc::new(RedisBindings::new(connection, prefix)),
             in_force: Vec::new(),
         });
     }
@@ -237,6 +240,7 @@ fn build_stores(
         in_force: revocations.in_force(now),
         revocations: Arc::new(revocations),
         usage: Arc::new(MemoryUsage::new()),
+        bindings: Arc::new(MemoryBindings::new()),
     })
 }
 

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use pulsebeam_server::store::conformance::{self, Factory, Setup};
 use pulsebeam_server::store::{
-    Envelope, PeerAddr, PollOptions, RedisConnection, RedisRevocations, RedisUsage,
-    RevocationStore, StoreError, UsageStore,
+    BindingStore, Envelope, PeerAddr, PollOptions, RedisBindings, RedisConnection,
+    RedisRevocations, RedisUsage, RevocationStore, StoreError, UsageStore,
 };
 use pulsebeam_server::{Limits, MailboxStore, RedisStore, StoreBackend, StoreConfig};
 
@@ -167,12 +167,25 @@ fn usage_factory(urls: Vec<String>, cluster: bool) -> conformance::usage::Factor
     })
 }
 
+/// Binding stores for one namespace share a prefix, each on a connection of its own: nodes.
+fn bindings_factory(urls: Vec<String>, cluster: bool) -> conformance::bindings::Factory {
+    let run = unique_prefix("bindings");
+    Arc::new(move |namespace: &str| {
+        let prefix = format!("{run}:{namespace}");
+        let config = store_config(&urls, cluster, &prefix, Duration::from_secs(5));
+        let connection = RedisConnection::new(&config).unwrap();
+        Arc::new(RedisBindings::new(connection, &prefix)) as Arc<dyn BindingStore>
+    })
+}
+
 async fn run_shared_conformance(urls: Vec<String>, cluster: bool) {
     let failed =
         conformance::revocations::run_all(revocations_factory(urls.clone(), cluster)).await;
     assert!(failed.is_empty(), "revocations failed: {failed:#?}");
-    let failed = conformance::usage::run_all(usage_factory(urls, cluster)).await;
+    let failed = conformance::usage::run_all(usage_factory(urls.clone(), cluster)).await;
     assert!(failed.is_empty(), "usage failed: {failed:#?}");
+    let failed = conformance::bindings::run_all(bindings_factory(urls, cluster)).await;
+    assert!(failed.is_empty(), "bindings failed: {failed:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

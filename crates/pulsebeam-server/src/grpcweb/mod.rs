@@ -237,7 +237,7 @@ async fn handle(
         let body = crate::body::read(request.into_body(), limits).await?;
         let request =
             RecvReq::decode(frame::request_message(&body)?).map_err(|_| malformed("RecvReq"))?;
-        let credential = bound_credential(state, &live, request.src.as_ref(), client)?;
+        let credential = bound_credential(state, &live, request.src.as_ref(), client).await?;
         (state.admit(Some(credential), remote)?, body)
     } else {
         let caller = state.admit(credential, remote)?;
@@ -246,12 +246,15 @@ async fn handle(
         let body = crate::body::read(request.into_body(), limits).await?;
         if method != Method::Recv {
             if let Ok(client) = client {
-                state.bindings.note(
-                    &caller.identity,
-                    caller.credential(),
-                    client,
-                    state.now_unix(),
-                );
+                state
+                    .bindings
+                    .note(
+                        &caller.identity,
+                        caller.credential(),
+                        client,
+                        state.now_unix(),
+                    )
+                    .await;
             }
         }
         (caller, body)
@@ -261,7 +264,7 @@ async fn handle(
 }
 
 /// The token bound to the peer a tokenless `Recv` names, from the client address it comes from.
-fn bound_credential(
+async fn bound_credential(
     state: &State,
     live: &Live,
     src: Option<&PeerInfo>,
@@ -280,8 +283,14 @@ fn bound_credential(
         )
     })?;
     let client = client.map_err(|why| refused(why.explain().into()))?;
-    let bound =
-        client.and_then(|client| state.bindings.lookup(&src.group_id, &src.peer_id, client));
+    let bound = match client {
+        Some(client) => state
+            .bindings
+            .lookup(&src.group_id, &src.peer_id, client, state.now_unix())
+            .await
+            .map_err(|err| CallError::new(Code::Unavailable, err.to_string()))?,
+        None => None,
+    };
     bound.ok_or_else(|| {
         // Retried by the client: its next unary call (0.1.0-rc.1 on reports analytics every
         // minute) binds it again, e.g. after a restart of a node that kept the binding.
@@ -312,9 +321,7 @@ async fn dispatch(
         Method::AnalyticsReport => {
             let report =
                 AnalyticsReportReq::decode(message).map_err(|_| malformed("AnalyticsReportReq"))?;
-            state
-                .analytics
-                .record(&caller.identity.project_id, &report);
+            state.analytics.record(&caller.identity.project_id, &report);
             Ok(unary_response(&AnalyticsReportResp {}))
         }
         Method::Recv => {

@@ -22,6 +22,7 @@
     missing_docs
 )]
 
+pub mod bindings;
 pub mod revocations;
 pub mod usage;
 

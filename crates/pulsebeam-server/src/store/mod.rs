@@ -11,8 +11,9 @@
 //! suite (`conformance.rs`, compiled with the `conformance` feature or in tests).
 //!
 //! What else nodes keep has narrow interfaces of its own, with contracts and suites the same
-//! way: [`RevocationStore`] ([`LocalRevocations`], [`RedisRevocations`]) and [`UsageStore`]
-//! ([`MemoryUsage`], [`RedisUsage`]). On Redis all of them share one [`RedisConnection`].
+//! way: [`RevocationStore`] ([`LocalRevocations`], [`RedisRevocations`]), [`UsageStore`]
+//! ([`MemoryUsage`], [`RedisUsage`]) and [`BindingStore`] ([`MemoryBindings`],
+//! [`RedisBindings`]). On Redis all of them share one [`RedisConnection`].
 //!
 //! Stores start their background work (a purge, a wake-up subscriber) when they are built and
 //! end it when they are dropped, so they are built inside a tokio runtime
@@ -79,6 +80,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+mod bindings;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod memory;
@@ -86,8 +88,9 @@ mod redis;
 mod revocations;
 mod usage;
 
+pub use bindings::{BindingKey, BindingStore, MemoryBindings, KEEP_EXPIRED_SECS};
 pub use memory::MemoryStore;
-pub use redis::{RedisConnection, RedisRevocations, RedisStore, RedisUsage};
+pub use redis::{RedisBindings, RedisConnection, RedisRevocations, RedisStore, RedisUsage};
 pub use revocations::{LocalRevocations, RevocationStore, RevocationsVersion};
 pub use usage::{HourlyUsage, MemoryUsage, UsageStore};
 

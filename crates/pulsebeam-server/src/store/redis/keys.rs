@@ -96,7 +96,7 @@ impl Keys {
 }
 
 /// Percent-escapes every byte outside `A-Z a-z 0-9 _ . -` onto `out`.
-fn escape_into(out: &mut String, id: &str) {
+pub(super) fn escape_into(out: &mut String, id: &str) {
     for b in id.bytes() {
         if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
             out.push(char::from(b));

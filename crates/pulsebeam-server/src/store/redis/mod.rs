@@ -10,7 +10,7 @@
 //! | `scripts` + `lua/` | every Lua script, declared with its keys, arguments and reply |
 //! | `wakeups` | this node's wake-up channel and the polls waiting on it |
 //! | `mailbox`, `message`, `budgets` | the mailbox store, the stored message, project budgets |
-//! | `revocations`, `usage`, `lease` | the other things nodes share |
+//! | `revocations`, `usage`, `lease`, `bindings` | the other things nodes share |
 //!
 //! # Keys
 //!
@@ -30,6 +30,7 @@
 //! | `P:{b:project}:polled`, `P:{b:project}:mail` | sorted set | the project's two budgets: members `T:c` (and `T:d` for a discovery queue), scored by expiry |
 //! | `P:{rev}:all`, `P:{rev}:version` | hash, counter | revocation target -> `until|json`; bumped on every change |
 //! | `P:{u:project}:hour` | hash | the project's usage totals of one hour, expiring after eight days |
+//! | `P:bind:group:peer:client` | string | the credential a tokenless gRPC-web `Recv` of that peer from that client is admitted with, expiring an hour after the token |
 //!
 //! A message is stored as the member `seq|ms|envelope`. Every key of a peer gets a TTL on each
 //! write, long enough for its longest-lived content (message TTL or idle time, plus the longest
@@ -69,6 +70,7 @@
 //! a connection is forgotten, so a forgotten connection is counted up to about twice its idle
 //! span (or TTL) longer: the count is approximate, erring on the side of refusing.
 
+mod bindings;
 mod budgets;
 mod connection;
 mod keys;
@@ -80,6 +82,7 @@ mod scripts;
 mod usage;
 mod wakeups;
 
+pub use bindings::RedisBindings;
 pub use connection::RedisConnection;
 pub(crate) use lease::Lease;
 pub use mailbox::RedisStore;

@@ -557,6 +557,22 @@ script! {
     reply { released: bool };
 }
 
+script! {
+    /// Binds a peer at a client address to a credential for a time (see `store::bindings`).
+    PutBinding -> BindingPut = "binding_put.lua" [PRELUDE];
+    keys { binding };
+    args { credential: String, keep_ms: u64 };
+    reply {};
+}
+
+script! {
+    /// The credential bound to a peer at a client address.
+    GetBinding -> BindingGot = "binding_get.lua" [PRELUDE];
+    keys { binding };
+    args {};
+    reply { credential: String };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,6 +595,8 @@ mod tests {
             &ReadUsage::SPEC,
             &AcquireLease::SPEC,
             &ReleaseLease::SPEC,
+            &PutBinding::SPEC,
+            &GetBinding::SPEC,
         ]
     }
 

@@ -1,0 +1,2 @@
+-- The credential bound to `binding`, or an empty string.
+return reply{credential = redis.call('GET', binding) or ''}
