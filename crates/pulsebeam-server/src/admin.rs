@@ -27,11 +27,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
+use crate::admin_api::{
+    AllMinutesAnswer, ErrorAnswer, HourUsage, MinutesAnswer, OnlineAnswer, ProjectsAnswer,
+    ReloadAnswer, RevocationAnswer, RevocationsAnswer, RevokeRequest, UsageAnswer,
+};
 use crate::audit::Event;
 use crate::revoke::{Revocation, RevocationError, RevocationTarget};
 use crate::state::{remote_of, State};
@@ -57,7 +60,7 @@ impl AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.error }))).into_response()
+        (self.status, Json(ErrorAnswer { error: self.error })).into_response()
     }
 }
 
@@ -176,26 +179,10 @@ fn hex_32(text: &str) -> Result<[u8; 32], ()> {
 }
 
 async fn list_revocations(AxumState(state): AxumState<Arc<State>>) -> Response {
-    Json(json!({ "revocations": state.revocations.list(state.now_unix()) })).into_response()
-}
-
-/// The body of `POST /admin/v1/revocations`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RevokeRequest {
-    project: String,
-    #[serde(default)]
-    jti: Option<String>,
-    #[serde(default)]
-    group: Option<String>,
-    #[serde(default)]
-    peer: Option<String>,
-    /// Unix seconds until which the revocation holds.
-    #[serde(default)]
-    until: Option<u64>,
-    /// Or: seconds from now.
-    #[serde(default)]
-    for_secs: Option<u64>,
+    Json(RevocationsAnswer {
+        revocations: state.revocations.list(state.now_unix()),
+    })
+    .into_response()
 }
 
 async fn add_revocation(
@@ -277,13 +264,13 @@ async fn add_revocation(
     let kept = state
         .revoke(Revocation::new(target, until, now), remote)
         .await?;
-    Ok((StatusCode::OK, Json(json!({ "revocation": kept }))).into_response())
+    Ok((StatusCode::OK, Json(RevocationAnswer { revocation: kept })).into_response())
 }
 
 async fn reload(AxumState(state): AxumState<Arc<State>>) -> Response {
     let server = Server::from_state(Arc::clone(&state));
     match server.reload_from_file() {
-        Ok(outcome) => Json(json!({ "reloaded": outcome })).into_response(),
+        Ok(outcome) => Json(ReloadAnswer { reloaded: outcome }).into_response(),
         Err(ReloadError::NoFile) => {
             AdminError::new(StatusCode::CONFLICT, ReloadError::NoFile.to_string()).into_response()
         }
@@ -330,7 +317,11 @@ async fn online(
         .online(&query.project)
         .await
         .map_err(|e| AdminError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(Json(json!({ "project": query.project, "connections": connections })).into_response())
+    Ok(Json(OnlineAnswer {
+        project: query.project,
+        connections,
+    })
+    .into_response())
 }
 
 async fn usage(
@@ -345,23 +336,21 @@ async fn usage(
         .usage_totals(&query.project, since)
         .await
         .map_err(|e| AdminError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
-    let hours: Vec<serde_json::Value> = totals
+    let hours = totals
         .into_iter()
-        .map(|(hour, t)| {
-            let mut entry = serde_json::to_value(t).unwrap_or_default();
-            if let Some(map) = entry.as_object_mut() {
-                map.insert("hour".into(), json!(hour));
-            }
-            entry
-        })
+        .map(|(hour, totals)| HourUsage { hour, totals })
         .collect();
-    Ok(Json(json!({ "project": query.project, "hours": hours })).into_response())
+    Ok(Json(UsageAnswer {
+        project: query.project,
+        hours,
+    })
+    .into_response())
 }
 
 async fn projects(AxumState(state): AxumState<Arc<State>>) -> Response {
     let live = state.live.load();
-    let ids: Vec<&str> = live.config.projects.iter().map(|p| p.id.as_str()).collect();
-    Json(json!({ "projects": ids })).into_response()
+    let projects = live.config.projects.iter().map(|p| p.id.clone()).collect();
+    Json(ProjectsAnswer { projects }).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -385,12 +374,12 @@ async fn usage_minutes(
     let now = state.now_unix();
     let one = |project: &str| {
         let (online_now, minutes) = state.usage.minutes(project, now, count)?;
-        Some(json!({
-            "project": project,
-            "now": now,
-            "online_now": online_now,
-            "minutes": minutes,
-        }))
+        Some(MinutesAnswer {
+            project: project.to_owned(),
+            now,
+            online_now,
+            minutes,
+        })
     };
     if let Some(project) = &query.project {
         known_project(&state, project)?;
@@ -405,11 +394,11 @@ async fn usage_minutes(
         return Ok(Json(answer).into_response());
     }
     let live = state.live.load();
-    let projects: Vec<serde_json::Value> = live
+    let projects = live
         .config
         .projects
         .iter()
         .filter_map(|p| one(&p.id))
         .collect();
-    Ok(Json(json!({ "now": now, "projects": projects })).into_response())
+    Ok(Json(AllMinutesAnswer { now, projects }).into_response())
 }

@@ -43,6 +43,7 @@
 //! The crate README documents every configuration key, route, error code and metric.
 
 mod admin;
+pub mod admin_api;
 mod admin_page;
 mod audit;
 mod auth;

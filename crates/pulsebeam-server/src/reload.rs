@@ -104,7 +104,7 @@ impl Server {
 }
 
 /// What a successful reload did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ReloadOutcome {
     /// Counts configurations loaded: 1 is the one the server started with.

@@ -24,7 +24,7 @@ pub(crate) const KEEP_MINUTES: u64 = 180;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct UsageTotals {
-    /// Twirp calls.
+    /// Signaling calls (Twirp and gRPC-web).
     pub calls: u64,
     /// Messages accepted by `Send`.
     pub messages: u64,
@@ -36,6 +36,10 @@ pub struct UsageTotals {
     pub turn_credentials: u64,
     /// Bytes relayed by TURN for the project's peers, both directions.
     pub turn_relay_bytes: u64,
+    /// Events the project's gRPC-web clients reported with `AnalyticsReport` (by type in the
+    /// `pulsebeam_analytics_events_total` metric).
+    #[serde(default)]
+    pub analytics_events: u64,
 }
 
 impl UsageTotals {
@@ -47,10 +51,11 @@ impl UsageTotals {
         self.peer_seconds += other.peer_seconds;
         self.turn_credentials += other.turn_credentials;
         self.turn_relay_bytes += other.turn_relay_bytes;
+        self.analytics_events += other.analytics_events;
     }
 
     /// The fields as `(name, value)`, in a fixed order.
-    pub fn fields(&self) -> [(&'static str, u64); 6] {
+    pub fn fields(&self) -> [(&'static str, u64); 7] {
         [
             ("calls", self.calls),
             ("messages", self.messages),
@@ -58,6 +63,7 @@ impl UsageTotals {
             ("peer_seconds", self.peer_seconds),
             ("turn_credentials", self.turn_credentials),
             ("turn_relay_bytes", self.turn_relay_bytes),
+            ("analytics_events", self.analytics_events),
         ]
     }
 
@@ -70,6 +76,7 @@ impl UsageTotals {
             "peer_seconds" => &mut self.peer_seconds,
             "turn_credentials" => &mut self.turn_credentials,
             "turn_relay_bytes" => &mut self.turn_relay_bytes,
+            "analytics_events" => &mut self.analytics_events,
             _ => return false,
         };
         *field = value;
@@ -87,6 +94,7 @@ struct Counters {
     peer_millis: AtomicU64,
     turn_credentials: AtomicU64,
     turn_relay_bytes: AtomicU64,
+    analytics_events: AtomicU64,
     minutes: Mutex<MinuteRing>,
 }
 
@@ -106,6 +114,7 @@ pub(crate) enum Record {
     Online { millis: u64 },
     TurnCredential,
     TurnRelay { bytes: u64 },
+    Analytics { events: u64 },
 }
 
 impl Usage {
@@ -156,6 +165,10 @@ impl Usage {
                 c.turn_relay_bytes.fetch_add(bytes, Ordering::Relaxed);
                 delta.turn_relay_bytes = bytes;
             }
+            Record::Analytics { events } => {
+                c.analytics_events.fetch_add(events, Ordering::Relaxed);
+                delta.analytics_events = events;
+            }
         }
         c.record_minute(&delta, now_unix);
         if delta == UsageTotals::default() {
@@ -205,7 +218,7 @@ impl Usage {
         let mut ids: Vec<&Arc<str>> = projects.keys().collect();
         ids.sort();
         type Get = fn(&Counters) -> String;
-        let families: [(&str, &str, &str, Get); 7] = [
+        let families: [(&str, &str, &str, Get); 8] = [
             (
                 "pulsebeam_project_connections_online",
                 "gauge",
@@ -226,7 +239,7 @@ impl Usage {
             (
                 "pulsebeam_project_calls_total",
                 "counter",
-                "Twirp calls authenticated for the project.",
+                "Signaling calls (Twirp and gRPC-web) authenticated for the project.",
                 |c| c.calls.load(Ordering::Relaxed).to_string(),
             ),
             (
@@ -253,6 +266,12 @@ impl Usage {
                 "Bytes coturn relayed for the project's peers, both directions.",
                 |c| c.turn_relay_bytes.load(Ordering::Relaxed).to_string(),
             ),
+            (
+                "pulsebeam_project_analytics_events_total",
+                "counter",
+                "Events the project's gRPC-web clients reported with AnalyticsReport.",
+                |c| c.analytics_events.load(Ordering::Relaxed).to_string(),
+            ),
         ];
         for (name, kind, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -265,16 +284,16 @@ impl Usage {
     }
 }
 
-/// One minute of one project's usage on this node, for the usage page.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub(crate) struct MinuteTotals {
+/// One minute of a project's usage on the node asked, as the admin API reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteUsage {
     /// The minute's first second (Unix seconds).
-    pub(crate) minute: u64,
+    pub minute: u64,
     /// The most connections online at once during the minute.
-    pub(crate) online: u64,
+    pub online: u64,
     /// What happened during the minute.
     #[serde(flatten)]
-    pub(crate) totals: UsageTotals,
+    pub totals: UsageTotals,
 }
 
 /// A minute of the ring: its totals, and the connections online after its last event (what
@@ -282,7 +301,7 @@ pub(crate) struct MinuteTotals {
 #[derive(Debug, Clone, Copy, Default)]
 struct MinuteSlot {
     used: bool,
-    totals: MinuteTotals,
+    totals: MinuteUsage,
     online_end: u64,
 }
 
@@ -339,7 +358,7 @@ impl MinuteRing {
             let slot = self.slots.get_mut(Self::index(minute))?;
             *slot = MinuteSlot {
                 used: true,
-                totals: MinuteTotals {
+                totals: MinuteUsage {
                     minute: minute * 60,
                     online: carry,
                     totals: UsageTotals::default(),
@@ -386,7 +405,7 @@ impl MinuteRing {
 
     /// The `count` minutes up to and including `minute`, oldest first, minutes without events
     /// included (with the connections online they carried).
-    fn read(&mut self, minute: u64, count: u64) -> Vec<MinuteTotals> {
+    fn read(&mut self, minute: u64, count: u64) -> Vec<MinuteUsage> {
         self.record(minute, &UsageTotals::default());
         let count = count.clamp(1, KEEP_MINUTES);
         let first = minute.saturating_sub(count - 1);
@@ -397,7 +416,7 @@ impl MinuteRing {
                     carry = slot.online_end;
                     slot.totals
                 }
-                None => MinuteTotals {
+                None => MinuteUsage {
                     minute: m * 60,
                     online: carry,
                     totals: UsageTotals::default(),
@@ -432,7 +451,7 @@ impl Usage {
         project: &str,
         now_unix: u64,
         count: u64,
-    ) -> Option<(u64, Vec<MinuteTotals>)> {
+    ) -> Option<(u64, Vec<MinuteUsage>)> {
         let c = self.counters(project)?;
         let online_now = u64::try_from(c.online.load(Ordering::Relaxed)).unwrap_or(0);
         let minutes = c.minutes.lock().ok()?.read(now_unix / 60, count);

@@ -6,6 +6,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use http_body_util::{BodyExt as _, Full};
+use pulsebeam_server::admin_api::{
+    ErrorAnswer, OnlineAnswer, ReloadAnswer, RevocationAnswer, RevocationsAnswer, RevokeRequest,
+    UsageAnswer,
+};
+use pulsebeam_server::RevocationTarget;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -124,15 +129,17 @@ pub(crate) fn run(args: &AdminArgs, session: &mut Session<'_, '_>) -> Result<Sta
     let (method, path, body) = match &args.command {
         AdminCommand::GenToken => return gen_token(args.json, session),
         AdminCommand::Revoke(r) => {
-            let mut body = serde_json::Map::new();
-            body.insert("project".into(), json!(r.project));
+            let mut request = RevokeRequest {
+                project: r.project.clone(),
+                until: r.until,
+                for_secs: r.for_.as_ref().map(|ttl| ttl.secs),
+                ..RevokeRequest::default()
+            };
             match (&r.jti, &r.group, &r.peer) {
-                (Some(jti), _, _) => {
-                    body.insert("jti".into(), json!(jti));
-                }
+                (Some(jti), _, _) => request.jti = Some(jti.clone()),
                 (None, Some(group), Some(peer)) => {
-                    body.insert("group".into(), json!(group));
-                    body.insert("peer".into(), json!(peer));
+                    request.group = Some(group.clone());
+                    request.peer = Some(peer.clone());
                 }
                 _ => {
                     return Err(CliError::Usage(
@@ -140,17 +147,11 @@ pub(crate) fn run(args: &AdminArgs, session: &mut Session<'_, '_>) -> Result<Sta
                     ))
                 }
             }
-            if let Some(until) = r.until {
-                body.insert("until".into(), json!(until));
-            }
-            if let Some(ttl) = &r.for_ {
-                body.insert("for_secs".into(), json!(ttl.secs));
-            }
-            (
-                "POST",
-                "/admin/v1/revocations".to_owned(),
-                Some(Value::Object(body)),
-            )
+            let body = serde_json::to_value(&request).map_err(|e| CliError::Server {
+                context: "cannot write the revocation request".into(),
+                source: Box::new(e),
+            })?;
+            ("POST", "/admin/v1/revocations".to_owned(), Some(body))
         }
         AdminCommand::Revocations => ("GET", "/admin/v1/revocations".to_owned(), None),
         AdminCommand::Reload => ("POST", "/admin/v1/reload".to_owned(), None),
@@ -172,10 +173,8 @@ pub(crate) fn run(args: &AdminArgs, session: &mut Session<'_, '_>) -> Result<Sta
     let token = admin_token(args, session)?;
     let (status, answer) = call(&args.url, method, &path, &token, body.as_ref())?;
     if !(200..300).contains(&status) {
-        let reason = answer
-            .get("error")
-            .and_then(Value::as_str)
-            .map_or_else(|| answer.to_string(), str::to_owned);
+        let reason = serde_json::from_value::<ErrorAnswer>(answer.clone())
+            .map_or_else(|_| answer.to_string(), |e| e.error);
         if args.json {
             session.out(&format!("{answer:#}\n"))?;
         }
@@ -189,7 +188,14 @@ pub(crate) fn run(args: &AdminArgs, session: &mut Session<'_, '_>) -> Result<Sta
     if args.json {
         session.out(&format!("{answer:#}\n"))?;
     } else {
-        session.out(&describe(&args.command, &answer))?;
+        let text = describe(&args.command, answer).map_err(|e| CliError::Server {
+            context: format!(
+                "the server at {} answered in a form this CLI does not read (is it another version?)",
+                args.url
+            ),
+            source: Box::new(e),
+        })?;
+        session.out(&text)?;
     }
     Ok(Status::Success)
 }
@@ -335,69 +341,67 @@ fn call(
 }
 
 /// The answer in words.
-fn describe(command: &AdminCommand, answer: &Value) -> String {
-    match command {
+///
+/// # Errors
+///
+/// When the answer is not the type the command's route answers with.
+fn describe(command: &AdminCommand, answer: Value) -> Result<String, serde_json::Error> {
+    Ok(match command {
         AdminCommand::Revoke(_) => {
-            let r = &f(answer, "revocation");
-            format!("revoked {} until {}\n", target(r), f(r, "until"))
+            let RevocationAnswer { revocation } = serde_json::from_value(answer)?;
+            format!(
+                "revoked {} until {}\n",
+                target(&revocation.target),
+                revocation.until
+            )
         }
         AdminCommand::Revocations => {
-            let list = f(answer, "revocations")
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if list.is_empty() {
-                return "no revocations in force\n".into();
+            let RevocationsAnswer { revocations } = serde_json::from_value(answer)?;
+            if revocations.is_empty() {
+                return Ok("no revocations in force\n".into());
             }
-            list.iter()
-                .map(|r| format!("{} until {}\n", target(r), f(r, "until")))
+            revocations
+                .iter()
+                .map(|r| format!("{} until {}\n", target(&r.target), r.until))
                 .collect()
         }
         AdminCommand::Reload => {
-            let r = &f(answer, "reloaded");
-            let mut text = format!("reloaded: configuration {}", f(r, "generation"));
-            if let Some(kept) = f(r, "restart_needed").as_array().filter(|k| !k.is_empty()) {
-                let names: Vec<&str> = kept.iter().filter_map(Value::as_str).collect();
+            let ReloadAnswer { reloaded } = serde_json::from_value(answer)?;
+            let mut text = format!("reloaded: configuration {}", reloaded.generation);
+            if !reloaded.restart_needed.is_empty() {
                 text.push_str(&format!(
                     "; changed but kept until a restart: {}",
-                    names.join(", ")
+                    reloaded.restart_needed.join(", ")
                 ));
             }
             text.push('\n');
             text
         }
         AdminCommand::Online(_) => {
-            let list = f(answer, "connections")
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let mut text = format!("{} connection(s) online\n", list.len());
-            for c in &list {
-                text.push_str(&format!(
-                    "{}:{} conn {}\n",
-                    f(c, "group").as_str().unwrap_or(""),
-                    f(c, "peer").as_str().unwrap_or(""),
-                    f(c, "conn_id")
-                ));
+            let OnlineAnswer { connections, .. } = serde_json::from_value(answer)?;
+            let mut text = format!("{} connection(s) online\n", connections.len());
+            for c in &connections {
+                text.push_str(&format!("{}:{} conn {}\n", c.group, c.peer, c.conn_id));
             }
             text
         }
         AdminCommand::Usage(_) => {
-            let hours = f(answer, "hours").as_array().cloned().unwrap_or_default();
+            let UsageAnswer { hours, .. } = serde_json::from_value(answer)?;
             let mut text = String::from(
-                "hour (UTC)         calls  messages  message_bytes  peer_seconds  turn_credentials  turn_relay_bytes\n",
+                "hour (UTC)         calls  messages  message_bytes  peer_seconds  turn_credentials  turn_relay_bytes  analytics_events\n",
             );
             for h in &hours {
-                let hour = f(h, "hour").as_u64().unwrap_or(0);
+                let t = &h.totals;
                 text.push_str(&format!(
-                    "{:<17}  {:>5}  {:>8}  {:>13}  {:>12}  {:>16}  {:>16}\n",
-                    crate::time::utc(hour),
-                    f(h, "calls"),
-                    f(h, "messages"),
-                    f(h, "message_bytes"),
-                    f(h, "peer_seconds"),
-                    f(h, "turn_credentials"),
-                    f(h, "turn_relay_bytes")
+                    "{:<17}  {:>5}  {:>8}  {:>13}  {:>12}  {:>16}  {:>16}  {:>16}\n",
+                    crate::time::utc(h.hour),
+                    t.calls,
+                    t.messages,
+                    t.message_bytes,
+                    t.peer_seconds,
+                    t.turn_credentials,
+                    t.turn_relay_bytes,
+                    t.analytics_events
                 ));
             }
             if hours.is_empty() {
@@ -406,27 +410,21 @@ fn describe(command: &AdminCommand, answer: &Value) -> String {
             text
         }
         AdminCommand::GenToken => String::new(),
-    }
+    })
 }
 
-/// Member `key` of `value`, `null` when absent.
-fn f<'a>(value: &'a Value, key: &str) -> &'a Value {
-    value.get(key).unwrap_or(&Value::Null)
-}
-
-fn target(r: &Value) -> String {
-    match f(r, "kind").as_str() {
-        Some("token") => format!(
-            "token jti {} of project {}",
-            f(r, "jti").as_str().unwrap_or(""),
-            f(r, "project").as_str().unwrap_or("")
-        ),
-        _ => format!(
-            "every token of {}:{} in project {}",
-            f(r, "group").as_str().unwrap_or(""),
-            f(r, "peer").as_str().unwrap_or(""),
-            f(r, "project").as_str().unwrap_or("")
-        ),
+/// A revocation's target, briefly.
+fn target(target: &RevocationTarget) -> String {
+    match target {
+        RevocationTarget::Token { project, jti } => {
+            format!("token jti {jti} of project {project}")
+        }
+        RevocationTarget::Peer {
+            project,
+            group,
+            peer,
+        } => format!("every token of {group}:{peer} in project {project}"),
+        other => other.to_string(),
     }
 }
 

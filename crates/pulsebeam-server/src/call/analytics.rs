@@ -33,8 +33,8 @@ pub(crate) struct Analytics {
 }
 
 impl Analytics {
-    /// Counts `report` for `project`.
-    pub(crate) fn record(&self, project: &Arc<str>, report: &AnalyticsReportReq) {
+    /// Counts `report` for `project`; returns how many events were counted.
+    pub(crate) fn record(&self, project: &Arc<str>, report: &AnalyticsReportReq) -> u64 {
         let mut dropped = report.events.len().saturating_sub(MAX_EVENTS);
         let mut counted: BTreeMap<Option<EventType>, u64> = BTreeMap::new();
         for event in report.events.iter().take(MAX_EVENTS) {
@@ -48,6 +48,7 @@ impl Analytics {
         if let Ok(mut reports) = self.reports.lock() {
             *reports.entry(Arc::clone(project)).or_default() += 1;
         }
+        let total = counted.values().sum();
         if let Ok(mut events) = self.events.lock() {
             for (kind, n) in counted {
                 *events.entry((Arc::clone(project), kind)).or_default() += n;
@@ -55,6 +56,7 @@ impl Analytics {
         }
         self.dropped
             .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+        total
     }
 
     /// Appends the Prometheus text of the counts to `out`.

@@ -42,6 +42,7 @@ use crate::proto::{
     AnalyticsReportReq, AnalyticsReportResp, PeerInfo, PrepareReq, RecvReq, SendResp,
 };
 use crate::state::{remote_of, State};
+use crate::usage::Record;
 
 /// The service's full name, as it appears in the paths.
 pub const SIGNALING_SERVICE: &str = "pulsebeam.v1.Signaling";
@@ -321,7 +322,11 @@ async fn dispatch(
         Method::AnalyticsReport => {
             let report =
                 AnalyticsReportReq::decode(message).map_err(|_| malformed("AnalyticsReportReq"))?;
-            state.analytics.record(&caller.identity.project_id, &report);
+            let project = &caller.identity.project_id;
+            let events = state.analytics.record(project, &report);
+            state
+                .usage
+                .record(project, Record::Analytics { events }, state.now_unix());
             Ok(unary_response(&AnalyticsReportResp {}))
         }
         Method::Recv => {

@@ -159,7 +159,9 @@ impl Polled {
 }
 
 /// A connection with a poll in flight, as [`MailboxStore::online`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct OnlineConnection {
     /// The group id.
     pub group: String,

@@ -83,6 +83,7 @@ pub async fn every_field_round_trips(f: Factory) {
         peer_seconds: 4,
         turn_credentials: 5,
         turn_relay_bytes: 6_000_000_000_000,
+        analytics_events: 7,
     };
     s.add(&batch(&[(H0, "p", all)])).await.unwrap();
     assert_eq!(
