@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
@@ -68,6 +69,83 @@ fn parse_trailer(payload: &[u8]) -> Frame {
     Frame::Status(status, message)
 }
 
+/// One HTTP/1.1 keep-alive connection for gRPC-web calls, one at a time (a unary call is read
+/// to its end before the next goes out, as on a browser's connection).
+pub struct GrpcConnection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl std::fmt::Debug for GrpcConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcConnection")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcConnection {
+    /// Connects to `addr` (with `TCP_NODELAY`).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connect`] or [`ClientError::Http`].
+    pub async fn open(addr: SocketAddr) -> Result<Self, ClientError> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect { addr, source })?;
+        stream
+            .set_nodelay(true)
+            .map_err(|source| ClientError::Connect { addr, source })?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(GrpcConnection {
+            sender,
+            host: addr.to_string(),
+        })
+    }
+
+    /// Starts a call to `path` with `bearer` (the whole `Authorization` value) if given.
+    ///
+    /// # Errors
+    ///
+    /// A [`ClientError`] when the connection fails before the answer's head arrives.
+    pub async fn call(
+        &mut self,
+        path: &str,
+        bearer: Option<&str>,
+        message: &[u8],
+    ) -> Result<Call, ClientError> {
+        let mut request = Request::post(path)
+            .header("host", &self.host)
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .header("grpc-timeout", "900000m");
+        if let Some(bearer) = bearer {
+            request = request.header("authorization", bearer);
+        }
+        self.sender.ready().await?;
+        let response = self
+            .sender
+            .send_request(request.body(Full::new(framed(message)))?)
+            .await?;
+        let header_status = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(Call {
+            body: response.into_body(),
+            buf: BytesMut::new(),
+            ready: std::collections::VecDeque::new(),
+            header_status,
+        })
+    }
+}
+
 /// One gRPC-web call in progress: its answer read frame by frame.
 pub struct Call {
     body: hyper::body::Incoming,
@@ -96,39 +174,10 @@ impl Call {
         bearer: Option<&str>,
         message: &[u8],
     ) -> Result<Call, ClientError> {
-        let stream = tokio::net::TcpStream::connect(addr)
+        GrpcConnection::open(addr)
+            .await?
+            .call(path, bearer, message)
             .await
-            .map_err(|source| ClientError::Connect { addr, source })?;
-        stream
-            .set_nodelay(true)
-            .map_err(|source| ClientError::Connect { addr, source })?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut request = Request::post(path)
-            .header("host", addr.to_string())
-            .header("content-type", "application/grpc-web+proto")
-            .header("x-grpc-web", "1")
-            .header("grpc-timeout", "900000m");
-        if let Some(bearer) = bearer {
-            request = request.header("authorization", bearer);
-        }
-        let response = sender
-            .send_request(request.body(Full::new(framed(message)))?)
-            .await?;
-        let header_status = response
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Ok(Call {
-            body: response.into_body(),
-            buf: BytesMut::new(),
-            ready: std::collections::VecDeque::new(),
-            header_status,
-        })
     }
 
     /// The next frame, or `None` when the answer ended (or nothing came within `within`).

@@ -1,5 +1,5 @@
-//! `idle`: thousands of peers each holding a `Recv` long-poll open; the server's memory per
-//! idle peer.
+//! `idle`: thousands of peers each holding a `Recv` long-poll (Twirp) or stream (gRPC-web) open;
+//! the server's memory per idle peer.
 //!
 //! With several nodes (Redis store) the peers are spread over them, each node's memory is read
 //! on its own, and Redis's commands per second are measured over a quiet interval with no poll
@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use crate::keys::{ProjectKey, GROUP};
 use crate::process::{spawn_nodes, ServerKind, ServerProcess, Store};
 use crate::redis_stats::{QuietRate, RedisCounters};
+use crate::relay::Protocol;
 use crate::LoadError;
 
 /// The figures of an idle run.
@@ -28,6 +29,8 @@ pub struct IdleReport {
     pub server: &'static str,
     /// `memory` or `redis`.
     pub store: &'static str,
+    /// `twirp` (long-polls) or `grpc-web` (streams).
+    pub protocol: &'static str,
     /// Long-polls open when measured.
     pub peers: usize,
     /// Server RSS before the peers connected, KiB.
@@ -70,6 +73,8 @@ pub struct IdleOptions {
     pub store: Store,
     /// How long Redis's command rate is measured, with no poll and with all polls open.
     pub quiet: Duration,
+    /// Twirp long-polls or gRPC-web streams.
+    pub protocol: Protocol,
 }
 
 impl IdleReport {
@@ -95,10 +100,11 @@ impl IdleReport {
             );
         }
         format!(
-            "idle ({server}, {store} store, {nodes} node(s)): {peers} long-polling peers\n\
+            "idle ({server}, {store} store, {nodes} node(s)): {peers} peers waiting on {protocol}\n\
              \x20 server RSS        {before:>10} KiB -> {after} KiB\n\
              \x20 per idle peer     {per:>10.0} bytes ({kib:.1} KiB)\n{extra}",
             store = self.store,
+            protocol = self.protocol,
             nodes = self.nodes.len(),
             server = self.server,
             peers = self.peers,
@@ -127,6 +133,7 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
         nodes,
         ref store,
         quiet,
+        protocol,
     } = options;
     crate::process::ensure_open_files(peers as u64 + 64)?;
     if nodes > 1 && (stack_only || *store == Store::Memory) {
@@ -146,7 +153,7 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
     };
     // The longest poll the server allows, so none returns while they are counted.
     let servers = spawn_nodes(nodes, kind, &key, 120_000, peers, store).await?;
-    let result = measure(&servers, &key, peers, counters.as_mut(), quiet).await;
+    let result = measure(&servers, &key, peers, counters.as_mut(), quiet, protocol).await;
     for server in servers {
         server.stop().await;
     }
@@ -156,6 +163,7 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
     Ok(IdleReport {
         server: if stack_only { "pending" } else { "pulsebeam" },
         store: store.name(),
+        protocol: protocol.name(),
         peers,
         rss_before_kib: before,
         rss_after_kib: after,
@@ -174,6 +182,7 @@ async fn measure(
     peers: usize,
     mut counters: Option<&mut RedisCounters>,
     quiet: Duration,
+    protocol: Protocol,
 ) -> Result<Measured, LoadError> {
     let count = servers.len().max(1);
     let mut requests = Vec::with_capacity(peers);
@@ -181,7 +190,10 @@ async fn measure(
         let server = servers
             .get(i % count)
             .ok_or_else(|| LoadError::ServerProcess("no server node".into()))?;
-        requests.push((server.addr(), recv_request(key, server.addr(), i)?));
+        requests.push((
+            server.addr(),
+            recv_request(key, server.addr(), i, protocol)?,
+        ));
     }
     // Each server has answered a call (`/metrics`) before `before` is read, so its runtime's and
     // allocator's first-use costs are not counted against the peers.
@@ -236,6 +248,7 @@ fn recv_request(
     key: &ProjectKey,
     addr: std::net::SocketAddr,
     i: usize,
+    protocol: Protocol,
 ) -> Result<Vec<u8>, LoadError> {
     let peer = format!("i{i}");
     let bearer = key.bearer(&peer)?;
@@ -247,8 +260,20 @@ fn recv_request(
         }),
     }
     .encode_to_vec();
+    let (path, content_type, body) = match protocol {
+        Protocol::Twirp => (
+            "/twirp/pulsebeam.v1.Tunnel/Recv",
+            "application/protobuf",
+            body,
+        ),
+        Protocol::GrpcWeb => (
+            "/grpc/pulsebeam.v1.Signaling/Recv",
+            "application/grpc-web+proto\r\nx-grpc-web: 1\r\ngrpc-timeout: 900000m",
+            crate::grpc_web::framed(&body).to_vec(),
+        ),
+    };
     let mut request = format!(
-        "POST /twirp/pulsebeam.v1.Tunnel/Recv HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/protobuf\r\nauthorization: {bearer}\r\ncontent-length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {content_type}\r\nauthorization: {bearer}\r\ncontent-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();

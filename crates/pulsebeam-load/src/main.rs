@@ -38,6 +38,9 @@ enum Command {
         /// slot); without it every sender sends as fast as `Send` returns.
         #[arg(long, value_parser = positive_rate)]
         rate: Option<f64>,
+        /// The protocol the pairs speak: Twirp long-polls or gRPC-web streams.
+        #[arg(long, value_enum, default_value_t = relay::Protocol::Twirp)]
+        protocol: relay::Protocol,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Print JSON instead of a table.
@@ -52,6 +55,9 @@ enum Command {
         /// Measure bare axum + hyper with a handler that never answers, not the server.
         #[arg(long)]
         stack_only: bool,
+        /// Twirp long-polls or gRPC-web streams.
+        #[arg(long, value_enum, default_value_t = relay::Protocol::Twirp)]
+        protocol: relay::Protocol,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// With Redis: seconds over which Redis's commands per second are measured, once with no
@@ -161,6 +167,7 @@ async fn run(command: Command) -> Result<(), LoadError> {
             pairs,
             duration,
             rate,
+            protocol,
             cluster,
             json,
         } => {
@@ -170,6 +177,7 @@ async fn run(command: Command) -> Result<(), LoadError> {
                 rate,
                 nodes: cluster.nodes as usize,
                 store: cluster.store()?,
+                protocol,
             })
             .await?;
             print(json, report.table(), &report)
@@ -177,6 +185,7 @@ async fn run(command: Command) -> Result<(), LoadError> {
         Command::Idle {
             peers,
             stack_only,
+            protocol,
             cluster,
             quiet,
             json,
@@ -187,6 +196,7 @@ async fn run(command: Command) -> Result<(), LoadError> {
                 nodes: cluster.nodes as usize,
                 store: cluster.store()?,
                 quiet: Duration::from_secs(quiet),
+                protocol,
             })
             .await?;
             print(json, report.table(), &report)

@@ -1,7 +1,8 @@
 //! `relay`: peer pairs relaying messages through the server, for throughput and latency.
 //!
-//! Pair `i` is a receiver `r<i>` long-polling `Recv` in a loop on its own connection and a
-//! sender `s<i>` calling `Send` to it on another. Each message carries its sequence number in
+//! Pair `i` is a receiver `r<i>` long-polling `Recv` in a loop on its own connection (Twirp), or
+//! holding a `Recv` stream open on it (gRPC-web), and a sender `s<i>` calling `Send` to it on
+//! another, in the same protocol. Each message carries its sequence number in
 //! `header.seqnum` and its send time (microseconds since the run began) in the signal's
 //! `generationCounter`, so the receiver checks order and measures latency without shared
 //! state. A refused `Send` (`resource_exhausted`, `unavailable`) is retried, as the browser
@@ -21,6 +22,7 @@ use pulsebeam_server::proto::{
 use serde::Serialize;
 
 use crate::client::{metric, Connection, RECV, SEND};
+use crate::grpc_web::{Frame, GrpcConnection, SIGNALING};
 use crate::keys::{ProjectKey, GROUP};
 use crate::process::{spawn_nodes, ServerKind, ServerProcess, Store};
 use crate::redis_stats::RedisCounters;
@@ -41,6 +43,28 @@ pub struct RelayOptions {
     pub nodes: usize,
     /// Where the nodes keep mail; more than one node needs Redis.
     pub store: Store,
+    /// The protocol the pairs speak.
+    pub protocol: Protocol,
+}
+
+/// The protocol of a run's clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// Twirp `pulsebeam.v1.Tunnel`: `Recv` long-polls (the 0.0.17 client).
+    #[default]
+    Twirp,
+    /// gRPC-web `pulsebeam.v1.Signaling`: `Recv` streams (the 0.0.18 on clients).
+    GrpcWeb,
+}
+
+impl Protocol {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Twirp => "twirp",
+            Protocol::GrpcWeb => "grpc-web",
+        }
+    }
 }
 
 /// The figures of a relay run.
@@ -50,6 +74,8 @@ pub struct RelayReport {
     pub nodes: usize,
     /// `memory` or `redis`.
     pub store: &'static str,
+    /// `twirp` or `grpc-web`.
+    pub protocol: &'static str,
     /// Pairs.
     pub pairs: usize,
     /// Seconds the senders sent.
@@ -68,7 +94,7 @@ pub struct RelayReport {
     pub out_of_order: u64,
     /// Delivered messages per second of sending.
     pub messages_per_s: f64,
-    /// `Recv` calls that returned at least one message.
+    /// Twirp: `Recv` calls that returned at least one message; gRPC-web: streams opened.
     pub recv_batches: u64,
     /// Relay latency: from the moment the message was due to be sent (its slot at a set rate,
     /// else the start of its `Send`) to the moment its `Recv` answer was decoded.
@@ -117,11 +143,11 @@ impl RelayReport {
             )
         });
         format!(
-            "relay: {pairs} pairs, {nodes} node(s), {store} store, {dur:.1} s, {rate}\n\
+            "relay: {pairs} pairs, {nodes} node(s), {store} store, {protocol}, {dur:.1} s, {rate}\n\
              \x20 messages/s        {mps:>10.0}\n\
              \x20 accepted          {acc:>10}\n\
              \x20 delivered         {del:>10}   (lost {lost}, out of order {ooo}, retried sends {ret})\n\
-             \x20 messages per Recv {batch:>10.2}\n\
+             \x20 messages per Recv {batch:>10.2}   (gRPC-web: per stream)\n\
              \x20 latency p50       {p50:>10.2} ms\n\
              \x20 latency p90       {p90:>10.2} ms\n\
              \x20 latency p99       {p99:>10.2} ms\n\
@@ -131,6 +157,7 @@ impl RelayReport {
              \x20 server RSS        {before:>10} KiB -> {after} KiB\n",
             nodes = self.nodes,
             store = self.store,
+            protocol = self.protocol,
             cross = self.cross_node,
             pairs = self.pairs,
             dur = self.duration_s,
@@ -244,10 +271,20 @@ pub async fn drive(
         let bearer = key.bearer(&format!("r{i}"))?;
         let (pair, done) = (Arc::clone(pair), Arc::clone(&senders_done));
         let addr = node_addr(receiver_node(i, nodes)).ok_or_else(missing)?;
-        let mut connection = Connection::open(addr).await?;
-        receivers.push(tokio::spawn(async move {
-            receive(&mut connection, &bearer, i, start, &pair, &done).await
-        }));
+        receivers.push(match options.protocol {
+            Protocol::Twirp => {
+                let mut connection = Connection::open(addr).await?;
+                tokio::spawn(async move {
+                    receive(&mut connection, &bearer, i, start, &pair, &done).await
+                })
+            }
+            Protocol::GrpcWeb => {
+                let mut connection = GrpcConnection::open(addr).await?;
+                tokio::spawn(async move {
+                    receive_stream(&mut connection, &bearer, i, start, &pair, &done).await
+                })
+            }
+        });
     }
     for (n, addr) in addrs.iter().enumerate() {
         let polling_here = (0..pairs).filter(|&i| receiver_node(i, nodes) == n).count();
@@ -267,7 +304,7 @@ pub async fn drive(
         let bearer = key.bearer(&format!("s{i}"))?;
         let (pair, stop, retried) = (Arc::clone(pair), Arc::clone(&stop), Arc::clone(&retried));
         let addr = node_addr(sender_node(i, nodes)).ok_or_else(missing)?;
-        let mut connection = Connection::open(addr).await?;
+        let mut connection = SendConnection::open(addr, options.protocol).await?;
         // Spread the senders' slots over one interval so paced sends do not arrive in bursts.
         let offset = interval.map_or(Duration::ZERO, |d| d.mul_f64(i as f64 / pairs as f64));
         senders.push(tokio::spawn(async move {
@@ -335,6 +372,7 @@ pub async fn drive(
     Ok(RelayReport {
         nodes,
         store: options.store.name(),
+        protocol: options.protocol.name(),
         pairs,
         duration_s: duration,
         target_rate: options.rate,
@@ -459,6 +497,75 @@ async fn receive(
     }
 }
 
+/// A receiver on gRPC-web: one `Recv` stream, reopened when it ends, each message a frame.
+async fn receive_stream(
+    connection: &mut GrpcConnection,
+    bearer: &str,
+    i: usize,
+    start: Instant,
+    pair: &Pair,
+    senders_done: &AtomicBool,
+) -> Result<ReceiverResult, LoadError> {
+    let body = RecvReq {
+        src: Some(peer(format!("r{i}"), receiver_conn(i))),
+    }
+    .encode_to_vec();
+    let mut result = ReceiverResult::default();
+    let mut expected = 1u32;
+    let done = |result: &ReceiverResult| {
+        senders_done.load(Ordering::SeqCst)
+            && result.delivered >= pair.accepted.load(Ordering::SeqCst)
+    };
+    while !done(&result) {
+        let mut stream = connection
+            .call(&format!("{SIGNALING}/Recv"), Some(bearer), &body)
+            .await?;
+        result.batches += 1;
+        loop {
+            // Short reads, so a finished run is noticed while the stream stays open.
+            let frame = stream.next(Duration::from_millis(20)).await?;
+            let Some(frame) = frame else {
+                if done(&result) {
+                    return Ok(result);
+                }
+                continue;
+            };
+            let data = match frame {
+                Frame::Data(data) => data,
+                Frame::Status(0, _) => break,
+                // RESOURCE_EXHAUSTED, UNAVAILABLE: reopened after a pause, as the clients do.
+                Frame::Status(8 | 14, _) => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    break;
+                }
+                Frame::Status(code, message) => {
+                    return Err(LoadError::Protocol(format!(
+                        "Recv stream ended with {code}: {message}"
+                    )))
+                }
+            };
+            let now = start.elapsed().as_micros() as u64;
+            let mut resp = RecvResp::decode(data)
+                .map_err(|e| LoadError::Protocol(format!("a Recv frame does not decode: {e}")))?;
+            let Some(message) = resp.msgs.pop() else {
+                continue;
+            };
+            if message.header.is_none() {
+                // A keep-alive.
+                continue;
+            }
+            let (seq, sent_at) = stamp(&message);
+            if seq != expected {
+                result.out_of_order += 1;
+            }
+            expected = seq.wrapping_add(1);
+            result.delivered += 1;
+            result.latencies.push(now.saturating_sub(sent_at));
+        }
+    }
+    Ok(result)
+}
+
 fn stamp(message: &Message) -> (u32, u64) {
     let seq = message.header.as_ref().map_or(0, |h| h.seqnum);
     let sent_at = match message
@@ -472,9 +579,63 @@ fn stamp(message: &Message) -> (u32, u64) {
     (seq, sent_at)
 }
 
+/// A sender's connection, in the run's protocol.
+enum SendConnection {
+    Twirp(Connection),
+    GrpcWeb(GrpcConnection),
+}
+
+/// What became of one `Send`.
+enum Sent {
+    Accepted,
+    Retry,
+    Refused(String),
+}
+
+impl SendConnection {
+    async fn open(addr: SocketAddr, protocol: Protocol) -> Result<Self, LoadError> {
+        Ok(match protocol {
+            Protocol::Twirp => SendConnection::Twirp(Connection::open(addr).await?),
+            Protocol::GrpcWeb => SendConnection::GrpcWeb(GrpcConnection::open(addr).await?),
+        })
+    }
+
+    /// Sends `request` (a `SendReq`) as the clients of the protocol do.
+    async fn send(&mut self, bearer: &str, request: &Bytes) -> Result<Sent, LoadError> {
+        match self {
+            SendConnection::Twirp(connection) => {
+                let reply = connection.post(SEND, bearer, request.clone()).await?;
+                Ok(if reply.status == 200 {
+                    Sent::Accepted
+                } else if reply.is_retryable() {
+                    Sent::Retry
+                } else {
+                    Sent::Refused(format!(
+                        "Send answered {}: {}",
+                        reply.status,
+                        String::from_utf8_lossy(&reply.body)
+                    ))
+                })
+            }
+            SendConnection::GrpcWeb(connection) => {
+                let call = connection
+                    .call(&format!("{SIGNALING}/Send"), Some(bearer), request)
+                    .await?;
+                let (_, status) = call.finish(Duration::from_secs(30)).await?;
+                Ok(match status {
+                    Some((0, _)) => Sent::Accepted,
+                    // RESOURCE_EXHAUSTED and UNAVAILABLE, which the clients retry.
+                    Some((8 | 14, _)) => Sent::Retry,
+                    other => Sent::Refused(format!("Send ended with {other:?}")),
+                })
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn send(
-    connection: &mut Connection,
+    connection: &mut SendConnection,
     bearer: &str,
     i: usize,
     start: Instant,
@@ -507,19 +668,14 @@ async fn send(
             .encode_to_vec(),
         );
         loop {
-            let reply = connection.post(SEND, bearer, body.clone()).await?;
-            if reply.status == 200 {
-                break;
+            match connection.send(bearer, &body).await? {
+                Sent::Accepted => break,
+                Sent::Retry => {
+                    retried.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Sent::Refused(why) => return Err(LoadError::Protocol(why)),
             }
-            if !reply.is_retryable() {
-                return Err(LoadError::Protocol(format!(
-                    "Send answered {}: {}",
-                    reply.status,
-                    String::from_utf8_lossy(&reply.body)
-                )));
-            }
-            retried.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         pair.accepted.fetch_add(1, Ordering::SeqCst);
         seq += 1;

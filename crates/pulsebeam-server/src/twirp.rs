@@ -215,7 +215,7 @@ async fn handle(
             let conn_id = call::own_connection(&caller, request.src.as_ref())?.conn_id;
             let _online = Online::begin(state, &caller);
             let wait = Duration::from_millis(caller.live.config.limits.poll_timeout_ms);
-            let handout = call::poll(state, &mut caller, conn_id, wait).await?;
+            let handout = call::poll(state, &mut caller, conn_id, wait, call::Batching::Window).await?;
             let response = match encoding {
                 Encoding::Protobuf => {
                     encoding.respond(message::recv_resp_protobuf(&handout.envelopes))

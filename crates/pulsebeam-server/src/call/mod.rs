@@ -323,6 +323,17 @@ pub(crate) struct Handout {
     pub(crate) superseded: bool,
 }
 
+/// Whether a [`poll`] that found a message waits `limits.batch_window_ms` for more to join it:
+/// a long-poll answers once per batch, so it does; a stream writes each message as it comes,
+/// so it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Batching {
+    /// Wait the batch window.
+    Window,
+    /// Hand out what is there at once.
+    None,
+}
+
 /// Checks that `src` is the caller's own connection, as `Recv` must name it.
 ///
 /// # Errors
@@ -356,6 +367,7 @@ pub(crate) async fn poll(
     caller: &mut Caller,
     conn_id: u32,
     wait: Duration,
+    batching: Batching,
 ) -> Result<Handout, Refusal> {
     caller.recheck(state)?;
     let identity = Arc::clone(&caller.identity);
@@ -368,7 +380,10 @@ pub(crate) async fn poll(
     // A wait never outlasts the token: its expiry ends the session, as on the hosted service.
     let options = PollOptions {
         wait: wait.min(caller.token_left(state.now_unix())),
-        batch_window: Duration::from_millis(limits.batch_window_ms),
+        batch_window: match batching {
+            Batching::Window => Duration::from_millis(limits.batch_window_ms),
+            Batching::None => Duration::ZERO,
+        },
         max_messages: limits.max_batch_messages,
     };
     let mut shutdown = state.shutdown.subscribe();

@@ -9,9 +9,11 @@
 //! # What a stream that breaks guarantees
 //!
 //! Messages are taken from the mailbox a batch at a time and acknowledged to the store only
-//! once hyper has taken every frame of the batch *and* the stream has then stayed open for a
-//! confirmation delay (a quarter of the store's ack lease, at most [`CONFIRM_AFTER`]): a write
-//! to a connection the client has closed or reset fails within that time and drops the stream.
+//! once hyper has taken every frame of the batch *and* then either taken a frame of the next
+//! batch or the stream has stayed open for a confirmation delay (a quarter of the store's ack
+//! lease, at most [`CONFIRM_AFTER`]): a write to a connection the client has closed or reset
+//! fails within that time and drops the stream. While messages flow, each batch is confirmed by
+//! the next one, so no more than a batch or two wait unacknowledged whatever the rate.
 //! A stream that breaks before its batch is confirmed (the client reloads, the connection
 //! resets, a newer `Recv` of the connection takes over) leaves the batch unacknowledged, and the
 //! store hands it out again to the connection's next `Recv` after the ack lease. A stream that
@@ -42,7 +44,7 @@ use tokio::time::Instant;
 
 use super::frame;
 use crate::call::message::{bytes_field_len, put_bytes_field};
-use crate::call::{self, Caller, Online, PendingAck};
+use crate::call::{self, Batching, Caller, Online, PendingAck};
 use crate::config::GrpcWebConfig;
 use crate::state::State;
 use crate::store::Envelope;
@@ -127,6 +129,12 @@ impl Stream {
             let now = Instant::now();
             self.confirm(now).await;
             if let Some(frame) = self.frames.pop_front() {
+                if self.batch_ack.is_some() {
+                    // A frame of a newer batch went out: the batches before it are through.
+                    while let Some((ack, _)) = self.unconfirmed.pop_front() {
+                        ack.send(&self.state).await;
+                    }
+                }
                 if self.frames.is_empty() {
                     if let Some(ack) = self.batch_ack.take() {
                         self.unconfirmed.push_back((ack, now));
@@ -171,7 +179,16 @@ impl Stream {
         if let Some((_, since)) = self.unconfirmed.front() {
             until = until.min(*since + self.confirm_after);
         }
-        match call::poll(&self.state, &mut self.caller, self.conn_id, until - now).await {
+        let wait = until - now;
+        match call::poll(
+            &self.state,
+            &mut self.caller,
+            self.conn_id,
+            wait,
+            Batching::None,
+        )
+        .await
+        {
             Err(refusal) => {
                 let message = refusal.to_string();
                 self.end(refusal.code().grpc(), &message, false).await;

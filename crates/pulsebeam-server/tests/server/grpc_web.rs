@@ -682,3 +682,44 @@ async fn shutting_down_ends_streams_ok_so_clients_reconnect_elsewhere() {
     stop.await.unwrap().unwrap();
     assert!(stopping.elapsed() < Duration::from_secs(3));
 }
+
+/// While messages flow, each batch a stream hands out is confirmed by the next one going out:
+/// the mailbox never fills with messages waiting for their confirmation delay, so a sender
+/// faster than that delay is not refused.
+#[tokio::test]
+async fn a_busy_stream_confirms_batches_as_they_flow() {
+    let h = Harness::start_with(|c| {
+        c.limits.mailbox_capacity = 4;
+        c.limits.max_batch_messages = 2;
+    })
+    .await;
+    let alice = h.peer("room", "alice", 100);
+    let bob = h.peer("room", "bob", 200);
+    prepare_ok(h.addr, &bob.token).await;
+    let mut stream = recv_stream(h.addr, "127.0.0.1", &bob.info, "900000m").await;
+    stream.next(SHORT).await.unwrap();
+    let sent = 40u32;
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < sent as usize {
+            got.push(stream.message(SHORT).await.header.unwrap().seqnum);
+        }
+        got
+    });
+    let started = std::time::Instant::now();
+    for seq in 1..=sent {
+        loop {
+            let reply = alice.send(&bob.info, seq, true, join()).await;
+            if reply.status == StatusCode::OK {
+                break;
+            }
+            assert_eq!(reply.code(), "resource_exhausted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let got = reader.await.unwrap();
+    assert_eq!(got, (1..=sent).collect::<Vec<_>>());
+    // Forty messages through a mailbox of four (eight with those handed out), in batches of
+    // two: waiting out a confirmation delay (a second) every eight messages would take five.
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
