@@ -410,6 +410,121 @@ mod protocols {
         );
     }
 
+    /// gRPC-web over HTTP/2: a `Prepare` binds the peer, its `Recv` stream and a `Send` share
+    /// one connection, the message is pushed on the stream, and resetting the stream (what a
+    /// browser does when the page goes) ends the server's wait at once.
+    #[tokio::test]
+    async fn a_grpc_web_stream_shares_an_http2_connection_and_ends_when_reset() {
+        let cert = Cert::new();
+        let harness = Harness::start(&cert, |_| {}).await;
+        let (alice, bob) = (info("room", "alice", 101), info("room", "bob", 202));
+        let (client, _) = Client::connect(harness.addr, &[&cert], b"h2").await;
+        let Client::H2(mut send) = client.share() else {
+            unreachable!()
+        };
+        let grpc = |path: &str, token: Option<&str>, message: Vec<u8>| {
+            let mut framed = vec![0u8];
+            framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+            framed.extend_from_slice(&message);
+            let mut request = Request::post(format!(
+                "https://localhost/grpc/pulsebeam.v1.Signaling/{path}"
+            ))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            request.body(Full::new(Bytes::from(framed))).unwrap()
+        };
+        let bob_token = harness.token("room", "bob");
+        send.ready().await.unwrap();
+        let prepared = send
+            .send_request(grpc("Prepare", Some(&bob_token), Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(prepared.version(), Version::HTTP_2);
+        let body = prepared.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.ends_with(b"grpc-status:0\r\n"), "{body:?}");
+
+        let recv = RecvReq {
+            src: Some(bob.clone()),
+        }
+        .encode_to_vec();
+        send.ready().await.unwrap();
+        let stream = send.send_request(grpc("Recv", None, recv)).await.unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        let mut stream = stream.into_body();
+        let mut frames = Vec::new();
+        // The keep-alive first, then, once alice sends on the same connection, her message.
+        let mut sender = client.share();
+        let sent = sender
+            .request(
+                "POST",
+                "/grpc/pulsebeam.v1.Signaling/Send",
+                &[
+                    ("content-type", "application/grpc-web+proto"),
+                    (
+                        "authorization",
+                        &format!("Bearer {}", harness.token("room", "alice")),
+                    ),
+                ],
+                {
+                    let message = join_from(&alice, &bob).encode_to_vec();
+                    let mut framed = vec![0u8];
+                    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+                    framed.extend_from_slice(&message);
+                    framed
+                },
+            )
+            .await
+            .unwrap();
+        assert!(sent.body.ends_with(b"grpc-status:0\r\n"), "{sent:?}");
+        while frames.len() < 2 {
+            let frame = tokio::time::timeout(Duration::from_secs(3), stream.frame())
+                .await
+                .expect("a frame in time")
+                .unwrap()
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                let mut at = 0;
+                while data.len() >= at + 5 {
+                    let len = u32::from_be_bytes([
+                        data[at + 1],
+                        data[at + 2],
+                        data[at + 3],
+                        data[at + 4],
+                    ]) as usize;
+                    frames.push(data.slice(at + 5..at + 5 + len));
+                    at += 5 + len;
+                }
+            }
+        }
+        let got = RecvResp::decode(frames[1].as_ref()).unwrap();
+        assert_eq!(
+            got.msgs[0].header.as_ref().unwrap().src.as_ref(),
+            Some(&alice)
+        );
+
+        // Reset the stream: the server stops waiting for bob's mail at once.
+        drop(stream);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let metrics = sender
+                .request("GET", "/metrics", &[], Vec::new())
+                .await
+                .unwrap();
+            if String::from_utf8_lossy(&metrics.body).contains("pulsebeam_polling_connections 0\n")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stream's wait outlived its reset"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     #[tokio::test]
     async fn tls_1_2_clients_are_served_too() {
         let cert = Cert::new();

@@ -721,5 +721,9 @@ async fn a_busy_stream_confirms_batches_as_they_flow() {
     assert_eq!(got, (1..=sent).collect::<Vec<_>>());
     // Forty messages through a mailbox of four (eight with those handed out), in batches of
     // two: waiting out a confirmation delay (a second) every eight messages would take five.
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
