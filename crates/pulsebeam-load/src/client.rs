@@ -84,20 +84,8 @@ impl Connection {
     /// [`ClientError::Connect`] when the TCP connection fails, [`ClientError::Http`] when the
     /// HTTP handshake does.
     pub async fn open(addr: SocketAddr) -> Result<Self, ClientError> {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|source| ClientError::Connect { addr, source })?;
-        stream
-            .set_nodelay(true)
-            .map_err(|source| ClientError::Connect { addr, source })?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            // Ends when the peer closes or the sender is dropped; the caller sees the error.
-            let _ = connection.await;
-        });
         Ok(Connection {
-            sender,
+            sender: connect(addr).await?,
             host: addr.to_string(),
         })
     }
@@ -140,6 +128,28 @@ impl Connection {
         let body = response.into_body().collect().await?.to_bytes();
         Ok(Reply { status, body })
     }
+}
+
+/// An HTTP/1.1 connection to `addr` (with `TCP_NODELAY`, as the server sets it too), driven
+/// by a task of its own until the peer closes or the sender is dropped.
+///
+/// # Errors
+///
+/// [`ClientError::Connect`] when the TCP connection fails, [`ClientError::Http`] when the
+/// HTTP handshake does.
+pub(crate) async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    stream
+        .set_nodelay(true)
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        // Ends when the peer closes or the sender is dropped; the caller sees the error.
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 /// Reads one gauge or counter (without labels) from the server's `/metrics` text.

@@ -9,7 +9,6 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 
 use crate::client::ClientError;
 
@@ -91,19 +90,8 @@ impl GrpcConnection {
     ///
     /// [`ClientError::Connect`] or [`ClientError::Http`].
     pub async fn open(addr: SocketAddr) -> Result<Self, ClientError> {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|source| ClientError::Connect { addr, source })?;
-        stream
-            .set_nodelay(true)
-            .map_err(|source| ClientError::Connect { addr, source })?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
         Ok(GrpcConnection {
-            sender,
+            sender: crate::client::connect(addr).await?,
             host: addr.to_string(),
         })
     }

@@ -211,10 +211,17 @@ async fn http(
 /// Writes `request` on a fresh connection and reads the answer's head and body as text (the
 /// server closes or answers; reading stops at the first complete answer or after 2 s idle).
 async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     // The server may answer and close before all of an oversized request is written.
     let _ = socket.write_all(request).await;
+    read_answer(&mut socket).await
+}
+
+/// Reads from `socket` until one whole answer (head and `Content-Length` body) arrived, the
+/// server closed, or nothing came for 2 s; the bytes as text.
+async fn read_answer(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

@@ -45,34 +45,6 @@ async fn a_revocation_made_while_a_recv_body_arrives_ends_that_recv() {
     assert!(answer.contains("revoked"), "{answer}");
 }
 
-async fn read_answer(socket: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::AsyncReadExt as _;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut buf)).await
-    {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&out);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if body.len() >= len {
-                break;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A protobuf `Send` with a valid header and payload bytes `ff ff`, then a valid message: the
 /// first is refused as malformed (no receiver could read it), and a JSON receiver gets the
 /// second: one bad message costs no other.
