@@ -123,7 +123,8 @@ EOF
         cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
     fi
     rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
-    tar -C "$root" -c . | "${podman[@]}" import --change 'CMD ["bash"]' - "$base_image" >/dev/null
+    tar -C "$root" -c . | "${podman[@]}" import --change 'CMD ["bash"]' - "$base_image" >>"$work/debootstrap.log" 2>&1 ||
+        die "podman import of the base image failed; see $work/debootstrap.log"
     rm -rf "$root"
 }
 
