@@ -138,7 +138,10 @@ build_image() {
         tail -n 40 "$work/build.log" >&2
         die "podman build failed; the whole log is in $work/build.log"
     }
-    ok "image: built in $((SECONDS - start)) s ($(grep -m1 '^rustc ' "$work/build.log" || echo 'every layer cached'))"
+    local compiled toolchain
+    compiled=$(grep -c '^ *Compiling ' "$work/build.log" || true)
+    toolchain=$(grep -m1 '^rustc ' "$work/build.log" || echo 'builder layer cached')
+    ok "image: built in $((SECONDS - start)) s, $compiled crates compiled ($toolchain)"
 }
 
 # The image's own settings: who it runs as, what it exposes, how it stops, what it runs.
