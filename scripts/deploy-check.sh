@@ -9,7 +9,7 @@
 #   scripts/deploy-check.sh clean           remove the work directory (podman storage, caches)
 #
 # Runs as root (chroot, podman storage, apt). Installs what it needs: podman, buildah,
-# debootstrap, busybox, caddy, coturn, redis-server and systemd from apt; kubernetes-validate,
+# debootstrap, busybox, caddy, coturn, redis-server, strace and systemd from apt; kubernetes-validate,
 # check-jsonschema and podman-compose from PyPI at pinned versions into a virtualenv.
 # Everything it makes lives in $PULSEBEAM_DEPLOY_WORK (default target/deploy-check), which is
 # kept between runs so a second run reuses the base image, the crates and the compiled
@@ -57,8 +57,12 @@ podman=(podman --root "$work/storage" --runroot "$work/run" --storage-driver ove
 rootfs=$work/rootfs
 scratch=$(mktemp -d "$work/tmp/check.XXXXXX")
 pids=()
+redis_pidfiles=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pidfile in "${redis_pidfiles[@]}"; do
+        [ ! -s "$pidfile" ] || kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
     rm -rf "$scratch"
 }
 trap cleanup EXIT
@@ -69,7 +73,7 @@ install_tools() {
     local missing=() tool package
     for tool in podman:podman buildah:buildah debootstrap:debootstrap busybox:busybox \
         caddy:caddy turnserver:coturn redis-server:redis-server redis-cli:redis-server \
-        systemd-analyze:systemd curl:curl python3:python3-venv; do
+        systemd-analyze:systemd strace:strace curl:curl python3:python3-venv; do
         package=${tool#*:}
         command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("$package")
     done
@@ -434,6 +438,7 @@ EOF
     port=$(free_port)
     mkdir -p "$scratch/redis"
     sed "s|^dir .*|dir $scratch/redis|" "$dir/redis.conf" >"$scratch/redis/redis.conf"
+    redis_pidfiles+=("$scratch/redis/redis.pid")
     redis-server "$scratch/redis/redis.conf" --port "$port" --bind 127.0.0.1 \
         --daemonize yes --pidfile "$scratch/redis/redis.pid" --logfile "$scratch/redis/redis.log" >/dev/null ||
         die "redis-server refused redis.conf"
@@ -550,6 +555,133 @@ EOF
 
 # --- systemd ---------------------------------------------------------------------------------
 
+# The unit's sandbox must not break the server: runs it (from the image's root filesystem) under
+# strace with the Redis store, TURN usage, the admin API and the audit file, through Prepare,
+# Send, Recv, an admin call, SIGHUP and SIGTERM, and checks every system call against the
+# unit's SystemCallFilter=, every socket against RestrictAddressFamilies= and every mapping
+# against MemoryDenyWriteExecute=.
+check_sandbox() {
+    local unit=$1 dir=$scratch/sandbox
+    if [ -z "$scratch" ] || [ -z "$rootfs" ]; then
+        die "check_sandbox needs the scratch and root directories"
+    fi
+    mkdir -p "$dir/redis"
+    local redis_port port admin_port keys kid secret public
+    redis_port=$(free_port)
+    port=$(free_port)
+    admin_port=$(free_port)
+    redis_pidfiles+=("$dir/redis/redis.pid")
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir/redis" \
+        --daemonize yes --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log" >/dev/null ||
+        die "could not start redis-server for the sandbox check"
+    for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    keys=$(pb keygen)
+    kid=$(sed -n 's/^PULSEBEAM_API_KEY=//p' <<<"$keys")
+    secret=$(sed -n 's/^PULSEBEAM_API_SECRET=//p' <<<"$keys")
+    public=$(sed -n 's/^# hex: //p' <<<"$keys")
+    install -d -o 65532 -g 65532 "$rootfs/var/log/pulsebeam"
+    cat >"$rootfs/etc/pulsebeam/sandbox.toml" <<TOML
+listen = "127.0.0.1:$port"
+[[projects]]
+id = "app"
+[[projects.keys]]
+kid = "$kid"
+public_key = "$public"
+[[ice.turn]]
+urls = ["turn:turn.example.com:3478"]
+secret = "$(openssl rand -hex 16)"
+[store]
+backend = "redis"
+urls = ["redis://127.0.0.1:$redis_port/0"]
+[usage]
+turn_stats_url = "redis://127.0.0.1:$redis_port/0"
+[admin]
+listen = "127.0.0.1:$admin_port"
+token_sha256 = "$(printf sandbox | sha256sum | cut -d' ' -f1)"
+[audit]
+file = "/var/log/pulsebeam/audit.jsonl"
+TOML
+    strace -f -qq -o "$dir/trace" chroot --userspec=65532:65532 "$rootfs" /usr/local/bin/pulsebeam \
+        serve --config /etc/pulsebeam/sandbox.toml >"$dir/serve.log" 2>&1 &
+    local traced=$!
+    pids+=("$traced")
+    for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+    # strace runs chroot, which runs the server as its child: signals go to the server itself.
+    local server
+    server=$(pgrep -f -n 'serve --config /etc/pulsebeam/sandbox.toml$') ||
+        die "the server under strace did not start: $(tail -n 5 "$dir/serve.log")"
+    pids+=("$server")
+    local token url=http://127.0.0.1:$port/twirp/pulsebeam.v1.Tunnel
+    token=$(PULSEBEAM_API_KEY=$kid PULSEBEAM_API_SECRET=$secret pb create-token -q --group-id g --peer-id a --allow-policy 'g:*')
+    local call=(curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $token")
+    if ! "${call[@]}" "$url/Prepare" -d '{}' ||
+        ! "${call[@]}" "$url/Send" -d '{"msg":{"header":{"src":{"groupId":"g","peerId":"a","connId":20},"dst":{"groupId":"g","peerId":"a","connId":21}},"payload":{}}}' ||
+        ! "${call[@]}" "$url/Recv" -d '{"src":{"groupId":"g","peerId":"a","connId":21}}' ||
+        ! PULSEBEAM_ADMIN_TOKEN=sandbox pb admin usage --project app --url "http://127.0.0.1:$admin_port" >/dev/null; then
+        die "the server under strace did not answer: $(tail -n 5 "$dir/serve.log")"
+    fi
+    kill -HUP "$server"
+    sleep 0.5
+    kill -TERM "$server"
+    wait "$traced" || die "the server under strace did not exit 0: $(tail -n 5 "$dir/serve.log")"
+    redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+    rm -rf "${rootfs:?}/var/log" "${rootfs:?}/etc/pulsebeam/sandbox.toml"
+    grep -q 'configuration reloaded' "$dir/serve.log" || die "SIGHUP did not reload: $(tail -n 5 "$dir/serve.log")"
+
+    local summary
+    summary=$("$work/venv/bin/python" - "$dir/trace" "$unit" <<'PYTHON'
+import re, subprocess, sys
+
+trace, unit = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+
+def group(name):
+    lines = subprocess.run(["systemd-analyze", "syscall-filter", name],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    calls = set()
+    for line in lines[1:]:
+        word = line.strip()
+        if not word:
+            break
+        if not word.startswith("#"):
+            calls |= group(word) if word.startswith("@") else {word}
+    return calls
+
+def setting(key):
+    return [line.split("=", 1)[1].split() for line in unit.splitlines() if line.startswith(key + "=")]
+
+def expand(words):
+    calls = set()
+    for word in words:
+        calls |= group(word) if word.startswith("@") else {word}
+    return calls
+
+allowed = set()
+for words in setting("SystemCallFilter"):
+    if words and words[0].startswith("~"):
+        allowed -= expand([words[0][1:]] + words[1:])
+    else:
+        allowed |= expand(words)
+# chroot and the switch to uid 65532 happen before the server runs, as systemd does them.
+used = set(re.findall(r"^\d+ +([a-z_0-9]+)\(", trace, re.M)) - {"execve", "chroot", "setgroups", "setgid", "setuid"}
+families = set(re.findall(r"socket\((AF_[A-Z0-9]+)", trace))
+writable_exec = re.findall(r"^.*PROT_(?:WRITE\|PROT_EXEC|EXEC\|PROT_WRITE).*$", trace, re.M)
+problems = []
+if used - allowed:
+    problems.append(f"system calls outside SystemCallFilter=: {sorted(used - allowed)}")
+outside = families - set(sum(setting("RestrictAddressFamilies"), []))
+if outside:
+    problems.append(f"socket families outside RestrictAddressFamilies=: {sorted(outside)}")
+if writable_exec and "MemoryDenyWriteExecute=yes" in unit:
+    problems.append(f"writable and executable mappings despite MemoryDenyWriteExecute=: {writable_exec[:3]}")
+for problem in problems:
+    print(f"systemd: {problem}", file=sys.stderr)
+print(f"{len(used)} system calls, sockets {' '.join(sorted(families))}")
+sys.exit(1 if problems else 0)
+PYTHON
+    ) || die "the unit's sandbox would break the server"
+    ok "systemd: the server under strace (Redis, usage, admin, audit, SIGHUP, SIGTERM: $summary) stays inside SystemCallFilter=, RestrictAddressFamilies= and MemoryDenyWriteExecute="
+}
+
 part_systemd() {
     local unit=deploy/systemd/pulsebeam.service root=$scratch/systemd-root
     # systemd-analyze verify checks the commands exist: a root with the unit, the binary from
@@ -570,6 +702,8 @@ part_systemd() {
     out=$(systemd-analyze security --offline=true --threshold=20 "$unit" 2>&1) ||
         die "systemd-analyze security: exposure above 2.0: $(tail -n1 <<<"$out")"
     ok "systemd: $(grep -o 'Overall exposure level.*' <<<"$out")"
+
+    check_sandbox "$unit"
 
     # What the unit's StateDirectory= and LogsDirectory= give the service, for the sample's
     # state_file and audit file (serve --check opens the audit file).
