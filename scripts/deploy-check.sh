@@ -36,6 +36,11 @@ die() {
 ok() { echo "ok  $*"; }
 
 if [ "${1-}" = clean ]; then
+    # podman's overlay driver keeps its directory mounted on itself: unmount before removing.
+    if [ -d "$work" ]; then
+        awk -v work="$(cd "$work" && pwd -P)" 'index($2, work "/") == 1 {print $2}' /proc/mounts |
+            sort -r | while read -r mountpoint; do umount "$mountpoint"; done
+    fi
     rm -rf "$work"
     exit 0
 fi
