@@ -4,7 +4,7 @@
 # failed, so one run shows every problem; the exit code is non-zero if any step failed.
 #
 #   scripts/test.sh            all steps
-#   scripts/test.sh rust js    only the named steps (rust, backends, interop, js, e2e, fuzz)
+#   scripts/test.sh rust js    only the named steps (rust, backends, interop, js, e2e, fuzz, deploy)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,6 +72,7 @@ step interop interop
 step js bash bindings/js/scripts/test.sh
 step e2e bash e2e/run.sh
 step fuzz bash scripts/fuzz.sh "$FUZZ_SECONDS"
+step deploy bash scripts/deploy-check.sh
 
 echo
 echo "passed steps: ${passed[*]:-none}"
