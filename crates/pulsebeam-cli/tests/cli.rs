@@ -734,6 +734,25 @@ mod keygen {
             "{}",
             check.stdout
         );
+
+        // A check opens the audit file as the server would, and leaves no file behind; one in
+        // a directory that does not exist is refused, naming the key.
+        let audit = dir.path().join("audit.jsonl");
+        let with_audit = |file: &std::path::Path| {
+            std::fs::write(
+                &config,
+                format!(
+                    "[[projects]]\nid = \"app\"\n{snippet}\n[audit]\nfile = \"{}\"\n",
+                    file.display()
+                ),
+            )
+            .unwrap();
+            pulsebeam(&["serve", "--config", config.to_str().unwrap(), "--check"])
+        };
+        with_audit(&audit).expect(0);
+        assert!(!audit.exists(), "serve --check created the audit file");
+        let refused = with_audit(&dir.path().join("missing").join("audit.jsonl")).expect(2);
+        assert!(refused.stderr.contains("audit.file"), "{}", refused.stderr);
     }
 
     #[test]

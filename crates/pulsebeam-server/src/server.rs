@@ -87,11 +87,17 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
         })?;
     }
     if let Some(path) = &config.audit.file {
+        // Opened for appending as the server would; a file that was not there is not left
+        // behind by a check.
+        let existed = path.exists();
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| audit_file_error(&e))?;
+        if !existed {
+            let _ = std::fs::remove_file(path);
+        }
     }
     Ok(())
 }
