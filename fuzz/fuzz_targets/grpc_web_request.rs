@@ -25,8 +25,8 @@ use http_body_util::BodyExt as _;
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 use pulsebeam_server::proto::{
-    AnalyticsReportReq, AnalyticsReportResp, MessageHeader, PrepareReq, PrepareResp, RecvReq,
-    SendResp, StreamRecvResp,
+    AnalyticsReportReq, AnalyticsReportResp, Message, PrepareReq, PrepareResp, RecvReq, SendResp,
+    StreamRecvResp,
 };
 use pulsebeam_server::{Config, ProjectConfig, Server};
 use pulsebeam_token::{AccessToken, KeyPair, PeerClaims, PeerPolicy, MAX_TTL_SECS};
@@ -79,28 +79,20 @@ enum Credential {
     Bad,
 }
 
-/// `SendReq` as an opaque relay reads it: every occurrence of the message, as bytes.
+/// `SendReq` as the relay reads it: every occurrence of the message, as bytes; the message
+/// must then decode as `pulsebeam.v1.Message` (a receiver could not read one that does not).
 #[derive(Clone, PartialEq, prost::Message)]
 struct OpaqueSendReq {
     #[prost(bytes = "vec", repeated, tag = "1")]
     msg: Vec<Vec<u8>>,
 }
 
-/// A `Message` whose payload is only bytes.
-#[derive(Clone, PartialEq, prost::Message)]
-struct OpaqueMessage {
-    #[prost(message, optional, tag = "1")]
-    header: Option<MessageHeader>,
-    #[prost(bytes = "vec", repeated, tag = "2")]
-    payload: Vec<Vec<u8>>,
-}
-
-/// Whether a `Send` message is malformed for an opaque relay.
+/// Whether a `Send` message is malformed for the relay.
 fn send_malformed(message: &[u8]) -> bool {
     match OpaqueSendReq::decode(message) {
         Err(_) => true,
         Ok(request) if request.msg.is_empty() => false,
-        Ok(request) => OpaqueMessage::decode(request.msg.concat().as_slice()).is_err(),
+        Ok(request) => Message::decode(request.msg.concat().as_slice()).is_err(),
     }
 }
 
@@ -189,7 +181,10 @@ fn trailer_status(payload: &[u8]) -> u8 {
             other => panic!("an unexpected trailer {other:?}: {text:?}"),
         }
     }
-    assert!(text.ends_with("\r\n"), "the trailer's last line is unterminated: {text:?}");
+    assert!(
+        text.ends_with("\r\n"),
+        "the trailer's last line is unterminated: {text:?}"
+    );
     status.expect("the trailer has a grpc-status")
 }
 
@@ -217,10 +212,7 @@ fuzz_target!(|data: &[u8]| {
     let timeout = timeout(timeout_byte);
 
     let path = match credential {
-        Credential::Path => format!(
-            "{base}/t/{}/pulsebeam.v1.Signaling/{method}",
-            fixture.token
-        ),
+        Credential::Path => format!("{base}/t/{}/pulsebeam.v1.Signaling/{method}", fixture.token),
         _ => format!("{base}/pulsebeam.v1.Signaling/{method}"),
     };
     let mut request = Request::builder()
@@ -251,7 +243,11 @@ fuzz_target!(|data: &[u8]| {
     if let Some(timeout) = &timeout {
         request = request.header("grpc-timeout", timeout.as_str());
     }
-    let sent = if frame_it { framed(body) } else { body.to_vec() };
+    let sent = if frame_it {
+        framed(body)
+    } else {
+        body.to_vec()
+    };
     let request = request.body(Body::from(sent.clone())).expect("request");
 
     let (status, head_type, head_grpc_status, bytes) = fixture.runtime.block_on(async {
@@ -319,10 +315,16 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Some(message) if malformed(method, message) => {
-                assert_eq!(code, 3, "{method}: an undecodable message is INVALID_ARGUMENT");
+                assert_eq!(
+                    code, 3,
+                    "{method}: an undecodable message is INVALID_ARGUMENT"
+                );
             }
             Some(_) if method == "Prepare" || method == "AnalyticsReport" => {
-                assert_eq!(code, 0, "a well-formed {method} with a valid token succeeds");
+                assert_eq!(
+                    code, 0,
+                    "a well-formed {method} with a valid token succeeds"
+                );
             }
             Some(_) => {}
         },
