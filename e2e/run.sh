@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests: headless Chromium pages against `pulsebeam dev`, and a real coturn.
 #
-# Installs what is missing (Debian's chromium, coturn and redis-server, the pinned playwright-core), builds
+# Installs what is missing (Debian's chromium, coturn and redis-server, the pinned npm packages), builds
 # the dev server, and runs the tests with Node's test runner. When the machine allows it, the
 # tests run in a fresh network namespace that has only a loopback interface, so no test traffic
 # can leave the machine. Environment: E2E_VERBOSE=1 prints every page's log; PULSEBEAM_DEV_BIN
@@ -22,7 +22,8 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! node -e "require.resolve('playwright-core')" >/dev/null 2>&1; then
+# Every pinned package: a checkout from before one was added has the others only.
+if ! node -e "for (const p of ['playwright-core', '@protobuf-ts/grpcweb-transport', '@protobuf-ts/runtime-rpc', '@protobuf-ts/runtime']) require.resolve(p)" >/dev/null 2>&1; then
   npm ci --no-audit --no-fund
 fi
 

@@ -61,11 +61,27 @@ def main():
         bytes([1 | 1 << 2]) + f'{{"msg":{{"header":{{"src":{src},"dst":{dst}}},"payload":{{"join":{{}}}}}}}}'.encode(),
     ]
 
+    # gRPC-web: a selector byte (bits 0-1 method: Prepare, Send, Recv, AnalyticsReport; bits 2-3
+    # credential: 0 header token, 1 token in the path, 2 none), a grpc-timeout byte (0 none,
+    # 5 = "5m", 0x41 = "1S"), then the request message, which the target frames.
+    grpc_method = {"PrepareReq": 0, "SendReq": 1, "RecvReq": 2}
+    grpc = []
+    for example in wire["examples"]:
+        kind = example["name"].split(".")[0]
+        if kind in grpc_method:
+            message = bytes.fromhex(example["hex"])
+            for credential in (0, 1, 2):
+                grpc.append(bytes([grpc_method[kind] | credential << 2, 0x41]) + message)
+    # AnalyticsReportReq{events: [{metrics: [{timestamp_us: 1, event_type: 3009}]}]}
+    report = bytes.fromhex("0a071205080210c117")
+    grpc += [bytes([3, 0]) + report, bytes([3 | 1 << 2 | 1 << 4, 5]) + report]
+
     counts = {
         "token_verify": write("token_verify", verify),
         "token_signed": write("token_signed", claims),
         "policy": write("policy", policies),
         "twirp_request": write("twirp_request", requests),
+        "grpc_web_request": write("grpc_web_request", grpc),
     }
     print("seeds: " + ", ".join(f"{k} {n}" for k, n in counts.items()))
 

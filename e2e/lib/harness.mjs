@@ -1,7 +1,8 @@
 // Starts and stops what the end-to-end tests need: the `pulsebeam dev` server, coturn, and
 // headless Chromium. Every process started here is killed when the test ends, pass or fail.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -243,9 +244,12 @@ export async function psubscribe(t, port, pattern) {
   return { messages };
 }
 
-/** Launches headless Chromium (Debian's) with a fake camera; closed when the test ends. */
-export async function launchBrowser(t) {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
+/**
+ * Launches headless Chromium (Debian's) with a fake camera; closed when the test ends.
+ * `args`: more command-line switches, e.g. `--ignore-certificate-errors` for a throwaway cert.
+ */
+export async function launchBrowser(t, { args = [] } = {}) {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...args], timeout: 30_000 });
   t.after(() => browser.close().catch(() => {}));
   return browser;
 }
@@ -263,8 +267,13 @@ export async function withPageLogs(t, body) {
   if (process.env.E2E_VERBOSE) for (const dump of dumps.get(t) ?? []) await dump();
 }
 
-/** Opens the demo page as one peer in its own browser context. Query: groupId, peerId, connect, allow, relay... */
-export async function openPeer(t, browser, baseUrl, query) {
+/**
+ * Opens the demo page as one peer in its own browser context. Query: groupId, peerId, connect,
+ * allow, relay, transport, server... The tests written before the page spoke gRPC-web test
+ * Twirp, so `transport` is `twirp` unless given; `transport: null` leaves the page's default.
+ * `beforeLoad(page)` runs before the page is loaded, e.g. to watch its first requests.
+ */
+export async function openPeer(t, browser, baseUrl, query, { beforeLoad } = {}) {
   const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
   const page = await context.newPage();
   const logs = [];
@@ -277,7 +286,10 @@ export async function openPeer(t, browser, baseUrl, query) {
   if (!dumps.has(t)) dumps.set(t, []);
   dumps.get(t).push(dump);
   t.after(() => context.close().catch(() => {}));
-  const params = new URLSearchParams({ groupId: 'default', autostart: '1', ...query });
+  const all = { groupId: 'default', autostart: '1', transport: 'twirp', ...query };
+  if (all.transport === null) delete all.transport;
+  const params = new URLSearchParams(all);
+  beforeLoad?.(page);
   await page.goto(`${baseUrl}/?${params}`);
   return page;
 }
@@ -316,4 +328,93 @@ export async function startServe(t, configFile, ports) {
     if (!up) throw new Error(`pulsebeam serve did not listen on 127.0.0.1:${port} within 30 s:\n${proc.output()}`);
   }
   return { output: proc.output, child: proc.child };
+}
+
+/** A fresh project key from `pulsebeam keygen --json`: `{ api_key, api_secret, public_key }`. */
+export function keygen() {
+  return JSON.parse(execFileSync(pulsebeamBin(), ['keygen', '--json'], { encoding: 'utf8' }));
+}
+
+/** Mints a token with `pulsebeam create-token`; rejects with the CLI's error. */
+export function mintToken(keys, { groupId, peerId, allow = `${groupId}:*`, duration = '10m' }) {
+  return new Promise((resolve, reject) => {
+    execFile(
+      pulsebeamBin(),
+      ['create-token', '--api-key', keys.api_key, '--group-id', groupId, '--peer-id', peerId, '--allow-policy', allow, '--duration', duration, '--quiet'],
+      { encoding: 'utf8', env: { ...process.env, PULSEBEAM_API_SECRET: keys.api_secret } },
+      (err, stdout, stderr) => (err ? reject(new Error(stderr.trim() || err.message)) : resolve(stdout.trim())),
+    );
+  });
+}
+
+/** A throwaway self-signed certificate for 127.0.0.1 and localhost: `{ cert, key }` file paths. */
+export function selfSignedCert(t) {
+  const dir = tempDir(t, 'pulsebeam-cert-');
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1',
+    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+  ], { stdio: 'pipe' });
+  return { cert, key };
+}
+
+const ASSETS = path.join(repoRoot, 'crates/pulsebeam-dev/assets');
+const ASSET_TYPES = { '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.html': 'text/html; charset=utf-8' };
+
+/**
+ * Serves the demo page (from the dev crate's assets, as `pulsebeam dev` embeds them) and an
+ * `/auth` that mints tokens of `keys` with `pulsebeam create-token`, on 127.0.0.1: the page for
+ * a `pulsebeam serve` (pass it `server=<its origin>`), which serves no page of its own.
+ * Resolves to the page server's URL; stopped when the test ends.
+ */
+export async function startPageServer(t, keys) {
+  const server = http.createServer(async (req, res) => {
+    const url = new URL(req.url, 'http://127.0.0.1');
+    const reply = (status, type, body) => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-cache' });
+      res.end(body);
+    };
+    if (url.pathname === '/auth') {
+      const groupId = url.searchParams.get('groupId') ?? '';
+      const peerId = url.searchParams.get('peerId') ?? '';
+      const allow = url.searchParams.get('allow') || '*:*';
+      try {
+        const token = await mintToken(keys, { groupId, peerId, allow });
+        reply(200, 'application/json', JSON.stringify({ groupId, peerId, token }));
+      } catch (err) {
+        reply(400, 'application/json', JSON.stringify({ code: 'invalid_argument', error: err.message }));
+      }
+      return;
+    }
+    const file = url.pathname === '/' ? 'index.html' : url.pathname.match(/^\/demo\/([a-z]+\.(?:js|css))$/)?.[1];
+    if (!file) {
+      reply(404, 'text/plain', 'not found');
+      return;
+    }
+    try {
+      reply(200, ASSET_TYPES[path.extname(file)], readFileSync(path.join(ASSETS, file)));
+    } catch {
+      reply(404, 'text/plain', 'not found');
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => {
+    server.closeAllConnections();
+    server.close(resolve);
+  }));
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
+/** The value of each `name{labels}` sample on a Prometheus page, by its label text. */
+export async function metricSamples(base, name) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const samples = {};
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const labels = line.slice(name.length + 1, line.lastIndexOf('}'));
+    samples[labels] = Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return samples;
 }

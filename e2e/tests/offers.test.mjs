@@ -129,7 +129,7 @@ test('Chromium\'s offers are measured, and the largest crosses the server byte f
 
   // alice sends it to bob's connection as the 0.0.17 client sends an offer; bob receives it.
   const result = await page.evaluate(async (sdp) => {
-    const { twirpCall, TwirpError } = await import('/demo/tunnel.js');
+    const { twirpCall, TwirpError } = await import('/demo/twirp.js');
     const proto = await import('/demo/proto.js');
     const token = async (peerId) => (await (await fetch(`/auth?groupId=default&peerId=${peerId}`)).json()).token;
     const [aliceToken, bobToken] = [await token('alice'), await token('bob')];

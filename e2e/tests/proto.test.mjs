@@ -110,6 +110,13 @@ test('a TURN server with credentials round-trips', () => {
   assert.deepEqual(proto.decodePrepareResp(proto.encodePrepareResp(resp)), resp);
 });
 
+test('a gRPC-web stream frame with the server\'s keep-alive Ping decodes as a message without a header', () => {
+  // RecvResp{msg: Message{payload: MessagePayload{ping: Ping{}}}}, as the server sends it.
+  const ping = Uint8Array.from([0x0a, 0x04, 0x12, 0x02, 0x2a, 0x00]);
+  assert.deepEqual(proto.decodeRecvResp(ping), { msgs: [{ header: null, payload: { ping: {} } }] });
+  assert.deepEqual(proto.encodeRecvResp({ msgs: [{ payload: { ping: {} } }] }), ping);
+});
+
 test('unknown fields are skipped', () => {
   // RecvReq with an extra varint field 9 and an extra length-delimited field 10 around src.
   const src = proto.encodeRecvReq({ src: alice });

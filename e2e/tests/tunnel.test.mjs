@@ -1,11 +1,12 @@
-// The demo's signaling client (tunnel.js) against a scripted Twirp server: the 0.0.17 rules for
+// The demo's signaling client (tunnel.js on twirp.js) against a scripted Twirp server: the 0.0.17 rules for
 // discovery Joins, reliable delivery (seqnums, Acks, resends, dedup), stale messages, Bye and
 // fatal errors, with mocked timers.
 import { afterEach, beforeEach, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import * as proto from '../../crates/pulsebeam-dev/assets/proto.js';
-import { Tunnel, TwirpError, decodeTokenClaims, patternMatches, twirpCall } from '../../crates/pulsebeam-dev/assets/tunnel.js';
+import { Tunnel, decodeTokenClaims, patternMatches } from '../../crates/pulsebeam-dev/assets/tunnel.js';
+import { TwirpError, TwirpTransport, twirpCall } from '../../crates/pulsebeam-dev/assets/twirp.js';
 
 const b64url = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
 const token = (gid, pid, ap = { group_id: '*', peer_id: '*' }) =>
@@ -63,7 +64,8 @@ const settle = async () => {
 const bob = { groupId: 'default', peerId: 'bob', connId: 40_000 };
 
 function aliceTunnel() {
-  const tunnel = new Tunnel({ baseUrl: 'http://127.0.0.1:1/twirp', token: token('default', 'alice') });
+  const alice = token('default', 'alice');
+  const tunnel = new Tunnel({ transport: new TwirpTransport({ baseUrl: 'http://127.0.0.1:1/twirp', token: alice }), token: alice });
   return tunnel;
 }
 

@@ -3,8 +3,9 @@
 //! with a Twirp status (never a 500, never a panic), an error is a well-formed Twirp error whose
 //! code matches its status, a success decodes as the method's response, and a body is called
 //! `malformed` exactly when it does not decode as the request message. A protobuf `Send` is
-//! relayed opaquely: only its envelope and the message header must decode, the payload's bytes
-//! may be anything (a newer client's fields and kinds).
+//! relayed as the bytes sent: its envelope is read with the message as bytes (every occurrence,
+//! as protobuf merges them), and that message must decode as `pulsebeam.v1.Message` (unknown
+//! fields skipped), since a receiver could not read one that does not.
 //!
 //! Input: one selector byte (bits 0-1 method, 2-3 content type, 4 token, 5 HTTP method), then
 //! the body.
@@ -17,7 +18,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use libfuzzer_sys::fuzz_target;
 use pulsebeam_server::proto::{
-    MessageHeader, PrepareReq, PrepareResp, RecvReq, RecvResp, SendReq, SendResp,
+    Message, PrepareReq, PrepareResp, RecvReq, RecvResp, SendReq, SendResp,
 };
 use pulsebeam_server::{Config, ProjectConfig, Server};
 use pulsebeam_token::{AccessToken, KeyPair, PeerClaims, PeerPolicy, MAX_TTL_SECS};
@@ -78,29 +79,20 @@ fn malformed<T: prost::Message + Default + DeserializeOwned>(
     }
 }
 
-/// `SendReq` as an opaque relay reads it: every occurrence of the message, as bytes.
+/// `SendReq` as the relay reads it: every occurrence of the message, as bytes.
 #[derive(Clone, PartialEq, prost::Message)]
 struct OpaqueSendReq {
     #[prost(bytes = "vec", repeated, tag = "1")]
     msg: Vec<Vec<u8>>,
 }
 
-/// A `Message` whose payload is only bytes.
-#[derive(Clone, PartialEq, prost::Message)]
-struct OpaqueMessage {
-    #[prost(message, optional, tag = "1")]
-    header: Option<MessageHeader>,
-    #[prost(bytes = "vec", repeated, tag = "2")]
-    payload: Vec<Vec<u8>>,
-}
-
-/// Whether a protobuf `Send` body is malformed for an opaque relay.
+/// Whether a protobuf `Send` body is malformed for the relay.
 fn send_envelope_malformed(body: &[u8]) -> bool {
     use prost::Message as _;
     match OpaqueSendReq::decode(body) {
         Err(_) => true,
         Ok(request) if request.msg.is_empty() => false,
-        Ok(request) => OpaqueMessage::decode(request.msg.concat().as_slice()).is_err(),
+        Ok(request) => Message::decode(request.msg.concat().as_slice()).is_err(),
     }
 }
 

@@ -6,9 +6,18 @@
 // and bob, side by side). Heavier calls, e.g. to see how large real offers get: audio=1 (the
 // microphone too), tracks=N (N video tracks from the camera, 1 to 4), simulcast=1 (each video
 // track sent in three encodings), codecs=all (offer every codec the browser has, as apps using
-// @pulsebeam/peer do, instead of VP8 only).
-import { Tunnel, TwirpError, patternMatches } from './tunnel.js';
+// @pulsebeam/peer do, instead of VP8 only). The signaling protocol: transport=grpc-web (the
+// default: gRPC-web `pulsebeam.v1.Signaling`, as @pulsebeam/peer 0.0.18 to 0.1.0-rc.2) or
+// transport=twirp (Twirp `pulsebeam.v1.Tunnel`, as 0.0.17); tokenInPath=1 puts the token in the
+// gRPC-web baseUrl (`/grpc/t/<token>`, which authenticates the Recv stream too); server=<origin>
+// talks to a signaling server other than this page's (e.g. `pulsebeam serve`).
+import { Tunnel, patternMatches } from './tunnel.js';
+import { TwirpError, TwirpTransport } from './twirp.js';
+import { GrpcWebError, GrpcWebTransport } from './grpcweb.js';
 import { Session } from './session.js';
+
+/** The signaling protocols the page speaks; the first is the default. */
+const TRANSPORTS = ['grpc-web', 'twirp'];
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -16,8 +25,9 @@ const params = new URLSearchParams(location.search);
 const sessions = new Map(); // stream key -> { session, item, video }
 let tunnel = null;
 let calling = null; // { groupId, peerId } this page calls, if any
-// A handle for the browser console (and the end-to-end tests): the live sessions.
-window.pulsebeamDemo = { sessions };
+// A handle for the browser console (and the end-to-end tests): the live sessions, the tunnel
+// (its transport, connection id and keep-alive count) and why it closed.
+window.pulsebeamDemo = { sessions, tunnel: null, closed: null };
 
 function log(text) {
   const item = document.createElement('li');
@@ -63,7 +73,7 @@ function refreshOverall() {
 
 function explainClose(error, dst) {
   if (!error) return 'signaling closed';
-  if (!(error instanceof TwirpError)) return `signaling stopped: ${error.message}`;
+  if (!(error instanceof TwirpError || error instanceof GrpcWebError)) return `signaling stopped: ${error.message}`;
   const who = dst ? dst.peerId : null;
   switch (error.code) {
     case 'permission_denied': {
@@ -171,6 +181,7 @@ async function start(form) {
   const connect = fields.connect.value.trim();
   const allow = fields.allow.value.trim();
   const relayOnly = fields.relay.checked;
+  const transportName = fields.transport.value;
   for (const el of fields) el.disabled = true;
   $('error').hidden = true;
 
@@ -189,13 +200,27 @@ async function start(form) {
     return;
   }
 
-  tunnel = new Tunnel({ baseUrl: `${location.origin}/twirp`, token: auth.token });
+  let transport;
+  try {
+    transport = makeTransport(transportName, auth.token);
+  } catch (err) {
+    setStatus('failed', 'bad signaling settings');
+    showError(err.message);
+    return;
+  }
+  tunnel = new Tunnel({ transport, token: auth.token });
+  window.pulsebeamDemo.tunnel = tunnel;
   const policy = tunnel.claims.ap ? `${tunnel.claims.ap.group_id}:${tunnel.claims.ap.peer_id}` : 'none';
   log(`token for ${auth.groupId}:${auth.peerId}, policy ${policy}, connection ${tunnel.info.connId}`);
+  log(`signaling over ${transport.name === 'twirp' ? 'Twirp' : 'gRPC-web'} at ${transport.shownUrl}`);
   tunnel.addEventListener('state', (event) => log(event.detail.text));
   tunnel.addEventListener('join', (event) => log(`sent a Join to ${event.detail.peerId}'s discovery address`));
+  tunnel.addEventListener('ping', () => log('keep-alive (Ping) from the server on the Recv stream'));
   tunnel.addEventListener('close', (event) => {
     const { error, dst } = event.detail;
+    window.pulsebeamDemo.closed = error
+      ? { code: error.code ?? null, msg: error.msg ?? error.message, method: error.method ?? null, grpcStatus: error.grpcStatus ?? null }
+      : { code: null };
     const text = explainClose(error, dst);
     setStatus(error ? 'failed' : 'closed', text);
     if (error) showError(text);
@@ -236,11 +261,48 @@ async function start(form) {
   addEventListener('pagehide', () => tunnel.close());
 }
 
+/** The signaling server's origin: this page's, or the `server` parameter's. */
+function signalingOrigin() {
+  const server = params.get('server');
+  if (!server) return location.origin;
+  let url;
+  try {
+    url = new URL(server);
+  } catch {
+    throw new Error(`server=${server} is not a URL; give an origin such as https://127.0.0.1:3443`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new Error(`server=${server} is not an http(s) origin; give one such as https://127.0.0.1:3443`);
+  }
+  return url.origin;
+}
+
+/** The transport `name` over which the page signals, with `token`. */
+function makeTransport(name, token) {
+  const origin = signalingOrigin();
+  if (name === 'twirp') {
+    const transport = new TwirpTransport({ baseUrl: `${origin}/twirp`, token });
+    transport.shownUrl = transport.baseUrl;
+    return transport;
+  }
+  // The token in the path authenticates every call, the Recv stream included; without it the
+  // server admits the stream by the token this page's Prepare presented from the same address.
+  const inPath = params.get('tokenInPath') === '1';
+  const transport = new GrpcWebTransport({ baseUrl: inPath ? `${origin}/grpc/t/${token}` : `${origin}/grpc`, token });
+  transport.shownUrl = inPath ? `${origin}/grpc/t/<token>` : transport.baseUrl;
+  return transport;
+}
+
 function setupPeerView() {
   const form = $('setup');
   for (const name of ['groupId', 'peerId', 'connect', 'allow']) {
     if (params.has(name)) form.elements[name].value = params.get(name);
   }
+  const wanted = params.get('transport');
+  if (wanted !== null && !TRANSPORTS.includes(wanted)) {
+    showError(`unknown transport=${wanted}: give ${TRANSPORTS.join(' or ')}; using ${TRANSPORTS[0]}`);
+  }
+  form.elements.transport.value = TRANSPORTS.includes(wanted) ? wanted : TRANSPORTS[0];
   if (params.get('relay') === '1') form.elements.relay.checked = true;
   if (params.get('camera') === '0') form.elements.camera.checked = false;
   form.addEventListener('submit', (event) => {
@@ -273,6 +335,7 @@ function setupPeerView() {
     const other = form.elements.connect.value || 'bob';
     const link = new URLSearchParams({ groupId: form.elements.groupId.value, peerId: other, connect: me, autostart: '1' });
     if (form.elements.relay.checked) link.set('relay', '1');
+    link.set('transport', form.elements.transport.value);
     a.href = `/?${link}`;
     a.textContent = `open ${other} in a new tab`;
   };
@@ -288,11 +351,12 @@ function setupSplitView() {
   const panes = document.createElement('div');
   panes.className = 'panes';
   const relay = params.get('relay') === '1' ? '&relay=1' : '';
+  const transport = TRANSPORTS.includes(params.get('transport')) ? `&transport=${params.get('transport')}` : '';
   for (const [me, other] of [['alice', 'bob'], ['bob', 'alice']]) {
     const frame = document.createElement('iframe');
     frame.title = me;
     frame.allow = 'camera';
-    frame.src = `/?groupId=default&peerId=${me}&connect=${other}&autostart=1${relay}`;
+    frame.src = `/?groupId=default&peerId=${me}&connect=${other}&autostart=1${relay}${transport}`;
     panes.append(frame);
   }
   $('peer-view').replaceWith(panes);

@@ -1,9 +1,11 @@
-// Protobuf (proto3 binary) codec for the handful of `pulsebeam.v1` Tunnel messages the demo uses.
+// Protobuf (proto3 binary) codec for the handful of `pulsebeam.v1` messages the demo uses, for
+// both services: Twirp `Tunnel` and gRPC-web `Signaling` share them (a `Signaling` stream's
+// `RecvResp{msg = 1}` reads as a `Tunnel` `RecvResp{msgs = 1}` of one message).
 // Field numbers follow the schema table of the tunnel protocol. Messages are plain objects:
 //
 //   PeerInfo       { groupId, peerId, connId }
 //   Message        { header: { src, dst, seqnum, reliable }, payload }
-//   payload        { signal } | { join: {} } | { bye: {} } | { ack: { ackRanges } }
+//   payload        { signal } | { join: {} } | { bye: {} } | { ack: { ackRanges } } | { ping: {} }
 //   signal         { generationCounter, sdp: { kind, sdp } } | { generationCounter, iceCandidate }
 //   iceCandidate   { candidate, sdpMLineIndex?, sdpMid?, username?, password? }
 //   ackRanges      [{ seqnumStart, seqnumEnd }]  (half-open)
@@ -305,6 +307,7 @@ function encodePayload(w, p) {
   else if (p.join) w.message(2, p.join, encodeEmpty);
   else if (p.bye) w.message(3, p.bye, encodeEmpty);
   else if (p.ack) w.message(4, p.ack, encodeAck);
+  else if (p.ping) w.message(5, p.ping, encodeEmpty);
 }
 function decodePayload(r) {
   let p = {};
@@ -313,6 +316,8 @@ function decodePayload(r) {
     if (f === 2) { r.expect(t, 2, f); p = { join: sub(r, 'Join', decodeEmpty) }; return true; }
     if (f === 3) { r.expect(t, 2, f); p = { bye: sub(r, 'Bye', decodeEmpty) }; return true; }
     if (f === 4) { r.expect(t, 2, f); p = { ack: sub(r, 'Ack', decodeAck) }; return true; }
+    // The gRPC-web server's keep-alive on a Recv stream, in a message without a header.
+    if (f === 5) { r.expect(t, 2, f); p = { ping: sub(r, 'Ping', decodeEmpty) }; return true; }
     return false;
   });
   return p;

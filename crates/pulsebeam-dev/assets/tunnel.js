@@ -1,18 +1,21 @@
-// The signaling side of a peer: Twirp calls to `pulsebeam.v1.Tunnel`, the Recv long-poll loop,
-// discovery Joins, and reliable per-stream delivery (seqnums, Acks, resends), as the 0.0.17
-// client does it. WebRTC lives in session.js; this module only moves messages.
+// The signaling side of a peer: the Recv loop, discovery Joins, and reliable per-stream delivery
+// (seqnums, Acks, resends), as the 0.0.17 client does it, over one of two transports:
+//
+// - twirp.js: Twirp `pulsebeam.v1.Tunnel` (0.0.17), `Recv` a long-poll;
+// - grpcweb.js: gRPC-web `pulsebeam.v1.Signaling` (0.0.18 to 0.1.0-rc.2), `Recv` a stream.
+//
+// A transport has `name`, `sendRetries` and these methods, whose errors carry `code` (a name
+// such as 'unauthenticated'), `msg` and `fatal` (the client gives up):
+//
+//   prepare(reqBytes, { signal })            -> PrepareResp bytes
+//   send(reqBytes, { keepalive })            -> resolves once the server took the message
+//   recv(reqBytes, { signal, onOpen, onBatch }) -> one Recv call: `onOpen()` once the server
+//                                               accepted it, `onBatch(RecvResp bytes)` for what
+//                                               arrives; resolves when the call ended well
+//   retryDelay(attempt)                      -> ms to wait before the attempt-th retry (from 1)
+//
+// WebRTC lives in session.js; this module only moves messages.
 import * as proto from './proto.js';
-
-/** Twirp error codes after which the 0.0.17 client gives up: the condition is permanent. */
-export const FATAL_CODES = new Set([
-  'permission_denied',
-  'invalid_argument',
-  'aborted',
-  'bad_route',
-  'malformed',
-  'not_found',
-  'unauthenticated',
-]);
 
 const RESEND_INTERVAL_MS = 5000;
 const MAX_RESENDS = 5;
@@ -20,61 +23,9 @@ const JOIN_INTERVAL_MS = 1000;
 // A closed stream is remembered this long, as 0.0.17 does: late messages from it are ignored,
 // and `connect` counts it as a session that exists.
 const CLOSED_STREAM_KEEP_MS = 10_000;
-const BACKOFF_MIN_MS = 50;
-const BACKOFF_MAX_MS = 1000;
+const PREPARE_BACKOFF_MS = 50;
 const PREPARE_ATTEMPTS = 6; // the first try and up to 5 retries
 const FIRST_CONN_ID = 16; // 0..15 are reserved
-
-/** A failed Twirp call: `code` is the Twirp code, `msg` the server's words, `status` the HTTP status (0: no answer). */
-export class TwirpError extends Error {
-  constructor(code, msg, status) {
-    super(`${code}: ${msg}`);
-    this.name = 'TwirpError';
-    this.code = code;
-    this.msg = msg;
-    this.status = status;
-  }
-
-  get fatal() {
-    return FATAL_CODES.has(this.code);
-  }
-}
-
-const STATUS_CODES = { 400: 'invalid_argument', 401: 'unauthenticated', 403: 'permission_denied', 404: 'bad_route', 408: 'deadline_exceeded', 409: 'aborted', 429: 'resource_exhausted', 503: 'unavailable' };
-
-/** Calls one Tunnel method with a protobuf body; resolves to the response bytes or throws a TwirpError. */
-export async function twirpCall(baseUrl, token, method, body, { signal, keepalive = false } = {}) {
-  let resp;
-  try {
-    resp = await fetch(`${baseUrl}/pulsebeam.v1.Tunnel/${method}`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/protobuf',
-        accept: 'application/protobuf, application/json',
-        authorization: `Bearer ${token}`,
-      },
-      body,
-      signal,
-      keepalive,
-    });
-  } catch (err) {
-    if (signal?.aborted) throw err;
-    throw new TwirpError('unavailable', `cannot reach the signaling server (${err.message})`, 0);
-  }
-  if (!resp.ok) {
-    let code = STATUS_CODES[resp.status] ?? (resp.status >= 500 ? 'internal' : 'unknown');
-    let msg = `HTTP ${resp.status}`;
-    try {
-      const json = await resp.json();
-      if (typeof json.code === 'string') code = json.code;
-      if (typeof json.msg === 'string') msg = json.msg;
-    } catch {
-      // not a Twirp JSON error body: keep what the status says
-    }
-    throw new TwirpError(code, msg, resp.status);
-  }
-  return new Uint8Array(await resp.arrayBuffer());
-}
 
 /** Reads a token's claims without verifying it (the server verifies); used to learn our own ids. */
 export function decodeTokenClaims(token) {
@@ -199,11 +150,11 @@ export class Stream extends EventTarget {
  * `state` (detail: { state, text }), `close` (detail: { error, dst? }).
  */
 export class Tunnel extends EventTarget {
-  constructor({ baseUrl, token }) {
+  /** `transport`: a TwirpTransport or GrpcWebTransport; `token`: the token it presents (for our ids). */
+  constructor({ transport, token }) {
     super();
     const claims = decodeTokenClaims(token);
-    this.baseUrl = baseUrl;
-    this.token = token;
+    this.transport = transport;
     this.claims = claims;
     this.info = { groupId: claims.gid, peerId: claims.pid, connId: randomConnId() };
     this.streams = new Map();
@@ -212,6 +163,7 @@ export class Tunnel extends EventTarget {
     this.sendChain = Promise.resolve();
     this.abort = new AbortController();
     this.closed = false;
+    this.pings = 0; // keep-alives the server sent on Recv streams
   }
 
   state(state, text) {
@@ -223,7 +175,7 @@ export class Tunnel extends EventTarget {
     let lastError;
     for (let attempt = 0; attempt < PREPARE_ATTEMPTS; attempt += 1) {
       try {
-        const bytes = await twirpCall(this.baseUrl, this.token, 'Prepare', proto.encodePrepareReq(), { signal: this.abort.signal });
+        const bytes = await this.transport.prepare(proto.encodePrepareReq(), { signal: this.abort.signal });
         return proto.decodePrepareResp(bytes).iceServers.map((s) => {
           const server = { urls: s.urls };
           if (s.username !== undefined) server.username = s.username;
@@ -232,47 +184,62 @@ export class Tunnel extends EventTarget {
         });
       } catch (err) {
         lastError = err;
-        if (err instanceof TwirpError && err.fatal) break;
-        await sleep(BACKOFF_MIN_MS * 2 ** attempt);
+        if (err.fatal) break;
+        await sleep(PREPARE_BACKOFF_MS * 2 ** attempt);
       }
     }
     throw lastError;
   }
 
-  /** Runs the Recv long-poll loop until the tunnel closes. */
+  /**
+   * Runs the Recv loop until the tunnel closes: a Recv call that ends well (a Twirp poll
+   * answered, a gRPC-web stream ended with status OK) is followed by the next at once; one that
+   * fails is retried after the transport's backoff, unless the failure is fatal.
+   */
   async run() {
-    let backoff = BACKOFF_MIN_MS;
+    let failures = 0;
     const req = proto.encodeRecvReq({ src: this.info });
+    const onOpen = () => {
+      if (failures > 0) this.state('online', 'signaling server reachable again');
+      failures = 0;
+    };
+    const onBatch = (bytes) => this.receive(bytes);
     while (!this.closed) {
-      let bytes;
       try {
-        bytes = await twirpCall(this.baseUrl, this.token, 'Recv', req, { signal: this.abort.signal });
+        await this.transport.recv(req, { signal: this.abort.signal, onOpen, onBatch });
       } catch (err) {
         if (this.closed) return;
-        if (err instanceof TwirpError && err.fatal) {
+        if (err.fatal) {
           this.close(err);
           return;
         }
+        failures += 1;
         this.state('reconnecting', `signaling server unreachable, retrying (${err.message})`);
-        await sleep(backoff / 2 + Math.random() * (backoff / 2));
-        backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
-        continue;
+        await sleep(this.transport.retryDelay(failures));
       }
-      if (backoff !== BACKOFF_MIN_MS) this.state('online', 'signaling server reachable again');
-      backoff = BACKOFF_MIN_MS;
-      let resp;
-      try {
-        resp = proto.decodeRecvResp(bytes);
-      } catch (err) {
-        this.state('warning', `dropped an undecodable batch from the server (${err.message})`);
-        continue;
-      }
-      for (const msg of resp.msgs) this.dispatch(msg);
     }
+  }
+
+  /** Handles what one Recv answer (Twirp) or stream frame (gRPC-web) holds. */
+  receive(bytes) {
+    let resp;
+    try {
+      resp = proto.decodeRecvResp(bytes);
+    } catch (err) {
+      this.state('warning', `dropped an undecodable batch from the server (${err.message})`);
+      return;
+    }
+    for (const msg of resp.msgs) this.dispatch(msg);
   }
 
   dispatch(msg) {
     const header = msg.header;
+    if (!header && msg.payload.ping) {
+      // The gRPC-web server's keep-alive: logged, nothing else, as the clients do.
+      this.pings += 1;
+      this.dispatchEvent(new CustomEvent('ping', { detail: this.pings }));
+      return;
+    }
     if (!header?.src || !header.dst) return;
     const dst = header.dst;
     if (dst.connId >= FIRST_CONN_ID && dst.connId !== this.info.connId) return; // stale: for an earlier page load
@@ -297,9 +264,21 @@ export class Tunnel extends EventTarget {
   /** Sends messages one at a time, so one receiver sees them in the order they were made. */
   enqueueSend(msg) {
     if (this.closed) return Promise.resolve();
-    const run = () =>
-      // keepalive: the Byes sent while the page unloads still go out.
-      twirpCall(this.baseUrl, this.token, 'Send', proto.encodeSendReq({ msg }), { keepalive: true }).then(() => undefined);
+    const req = proto.encodeSendReq({ msg });
+    const run = async () => {
+      // A transport that retries (gRPC-web, as 0.1.0-rc.2) does so here, holding later sends
+      // back so that the receiver still sees them in order.
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          // keepalive: the Byes sent while the page unloads still go out.
+          await this.transport.send(req, { keepalive: true });
+          return;
+        } catch (err) {
+          if (err.fatal || attempt >= this.transport.sendRetries || this.closed) throw err;
+          await sleep(this.transport.retryDelay(attempt + 1));
+        }
+      }
+    };
     const result = this.sendChain.then(run, run);
     this.sendChain = result.catch(() => {});
     return result;
@@ -307,7 +286,7 @@ export class Tunnel extends EventTarget {
 
   sendFailed(err, dst) {
     if (this.closed) return;
-    if (err instanceof TwirpError && err.fatal) {
+    if (err.fatal) {
       this.close(err, dst);
     } else {
       this.state('warning', `a message to ${dst.peerId} was not delivered, will retry (${err.message})`);

@@ -9,6 +9,8 @@ const DEMO_FILES: &[(&str, &str, &str)] = &[
     ("app.js", JS, include_str!("../assets/app.js")),
     ("session.js", JS, include_str!("../assets/session.js")),
     ("tunnel.js", JS, include_str!("../assets/tunnel.js")),
+    ("twirp.js", JS, include_str!("../assets/twirp.js")),
+    ("grpcweb.js", JS, include_str!("../assets/grpcweb.js")),
     ("proto.js", JS, include_str!("../assets/proto.js")),
     (
         "style.css",

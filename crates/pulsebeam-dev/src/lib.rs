@@ -1,11 +1,12 @@
 //! `pulsebeam dev`: one command for a working PulseBeam system on a developer's machine.
 //!
 //! It runs the signaling server on loopback with one development project whose key is created
-//! on first run and reused afterwards, and serves next to the Twirp API:
+//! on first run and reused afterwards, and serves next to the signaling API:
 //!
 //! | path | what |
 //! |---|---|
-//! | `/twirp/pulsebeam.v1.Tunnel/*` | the signaling API (`Prepare`, `Send`, `Recv`) |
+//! | `/grpc/pulsebeam.v1.Signaling/*` | the signaling API in gRPC-web (`Prepare`, `Send`, `Recv` a stream, `AnalyticsReport`), for `@pulsebeam/peer` 0.0.18 to 0.1.0-rc.2 |
+//! | `/twirp/pulsebeam.v1.Tunnel/*` | the signaling API in Twirp (`Prepare`, `Send`, `Recv`), for 0.0.17 |
 //! | `/auth?groupId=<g>&peerId=<p>` | a token for that peer, as `{"groupId","peerId","token"}`; `&allow=<group>:<peer>` narrows its policy (default `*:*`); bad or missing ids get `400` with a JSON `{"code","error"}` naming the problem |
 //! | `/.well-known/jwks.json` | the project's public key as a JWK Set |
 //! | `/` | a demo page: two peers chat over a data channel and see each other's camera |
@@ -386,7 +387,8 @@ impl DevServer {
              \x20 demo page   {url}/  (open it in two tabs, or {url}/?split=1)\n\
              \x20 tokens      {url}/auth?groupId=default&peerId=alice\n\
              \x20 public keys {url}/.well-known/jwks.json\n\
-             \x20 signaling   {url}/twirp  (baseUrl for @pulsebeam/peer)\n\
+             \x20 signaling   {url}/grpc   (baseUrl for @pulsebeam/peer 0.0.18 to 0.1.0-rc.2: gRPC-web)\n\
+             \x20             {url}/twirp  (baseUrl for @pulsebeam/peer 0.0.17: Twirp)\n\
              \x20 TURN        {turn}\n\
              \x20 API key     {api_key} ({key_state}; secret in {path})\n\
              WARNING: for development only. /auth gives a token to anyone who can reach this port,\n\

@@ -312,6 +312,35 @@ mod tokens {
         )
         .await;
         assert_eq!(refused.status, 401);
+
+        // The same token on the gRPC-web route the banner names: one data frame (the
+        // PrepareResp with the TURN URL) and an OK trailer frame.
+        let grpc = request(
+            server.addr,
+            "POST",
+            "/grpc/pulsebeam.v1.Signaling/Prepare",
+            &[
+                ("content-type", "application/grpc-web+proto"),
+                ("x-grpc-web", "1"),
+                ("authorization", bearer.as_str()),
+            ],
+            &[0, 0, 0, 0, 0],
+        )
+        .await;
+        assert_eq!(grpc.status, 200);
+        assert_eq!(
+            grpc.header("content-type"),
+            Some("application/grpc-web+proto")
+        );
+        let body = &grpc.body;
+        assert_eq!(body[0], 0, "a data frame first");
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        let message = String::from_utf8_lossy(&body[5..5 + len]).into_owned();
+        assert!(
+            message.contains("turn:127.0.0.1:3478?transport=udp"),
+            "{message:?}"
+        );
+        assert_eq!(&body[5 + len..], b"\x80\0\0\0\x0fgrpc-status:0\r\n");
         server.stop().await;
     }
 }
@@ -332,7 +361,14 @@ mod demo {
         assert!(page.text().contains("<title>PulseBeam dev demo</title>"));
         let csp = page.header("content-security-policy").unwrap();
         assert!(csp.contains("default-src 'self'"), "{csp}");
-        for file in ["app.js", "session.js", "tunnel.js", "proto.js"] {
+        for file in [
+            "app.js",
+            "session.js",
+            "tunnel.js",
+            "twirp.js",
+            "grpcweb.js",
+            "proto.js",
+        ] {
             let resp = get(server.addr, &format!("/demo/{file}")).await;
             assert_eq!(resp.status, 200, "{file}");
             assert_eq!(
@@ -386,6 +422,21 @@ mod state {
         assert_eq!(
             first_line,
             format!("PulseBeam dev server listening on {}/", second.url())
+        );
+        // Both signaling base URLs, each with the clients it is for.
+        let banner = second.banner();
+        let url = second.url();
+        assert!(
+            banner.contains(&format!(
+                "{url}/grpc   (baseUrl for @pulsebeam/peer 0.0.18 to 0.1.0-rc.2: gRPC-web)"
+            )),
+            "{banner}"
+        );
+        assert!(
+            banner.contains(&format!(
+                "{url}/twirp  (baseUrl for @pulsebeam/peer 0.0.17: Twirp)"
+            )),
+            "{banner}"
         );
     }
 
