@@ -121,7 +121,7 @@ pub async fn run_server(
         stun = config.ice.stun_urls.len(),
         turn = config.ice.turn.len(),
         mutual_policy = config.mutual_policy,
-        "pulsebeam signaling server listening; clients use baseUrl {scheme}://{local}/twirp"
+        "pulsebeam signaling server listening; clients use baseUrl {scheme}://{local}/twirp (0.0.17) or {scheme}://{local}/grpc (0.0.18 on)"
     );
     serve(listener, server, shutdown)
         .await
