@@ -25,10 +25,11 @@ pub mod commands;
 mod credentials;
 mod error;
 mod explain;
+mod http;
 mod input;
 mod time;
 
-use commands::{admin, create_token, dev, inspect, keygen, policy, serve, verify};
+use commands::{admin, create_token, dev, health, inspect, keygen, policy, serve, verify};
 use credentials::CredentialArgs;
 use error::CliError;
 
@@ -53,7 +54,8 @@ Examples:
   pulsebeam inspect - < token.txt
   pulsebeam policy check --policy 'dev*:*' --group devs --peer alice
   pulsebeam serve --config pulsebeam.toml
-  pulsebeam admin revoke --project prod --group room1 --peer mallory --for 1h";
+  pulsebeam admin revoke --project prod --group room1 --peer mallory --for 1h
+  pulsebeam health --url http://127.0.0.1:3000";
 
 /// Generate keys, mint, verify and inspect PulseBeam access tokens, and check policies.
 #[derive(Debug, Parser)]
@@ -93,6 +95,8 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// Call a running server's admin API: revoke tokens, reload, who is online, usage.
     Admin(admin::AdminArgs),
+    /// Ask a running node whether it serves (its /healthz): exit 0 healthy, 1 not, 2 no answer.
+    Health(health::HealthArgs),
 }
 
 /// How a command ended, and the process exit code for it.
@@ -187,6 +191,7 @@ pub fn run(cli: Cli, ctx: &mut Context<'_>) -> Status {
         Command::Serve(args) => serve::run(args, &mut session),
         Command::Dev(args) => dev::run(args, &mut session),
         Command::Admin(args) => admin::run(args, &mut session),
+        Command::Health(args) => health::run(args, &mut session),
     }
     .and_then(|status| {
         session.ctx.stdout.flush().map_err(CliError::Output)?;

@@ -2078,6 +2078,7 @@ mod serve {
     use super::*;
     use std::io::{BufRead as _, BufReader, Read as _};
     use std::net::TcpStream;
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     const EXAMPLE: &str = concat!(
@@ -2187,10 +2188,11 @@ mod serve {
         }
     }
 
-    #[test]
-    fn serves_until_sigterm_and_stops_cleanly() {
+    /// Starts `pulsebeam serve --config CONFIG` on a free port; the child, its address, and its
+    /// log from then on (filled as it comes).
+    fn spawn_serve(config: &str) -> (std::process::Child, String, Arc<Mutex<String>>) {
         let mut child = Command::new(BIN)
-            .args(["serve", "--config", EXAMPLE, "--listen", "127.0.0.1:0"])
+            .args(["serve", "--config", config, "--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -2214,6 +2216,50 @@ mod serve {
             let _ = child.kill();
             panic!("no listening line; last: {line}")
         });
+        // Keep draining the log so the server never blocks on a full pipe.
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        (child, addr, log)
+    }
+
+    /// A node whose Redis cannot be reached is unhealthy: `pulsebeam health` exits 1 and says why.
+    #[test]
+    fn health_reports_a_node_that_cannot_reach_its_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = std::fs::read_to_string(EXAMPLE).unwrap();
+        let example = example.replace(
+            "backend = \"memory\"",
+            "backend = \"redis\"\nurls = [\"redis://127.0.0.1:1\"]",
+        );
+        assert!(example.contains("redis://127.0.0.1:1"));
+        let config = config_file(dir.path(), &example);
+        let (mut child, addr, _) = spawn_serve(&config);
+        let unhealthy = pulsebeam(&["health", "--url", &format!("http://{addr}")]);
+        let _ = child.kill();
+        let _ = child.wait();
+        let unhealthy = unhealthy.expect(1);
+        assert!(
+            unhealthy.stderr.contains("unhealthy (503)"),
+            "{}",
+            unhealthy.stderr
+        );
+        assert!(
+            unhealthy.stderr.contains("unavailable"),
+            "{}",
+            unhealthy.stderr
+        );
+    }
+
+    #[test]
+    fn serves_until_sigterm_and_stops_cleanly() {
+        let (mut child, addr, log) = spawn_serve(EXAMPLE);
 
         let mut stream = TcpStream::connect(&addr).unwrap();
         stream
@@ -2228,6 +2274,17 @@ mod serve {
         stream.read_to_string(&mut response).unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(response.ends_with("Pong"), "{response}");
+
+        // `pulsebeam health` (the container image's health check) says so; nothing listening is
+        // exit 2, an https:// URL is a usage error.
+        let url = format!("http://{addr}");
+        let healthy = pulsebeam(&["health", "--url", &url]).expect(0);
+        assert_eq!(healthy.stdout, "healthy: ok\n");
+        let nobody =
+            pulsebeam(&["health", "--url", "http://127.0.0.1:1", "--timeout", "2"]).expect(2);
+        assert!(nobody.stderr.contains("cannot reach"), "{}", nobody.stderr);
+        let tls = pulsebeam(&["health", "--url", "https://127.0.0.1:1"]).expect(2);
+        assert!(tls.stderr.contains("plain-HTTP listener"), "{}", tls.stderr);
 
         // SIGTERM: the server answers what is open and exits 0.
         let status = Command::new("kill")
@@ -2247,8 +2304,12 @@ mod serve {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let mut rest = String::new();
-        stderr.read_to_string(&mut rest).unwrap();
+        // The log pipe closes with the process; give the reader a moment to take the rest.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !log.lock().unwrap().contains("stopped") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let rest = log.lock().unwrap().clone();
         assert!(rest.contains("stopped"), "{rest}");
     }
 }

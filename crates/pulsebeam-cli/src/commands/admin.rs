@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt as _, Full};
 use pulsebeam_server::admin_api::{
     ErrorAnswer, OnlineAnswer, ReloadAnswer, RevocationAnswer, RevocationsAnswer, RevokeRequest,
     UsageAnswer,
@@ -254,26 +253,7 @@ fn query_value(text: &str) -> String {
     out
 }
 
-/// `host:port` and the path prefix of an `http://` URL.
-fn split_url(url: &str) -> Result<(String, String), CliError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        CliError::Usage(format!(
-            "--url {url:?} is not an http:// URL; the admin API is plain HTTP on a private address, e.g. http://127.0.0.1:3001"
-        ))
-    })?;
-    let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if authority.is_empty() {
-        return Err(CliError::Usage(format!("--url {url:?} has no host")));
-    }
-    let authority = if authority.contains(':') && !authority.ends_with(']') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok((authority, prefix.trim_end_matches('/').to_owned()))
-}
-
-/// One HTTP/1.1 call; the status and the JSON answer.
+/// One call to the admin API; the status and the JSON answer.
 fn call(
     url: &str,
     method: &str,
@@ -281,59 +261,23 @@ fn call(
     token: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), CliError> {
-    let (authority, prefix) = split_url(url)?;
-    let path = if prefix.is_empty() {
-        path.to_owned()
-    } else {
-        format!("/{prefix}{path}")
-    };
-    let unreachable = |e: &dyn std::fmt::Display| CliError::Server {
-        context: format!("cannot call the admin API at {url}"),
-        source: Box::new(std::io::Error::other(format!(
-            "{e}; is the server running with an [admin] section, and is --url its admin.listen?"
-        ))),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| unreachable(&e))?;
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(&path)
-        .header("host", &authority)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            body.map(Value::to_string).unwrap_or_default(),
-        )))
-        .map_err(|e| CliError::Usage(format!("cannot build the request: {e}")))?;
-    let answer = runtime.block_on(async {
-        tokio::time::timeout(CALL_TIMEOUT, async {
-            let stream = tokio::net::TcpStream::connect(&authority)
-                .await
-                .map_err(|e| unreachable(&e))?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(|e| unreachable(&e))?;
-            tokio::spawn(connection);
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| unreachable(&e))?;
-            let status = response.status().as_u16();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| unreachable(&e))?
-                .to_bytes();
-            Ok::<_, CliError>((status, bytes))
-        })
-        .await
-        .map_err(|_| unreachable(&"no answer within 15 s"))?
+    let target = crate::http::target(url).map_err(|why| {
+        CliError::Usage(format!(
+            "--url {why}; the admin API is plain HTTP on a private address, e.g. http://127.0.0.1:3001"
+        ))
     })?;
-    let (status, bytes) = answer;
+    let headers = [
+        ("authorization", format!("Bearer {token}")),
+        ("content-type", "application/json".to_owned()),
+    ];
+    let body = Bytes::from(body.map(Value::to_string).unwrap_or_default());
+    let (status, bytes) = crate::http::call(&target, method, path, &headers, body, CALL_TIMEOUT)
+        .map_err(|why| CliError::Server {
+            context: format!("cannot call the admin API at {url}"),
+            source: Box::new(std::io::Error::other(format!(
+                "{why}; is the server running with an [admin] section, and is --url its admin.listen?"
+            ))),
+        })?;
     let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
         json!({ "error": String::from_utf8_lossy(&bytes).chars().take(500).collect::<String>() })
     });
@@ -433,17 +377,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_and_query_values() {
-        assert_eq!(
-            split_url("http://127.0.0.1:3001").unwrap(),
-            ("127.0.0.1:3001".into(), String::new())
-        );
-        assert_eq!(
-            split_url("http://admin.internal/base/").unwrap(),
-            ("admin.internal:80".into(), "base".into())
-        );
-        assert!(split_url("https://x").is_err());
-        assert!(split_url("http://").is_err());
+    fn query_values_are_escaped() {
         assert_eq!(query_value("a b/ü"), "a%20b%2F%C3%BC");
     }
 }

@@ -6,6 +6,7 @@ use pulsebeam_token::{PeerClaims, ValueError};
 pub mod admin;
 pub mod create_token;
 pub mod dev;
+pub mod health;
 pub mod inspect;
 pub mod keygen;
 pub mod policy;
