@@ -142,7 +142,8 @@ build_image() {
     log "building $image from deploy/container/Containerfile"
     local start=$SECONDS
     # chroot isolation: RUN steps need no cgroups, which containers cannot have on CI's machines.
-    "${podman[@]}" build --isolation chroot --layers -f deploy/container/Containerfile -t "$image" . \
+    # Docker's image format keeps the HEALTHCHECK (OCI's has no field for it).
+    "${podman[@]}" build --isolation chroot --layers --format docker -f deploy/container/Containerfile -t "$image" . \
         >"$work/build.log" 2>&1 || {
         tail -n 40 "$work/build.log" >&2
         die "podman build failed; the whole log is in $work/build.log"
@@ -164,6 +165,11 @@ check_image_config() {
     local size
     size=$("${podman[@]}" image inspect "$image" --format '{{.Size}}')
     ok "image: $want; size $((size / 1024 / 1024)) MiB ($size bytes)"
+    local health
+    health=$("${podman[@]}" image inspect "$image" --format '{{json .HealthCheck}}')
+    grep -q '/usr/local/bin/pulsebeam","health"' <<<"$health" ||
+        die "the image's HEALTHCHECK is '$health', expected one running pulsebeam health"
+    ok "image: HEALTHCHECK runs pulsebeam health"
 }
 
 export_rootfs() {
@@ -258,6 +264,8 @@ EOF
     done
     [ "$(cat "$scratch/ping")" = Pong ] || die "/_ping answered '$(cat "$scratch/ping")', not Pong"
     [ "$(curl -sS -o /dev/null -w '%{http_code}' "$url/healthz")" = 200 ] || die "/healthz is not 200"
+    # The image's health check, as the container runtime runs it (from inside the image).
+    pb health --url "$url" >/dev/null || die "pulsebeam health (the image's HEALTHCHECK) did not report healthy"
 
     local twirp=$url/twirp/pulsebeam.v1.Tunnel
     local prepare

@@ -107,10 +107,13 @@ pub(crate) fn respond(
         Some((Ok::<_, Infallible>(frame), stream))
     });
     let mut response = Response::new(Body::from_stream(body));
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(super::CONTENT_TYPE),
     );
+    // nginx buffers proxied answers unless told otherwise; a stream must go out frame by frame.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 

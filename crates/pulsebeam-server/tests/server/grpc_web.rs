@@ -257,6 +257,8 @@ async fn a_tokenless_stream_after_prepare_gets_messages_pushed_in_order() {
     let bob = h.peer("room", "bob", 200);
     prepare_ok(h.addr, &bob.token).await;
     let mut stream = recv_stream(h.addr, "127.0.0.1", &bob.info, "900000m").await;
+    // Proxies that buffer answers (nginx) are asked not to.
+    assert_eq!(stream.head.headers["x-accel-buffering"], "no");
     // A ping at once: the client sees a live stream.
     let first = stream.next(SHORT).await.unwrap();
     assert!(is_ping(&RecvResp::decode(first.as_ref()).unwrap().msgs[0]));
