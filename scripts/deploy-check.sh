@@ -176,7 +176,8 @@ export_rootfs() {
     rm -rf "$rootfs"
     mkdir -p "$rootfs"
     local container
-    container=$("${podman[@]}" create "$image")
+    # Only to export the files: no health check timer (it needs systemd, which CI lacks).
+    container=$("${podman[@]}" create --health-cmd none "$image")
     "${podman[@]}" export "$container" | tar -x -C "$rootfs"
     "${podman[@]}" rm "$container" >/dev/null
 }
