@@ -176,10 +176,13 @@ export_rootfs() {
     rm -rf "$rootfs"
     mkdir -p "$rootfs"
     local container
-    # Only to export the files: no health check timer (it needs systemd, which CI lacks).
+    # A container made only to export the files, never started. Podman still tries to drop
+    # the image's health check timer on removal and logs that it cannot reach systemd (CI has
+    # none): that line goes to the work log, not the step's output.
     container=$("${podman[@]}" create --health-cmd none "$image")
     "${podman[@]}" export "$container" | tar -x -C "$rootfs"
-    "${podman[@]}" rm "$container" >/dev/null
+    "${podman[@]}" rm "$container" >/dev/null 2>>"$work/podman-rm.log" ||
+        die "podman rm of the export container failed; see $work/podman-rm.log"
 }
 
 # Nothing but the binary, the C libraries it links and a few files in /etc: no shell, no
