@@ -77,7 +77,8 @@ pub use admin::serve_admin;
 pub use code::{CallError, Code, TwirpError};
 pub use config::{
     AdminConfig, AuditConfig, Config, ConfigError, CorsConfig, GrpcWebConfig, IceConfig, KeyConfig,
-    Limits, ProjectConfig, StoreBackend, StoreConfig, TokenlessRecv, TurnConfig, UsageConfig,
+    Limits, ProjectConfig, SentinelConfig, StoreBackend, StoreConfig, StoreTls, TokenlessRecv,
+    TurnConfig, UsageConfig,
 };
 pub use grpcweb::SIGNALING_SERVICE;
 pub use reload::{ReloadError, ReloadOutcome};

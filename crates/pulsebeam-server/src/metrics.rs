@@ -314,6 +314,11 @@ impl Metrics {
                 "pulsebeam_messages_dropped_total{{reason=\"{reason}\"}} {value}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP pulsebeam_redis_subscriber_restarts_total Times the Redis wake-up subscriber heard nothing and was reconnected.\n# TYPE pulsebeam_redis_subscriber_restarts_total counter\npulsebeam_redis_subscriber_restarts_total {}",
+            store.subscriber_restarts
+        );
         out.push_str(
             "# HELP pulsebeam_store_errors_total Mailbox store operations that failed because the backend could not be reached.\n",
         );

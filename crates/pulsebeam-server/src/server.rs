@@ -20,8 +20,8 @@ use crate::revoke::{Revocation, RevocationError, Revocations};
 use crate::state::State;
 use crate::store::{
     BindingStore, LocalRevocations, MailboxStore, MemoryBindings, MemoryStore, MemoryUsage,
-    RedisBindings, RedisConnection, RedisRevocations, RedisStore, RedisUsage, RevocationStore,
-    StartError, UsageStore,
+    MirroredRevocations, RedisBindings, RedisConnection, RedisRevocations, RedisStore, RedisUsage,
+    RevocationStore, StartError, UsageStore,
 };
 use crate::tasks::Tasks;
 use crate::usage::Usage;
@@ -84,6 +84,16 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     if let Some(path) = config.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
         LocalRevocations::with_state_file(path, SystemClock.now_unix()).map_err(|e| {
             ConfigError::invalid("admin.state_file", e.to_string(), "fix or move the file")
+        })?;
+    }
+    if let Some(files) = &config.store.tls {
+        crate::store::tls_connector(files).map_err(|err| match err {
+            StartError::Tls { key, problem } => ConfigError::invalid(
+                key,
+                problem,
+                "give a readable PEM file (CA certificates, the client's chain, its private key)",
+            ),
+            other => ConfigError::invalid("store.tls", other.to_string(), "fix [store.tls]"),
         })?;
     }
     if let Some(path) = &config.audit.file {
@@ -204,6 +214,12 @@ fn build_stores(
 ) -> Result<Stores, BuildError> {
     let unusable = |err: StartError| match err {
         StartError::NoRuntime => BuildError::NoRuntime,
+        StartError::Tls { key, problem } => BuildError::Config(ConfigError::Invalid {
+            key: key.into(),
+            problem,
+            fix: "give a readable PEM file (CA certificates, the client's chain, its private key)"
+                .into(),
+        }),
         err => BuildError::Config(ConfigError::Invalid {
             key: "store.urls".into(),
             problem: err.to_string(),
@@ -220,12 +236,19 @@ fn build_stores(
             ),
         };
         let prefix = &config.store.key_prefix;
+        // Each node mirrors the shared revocations (in its state file if it has one), so an
+        // acknowledged revocation outlives Redis losing its data.
+        let mirror = local_revocations(config, now)?;
+        let revocations = MirroredRevocations::new(
+            Arc::new(RedisRevocations::new(connection.clone(), prefix)),
+            mirror,
+        );
         return Ok(Stores {
             mailboxes,
-            revocations: Arc::new(RedisRevocations::new(connection.clone(), prefix)),
+            in_force: revocations.in_force(now),
+            revocations: Arc::new(revocations),
             usage: Arc::new(RedisUsage::new(connection.clone(), prefix)),
             bindings: Arc::new(RedisBindings::new(connection, prefix)),
-            in_force: Vec::new(),
         });
     }
     let mailboxes = match mailboxes {
@@ -235,12 +258,7 @@ fn build_stores(
             Arc::new(MemoryStore::new(&config.limits, ack_lease).map_err(unusable)?)
         }
     };
-    let revocations = match config.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
-        Some(path) => LocalRevocations::with_state_file(path, now).map_err(|e| {
-            ConfigError::invalid("admin.state_file", e.to_string(), "fix or move the file")
-        })?,
-        None => LocalRevocations::in_memory(),
-    };
+    let revocations = local_revocations(config, now)?;
     Ok(Stores {
         mailboxes,
         in_force: revocations.in_force(now),
@@ -248,6 +266,18 @@ fn build_stores(
         usage: Arc::new(MemoryUsage::new()),
         bindings: Arc::new(MemoryBindings::new()),
     })
+}
+
+/// The revocations `admin.state_file` holds at `now`, or an empty set in memory.
+fn local_revocations(config: &Config, now: u64) -> Result<LocalRevocations, BuildError> {
+    Ok(
+        match config.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
+            Some(path) => LocalRevocations::with_state_file(path, now).map_err(|e| {
+                ConfigError::invalid("admin.state_file", e.to_string(), "fix or move the file")
+            })?,
+            None => LocalRevocations::in_memory(),
+        },
+    )
 }
 
 impl Server {

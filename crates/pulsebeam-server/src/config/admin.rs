@@ -21,7 +21,8 @@ pub struct AdminConfig {
     /// gen-token` makes a token and prints this line.
     pub token_sha256: String,
     /// Where a single node keeps its revocations across restarts (`admin.state_file`); with the
-    /// Redis store they live in Redis and this is not used.
+    /// Redis store they live in Redis and this is the node's copy of them, put back into Redis
+    /// if Redis loses its data.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
 }

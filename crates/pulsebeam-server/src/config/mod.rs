@@ -43,7 +43,7 @@ pub use limits::Limits;
 pub(crate) use limits::MIN_HEADER_BYTES;
 pub use projects::{KeyConfig, ProjectConfig};
 pub(crate) use redact::redact_url;
-pub use store::{StoreBackend, StoreConfig};
+pub use store::{SentinelConfig, StoreBackend, StoreConfig, StoreTls};
 pub use tls::TlsConfig;
 pub use usage::UsageConfig;
 

@@ -1,6 +1,7 @@
 //! The `[store]` section: where mailboxes live.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,69 @@ pub struct StoreConfig {
     /// How long messages handed to a receiver wait for the acknowledgement that the response
     /// reached it, before they are handed out again, in milliseconds (`store.ack_lease_ms`).
     pub ack_lease_ms: u64,
+    /// TLS to Redis (`[store.tls]`): the CA to trust and a client certificate, for `rediss://`
+    /// URLs (which without it trust the system's roots) and Sentinel.
+    pub tls: Option<StoreTls>,
+    /// Redis Sentinel (`[store.sentinel]`): the master's name and the sentinels' addresses.
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// TLS to Redis (`[store.tls]`). Every file is PEM.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct StoreTls {
+    /// The CA certificates that sign Redis's certificate (`store.tls.ca_file`), the only ones
+    /// trusted; required. (`rediss://` without `[store.tls]` trusts the system's roots.)
+    pub ca_file: Option<PathBuf>,
+    /// This node's client certificate chain (`store.tls.cert_file`), for a Redis started with
+    /// `tls-auth-clients yes`; with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (`store.tls.key_file`).
+    pub key_file: Option<PathBuf>,
+}
+
+/// Redis Sentinel (`[store.sentinel]`): nodes ask the sentinels which server is the master
+/// and follow a failover by themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SentinelConfig {
+    /// The master's name as the sentinels know it (`store.sentinel.master`, the name in
+    /// `sentinel monitor <name> …`).
+    pub master: String,
+    /// The sentinels, `host:port` (`store.sentinel.addresses`); list several, so that one being
+    /// down does not matter.
+    pub addresses: Vec<String>,
+}
+
+impl SentinelConfig {
+    /// Sentinels at `addresses` (`host:port`) watching the master named `master`.
+    pub fn new(master: impl Into<String>, addresses: Vec<String>) -> Self {
+        SentinelConfig {
+            master: master.into(),
+            addresses,
+        }
+    }
+
+    /// Each address as host and port.
+    pub(crate) fn hosts(&self) -> Vec<(String, u16)> {
+        self.addresses
+            .iter()
+            .filter_map(|a| split_host_port(a))
+            .collect()
+    }
+}
+
+/// `host:port` (the host may be `[v6]`) as its parts.
+fn split_host_port(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || has_space(host) {
+        return None;
+    }
+    Some((host.to_owned(), port))
 }
 
 impl Default for StoreConfig {
@@ -51,6 +115,8 @@ impl Default for StoreConfig {
             key_prefix: "pulsebeam".to_owned(),
             pool_size: 4,
             ack_lease_ms: 5_000,
+            tls: None,
+            sentinel: None,
         }
     }
 }
@@ -65,6 +131,8 @@ impl fmt::Debug for StoreConfig {
             .field("key_prefix", &self.key_prefix)
             .field("pool_size", &self.pool_size)
             .field("ack_lease_ms", &self.ack_lease_ms)
+            .field("tls", &self.tls)
+            .field("sentinel", &self.sentinel)
             .finish()
     }
 }
@@ -84,6 +152,17 @@ impl StoreConfig {
             ));
         }
         if self.backend == StoreBackend::Memory {
+            if self.tls.is_some() || self.sentinel.is_some() {
+                return Err(ConfigError::invalid(
+                    if self.tls.is_some() {
+                        "store.tls"
+                    } else {
+                        "store.sentinel"
+                    },
+                    "it is set but store.backend is \"memory\"",
+                    "set store.backend = \"redis\" to use it, or remove it",
+                ));
+            }
             if !self.urls.is_empty() {
                 return Err(ConfigError::invalid(
                     "store.urls",
@@ -112,6 +191,10 @@ impl StoreConfig {
                 format!("{} is outside 1 to 64", self.pool_size),
                 "use a few connections, e.g. 4 (the default)",
             ));
+        }
+        self.validate_tls()?;
+        if let Some(sentinel) = &self.sentinel {
+            return self.validate_sentinel(sentinel);
         }
         if self.urls.is_empty() {
             return Err(ConfigError::invalid(
@@ -147,13 +230,7 @@ impl StoreConfig {
                     ));
                 }
                 "unix" | "redis+unix" if rest.starts_with('/') && !has_space(rest) => {}
-                "rediss" => {
-                    return Err(ConfigError::invalid(
-                        key,
-                        "rediss:// (TLS) is not supported by this build",
-                        "use redis:// on a private network, or a TLS tunnel such as stunnel in front of Redis",
-                    ));
-                }
+                "rediss" if !rest.is_empty() && !has_space(rest) => {}
                 _ => {
                     return Err(ConfigError::invalid(
                         key,
@@ -161,6 +238,90 @@ impl StoreConfig {
                         "write redis://[USER:PASSWORD@]HOST:PORT[/DB] or unix:///PATH/redis.sock",
                     ));
                 }
+            }
+            if self.tls.is_some() && scheme != "rediss" {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("[store.tls] is set but \"{shown}\" is not rediss://"),
+                    "write rediss://HOST:PORT to connect with TLS, or remove [store.tls]",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        if tls.ca_file.is_none() {
+            return Err(ConfigError::invalid(
+                "store.tls.ca_file",
+                "[store.tls] is set without ca_file",
+                "give the PEM file of the CA that signs Redis's certificate, or remove [store.tls] to trust the system's roots",
+            ));
+        }
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => Err(ConfigError::invalid(
+                "store.tls.key_file",
+                "cert_file is set without key_file",
+                "give the client certificate's private key as well, or remove cert_file",
+            )),
+            (None, Some(_)) => Err(ConfigError::invalid(
+                "store.tls.cert_file",
+                "key_file is set without cert_file",
+                "give the client certificate chain as well, or remove key_file",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_sentinel(&self, sentinel: &SentinelConfig) -> Result<(), ConfigError> {
+        if self.cluster {
+            return Err(ConfigError::invalid(
+                "store.sentinel",
+                "Sentinel and store.cluster = true are both set",
+                "use Sentinel for one master with replicas, or a Redis Cluster, not both",
+            ));
+        }
+        if sentinel.master.is_empty() || has_space(&sentinel.master) {
+            return Err(ConfigError::invalid(
+                "store.sentinel.master",
+                format!("\"{}\" is not a master name", sentinel.master),
+                "give the name of `sentinel monitor <name> …`, e.g. \"mymaster\"",
+            ));
+        }
+        if sentinel.addresses.is_empty() {
+            return Err(ConfigError::invalid(
+                "store.sentinel.addresses",
+                "no sentinel is given",
+                "list the sentinels as \"host:port\", e.g. [\"10.0.0.1:26379\", \"10.0.0.2:26379\"]",
+            ));
+        }
+        for (i, address) in sentinel.addresses.iter().enumerate() {
+            if split_host_port(address).is_none() {
+                return Err(ConfigError::invalid(
+                    format!("store.sentinel.addresses[{i}]"),
+                    format!("\"{address}\" is not host:port"),
+                    "write the sentinel's address as \"HOST:PORT\", e.g. \"10.0.0.1:26379\"",
+                ));
+            }
+        }
+        if self.urls.len() > 1 {
+            return Err(ConfigError::invalid(
+                "store.urls",
+                "more than one URL given with Sentinel",
+                "give at most one URL, for the password, database and rediss://; Sentinel names the master",
+            ));
+        }
+        for url in &self.urls {
+            let scheme = url.split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("redis" | "rediss")) {
+                return Err(ConfigError::invalid(
+                    "store.urls[0]",
+                    format!("\"{}\" is not a redis:// or rediss:// URL", redact_url(url)),
+                    "write redis://[USER:PASSWORD@]HOST:PORT[/DB]; with Sentinel its host is not used",
+                ));
             }
         }
         Ok(())
@@ -196,8 +357,37 @@ mod tests {
                 "store.urls[0]",
             ),
             (
-                "backend = \"redis\"\nurls = [\"rediss://a:1\"]\n",
+                "backend = \"redis\"\nurls = [\"redis://a:1\"]\n[store.tls]\nca_file = \"ca.pem\"\n",
                 "store.urls[0]",
+            ),
+            (
+                "backend = \"redis\"\nurls = [\"rediss://a:1\"]\n[store.tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\n",
+                "store.tls.key_file",
+            ),
+            (
+                "backend = \"redis\"\nurls = [\"rediss://a:1\"]\n[store.tls]\nca_file = \"ca.pem\"\nkey_file = \"k.pem\"\n",
+                "store.tls.cert_file",
+            ),
+            (
+                "backend = \"redis\"\nurls = [\"rediss://a:1\"]\n[store.tls]\n",
+                "store.tls.ca_file",
+            ),
+            ("[store.tls]\nca_file = \"ca.pem\"\n", "store.tls"),
+            (
+                "backend = \"redis\"\n[store.sentinel]\nmaster = \"m\"\naddresses = []\n",
+                "store.sentinel.addresses",
+            ),
+            (
+                "backend = \"redis\"\n[store.sentinel]\nmaster = \"m\"\naddresses = [\"h\"]\n",
+                "store.sentinel.addresses[0]",
+            ),
+            (
+                "backend = \"redis\"\n[store.sentinel]\nmaster = \"\"\naddresses = [\"h:1\"]\n",
+                "store.sentinel.master",
+            ),
+            (
+                "backend = \"redis\"\ncluster = true\n[store.sentinel]\nmaster = \"m\"\naddresses = [\"h:1\"]\n",
+                "store.sentinel",
             ),
             (
                 "backend = \"redis\"\nurls = [\"redis://a:1\", \"redis://b:1\"]\n",
@@ -211,6 +401,15 @@ mod tests {
         ] {
             let text = format!("{}[store]\n{section}", base());
             assert_eq!(key_of(&text).as_deref(), Some(key), "{section}");
+        }
+        for good in [
+            "backend = \"redis\"\nurls = [\"rediss://a:1\"]\n",
+            "backend = \"redis\"\nurls = [\"rediss://a:1\"]\n[store.tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+            "backend = \"redis\"\n[store.sentinel]\nmaster = \"m\"\naddresses = [\"10.0.0.1:26379\", \"[::1]:26380\"]\n",
+            "backend = \"redis\"\nurls = [\"rediss://:pw@ignored:1/2\"]\n[store.tls]\nca_file = \"ca.pem\"\n[store.sentinel]\nmaster = \"m\"\naddresses = [\"h:1\"]\n",
+        ] {
+            let text = format!("{}[store]\n{good}", base());
+            Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
         let secret = format!(
             "{}[store]\nbackend = \"redis\"\nurls = [\"foo://u:hunter2@h\"]\n",

@@ -704,6 +704,7 @@ impl MailboxStore for MemoryStore {
             delivered_messages: c.delivered.load(Ordering::Relaxed),
             expired_messages: c.expired.load(Ordering::Relaxed),
             evicted_messages: c.evicted.load(Ordering::Relaxed),
+            subscriber_restarts: 0,
         };
         Box::pin(std::future::ready(Ok(stats)))
     }

@@ -11,7 +11,8 @@
 //! suite (`conformance.rs`, compiled with the `conformance` feature or in tests).
 //!
 //! What else nodes keep has narrow interfaces of its own, with contracts and suites the same
-//! way: [`RevocationStore`] ([`LocalRevocations`], [`RedisRevocations`]), [`UsageStore`]
+//! way: [`RevocationStore`] ([`LocalRevocations`], [`RedisRevocations`], mirrored on each
+//! node by [`MirroredRevocations`]), [`UsageStore`]
 //! ([`MemoryUsage`], [`RedisUsage`]) and [`BindingStore`] ([`MemoryBindings`],
 //! [`RedisBindings`]). On Redis all of them share one [`RedisConnection`].
 //!
@@ -85,16 +86,18 @@ mod bindings;
 pub mod conformance;
 mod memory;
 mod redis;
+mod revocation_mirror;
 mod revocations;
 mod usage;
 
 pub use bindings::{BindingKey, BindingStore, MemoryBindings, KEEP_EXPIRED_SECS};
 pub use memory::MemoryStore;
 pub use redis::{RedisBindings, RedisConnection, RedisRevocations, RedisStore, RedisUsage};
+pub use revocation_mirror::MirroredRevocations;
 pub use revocations::{LocalRevocations, RevocationStore, RevocationsVersion};
 pub use usage::{HourlyUsage, MemoryUsage, UsageStore};
 
-pub(crate) use redis::Lease;
+pub(crate) use redis::{tls_connector, Lease};
 
 /// A boxed, sendable future, as the methods of [`MailboxStore`] return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -219,6 +222,14 @@ pub enum StartError {
     /// The Redis client could not be set up.
     #[error("cannot set up the Redis client: {0}")]
     Client(String),
+    /// A file of `[store.tls]` cannot be used.
+    #[error("cannot use {key} for TLS to Redis: {problem}; give a readable PEM file")]
+    Tls {
+        /// The `store.tls.*` key.
+        key: &'static str,
+        /// What is wrong, with the file's path.
+        problem: String,
+    },
 }
 
 /// Counters a store reports for `/metrics`.
@@ -239,6 +250,8 @@ pub struct StoreStats {
     pub expired_messages: u64,
     /// Messages dropped so far with a connection that was replaced.
     pub evicted_messages: u64,
+    /// Times the wake-up subscriber (Redis) heard nothing and was reconnected.
+    pub subscriber_restarts: u64,
 }
 
 /// Storage of mailboxes and live connections; the module docs state the contract.

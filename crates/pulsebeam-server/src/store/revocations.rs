@@ -26,14 +26,43 @@ use crate::revoke::{sort_revocations, Revocation, RevocationError, RevocationTar
 
 /// Names one state of a [`RevocationStore`]: a different version means the set may have
 /// changed since.
+///
+/// A version is an *epoch*, a random id naming one life of the store's data, and a count of
+/// changes within it. A store that loses its data (Redis restarted without persistence,
+/// `FLUSHALL`) starts a new epoch, so its count starting again from zero can never repeat a
+/// version a node has already seen.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RevocationsVersion(u64);
+pub struct RevocationsVersion {
+    epoch: String,
+    changes: u64,
+}
 
 impl RevocationsVersion {
-    /// The version counted `n` changes from the start.
-    pub(crate) fn counted(n: u64) -> Self {
-        RevocationsVersion(n)
+    /// The version `changes` changes into the epoch `epoch`.
+    pub(crate) fn new(epoch: impl Into<String>, changes: u64) -> Self {
+        RevocationsVersion {
+            epoch: epoch.into(),
+            changes,
+        }
     }
+
+    /// Whether `other` is of the same epoch (the store kept its data in between).
+    pub fn same_epoch(&self, other: &RevocationsVersion) -> bool {
+        self.epoch == other.epoch
+    }
+}
+
+/// A random epoch id: 16 hex digits, or the process id and time when there is no randomness.
+pub(crate) fn new_epoch() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_ok() {
+        return hex::encode(bytes);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos}", std::process::id())
 }
 
 /// Storage of revocations; the module docs state the contract.
@@ -83,6 +112,8 @@ struct Held {
 pub struct LocalRevocations {
     held: Mutex<Held>,
     state_file: Option<PathBuf>,
+    /// This set's epoch: it lives as long as the process.
+    epoch: String,
 }
 
 impl std::fmt::Debug for LocalRevocations {
@@ -99,6 +130,7 @@ impl LocalRevocations {
         LocalRevocations {
             held: Mutex::new(Held::default()),
             state_file: None,
+            epoch: new_epoch(),
         }
     }
 
@@ -135,6 +167,7 @@ impl LocalRevocations {
         Ok(LocalRevocations {
             held: Mutex::new(Held { map, changes: 0 }),
             state_file: Some(path.to_owned()),
+            epoch: new_epoch(),
         })
     }
 
@@ -175,6 +208,40 @@ impl LocalRevocations {
             held.changes += 1;
         }
         Ok(kept)
+    }
+
+    /// Takes in `all` (as another store lists them) by the rule "a longer revocation wins",
+    /// saving the state file once if anything changed.
+    ///
+    /// # Errors
+    ///
+    /// [`RevocationError::StateFile`] when the state file cannot be written; then nothing
+    /// changed here.
+    pub(crate) fn absorb(&self, all: &[Revocation], now: u64) -> Result<(), RevocationError> {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = held.map.clone();
+        map.retain(|_, r| r.until > now);
+        let mut changed = map.len() != held.map.len();
+        for revocation in all.iter().filter(|r| r.until > now) {
+            if map
+                .get(&revocation.target)
+                .is_some_and(|held| held.until >= revocation.until)
+            {
+                continue;
+            }
+            map.insert(revocation.target.clone(), revocation.clone());
+            changed = true;
+        }
+        if !changed {
+            return Ok(());
+        }
+        self.save(&map)?;
+        held.map = map;
+        held.changes += 1;
+        Ok(())
     }
 
     fn save(&self, map: &HashMap<RevocationTarget, Revocation>) -> Result<(), RevocationError> {
@@ -219,7 +286,10 @@ impl RevocationStore for LocalRevocations {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .changes;
-        Box::pin(std::future::ready(Ok(RevocationsVersion::counted(changes))))
+        Box::pin(std::future::ready(Ok(RevocationsVersion::new(
+            self.epoch.as_str(),
+            changes,
+        ))))
     }
 }
 

@@ -20,6 +20,17 @@ use crate::store::{StartError, StoreError};
 /// [`StoreError::Unavailable`].
 pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// TCP keepalive on every connection: probes after this much silence, then every
+/// [`KEEPALIVE_INTERVAL`], so that the kernel notices a peer that vanished without a word
+/// (a NAT or firewall forgetting the connection) within about a minute.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A connection with a command unanswered this long is closed and reconnected (the command is
+/// retried on the new one, within its caller's [`COMMAND_TIMEOUT`]).
+const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(3);
+const UNRESPONSIVE_CHECK: Duration = Duration::from_millis(500);
+
 /// A connection to Redis: a pool of clients for commands and one subscriber, connecting in the
 /// background and reconnecting with backoff. Cheap to clone; every clone shares the clients, which
 /// disconnect when the last clone is dropped.
@@ -42,6 +53,8 @@ struct Inner {
     drivers: Vec<ConnectHandle>,
     /// Where it connects, without a password.
     target: String,
+    /// Whether a connection is being replaced (`replace_connection`).
+    replacing: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -71,12 +84,19 @@ impl RedisConnection {
     /// [`StartError::BadUrl`] when the URLs cannot be used.
     pub fn new(config: &StoreConfig) -> Result<Self, StartError> {
         let fred = store_fred_config(config)?;
-        let target = config
-            .urls
-            .iter()
-            .map(|u| redact_url(u))
-            .collect::<Vec<_>>()
-            .join(",");
+        let target = match &config.sentinel {
+            Some(sentinel) => format!(
+                "sentinel {} at {}",
+                sentinel.master,
+                sentinel.addresses.join(",")
+            ),
+            None => config
+                .urls
+                .iter()
+                .map(|u| redact_url(u))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         Self::connect(fred, config.pool_size, target)
     }
 
@@ -101,6 +121,15 @@ impl RedisConnection {
                 c.internal_command_timeout = COMMAND_TIMEOUT;
                 c.max_command_attempts = 2;
                 c.tcp.nodelay = Some(true);
+                c.tcp.keepalive = Some(
+                    socket2::TcpKeepalive::new()
+                        .with_time(KEEPALIVE_IDLE)
+                        .with_interval(KEEPALIVE_INTERVAL),
+                );
+                c.unresponsive = fred::types::config::UnresponsiveConfig {
+                    max_timeout: Some(UNRESPONSIVE_AFTER),
+                    interval: UNRESPONSIVE_CHECK,
+                };
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = COMMAND_TIMEOUT;
@@ -118,6 +147,7 @@ impl RedisConnection {
                 connected_once: AtomicBool::new(false),
                 drivers,
                 target,
+                replacing: AtomicBool::new(false),
             }),
         })
     }
@@ -169,24 +199,63 @@ impl RedisConnection {
         }
     }
 
-    /// The call policy: ready, pick a client, run `op`, all within [`COMMAND_TIMEOUT`].
-    async fn bounded<'a, T, F, Fut>(&'a self, what: &str, op: F) -> Result<T, StoreError>
+    /// The call policy: ready, pick a client, run `op`, all within [`COMMAND_TIMEOUT`]; for
+    /// the few plain commands (not scripts) the stores send.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when Redis fails or does not answer in time.
+    pub(crate) async fn bounded<'a, T, F, Fut>(&'a self, what: &str, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(&'a Client) -> Fut,
         Fut: Future<Output = Result<T, FredError>> + 'a,
     {
-        let call = async {
-            self.ready().await;
-            op(self.inner.pool.next()).await
-        };
-        match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(StoreError::Unavailable(format!("redis: {}", err.details()))),
-            Err(_) => Err(StoreError::Unavailable(format!(
+        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        let timed_out = || {
+            StoreError::Unavailable(format!(
                 "redis did not answer {what} within {} s",
                 COMMAND_TIMEOUT.as_secs()
-            ))),
+            ))
+        };
+        if tokio::time::timeout_at(deadline, self.ready())
+            .await
+            .is_err()
+        {
+            return Err(timed_out());
         }
+        let client = self.inner.pool.next();
+        match tokio::time::timeout_at(deadline, op(client)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                if *err.kind() == fred::error::ErrorKind::Timeout {
+                    self.replace_connection(client);
+                }
+                Err(StoreError::Unavailable(format!("redis: {}", err.details())))
+            }
+            Err(_) => {
+                self.replace_connection(client);
+                Err(timed_out())
+            }
+        }
+    }
+
+    /// Reconnects `client`, whose command went unanswered: its connection may be dead
+    /// without the kernel knowing (fred's own unresponsive check only fires when nothing has
+    /// been written for a while, which never happens under steady traffic). One at a time; the
+    /// reconnection is bounded by [`COMMAND_TIMEOUT`] and owns nothing once done.
+    fn replace_connection(&self, client: &Client) {
+        if self.inner.replacing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(target = %self.inner.target, "a redis connection left a command unanswered; reconnecting it");
+        let client = client.clone();
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT, client.force_reconnection()).await;
+            if let Some(inner) = inner.upgrade() {
+                inner.replacing.store(false, Ordering::Release);
+            }
+        });
     }
 }
 
@@ -223,8 +292,29 @@ fn url_fred_config(url: &str) -> Result<FredConfig, StartError> {
     .map_err(|e| bad_url(url, &e))
 }
 
-/// `[store]`'s URLs as fred reads them: the first, or every seed of a Cluster.
+/// `[store]` as fred reads it: the URLs (the first, or every seed of a Cluster) or the
+/// sentinels, and TLS.
 fn store_fred_config(config: &StoreConfig) -> Result<FredConfig, StartError> {
+    let mut fred = store_servers(config)?;
+    if let Some(files) = &config.tls {
+        fred.tls = Some(super::tls::connector(files)?.into());
+    }
+    Ok(fred)
+}
+
+fn store_servers(config: &StoreConfig) -> Result<FredConfig, StartError> {
+    if let Some(sentinel) = &config.sentinel {
+        // The URL, if any, gives the password, database and TLS; the sentinels the servers.
+        let mut fred = match config.urls.first() {
+            Some(url) => FredConfig::from_url_centralized(url).map_err(|e| bad_url(url, &e))?,
+            None => FredConfig::default(),
+        };
+        fred.server = fred::types::config::ServerConfig::new_sentinel(
+            sentinel.hosts(),
+            sentinel.master.clone(),
+        );
+        return Ok(fred);
+    }
     let first = config.urls.first().ok_or(StartError::NoUrl)?;
     if !config.cluster {
         return url_fred_config(first);

@@ -558,6 +558,7 @@ impl Mailboxes {
             delivered_messages: c.delivered.load(Ordering::Relaxed),
             expired_messages: c.expired.load(Ordering::Relaxed),
             evicted_messages: c.evicted.load(Ordering::Relaxed),
+            subscriber_restarts: self.wakeups.deaf_restarts(),
         })
     }
 
@@ -596,7 +597,8 @@ impl Mailboxes {
 
     async fn health(&self) -> Result<(), StoreError> {
         self.wakeups.ready().await;
-        self.connection.ping().await
+        self.connection.ping().await?;
+        self.wakeups.check()
     }
 }
 

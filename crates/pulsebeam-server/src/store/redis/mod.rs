@@ -79,6 +79,7 @@ mod mailbox;
 mod message;
 mod revocations;
 mod scripts;
+mod tls;
 mod usage;
 mod wakeups;
 
@@ -87,4 +88,5 @@ pub use connection::RedisConnection;
 pub(crate) use lease::Lease;
 pub use mailbox::RedisStore;
 pub use revocations::RedisRevocations;
+pub(crate) use tls::connector as tls_connector;
 pub use usage::RedisUsage;

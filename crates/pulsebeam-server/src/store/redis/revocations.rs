@@ -1,11 +1,20 @@
 //! Revocations in Redis, shared by every node of a deployment: a hash of target ->
-//! `until|json` and a counter bumped on every change (keys in `store::redis`'s docs). The rule
-//! "a longer revocation wins" is `revocation_put.lua`'s.
+//! `until|json`, a counter bumped on every change and an epoch (keys in `store::redis`'s docs).
+//! The rule "a longer revocation wins" is `revocation_put.lua`'s.
+//!
+//! The epoch is a random id that the first node reading the version after the key went
+//! missing writes (`SET NX`). When Redis loses its data the counter starts again from zero, but
+//! the epoch is new, so every node reads the whole set again (and re-publishes what it holds
+//! that Redis lost: `store::revocation_mirror`).
+
+use fred::interfaces::KeysInterface;
+use fred::types::SetOptions;
 
 use super::connection::RedisConnection;
 use super::keys::Keys;
 use super::scripts::{ListRevocations, PutRevocation, ReadRevocationsVersion};
 use crate::revoke::{sort_revocations, Revocation, RevocationError};
+use crate::store::revocations::new_epoch;
 use crate::store::{BoxFuture, RevocationStore, RevocationsVersion, StoreError};
 
 /// The [`RevocationStore`] of a deployment on Redis.
@@ -16,6 +25,8 @@ pub struct RedisRevocations {
     all: String,
     /// Their change counter.
     version: String,
+    /// The epoch of the counter (same hash tag).
+    epoch: String,
 }
 
 impl RedisRevocations {
@@ -25,6 +36,7 @@ impl RedisRevocations {
         RedisRevocations {
             connection,
             all,
+            epoch: format!("{version}:epoch"),
             version,
         }
     }
@@ -90,6 +102,23 @@ impl RevocationStore for RedisRevocations {
 
     fn version(&self) -> BoxFuture<'_, Result<RevocationsVersion, RevocationError>> {
         Box::pin(async move {
+            // The epoch first: when Redis loses its data between the two reads, the counter
+            // read may be of the new life under the old epoch, but the next read finds the
+            // epoch missing and starts a new one, so the change is seen one sync later.
+            let proposed = new_epoch();
+            let held: Option<String> = self
+                .connection
+                .bounded("SET NX GET", |client| {
+                    client.set(
+                        &self.epoch,
+                        proposed.as_str(),
+                        None,
+                        Some(SetOptions::NX),
+                        true,
+                    )
+                })
+                .await
+                .map_err(unavailable)?;
             let counter = self
                 .connection
                 .run(ReadRevocationsVersion {
@@ -97,7 +126,10 @@ impl RevocationStore for RedisRevocations {
                 })
                 .await
                 .map_err(unavailable)?;
-            Ok(RevocationsVersion::counted(counter.version))
+            Ok(RevocationsVersion::new(
+                held.unwrap_or(proposed),
+                counter.version,
+            ))
         })
     }
 }

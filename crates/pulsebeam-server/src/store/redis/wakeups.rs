@@ -5,14 +5,22 @@
 //! subscriber task wakes the local waiters of that key, which then take their mail. After the
 //! subscriber (re)connects every local waiter is woken to check again, so a wake-up lost while
 //! Redis was away costs at most that check.
+//!
+//! A subscriber connection can die silently (a NAT or firewall forgetting it, a half-open TCP
+//! connection): it hears nothing and says nothing. So the node publishes a heartbeat (an empty
+//! message) on its own channel every [`HEARTBEAT`] through the command pool, and when the
+//! subscriber has heard none for [`HEARTBEAT_LOST`] it is *deaf*: the node's health fails with
+//! that reason, the subscriber is reconnected (and subscribes again), and every local waiter is
+//! woken to check its mailbox, since its wake-up may have been lost.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::prelude::Value;
 use fred::types::config::Server;
 use fred::types::Message;
 use tokio::sync::broadcast::error::RecvError;
@@ -23,6 +31,12 @@ use super::connection::{RedisConnection, COMMAND_TIMEOUT};
 use crate::store::StoreError;
 use crate::tasks::Tasks;
 
+/// How often a node publishes a heartbeat on its own wake-up channel.
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long the subscriber may hear no heartbeat before it counts as deaf.
+pub(crate) const HEARTBEAT_LOST: Duration = Duration::from_secs(3);
+
 /// This node's wake-up channel and the polls waiting on it.
 pub(crate) struct Wakeups {
     channel: String,
@@ -31,6 +45,10 @@ pub(crate) struct Wakeups {
     /// Whether the channel has been subscribed to once.
     subscribed: AtomicBool,
     subscribed_changed: Notify,
+    /// When the subscriber last heard this node's channel (or subscribed to it).
+    heard: Mutex<Instant>,
+    /// How often the subscriber was found deaf and replaced.
+    deaf_restarts: AtomicU64,
 }
 
 impl Wakeups {
@@ -41,6 +59,8 @@ impl Wakeups {
             waiters: Mutex::default(),
             subscribed: AtomicBool::new(false),
             subscribed_changed: Notify::new(),
+            heard: Mutex::new(Instant::now()),
+            deaf_restarts: AtomicU64::new(0),
         });
         let subscriber = connection.subscriber().clone();
         // Listen before looking: a connection made after this is announced; one made before
@@ -50,12 +70,48 @@ impl Wakeups {
         let connected = subscriber.is_connected();
         tasks.spawn(listen(
             Arc::downgrade(&wakeups),
-            subscriber,
+            subscriber.clone(),
             reconnects,
             messages,
             connected,
         ));
+        tasks.spawn(heartbeat(
+            Arc::downgrade(&wakeups),
+            connection.clone(),
+            subscriber,
+        ));
         wakeups
+    }
+
+    /// Whether the subscriber hears this node's channel: an error saying why not once it has
+    /// heard no heartbeat for [`HEARTBEAT_LOST`].
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        let silent = self.silent_for();
+        if silent > HEARTBEAT_LOST {
+            return Err(StoreError::Unavailable(format!(
+                "the wake-up subscriber has heard nothing from redis for {} s; reconnecting it",
+                silent.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    /// How many times the subscriber was found deaf and reconnected.
+    pub(crate) fn deaf_restarts(&self) -> u64 {
+        self.deaf_restarts.load(Ordering::Relaxed)
+    }
+
+    fn silent_for(&self) -> Duration {
+        self.heard
+            .lock()
+            .map(|heard| heard.elapsed())
+            .unwrap_or_default()
+    }
+
+    fn mark_heard(&self) {
+        if let Ok(mut heard) = self.heard.lock() {
+            *heard = Instant::now();
+        }
     }
 
     /// Waits (at most [`COMMAND_TIMEOUT`]) until the channel has been subscribed to once, so
@@ -112,6 +168,7 @@ impl Wakeups {
     }
 
     fn mark_subscribed(&self) {
+        self.mark_heard();
         self.subscribed.store(true, Ordering::Release);
         self.subscribed_changed.notify_waiters();
         self.wake_all();
@@ -169,8 +226,12 @@ async fn listen(
                 let Some(wakeups) = wakeups.upgrade() else { return };
                 match message {
                     Ok(message) if *message.channel == *channel => {
-                        if let Some(key) = message.value.as_str() {
-                            wakeups.wake(&key);
+                        wakeups.mark_heard();
+                        match message.value.as_str() {
+                            // The heartbeat.
+                            Some(key) if key.is_empty() => {}
+                            Some(key) => wakeups.wake(&key),
+                            None => {}
                         }
                     }
                     Ok(_) => {}
@@ -199,5 +260,50 @@ async fn subscribe(subscriber: &SubscriberClient, channel: &str, wakeups: &Weak<
             true
         }
         None => false,
+    }
+}
+
+/// Publishes the heartbeat on the node's channel every [`HEARTBEAT`] and replaces a subscriber
+/// that has heard none for [`HEARTBEAT_LOST`] (see the module docs). Ends with the store.
+async fn heartbeat(
+    wakeups: Weak<Wakeups>,
+    connection: RedisConnection,
+    subscriber: SubscriberClient,
+) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(node) = wakeups.upgrade() else {
+            return;
+        };
+        if !node.subscribed.load(Ordering::Acquire) {
+            continue;
+        }
+        let channel = node.channel.clone();
+        let published = connection
+            .bounded("PUBLISH", |client| {
+                client.publish::<Value, _, _>(channel.as_str(), "")
+            })
+            .await;
+        if node.silent_for() <= HEARTBEAT_LOST {
+            continue;
+        }
+        if published.is_err() {
+            // Redis itself does not answer; the clients reconnect by themselves when it does,
+            // and health fails meanwhile.
+            continue;
+        }
+        // Redis answers the pool but the subscriber hears nothing: replace its connection.
+        node.deaf_restarts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            silent_secs = node.silent_for().as_secs(),
+            "the wake-up subscriber hears nothing from redis; reconnecting it"
+        );
+        node.wake_all();
+        drop(node);
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
+        // Give the new connection time to be heard before judging it.
+        tokio::time::sleep(HEARTBEAT_LOST).await;
     }
 }

@@ -1,0 +1,20 @@
+//! Operating on Redis: what a node does when Redis loses its data, freezes, drops a
+//! connection or fails over, and Redis over TLS. Each test starts Redis servers of its own (on
+//! free loopback ports, without persistence), since it flushes, stops or kills them.
+//!
+//! They need `redis-server` (`scripts/redis.sh start` installs it). Without
+//! `PULSEBEAM_TEST_REDIS_URL` set (as `scripts/redis.sh start` prints) they print a SKIP line
+//! and pass, unless `PULSEBEAM_REQUIRE_REDIS=1`, which makes them fail instead.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+#[path = "redis_ops/common.rs"]
+mod common;
+#[path = "redis_ops/faults.rs"]
+mod faults;
+#[path = "redis_ops/revocations.rs"]
+mod revocations;
