@@ -57,6 +57,7 @@ mod limiter;
 mod live;
 mod metrics;
 pub mod proto;
+mod random_id;
 mod reload;
 mod revoke;
 mod routes;

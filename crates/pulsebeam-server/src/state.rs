@@ -134,19 +134,16 @@ impl State {
             .map_err(|e| e.to_string())
     }
 
-    /// Hands this node's usage counts to the usage store; kept for later on failure.
+    /// Hands this node's usage counts to the usage store, as one batch; on failure the batch
+    /// is kept unchanged and handed again, under the same id, by the next flush, so that a
+    /// batch the store applied (wholly or in part) before failing is not counted twice.
     pub(crate) async fn flush_usage(&self) -> Result<(), crate::store::StoreError> {
-        let pending = self.usage.take_unflushed();
-        if pending.is_empty() {
+        let Some(batch) = self.usage.next_batch() else {
             return Ok(());
-        }
-        match self.usage_store.add(&pending).await {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                self.usage.restore_unflushed(pending);
-                Err(err)
-            }
-        }
+        };
+        self.usage_store.add(&batch.id, &batch.totals).await?;
+        self.usage.batch_taken(&batch.id);
+        Ok(())
     }
 
     /// Reads the stored revocations again when their version is not `seen`; a change ends the

@@ -104,6 +104,22 @@ pub(crate) struct Usage {
     projects: RwLock<HashMap<Arc<str>, Arc<Counters>>>,
     /// (hour, project) -> totals not handed to the usage store yet.
     unflushed: Mutex<BTreeMap<(u64, Arc<str>), UsageTotals>>,
+    /// The batch being handed to the usage store, kept unchanged under its id until the store
+    /// took it, so that a retry cannot count it twice.
+    pending: Mutex<Option<Arc<Batch>>>,
+    /// The sequence number of the latest batch.
+    batches: AtomicU64,
+    /// This node's id in batch ids (random per process).
+    node: std::sync::OnceLock<String>,
+}
+
+/// Counts handed to the usage store under one id.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Batch {
+    /// `<node id>:<sequence number>`, unique in the deployment.
+    pub(crate) id: String,
+    /// The counts.
+    pub(crate) totals: BTreeMap<(u64, Arc<str>), UsageTotals>,
 }
 
 /// What is recorded.
@@ -193,20 +209,42 @@ impl Usage {
         }
     }
 
-    /// Takes what has not been handed to the usage store yet.
-    pub(crate) fn take_unflushed(&self) -> BTreeMap<(u64, Arc<str>), UsageTotals> {
-        self.unflushed
+    /// The batch to hand to the usage store: the one not taken yet, unchanged, or else a new one
+    /// of what was counted since; `None` when there is nothing to hand.
+    pub(crate) fn next_batch(&self) -> Option<Arc<Batch>> {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(batch) = pending.as_ref() {
+            return Some(Arc::clone(batch));
+        }
+        let totals = self
+            .unflushed
             .lock()
             .map(|mut m| std::mem::take(&mut *m))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if totals.is_empty() {
+            return None;
+        }
+        let node = self.node.get_or_init(crate::random_id::random_id);
+        let seq = self.batches.fetch_add(1, Ordering::Relaxed) + 1;
+        let batch = Arc::new(Batch {
+            id: format!("{node}:{seq}"),
+            totals,
+        });
+        *pending = Some(Arc::clone(&batch));
+        Some(batch)
     }
 
-    /// Puts back what the usage store could not take, to try again later.
-    pub(crate) fn restore_unflushed(&self, totals: BTreeMap<(u64, Arc<str>), UsageTotals>) {
-        if let Ok(mut map) = self.unflushed.lock() {
-            for (key, t) in totals {
-                map.entry(key).or_default().add(&t);
-            }
+    /// The usage store took the batch `id`: the next batch is a new one.
+    pub(crate) fn batch_taken(&self, id: &str) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.as_ref().is_some_and(|batch| batch.id == id) {
+            *pending = None;
         }
     }
 
@@ -482,7 +520,7 @@ mod tests {
         usage.record("a", Record::Online { millis: 700 }, t0 + 11);
         usage.record("nope", Record::Call, t0);
         usage.online("a", 1);
-        let pending = usage.take_unflushed();
+        let pending = usage.next_batch().unwrap().totals.clone();
         let hour = |h: u64| pending[&(h, Arc::<str>::from("a"))];
         assert_eq!(pending.len(), 2);
         assert_eq!(hour(t0).messages, 1);
@@ -504,13 +542,30 @@ mod tests {
         let mut text = String::new();
         usage.render(&mut text);
         assert!(!text.contains("b\\\"q"));
-        // Put back after a failed flush, it comes out again, added to what came since, once.
-        usage.restore_unflushed(pending);
+    }
+
+    #[test]
+    fn a_batch_not_taken_is_handed_again_unchanged_under_its_id() {
+        let usage = Usage::default();
+        usage.set_projects(&[Arc::from("a")]);
+        let t0 = 1_750_000_000 / 3600 * 3600;
+        assert!(usage.next_batch().is_none());
+        usage.record("a", Record::Message { bytes: 100 }, t0 + 5);
+        let first = usage.next_batch().unwrap();
+        // The store failed (or timed out, having applied it or not): what came since waits.
         usage.record("a", Record::Message { bytes: 1 }, t0 + 6);
-        let pending = usage.take_unflushed();
-        assert_eq!(pending.len(), 2);
-        assert_eq!(pending[&(t0, Arc::<str>::from("a"))].message_bytes, 101);
-        assert!(usage.take_unflushed().is_empty());
+        let again = usage.next_batch().unwrap();
+        assert_eq!(again, first);
+        assert_eq!(
+            again.totals[&(t0, Arc::<str>::from("a"))].message_bytes,
+            100
+        );
+        usage.batch_taken(&again.id);
+        let next = usage.next_batch().unwrap();
+        assert_ne!(next.id, first.id);
+        assert_eq!(next.totals[&(t0, Arc::<str>::from("a"))].message_bytes, 1);
+        usage.batch_taken(&next.id);
+        assert!(usage.next_batch().is_none());
     }
     #[test]
     fn minutes_count_per_minute_and_carry_the_connections_online() {

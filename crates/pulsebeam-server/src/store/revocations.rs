@@ -52,17 +52,9 @@ impl RevocationsVersion {
     }
 }
 
-/// A random epoch id: 16 hex digits, or the process id and time when there is no randomness.
+/// A random epoch id.
 pub(crate) fn new_epoch() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::getrandom(&mut bytes).is_ok() {
-        return hex::encode(bytes);
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}-{nanos}", std::process::id())
+    crate::random_id::random_id()
 }
 
 /// Storage of revocations; the module docs state the contract.

@@ -39,14 +39,19 @@ fn batch(entries: &[(u64, &str, UsageTotals)]) -> HourlyUsage {
 /// Totals add up per hour and project; hours asked for without counts are absent.
 pub async fn totals_add_up_per_hour_and_project(f: Factory) {
     let s = f("sums");
-    s.add(&batch(&[
-        (H0, "p", totals(1, 2, 30)),
-        (H1, "p", totals(0, 0, 5)),
-        (H0, "q", totals(7, 0, 0)),
-    ]))
+    s.add(
+        "batch-1",
+        &batch(&[
+            (H0, "p", totals(1, 2, 30)),
+            (H1, "p", totals(0, 0, 5)),
+            (H0, "q", totals(7, 0, 0)),
+        ]),
+    )
     .await
     .unwrap();
-    s.add(&batch(&[(H0, "p", totals(2, 1, 10))])).await.unwrap();
+    s.add("batch-2", &batch(&[(H0, "p", totals(2, 1, 10))]))
+        .await
+        .unwrap();
     let p = s.hours("p", &[H0, H1, H2]).await.unwrap();
     assert_eq!(
         p,
@@ -64,10 +69,10 @@ pub async fn totals_add_up_per_hour_and_project(f: Factory) {
 /// Nothing counted is nothing stored; no hours asked is an empty answer.
 pub async fn empty_totals_leave_no_hour(f: Factory) {
     let s = f("empty");
-    s.add(&batch(&[(H0, "p", UsageTotals::default())]))
+    s.add("batch-3", &batch(&[(H0, "p", UsageTotals::default())]))
         .await
         .unwrap();
-    s.add(&HourlyUsage::new()).await.unwrap();
+    s.add("batch-4", &HourlyUsage::new()).await.unwrap();
     assert!(s.hours("p", &[H0, H1]).await.unwrap().is_empty());
     assert!(s.hours("p", &[]).await.unwrap().is_empty());
     assert!(s.hours("never", &[H0]).await.unwrap().is_empty());
@@ -85,7 +90,7 @@ pub async fn every_field_round_trips(f: Factory) {
         turn_relay_bytes: 6_000_000_000_000,
         analytics_events: 7,
     };
-    s.add(&batch(&[(H0, "p", all)])).await.unwrap();
+    s.add("batch-5", &batch(&[(H0, "p", all)])).await.unwrap();
     assert_eq!(
         s.hours("p", &[H0]).await.unwrap(),
         BTreeMap::from([(H0, all)])
@@ -97,7 +102,12 @@ pub async fn projects_with_separators_stay_apart(f: Factory) {
     let s = f("apart");
     let ids = ["a:b", "a", "{a}", "a%3Ab", "é"];
     for (i, id) in (1u64..).zip(ids) {
-        s.add(&batch(&[(H0, id, totals(i, 0, 0))])).await.unwrap();
+        s.add(
+            &format!("batch-6-{i}"),
+            &batch(&[(H0, id, totals(i, 0, 0))]),
+        )
+        .await
+        .unwrap();
     }
     for (i, id) in (1u64..).zip(ids) {
         assert_eq!(
@@ -112,18 +122,35 @@ pub async fn projects_with_separators_stay_apart(f: Factory) {
 pub async fn every_node_adds_to_the_same_totals(f: Factory) {
     let a = f("nodes");
     let b = f("nodes");
-    a.add(&batch(&[(H0, "p", totals(1, 1, 100))]))
+    a.add("batch-7", &batch(&[(H0, "p", totals(1, 1, 100))]))
         .await
         .unwrap();
-    b.add(&batch(&[
-        (H0, "p", totals(2, 1, 50)),
-        (H1, "p", totals(1, 0, 0)),
-    ]))
+    b.add(
+        "batch-8",
+        &batch(&[(H0, "p", totals(2, 1, 50)), (H1, "p", totals(1, 0, 0))]),
+    )
     .await
     .unwrap();
     let want = BTreeMap::from([(H0, totals(3, 2, 150)), (H1, totals(1, 0, 0))]);
     assert_eq!(a.hours("p", &[H0, H1]).await.unwrap(), want);
     assert_eq!(b.hours("p", &[H0, H1]).await.unwrap(), want);
+}
+
+/// A batch added again (a retry: the first add timed out or failed part way) adds only what
+/// was not applied yet: each entry once.
+pub async fn a_batch_added_again_counts_once(f: Factory) {
+    let a = f("retry");
+    let b = f("retry");
+    let first = batch(&[(H0, "p", totals(1, 1, 100))]);
+    a.add("node-a:1", &first).await.unwrap();
+    a.add("node-a:1", &first).await.unwrap();
+    // Applied in part (the entry of H0), then retried whole.
+    let whole = batch(&[(H0, "p", totals(1, 1, 100)), (H1, "p", totals(2, 0, 0))]);
+    a.add("node-a:1", &whole).await.unwrap();
+    // The same sequence number on another node is another batch.
+    b.add("node-b:1", &first).await.unwrap();
+    let want = BTreeMap::from([(H0, totals(2, 2, 200)), (H1, totals(2, 0, 0))]);
+    assert_eq!(a.hours("p", &[H0, H1]).await.unwrap(), want);
 }
 
 /// Every test of the suite, by name.
@@ -139,6 +166,7 @@ pub fn all() -> Vec<(&'static str, Test)> {
         every_field_round_trips,
         projects_with_separators_stay_apart,
         every_node_adds_to_the_same_totals,
+        a_batch_added_again_counts_once,
     ]
 }
 

@@ -261,16 +261,7 @@ impl RedisConnection {
 
 /// A random id for this node (its wake-up channel, its lease), unique among a deployment's nodes.
 pub(crate) fn node_id() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::getrandom(&mut bytes).is_ok() {
-        return hex::encode(bytes);
-    }
-    // Unique enough without randomness: the process id and the start time.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}-{nanos}", std::process::id())
+    crate::random_id::random_id()
 }
 
 fn bad_url(url: &str, err: &FredError) -> StartError {

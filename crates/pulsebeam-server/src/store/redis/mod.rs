@@ -30,6 +30,7 @@
 //! | `P:{b:project}:polled`, `P:{b:project}:mail` | sorted set | the project's two budgets: members `T:c` (and `T:d` for a discovery queue), scored by expiry |
 //! | `P:{rev}:all`, `P:{rev}:version` | hash, counter | revocation target -> `until|json`; bumped on every change |
 //! | `P:{u:project}:hour` | hash | the project's usage totals of one hour, expiring after eight days |
+//! | `P:{u:project}:hour:a:batch` | string | that the usage batch `batch` (node id and sequence number) was added to that hour, expiring after a day |
 //! | `P:bind:group:peer:client` | string | the credential a tokenless gRPC-web `Recv` of that peer from that client is admitted with, expiring an hour after the token |
 //!
 //! A message is stored as the member `seq|ms|envelope`. Every key of a peer gets a TTL on each

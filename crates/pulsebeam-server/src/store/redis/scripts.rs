@@ -526,10 +526,10 @@ script! {
 }
 
 script! {
-    /// Adds to one hour's usage totals of a project.
+    /// Adds to one hour's usage totals of a project, once per batch.
     AddUsage -> UsageAdded = "usage_add.lua" [PRELUDE];
-    keys { hour };
-    args { ttl_secs: u64 } + fields: String;
+    keys { hour, applied };
+    args { ttl_secs: u64, applied_ttl_secs: u64 } + fields: String;
     reply {};
 }
 

@@ -1,5 +1,7 @@
 //! Usage totals in Redis, summed over every node of a deployment: one hash of fields per
-//! project and hour, kept [`KEEP_HOURS`] (keys in `store::redis`'s docs).
+//! project and hour, kept [`KEEP_HOURS`] (keys in `store::redis`'s docs), and per batch and
+//! entry a marker `<hour key>:a:<batch>` (same hash tag) that it was applied, kept
+//! [`BATCH_IDS_KEPT_SECS`].
 
 use std::collections::BTreeMap;
 
@@ -8,7 +10,7 @@ use fred::types::Value;
 use super::connection::RedisConnection;
 use super::keys::Keys;
 use super::scripts::{AddUsage, ReadUsage};
-use crate::store::usage::KEEP_HOURS;
+use crate::store::usage::{BATCH_IDS_KEPT_SECS, KEEP_HOURS};
 use crate::store::{BoxFuture, HourlyUsage, StoreError, UsageStore};
 use crate::usage::UsageTotals;
 
@@ -51,7 +53,11 @@ fn read_totals(fields: Value) -> Result<Option<UsageTotals>, StoreError> {
 }
 
 impl UsageStore for RedisUsage {
-    fn add<'a>(&'a self, totals: &'a HourlyUsage) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn add<'a>(
+        &'a self,
+        batch: &'a str,
+        totals: &'a HourlyUsage,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             for ((hour, project), t) in totals {
                 let fields: Vec<String> = t
@@ -63,10 +69,13 @@ impl UsageStore for RedisUsage {
                 if fields.is_empty() {
                     continue;
                 }
+                let hour = self.keys.usage(project, *hour);
                 self.connection
                     .run(AddUsage {
-                        hour: self.keys.usage(project, *hour),
+                        applied: format!("{hour}:a:{batch}"),
+                        hour,
                         ttl_secs: KEEP_HOURS * 3600,
+                        applied_ttl_secs: BATCH_IDS_KEPT_SECS,
                         fields,
                     })
                     .await?;
