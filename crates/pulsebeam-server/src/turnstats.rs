@@ -17,10 +17,17 @@
 //!
 //! Redis pub/sub reaches every subscriber, so with several nodes only one counts: the holder of
 //! a lease in that Redis (`usage.turn_stats_lease_key`, `SET NX PX`), renewed every
-//! [`RENEW_EVERY`] and taken over by another node when it lapses. A node counts a report only
-//! while its lease is certainly still its own (the last renewal it saw succeed plus the lease
-//! time, minus a margin), so two nodes never count the same report; reports published while no
-//! node holds the lease (up to [`LEASE`] after a holder dies without releasing it) are lost.
+//! [`RENEW_EVERY`] and taken over by another node when it lapses.
+//!
+//! The lease key can vanish before its time (Redis restarted or flushed, a failover to a
+//! replica that had not got it, eviction): another node then takes it at once while the old
+//! holder still believes it holds it. So the holder *fences* its counting: reports it reads
+//! are held back and counted only when the next renewal proves that it held the lease without
+//! a break since the previous one (the script says whether it renewed the holder's own key or
+//! took a free one). A renewal that finds another holder, or a free key, drops what was held
+//! back (counted as `fenced`): two nodes never count the same report. Reports published while
+//! no node holds the lease (up to [`LEASE`] after a holder dies without releasing it), and
+//! those of a period whose lease was broken, are lost.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,7 +39,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{redact_url, UsageConfig};
-use crate::store::{Lease, RedisConnection};
+use crate::store::{Acquired, Lease, RedisConnection};
 use crate::turn::project_of_turn_username;
 
 /// How long a lease lasts in Redis.
@@ -47,6 +54,8 @@ const PATTERN: &str = "turn/realm/*/allocation/*/traffic";
 /// Longest channel and message read; coturn's are far shorter.
 const MAX_CHANNEL_BYTES: usize = 1024;
 const MAX_MESSAGE_BYTES: usize = 256;
+/// Most reports held back between two renewals; more are dropped (as `fenced`).
+const MAX_HELD_BACK: usize = 100_000;
 
 /// One traffic report, as read from its channel and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +156,8 @@ pub(crate) struct TurnStatsCounters {
     counted: AtomicU64,
     unknown_project: AtomicU64,
     malformed: AtomicU64,
+    /// Read while the lease turned out broken (or beyond [`MAX_HELD_BACK`]): not counted.
+    fenced: AtomicU64,
     leading: AtomicBool,
 }
 
@@ -162,6 +173,7 @@ impl TurnStatsCounters {
             ("counted", &self.counted),
             ("unknown_project", &self.unknown_project),
             ("malformed", &self.malformed),
+            ("fenced", &self.fenced),
         ] {
             let _ = writeln!(
                 out,
@@ -230,6 +242,47 @@ impl Drop for TurnStats {
     }
 }
 
+/// A report read and held back until the lease is proven unbroken.
+enum HeldBack {
+    /// Bytes for the project its username names (`None`: it names none).
+    Relayed { project: Option<String>, bytes: u64 },
+    /// Not a traffic report this node can read.
+    Malformed,
+}
+
+/// Counts what was held back: the lease held without a break while it was read.
+fn count(sink: &dyn TurnTraffic, held_back: &mut Vec<HeldBack>) {
+    let counters = sink.turn_stats();
+    for report in held_back.drain(..) {
+        let outcome = match report {
+            HeldBack::Malformed => &counters.malformed,
+            HeldBack::Relayed { project, bytes } => {
+                let counted = project.is_some_and(|project| sink.turn_relayed(&project, bytes));
+                if counted {
+                    &counters.counted
+                } else {
+                    &counters.unknown_project
+                }
+            }
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Drops what was held back: the lease was broken while it was read, so another node may
+/// have counted it.
+fn fence(counters: &TurnStatsCounters, held_back: &mut Vec<HeldBack>) {
+    if !held_back.is_empty() {
+        tracing::warn!(
+            reports = held_back.len(),
+            "the TURN statistics lease was broken since its last renewal; not counting the reports read meanwhile"
+        );
+    }
+    let dropped = u64::try_from(held_back.len()).unwrap_or(u64::MAX);
+    counters.fenced.fetch_add(dropped, Ordering::Relaxed);
+    held_back.clear();
+}
+
 async fn run(
     sink: Arc<dyn TurnTraffic>,
     connection: RedisConnection,
@@ -238,8 +291,10 @@ async fn run(
 ) {
     let subscriber = connection.subscriber();
     let mut messages = subscriber.message_rx();
-    // Until when this node may count reports: never before the first renewal.
+    // Until when this node may read reports: never before the first renewal.
     let mut held_until: Option<Instant> = None;
+    // Read since the last renewal, counted once the next one proves the lease unbroken.
+    let mut held_back: Vec<HeldBack> = Vec::new();
     let mut renew = tokio::time::interval(RENEW_EVERY);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let counters = sink.turn_stats();
@@ -249,7 +304,13 @@ async fn run(
             _ = renew.tick() => {
                 let asked = Instant::now();
                 match lease.acquire().await {
-                    Ok(true) => {
+                    Ok(acquired @ (Acquired::Renewed | Acquired::Taken)) => {
+                        if acquired == Acquired::Renewed {
+                            count(&*sink, &mut held_back);
+                        } else {
+                            // Free when this node thought it held it: broken meanwhile.
+                            fence(counters, &mut held_back);
+                        }
                         if held_until.is_none() {
                             tracing::info!("counting coturn's TURN traffic reports on this node");
                         }
@@ -260,14 +321,16 @@ async fn run(
                             tracing::warn!(error = %err.details(), "cannot subscribe to coturn's traffic reports; retrying");
                         }
                     }
-                    Ok(false) => {
+                    Ok(Acquired::HeldByOther) => {
+                        fence(counters, &mut held_back);
                         if held_until.take().is_some() {
                             tracing::info!("another node counts coturn's TURN traffic reports now");
                             let _ = subscriber.punsubscribe(PATTERN).await;
                         }
                     }
                     Err(err) => {
-                        // Keep what was held: it lapses by itself at `held_until`.
+                        // Keep what was held and held back: the next renewal that works says
+                        // whether the lease held meanwhile.
                         tracing::warn!(error = %err, "cannot renew the TURN statistics lease; is the Redis of usage.turn_stats_url up?");
                     }
                 }
@@ -286,21 +349,31 @@ async fn run(
                 if held_until.is_none_or(|until| Instant::now() >= until) {
                     continue;
                 }
-                let body = message.value.as_str();
-                let Some(report) = body.as_deref().and_then(|body| parse_report(&message.channel, body).ok()) else {
-                    counters.malformed.fetch_add(1, Ordering::Relaxed);
+                if held_back.len() >= MAX_HELD_BACK {
+                    counters.fenced.fetch_add(1, Ordering::Relaxed);
                     continue;
-                };
-                let counted = project_of_turn_username(report.username)
-                    .is_some_and(|project| sink.turn_relayed(&project, report.bytes));
-                let outcome = if counted { &counters.counted } else { &counters.unknown_project };
-                outcome.fetch_add(1, Ordering::Relaxed);
+                }
+                let body = message.value.as_str();
+                held_back.push(
+                    match body.as_deref().and_then(|body| parse_report(&message.channel, body).ok()) {
+                        Some(report) => HeldBack::Relayed {
+                            project: project_of_turn_username(report.username),
+                            bytes: report.bytes,
+                        },
+                        None => HeldBack::Malformed,
+                    },
+                );
             }
         }
     }
     counters.leading.store(false, Ordering::Relaxed);
     if held_until.is_some() {
-        let _ = lease.release().await;
+        // Released while still this node's: held without a break since the last renewal.
+        if matches!(lease.release().await, Ok(true)) {
+            count(&*sink, &mut held_back);
+        } else {
+            fence(counters, &mut held_back);
+        }
     }
 }
 

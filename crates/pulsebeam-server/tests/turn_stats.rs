@@ -1,7 +1,7 @@
 //! TURN relay bytes from coturn's statistics in a real Redis (`[usage] turn_stats_url`): reports
 //! shaped as Debian's coturn publishes them are counted for the project their username names, on
 //! `/metrics` and in the admin API's hourly totals, and two nodes reading one Redis count every
-//! report once.
+//! report once, also when the lease key vanishes and the other node takes over.
 //!
 //! Needs `PULSEBEAM_TEST_REDIS_URL` (`eval "$(scripts/redis.sh start)"`) and `redis-cli`; without
 //! them these tests print a SKIP line and pass, unless `PULSEBEAM_REQUIRE_REDIS=1`.
@@ -242,4 +242,123 @@ async fn coturn_reports_are_counted_for_their_project_once_on_two_nodes() {
     })
     .await;
     rest.stop().await;
+}
+
+/// The lease key vanishes (a flush, a failover to a replica without it) and the other node
+/// takes the lease while the old holder still believes it holds it: the old holder does not
+/// count what it read since its last renewal, so no report is counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_vanished_does_not_count_with_the_next() {
+    if redis_url("a_leader_whose_lease_vanished_does_not_count_with_the_next").is_none() {
+        return;
+    }
+    // A Redis of its own: nodes read every realm's reports, so the other test's nodes would
+    // count these.
+    let own = OwnRedis::start();
+    let url = own.url.clone();
+    let lease = unique("lease");
+    let realm = unique("realm");
+    let leader = "pulsebeam_turn_stats_leader ";
+    let old = Node::start(&url, &lease).await;
+    wait_until("the first node leads", async || {
+        old.metric(leader).await == 1
+    })
+    .await;
+    // Half a renewal period later, so that the two renew at different times and the second
+    // can find the key free while the first still believes it holds it.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let next = Node::start(&url, &lease).await;
+
+    // Reports flow all along; the key is deleted until the other node has taken the lease.
+    let user = "1796310368:acme/room/alice";
+    let mut published = 0u64;
+    let mut id = 0u32;
+    let mut publish_one = || {
+        id += 1;
+        let (channel, message) = traffic(&realm, user, id, 1, 0);
+        publish(&url, &channel, &message);
+        published += 1;
+    };
+    let start = Instant::now();
+    while next.metric(leader).await == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no takeover");
+        let out = Command::new("redis-cli")
+            .args(["-u", &url, "del", &lease])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        publish_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The old holder goes on believing until its next renewal (at most 3 s).
+    let overlap = Instant::now();
+    while overlap.elapsed() < Duration::from_secs(4) {
+        publish_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both renew (counting what they held back) before the totals are read.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let acme = "pulsebeam_project_turn_relay_bytes_total{project=\"acme\"} ";
+    let counted = old.metric(acme).await + next.metric(acme).await;
+    let fenced = "pulsebeam_turn_stats_reports_total{outcome=\"fenced\"} ";
+    assert!(
+        counted <= published,
+        "{counted} bytes counted of {published} published: counted twice"
+    );
+    assert!(
+        old.metric(fenced).await >= 1,
+        "the old holder held nothing back"
+    );
+    assert!(counted > 0, "nothing counted");
+}
+
+/// A redis-server of a test's own on a free port, killed when dropped.
+struct OwnRedis {
+    url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/redis.sh installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let start = Instant::now();
+        while !Command::new("redis-cli")
+            .args(["-u", &url, "ping"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis {
+            url,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

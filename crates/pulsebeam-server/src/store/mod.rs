@@ -97,7 +97,7 @@ pub use revocation_mirror::MirroredRevocations;
 pub use revocations::{LocalRevocations, RevocationStore, RevocationsVersion};
 pub use usage::{HourlyUsage, MemoryUsage, UsageStore};
 
-pub(crate) use redis::{tls_connector, Lease};
+pub(crate) use redis::{tls_connector, Acquired, Lease};
 
 /// A boxed, sendable future, as the methods of [`MailboxStore`] return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -7,6 +7,18 @@ use super::connection::{node_id, RedisConnection};
 use super::scripts::{AcquireLease, ReleaseLease};
 use crate::store::StoreError;
 
+/// What [`Lease::acquire`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// This node held the lease since its previous acquisition, without a break.
+    Renewed,
+    /// The lease was free and this node took it: whether it held it before or not, someone
+    /// else may have held it in between.
+    Taken,
+    /// Another node holds it.
+    HeldByOther,
+}
+
 /// This node's claim on the lease at one key.
 #[derive(Debug)]
 pub(crate) struct Lease {
@@ -27,12 +39,13 @@ impl Lease {
         }
     }
 
-    /// Takes the lease if free, renews it if held: whether this node holds it now.
+    /// Takes the lease if free, renews it if held: whether this node holds it now, and since
+    /// when.
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
-    pub(crate) async fn acquire(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn acquire(&self) -> Result<Acquired, StoreError> {
         let acquired = self
             .connection
             .run(AcquireLease {
@@ -41,7 +54,11 @@ impl Lease {
                 ms: u64::try_from(self.span.as_millis()).unwrap_or(u64::MAX),
             })
             .await?;
-        Ok(acquired.held)
+        Ok(match (acquired.held, acquired.renewed) {
+            (true, true) => Acquired::Renewed,
+            (true, false) => Acquired::Taken,
+            (false, _) => Acquired::HeldByOther,
+        })
     }
 
     /// Gives the lease up if this node holds it: whether it did.

@@ -86,7 +86,7 @@ mod wakeups;
 
 pub use bindings::RedisBindings;
 pub use connection::RedisConnection;
-pub(crate) use lease::Lease;
+pub(crate) use lease::{Acquired, Lease};
 pub use mailbox::RedisStore;
 pub use revocations::RedisRevocations;
 pub(crate) use tls::connector as tls_connector;

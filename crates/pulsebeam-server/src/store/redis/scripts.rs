@@ -546,7 +546,7 @@ script! {
     AcquireLease -> LeaseAcquired = "lease_acquire.lua" [PRELUDE];
     keys { lease };
     args { holder: String, ms: u64 };
-    reply { held: bool };
+    reply { held: bool, renewed: bool };
 }
 
 script! {
