@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Throwaway Redis servers on loopback for the Redis store's tests: one standalone instance and a
-# three-master Redis Cluster, without persistence, under target/redis/.
+# Throwaway Redis servers on loopback for the Redis store's tests, without persistence, under
+# target/redis/: one standalone instance, a three-master Redis Cluster, a TLS-only instance
+# (with a throwaway CA, server and client certificate made by openssl), and a Sentinel set
+# (a master, a replica and one sentinel watching them as "pulsebeam-test").
 #
-#   scripts/redis.sh start   install redis-server if missing (apt), start both, print the exports
+#   scripts/redis.sh start   install redis-server if missing (apt), start them all, print the exports
 #   scripts/redis.sh env     print the exports of the running servers
 #   scripts/redis.sh stop    stop them and remove their directory
 #
@@ -16,7 +18,8 @@ ENV_FILE="$DIR/env"
 log() { echo "redis.sh: $*" >&2; }
 
 install() {
-    if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+    if command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
+        && command -v openssl >/dev/null; then
         return
     fi
     log "installing redis-server (apt)"
@@ -26,7 +29,39 @@ install() {
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq redis-server >/dev/null
+    apt-get install -y -qq redis-server openssl >/dev/null
+}
+
+# A throwaway CA, a server certificate for 127.0.0.1/localhost and a client certificate, in $1.
+make_certs() {
+    local dir="$1"
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=pulsebeam test CA" \
+            -keyout ca.key -out ca.crt 2>/dev/null
+        for name in server client; do
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=$name" \
+                -keyout "$name.key" -out "$name.csr" 2>/dev/null
+        done
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+        printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >client.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile server.ext -out server.crt 2>/dev/null
+        openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile client.ext -out client.crt 2>/dev/null
+    )
+}
+
+# Waits until `redis-cli "$@" ping` answers PONG.
+wait_pong() {
+    for _ in $(seq 1 50); do
+        if redis-cli "$@" ping 2>/dev/null | grep -q PONG; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
 }
 
 # A free loopback TCP port below 55535 whose cluster bus port (+10000) is free too.
@@ -103,12 +138,56 @@ start() {
         log "the cluster did not reach cluster_state:ok"
         exit 1
     }
+    # TLS only (no plain port); client certificates checked when given.
+    local certs="$DIR/certs" tls
+    make_certs "$certs"
+    tls="$(free_port)"
+    mkdir -p "$DIR/tls"
+    redis-server --port 0 --tls-port "$tls" --bind 127.0.0.1 --save "" --appendonly no \
+        --tls-cert-file "$certs/server.crt" --tls-key-file "$certs/server.key" \
+        --tls-ca-cert-file "$certs/ca.crt" --tls-auth-clients optional \
+        --dir "$DIR/tls" --daemonize yes --pidfile "$DIR/tls/redis.pid" --logfile "$DIR/tls/redis.log"
+    wait_pong --tls --cacert "$certs/ca.crt" -p "$tls" || {
+        log "redis with TLS on port $tls did not start: $(tail -n 1 "$DIR/tls/redis.log" 2>/dev/null)"
+        exit 1
+    }
+    # Sentinel: a master, its replica, one sentinel deciding alone (quorum 1), fast timeouts.
+    local master replica sentinel
+    master="$(free_port)"
+    replica="$(free_port)"
+    sentinel="$(free_port)"
+    start_one sentinel-master "$master"
+    start_one sentinel-replica "$replica" --replicaof 127.0.0.1 "$master"
+    mkdir -p "$DIR/sentinel"
+    cat >"$DIR/sentinel/sentinel.conf" <<CONF
+port $sentinel
+bind 127.0.0.1
+daemonize yes
+pidfile $DIR/sentinel/redis.pid
+logfile $DIR/sentinel/redis.log
+dir $DIR/sentinel
+sentinel monitor pulsebeam-test 127.0.0.1 $master 1
+sentinel down-after-milliseconds pulsebeam-test 1000
+sentinel failover-timeout pulsebeam-test 5000
+sentinel parallel-syncs pulsebeam-test 1
+CONF
+    redis-server "$DIR/sentinel/sentinel.conf" --sentinel
+    wait_pong -p "$sentinel" || {
+        log "redis-sentinel on port $sentinel did not start: $(tail -n 1 "$DIR/sentinel/redis.log" 2>/dev/null)"
+        exit 1
+    }
     {
         echo "export PULSEBEAM_TEST_REDIS_URL=redis://127.0.0.1:$standalone"
         echo "export PULSEBEAM_TEST_REDIS_CLUSTER_URLS=redis://127.0.0.1:${ports[0]},redis://127.0.0.1:${ports[1]},redis://127.0.0.1:${ports[2]}"
+        echo "export PULSEBEAM_TEST_REDIS_TLS_URL=rediss://127.0.0.1:$tls"
+        echo "export PULSEBEAM_TEST_REDIS_TLS_CA=$certs/ca.crt"
+        echo "export PULSEBEAM_TEST_REDIS_TLS_CERT=$certs/client.crt"
+        echo "export PULSEBEAM_TEST_REDIS_TLS_KEY=$certs/client.key"
+        echo "export PULSEBEAM_TEST_REDIS_SENTINEL_ADDRS=127.0.0.1:$sentinel"
+        echo "export PULSEBEAM_TEST_REDIS_SENTINEL_MASTER=pulsebeam-test"
     } >"$ENV_FILE"
     trap - ERR
-    log "standalone on $standalone, cluster on ${ports[*]}"
+    log "standalone on $standalone, cluster on ${ports[*]}, TLS on $tls, sentinel on $sentinel (master $master, replica $replica)"
     cat "$ENV_FILE"
 }
 

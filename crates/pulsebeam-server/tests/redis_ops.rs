@@ -18,3 +18,5 @@ mod common;
 mod faults;
 #[path = "redis_ops/revocations.rs"]
 mod revocations;
+#[path = "redis_ops/tls.rs"]
+mod tls;

@@ -92,9 +92,13 @@ pub(crate) fn connector(files: &StoreTls) -> Result<ClientConfig, StartError> {
                     format!("no usable private key (-----BEGIN PRIVATE KEY-----): {e}"),
                 )
             })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| problem("store.tls.key_file", key_path, e))
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                problem(
+                    "store.tls.cert_file",
+                    cert_path,
+                    format!("unusable with {}: {e}", key_path.display()),
+                )
+            })
         }
         _ => Ok(builder.with_no_client_auth()),
     }
