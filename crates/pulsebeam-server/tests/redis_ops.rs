@@ -20,3 +20,5 @@ mod faults;
 mod revocations;
 #[path = "redis_ops/tls.rs"]
 mod tls;
+#[path = "redis_ops/sentinel.rs"]
+mod sentinel;
