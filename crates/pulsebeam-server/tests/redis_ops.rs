@@ -18,7 +18,7 @@ mod common;
 mod faults;
 #[path = "redis_ops/revocations.rs"]
 mod revocations;
-#[path = "redis_ops/tls.rs"]
-mod tls;
 #[path = "redis_ops/sentinel.rs"]
 mod sentinel;
+#[path = "redis_ops/tls.rs"]
+mod tls;

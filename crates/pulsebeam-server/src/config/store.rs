@@ -46,6 +46,15 @@ pub struct StoreConfig {
     pub tls: Option<StoreTls>,
     /// Redis Sentinel (`[store.sentinel]`): the master's name and the sentinels' addresses.
     pub sentinel: Option<SentinelConfig>,
+    /// How many replicas must have a message before `Send` accepts it (`store.wait_replicas`,
+    /// `WAIT` after each delivery; 0, the default, does not wait). Redis replicates
+    /// asynchronously, so without it a failover can lose messages already accepted. Not on
+    /// Redis Cluster.
+    pub wait_replicas: u32,
+    /// How long a delivery waits for those replicas, in milliseconds (`store.wait_timeout_ms`);
+    /// when fewer have it by then, `Send` answers `unavailable` and the client sends again (the
+    /// message may then arrive twice).
+    pub wait_timeout_ms: u64,
 }
 
 /// TLS to Redis (`[store.tls]`). Every file is PEM.
@@ -117,6 +126,8 @@ impl Default for StoreConfig {
             ack_lease_ms: 5_000,
             tls: None,
             sentinel: None,
+            wait_replicas: 0,
+            wait_timeout_ms: 100,
         }
     }
 }
@@ -133,6 +144,8 @@ impl fmt::Debug for StoreConfig {
             .field("ack_lease_ms", &self.ack_lease_ms)
             .field("tls", &self.tls)
             .field("sentinel", &self.sentinel)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout_ms", &self.wait_timeout_ms)
             .finish()
     }
 }
@@ -193,6 +206,7 @@ impl StoreConfig {
             ));
         }
         self.validate_tls()?;
+        self.validate_wait()?;
         if let Some(sentinel) = &self.sentinel {
             return self.validate_sentinel(sentinel);
         }
@@ -246,6 +260,31 @@ impl StoreConfig {
                     "write rediss://HOST:PORT to connect with TLS, or remove [store.tls]",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_wait(&self) -> Result<(), ConfigError> {
+        if self.wait_replicas > 16 {
+            return Err(ConfigError::invalid(
+                "store.wait_replicas",
+                format!("{} is more than 16", self.wait_replicas),
+                "use the number of replicas a message must reach, usually 1",
+            ));
+        }
+        if self.wait_replicas > 0 && self.cluster {
+            return Err(ConfigError::invalid(
+                "store.wait_replicas",
+                "waiting for replicas is not supported on Redis Cluster",
+                "remove store.wait_replicas, or use Sentinel (one master with replicas)",
+            ));
+        }
+        if self.wait_timeout_ms == 0 || self.wait_timeout_ms > 1_000 {
+            return Err(ConfigError::invalid(
+                "store.wait_timeout_ms",
+                format!("{} is outside 1 to 1000", self.wait_timeout_ms),
+                "use a little more than the replication delay, e.g. 100 (the default)",
+            ));
         }
         Ok(())
     }
@@ -398,6 +437,18 @@ mod tests {
                 "store.key_prefix",
             ),
             ("ack_lease_ms = 5\n", "store.ack_lease_ms"),
+            (
+                "backend = \"redis\"\nurls = [\"redis://a:1\"]\nwait_replicas = 17\n",
+                "store.wait_replicas",
+            ),
+            (
+                "backend = \"redis\"\nurls = [\"redis://a:1\"]\ncluster = true\nwait_replicas = 1\n",
+                "store.wait_replicas",
+            ),
+            (
+                "backend = \"redis\"\nurls = [\"redis://a:1\"]\nwait_replicas = 1\nwait_timeout_ms = 0\n",
+                "store.wait_timeout_ms",
+            ),
         ] {
             let text = format!("{}[store]\n{section}", base());
             assert_eq!(key_of(&text).as_deref(), Some(key), "{section}");

@@ -148,3 +148,41 @@ async fn a_node_follows_a_sentinel_failover_and_keeps_serving() {
         got.extend(polled.messages);
     }
 }
+
+/// With `store.wait_replicas = 1` a delivery is accepted once a replica has it; with no
+/// replica it answers `unavailable`, naming the setting, instead of accepting what a failover
+/// could lose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_waits_for_a_replica_when_asked_to() {
+    let Some((addresses, master)) = sentinel_env("a_send_waits_for_a_replica_when_asked_to") else {
+        return;
+    };
+    let mut config = sentinel_store(&addresses, &master, &unique_prefix("wait"));
+    config.wait_replicas = 1;
+    let store = RedisStore::new(&config, &Limits::default()).unwrap();
+    let start = Instant::now();
+    while let Err(err) = store.health().await {
+        assert!(start.elapsed() < Duration::from_secs(10), "{err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The replica may still be syncing after a failover of another test.
+    let start = Instant::now();
+    while let Err(err) = store.deliver(bob(), 100, envelope(1)).await {
+        assert!(start.elapsed() < Duration::from_secs(20), "{err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A standalone Redis has no replica.
+    let redis = crate::common::OwnRedis::start(&[]);
+    let mut alone = store_config(&[redis.url()], &unique_prefix("wait-alone"));
+    alone.wait_replicas = 1;
+    alone.wait_timeout_ms = 50;
+    let store = RedisStore::new(&alone, &Limits::default()).unwrap();
+    let start = Instant::now();
+    while store.health().await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = store.deliver(bob(), 100, envelope(2)).await.unwrap_err();
+    assert!(err.to_string().contains("store.wait_replicas"), "{err}");
+}

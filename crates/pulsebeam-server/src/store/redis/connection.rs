@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::{Client, Pool, SubscriberClient};
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, ServerInterface};
 use fred::prelude::{Builder, Config as FredConfig, Error as FredError, ReconnectPolicy};
 use fred::types::{ConnectHandle, Value};
 
@@ -55,6 +55,15 @@ struct Inner {
     target: String,
     /// Whether a connection is being replaced (`replace_connection`).
     replacing: AtomicBool,
+    /// `store.wait_replicas`: how many replicas must have a delivery before it is accepted.
+    replication: Option<Replication>,
+}
+
+/// `WAIT replicas timeout_ms` after each delivery.
+#[derive(Debug, Clone, Copy)]
+struct Replication {
+    replicas: i64,
+    timeout_ms: i64,
 }
 
 impl Drop for Inner {
@@ -97,7 +106,11 @@ impl RedisConnection {
                 .collect::<Vec<_>>()
                 .join(","),
         };
-        Self::connect(fred, config.pool_size, target)
+        let replication = (config.wait_replicas > 0).then(|| Replication {
+            replicas: i64::from(config.wait_replicas),
+            timeout_ms: i64::try_from(config.wait_timeout_ms).unwrap_or(i64::MAX),
+        });
+        Self::connect(fred, config.pool_size, target, replication)
     }
 
     /// Connects to the one Redis at `url` (`redis://…`, `unix://…`) with one client for commands.
@@ -106,10 +119,15 @@ impl RedisConnection {
     ///
     /// As [`RedisConnection::new`].
     pub fn from_url(url: &str) -> Result<Self, StartError> {
-        Self::connect(url_fred_config(url)?, 1, redact_url(url))
+        Self::connect(url_fred_config(url)?, 1, redact_url(url), None)
     }
 
-    fn connect(mut fred: FredConfig, pool_size: usize, target: String) -> Result<Self, StartError> {
+    fn connect(
+        mut fred: FredConfig,
+        pool_size: usize,
+        target: String,
+        replication: Option<Replication>,
+    ) -> Result<Self, StartError> {
         // fred spawns its drivers on the current runtime.
         tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         fred.fail_fast = false;
@@ -148,6 +166,7 @@ impl RedisConnection {
                 drivers,
                 target,
                 replacing: AtomicBool::new(false),
+                replication,
             }),
         })
     }
@@ -166,9 +185,27 @@ impl RedisConnection {
     pub(crate) async fn run<C: ScriptCall>(&self, call: C) -> Result<C::Reply, StoreError> {
         let name = C::SPEC.name;
         let (keys, args) = call.into_parts();
+        // Accepting mail waits for replicas when `store.wait_replicas` asks for it: `WAIT` on
+        // the connection that ran the script covers its writes.
+        let replicate = self
+            .inner
+            .replication
+            .filter(|_| name == super::scripts::Deliver::SPEC.name);
         let reply: Value = self
-            .bounded(name, |client| {
-                C::script().evalsha_with_reload(client, keys, args)
+            .bounded(name, |client| async move {
+                let reply = C::script().evalsha_with_reload(client, keys, args).await?;
+                if let Some(Replication { replicas, timeout_ms }) = replicate {
+                    let acknowledged: i64 = client.wait(replicas, timeout_ms).await?;
+                    if acknowledged < replicas {
+                        return Err(FredError::new(
+                            fred::error::ErrorKind::Unknown,
+                            format!(
+                                "{acknowledged} of {replicas} replicas acknowledged the write within {timeout_ms} ms (store.wait_replicas)"
+                            ),
+                        ));
+                    }
+                }
+                Ok(reply)
             })
             .await?;
         C::parse(reply.into_array()).map_err(|err| {
