@@ -14,6 +14,8 @@
 
 #[path = "redis_ops/common.rs"]
 mod common;
+#[path = "redis_ops/failover.rs"]
+mod failover;
 #[path = "redis_ops/faults.rs"]
 mod faults;
 #[path = "redis_ops/revocations.rs"]

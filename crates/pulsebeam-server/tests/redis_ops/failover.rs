@@ -1,0 +1,271 @@
+//! Failover figures (run by hand, printed, not asserted: the machine is shared and noisy):
+//!
+//! ```text
+//! eval "$(scripts/redis.sh start)"
+//! cargo test -p pulsebeam-server --test redis_ops failover -- --ignored --nocapture
+//! ```
+//!
+//! A Sentinel set of its own (a master, two replicas in sync, one sentinel with
+//! `down-after-milliseconds 1000`), one sender sending about 200 messages a second to one
+//! receiver that polls and acknowledges; after 3 s the master is killed (SIGKILL). Reported: how
+//! long no send was accepted, messages accepted and lost, duplicates; without and with
+//! `store.wait_replicas = 1`.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pulsebeam_server::store::{Envelope, PeerAddr, PollOptions};
+use pulsebeam_server::{Limits, MailboxStore, RedisStore};
+
+use crate::common::{cli, free_port, redis_available, unique_prefix};
+use crate::sentinel::sentinel_store;
+
+/// A master, its two replicas and a sentinel, killed when dropped.
+struct SentinelSet {
+    master: u16,
+    sentinel: u16,
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl SentinelSet {
+    fn start() -> SentinelSet {
+        let dir = tempfile::tempdir().unwrap();
+        let (master, sentinel) = (free_port(), free_port());
+        let replicas = [free_port(), free_port()];
+        let server = |port: u16, extra: &[&str]| {
+            let sub = dir.path().join(port.to_string());
+            std::fs::create_dir_all(&sub).unwrap();
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--dir")
+                .arg(&sub)
+                .args(extra)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut children = vec![server(master, &[])];
+        wait_pong(master);
+        for replica in replicas {
+            children.push(server(
+                replica,
+                &["--replicaof", "127.0.0.1", &master.to_string()],
+            ));
+            wait_pong(replica);
+        }
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor m 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds m 1000\n\
+                 sentinel failover-timeout m 5000\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        children.push(
+            Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_pong(sentinel);
+        // The replicas in sync, and the sentinel knowing them (through the master's INFO,
+        // within ten seconds).
+        let start = Instant::now();
+        loop {
+            let info = cli(master, &["info", "replication"]);
+            let known = cli(sentinel, &["sentinel", "replicas", "m"]);
+            if info.matches("state=online").count() == 2
+                && replicas.iter().all(|r| known.contains(&r.to_string()))
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "replicas not ready: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        SentinelSet {
+            master,
+            sentinel,
+            children,
+            _dir: dir,
+        }
+    }
+
+    fn kill_master(&mut self) {
+        // The master is the first child.
+        let _ = self.children[0].kill();
+        let _ = self.children[0].wait();
+        assert!(cli(self.master, &["ping"]).is_empty());
+    }
+}
+
+impl Drop for SentinelSet {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_pong(port: u16) {
+    let start = Instant::now();
+    while !cli(port, &["ping"]).contains("PONG") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "redis did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn bob() -> PeerAddr<'static> {
+    PeerAddr {
+        project: "main",
+        group: "g",
+        peer: "bob",
+    }
+}
+
+/// What one run measured.
+#[derive(Debug)]
+struct Figures {
+    accepted: usize,
+    refused: usize,
+    lost: usize,
+    duplicates: usize,
+    unavailable: Duration,
+}
+
+async fn measure(wait_replicas: u32) -> Figures {
+    let mut set = SentinelSet::start();
+    let sentinels = vec![format!("127.0.0.1:{}", set.sentinel)];
+    let mut config = sentinel_store(&sentinels, "m", &unique_prefix("failover"));
+    config.wait_replicas = wait_replicas;
+    let mut limits = Limits::default();
+    limits.mailbox_capacity = 4_096;
+    let sender = RedisStore::new(&config, &limits).unwrap();
+    let receiver = Arc::new(RedisStore::new(&config, &limits).unwrap());
+    let start = Instant::now();
+    while sender.health().await.is_err() || receiver.health().await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received: Arc<Mutex<HashMap<u32, usize>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let polling = tokio::spawn({
+        let (receiver, received, stop) = (
+            Arc::clone(&receiver),
+            Arc::clone(&received),
+            Arc::clone(&stop),
+        );
+        async move {
+            let wait = PollOptions {
+                wait: Duration::from_millis(500),
+                batch_window: Duration::ZERO,
+                max_messages: 256,
+            };
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match receiver.poll(bob(), 100, wait).await {
+                    Ok(polled) => {
+                        {
+                            let mut seen = received.lock().unwrap();
+                            for m in &polled.messages {
+                                let n: u32 =
+                                    std::str::from_utf8(&m.message).unwrap().parse().unwrap();
+                                *seen.entry(n).or_default() += 1;
+                            }
+                        }
+                        if let Some(receipt) = polled.receipt {
+                            let _ = receiver.ack(bob(), 100, receipt).await;
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+    });
+
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    let mut last_ok = Instant::now();
+    let mut longest_gap = Duration::ZERO;
+    let began = Instant::now();
+    let mut killed = false;
+    let mut n = 0u32;
+    while began.elapsed() < Duration::from_secs(20) {
+        if !killed && began.elapsed() > Duration::from_secs(3) {
+            set.kill_master();
+            killed = true;
+        }
+        n += 1;
+        let envelope = Envelope {
+            src_group: Arc::from("g"),
+            src_peer: Arc::from("alice"),
+            message: Bytes::from(n.to_string()),
+        };
+        match sender.deliver(bob(), 100, envelope).await {
+            Ok(()) => {
+                longest_gap = longest_gap.max(last_ok.elapsed());
+                last_ok = Instant::now();
+                accepted.push(n);
+            }
+            Err(err) => {
+                if refused == 0 {
+                    println!(
+                        "first refusal, after {:.1} s: {err}",
+                        began.elapsed().as_secs_f64()
+                    );
+                }
+                refused += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Let the receiver drain what is left (and what the ack lease hands out again).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = polling.await;
+    let seen = received.lock().unwrap();
+    Figures {
+        accepted: accepted.len(),
+        refused,
+        lost: accepted.iter().filter(|n| !seen.contains_key(n)).count(),
+        duplicates: seen.values().map(|c| c - 1).sum(),
+        unavailable: longest_gap,
+    }
+}
+
+/// Kills a Sentinel master under relay load, without and with `store.wait_replicas = 1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand with --ignored --nocapture"]
+async fn failover_figures_of_sentinel() {
+    if !redis_available("failover_figures_of_sentinel") {
+        return;
+    }
+    for wait in [0, 1] {
+        let f = measure(wait).await;
+        println!(
+            "sentinel, wait_replicas = {wait}: unavailable {:.1} s, accepted {}, refused {}, lost {}, duplicates {}",
+            f.unavailable.as_secs_f64(),
+            f.accepted,
+            f.refused,
+            f.lost,
+            f.duplicates
+        );
+    }
+}
