@@ -151,11 +151,26 @@ struct Figures {
     unavailable: Duration,
 }
 
+/// Something whose master can be killed.
+trait Killable {
+    fn kill_master(&mut self);
+}
+
+impl Killable for SentinelSet {
+    fn kill_master(&mut self) {
+        SentinelSet::kill_master(self);
+    }
+}
+
 async fn measure(wait_replicas: u32) -> Figures {
-    let mut set = SentinelSet::start();
+    let set = SentinelSet::start();
     let sentinels = vec![format!("127.0.0.1:{}", set.sentinel)];
     let mut config = sentinel_store(&sentinels, "m", &unique_prefix("failover"));
     config.wait_replicas = wait_replicas;
+    measure_on(set, config).await
+}
+
+async fn measure_on(mut set: impl Killable, config: pulsebeam_server::StoreConfig) -> Figures {
     let mut limits = Limits::default();
     limits.mailbox_capacity = 4_096;
     let sender = RedisStore::new(&config, &limits).unwrap();
@@ -268,4 +283,151 @@ async fn failover_figures_of_sentinel() {
             f.duplicates
         );
     }
+}
+
+/// Three masters with a replica each, killed when dropped; `kill_master` kills the master of
+/// the slot of bob's keys.
+struct ClusterSet {
+    ports: Vec<u16>,
+    children: Vec<(u16, Child)>,
+    prefix: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ClusterSet {
+    fn start(prefix: &str) -> ClusterSet {
+        let dir = tempfile::tempdir().unwrap();
+        // Cluster bus ports are port + 10000: keep both free.
+        let mut ports = Vec::new();
+        while ports.len() < 6 {
+            let port = free_port();
+            if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+                ports.push(port);
+            }
+        }
+        let mut children = Vec::new();
+        for port in &ports {
+            let sub = dir.path().join(port.to_string());
+            std::fs::create_dir_all(&sub).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--cluster-node-timeout", "1000"])
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--dir")
+                .arg(&sub)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            children.push((*port, child));
+            wait_pong(*port);
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let start = Instant::now();
+        loop {
+            let info = cli(ports[0], &["cluster", "info"]);
+            let replicas_online = ports
+                .iter()
+                .filter(|p| cli(**p, &["info", "replication"]).contains("master_link_status:up"))
+                .count();
+            if info.contains("cluster_state:ok") && replicas_online == 3 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "cluster not ready: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ClusterSet {
+            ports,
+            children,
+            prefix: prefix.to_owned(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Killable for ClusterSet {
+    fn kill_master(&mut self) {
+        // Any key of bob's hash tag names the slot: `prefix:{p:g:bob}:h`.
+        let key = format!("{}:{{main:g:bob}}:h", self.prefix);
+        let slot = cli(self.ports[0], &["cluster", "keyslot", &key]);
+        let slot: u32 = slot.trim().parse().unwrap();
+        let nodes = cli(self.ports[0], &["cluster", "nodes"]);
+        let owner = nodes
+            .lines()
+            .filter(|l| l.contains("master"))
+            .find(|l| {
+                l.split_whitespace().skip(8).any(|range| {
+                    let (a, b) = range.split_once('-').unwrap_or((range, range));
+                    match (a.parse::<u32>(), b.parse::<u32>()) {
+                        (Ok(a), Ok(b)) => (a..=b).contains(&slot),
+                        _ => false,
+                    }
+                })
+            })
+            .unwrap();
+        let port: u16 = owner
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .split(['@', ':'])
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (_, child) = self.children.iter_mut().find(|(p, _)| *p == port).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ClusterSet {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Kills the master of the shard holding the receiver's keys in a 3 + 3 Redis Cluster under
+/// relay load (`cluster-node-timeout 1000`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand with --ignored --nocapture"]
+async fn failover_figures_of_cluster() {
+    if !redis_available("failover_figures_of_cluster") {
+        return;
+    }
+    let prefix = unique_prefix("cluster-failover");
+    let set = ClusterSet::start(&prefix);
+    let urls: Vec<String> = set.ports[..3]
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect();
+    let mut config = crate::common::store_config(&urls, &prefix);
+    config.cluster = true;
+    let f = measure_on(set, config).await;
+    println!(
+        "cluster 3+3: unavailable {:.1} s, accepted {}, refused {}, lost {}, duplicates {}",
+        f.unavailable.as_secs_f64(),
+        f.accepted,
+        f.refused,
+        f.lost,
+        f.duplicates
+    );
 }
