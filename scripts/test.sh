@@ -35,8 +35,9 @@ step() {
 
 # Every cargo build here is --locked: a Cargo.lock that no longer matches the manifests fails
 # the run loudly instead of being rewritten behind the developer's back. The Redis store's tests
-# and the multi-node tests need a standalone Redis and a Redis Cluster: scripts/redis.sh starts
-# throwaway ones (installing redis-server if missing) and they are stopped when the step ends.
+# and the multi-node tests need a standalone Redis, a Redis Cluster, a TLS-only Redis and a
+# Sentinel set: scripts/redis.sh starts throwaway ones (installing redis-server if missing, about
+# 6 s) and they are stopped when the step ends.
 rust() {
     cargo fmt --all -- --check &&
         cargo clippy --locked --workspace --all-targets -- -D warnings &&
