@@ -23,8 +23,6 @@ use crate::store::{
 };
 use crate::tasks::Tasks;
 
-/// Longest an acknowledgement waits for the connection's next poll on this node to carry it.
-const ACK_FOLD_DELAY: Duration = Duration::from_millis(250);
 /// A poll's lease outlives its wait by this much, so a slow node's live poll keeps counting.
 const POLL_GRACE_MS: u64 = 2_000;
 
@@ -48,13 +46,6 @@ struct Counters {
     evicted: AtomicU64,
 }
 
-/// Acknowledgements not yet sent for one connection.
-struct PendingAcks {
-    base: String,
-    conn: u32,
-    receipts: Vec<u64>,
-}
-
 /// What the store's calls and tasks share.
 struct Mailboxes {
     connection: RedisConnection,
@@ -66,7 +57,6 @@ struct Mailboxes {
     budgets: Budgets,
     counters: Counters,
     projects_seen: Mutex<HashSet<String>>,
-    pending_acks: Mutex<HashMap<String, PendingAcks>>,
     tasks: Tasks,
 }
 
@@ -154,7 +144,6 @@ impl RedisStore {
                 wakeups,
                 counters: Counters::default(),
                 projects_seen: Mutex::default(),
-                pending_acks: Mutex::default(),
                 tasks,
             }),
         })
@@ -261,6 +250,8 @@ impl Mailboxes {
                 .await?;
             count(&self.counters.expired, delivered.expired);
             count(&self.counters.evicted, delivered.evicted);
+            self.release_evicted(dst.project, &base, &delivered.evicted_conn)
+                .await?;
             let member = || format!("{base}{}", delivered.budget_member);
             match delivered.status {
                 Status::Ok => {
@@ -275,9 +266,13 @@ impl Mailboxes {
                     })
                 }
                 Status::TooManyPeer => {
+                    if granted {
+                        // Taken for a connection that could not be opened after all.
+                        self.budgets.release(dst.project, member()).await?;
+                    }
                     return Err(StoreError::TooManyPeerConnections {
                         max: b.max_per_peer,
-                    })
+                    });
                 }
                 Status::NeedBudget if !granted => {
                     if !self
@@ -305,7 +300,7 @@ impl Mailboxes {
         generation: i64,
         max: usize,
         last: bool,
-    ) -> Result<Option<Vec<Value>>, StoreError> {
+    ) -> Result<Option<(Vec<Value>, u64)>, StoreError> {
         let b = self.bounds;
         let taken = self
             .run(Take {
@@ -321,14 +316,15 @@ impl Mailboxes {
             .await?;
         count(&self.counters.expired, taken.expired);
         match taken.status {
-            Status::Ok => Ok(Some(taken.messages)),
+            Status::Ok => Ok(Some((taken.messages, taken.lease_left_ms))),
             Status::Superseded => Ok(None),
             other => Err(unexpected("take", other)),
         }
     }
 
     /// Registers a poll (taking a polled budget unit first if the connection is new to the
-    /// budget); returns its generation and the messages it took at once.
+    /// budget); returns its generation, the messages it took at once and, when it took none,
+    /// the milliseconds until a reservation's lease runs out (0: none).
     async fn begin(
         self: &Arc<Self>,
         base: &str,
@@ -336,8 +332,8 @@ impl Mailboxes {
         conn_id: u32,
         wait_ms: u64,
         max: usize,
-        folded: Vec<u64>,
-    ) -> Result<(i64, Vec<Value>), StoreError> {
+        takeover: bool,
+    ) -> Result<(i64, Vec<Value>, u64), StoreError> {
         let b = self.bounds;
         let span = b.idle_ms.max(b.ttl_ms).saturating_add(wait_ms);
         let member = || format!("{base}{conn_id}");
@@ -359,23 +355,28 @@ impl Mailboxes {
                     channel_prefix: self.channel_prefix.clone(),
                     budget_span_ms: span,
                     grace_ms: POLL_GRACE_MS,
-                    receipts: folded.clone(),
+                    takeover,
                 })
                 .await?;
             count(&self.counters.expired, begun.expired);
             count(&self.counters.evicted, begun.evicted);
-            count(&self.counters.delivered, begun.acknowledged);
+            self.release_evicted(project, base, &begun.evicted_conn)
+                .await?;
             match begun.status {
                 Status::Ok => {
                     if begun.budget_due {
                         self.refresh_budget(project, Budget::Polled, member(), span);
                     }
-                    return Ok((begun.generation, begun.messages));
+                    return Ok((begun.generation, begun.messages, begun.lease_left_ms));
                 }
                 Status::TooManyPeer => {
+                    if granted {
+                        // Taken for a connection that could not be opened after all.
+                        self.budgets.release(project, member()).await?;
+                    }
                     return Err(StoreError::TooManyPeerConnections {
                         max: b.max_per_peer,
-                    })
+                    });
                 }
                 Status::NeedBudget if !granted => {
                     if !self
@@ -406,8 +407,6 @@ impl Mailboxes {
         // subscribing does not reach this poll.
         self.wakeups.ready().await;
         let waiter = self.wakeups.waiter(format!("{base}{conn_id}"))?;
-        // Acknowledgements this node holds for the connection ride along with the poll.
-        let folded = self.pending_receipts(&waiter.key);
         let mut notified = pin!(waiter.notify.notified());
         notified.as_mut().enable();
         let wait_ms = u64::try_from(options.wait.as_millis()).unwrap_or(u64::MAX);
@@ -424,16 +423,16 @@ impl Mailboxes {
             let project = me.project.to_owned();
             async move {
                 let begun = mailboxes
-                    .begin(&base, &project, conn_id, wait_ms, max, folded)
+                    .begin(&base, &project, conn_id, wait_ms, max, options.takeover)
                     .await;
-                if let Err(Ok((generation, _))) = tx.send(begun) {
+                if let Err(Ok((generation, _, _))) = tx.send(begun) {
                     if wait_ms > 0 {
                         let _ = mailboxes.take(&base, conn_id, generation, 0, true).await;
                     }
                 }
             }
         });
-        let (generation, first) = rx
+        let (generation, first, mut lease_left_ms) = rx
             .await
             .map_err(|_| StoreError::Unavailable("the poll's registration task ended".into()))??;
         self.counters.polling.fetch_add(1, Ordering::Relaxed);
@@ -459,7 +458,12 @@ impl Mailboxes {
         }
         guard.generation = Some(generation);
         loop {
-            let woken = tokio::time::timeout_at(deadline, notified.as_mut())
+            // A reservation whose lease runs out comes back to this poll.
+            let until = match lease_left_ms {
+                0 => deadline,
+                ms => (Instant::now() + Duration::from_millis(ms)).min(deadline),
+            };
+            let woken = tokio::time::timeout_at(until, notified.as_mut())
                 .await
                 .is_ok();
             notified.set(waiter.notify.notified());
@@ -470,9 +474,9 @@ impl Mailboxes {
                 let until = (Instant::now() + options.batch_window).min(deadline);
                 tokio::time::sleep_until(until).await;
             }
-            let last = !woken || Instant::now() >= deadline;
+            let last = Instant::now() >= deadline;
             let taken = self.take(&base, conn_id, generation, max, last).await?;
-            let Some(members) = taken else {
+            let Some((members, left)) = taken else {
                 // A newer poll of this connection took over (its script ended this one).
                 guard.generation = None;
                 return Ok(Polled::superseded());
@@ -481,62 +485,41 @@ impl Mailboxes {
                 guard.generation = None;
                 return done(members);
             }
+            lease_left_ms = left;
         }
     }
 
-    /// Removes and returns the receipts waiting to be acknowledged for a connection key.
-    fn pending_receipts(&self, key: &str) -> Vec<u64> {
-        self.pending_acks
-            .lock()
-            .ok()
-            .and_then(|mut pending| pending.remove(key))
-            .map(|p| p.receipts)
-            .unwrap_or_default()
+    /// Gives back the budget unit of a connection a script evicted (`conn` empty: none).
+    async fn release_evicted(
+        &self,
+        project: &str,
+        base: &str,
+        conn: &str,
+    ) -> Result<(), StoreError> {
+        if conn.is_empty() {
+            return Ok(());
+        }
+        self.budgets.release(project, format!("{base}{conn}")).await
     }
 
-    /// Records an acknowledgement. The connection's next poll on this node usually follows at
-    /// once and carries it (no round trip of its own); if none does within [`ACK_FOLD_DELAY`]
-    /// (or a quarter of the lease), it is sent alone.
-    fn ack(self: &Arc<Self>, me: PeerAddr<'_>, conn_id: u32, receipt: Receipt) {
-        let base = self.keys.peer(me);
-        let key = format!("{base}{conn_id}");
-        if let Ok(mut pending) = self.pending_acks.lock() {
-            pending
-                .entry(key.clone())
-                .or_insert_with(|| PendingAcks {
-                    base,
-                    conn: conn_id,
-                    receipts: Vec::new(),
-                })
-                .receipts
-                .push(receipt.0);
-        }
-        let delay = ACK_FOLD_DELAY.min(Duration::from_millis(self.bounds.ack_lease_ms / 4));
-        let mailboxes = Arc::clone(self);
-        self.tasks.spawn(async move {
-            tokio::time::sleep(delay).await;
-            let Some(pending) = mailboxes
-                .pending_acks
-                .lock()
-                .ok()
-                .and_then(|mut p| p.remove(&key))
-            else {
-                return;
-            };
-            let acked = mailboxes
-                .run(Ack {
-                    base: pending.base,
-                    conn: ConnId(pending.conn),
-                    receipts: pending.receipts,
-                })
-                .await;
-            match acked {
-                Ok(acked) => count(&mailboxes.counters.delivered, acked.acknowledged),
-                Err(err) => {
-                    tracing::debug!(error = %err, "acknowledging delivered messages failed; they will be handed out again");
-                }
-            }
-        });
+    /// Deletes what the poll with `receipt` reserved, at once: a newer poll of the connection,
+    /// on any node, takes over what is still reserved, so a late acknowledgement would make a
+    /// duplicate.
+    async fn ack(
+        &self,
+        me: PeerAddr<'_>,
+        conn_id: u32,
+        receipt: Receipt,
+    ) -> Result<(), StoreError> {
+        let acked = self
+            .run(Ack {
+                base: self.keys.peer(me),
+                conn: ConnId(conn_id),
+                receipts: vec![receipt.0],
+            })
+            .await?;
+        count(&self.counters.delivered, acked.acknowledged);
+        Ok(())
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -629,8 +612,7 @@ impl MailboxStore for RedisStore {
         conn_id: u32,
         receipt: Receipt,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.ack(me, conn_id, receipt);
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(self.inner.ack(me, conn_id, receipt))
     }
 
     fn online<'a>(

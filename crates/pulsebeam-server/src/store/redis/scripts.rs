@@ -432,21 +432,25 @@ script! {
         conn: ConnId, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
         max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
     };
-    reply { status: Status, budget_due: bool, budget_member: String, evicted: u64, expired: u64 };
+    reply {
+        status: Status, budget_due: bool, budget_member: String, evicted: u64, expired: u64,
+        evicted_conn: String,
+    };
 }
 
 script! {
-    /// Registers a poll and hands out what is waiting, acknowledging `receipts` first.
+    /// Registers a poll and hands out what is waiting, with `takeover` what older polls handed
+    /// out and nobody acknowledged first.
     Begin -> Begun = "begin.lua" [PRELUDE, PEER];
     keys { base };
     args {
         conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
         idle_ms: u64, max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
-        budget_span_ms: u64, grace_ms: u64,
-    } + receipts: u64;
+        budget_span_ms: u64, grace_ms: u64, takeover: bool,
+    };
     reply {
         status: Status, generation: i64, budget_due: bool, evicted: u64, expired: u64,
-        acknowledged: u64,
+        evicted_conn: String, lease_left_ms: u64,
     } + messages: Value;
 }
 
@@ -458,7 +462,7 @@ script! {
         conn: ConnId, generation: i64, max: u64, ack_lease_ms: u64, ttl_ms: u64, last: bool,
         keep_ms: u64,
     };
-    reply { status: Status, expired: u64 } + messages: Value;
+    reply { status: Status, expired: u64, lease_left_ms: u64 } + messages: Value;
 }
 
 script! {
@@ -483,6 +487,14 @@ script! {
     keys { budget, other };
     args { refresh: bool, member: String, span_ms: u64, max: u64 };
     reply { granted: bool };
+}
+
+script! {
+    /// Gives back the units a member holds in a project's budgets.
+    ReleaseBudget -> BudgetReleased = "budget_release.lua" [PRELUDE];
+    keys { polled, mail };
+    args { member: String };
+    reply {};
 }
 
 script! {
@@ -586,6 +598,7 @@ mod tests {
             &Ack::SPEC,
             &Polling::SPEC,
             &TakeBudget::SPEC,
+            &ReleaseBudget::SPEC,
             &CountBudgets::SPEC,
             &BudgetMembers::SPEC,
             &PutRevocation::SPEC,
@@ -751,7 +764,7 @@ mod tests {
         );
         assert!(deliver.contains("local envelope = ARGV[2]\n"), "{deliver}");
         assert!(
-            deliver.contains("{r.status, (r.budget_due and 1 or 0), tostring(r.budget_member or ''), (r.evicted or 0), (r.expired or 0)}"),
+            deliver.contains("{r.status, (r.budget_due and 1 or 0), tostring(r.budget_member or ''), (r.evicted or 0), (r.expired or 0), tostring(r.evicted_conn or '')}"),
             "{deliver}"
         );
         let read = ReadUsage::SPEC.header();
@@ -791,7 +804,7 @@ mod tests {
             channel_prefix: "pb:node:".into(),
             budget_span_ms: 5,
             grace_ms: 6,
-            receipts: vec![7, 8],
+            takeover: false,
         }
         .into_parts();
         assert_eq!(keys, ["pb:{p:g:a}:"]);
@@ -800,7 +813,7 @@ mod tests {
             args,
             [
                 "100", "n1", "30000", "64", "5000", "1", "2", "3", "4", "1", "pb:node:", "5", "6",
-                "7", "8"
+                "0"
             ]
         );
         let (keys, args) = ReadUsage {
@@ -815,6 +828,7 @@ mod tests {
         let taken = Take::parse(vec![
             Value::Integer(0),
             Value::Integer(3),
+            Value::Integer(0),
             Value::from("m1"),
             Value::from("m2"),
         ])
@@ -829,6 +843,7 @@ mod tests {
             Value::Integer(100),
             Value::Integer(0),
             Value::Integer(2),
+            Value::from(""),
         ])
         .unwrap();
         assert_eq!(delivered.status, Status::NeedBudget);
