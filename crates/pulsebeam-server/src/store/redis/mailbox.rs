@@ -14,6 +14,7 @@ use super::budgets::{Budget, Budgets};
 use super::connection::{node_id, RedisConnection};
 use super::keys::Keys;
 use super::message::{decode, encode};
+use super::policy;
 use super::scripts::{Ack, Begin, ConnId, Deliver, Polling, ScriptCall, Status, Take};
 use super::wakeups::Wakeups;
 use crate::config::{Limits, StoreConfig};
@@ -116,6 +117,7 @@ impl RedisStore {
         let node = node_id();
         let channel_prefix = keys.node_channel_prefix();
         let wakeups = Wakeups::start(&connection, format!("{channel_prefix}{node}"), &tasks);
+        tasks.spawn(policy::warn_unless_noeviction(connection.clone()));
         let ttl_ms = limits.message_ttl_secs.saturating_mul(1000);
         let idle_ms = limits.connection_idle_secs.saturating_mul(1000);
         Ok(RedisStore {

@@ -10,6 +10,7 @@
 //! | `scripts` + `lua/` | every Lua script, declared with its keys, arguments and reply |
 //! | `wakeups` | this node's wake-up channel and the polls waiting on it |
 //! | `mailbox`, `message`, `budgets` | the mailbox store, the stored message, project budgets |
+//! | `policy` | the warning at start when Redis may evict keys (`maxmemory-policy`) |
 //! | `revocations`, `usage`, `lease`, `bindings` | the other things nodes share |
 //!
 //! # Keys
@@ -88,6 +89,7 @@ mod keys;
 mod lease;
 mod mailbox;
 mod message;
+mod policy;
 mod revocations;
 mod scripts;
 mod usage;
