@@ -254,6 +254,7 @@ impl OwnRedis {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--enable-debug-command", "local"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
@@ -658,4 +659,50 @@ async fn order_survives_a_lost_sequence_counter() {
     let polled = store.poll(bob(), 100, NOW).await.unwrap();
     let texts: Vec<_> = polled.messages.iter().map(|e| e.message.clone()).collect();
     assert_eq!(texts, ["1", "2", "3", "4", "5"].map(Bytes::from));
+}
+
+/// Redis stalls (`DEBUG SLEEP`) while a poll begins: the node gives up waiting and answers
+/// `unavailable`, but Redis runs the script afterwards and reserves the messages for a poll
+/// that will never answer. The connection's next poll gets them first, before newer mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_out_lost_to_a_stalled_redis_comes_first_to_the_next_poll() {
+    if urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "a_hand_out_lost_to_a_stalled_redis_comes_first_to_the_next_poll",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let port = free_port();
+    let _redis = OwnRedis::start(port).expect("redis-server is installed");
+    let url = vec![format!("redis://127.0.0.1:{port}")];
+    let config = store_config(&url, false, &unique_prefix("stall"), Duration::from_secs(5));
+    let store = RedisStore::new(&config, &Limits::default()).unwrap();
+    wait_healthy(&store).await;
+    // The connection is open (a poll's budget unit taken): the next poll is one script.
+    assert!(store
+        .poll(bob(), 100, NOW)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+    store.deliver(bob(), 100, envelope("m1")).await.unwrap();
+    store.deliver(bob(), 100, envelope("m2")).await.unwrap();
+    let sleeper = std::thread::spawn(move || {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "debug", "sleep", "3"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let lost = store.poll(bob(), 100, NOW).await;
+    assert!(matches!(lost, Err(StoreError::Unavailable(_))), "{lost:?}");
+    sleeper.join().unwrap();
+    store.deliver(bob(), 100, envelope("m3")).await.unwrap();
+    let polled = store.poll(bob(), 100, NOW).await.unwrap();
+    assert_eq!(
+        polled.messages,
+        [envelope("m1"), envelope("m2"), envelope("m3")]
+    );
 }
