@@ -24,6 +24,13 @@ use crate::store::{
 };
 use crate::tasks::Tasks;
 
+/// Most connections whose keys one call declares; a peer has at most `max_connections_per_peer`
+/// (beyond this a script asking for more is answered with an error, not another round trip).
+const MAX_DECLARED: usize = 256;
+/// How long a call is tried again while Redis answers `TRYAGAIN` (a slot migrating).
+const TRYAGAIN_FOR: Duration = Duration::from_secs(2);
+/// The pause between those tries.
+const TRYAGAIN_PAUSE: Duration = Duration::from_millis(20);
 /// A poll's lease outlives its wait by this much, so a slow node's live poll keeps counting.
 const POLL_GRACE_MS: u64 = 2_000;
 
@@ -193,9 +200,23 @@ fn as_u64(n: usize) -> u64 {
 
 impl Mailboxes {
     /// Runs a mailbox script once this node hears its wake-ups.
-    async fn run<C: ScriptCall>(&self, call: C) -> Result<C::Reply, StoreError> {
+    ///
+    /// While a Cluster moves the peer's slot, Redis answers `TRYAGAIN` to a script whose keys
+    /// are half on each node; the call is tried again until the keys are all on one side (or
+    /// [`TRYAGAIN_FOR`] has passed).
+    async fn run<C: ScriptCall + Clone>(&self, call: C) -> Result<C::Reply, StoreError> {
         self.wakeups.ready().await;
-        self.connection.run(call).await
+        let until = Instant::now() + TRYAGAIN_FOR;
+        loop {
+            match self.connection.run(call.clone()).await {
+                Err(StoreError::Unavailable(why))
+                    if why.contains("TRYAGAIN") && Instant::now() < until =>
+                {
+                    tokio::time::sleep(TRYAGAIN_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     fn remember_project(&self, project: &str) {
@@ -235,9 +256,18 @@ impl Mailboxes {
         let base = self.keys.peer(dst);
         let blob = encode(&envelope);
         let mut granted = false;
+        let mut declared: Vec<u32> = Vec::new();
+        if conn_id != 0 {
+            declared.push(conn_id);
+        }
         loop {
+            let keys = Keys::mailbox_keys(&base, &declared);
             let delivered = self
                 .run(Deliver {
+                    h: keys.h,
+                    conns: keys.conns,
+                    d: keys.d,
+                    boxes: keys.boxes,
                     base: base.clone(),
                     conn: ConnId(conn_id),
                     envelope: blob.clone(),
@@ -288,6 +318,7 @@ impl Mailboxes {
                     }
                     granted = true;
                 }
+                Status::NeedKeys => declare(&mut declared, &delivered.need, "deliver")?,
                 other => return Err(unexpected("deliver", other)),
             }
         }
@@ -304,8 +335,13 @@ impl Mailboxes {
         last: bool,
     ) -> Result<Option<(Vec<Value>, u64)>, StoreError> {
         let b = self.bounds;
+        let keys = Keys::mailbox_keys(base, &[conn]);
         let taken = self
             .run(Take {
+                h: keys.h,
+                conns: keys.conns,
+                d: keys.d,
+                boxes: keys.boxes,
                 base: base.to_owned(),
                 conn: ConnId(conn),
                 generation,
@@ -340,9 +376,15 @@ impl Mailboxes {
         let span = b.idle_ms.max(b.ttl_ms).saturating_add(wait_ms);
         let member = || format!("{base}{conn_id}");
         let mut granted = false;
+        let mut declared = vec![conn_id];
         loop {
+            let keys = Keys::mailbox_keys(base, &declared);
             let begun = self
                 .run(Begin {
+                    h: keys.h,
+                    conns: keys.conns,
+                    d: keys.d,
+                    boxes: keys.boxes,
                     base: base.to_owned(),
                     conn: ConnId(conn_id),
                     node: self.node.clone(),
@@ -392,6 +434,7 @@ impl Mailboxes {
                     }
                     granted = true;
                 }
+                Status::NeedKeys => declare(&mut declared, &begun.need, "begin")?,
                 other => return Err(unexpected("begin", other)),
             }
         }
@@ -513,9 +556,15 @@ impl Mailboxes {
         conn_id: u32,
         receipt: Receipt,
     ) -> Result<(), StoreError> {
+        let base = self.keys.peer(me);
+        let keys = Keys::mailbox_keys(&base, &[conn_id]);
         let acked = self
             .run(Ack {
-                base: self.keys.peer(me),
+                h: keys.h,
+                conns: keys.conns,
+                d: keys.d,
+                boxes: keys.boxes,
+                base,
                 conn: ConnId(conn_id),
                 receipts: vec![receipt.0],
             })
@@ -563,10 +612,15 @@ impl Mailboxes {
         }
         let mut out = Vec::new();
         for (base, (group, peer, conns)) in peers {
+            let keys = Keys::mailbox_keys(base, &[]);
             let in_flight = self
                 .run(Polling {
+                    h: keys.h,
+                    conns: keys.conns,
+                    d: keys.d,
+                    boxes: keys.boxes,
                     base: base.to_owned(),
-                    conns,
+                    asked: conns,
                 })
                 .await?;
             out.extend(in_flight.conns.into_iter().map(|conn_id| OnlineConnection {
@@ -583,6 +637,26 @@ impl Mailboxes {
         self.wakeups.ready().await;
         self.connection.ping().await
     }
+}
+
+/// Adds the connections a script named in `need` (`NEED_KEYS`) to those a call declares; an
+/// error when it names none that are new, so a call never loops.
+fn declare(declared: &mut Vec<u32>, need: &str, script: &str) -> Result<(), StoreError> {
+    let before = declared.len();
+    for conn in need
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+    {
+        if !declared.contains(&conn) {
+            declared.push(conn);
+        }
+    }
+    if declared.len() == before || declared.len() > MAX_DECLARED {
+        return Err(StoreError::Unavailable(format!(
+            "the {script} script asked for the keys of connections {need:?} again"
+        )));
+    }
+    Ok(())
 }
 
 fn unexpected(script: &str, status: Status) -> StoreError {

@@ -5,13 +5,16 @@
 forget_idle(idle_ms)
 local opener = redis.call('HGET', H, 'o:' .. conn)
 local evicted, victim = 0, nil
-if opener ~= 'p' then
-  if not opener then
-    victim = victim_for('p', max_per_peer)
-    if victim == false then
-      return reply{status = S.TOO_MANY_PEER}
-    end
+if not opener then
+  victim = victim_for('p', max_per_peer)
+  if victim == false then
+    return reply{status = S.TOO_MANY_PEER}
   end
+  if victim and not has(victim) then
+    return reply{status = S.NEED_KEYS, need = victim}
+  end
+end
+if opener ~= 'p' then
   if not granted then
     return reply{status = S.NEED_BUDGET}
   end

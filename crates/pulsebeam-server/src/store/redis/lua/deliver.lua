@@ -12,19 +12,29 @@ if conn == '0' then
       if s > best then target, best = c, s end
     end
   end
+  if target and not has(target) then
+    return reply{status = S.NEED_KEYS, need = target}
+  end
 else
   if not redis.call('ZSCORE', CONNS, conn) then
     victim = victim_for('m', max_per_peer)
     if victim == false then
       return reply{status = S.TOO_MANY_PEER, budget_member = conn}
     end
-    if not granted then
-      return reply{status = S.NEED_BUDGET, budget_member = conn}
+    if victim and not has(victim) then
+      return reply{status = S.NEED_KEYS, need = victim}
     end
-    evicted = open_conn(conn, victim, 'm')
-    redis.call('HSET', H, 'b:' .. conn, now + 2 * ttl_ms + 1000)
   end
   target = conn
+end
+local need = seq_needs(target)
+if need ~= '' then return reply{status = S.NEED_KEYS, need = need} end
+if target and not redis.call('ZSCORE', CONNS, target) then
+  if not granted then
+    return reply{status = S.NEED_BUDGET, budget_member = conn}
+  end
+  evicted = open_conn(conn, victim, 'm')
+  redis.call('HSET', H, 'b:' .. conn, now + 2 * ttl_ms + 1000)
 end
 local expired = 0
 local due, member = false, ''

@@ -1,13 +1,36 @@
--- One peer's keys (from `base`) and the helpers of the mailbox scripts (store/redis/mod.rs
--- describes the keys). No helper reads a whole mailbox: what a call reads is bounded by what it
--- hands out (and a few members more), however full the mailboxes are.
+-- One peer's keys and the helpers of the mailbox scripts (store/redis/mod.rs describes the
+-- keys). Every key a script touches is declared: the peer's hash, connection set and discovery
+-- queue, and the three keys (`boxes`) of each connection the caller named; a script that
+-- needs another connection's keys touches nothing and answers NEED_KEYS naming it, and the
+-- node calls again with them. No helper reads a whole mailbox: what a call reads is bounded
+-- by what it hands out (and a few members more), however full the mailboxes are.
 local now = now_ms()
-local H = base .. 'h'
-local CONNS = base .. 'conns'
-local D = base .. 'd'
+local H, CONNS, D = h, conns, d
+local DECLARED = {}
+for _, k in ipairs(boxes) do DECLARED[k] = true end
 local function M(c) return base .. 'm:' .. c end
 local function R(c) return base .. 'r:' .. c end
 local function RV(c) return base .. 'rv:' .. c end
+-- Whether the keys of connection `c` are declared.
+local function has(c) return DECLARED[M(c)] and DECLARED[R(c)] and DECLARED[RV(c)] or false end
+
+-- The connections among `ids` whose keys are not declared, space-separated ('' when none).
+local function undeclared(ids)
+  local out = {}
+  for _, c in ipairs(ids) do
+    if not has(c) then out[#out + 1] = c end
+  end
+  return table.concat(out, ' ')
+end
+
+-- When the sequence counter is gone (a new peer, or its hash evicted or expired), the
+-- connections whose keys next_seq must read and the caller did not declare ('' when none).
+local function seq_needs(c)
+  if redis.call('HEXISTS', H, 'seq') == 1 then return '' end
+  local ids = redis.call('ZRANGE', CONNS, 0, -1)
+  if c then ids[#ids + 1] = c end
+  return undeclared(ids)
+end
 
 -- Most expired members one call drops from the head of a full mailbox.
 local EXPIRE_STEP = 8
@@ -146,10 +169,13 @@ local function drop_conn(c)
 end
 
 -- Forgets the connections idle for `idle` ms with no poll in flight and nothing held (a
--- mailbox of expired messages empties when its key's TTL runs out).
+-- mailbox of expired messages empties when its key's TTL runs out), of those declared; the
+-- others stay until a call declares them or they are evicted.
 local function forget_idle(idle)
   for _, c in ipairs(redis.call('ZRANGEBYSCORE', CONNS, '-inf', now - idle)) do
-    if num(redis.call('HGET', H, 'l:' .. c)) <= now and held(c) == 0 then drop_conn(c) end
+    if has(c) and num(redis.call('HGET', H, 'l:' .. c)) <= now and held(c) == 0 then
+      drop_conn(c)
+    end
   end
 end
 
