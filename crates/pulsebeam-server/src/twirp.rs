@@ -256,7 +256,7 @@ async fn bad_route(request: Request) -> Response {
 
 /// Acknowledges the messages of a `Recv` response to the store once hyper has taken the whole
 /// body for writing; a response that is dropped before that is not acknowledged, so its
-/// messages are handed out again after the ack lease.
+/// messages are handed out again, first, to the connection's next `Recv`.
 fn ack_when_sent(response: Response, state: Arc<State>, ack: call::PendingAck) -> Response {
     let (parts, body) = response.into_parts();
     let body = AckOnEnd {

@@ -52,6 +52,9 @@ pub(crate) struct Caller {
     /// Changes of keys or revocations, subscribed to before the token was checked, so that a
     /// change made while the request body was still arriving is not missed.
     epoch: watch::Receiver<u64>,
+    /// Whether this call polled its mailbox before: a stream's later polls leave its own
+    /// unconfirmed batches reserved instead of taking them back.
+    polled: bool,
 }
 
 impl State {
@@ -104,6 +107,7 @@ impl State {
             remote,
             credential,
             epoch,
+            polled: false,
         })
     }
 }
@@ -376,6 +380,8 @@ pub(crate) async fn poll(
         group: &identity.group,
         peer: &identity.peer,
     };
+    // A new call takes over what the connection's earlier calls handed out unacknowledged.
+    let takeover = !std::mem::replace(&mut caller.polled, true);
     let limits = &caller.live.config.limits;
     // A wait never outlasts the token: its expiry ends the session, as on the hosted service.
     let options = PollOptions {
@@ -385,6 +391,7 @@ pub(crate) async fn poll(
             Batching::None => Duration::ZERO,
         },
         max_messages: limits.max_batch_messages,
+        takeover,
     };
     let mut shutdown = state.shutdown.subscribe();
     let shutting_down = async move {

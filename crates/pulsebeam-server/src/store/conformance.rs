@@ -94,12 +94,14 @@ const NOW: PollOptions = PollOptions {
     wait: Duration::ZERO,
     batch_window: Duration::ZERO,
     max_messages: 64,
+    takeover: true,
 };
 
 const LONG: PollOptions = PollOptions {
     wait: Duration::from_secs(10),
     batch_window: Duration::from_millis(150),
     max_messages: 64,
+    takeover: true,
 };
 
 /// A node for `setup`, once it can serve (connected, subscribed to its wake-ups).
@@ -285,6 +287,7 @@ pub async fn a_newer_poll_ends_the_older_one_on_any_node(f: Factory) {
     let got = new.await.unwrap();
     assert_eq!(texts(&got), ["x"]);
     assert!(!got.superseded);
+    b.ack(addr("bob"), 100, got.receipt.unwrap()).await.unwrap();
     let short = PollOptions {
         wait: Duration::from_millis(200),
         ..LONG
@@ -334,24 +337,85 @@ pub async fn an_idle_poll_returns_empty_at_its_deadline(f: Factory) {
     assert_eq!(s.stats().await.unwrap().polling, 0);
 }
 
-/// Unacknowledged messages are not handed out again during the lease, then are, before newer
-/// ones; acknowledged ones are gone for good.
-pub async fn unacknowledged_messages_come_back_after_the_lease(f: Factory) {
-    let s = node(&f, &setup("lease", |_| {})).await;
+/// A batch handed out and never acknowledged (an answer lost on its way, a node killed) is
+/// taken over by the connection's next poll and handed out again before any newer message:
+/// a duplicate is possible, a broken order is not. Acknowledged messages are gone for good, and
+/// a late acknowledgement of the lost batch loses nothing.
+pub async fn a_newer_poll_takes_over_an_unacknowledged_batch_first(f: Factory) {
+    let s = node(&f, &setup("takeover", |_| {})).await;
     s.deliver(addr("bob"), 100, envelope("a")).await.unwrap();
     s.deliver(addr("bob"), 100, envelope("b")).await.unwrap();
-    let first = s.poll(addr("bob"), 100, NOW).await.unwrap();
-    assert_eq!(texts(&first), ["a", "b"]);
+    let lost = s.poll(addr("bob"), 100, NOW).await.unwrap();
+    assert_eq!(texts(&lost), ["a", "b"]);
     s.deliver(addr("bob"), 100, envelope("c")).await.unwrap();
-    // The lease holds: a later poll gets only the newer message.
-    assert_eq!(take(&*s, addr("bob"), 100).await, ["c"]);
-    s.deliver(addr("bob"), 100, envelope("d")).await.unwrap();
-    tokio::time::sleep(ACK_LEASE + Duration::from_millis(300)).await;
-    // An ack after the lease ran out may delete them, or they come back first: never lost.
     let again = s.poll(addr("bob"), 100, NOW).await.unwrap();
-    assert_eq!(texts(&again), ["a", "b", "d"]);
-    assert_ne!(again.receipt, first.receipt);
-    s.ack(addr("bob"), 100, again.receipt.unwrap())
+    assert_eq!(texts(&again), ["a", "b", "c"]);
+    assert_ne!(again.receipt, lost.receipt);
+    // The lost answer's acknowledgement arrives late: what the newer poll holds stays held.
+    s.ack(addr("bob"), 100, lost.receipt.unwrap())
+        .await
+        .unwrap();
+    // A waiting poll gets an unacknowledged batch at once, before newer mail.
+    let waiting = spawn_poll(&s, "bob", 100, LONG);
+    settle().await;
+    s.deliver(addr("bob"), 100, envelope("d")).await.unwrap();
+    let polled = waiting.await.unwrap();
+    assert_eq!(texts(&polled)[..3], ["a", "b", "c"]);
+    s.ack(addr("bob"), 100, polled.receipt.unwrap())
+        .await
+        .unwrap();
+    let mut rest = texts(&polled).split_off(3);
+    rest.extend(take(&*s, addr("bob"), 100).await);
+    assert_eq!(rest, ["d"]);
+    tokio::time::sleep(ACK_LEASE + Duration::from_millis(300)).await;
+    assert!(take(&*s, addr("bob"), 100).await.is_empty());
+}
+
+/// The later polls of one stream (no takeover) leave its unconfirmed batches reserved and get
+/// newer mail only; a batch whose lease runs out comes back to such a poll while it waits.
+pub async fn a_streams_later_polls_get_its_lapsed_batches_while_waiting(f: Factory) {
+    let s = node(&f, &setup("stream", |_| {})).await;
+    let next = PollOptions {
+        takeover: false,
+        ..NOW
+    };
+    s.deliver(addr("bob"), 100, envelope("a")).await.unwrap();
+    assert_eq!(texts(&s.poll(addr("bob"), 100, NOW).await.unwrap()), ["a"]);
+    s.deliver(addr("bob"), 100, envelope("b")).await.unwrap();
+    let second = s.poll(addr("bob"), 100, next).await.unwrap();
+    assert_eq!(texts(&second), ["b"]);
+    s.ack(addr("bob"), 100, second.receipt.unwrap())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let waiting = PollOptions {
+        takeover: false,
+        ..LONG
+    };
+    let lapsed = s.poll(addr("bob"), 100, waiting).await.unwrap();
+    assert_eq!(texts(&lapsed), ["a"]);
+    assert!(
+        start.elapsed() < ACK_LEASE + Duration::from_secs(2),
+        "the waiting poll was not woken when the lease ran out: {:?}",
+        start.elapsed()
+    );
+    s.ack(addr("bob"), 100, lapsed.receipt.unwrap())
+        .await
+        .unwrap();
+    assert!(take(&*s, addr("bob"), 100).await.is_empty());
+}
+
+/// Messages handed out and not acknowledged come back to the connection's next poll also after
+/// the ack lease ran out; once acknowledged they are gone.
+pub async fn an_unacknowledged_batch_comes_back_after_the_lease(f: Factory) {
+    let s = node(&f, &setup("lease", |_| {})).await;
+    s.deliver(addr("bob"), 100, envelope("a")).await.unwrap();
+    assert_eq!(texts(&s.poll(addr("bob"), 100, NOW).await.unwrap()), ["a"]);
+    s.deliver(addr("bob"), 100, envelope("b")).await.unwrap();
+    tokio::time::sleep(ACK_LEASE + Duration::from_millis(300)).await;
+    let later = s.poll(addr("bob"), 100, NOW).await.unwrap();
+    assert_eq!(texts(&later), ["a", "b"]);
+    s.ack(addr("bob"), 100, later.receipt.unwrap())
         .await
         .unwrap();
     tokio::time::sleep(ACK_LEASE + Duration::from_millis(300)).await;
@@ -469,6 +533,78 @@ pub async fn messages_expire_and_idle_connections_are_forgotten(f: Factory) {
     }
 }
 
+/// Budget units come back when a connection is evicted or refused: one peer cycling through
+/// fresh conn ids, or a sender writing to them, never uses up the project's budgets.
+pub async fn evicted_and_refused_connections_give_their_budget_back(f: Factory) {
+    let s = node(
+        &f,
+        &setup("giveback", |l| {
+            l.max_connections_per_project = 20;
+            l.max_connections_per_peer = 2;
+        }),
+    )
+    .await;
+    for conn in 100..141 {
+        assert!(take(&*s, addr("bob"), conn).await.is_empty(), "bob:{conn}");
+    }
+    assert!(take(&*s, addr("carol"), 100).await.is_empty());
+    for conn in 100..141 {
+        s.deliver(addr("dave"), conn, envelope("x")).await.unwrap();
+    }
+    s.deliver(addr("erin"), 100, envelope("x")).await.unwrap();
+    // Both of frank's connections are polling: new ones are refused, and cost nothing.
+    let p1 = spawn_poll(&s, "frank", 100, LONG);
+    let p2 = spawn_poll(&s, "frank", 101, LONG);
+    settle().await;
+    for conn in 200..241 {
+        assert_eq!(
+            s.poll(addr("frank"), conn, NOW).await,
+            Err(StoreError::TooManyPeerConnections { max: 2 })
+        );
+        assert_eq!(
+            s.deliver(addr("frank"), conn + 100, envelope("x")).await,
+            Err(StoreError::TooManyPeerConnections { max: 2 })
+        );
+    }
+    assert!(take(&*s, addr("gus"), 100).await.is_empty());
+    s.deliver(addr("hank"), 100, envelope("x")).await.unwrap();
+    s.deliver(addr("frank"), 100, envelope("1")).await.unwrap();
+    s.deliver(addr("frank"), 101, envelope("2")).await.unwrap();
+    assert_eq!(texts(&p1.await.unwrap()), ["1"]);
+    assert_eq!(texts(&p2.await.unwrap()), ["2"]);
+}
+
+/// A sender's message to a fresh conn id never evicts a connection the receiver opened by
+/// polling, nor its mail: it evicts only a mailbox a sender opened, or is refused.
+pub async fn senders_never_evict_the_receivers_own_connections(f: Factory) {
+    let s = node(&f, &setup("own", |l| l.max_connections_per_peer = 8)).await;
+    assert!(take(&*s, addr("bob"), 42).await.is_empty());
+    s.deliver(addr("bob"), 42, envelope("from carol"))
+        .await
+        .unwrap();
+    for conn in 1000..1008 {
+        s.deliver(addr("bob"), conn, envelope("junk"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(take(&*s, addr("bob"), 42).await, ["from carol"]);
+    // The newest sender-opened mailboxes are still there; the oldest made room.
+    assert_eq!(take(&*s, addr("bob"), 1007).await, ["junk"]);
+    // All of a peer's connections opened by polling: a sender's new one is refused.
+    let small = node(&f, &setup("own2", |l| l.max_connections_per_peer = 2)).await;
+    assert!(take(&*small, addr("bob"), 1).await.is_empty());
+    assert!(take(&*small, addr("bob"), 2).await.is_empty());
+    small
+        .deliver(addr("bob"), 1, envelope("kept"))
+        .await
+        .unwrap();
+    assert_eq!(
+        small.deliver(addr("bob"), 3, envelope("x")).await,
+        Err(StoreError::TooManyPeerConnections { max: 2 })
+    );
+    assert_eq!(take(&*small, addr("bob"), 1).await, ["kept"]);
+}
+
 /// `online` lists the connections of a project with a poll in flight, on any node.
 pub async fn online_lists_the_polls_in_flight(f: Factory) {
     let first = setup("online", |_| {});
@@ -515,12 +651,16 @@ pub fn all() -> Vec<(&'static str, Test)> {
         a_newer_poll_ends_the_older_one_on_any_node,
         a_waiting_poll_wakes_and_batches,
         an_idle_poll_returns_empty_at_its_deadline,
-        unacknowledged_messages_come_back_after_the_lease,
+        a_newer_poll_takes_over_an_unacknowledged_batch_first,
+        an_unacknowledged_batch_comes_back_after_the_lease,
+        a_streams_later_polls_get_its_lapsed_batches_while_waiting,
         mailboxes_are_bounded,
         connections_per_peer_are_bounded,
         project_budgets_are_separate,
         messages_expire_and_idle_connections_are_forgotten,
         online_lists_the_polls_in_flight,
+        evicted_and_refused_connections_give_their_budget_back,
+        senders_never_evict_the_receivers_own_connections,
     ]
 }
 

@@ -180,7 +180,9 @@ pub struct MemoryStore {
 enum Step {
     Done(Polled),
     Batch,
-    Wait,
+    /// Nothing to hand out yet; wake by this time at the latest, when a reservation's lease
+    /// runs out.
+    Wait(Option<Instant>),
 }
 
 impl MemoryStore {
@@ -309,8 +311,8 @@ impl Inner {
     }
 
     /// Index of the connection `conn_id`, creating it (evicting the least recently active
-    /// connection with no poll in flight if the peer is full). A connection opened by a sender
-    /// spends the mail budget until it first polls.
+    /// connection with no poll in flight if the peer is full; for a sender, only one a sender
+    /// opened). A connection opened by a sender spends the mail budget until it first polls.
     fn conn_index(
         &self,
         peer: &mut Peer,
@@ -328,11 +330,12 @@ impl Inner {
             return Ok(i);
         }
         if peer.conns.len() >= self.max_per_peer {
+            // A sender may only evict a mailbox a sender opened, never one its receiver polled.
             let victim = peer
                 .conns
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.polls == 0)
+                .filter(|(_, c)| c.polls == 0 && (!by_sender || c.last_seen.is_none()))
                 .min_by_key(|(_, c)| c.last_activity())
                 .map(|(i, _)| i)
                 .ok_or(StoreError::TooManyPeerConnections {
@@ -450,7 +453,12 @@ impl Inner {
     }
 
     /// Registers a poll; returns what the poll needs to wait.
-    fn begin_poll(&self, me: PeerAddr<'_>, conn_id: u32) -> Result<(Arc<Notify>, u64), StoreError> {
+    fn begin_poll(
+        &self,
+        me: PeerAddr<'_>,
+        conn_id: u32,
+        takeover: bool,
+    ) -> Result<(Arc<Notify>, u64), StoreError> {
         let now = Instant::now();
         let counters = self.project(me.project)?;
         let mut map = self.lock(me)?;
@@ -463,6 +471,13 @@ impl Inner {
             .ok_or_else(|| StoreError::Unavailable("connection vanished".into()))?;
         if !discovery.is_empty() {
             conn.queue = merge_by_seq(std::mem::take(&mut conn.queue), discovery);
+        }
+        if takeover {
+            // What older polls handed out and nobody acknowledged goes first to this one: the
+            // answer carrying it may have been lost, and newer mail must not overtake it.
+            for r in std::mem::take(&mut conn.reserved) {
+                conn.queue = merge_by_seq(std::mem::take(&mut conn.queue), r.items);
+            }
         }
         if conn.polls > 0 {
             // A newer poll replaces older ones: their HTTP clients have most likely gone.
@@ -510,7 +525,9 @@ impl Inner {
         }
         self.tidy(conn, now);
         if conn.queue.is_empty() {
-            return Ok(Step::Wait);
+            return Ok(Step::Wait(
+                conn.reserved.iter().map(|r| r.lease_until).min(),
+            ));
         }
         if may_batch {
             return Ok(Step::Batch);
@@ -537,7 +554,7 @@ impl Inner {
         options: PollOptions,
     ) -> Result<Polled, StoreError> {
         let deadline = Instant::now() + options.wait;
-        let (notify, generation) = self.begin_poll(me, conn_id)?;
+        let (notify, generation) = self.begin_poll(me, conn_id, options.takeover)?;
         let _guard = PollGuard {
             store: self,
             me,
@@ -556,13 +573,16 @@ impl Inner {
                     tokio::time::sleep_until(until).await;
                     continue;
                 }
-                Step::Wait => {}
+                Step::Wait(lease_ends) => {
+                    if Instant::now() >= deadline {
+                        return Ok(Polled::default());
+                    }
+                    waited = true;
+                    // A reservation whose lease runs out comes back to this poll.
+                    let until = lease_ends.map_or(deadline, |at| at.min(deadline));
+                    let _ = tokio::time::timeout_at(until, notified).await;
+                }
             }
-            if Instant::now() >= deadline {
-                return Ok(Polled::default());
-            }
-            waited = true;
-            let _ = tokio::time::timeout_at(deadline, notified).await;
         }
     }
 
@@ -756,6 +776,7 @@ mod tests {
             wait: Duration::ZERO,
             batch_window: Duration::ZERO,
             max_messages: 8,
+            takeover: true,
         };
         store.poll(me, 100, now).await.unwrap();
         let carol = PeerAddr {

@@ -39,7 +39,9 @@
 //!
 //! **Order.** Every message of a peer carries a per-peer sequence number, so what one sender
 //! sends to one receiver is handed out in send order, also where discovery and direct messages
-//! meet in one mailbox.
+//! meet in one mailbox, and also when a hand-out was lost (see below). A store's ordering never
+//! depends on state that can vanish before the mail it orders (on Redis: a counter evicted or
+//! expired before the mailboxes starts again above every message still stored).
 //!
 //! **Polling** ([`MailboxStore::poll`]). A poll registers itself as in flight; a newer poll of
 //! the same connection ends an older one (on any node) with an empty result marked
@@ -50,11 +52,28 @@
 //!
 //! **At-least-once hand-out.** Messages a poll returns are *reserved*, not deleted, under the
 //! returned [`Receipt`]. The server calls [`MailboxStore::ack`] once the HTTP response carrying
-//! them has been handed to the client; acknowledged messages are deleted. Messages not
-//! acknowledged within the store's *ack lease* (a few seconds) are handed out again, before newer
-//! ones, to a later poll of that connection; until then a later poll does not get them, so there
-//! are no duplicates in normal operation. A node killed between taking messages and writing them
-//! therefore loses nothing.
+//! them has been handed to the client (for a stream: once a later frame went out, or shortly
+//! after); acknowledged messages are deleted. What is reserved and not acknowledged comes back,
+//! before any newer message, in two ways:
+//!
+//! - a poll with [`PollOptions::takeover`] (every new `Recv`) first takes back everything the
+//!   connection's earlier polls handed out and nobody acknowledged: the answer carrying it may
+//!   have been lost (a node killed, a request aborted, a reply timed out after the store handed
+//!   the messages out). The receiver may so get a batch twice, never out of order;
+//! - otherwise (the later polls of one stream) a reservation comes back once the store's *ack
+//!   lease* (a few seconds) runs out, also to a poll already waiting, which it wakes.
+//!
+//! So a node killed between taking messages and writing them out loses nothing, and the next
+//! `Recv` of the connection gets them first.
+//!
+//! What at-least-once covers, exactly: a batch counts as delivered when the server's HTTP stack
+//! (hyper) has taken the answer, not when the client has read it. A connection that breaks
+//! after that (a half-open TCP connection, an HTTP/2 reset, a proxy dropping the answer) loses
+//! the batch for good, unless the client calls `Recv` again on that connection before the
+//! acknowledgement reached the store; a gRPC-web stream acknowledges a batch only once a later
+//! frame was taken, or a quarter of the lease (at most a second) after, which narrows the window.
+//! A client that must not lose a message across such a break acknowledges end to end in its
+//! own messages.
 //!
 //! **Expiry.** Messages older than `message_ttl_secs` are dropped. A connection with no poll in
 //! flight, idle for `connection_idle_secs`, with an empty mailbox is forgotten and its budget
@@ -63,12 +82,17 @@
 //!
 //! **Limits** (from [`Limits`](crate::Limits)). `mailbox_capacity` messages waiting per mailbox
 //! and per discovery queue; messages handed out and awaiting their ack are held apart, up to as
-//! many again, so a receiver's mailbox is free again as soon as it has taken its mail. `max_connections_per_peer`: a new connection evicts
-//! the least recently active connection with no poll in flight, dropping its mail; if all are
-//! polling, [`StoreError::TooManyPeerConnections`]. `max_connections_per_project`, as two
-//! budgets: connections that have polled, and mailboxes opened by senders for connections or
-//! peers that have not polled yet, so junk sends cannot lock real peers out; beyond either,
-//! [`StoreError::TooManyProjectConnections`].
+//! many again, so a receiver's mailbox is free again as soon as it has taken its mail. A full
+//! mailbox costs a store a bounded amount of work per call, however large its messages.
+//! `max_connections_per_peer`: a new connection evicts the least recently active connection
+//! with no poll in flight, dropping its mail; a mailbox opened by a sender may only evict
+//! another mailbox a sender opened, never a connection its receiver polled; if none may go,
+//! [`StoreError::TooManyPeerConnections`]. `max_connections_per_project`, as two budgets:
+//! connections that have polled, and mailboxes opened by senders for connections or peers that
+//! have not polled yet, so junk sends cannot lock real peers out; beyond either,
+//! [`StoreError::TooManyProjectConnections`]. An evicted connection gives its unit back at
+//! once, and a refused one takes none, so one peer cycling through conn ids never uses up its
+//! project's budget.
 //!
 //! **Failures.** [`StoreError::Unavailable`] when the backend cannot be reached (answered quickly,
 //! mapped to Twirp `unavailable`, which clients retry); [`MailboxStore::health`] says whether it
@@ -133,6 +157,11 @@ pub struct PollOptions {
     pub batch_window: Duration,
     /// Most messages returned at once.
     pub max_messages: usize,
+    /// Whether this poll first takes back what earlier polls of its connection handed out and
+    /// nobody acknowledged (the answer carrying them may have been lost), so it gets them
+    /// before any newer message. A new `Recv` does; the later polls of one stream, whose
+    /// earlier batches are still being confirmed, do not.
+    pub takeover: bool,
 }
 
 /// Names the messages one poll handed out, for [`MailboxStore::ack`].
@@ -287,9 +316,8 @@ pub trait MailboxStore: Send + Sync + 'static {
 
     /// Deletes the messages that the poll which returned `receipt` reserved.
     ///
-    /// Acknowledging an unknown or already acknowledged receipt does nothing. A store may defer
-    /// the deletion briefly (well within the ack lease), e.g. to carry it with the connection's
-    /// next poll; until then the messages stay reserved, so no poll gets them twice.
+    /// Acknowledging an unknown or already acknowledged receipt does nothing, nor does one whose
+    /// messages a newer poll took over (they are then that poll's to acknowledge).
     ///
     /// # Errors
     ///

@@ -4,7 +4,7 @@
 
 use super::connection::RedisConnection;
 use super::keys::Keys;
-use super::scripts::{BudgetMembers, CountBudgets, TakeBudget};
+use super::scripts::{BudgetMembers, CountBudgets, ReleaseBudget, TakeBudget};
 use crate::store::StoreError;
 
 /// The budgets of every project of one deployment.
@@ -90,6 +90,20 @@ impl Budgets {
             })
             .await?;
         Ok(taken.granted)
+    }
+
+    /// Gives back the unit `member` holds in either budget: its connection was evicted, or
+    /// refused after the unit was taken.
+    pub(crate) async fn release(&self, project: &str, member: String) -> Result<(), StoreError> {
+        let (polled, mail) = self.keys.budgets(project);
+        self.connection
+            .run(ReleaseBudget {
+                polled,
+                mail,
+                member,
+            })
+            .await
+            .map(|_| ())
     }
 
     /// The units `project` holds in both budgets.

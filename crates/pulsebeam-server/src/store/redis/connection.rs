@@ -226,6 +226,31 @@ impl RedisConnection {
             .map(|_| ())
     }
 
+    /// A setting of the Redis server (`CONFIG GET`; on a Cluster, of one of its nodes), or
+    /// `None` when the server has no such setting.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when Redis cannot be reached or refuses `CONFIG` (managed
+    /// services often do).
+    pub(crate) async fn config_get(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let command = fred::types::CustomCommand::new_static(
+            "CONFIG",
+            fred::types::ClusterHash::Random,
+            false,
+        );
+        let value: Value = self
+            .bounded("CONFIG GET", |client| {
+                client.custom(command, vec!["GET".to_owned(), name.to_owned()])
+            })
+            .await?;
+        Ok(value
+            .into_array()
+            .into_iter()
+            .nth(1)
+            .and_then(Value::into_string))
+    }
+
     /// Waits for the first connection; after it, returns at once.
     async fn ready(&self) {
         if self.inner.connected_once.load(Ordering::Acquire) {

@@ -37,6 +37,27 @@ impl Keys {
         out
     }
 
+    /// The keys a mailbox script of the peer whose keys start with `base` declares: its hash,
+    /// its connection set, its discovery queue and the mailbox, reservations and receipts of
+    /// each of `conns`.
+    pub(crate) fn mailbox_keys(base: &str, conns: &[u32]) -> MailboxKeys {
+        MailboxKeys {
+            h: format!("{base}h"),
+            conns: format!("{base}conns"),
+            d: format!("{base}d"),
+            boxes: conns
+                .iter()
+                .flat_map(|c| {
+                    [
+                        format!("{base}m:{c}"),
+                        format!("{base}r:{c}"),
+                        format!("{base}rv:{c}"),
+                    ]
+                })
+                .collect(),
+        }
+    }
+
     /// A project's two budgets: (connections that polled, mailboxes opened by senders).
     pub(crate) fn budgets(&self, project: &str) -> (String, String) {
         let tag = self.tag("b", project);
@@ -93,6 +114,19 @@ impl Keys {
             conn.parse().ok()?,
         ))
     }
+}
+
+/// The keys a mailbox script declares (see [`Keys::mailbox_keys`]).
+#[derive(Debug, Clone)]
+pub(crate) struct MailboxKeys {
+    /// The peer's hash.
+    pub(crate) h: String,
+    /// Its connections by last activity.
+    pub(crate) conns: String,
+    /// Its discovery queue.
+    pub(crate) d: String,
+    /// Per connection named: mailbox, reservations, receipts.
+    pub(crate) boxes: Vec<String>,
 }
 
 /// Percent-escapes every byte outside `A-Z a-z 0-9 _ . -` onto `out`.

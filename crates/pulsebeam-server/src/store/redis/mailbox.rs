@@ -14,6 +14,7 @@ use super::budgets::{Budget, Budgets};
 use super::connection::{node_id, RedisConnection};
 use super::keys::Keys;
 use super::message::{decode, encode};
+use super::policy;
 use super::scripts::{Ack, Begin, ConnId, Deliver, Polling, ScriptCall, Status, Take};
 use super::wakeups::Wakeups;
 use crate::config::{Limits, StoreConfig};
@@ -23,8 +24,13 @@ use crate::store::{
 };
 use crate::tasks::Tasks;
 
-/// Longest an acknowledgement waits for the connection's next poll on this node to carry it.
-const ACK_FOLD_DELAY: Duration = Duration::from_millis(250);
+/// Most connections whose keys one call declares; a peer has at most `max_connections_per_peer`
+/// (beyond this a script asking for more is answered with an error, not another round trip).
+const MAX_DECLARED: usize = 256;
+/// How long a call is tried again while Redis answers `TRYAGAIN` (a slot migrating).
+const TRYAGAIN_FOR: Duration = Duration::from_secs(2);
+/// The pause between those tries.
+const TRYAGAIN_PAUSE: Duration = Duration::from_millis(20);
 /// A poll's lease outlives its wait by this much, so a slow node's live poll keeps counting.
 const POLL_GRACE_MS: u64 = 2_000;
 
@@ -48,13 +54,6 @@ struct Counters {
     evicted: AtomicU64,
 }
 
-/// Acknowledgements not yet sent for one connection.
-struct PendingAcks {
-    base: String,
-    conn: u32,
-    receipts: Vec<u64>,
-}
-
 /// What the store's calls and tasks share.
 struct Mailboxes {
     connection: RedisConnection,
@@ -66,7 +65,6 @@ struct Mailboxes {
     budgets: Budgets,
     counters: Counters,
     projects_seen: Mutex<HashSet<String>>,
-    pending_acks: Mutex<HashMap<String, PendingAcks>>,
     tasks: Tasks,
 }
 
@@ -126,6 +124,7 @@ impl RedisStore {
         let node = node_id();
         let channel_prefix = keys.node_channel_prefix();
         let wakeups = Wakeups::start(&connection, format!("{channel_prefix}{node}"), &tasks);
+        tasks.spawn(policy::warn_unless_noeviction(connection.clone()));
         let ttl_ms = limits.message_ttl_secs.saturating_mul(1000);
         let idle_ms = limits.connection_idle_secs.saturating_mul(1000);
         Ok(RedisStore {
@@ -154,7 +153,6 @@ impl RedisStore {
                 wakeups,
                 counters: Counters::default(),
                 projects_seen: Mutex::default(),
-                pending_acks: Mutex::default(),
                 tasks,
             }),
         })
@@ -202,9 +200,23 @@ fn as_u64(n: usize) -> u64 {
 
 impl Mailboxes {
     /// Runs a mailbox script once this node hears its wake-ups.
-    async fn run<C: ScriptCall>(&self, call: C) -> Result<C::Reply, StoreError> {
+    ///
+    /// While a Cluster moves the peer's slot, Redis answers `TRYAGAIN` to a script whose keys
+    /// are half on each node; the call is tried again until the keys are all on one side (or
+    /// [`TRYAGAIN_FOR`] has passed).
+    async fn run<C: ScriptCall + Clone>(&self, call: C) -> Result<C::Reply, StoreError> {
         self.wakeups.ready().await;
-        self.connection.run(call).await
+        let until = Instant::now() + TRYAGAIN_FOR;
+        loop {
+            match self.connection.run(call.clone()).await {
+                Err(StoreError::Unavailable(why))
+                    if why.contains("TRYAGAIN") && Instant::now() < until =>
+                {
+                    tokio::time::sleep(TRYAGAIN_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     fn remember_project(&self, project: &str) {
@@ -244,9 +256,18 @@ impl Mailboxes {
         let base = self.keys.peer(dst);
         let blob = encode(&envelope);
         let mut granted = false;
+        let mut declared: Vec<u32> = Vec::new();
+        if conn_id != 0 {
+            declared.push(conn_id);
+        }
         loop {
+            let keys = Keys::mailbox_keys(&base, &declared);
             let delivered = self
                 .run(Deliver {
+                    h: keys.h,
+                    conns: keys.conns,
+                    d: keys.d,
+                    boxes: keys.boxes,
                     base: base.clone(),
                     conn: ConnId(conn_id),
                     envelope: blob.clone(),
@@ -261,6 +282,8 @@ impl Mailboxes {
                 .await?;
             count(&self.counters.expired, delivered.expired);
             count(&self.counters.evicted, delivered.evicted);
+            self.release_evicted(dst.project, &base, &delivered.evicted_conn)
+                .await?;
             let member = || format!("{base}{}", delivered.budget_member);
             match delivered.status {
                 Status::Ok => {
@@ -275,9 +298,13 @@ impl Mailboxes {
                     })
                 }
                 Status::TooManyPeer => {
+                    if granted {
+                        // Taken for a connection that could not be opened after all.
+                        self.budgets.release(dst.project, member()).await?;
+                    }
                     return Err(StoreError::TooManyPeerConnections {
                         max: b.max_per_peer,
-                    })
+                    });
                 }
                 Status::NeedBudget if !granted => {
                     if !self
@@ -291,6 +318,7 @@ impl Mailboxes {
                     }
                     granted = true;
                 }
+                Status::NeedKeys => declare(&mut declared, &delivered.need, "deliver")?,
                 other => return Err(unexpected("deliver", other)),
             }
         }
@@ -305,10 +333,15 @@ impl Mailboxes {
         generation: i64,
         max: usize,
         last: bool,
-    ) -> Result<Option<Vec<Value>>, StoreError> {
+    ) -> Result<Option<(Vec<Value>, u64)>, StoreError> {
         let b = self.bounds;
+        let keys = Keys::mailbox_keys(base, &[conn]);
         let taken = self
             .run(Take {
+                h: keys.h,
+                conns: keys.conns,
+                d: keys.d,
+                boxes: keys.boxes,
                 base: base.to_owned(),
                 conn: ConnId(conn),
                 generation,
@@ -321,14 +354,15 @@ impl Mailboxes {
             .await?;
         count(&self.counters.expired, taken.expired);
         match taken.status {
-            Status::Ok => Ok(Some(taken.messages)),
+            Status::Ok => Ok(Some((taken.messages, taken.lease_left_ms))),
             Status::Superseded => Ok(None),
             other => Err(unexpected("take", other)),
         }
     }
 
     /// Registers a poll (taking a polled budget unit first if the connection is new to the
-    /// budget); returns its generation and the messages it took at once.
+    /// budget); returns its generation, the messages it took at once and, when it took none,
+    /// the milliseconds until a reservation's lease runs out (0: none).
     async fn begin(
         self: &Arc<Self>,
         base: &str,
@@ -336,15 +370,21 @@ impl Mailboxes {
         conn_id: u32,
         wait_ms: u64,
         max: usize,
-        folded: Vec<u64>,
-    ) -> Result<(i64, Vec<Value>), StoreError> {
+        takeover: bool,
+    ) -> Result<(i64, Vec<Value>, u64), StoreError> {
         let b = self.bounds;
         let span = b.idle_ms.max(b.ttl_ms).saturating_add(wait_ms);
         let member = || format!("{base}{conn_id}");
         let mut granted = false;
+        let mut declared = vec![conn_id];
         loop {
+            let keys = Keys::mailbox_keys(base, &declared);
             let begun = self
                 .run(Begin {
+                    h: keys.h,
+                    conns: keys.conns,
+                    d: keys.d,
+                    boxes: keys.boxes,
                     base: base.to_owned(),
                     conn: ConnId(conn_id),
                     node: self.node.clone(),
@@ -359,23 +399,28 @@ impl Mailboxes {
                     channel_prefix: self.channel_prefix.clone(),
                     budget_span_ms: span,
                     grace_ms: POLL_GRACE_MS,
-                    receipts: folded.clone(),
+                    takeover,
                 })
                 .await?;
             count(&self.counters.expired, begun.expired);
             count(&self.counters.evicted, begun.evicted);
-            count(&self.counters.delivered, begun.acknowledged);
+            self.release_evicted(project, base, &begun.evicted_conn)
+                .await?;
             match begun.status {
                 Status::Ok => {
                     if begun.budget_due {
                         self.refresh_budget(project, Budget::Polled, member(), span);
                     }
-                    return Ok((begun.generation, begun.messages));
+                    return Ok((begun.generation, begun.messages, begun.lease_left_ms));
                 }
                 Status::TooManyPeer => {
+                    if granted {
+                        // Taken for a connection that could not be opened after all.
+                        self.budgets.release(project, member()).await?;
+                    }
                     return Err(StoreError::TooManyPeerConnections {
                         max: b.max_per_peer,
-                    })
+                    });
                 }
                 Status::NeedBudget if !granted => {
                     if !self
@@ -389,6 +434,7 @@ impl Mailboxes {
                     }
                     granted = true;
                 }
+                Status::NeedKeys => declare(&mut declared, &begun.need, "begin")?,
                 other => return Err(unexpected("begin", other)),
             }
         }
@@ -406,8 +452,6 @@ impl Mailboxes {
         // subscribing does not reach this poll.
         self.wakeups.ready().await;
         let waiter = self.wakeups.waiter(format!("{base}{conn_id}"))?;
-        // Acknowledgements this node holds for the connection ride along with the poll.
-        let folded = self.pending_receipts(&waiter.key);
         let mut notified = pin!(waiter.notify.notified());
         notified.as_mut().enable();
         let wait_ms = u64::try_from(options.wait.as_millis()).unwrap_or(u64::MAX);
@@ -424,16 +468,16 @@ impl Mailboxes {
             let project = me.project.to_owned();
             async move {
                 let begun = mailboxes
-                    .begin(&base, &project, conn_id, wait_ms, max, folded)
+                    .begin(&base, &project, conn_id, wait_ms, max, options.takeover)
                     .await;
-                if let Err(Ok((generation, _))) = tx.send(begun) {
+                if let Err(Ok((generation, _, _))) = tx.send(begun) {
                     if wait_ms > 0 {
                         let _ = mailboxes.take(&base, conn_id, generation, 0, true).await;
                     }
                 }
             }
         });
-        let (generation, first) = rx
+        let (generation, first, mut lease_left_ms) = rx
             .await
             .map_err(|_| StoreError::Unavailable("the poll's registration task ended".into()))??;
         self.counters.polling.fetch_add(1, Ordering::Relaxed);
@@ -459,7 +503,12 @@ impl Mailboxes {
         }
         guard.generation = Some(generation);
         loop {
-            let woken = tokio::time::timeout_at(deadline, notified.as_mut())
+            // A reservation whose lease runs out comes back to this poll.
+            let until = match lease_left_ms {
+                0 => deadline,
+                ms => (Instant::now() + Duration::from_millis(ms)).min(deadline),
+            };
+            let woken = tokio::time::timeout_at(until, notified.as_mut())
                 .await
                 .is_ok();
             notified.set(waiter.notify.notified());
@@ -470,9 +519,9 @@ impl Mailboxes {
                 let until = (Instant::now() + options.batch_window).min(deadline);
                 tokio::time::sleep_until(until).await;
             }
-            let last = !woken || Instant::now() >= deadline;
+            let last = Instant::now() >= deadline;
             let taken = self.take(&base, conn_id, generation, max, last).await?;
-            let Some(members) = taken else {
+            let Some((members, left)) = taken else {
                 // A newer poll of this connection took over (its script ended this one).
                 guard.generation = None;
                 return Ok(Polled::superseded());
@@ -481,62 +530,47 @@ impl Mailboxes {
                 guard.generation = None;
                 return done(members);
             }
+            lease_left_ms = left;
         }
     }
 
-    /// Removes and returns the receipts waiting to be acknowledged for a connection key.
-    fn pending_receipts(&self, key: &str) -> Vec<u64> {
-        self.pending_acks
-            .lock()
-            .ok()
-            .and_then(|mut pending| pending.remove(key))
-            .map(|p| p.receipts)
-            .unwrap_or_default()
+    /// Gives back the budget unit of a connection a script evicted (`conn` empty: none).
+    async fn release_evicted(
+        &self,
+        project: &str,
+        base: &str,
+        conn: &str,
+    ) -> Result<(), StoreError> {
+        if conn.is_empty() {
+            return Ok(());
+        }
+        self.budgets.release(project, format!("{base}{conn}")).await
     }
 
-    /// Records an acknowledgement. The connection's next poll on this node usually follows at
-    /// once and carries it (no round trip of its own); if none does within [`ACK_FOLD_DELAY`]
-    /// (or a quarter of the lease), it is sent alone.
-    fn ack(self: &Arc<Self>, me: PeerAddr<'_>, conn_id: u32, receipt: Receipt) {
+    /// Deletes what the poll with `receipt` reserved, at once: a newer poll of the connection,
+    /// on any node, takes over what is still reserved, so a late acknowledgement would make a
+    /// duplicate.
+    async fn ack(
+        &self,
+        me: PeerAddr<'_>,
+        conn_id: u32,
+        receipt: Receipt,
+    ) -> Result<(), StoreError> {
         let base = self.keys.peer(me);
-        let key = format!("{base}{conn_id}");
-        if let Ok(mut pending) = self.pending_acks.lock() {
-            pending
-                .entry(key.clone())
-                .or_insert_with(|| PendingAcks {
-                    base,
-                    conn: conn_id,
-                    receipts: Vec::new(),
-                })
-                .receipts
-                .push(receipt.0);
-        }
-        let delay = ACK_FOLD_DELAY.min(Duration::from_millis(self.bounds.ack_lease_ms / 4));
-        let mailboxes = Arc::clone(self);
-        self.tasks.spawn(async move {
-            tokio::time::sleep(delay).await;
-            let Some(pending) = mailboxes
-                .pending_acks
-                .lock()
-                .ok()
-                .and_then(|mut p| p.remove(&key))
-            else {
-                return;
-            };
-            let acked = mailboxes
-                .run(Ack {
-                    base: pending.base,
-                    conn: ConnId(pending.conn),
-                    receipts: pending.receipts,
-                })
-                .await;
-            match acked {
-                Ok(acked) => count(&mailboxes.counters.delivered, acked.acknowledged),
-                Err(err) => {
-                    tracing::debug!(error = %err, "acknowledging delivered messages failed; they will be handed out again");
-                }
-            }
-        });
+        let keys = Keys::mailbox_keys(&base, &[conn_id]);
+        let acked = self
+            .run(Ack {
+                h: keys.h,
+                conns: keys.conns,
+                d: keys.d,
+                boxes: keys.boxes,
+                base,
+                conn: ConnId(conn_id),
+                receipts: vec![receipt.0],
+            })
+            .await?;
+        count(&self.counters.delivered, acked.acknowledged);
+        Ok(())
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -579,10 +613,15 @@ impl Mailboxes {
         }
         let mut out = Vec::new();
         for (base, (group, peer, conns)) in peers {
+            let keys = Keys::mailbox_keys(base, &[]);
             let in_flight = self
                 .run(Polling {
+                    h: keys.h,
+                    conns: keys.conns,
+                    d: keys.d,
+                    boxes: keys.boxes,
                     base: base.to_owned(),
-                    conns,
+                    asked: conns,
                 })
                 .await?;
             out.extend(in_flight.conns.into_iter().map(|conn_id| OnlineConnection {
@@ -600,6 +639,26 @@ impl Mailboxes {
         self.connection.ping().await?;
         self.wakeups.check()
     }
+}
+
+/// Adds the connections a script named in `need` (`NEED_KEYS`) to those a call declares; an
+/// error when it names none that are new, so a call never loops.
+fn declare(declared: &mut Vec<u32>, need: &str, script: &str) -> Result<(), StoreError> {
+    let before = declared.len();
+    for conn in need
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+    {
+        if !declared.contains(&conn) {
+            declared.push(conn);
+        }
+    }
+    if declared.len() == before || declared.len() > MAX_DECLARED {
+        return Err(StoreError::Unavailable(format!(
+            "the {script} script asked for the keys of connections {need:?} again"
+        )));
+    }
+    Ok(())
 }
 
 fn unexpected(script: &str, status: Status) -> StoreError {
@@ -631,8 +690,7 @@ impl MailboxStore for RedisStore {
         conn_id: u32,
         receipt: Receipt,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.ack(me, conn_id, receipt);
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(self.inner.ack(me, conn_id, receipt))
     }
 
     fn online<'a>(

@@ -10,6 +10,7 @@
 //! | `scripts` + `lua/` | every Lua script, declared with its keys, arguments and reply |
 //! | `wakeups` | this node's wake-up channel and the polls waiting on it |
 //! | `mailbox`, `message`, `budgets` | the mailbox store, the stored message, project budgets |
+//! | `policy` | the warning at start when Redis may evict keys (`maxmemory-policy`) |
 //! | `revocations`, `usage`, `lease`, `bindings` | the other things nodes share |
 //!
 //! # Keys
@@ -35,25 +36,34 @@
 //!
 //! A message is stored as the member `seq|ms|envelope`. Every key of a peer gets a TTL on each
 //! write, long enough for its longest-lived content (message TTL or idle time, plus the longest
-//! poll), so a peer nobody talks to any more vanishes by itself.
+//! poll), so a peer nobody talks to any more vanishes by itself. When `seq` starts afresh (a
+//! new peer, or its hash evicted or expired before its mailboxes) it starts above the highest
+//! sequence number still stored, so new mail never sorts before old.
+//!
+//! No script reads a whole mailbox: "full" is counted (`ZCARD`); expired messages are dropped
+//! from the head of a full mailbox one member at a time (a few per call), and a hand-out drops
+//! the expired ones among those it reads; an idle connection whose mail expired is forgotten
+//! once its mailbox key's TTL has emptied it. BENCHMARKS.md has the cost per call with full
+//! mailboxes.
 //!
 //! # Round trips
 //!
 //! Each operation on a peer is one Lua script (`EVALSHA`, reloaded on `NOSCRIPT`) using Redis
 //! server time (`TIME`) for leases and TTLs: `deliver` (capacity, discovery routing by poll
-//! lease, sequence number, TTLs and the wake-up `PUBLISH`), `begin` (acknowledges what the
-//! connection's previous poll handed out, registers the poll with node id, generation and lease,
-//! ends an older poll, takes the discovery queue, hands out what is waiting), `take` (on wake-up
-//! or at the deadline) and `ack`.
+//! lease, sequence number, TTLs and the wake-up `PUBLISH`), `begin` (registers the poll with
+//! node id, generation and lease, ends an older poll, takes over what older polls handed out
+//! unacknowledged, takes the discovery queue, hands out what is waiting), `take` (on wake-up,
+//! when a reservation's lease runs out, or at the deadline) and `ack`.
 //!
-//! An acknowledgement waits on the node for the connection's next poll there, which carries it;
-//! only when none comes within 250 ms (the client polls elsewhere, or has gone) does `ack` go
-//! out alone. So a relayed message costs three round trips: the sender's `deliver`, the
-//! receiver's `take` (or `begin`, when the message was waiting) and the next `begin`, which
-//! acknowledges it. An idle poll costs `begin` and `take` at its deadline, nothing while it
-//! waits. Opening a connection or a discovery queue costs one more round trip, to the project's
-//! budget; a budget entry is refreshed in the background about once per twice its span.
-//!
+//! A relayed message costs three round trips: the sender's `deliver`, the receiver's `take`
+//! (or `begin`, when the message was waiting) and the `ack`. The acknowledgement goes out at
+//! once rather than riding on the connection's next poll: that poll may reach another node,
+//! and it takes over whatever is still reserved, so a late acknowledgement would mean a
+//! duplicate. An idle poll costs `begin` and `take` at its deadline, nothing while it waits.
+//! Opening a connection or a discovery queue costs one more round trip, to the project's
+//! budget (and an eviction one more, to give the evicted connection's unit back); a budget
+//! entry is refreshed in the background about once per twice its span.
+
 //! # Wake-ups
 //!
 //! Each node has one subscriber connection on its own channel `P:node:<node id>` (a random id
@@ -67,9 +77,11 @@
 //! A project's budgets live in their own slot, apart from the peers', so a script cannot count
 //! them atomically with the peer's state. The node asks for a budget unit before a script may
 //! open a connection or a discovery queue (the script answers `NEED_BUDGET` and changes
-//! nothing), then runs the script again. Entries expire by score instead of being removed when
-//! a connection is forgotten, so a forgotten connection is counted up to about twice its idle
-//! span (or TTL) longer: the count is approximate, erring on the side of refusing.
+//! nothing), then runs the script again. A script that evicts a connection names it, and the
+//! node gives its unit back; a connection refused after its unit was taken gives it back too.
+//! Entries of connections forgotten for being idle expire by score instead, so such a
+//! connection is counted up to about twice its idle span (or TTL) longer: the count is
+//! approximate, erring on the side of refusing.
 
 mod bindings;
 mod budgets;
@@ -78,6 +90,7 @@ mod keys;
 mod lease;
 mod mailbox;
 mod message;
+mod policy;
 mod revocations;
 mod scripts;
 mod tls;

@@ -52,6 +52,9 @@ statuses! {
     TooManyPeer = 3 as "TOO_MANY_PEER",
     /// Opening a connection or a discovery queue needs a project budget unit first.
     NeedBudget = 4 as "NEED_BUDGET",
+    /// The script needs the keys of the connections it names in `need`; it changed nothing
+    /// that depends on them.
+    NeedKeys = 5 as "NEED_KEYS",
 }
 
 impl Status {
@@ -365,7 +368,7 @@ macro_rules! script {
         reply { $($field:ident: $field_ty:ty),* $(,)? } $(+ $reply_list:ident: $reply_list_ty:ty)?;
     ) => {
         $(#[$doc])*
-        #[derive(Debug)]
+        #[derive(Debug, Clone)]
         pub(crate) struct $call {
             $(pub(crate) $key: String,)*
             $(pub(crate) $key_list: Vec<String>,)?
@@ -427,53 +430,57 @@ macro_rules! script {
 script! {
     /// Stores one message for a connection, or for the peer's discovery queue (`conn` 0).
     Deliver -> Delivered = "deliver.lua" [PRELUDE, PEER];
-    keys { base };
+    keys { h, conns, d } + boxes;
     args {
-        conn: ConnId, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
+        base: String, conn: ConnId, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
         max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
     };
-    reply { status: Status, budget_due: bool, budget_member: String, evicted: u64, expired: u64 };
+    reply {
+        status: Status, budget_due: bool, budget_member: String, evicted: u64, expired: u64,
+        evicted_conn: String, need: String,
+    };
 }
 
 script! {
-    /// Registers a poll and hands out what is waiting, acknowledging `receipts` first.
+    /// Registers a poll and hands out what is waiting, with `takeover` what older polls handed
+    /// out and nobody acknowledged first.
     Begin -> Begun = "begin.lua" [PRELUDE, PEER];
-    keys { base };
+    keys { h, conns, d } + boxes;
     args {
-        conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
+        base: String, conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
         idle_ms: u64, max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
-        budget_span_ms: u64, grace_ms: u64,
-    } + receipts: u64;
+        budget_span_ms: u64, grace_ms: u64, takeover: bool,
+    };
     reply {
         status: Status, generation: i64, budget_due: bool, evicted: u64, expired: u64,
-        acknowledged: u64,
+        evicted_conn: String, lease_left_ms: u64, need: String,
     } + messages: Value;
 }
 
 script! {
     /// Hands out what waits for a poll in flight, or ends it.
     Take -> Taken = "take.lua" [PRELUDE, PEER];
-    keys { base };
+    keys { h, conns, d } + boxes;
     args {
-        conn: ConnId, generation: i64, max: u64, ack_lease_ms: u64, ttl_ms: u64, last: bool,
+        base: String, conn: ConnId, generation: i64, max: u64, ack_lease_ms: u64, ttl_ms: u64, last: bool,
         keep_ms: u64,
     };
-    reply { status: Status, expired: u64 } + messages: Value;
+    reply { status: Status, expired: u64, lease_left_ms: u64 } + messages: Value;
 }
 
 script! {
     /// Deletes what polls of a connection handed out.
     Ack -> Acked = "ack.lua" [PRELUDE, PEER];
-    keys { base };
-    args { conn: ConnId } + receipts: u64;
+    keys { h, conns, d } + boxes;
+    args { base: String, conn: ConnId } + receipts: u64;
     reply { acknowledged: u64 };
 }
 
 script! {
     /// Which connections of a peer have a poll in flight.
     Polling -> InFlight = "polling.lua" [PRELUDE, PEER];
-    keys { base };
-    args {} + conns: u32;
+    keys { h, conns, d } + boxes;
+    args { base: String } + asked: u32;
     reply {} + conns: u32;
 }
 
@@ -483,6 +490,14 @@ script! {
     keys { budget, other };
     args { refresh: bool, member: String, span_ms: u64, max: u64 };
     reply { granted: bool };
+}
+
+script! {
+    /// Gives back the units a member holds in a project's budgets.
+    ReleaseBudget -> BudgetReleased = "budget_release.lua" [PRELUDE];
+    keys { polled, mail };
+    args { member: String };
+    reply {};
 }
 
 script! {
@@ -586,6 +601,7 @@ mod tests {
             &Ack::SPEC,
             &Polling::SPEC,
             &TakeBudget::SPEC,
+            &ReleaseBudget::SPEC,
             &CountBudgets::SPEC,
             &BudgetMembers::SPEC,
             &PutRevocation::SPEC,
@@ -726,10 +742,15 @@ mod tests {
         assert_eq!(
             header,
             "-- ack.lua: header generated from its declaration in store/redis/scripts.rs.\n\
-             local base = KEYS[1]\n\
-             local conn = ARGV[1]\n\
+             local h = KEYS[1]\n\
+             local conns = KEYS[2]\n\
+             local d = KEYS[3]\n\
+             local boxes = {}\n\
+             for i = 4, #KEYS do boxes[#boxes + 1] = KEYS[i] end\n\
+             local base = ARGV[1]\n\
+             local conn = ARGV[2]\n\
              local receipts = {}\n\
-             for i = 2, #ARGV do receipts[#receipts + 1] = ARGV[i] end\n\
+             for i = 3, #ARGV do receipts[#receipts + 1] = ARGV[i] end\n\
              local function reply(r, list)\n  local out = {(r.acknowledged or 0)}\n  \
              if list then\n    for i = 1, #list do out[#out + 1] = list[i] end\n  end\n  \
              return out\nend\n"
@@ -737,21 +758,21 @@ mod tests {
         let deliver = Deliver::SPEC.header();
         assert!(
             deliver.contains(
-                "local S = {OK = 0, SUPERSEDED = 1, FULL = 2, TOO_MANY_PEER = 3, NEED_BUDGET = 4}\n"
+                "local S = {OK = 0, SUPERSEDED = 1, FULL = 2, TOO_MANY_PEER = 3, NEED_BUDGET = 4, NEED_KEYS = 5}\n"
             ),
             "{deliver}"
         );
         assert!(
-            deliver.contains("local granted = ARGV[8] == '1'\n"),
+            deliver.contains("local granted = ARGV[9] == '1'\n"),
             "{deliver}"
         );
         assert!(
-            deliver.contains("local capacity = tonumber(ARGV[3])\n"),
+            deliver.contains("local capacity = tonumber(ARGV[4])\n"),
             "{deliver}"
         );
-        assert!(deliver.contains("local envelope = ARGV[2]\n"), "{deliver}");
+        assert!(deliver.contains("local envelope = ARGV[3]\n"), "{deliver}");
         assert!(
-            deliver.contains("{r.status, (r.budget_due and 1 or 0), tostring(r.budget_member or ''), (r.evicted or 0), (r.expired or 0)}"),
+            deliver.contains("{r.status, (r.budget_due and 1 or 0), tostring(r.budget_member or ''), (r.evicted or 0), (r.expired or 0), tostring(r.evicted_conn or ''), tostring(r.need or '')}"),
             "{deliver}"
         );
         let read = ReadUsage::SPEC.header();
@@ -777,6 +798,10 @@ mod tests {
     #[test]
     fn calls_send_keys_and_arguments_in_declaration_order() {
         let (keys, args) = Begin {
+            h: "pb:{p:g:a}:h".into(),
+            conns: "pb:{p:g:a}:conns".into(),
+            d: "pb:{p:g:a}:d".into(),
+            boxes: vec!["pb:{p:g:a}:m:100".into()],
             base: "pb:{p:g:a}:".into(),
             conn: ConnId(100),
             node: "n1".into(),
@@ -791,16 +816,37 @@ mod tests {
             channel_prefix: "pb:node:".into(),
             budget_span_ms: 5,
             grace_ms: 6,
-            receipts: vec![7, 8],
+            takeover: false,
         }
         .into_parts();
-        assert_eq!(keys, ["pb:{p:g:a}:"]);
+        assert_eq!(
+            keys,
+            [
+                "pb:{p:g:a}:h",
+                "pb:{p:g:a}:conns",
+                "pb:{p:g:a}:d",
+                "pb:{p:g:a}:m:100"
+            ]
+        );
         let args: Vec<String> = args.into_iter().filter_map(Value::into_string).collect();
         assert_eq!(
             args,
             [
-                "100", "n1", "30000", "64", "5000", "1", "2", "3", "4", "1", "pb:node:", "5", "6",
-                "7", "8"
+                "pb:{p:g:a}:",
+                "100",
+                "n1",
+                "30000",
+                "64",
+                "5000",
+                "1",
+                "2",
+                "3",
+                "4",
+                "1",
+                "pb:node:",
+                "5",
+                "6",
+                "0"
             ]
         );
         let (keys, args) = ReadUsage {
@@ -815,6 +861,7 @@ mod tests {
         let taken = Take::parse(vec![
             Value::Integer(0),
             Value::Integer(3),
+            Value::Integer(0),
             Value::from("m1"),
             Value::from("m2"),
         ])
@@ -829,6 +876,8 @@ mod tests {
             Value::Integer(100),
             Value::Integer(0),
             Value::Integer(2),
+            Value::from(""),
+            Value::from(""),
         ])
         .unwrap();
         assert_eq!(delivered.status, Status::NeedBudget);

@@ -1,16 +1,18 @@
 -- For the poll `generation` of connection `conn`: hands out what is waiting (up to `max`; 0
--- takes nothing), and ends the poll when it got messages or `last` says it is over.
--- SUPERSEDED when a newer poll of the connection took over.
+-- takes nothing), reservations whose lease ran out first, and ends the poll when it got
+-- messages or `last` says it is over. SUPERSEDED when a newer poll of the connection took over.
 if num(redis.call('HGET', H, 'g:' .. conn)) ~= generation then
   return reply{status = S.SUPERSEDED}
 end
-local expired = expire(M(conn), ttl_ms) + expire(R(conn), ttl_ms)
-reclaim(conn)
-local out = {}
-if max > 0 then out = take(conn, generation, max, ack_lease_ms) end
+reclaim(conn, false)
+local out, expired = {}, 0
+if max > 0 then out, expired = take(conn, generation, max, ack_lease_ms, ttl_ms) end
+local left = 0
 if #out > 0 or last then
   redis.call('HSET', H, 'l:' .. conn, 0)
   redis.call('ZADD', CONNS, now, conn)
+else
+  left = lease_left(conn)
 end
 keep(keep_ms, conn)
-return reply({status = S.OK, expired = expired}, out)
+return reply({status = S.OK, expired = expired, lease_left_ms = left}, out)
