@@ -27,11 +27,9 @@ pub(crate) fn router(state: &Arc<State>, extra: Option<&Router>) -> Router {
     if let Some(extra) = extra {
         router = router.merge(extra.clone());
     }
-    router
-        .fallback(not_found)
-        .layer(Cors {
-            state: Arc::clone(state),
-        })
+    router.fallback(not_found).layer(Cors {
+        state: Arc::clone(state),
+    })
 }
 
 /// Any other path: gRPC's `UNIMPLEMENTED` to a gRPC-web client (which reads nothing else),
