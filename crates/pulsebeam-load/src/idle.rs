@@ -13,7 +13,7 @@ use std::time::Duration;
 use prost::Message as _;
 use pulsebeam_server::proto::{PeerInfo, RecvReq};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::keys::{ProjectKey, GROUP};
@@ -31,6 +31,8 @@ pub struct IdleReport {
     pub store: &'static str,
     /// `twirp` (long-polls) or `grpc-web` (streams).
     pub protocol: &'static str,
+    /// Whether each connection had a call answered before its poll (`--warm`).
+    pub warm: bool,
     /// Long-polls open when measured.
     pub peers: usize,
     /// Server RSS before the peers connected, KiB.
@@ -75,6 +77,8 @@ pub struct IdleOptions {
     pub quiet: Duration,
     /// Twirp long-polls or gRPC-web streams.
     pub protocol: Protocol,
+    /// Have one call (`GET /_ping`) answered on each connection before its poll.
+    pub warm: bool,
 }
 
 impl IdleReport {
@@ -100,11 +104,12 @@ impl IdleReport {
             );
         }
         format!(
-            "idle ({server}, {store} store, {nodes} node(s)): {peers} peers waiting on {protocol}\n\
+            "idle ({server}, {store} store, {nodes} node(s)): {peers} peers waiting on {protocol}{warm}\n\
              \x20 server RSS        {before:>10} KiB -> {after} KiB\n\
              \x20 per idle peer     {per:>10.0} bytes ({kib:.1} KiB)\n{extra}",
             store = self.store,
             protocol = self.protocol,
+            warm = if self.warm { " (warm connections)" } else { "" },
             nodes = self.nodes.len(),
             server = self.server,
             peers = self.peers,
@@ -134,6 +139,7 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
         ref store,
         quiet,
         protocol,
+        warm,
     } = options;
     crate::process::ensure_open_files(peers as u64 + 64)?;
     if nodes > 1 && (stack_only || *store == Store::Memory) {
@@ -153,7 +159,15 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
     };
     // The longest poll the server allows, so none returns while they are counted.
     let servers = spawn_nodes(nodes, kind, &key, 120_000, peers, store).await?;
-    let result = measure(&servers, &key, peers, counters.as_mut(), quiet, protocol).await;
+    let result = measure(
+        &servers,
+        &key,
+        peers,
+        counters.as_mut(),
+        quiet,
+        (protocol, warm),
+    )
+    .await;
     for server in servers {
         server.stop().await;
     }
@@ -164,6 +178,7 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
         server: if stack_only { "pending" } else { "pulsebeam" },
         store: store.name(),
         protocol: protocol.name(),
+        warm,
         peers,
         rss_before_kib: before,
         rss_after_kib: after,
@@ -182,7 +197,7 @@ async fn measure(
     peers: usize,
     mut counters: Option<&mut RedisCounters>,
     quiet: Duration,
-    protocol: Protocol,
+    (protocol, warm): (Protocol, bool),
 ) -> Result<Measured, LoadError> {
     let count = servers.len().max(1);
     let mut requests = Vec::with_capacity(peers);
@@ -212,6 +227,9 @@ async fn measure(
     let mut sockets = Vec::with_capacity(peers);
     for (addr, request) in &requests {
         let mut socket = TcpStream::connect(addr).await?;
+        if warm {
+            ping(&mut socket, *addr).await?;
+        }
         socket.write_all(request).await?;
         sockets.push(socket);
     }
@@ -242,6 +260,22 @@ async fn measure(
         })
         .collect();
     Ok((nodes, redis_no_polls, redis_polls_open))
+}
+
+/// One `GET /_ping` answered on `socket` (the server's answer is `Pong`).
+async fn ping(socket: &mut TcpStream, addr: std::net::SocketAddr) -> Result<(), LoadError> {
+    socket
+        .write_all(format!("GET /_ping HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = Vec::with_capacity(512);
+    while !answer.ends_with(b"Pong") {
+        if answer.len() > 4096 || socket.read_buf(&mut answer).await? == 0 {
+            return Err(LoadError::Protocol(
+                "the server did not answer GET /_ping with Pong".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn recv_request(

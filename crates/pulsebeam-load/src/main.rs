@@ -3,7 +3,7 @@
 //! Exit codes: 0 done, 1 the run failed, 2 bad arguments.
 
 /// jemalloc keeps the server's memory per idle connection low (see BENCHMARKS.md).
-#[cfg(not(target_env = "msvc"))]
+#[cfg(not(any(target_env = "msvc", feature = "system-allocator")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -58,6 +58,10 @@ enum Command {
         /// Twirp long-polls or gRPC-web streams.
         #[arg(long, value_enum, default_value_t = relay::Protocol::Twirp)]
         protocol: relay::Protocol,
+        /// Each peer's connection first has one call answered (`GET /_ping`), as a client's
+        /// connection has once it polls again: the server's write buffer is then in use.
+        #[arg(long)]
+        warm: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
         /// With Redis: seconds over which Redis's commands per second are measured, once with no
@@ -186,6 +190,7 @@ async fn run(command: Command) -> Result<(), LoadError> {
             peers,
             stack_only,
             protocol,
+            warm,
             cluster,
             quiet,
             json,
@@ -197,6 +202,7 @@ async fn run(command: Command) -> Result<(), LoadError> {
                 store: cluster.store()?,
                 quiet: Duration::from_secs(quiet),
                 protocol,
+                warm,
             })
             .await?;
             print(json, report.table(), &report)

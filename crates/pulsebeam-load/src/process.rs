@@ -166,7 +166,16 @@ impl ServerProcess {
     ) -> Result<Self, LoadError> {
         let exe = std::env::current_exe()
             .map_err(|e| LoadError::ServerProcess(format!("cannot find this program: {e}")))?;
-        let mut child = Command::new(exe)
+        let mut command = match wrapper()? {
+            Some(mut words) => {
+                let program = words.remove(0);
+                let mut command = Command::new(program);
+                command.args(words).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .args(["server", "--kind", kind.name(), "--kid", key.kid()])
             .args(["--public-key", &key.public_key().to_hex()])
             .args(["--poll-timeout-ms", &poll_timeout_ms.to_string()])
@@ -239,6 +248,15 @@ impl ServerProcess {
         rss_kib(&format!("/proc/{}/status", self.pid))
     }
 
+    /// CPU time the server has used so far (user + system, all threads), in seconds.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Proc`] when `/proc/PID/stat` cannot be read or parsed.
+    pub fn cpu_seconds(&self) -> Result<f64, LoadError> {
+        cpu_seconds(&format!("/proc/{}/stat", self.pid))
+    }
+
     /// Asks the server to stop (closes its stdin) and waits up to 5 s before killing it.
     pub async fn stop(mut self) {
         drop(self.stdin.take());
@@ -248,6 +266,56 @@ impl ServerProcess {
         {
             let _ = self.child.kill().await;
         }
+    }
+}
+
+/// The environment variable naming a program (and its arguments, split at spaces) that runs the
+/// server child, e.g. `valgrind --tool=massif`: the child is then `PROGRAM ARGS... THIS_EXE server
+/// ...`, and the memory read is that program's process (valgrind runs the server in it).
+pub const SERVER_WRAPPER_ENV: &str = "PULSEBEAM_LOAD_SERVER_WRAPPER";
+
+fn wrapper() -> Result<Option<Vec<String>>, LoadError> {
+    match std::env::var(SERVER_WRAPPER_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(LoadError::ServerProcess(format!(
+            "{SERVER_WRAPPER_ENV} is not valid UTF-8; give a program and its arguments separated by spaces"
+        ))),
+        Ok(value) => {
+            let words: Vec<String> = value.split_whitespace().map(str::to_owned).collect();
+            Ok((!words.is_empty()).then_some(words))
+        }
+    }
+}
+
+/// Clock ticks per second of `/proc/PID/stat`'s times (`USER_HZ`, 100 on Linux whatever the
+/// kernel's own tick rate).
+const USER_HZ: f64 = 100.0;
+
+/// `utime + stime` of a `/proc/.../stat` file, in seconds.
+///
+/// # Errors
+///
+/// [`LoadError::Proc`] when the file cannot be read or its fields are not as expected.
+pub fn cpu_seconds(stat_path: &str) -> Result<f64, LoadError> {
+    let text = std::fs::read_to_string(stat_path).map_err(|source| LoadError::Proc {
+        what: "the server's /proc/PID/stat",
+        source,
+    })?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    let mut fields = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace())
+        .into_iter()
+        .flatten()
+        .skip(11);
+    let mut tick = || fields.next().and_then(|v| v.parse::<u64>().ok());
+    match (tick(), tick()) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / USER_HZ),
+        _ => Err(LoadError::Proc {
+            what: "utime and stime",
+            source: std::io::Error::other("unexpected /proc/PID/stat format"),
+        }),
     }
 }
 

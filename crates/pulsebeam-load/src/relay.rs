@@ -103,6 +103,11 @@ pub struct RelayReport {
     pub cross_node: u64,
     /// What Redis did from the first `Send` to the last delivery (Redis store only).
     pub redis: Option<RelayRedis>,
+    /// Server CPU seconds (user + system, summed over the nodes) from the first `Send` to the
+    /// last delivery.
+    pub server_cpu_s: f64,
+    /// Server CPU per delivered message, microseconds.
+    pub server_cpu_us_per_message: f64,
     /// Server RSS before the run, KiB (summed over the nodes).
     pub server_rss_before_kib: u64,
     /// Server RSS after the run, KiB (summed over the nodes).
@@ -154,6 +159,7 @@ impl RelayReport {
              \x20 latency max       {max:>10.2} ms\n\
              \x20 across nodes      {cross:>10}\n\
              {redis}\
+             \x20 server CPU        {cpu:>10.1} µs per message ({cpu_s:.2} s)\n\
              \x20 server RSS        {before:>10} KiB -> {after} KiB\n",
             nodes = self.nodes,
             store = self.store,
@@ -172,6 +178,8 @@ impl RelayReport {
             p90 = self.latency.p90_ms,
             p99 = self.latency.p99_ms,
             max = self.latency.max_ms,
+            cpu = self.server_cpu_us_per_message,
+            cpu_s = self.server_cpu_s,
             before = self.server_rss_before_kib,
             after = self.server_rss_after_kib,
         )
@@ -219,7 +227,8 @@ pub async fn run(options: RelayOptions) -> Result<RelayReport, LoadError> {
     .await?;
     let addrs: Vec<SocketAddr> = servers.iter().map(ServerProcess::addr).collect();
     let rss = || -> Result<u64, LoadError> { servers.iter().map(ServerProcess::rss_kib).sum() };
-    let result = drive(&addrs, &key, options, counters.as_mut(), rss).await;
+    let cpu = || -> Result<f64, LoadError> { servers.iter().map(ServerProcess::cpu_seconds).sum() };
+    let result = drive(&addrs, &key, options, counters.as_mut(), rss, cpu).await;
     for server in servers {
         server.stop().await;
     }
@@ -237,7 +246,7 @@ fn sender_node(i: usize, nodes: usize) -> usize {
 }
 
 /// Runs the pairs against nodes already listening on `addrs`; `rss_kib` reads their memory,
-/// `counters` (if any) the Redis they share.
+/// `cpu_seconds` the CPU time they have used, `counters` (if any) the Redis they share.
 ///
 /// # Errors
 ///
@@ -248,6 +257,7 @@ pub async fn drive(
     options: RelayOptions,
     mut counters: Option<&mut RedisCounters>,
     rss_kib: impl Fn() -> Result<u64, LoadError>,
+    cpu_seconds: impl Fn() -> Result<f64, LoadError>,
 ) -> Result<RelayReport, LoadError> {
     let pairs = options.pairs;
     let nodes = addrs.len().max(1);
@@ -295,6 +305,7 @@ pub async fn drive(
         None => None,
     };
 
+    let cpu_before = cpu_seconds()?;
     let interval = options
         .rate
         .map(|rate| Duration::from_secs_f64(pairs as f64 / rate.max(f64::MIN_POSITIVE)));
@@ -348,6 +359,7 @@ pub async fn drive(
         total.out_of_order += result.out_of_order;
         total.batches += result.batches;
     }
+    let server_cpu_s = cpu_seconds()? - cpu_before;
     let accepted: u64 = progress
         .iter()
         .map(|p| p.accepted.load(Ordering::SeqCst))
@@ -386,6 +398,8 @@ pub async fn drive(
         latency: Percentiles::of(&mut total.latencies),
         cross_node,
         redis,
+        server_cpu_s,
+        server_cpu_us_per_message: server_cpu_s * 1e6 / total.delivered.max(1) as f64,
         server_rss_before_kib: rss_before,
         server_rss_after_kib: rss_after,
     })

@@ -1,11 +1,14 @@
 //! The signaling listener's routes: the protocol adapters, `/_ping`, `/healthz`, `/metrics`,
 //! and the CORS layer in front of all of them.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::extract::{Request, State as AxumState};
 use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -24,9 +27,9 @@ pub(crate) fn router(state: &Arc<State>, extra: Option<&Router>) -> Router {
     if let Some(extra) = extra {
         router = router.merge(extra.clone());
     }
-    router
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(Arc::clone(state), cors))
+    router.fallback(not_found).layer(Cors {
+        state: Arc::clone(state),
+    })
 }
 
 /// Any other path: gRPC's `UNIMPLEMENTED` to a gRPC-web client (which reads nothing else),
@@ -101,22 +104,99 @@ fn allowed_headers(request: &HeaderMap) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static(ALLOWED_HEADERS))
 }
 
-async fn cors(AxumState(state): AxumState<Arc<State>>, request: Request, next: Next) -> Response {
-    let allowed = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|origin| state.live.load().cors.allow(origin));
-    let preflight = request.method() == HttpMethod::OPTIONS
-        && request
+/// The CORS layer: answers preflights and adds the `Access-Control-*` headers for allowed
+/// origins to every answer.
+///
+/// Written as a service rather than with `middleware::from_fn`, which boxes an async block
+/// (about 1 KiB) per request: a waiting long-poll keeps its call's futures for as long as it
+/// waits, and this one is only the route's future and the headers to add.
+#[derive(Clone)]
+struct Cors {
+    state: Arc<State>,
+}
+
+impl<S> tower::Layer<S> for Cors {
+    type Service = CorsService<S>;
+
+    fn layer(&self, inner: S) -> CorsService<S> {
+        CorsService {
+            inner,
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct CorsService<S> {
+    inner: S,
+    state: Arc<State>,
+}
+
+impl<S> tower::Service<Request> for CorsService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = CorsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let allowed = request
             .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let allow_headers = preflight.then(|| allowed_headers(request.headers()));
-    let mut response = if preflight {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        next.run(request).await
-    };
-    let headers = response.headers_mut();
+            .get(header::ORIGIN)
+            .and_then(|origin| self.state.live.load().cors.allow(origin));
+        let preflight = request.method() == HttpMethod::OPTIONS
+            && request
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let allow_headers = preflight.then(|| allowed_headers(request.headers()));
+        CorsFuture {
+            inner: (!preflight).then(|| self.inner.call(request)),
+            allowed,
+            allow_headers,
+        }
+    }
+}
+
+/// The answer of the wrapped route (none for a preflight), then the CORS headers.
+struct CorsFuture<F> {
+    inner: Option<F>,
+    allowed: Option<HeaderValue>,
+    allow_headers: Option<HeaderValue>,
+}
+
+impl<F> Future for CorsFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = match self.inner.as_mut() {
+            Some(inner) => match Pin::new(inner).poll(cx) {
+                Poll::Ready(Ok(response)) => response,
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => return Poll::Pending,
+            },
+            None => StatusCode::NO_CONTENT.into_response(),
+        };
+        let allowed = self.allowed.take();
+        let allow_headers = self.allow_headers.take();
+        add_cors_headers(response.headers_mut(), allowed, allow_headers);
+        Poll::Ready(Ok(response))
+    }
+}
+
+fn add_cors_headers(
+    headers: &mut HeaderMap,
+    allowed: Option<HeaderValue>,
+    allow_headers: Option<HeaderValue>,
+) {
     headers.append(header::VARY, HeaderValue::from_static("origin"));
     if let Some(origin) = allowed {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -136,5 +216,4 @@ async fn cors(AxumState(state): AxumState<Arc<State>>, request: Request, next: N
             );
         }
     }
-    response
 }

@@ -303,3 +303,50 @@ impl http_body::Body for AckOnEnd {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A server with one project, and a bearer header value for a peer `g`/`p` of it.
+    pub(crate) fn state_and_bearer() -> (Arc<State>, HeaderValue) {
+        let pair = pulsebeam_token::KeyPair::generate().unwrap();
+        let project = crate::ProjectConfig::new("p").with_key(pair.api_key(), &pair.public_key());
+        let server = crate::Server::new(crate::Config::default().with_project(project)).unwrap();
+        let claims = pulsebeam_token::PeerClaims::new("g", "p")
+            .unwrap()
+            .with_allow_policy(pulsebeam_token::PeerPolicy::allow_all());
+        let token = pulsebeam_token::AccessToken::new(pair.api_key(), &pair.api_secret())
+            .unwrap()
+            .create_token(&claims, 600)
+            .unwrap();
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        (Arc::clone(server.state()), bearer)
+    }
+
+    /// A waiting long-poll keeps its handler's future (boxed by the router) for as long as it
+    /// waits; with the connection it is what an idle poll costs (BENCHMARKS.md), so it must not
+    /// grow unnoticed.
+    #[tokio::test]
+    async fn a_waiting_long_poll_keeps_a_small_future() {
+        let (state, bearer) = state_and_bearer();
+        let mut caller = state.admit(Some(bearer), None).unwrap();
+        let wait = Duration::from_secs(1);
+        let poll = call::poll(&state, &mut caller, 20, wait, call::Batching::Window);
+        println!("call::poll future: {} bytes", std::mem::size_of_val(&poll));
+        drop(poll);
+        let handle = handle(&state, Method::Recv, Request::new(Body::empty()));
+        println!(
+            "twirp::handle future: {} bytes",
+            std::mem::size_of_val(&handle)
+        );
+        drop(handle);
+        let recv = twirp(AxumState(state), Method::Recv, Request::new(Body::empty()));
+        let size = std::mem::size_of_val(&recv);
+        println!("Twirp Recv handler future: {size} bytes");
+        assert!(
+            size <= 1792,
+            "the Twirp handler's future takes {size} bytes"
+        );
+    }
+}

@@ -102,11 +102,7 @@ pub(crate) fn respond(
         last_frame: now,
         ended: false,
     };
-    let body = futures_util::stream::unfold(stream, |mut stream| async move {
-        let frame = stream.next().await?;
-        Some((Ok::<_, Infallible>(frame), stream))
-    });
-    let mut response = Response::new(Body::from_stream(body));
+    let mut response = Response::new(Body::from_stream(frames(stream)));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -115,6 +111,14 @@ pub(crate) fn respond(
     // nginx buffers proxied answers unless told otherwise; a stream must go out frame by frame.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// The stream's frames, as the response body: what an open stream keeps while it waits.
+fn frames(stream: Stream) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
+    futures_util::stream::unfold(stream, |mut stream| async move {
+        let frame = stream.next().await?;
+        Some((Ok::<_, Infallible>(frame), stream))
+    })
 }
 
 /// `RecvResp{msg}` in a data frame, from the stored message bytes as they are.
@@ -225,5 +229,38 @@ impl Stream {
         }
         self.ended = true;
         self.frames.push_back(frame::trailer(code, message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An open stream keeps its body (the stream's state and the future of its next frame)
+    /// for as long as it stays open: with the connection it is what an idle stream costs
+    /// (BENCHMARKS.md), so it must not grow unnoticed.
+    #[tokio::test]
+    async fn an_open_stream_keeps_a_small_body() {
+        let (state, bearer) = crate::twirp::tests::state_and_bearer();
+        let caller = state.admit(Some(bearer), None).unwrap();
+        let stream = Stream {
+            _online: Online::begin(&state, &caller),
+            state: Arc::clone(&state),
+            caller,
+            conn_id: 20,
+            deadline: Instant::now(),
+            keepalive: Duration::from_secs(1),
+            confirm_after: CONFIRM_AFTER,
+            frames: VecDeque::new(),
+            batch_ack: None,
+            unconfirmed: VecDeque::new(),
+            last_frame: Instant::now(),
+            ended: false,
+        };
+        let stream_size = std::mem::size_of_val(&stream);
+        let frames = frames(stream);
+        let size = std::mem::size_of_val(&frames);
+        println!("gRPC-web Recv stream state: {stream_size} bytes, with its next frame's future: {size} bytes");
+        assert!(size <= 1536, "an open stream's body takes {size} bytes");
     }
 }

@@ -6,12 +6,14 @@
 mod tls;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -77,7 +79,7 @@ pub(crate) async fn serve_router(
         // Small request/response pairs: do not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         // Every request of the connection carries the client's address (for the audit trail).
-        let service = router.clone().layer(axum::Extension(RemoteAddr(remote)));
+        let service = WithRemote::new(&router, remote);
         // HTTPS: the TLS connection, HTTP/1.1 or HTTP/2, holds the permit until it ends.
         if let Some(tls) = &tls {
             let serving = Arc::clone(tls).serve(tcp, service, draining.subscribe());
@@ -87,8 +89,7 @@ pub(crate) async fn serve_router(
             });
             continue;
         }
-        let connection =
-            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+        let connection = http.serve_connection(TokioIo::new(tcp), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // Errors here are one client's broken or timed-out connection.
@@ -115,4 +116,41 @@ pub(crate) async fn serve_router(
         );
     }
     Ok(())
+}
+
+/// The router as one connection's service: every request gets the client's address as a
+/// [`RemoteAddr`] extension on its way in.
+///
+/// A connection holds only a clone of the shared router (a reference count) and the address;
+/// layering the router per connection (`router.layer(Extension(..))`) would instead rebuild
+/// every route of the table for each connection and keep that copy for as long as it stays open,
+/// which is most of an idle long-poll's memory.
+#[derive(Clone)]
+pub(crate) struct WithRemote {
+    router: TowerToHyperService<Router>,
+    remote: SocketAddr,
+}
+
+impl WithRemote {
+    pub(crate) fn new(router: &Router, remote: SocketAddr) -> Self {
+        WithRemote {
+            router: TowerToHyperService::new(router.clone()),
+            remote,
+        }
+    }
+}
+
+impl<B> hyper::service::Service<Request<B>> for WithRemote
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = TowerToHyperServiceFuture<Router, Request<B>>;
+
+    fn call(&self, mut request: Request<B>) -> Self::Future {
+        request.extensions_mut().insert(RemoteAddr(self.remote));
+        self.router.call(request)
+    }
 }

@@ -8,11 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -64,7 +62,7 @@ impl TlsServing {
     pub(crate) async fn serve(
         self: Arc<Self>,
         tcp: TcpStream,
-        router: Router,
+        inner: super::WithRemote,
         shutdown: watch::Receiver<bool>,
     ) {
         let handshake = tokio::time::timeout(self.idle_timeout, self.handshake(tcp));
@@ -89,7 +87,6 @@ impl TlsServing {
 
         let (busy, in_progress) = watch::channel(0_usize);
         let busy = Arc::new(busy);
-        let inner = TowerToHyperService::new(router);
         let service = hyper::service::service_fn(move |request| {
             let guard = Busy::enter(&busy);
             let response = inner.call(request);
