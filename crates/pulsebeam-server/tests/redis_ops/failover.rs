@@ -193,6 +193,7 @@ async fn measure_on(mut set: impl Killable, config: pulsebeam_server::StoreConfi
                 wait: Duration::from_millis(500),
                 batch_window: Duration::ZERO,
                 max_messages: 256,
+                takeover: true,
             };
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match receiver.poll(bob(), 100, wait).await {

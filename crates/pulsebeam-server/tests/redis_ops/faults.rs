@@ -34,12 +34,14 @@ const NOW: PollOptions = PollOptions {
     wait: Duration::ZERO,
     batch_window: Duration::ZERO,
     max_messages: 64,
+    takeover: true,
 };
 
 const LONG_POLL: PollOptions = PollOptions {
     wait: Duration::from_secs(20),
     batch_window: Duration::ZERO,
     max_messages: 64,
+    takeover: true,
 };
 
 async fn healthz(server: &Server) -> (StatusCode, String) {

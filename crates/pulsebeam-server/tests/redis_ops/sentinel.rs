@@ -85,6 +85,7 @@ const NOW: PollOptions = PollOptions {
     wait: Duration::ZERO,
     batch_window: Duration::ZERO,
     max_messages: 64,
+    takeover: true,
 };
 
 /// A node on Sentinel serves; the master is failed over while it sends; it follows the new

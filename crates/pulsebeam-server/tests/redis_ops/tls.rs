@@ -65,6 +65,7 @@ const NOW: PollOptions = PollOptions {
     wait: Duration::ZERO,
     batch_window: Duration::ZERO,
     max_messages: 64,
+    takeover: true,
 };
 
 async fn relays(store: &RedisStore) {
