@@ -254,24 +254,45 @@ async fn bad_route(request: Request) -> Response {
     .into_response()
 }
 
-/// Acknowledges the messages of a `Recv` response to the store once hyper has taken the whole
-/// body for writing; a response that is dropped before that is not acknowledged, so its
-/// messages are handed out again, first, to the connection's next `Recv`.
+/// Acknowledges the messages of a `Recv` response to the store before the client can have the
+/// whole answer: the body goes out but for its last byte, the acknowledgement is stored, then
+/// the last byte follows. A client that reads the answer and polls again at once (on this node
+/// or another) so never finds its batch still reserved, which a new `Recv` would take over and
+/// get twice. A response dropped before its last frame is not acknowledged, so its messages are
+/// handed out again, first, to the connection's next `Recv`.
 fn ack_when_sent(response: Response, state: Arc<State>, ack: call::PendingAck) -> Response {
     let (parts, body) = response.into_parts();
-    let body = AckOnEnd {
+    let body = AckBeforeLastByte {
         body,
         ack: Some((state, ack)),
+        acking: None,
+        last: None,
+        done: false,
     };
     Response::from_parts(parts, Body::new(body))
 }
 
-struct AckOnEnd {
+type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+struct AckBeforeLastByte {
     body: Body,
     ack: Option<(Arc<State>, call::PendingAck)>,
+    /// The acknowledgement under way, once all but the last byte went to hyper.
+    acking: Option<AckFuture>,
+    /// The byte held back until the acknowledgement is stored.
+    last: Option<Bytes>,
+    done: bool,
 }
 
-impl http_body::Body for AckOnEnd {
+impl AckBeforeLastByte {
+    fn start_ack(&mut self) {
+        if let Some((state, ack)) = self.ack.take() {
+            self.acking = Some(Box::pin(async move { ack.send(&state).await }));
+        }
+    }
+}
+
+impl http_body::Body for AckBeforeLastByte {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -279,27 +300,65 @@ impl http_body::Body for AckOnEnd {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        // hyper takes the last frame for writing (and may not poll again once the content
-        // length is reached): the whole answer is then on its way.
-        let last = match &frame {
-            std::task::Poll::Ready(None) => true,
-            std::task::Poll::Ready(Some(Ok(_))) => self.body.is_end_stream(),
-            _ => false,
-        };
-        if last {
-            if let Some((state, ack)) = self.ack.take() {
-                tokio::spawn(async move { ack.send(&state).await });
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if let Some(acking) = this.acking.as_mut() {
+                if acking.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.acking = None;
+            }
+            if let Some(last) = this.last.take() {
+                this.done = true;
+                return Poll::Ready(Some(Ok(http_body::Frame::data(last))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) if this.body.is_end_stream() => {
+                    match frame.into_data() {
+                        Ok(mut data) if !data.is_empty() => {
+                            // The last data frame: all of it but one byte now, that byte once
+                            // the acknowledgement is stored.
+                            this.last = Some(data.split_off(data.len() - 1));
+                            this.start_ack();
+                            if !data.is_empty() {
+                                return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+                            }
+                        }
+                        Ok(_) => this.start_ack(),
+                        Err(frame) => {
+                            this.start_ack();
+                            this.done = true;
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.start_ack();
+                    if this.acking.is_none() {
+                        this.done = true;
+                        return Poll::Ready(None);
+                    }
+                    this.done = true;
+                }
+                other => return other,
             }
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.done && self.last.is_none() && self.acking.is_none()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
+        if self.done || self.last.is_some() {
+            return http_body::SizeHint::with_exact(
+                self.last.as_ref().map_or(0, |b| b.len() as u64),
+            );
+        }
         self.body.size_hint()
     }
 }
