@@ -52,8 +52,9 @@
 //!
 //! **At-least-once hand-out.** Messages a poll returns are *reserved*, not deleted, under the
 //! returned [`Receipt`]. The server calls [`MailboxStore::ack`] once the HTTP response carrying
-//! them has been handed to the client (for a stream: once a later frame went out, or shortly
-//! after); acknowledged messages are deleted. What is reserved and not acknowledged comes back,
+//! them has been handed to the client (for a long-poll: before the answer's last byte goes out,
+//! so a client cannot poll again before it; for a stream: once a later frame went out, or
+//! shortly after); acknowledged messages are deleted. What is reserved and not acknowledged comes back,
 //! before any newer message, in two ways:
 //!
 //! - a poll with [`PollOptions::takeover`] (every new `Recv`) first takes back everything the
