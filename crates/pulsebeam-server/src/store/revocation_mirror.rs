@@ -107,18 +107,9 @@ impl RevocationStore for MirroredRevocations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::revoke::RevocationTarget;
     use crate::store::conformance::revocations as suite;
     use std::collections::HashMap;
     use std::sync::Mutex;
-
-    fn peer(p: &str) -> RevocationTarget {
-        RevocationTarget::Peer {
-            project: "main".into(),
-            group: "g".into(),
-            peer: p.into(),
-        }
-    }
 
     #[tokio::test]
     async fn conformance_mirrored() {
@@ -142,7 +133,7 @@ mod tests {
     async fn what_the_shared_store_lost_is_put_back_from_the_state_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        let bob = Revocation::new(peer("bob"), 2_000, 1_000);
+        let bob = Revocation::new(suite::peer("g", "bob"), 2_000, 1_000);
         let first = MirroredRevocations::new(
             Arc::new(LocalRevocations::in_memory()),
             LocalRevocations::with_state_file(&path, 1_000).unwrap(),
@@ -170,10 +161,13 @@ mod tests {
             Arc::clone(&shared) as Arc<dyn RevocationStore>,
             LocalRevocations::with_state_file(&path, 1_000).unwrap(),
         );
-        node.put(&Revocation::new(peer("bob"), 2_000, 1_000), 1_000)
-            .await
-            .unwrap();
-        let longer = Revocation::new(peer("bob"), 3_000, 1_010);
+        node.put(
+            &Revocation::new(suite::peer("g", "bob"), 2_000, 1_000),
+            1_000,
+        )
+        .await
+        .unwrap();
+        let longer = Revocation::new(suite::peer("g", "bob"), 3_000, 1_010);
         shared.put(&longer, 1_010).await.unwrap();
         assert_eq!(
             node.list(1_020).await.unwrap(),

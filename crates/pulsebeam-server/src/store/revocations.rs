@@ -291,14 +291,6 @@ mod tests {
     use crate::store::conformance::revocations as suite;
     use std::sync::Arc;
 
-    fn peer(p: &str) -> RevocationTarget {
-        RevocationTarget::Peer {
-            project: "main".into(),
-            group: "g".into(),
-            peer: p.into(),
-        }
-    }
-
     #[tokio::test]
     async fn conformance_in_memory() {
         let stores: Mutex<HashMap<String, Arc<LocalRevocations>>> = Mutex::default();
@@ -335,8 +327,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let set = LocalRevocations::with_state_file(&path, 1_000).unwrap();
-        set.put_now(&Revocation::new(peer("bob"), 2_000, 1_000), 1_000)
-            .unwrap();
+        set.put_now(
+            &Revocation::new(suite::peer("g", "bob"), 2_000, 1_000),
+            1_000,
+        )
+        .unwrap();
         let jti = RevocationTarget::Token {
             project: "main".into(),
             jti: "t-1".into(),
@@ -348,7 +343,7 @@ mod tests {
         let reloaded = LocalRevocations::with_state_file(&path, 1_600).unwrap();
         let held = reloaded.in_force(1_600);
         assert_eq!(held.len(), 1);
-        assert_eq!(held[0].target, peer("bob"));
+        assert_eq!(held[0].target, suite::peer("g", "bob"));
         assert_eq!(held[0].until, 2_000);
     }
 
@@ -358,7 +353,10 @@ mod tests {
         let path = dir.path().join("missing-dir").join("state.json");
         let set = LocalRevocations::with_state_file(&path, 0).unwrap();
         let err = set
-            .put_now(&Revocation::new(peer("bob"), 2_000, 1_000), 1_000)
+            .put_now(
+                &Revocation::new(suite::peer("g", "bob"), 2_000, 1_000),
+                1_000,
+            )
             .unwrap_err();
         assert!(matches!(err, RevocationError::StateFile { .. }), "{err}");
         assert!(err.to_string().contains("writable"), "{err}");

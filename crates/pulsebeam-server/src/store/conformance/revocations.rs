@@ -15,7 +15,8 @@ pub type Factory = Arc<dyn Fn(&str) -> Arc<dyn RevocationStore> + Send + Sync>;
 /// A test of the suite.
 pub type Test = fn(Factory) -> BoxFuture<'static, ()>;
 
-fn peer(group: &str, peer: &str) -> RevocationTarget {
+/// A peer of the suite's project, for the suites' callers' own tests too.
+pub fn peer(group: &str, peer: &str) -> RevocationTarget {
     RevocationTarget::Peer {
         project: "p".into(),
         group: group.into(),
