@@ -20,6 +20,7 @@ use crate::call::{self, message, Online};
 use crate::code::{CallError, Code};
 use crate::metrics::{Method, Protocol};
 use crate::proto::{PrepareReq, RecvReq, SendResp};
+use crate::serve::{start_now, AfterWrite};
 use crate::state::{remote_of, State};
 
 /// The Twirp path prefix of the service; the client's `baseUrl` is the origin plus `/twirp`.
@@ -192,6 +193,7 @@ async fn handle(
     }
     let encoding = Encoding::of(request.headers())?;
     let remote = remote_of(request.extensions());
+    let after = request.extensions().get::<Arc<AfterWrite>>().cloned();
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
     let mut caller = state.admit(authorization, remote)?;
     let limits = &caller.live.config.limits;
@@ -231,7 +233,7 @@ async fn handle(
                 }
             };
             Ok(match handout.ack {
-                Some(ack) => ack_when_sent(response, Arc::clone(state), ack),
+                Some(ack) => ack_when_written(response, Arc::clone(state), ack, after),
                 None => response,
             })
         }
@@ -254,45 +256,48 @@ async fn bad_route(request: Request) -> Response {
     .into_response()
 }
 
-/// Acknowledges the messages of a `Recv` response to the store before the client can have the
-/// whole answer: the body goes out but for its last byte, the acknowledgement is stored, then
-/// the last byte follows. A client that reads the answer and polls again at once (on this node
-/// or another) so never finds its batch still reserved, which a new `Recv` would take over and
-/// get twice. A response dropped before its last frame is not acknowledged, so its messages are
-/// handed out again, first, to the connection's next `Recv`.
-fn ack_when_sent(response: Response, state: Arc<State>, ack: call::PendingAck) -> Response {
+/// Acknowledges the messages of a `Recv` response to the store once the whole answer is
+/// written to the connection (in the kernel's send buffer; see [`AfterWrite`]), not earlier: a
+/// server killed before that hands the batch out again, first, to the connection's next `Recv`
+/// instead of losing it. The acknowledgement is issued on the spot, before the client can have
+/// the answer and poll again, so a new `Recv` on this node finds the batch acknowledged and does
+/// not take it over. A response dropped before its last frame is written is not acknowledged.
+fn ack_when_written(
+    response: Response,
+    state: Arc<State>,
+    ack: call::PendingAck,
+    after: Option<Arc<AfterWrite>>,
+) -> Response {
     let (parts, body) = response.into_parts();
-    let body = AckBeforeLastByte {
+    let body = AckOnWritten {
         body,
-        ack: Some((state, ack)),
-        acking: None,
-        last: None,
-        done: false,
+        ack: Some((state, ack, after)),
     };
     Response::from_parts(parts, Body::new(body))
 }
 
-type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-struct AckBeforeLastByte {
+struct AckOnWritten {
     body: Body,
-    ack: Option<(Arc<State>, call::PendingAck)>,
-    /// The acknowledgement under way, once all but the last byte went to hyper.
-    acking: Option<AckFuture>,
-    /// The byte held back until the acknowledgement is stored.
-    last: Option<Bytes>,
-    done: bool,
+    ack: Option<(Arc<State>, call::PendingAck, Option<Arc<AfterWrite>>)>,
 }
 
-impl AckBeforeLastByte {
-    fn start_ack(&mut self) {
-        if let Some((state, ack)) = self.ack.take() {
-            self.acking = Some(Box::pin(async move { ack.send(&state).await }));
+impl AckOnWritten {
+    /// hyper took the last frame: the acknowledgement waits for it to be written.
+    fn taken(&mut self) {
+        let Some((state, ack, after)) = self.ack.take() else {
+            return;
+        };
+        let work = move || start_now(async move { ack.send(&state).await });
+        match after {
+            Some(after) => after.push(work),
+            // Served without the serving loop (a test's router): nothing tells when it is
+            // written.
+            None => work(),
         }
     }
 }
 
-impl http_body::Body for AckBeforeLastByte {
+impl http_body::Body for AckOnWritten {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -300,65 +305,25 @@ impl http_body::Body for AckBeforeLastByte {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        use std::task::Poll;
-        let this = &mut *self;
-        loop {
-            if let Some(acking) = this.acking.as_mut() {
-                if acking.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                this.acking = None;
-            }
-            if let Some(last) = this.last.take() {
-                this.done = true;
-                return Poll::Ready(Some(Ok(http_body::Frame::data(last))));
-            }
-            if this.done {
-                return Poll::Ready(None);
-            }
-            match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) if this.body.is_end_stream() => {
-                    match frame.into_data() {
-                        Ok(mut data) if !data.is_empty() => {
-                            // The last data frame: all of it but one byte now, that byte once
-                            // the acknowledgement is stored.
-                            this.last = Some(data.split_off(data.len() - 1));
-                            this.start_ack();
-                            if !data.is_empty() {
-                                return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
-                            }
-                        }
-                        Ok(_) => this.start_ack(),
-                        Err(frame) => {
-                            this.start_ack();
-                            this.done = true;
-                            return Poll::Ready(Some(Ok(frame)));
-                        }
-                    }
-                }
-                Poll::Ready(None) => {
-                    this.start_ack();
-                    if this.acking.is_none() {
-                        this.done = true;
-                        return Poll::Ready(None);
-                    }
-                    this.done = true;
-                }
-                other => return other,
-            }
+        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        // hyper takes the last frame for writing (and may not poll again once the content
+        // length is reached).
+        let last = match &frame {
+            std::task::Poll::Ready(None) => true,
+            std::task::Poll::Ready(Some(Ok(_))) => self.body.is_end_stream(),
+            _ => false,
+        };
+        if last {
+            self.taken();
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.last.is_none() && self.acking.is_none()
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        if self.done || self.last.is_some() {
-            return http_body::SizeHint::with_exact(
-                self.last.as_ref().map_or(0, |b| b.len() as u64),
-            );
-        }
         self.body.size_hint()
     }
 }

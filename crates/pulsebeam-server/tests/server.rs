@@ -54,10 +54,18 @@ impl Harness {
     }
 
     async fn start_config(config: Config, pair: KeyPair) -> Self {
+        Self::start_built(config, pair, |builder| builder).await
+    }
+
+    /// A server whose builder `build` adjusts (a store of the test's own, ...).
+    async fn start_built(
+        config: Config,
+        pair: KeyPair,
+        build: impl FnOnce(pulsebeam_server::ServerBuilder) -> pulsebeam_server::ServerBuilder,
+    ) -> Self {
         let now = Arc::new(AtomicU64::new(T0));
         let clock_now = Arc::clone(&now);
-        let server = Server::builder(config)
-            .clock(move || clock_now.load(Ordering::SeqCst))
+        let server = build(Server::builder(config).clock(move || clock_now.load(Ordering::SeqCst)))
             .build()
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -412,6 +420,7 @@ async fn recv_n(peer: &Peer, n: usize) -> Vec<Message> {
 
 mod relay {
     use super::*;
+    use pulsebeam_server::store;
 
     #[tokio::test]
     async fn two_peers_exchange_join_signal_ack_bye_in_order() {
@@ -458,6 +467,155 @@ mod relay {
         assert_eq!(payload_of(&at_alice[1]), &bye());
         let at_bob = recv_n(&bob, 1).await;
         assert_eq!(payload_of(&at_bob[0]), &bye());
+    }
+
+    /// A long-poll's answer counts as delivered once it is written to the connection, not when
+    /// the server took it for writing: a batch stuck behind a client that does not read (or a
+    /// server killed before the bytes left it) is handed out again, first, to the next `Recv`.
+    #[tokio::test]
+    async fn an_answer_not_yet_written_is_handed_out_again_to_the_next_recv() {
+        use tokio::io::AsyncWriteExt as _;
+        const PAYLOAD: usize = 1 << 20;
+        let h = Harness::start_with(|c| {
+            c.limits.max_payload_bytes = PAYLOAD + 1024;
+            c.limits.max_body_bytes = PAYLOAD + 16 * 1024;
+        })
+        .await;
+        let alice = h.peer("room", "alice", 100);
+        let bob = h.peer("room", "bob", 200);
+        // 12 MiB: more than the server's socket send buffer can take (4 MiB at most on Linux
+        // by default) and the stuck client's small receive buffer.
+        let big = "x".repeat(PAYLOAD);
+        for seq in 1..=12 {
+            alice.send_ok(&bob.info, seq, true, offer(&big)).await;
+        }
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stuck = socket.connect(h.addr).await.unwrap();
+        let body = RecvReq {
+            src: Some(bob.info.clone()),
+        }
+        .encode_to_vec();
+        let head = format!(
+            "POST /twirp/pulsebeam.v1.Tunnel/Recv HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\ncontent-type: application/protobuf\r\ncontent-length: {}\r\n\r\n",
+            h.addr,
+            bob.token,
+            body.len()
+        );
+        stuck.write_all(head.as_bytes()).await.unwrap();
+        stuck.write_all(&body).await.unwrap();
+        // The stuck poll takes the batch and starts writing it; it never gets far.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let got = bob.recv().await;
+        let seqs: Vec<u32> = got
+            .iter()
+            .map(|m| m.header.as_ref().unwrap().seqnum)
+            .collect();
+        assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+        drop(stuck);
+        // Acknowledged now: nothing comes twice.
+        assert!(bob.recv().await.is_empty());
+    }
+
+    /// The memory store, with acknowledgements held until the test lets them through.
+    struct HeldAcks {
+        inner: pulsebeam_server::MemoryStore,
+        release: Arc<tokio::sync::Semaphore>,
+        started: Arc<AtomicU64>,
+    }
+
+    impl pulsebeam_server::MailboxStore for HeldAcks {
+        fn deliver<'a>(
+            &'a self,
+            dst: store::PeerAddr<'a>,
+            conn_id: u32,
+            envelope: store::Envelope,
+        ) -> store::BoxFuture<'a, Result<(), store::StoreError>> {
+            self.inner.deliver(dst, conn_id, envelope)
+        }
+
+        fn poll<'a>(
+            &'a self,
+            me: store::PeerAddr<'a>,
+            conn_id: u32,
+            options: store::PollOptions,
+        ) -> store::BoxFuture<'a, Result<store::Polled, store::StoreError>> {
+            self.inner.poll(me, conn_id, options)
+        }
+
+        fn ack<'a>(
+            &'a self,
+            me: store::PeerAddr<'a>,
+            conn_id: u32,
+            receipt: store::Receipt,
+        ) -> store::BoxFuture<'a, Result<(), store::StoreError>> {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                let _permit = self.release.acquire().await;
+                self.inner.ack(me, conn_id, receipt).await
+            })
+        }
+
+        fn online<'a>(
+            &'a self,
+            project: &'a str,
+        ) -> store::BoxFuture<'a, Result<Vec<pulsebeam_server::OnlineConnection>, store::StoreError>>
+        {
+            self.inner.online(project)
+        }
+
+        fn stats(&self) -> store::BoxFuture<'_, Result<store::StoreStats, store::StoreError>> {
+            self.inner.stats()
+        }
+
+        fn health(&self) -> store::BoxFuture<'_, Result<(), store::StoreError>> {
+            self.inner.health()
+        }
+    }
+
+    /// The client has the whole answer before its acknowledgement is stored: a server killed
+    /// while the store takes the acknowledgement cannot leave the client without the batch
+    /// that the store then counts as delivered.
+    #[tokio::test]
+    async fn the_whole_answer_is_out_before_its_acknowledgement_is_stored() {
+        let pair = KeyPair::generate().unwrap();
+        let mut config = Config::default()
+            .with_project(ProjectConfig::new("main").with_key(pair.api_key(), &pair.public_key()));
+        config.limits.poll_timeout_ms = 2_000;
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let started = Arc::new(AtomicU64::new(0));
+        let store = HeldAcks {
+            inner: pulsebeam_server::MemoryStore::new(&config.limits, Duration::from_secs(5))
+                .unwrap(),
+            release: Arc::clone(&release),
+            started: Arc::clone(&started),
+        };
+        let h = Harness::start_built(config, pair, |b| b.store(store)).await;
+        let alice = h.peer("room", "alice", 100);
+        let bob = h.peer("room", "bob", 200);
+        alice.send_ok(&bob.info, 1, true, offer("v=0")).await;
+        let got = tokio::time::timeout(Duration::from_secs(10), bob.recv())
+            .await
+            .expect("the answer waited for its acknowledgement to be stored");
+        assert_eq!(got.len(), 1);
+        assert_eq!(payload_of(&got[0]), &offer("v=0"));
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            1,
+            "the acknowledgement is under way"
+        );
+        release.add_permits(1);
+        for _ in 0..500 {
+            let metrics = http(h.addr, "GET", "/metrics", &[], Vec::new()).await;
+            if String::from_utf8_lossy(&metrics.body)
+                .contains("pulsebeam_messages_delivered_total 1\n")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Stored: the next poll gets nothing twice.
+        assert!(bob.recv().await.is_empty());
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! request, and a graceful drain on shutdown.
 
 mod tls;
+mod written;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,8 +20,10 @@ use tokio::sync::watch;
 
 use crate::config::{Limits, MIN_HEADER_BYTES};
 use crate::state::RemoteAddr;
+use written::WrittenIo;
 
 pub(crate) use tls::TlsServing;
+pub(crate) use written::{start_now, AfterWrite};
 
 /// Serves `router` on `listener` until `stop` completes, then calls `on_stop`, stops accepting
 /// and drains: open calls get up to `limits.shutdown_grace_secs` to finish.
@@ -78,18 +81,20 @@ pub(crate) async fn serve_router(
         };
         // Small request/response pairs: do not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        // Every request of the connection carries the client's address (for the audit trail).
-        let service = WithRemote::new(&router, remote);
+        // Every request of the connection carries the client's address (for the audit trail)
+        // and the connection's work to run once its answers are written.
+        let after = Arc::new(AfterWrite::default());
+        let service = WithRemote::new(&router, remote, Arc::clone(&after));
         // HTTPS: the TLS connection, HTTP/1.1 or HTTP/2, holds the permit until it ends.
         if let Some(tls) = &tls {
-            let serving = Arc::clone(tls).serve(tcp, service, draining.subscribe());
+            let serving = Arc::clone(tls).serve(tcp, service, after, draining.subscribe());
             tokio::spawn(async move {
                 serving.await;
                 drop(permit);
             });
             continue;
         }
-        let connection = http.serve_connection(TokioIo::new(tcp), service);
+        let connection = http.serve_connection(TokioIo::new(WrittenIo::new(tcp, after)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // Errors here are one client's broken or timed-out connection.
@@ -119,7 +124,7 @@ pub(crate) async fn serve_router(
 }
 
 /// The router as one connection's service: every request gets the client's address as a
-/// [`RemoteAddr`] extension on its way in.
+/// [`RemoteAddr`] extension on its way in, and the connection's [`AfterWrite`].
 ///
 /// A connection holds only a clone of the shared router (a reference count) and the address;
 /// layering the router per connection (`router.layer(Extension(..))`) would instead rebuild
@@ -129,13 +134,15 @@ pub(crate) async fn serve_router(
 pub(crate) struct WithRemote {
     router: TowerToHyperService<Router>,
     remote: SocketAddr,
+    after: Arc<AfterWrite>,
 }
 
 impl WithRemote {
-    pub(crate) fn new(router: &Router, remote: SocketAddr) -> Self {
+    pub(crate) fn new(router: &Router, remote: SocketAddr, after: Arc<AfterWrite>) -> Self {
         WithRemote {
             router: TowerToHyperService::new(router.clone()),
             remote,
+            after,
         }
     }
 }
@@ -151,6 +158,7 @@ where
 
     fn call(&self, mut request: Request<B>) -> Self::Future {
         request.extensions_mut().insert(RemoteAddr(self.remote));
+        request.extensions_mut().insert(Arc::clone(&self.after));
         self.router.call(request)
     }
 }

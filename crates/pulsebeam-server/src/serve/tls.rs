@@ -63,6 +63,7 @@ impl TlsServing {
         self: Arc<Self>,
         tcp: TcpStream,
         inner: super::WithRemote,
+        after: Arc<super::AfterWrite>,
         shutdown: watch::Receiver<bool>,
     ) {
         let handshake = tokio::time::timeout(self.idle_timeout, self.handshake(tcp));
@@ -96,7 +97,9 @@ impl TlsServing {
                 response
             }
         });
-        let connection = self.http.serve_connection(TokioIo::new(stream), service);
+        let connection = self
+            .http
+            .serve_connection(TokioIo::new(super::WrittenIo::new(stream, after)), service);
         tokio::pin!(connection);
         let ended = tokio::select! {
             ended = connection.as_mut() => Some(ended),
