@@ -185,6 +185,10 @@ impl RedisConnection {
     pub(crate) async fn run<C: ScriptCall>(&self, call: C) -> Result<C::Reply, StoreError> {
         let name = C::SPEC.name;
         let (keys, args) = call.into_parts();
+        // One peer's scripts take one connection, so Redis runs them in the order this node
+        // issued them: the acknowledgement of an answer, issued as it is written, comes before
+        // the client's next poll, which only the answer can have prompted.
+        let affinity = keys.first().map(|key| affinity_of(key));
         // Accepting mail waits for replicas when `store.wait_replicas` asks for it: `WAIT` on
         // the connection that ran the script covers its writes.
         let replicate = self
@@ -192,7 +196,7 @@ impl RedisConnection {
             .replication
             .filter(|_| name == super::scripts::Deliver::SPEC.name);
         let reply: Value = self
-            .bounded(name, |client| async move {
+            .bounded_on(affinity, name, |client| async move {
                 let reply = C::script().evalsha_with_reload(client, keys, args).await?;
                 if let Some(Replication { replicas, timeout_ms }) = replicate {
                     let acknowledged: i64 = client.wait(replicas, timeout_ms).await?;
@@ -272,6 +276,20 @@ impl RedisConnection {
         F: FnOnce(&'a Client) -> Fut,
         Fut: Future<Output = Result<T, FredError>> + 'a,
     {
+        self.bounded_on(None, what, op).await
+    }
+
+    /// [`Self::bounded`] on the pool's client for `affinity` (any one for `None`).
+    async fn bounded_on<'a, T, F, Fut>(
+        &'a self,
+        affinity: Option<u64>,
+        what: &str,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(&'a Client) -> Fut,
+        Fut: Future<Output = Result<T, FredError>> + 'a,
+    {
         let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
         let timed_out = || {
             StoreError::Unavailable(format!(
@@ -285,7 +303,13 @@ impl RedisConnection {
         {
             return Err(timed_out());
         }
-        let client = self.inner.pool.next();
+        let clients = self.inner.pool.clients();
+        let client = affinity
+            .and_then(|affinity| {
+                let len = u64::try_from(clients.len()).ok()?;
+                clients.get(usize::try_from(affinity.checked_rem(len)?).ok()?)
+            })
+            .unwrap_or_else(|| self.inner.pool.next());
         match tokio::time::timeout_at(deadline, op(client)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
@@ -319,6 +343,13 @@ impl RedisConnection {
             }
         });
     }
+}
+
+/// Which of the pool's connections carries the calls on `key` (FNV-1a: stable, spread evenly).
+fn affinity_of(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A random id for this node (its wake-up channel, its lease), unique among a deployment's nodes.
