@@ -723,7 +723,6 @@ fn cli_at(port: u16, args: &[&str]) -> String {
 /// make `MIGRATE` fail with BUSYKEY), every send is accepted within a few retries, and every
 /// accepted message arrives, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: after SETSLOT NODE the Cluster client sometimes times out for seconds"]
 async fn a_peers_slot_migrates_under_sends_and_loses_nothing() {
     let Some(urls) = urls(
         "PULSEBEAM_TEST_REDIS_CLUSTER_URLS",

@@ -49,8 +49,8 @@ struct Inner {
     /// Whether the pool has connected once; until then calls wait for it (within their
     /// timeout), since a Cluster client cannot route a command before it has read the slot map.
     connected_once: AtomicBool,
-    /// The tasks driving the clients' connections.
-    drivers: Vec<ConnectHandle>,
+    /// The tasks keeping the clients' connection tasks running.
+    drivers: Vec<tokio::task::JoinHandle<()>>,
     /// Where it connects, without a password.
     target: String,
     /// Whether a connection is being replaced (`replace_connection`).
@@ -156,8 +156,12 @@ impl RedisConnection {
         let failed = |e: FredError| StartError::Client(e.details().to_string());
         let pool = builder.build_pool(pool_size.max(1)).map_err(failed)?;
         let subscriber = builder.build_subscriber_client().map_err(failed)?;
-        let mut drivers = pool.connect_pool();
-        drivers.push(subscriber.connect());
+        let mut drivers: Vec<_> = pool
+            .clients()
+            .iter()
+            .map(|client| keep_running(client.clone(), target.clone()))
+            .collect();
+        drivers.push(keep_running(subscriber.clone(), target.clone()));
         Ok(RedisConnection {
             inner: Arc::new(Inner {
                 pool,
@@ -344,6 +348,44 @@ impl RedisConnection {
         });
     }
 }
+
+/// Runs `client`'s connection task, and starts it again whenever it ends with an error: fred
+/// ends it for good on some routing failures (an `ASKING` that cannot be sent during a Cluster
+/// slot migration: "Max attempts reached"), after which every command on that client would
+/// time out. Aborting the returned task ends the connection task too.
+fn keep_running<C: ClientLike + Send + 'static>(
+    client: C,
+    target: String,
+) -> tokio::task::JoinHandle<()> {
+    /// Aborts the connection task when the keeper is aborted or dropped.
+    struct Driver(ConnectHandle);
+    impl Drop for Driver {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            let mut driver = Driver(client.connect());
+            let ended = (&mut driver.0).await;
+            match ended {
+                // Ended on purpose (quit) or cancelled.
+                Ok(Ok(())) => return,
+                Ok(Err(err)) => {
+                    tracing::warn!(target = %target, error = %err.details(), "a redis client's connection task stopped; starting it again");
+                }
+                Err(err) if err.is_cancelled() => return,
+                Err(err) => {
+                    tracing::warn!(target = %target, error = %err, "a redis client's connection task failed; starting it again");
+                }
+            }
+            tokio::time::sleep(RESTART_DELAY).await;
+        }
+    })
+}
+
+/// How long a client whose connection task stopped waits before it starts again.
+const RESTART_DELAY: Duration = Duration::from_millis(100);
 
 /// Which of the pool's connections carries the calls on `key` (FNV-1a: stable, spread evenly).
 fn affinity_of(key: &str) -> u64 {
