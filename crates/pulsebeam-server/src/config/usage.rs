@@ -51,7 +51,7 @@ impl UsageConfig {
                 return Err(ConfigError::invalid(
                     "usage.turn_stats_url",
                     format!("{:?} is not a redis:// or unix:// URL", redact_url(url)),
-                    "give the Redis of coturn's redis-statsdb, e.g. \"redis://127.0.0.1:6379\" (rediss:// is not supported by this build)",
+                    "give the Redis of coturn's redis-statsdb, e.g. \"redis://127.0.0.1:6379\"; coturn reaches that Redis without TLS (redis-statsdb has no TLS option), so rediss:// would not be the Redis coturn writes to",
                 ));
             }
         }
