@@ -2,7 +2,8 @@
 # Throwaway Redis servers on loopback for the Redis store's tests, without persistence, under
 # target/redis/: one standalone instance, a three-master Redis Cluster, a TLS-only instance
 # (with a throwaway CA, server and client certificate made by openssl), and a Sentinel set
-# (a master, a replica and one sentinel watching them as "pulsebeam-test").
+# (a master, a replica and one sentinel watching them as "pulsebeam-test", the data servers
+# and the sentinel each with a password of their own).
 #
 #   scripts/redis.sh start   install redis-server if missing (apt), start them all, print the exports
 #   scripts/redis.sh env     print the exports of the running servers
@@ -152,12 +153,17 @@ start() {
         exit 1
     }
     # Sentinel: a master, its replica, one sentinel deciding alone (quorum 1), fast timeouts.
-    local master replica sentinel
+    # The data servers and the sentinel each require a password of their own, as deployed.
+    local master replica sentinel data_password sentinel_password
     master="$(free_port)"
     replica="$(free_port)"
     sentinel="$(free_port)"
-    start_one sentinel-master "$master"
-    start_one sentinel-replica "$replica" --replicaof 127.0.0.1 "$master"
+    data_password="data-$(openssl rand -hex 12)"
+    sentinel_password="sentinel-$(openssl rand -hex 12)"
+    REDISCLI_AUTH="$data_password" start_one sentinel-master "$master" \
+        --requirepass "$data_password" --masterauth "$data_password"
+    REDISCLI_AUTH="$data_password" start_one sentinel-replica "$replica" \
+        --requirepass "$data_password" --masterauth "$data_password" --replicaof 127.0.0.1 "$master"
     mkdir -p "$DIR/sentinel"
     cat >"$DIR/sentinel/sentinel.conf" <<CONF
 port $sentinel
@@ -166,13 +172,15 @@ daemonize yes
 pidfile $DIR/sentinel/redis.pid
 logfile $DIR/sentinel/redis.log
 dir $DIR/sentinel
+requirepass $sentinel_password
 sentinel monitor pulsebeam-test 127.0.0.1 $master 1
+sentinel auth-pass pulsebeam-test $data_password
 sentinel down-after-milliseconds pulsebeam-test 1000
 sentinel failover-timeout pulsebeam-test 5000
 sentinel parallel-syncs pulsebeam-test 1
 CONF
     redis-server "$DIR/sentinel/sentinel.conf" --sentinel
-    wait_pong -p "$sentinel" || {
+    REDISCLI_AUTH="$sentinel_password" wait_pong -p "$sentinel" || {
         log "redis-sentinel on port $sentinel did not start: $(tail -n 1 "$DIR/sentinel/redis.log" 2>/dev/null)"
         exit 1
     }
@@ -185,6 +193,8 @@ CONF
         echo "export PULSEBEAM_TEST_REDIS_TLS_KEY=$certs/client.key"
         echo "export PULSEBEAM_TEST_REDIS_SENTINEL_ADDRS=127.0.0.1:$sentinel"
         echo "export PULSEBEAM_TEST_REDIS_SENTINEL_MASTER=pulsebeam-test"
+        echo "export PULSEBEAM_TEST_REDIS_SENTINEL_DATA_PASSWORD=$data_password"
+        echo "export PULSEBEAM_TEST_REDIS_SENTINEL_PASSWORD=$sentinel_password"
     } >"$ENV_FILE"
     trap - ERR
     log "standalone on $standalone, cluster on ${ports[*]}, TLS on $tls, sentinel on $sentinel (master $master, replica $replica)"

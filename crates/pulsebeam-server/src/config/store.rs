@@ -74,7 +74,11 @@ pub struct StoreTls {
 
 /// Redis Sentinel (`[store.sentinel]`): nodes ask the sentinels which server is the master
 /// and follow a failover by themselves.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+///
+/// The master's and replicas' credentials are those of the URL (`store.urls`); the sentinels'
+/// own (their `requirepass`, or an ACL user) are `username` and `password` here, since
+/// sentinels are often set up without a password while the data servers have one.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SentinelConfig {
@@ -84,15 +88,44 @@ pub struct SentinelConfig {
     /// The sentinels, `host:port` (`store.sentinel.addresses`); list several, so that one being
     /// down does not matter.
     pub addresses: Vec<String>,
+    /// The sentinels' ACL user (`store.sentinel.username`), when they require one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The sentinels' password (`store.sentinel.password`), when they require one; never
+    /// printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for SentinelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelConfig")
+            .field("master", &self.master)
+            .field("addresses", &self.addresses)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl SentinelConfig {
-    /// Sentinels at `addresses` (`host:port`) watching the master named `master`.
+    /// Sentinels at `addresses` (`host:port`) watching the master named `master`, that take no
+    /// password of their own.
     pub fn new(master: impl Into<String>, addresses: Vec<String>) -> Self {
         SentinelConfig {
             master: master.into(),
             addresses,
+            username: None,
+            password: None,
         }
+    }
+
+    /// The same, for sentinels that require `password` (with `username`, an ACL user).
+    #[must_use]
+    pub fn with_auth(mut self, username: Option<String>, password: impl Into<String>) -> Self {
+        self.username = username;
+        self.password = Some(password.into());
+        self
     }
 
     /// Each address as host and port.
@@ -337,6 +370,20 @@ impl StoreConfig {
                 "list the sentinels as \"host:port\", e.g. [\"10.0.0.1:26379\", \"10.0.0.2:26379\"]",
             ));
         }
+        if sentinel.password.as_deref() == Some("") {
+            return Err(ConfigError::invalid(
+                "store.sentinel.password",
+                "is empty",
+                "give the sentinels' password (their `requirepass`), or remove the key if they take none",
+            ));
+        }
+        if sentinel.username.is_some() && sentinel.password.is_none() {
+            return Err(ConfigError::invalid(
+                "store.sentinel.username",
+                "is set without store.sentinel.password",
+                "give the ACL user's password as store.sentinel.password as well",
+            ));
+        }
         for (i, address) in sentinel.addresses.iter().enumerate() {
             if split_host_port(address).is_none() {
                 return Err(ConfigError::invalid(
@@ -429,6 +476,14 @@ mod tests {
                 "store.sentinel",
             ),
             (
+                "backend = \"redis\"\n[store.sentinel]\nmaster = \"m\"\naddresses = [\"h:1\"]\npassword = \"\"\n",
+                "store.sentinel.password",
+            ),
+            (
+                "backend = \"redis\"\n[store.sentinel]\nmaster = \"m\"\naddresses = [\"h:1\"]\nusername = \"u\"\n",
+                "store.sentinel.username",
+            ),
+            (
                 "backend = \"redis\"\nurls = [\"redis://a:1\", \"redis://b:1\"]\n",
                 "store.urls",
             ),
@@ -462,6 +517,19 @@ mod tests {
             let text = format!("{}[store]\n{good}", base());
             Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
+        let sentinel = format!(
+            "{}[store]\nbackend = \"redis\"\n[store.sentinel]\nmaster = \"m\"\naddresses = [\"h:1\"]\nusername = \"watcher\"\npassword = \"hunter2\"\n",
+            base()
+        );
+        let config = Config::from_toml_str(&sentinel).unwrap();
+        let parsed = config.store.sentinel.as_ref().unwrap();
+        assert_eq!(parsed.username.as_deref(), Some("watcher"));
+        assert_eq!(parsed.password.as_deref(), Some("hunter2"));
+        let shown = format!("{:?}", config.store);
+        assert!(
+            shown.contains("watcher") && !shown.contains("hunter2"),
+            "{shown}"
+        );
         let secret = format!(
             "{}[store]\nbackend = \"redis\"\nurls = [\"foo://u:hunter2@h\"]\n",
             base()

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::clients::{Client, Pool, SubscriberClient};
 use fred::interfaces::{ClientLike, ServerInterface};
@@ -49,8 +49,13 @@ struct Inner {
     /// Whether the pool has connected once; until then calls wait for it (within their
     /// timeout), since a Cluster client cannot route a command before it has read the slot map.
     connected_once: AtomicBool,
-    /// The tasks keeping the clients' connection tasks running.
+    /// The tasks keeping the clients' connection tasks running, and those recording their
+    /// connection errors.
     drivers: Vec<tokio::task::JoinHandle<()>>,
+    /// The last connection error of any client, and when it came, for the message of a call
+    /// that timed out (a wrong password, a refused certificate: the cause, not only "no
+    /// answer").
+    last_error: Arc<std::sync::Mutex<Option<(Instant, String)>>>,
     /// Where it connects, without a password.
     target: String,
     /// Whether a connection is being replaced (`replace_connection`).
@@ -162,12 +167,18 @@ impl RedisConnection {
             .map(|client| keep_running(client.clone(), target.clone()))
             .collect();
         drivers.push(keep_running(subscriber.clone(), target.clone()));
+        let last_error = Arc::new(std::sync::Mutex::new(None));
+        for client in pool.clients() {
+            drivers.push(record_errors(client, &last_error));
+        }
+        drivers.push(record_errors(&subscriber, &last_error));
         Ok(RedisConnection {
             inner: Arc::new(Inner {
                 pool,
                 subscriber,
                 connected_once: AtomicBool::new(false),
                 drivers,
+                last_error,
                 target,
                 replacing: AtomicBool::new(false),
                 replication,
@@ -297,8 +308,11 @@ impl RedisConnection {
         let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
         let timed_out = || {
             StoreError::Unavailable(format!(
-                "redis did not answer {what} within {} s",
-                COMMAND_TIMEOUT.as_secs()
+                "redis did not answer {what} within {} s{}",
+                COMMAND_TIMEOUT.as_secs(),
+                self.recent_error()
+                    .map(|err| format!(" (connecting failed: {err})"))
+                    .unwrap_or_default()
             ))
         };
         if tokio::time::timeout_at(deadline, self.ready())
@@ -327,6 +341,18 @@ impl RedisConnection {
                 Err(timed_out())
             }
         }
+    }
+
+    /// The last connection error, if it came within the last [`RECENT_ERROR`].
+    fn recent_error(&self) -> Option<String> {
+        let last = self
+            .inner
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < RECENT_ERROR)
+            .map(|(_, err)| err.clone())
     }
 
     /// Reconnects `client`, whose command went unanswered: its connection may be dead
@@ -384,6 +410,37 @@ fn keep_running<C: ClientLike + Send + 'static>(
     })
 }
 
+/// Records `client`'s connection errors into `last`, until the client is gone.
+fn record_errors<C: fred::interfaces::EventInterface>(
+    client: &C,
+    last: &Arc<std::sync::Mutex<Option<(Instant, String)>>>,
+) -> tokio::task::JoinHandle<()> {
+    let mut errors = client.error_rx();
+    let last = Arc::downgrade(last);
+    tokio::spawn(async move {
+        loop {
+            match errors.recv().await {
+                Ok((err, server)) => {
+                    let Some(last) = last.upgrade() else { return };
+                    let text = match server {
+                        Some(server) => format!("{server}: {}", err.details()),
+                        None => err.details().to_owned(),
+                    };
+                    *last
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some((Instant::now(), text));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+/// How long a connection error explains a call that timed out.
+const RECENT_ERROR: Duration = Duration::from_secs(30);
+
 /// How long a client whose connection task stopped waits before it starts again.
 const RESTART_DELAY: Duration = Duration::from_millis(100);
 
@@ -435,10 +492,17 @@ fn store_servers(config: &StoreConfig) -> Result<FredConfig, StartError> {
             Some(url) => FredConfig::from_url_centralized(url).map_err(|e| bad_url(url, &e))?,
             None => FredConfig::default(),
         };
-        fred.server = fred::types::config::ServerConfig::new_sentinel(
-            sentinel.hosts(),
-            sentinel.master.clone(),
-        );
+        fred.server = fred::types::config::ServerConfig::Sentinel {
+            hosts: sentinel
+                .hosts()
+                .into_iter()
+                .map(|(host, port)| fred::types::config::Server::new(host, port))
+                .collect(),
+            service_name: sentinel.master.clone(),
+            // The sentinels' own credentials; the URL's are the data servers'.
+            username: sentinel.username.clone(),
+            password: sentinel.password.clone(),
+        };
         return Ok(fred);
     }
     let first = config.urls.first().ok_or(StartError::NoUrl)?;
