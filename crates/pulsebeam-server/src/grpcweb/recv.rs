@@ -6,6 +6,13 @@
 //! asks for it, so a client that goes away (an aborted fetch, a reset HTTP/2 stream, a closed
 //! connection) drops the body and with it the wait on the mailbox, at once.
 //!
+//! The response headers go out with the first frame: the first message, the first keep-alive
+//! `Ping` (`grpc_web.keepalive_secs` after the stream opened) or the trailer. Until then the
+//! stream waits inside the handler, as a Twirp long-poll does, and writes nothing: the headers
+//! of an idle stream would make hyper touch its write buffer, a page of memory per waiting
+//! connection that a waiting long-poll does not cost (BENCHMARKS.md). The clients read the
+//! call's messages as they come and do not wait for its headers before anything else.
+//!
 //! # What a stream that breaks guarantees
 //!
 //! Messages are taken from the mailbox a batch at a time and acknowledged to the store only
@@ -57,7 +64,8 @@ pub(crate) const CONFIRM_AFTER: Duration = Duration::from_millis(1_000);
 /// which the clients log and drop (0.0.18, whose schema has no `ping`, drops it unread).
 const PING: &[u8] = &[0x0a, 0x04, 0x12, 0x02, 0x2a, 0x00];
 
-struct Stream {
+/// A `Recv` stream: what it waits for, what it has to send, what it has sent unconfirmed.
+pub(super) struct Stream {
     state: Arc<State>,
     caller: Caller,
     conn_id: u32,
@@ -76,41 +84,59 @@ struct Stream {
     _online: Online,
 }
 
-/// The answer to a `Recv`: headers now, then the stream.
-pub(crate) fn respond(
-    state: &Arc<State>,
-    caller: Caller,
-    conn_id: u32,
-    lifetime: Duration,
-    settings: &GrpcWebConfig,
-) -> Response {
-    let now = Instant::now();
-    let token_left = caller.token_left(state.now_unix());
-    let lease = Duration::from_millis(caller.live.config.store.ack_lease_ms);
-    let stream = Stream {
-        _online: Online::begin(state, &caller),
-        state: Arc::clone(state),
-        caller,
-        conn_id,
-        deadline: now + lifetime.min(token_left),
-        keepalive: Duration::from_secs(settings.keepalive_secs),
-        confirm_after: (lease / 4).min(CONFIRM_AFTER),
-        // A ping first: the headers go out and the client (and any proxy) sees a live stream.
-        frames: VecDeque::from([frame::data(PING)]),
-        batch_ack: None,
-        unconfirmed: VecDeque::new(),
-        last_frame: now,
-        ended: false,
-    };
-    let mut response = Response::new(Body::from_stream(frames(stream)));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(super::CONTENT_TYPE),
-    );
-    // nginx buffers proxied answers unless told otherwise; a stream must go out frame by frame.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+impl Stream {
+    /// A `Recv` stream for `caller`'s connection `conn_id`, open for `lifetime` at most.
+    pub(super) fn open(
+        state: &Arc<State>,
+        caller: Caller,
+        conn_id: u32,
+        lifetime: Duration,
+        settings: &GrpcWebConfig,
+    ) -> Stream {
+        let now = Instant::now();
+        let token_left = caller.token_left(state.now_unix());
+        let lease = Duration::from_millis(caller.live.config.store.ack_lease_ms);
+        Stream {
+            _online: Online::begin(state, &caller),
+            state: Arc::clone(state),
+            caller,
+            conn_id,
+            deadline: now + lifetime.min(token_left),
+            keepalive: Duration::from_secs(settings.keepalive_secs),
+            confirm_after: (lease / 4).min(CONFIRM_AFTER),
+            frames: VecDeque::new(),
+            batch_ack: None,
+            unconfirmed: VecDeque::new(),
+            last_frame: now,
+            ended: false,
+        }
+    }
+
+    /// The answer: the headers once the first frame is due (a message, the keep-alive `Ping`
+    /// or the trailer), then the stream.
+    ///
+    /// Until then the stream waits as a long-poll does, with nothing written: the headers of
+    /// an idle stream would have hyper touch its write buffer for every waiting connection,
+    /// where a waiting long-poll touches none (BENCHMARKS.md).
+    pub(super) fn respond(self) -> impl std::future::Future<Output = Response> + Send {
+        // Moved into the future once (an `async fn` taking `mut self` would keep two copies).
+        let mut stream = self;
+        async move {
+            while stream.frames.is_empty() && !stream.ended {
+                stream.fill().await;
+            }
+            let mut response = Response::new(Body::from_stream(frames(stream)));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(super::CONTENT_TYPE),
+            );
+            // nginx buffers proxied answers unless told otherwise; a stream must go out frame
+            // by frame.
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            response
+        }
+    }
 }
 
 /// The stream's frames, as the response body: what an open stream keeps while it waits.
@@ -262,5 +288,34 @@ mod tests {
         let size = std::mem::size_of_val(&frames);
         println!("gRPC-web Recv stream state: {stream_size} bytes, with its next frame's future: {size} bytes");
         assert!(size <= 1536, "an open stream's body takes {size} bytes");
+    }
+
+    /// A stream waiting for its first frame is the handler's future (boxed by the router),
+    /// as a waiting long-poll is: it must cost no more than Twirp's
+    /// (`a_waiting_long_poll_keeps_a_small_future`).
+    #[tokio::test]
+    async fn a_stream_waiting_for_its_first_frame_keeps_a_small_future() {
+        let (state, bearer) = crate::twirp::tests::state_and_bearer();
+        let caller = state.admit(Some(bearer), None).unwrap();
+        let settings = GrpcWebConfig::default();
+        let waiting = Stream::open(&state, caller, 20, Duration::from_secs(1), &settings).respond();
+        println!(
+            "gRPC-web Recv stream waiting for its first frame: {} bytes",
+            std::mem::size_of_val(&waiting)
+        );
+        drop(waiting);
+        let request = axum::extract::Request::new(Body::empty());
+        let handler = super::super::grpc(
+            axum::extract::State(state),
+            "Recv".to_owned(),
+            None,
+            request,
+        );
+        let size = std::mem::size_of_val(&handler);
+        println!("gRPC-web Recv handler future: {size} bytes");
+        assert!(
+            size <= 1536,
+            "the gRPC-web handler's future takes {size} bytes"
+        );
     }
 }
