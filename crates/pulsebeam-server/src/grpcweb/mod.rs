@@ -41,6 +41,7 @@ use crate::metrics::{Method, Protocol};
 use crate::proto::{
     AnalyticsReportReq, AnalyticsReportResp, PeerInfo, PrepareReq, RecvReq, SendResp,
 };
+use crate::serve::AfterWrite;
 use crate::state::{remote_of, State};
 use crate::usage::Record;
 
@@ -248,6 +249,7 @@ async fn handle(
         Some(value) => Some(frame::parse_timeout(value.to_str().unwrap_or(""))?),
     };
     let remote = remote_of(request.extensions());
+    let after = request.extensions().get::<Arc<AfterWrite>>().cloned();
     let live = state.live.load_full();
     let client =
         binding::client_address(request.headers(), remote, &live.config.grpc_web.proxies());
@@ -284,7 +286,7 @@ async fn handle(
         (caller, body)
     };
     let message = body.slice_ref(frame::request_message(&body)?);
-    dispatch(state, method, caller, message, timeout).await
+    dispatch(state, method, caller, message, timeout, after).await
 }
 
 /// The token bound to the peer a tokenless `Recv` names, from the client address it comes from.
@@ -331,6 +333,7 @@ async fn dispatch(
     caller: Caller,
     message: Bytes,
     timeout: Option<Duration>,
+    after: Option<Arc<AfterWrite>>,
 ) -> Result<Answer, CallError> {
     match method {
         Method::Prepare => {
@@ -359,7 +362,7 @@ async fn dispatch(
             let max = Duration::from_secs(settings.max_stream_secs);
             let lifetime = timeout.map_or(max, |t| t.min(max));
             Ok(Answer::Stream(Box::new(recv::Stream::open(
-                state, caller, conn_id, lifetime, &settings,
+                state, caller, conn_id, lifetime, &settings, after,
             ))))
         }
     }

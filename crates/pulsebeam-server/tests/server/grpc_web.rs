@@ -706,8 +706,8 @@ async fn shutting_down_ends_streams_ok_so_clients_reconnect_elsewhere() {
     assert!(stopping.elapsed() < Duration::from_secs(3));
 }
 
-/// While messages flow, each batch a stream hands out is confirmed by the next one going out:
-/// the mailbox never fills with messages waiting for their confirmation delay, so a sender
+/// While messages flow, each batch a stream hands out is acknowledged once written: the
+/// mailbox never fills with messages waiting for an acknowledgement, so a sender
 /// faster than that delay is not refused.
 #[tokio::test]
 async fn a_busy_stream_confirms_batches_as_they_flow() {
@@ -742,7 +742,8 @@ async fn a_busy_stream_confirms_batches_as_they_flow() {
     let got = reader.await.unwrap();
     assert_eq!(got, (1..=sent).collect::<Vec<_>>());
     // Forty messages through a mailbox of four (eight with those handed out), in batches of
-    // two: waiting out a confirmation delay (a second) every eight messages would take five.
+    // two: waiting out a delay of a second before acknowledging every eight messages would
+    // take five.
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
