@@ -199,6 +199,9 @@ impl Cluster {
         }
         text.push_str(&format!(
             r#"
+[grpc_web]
+keepalive_secs = 1
+
 [limits]
 poll_timeout_ms = {POLL_TIMEOUT_MS}
 rate_per_sec = 100000
@@ -1064,7 +1067,7 @@ async fn grpc_web_streams_cross_nodes_with_the_binding_in_redis() {
                 .await
                 .unwrap();
             assert_eq!(call.header_status, None);
-            // The first frame is the keep-alive sent at once.
+            // The first frame (with the headers) is the keep-alive, a second after it opened.
             assert!(matches!(
                 call.next(within).await.unwrap(),
                 Some(Frame::Data(_))

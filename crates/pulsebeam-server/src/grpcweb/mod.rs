@@ -41,6 +41,7 @@ use crate::metrics::{Method, Protocol};
 use crate::proto::{
     AnalyticsReportReq, AnalyticsReportResp, PeerInfo, PrepareReq, RecvReq, SendResp,
 };
+use crate::serve::AfterWrite;
 use crate::state::{remote_of, State};
 use crate::usage::Record;
 
@@ -152,26 +153,49 @@ fn method_of(name: &str) -> Option<Method> {
     })
 }
 
-async fn grpc(
+/// A call's answer: at once, or a `Recv` stream whose headers wait for its first frame.
+enum Answer {
+    Now(Response),
+    Stream(Box<recv::Stream>),
+}
+
+/// Handles one call. A `Recv` stream then waits for its first frame in the second half of this
+/// future. The first half (reading and admitting the request) has its own allocation, freed
+/// once it is done, so what the router keeps for a waiting stream is the stream's own future
+/// and no more.
+fn grpc(
+    state: AxumState<Arc<State>>,
+    method: String,
+    path_token: Option<String>,
+    request: Request,
+) -> impl std::future::Future<Output = Response> + Send {
+    use futures_util::future::{ready, Either, FutureExt as _};
+    Box::pin(answer(state, method, path_token, request)).then(|answer| match answer {
+        Answer::Now(response) => Either::Left(ready(response)),
+        Answer::Stream(stream) => Either::Right((*stream).respond()),
+    })
+}
+
+async fn answer(
     AxumState(state): AxumState<Arc<State>>,
     method: String,
     path_token: Option<String>,
     request: Request,
-) -> Response {
+) -> Answer {
     let Some(method) = method_of(&method) else {
-        return no_such_service(request).await;
+        return Answer::Now(no_such_service(request).await);
     };
     match handle(&state, method, path_token, request).await {
-        Ok(response) => {
+        Ok(answer) => {
             state.metrics.call(Protocol::GrpcWeb, method, None);
-            response
+            answer
         }
         Err(err) => {
             state
                 .metrics
                 .call(Protocol::GrpcWeb, method, Some(err.code));
             tracing::debug!(method = method.name(), code = err.code.as_str(), msg = %err.msg, "gRPC-web call refused");
-            error_response(&err)
+            Answer::Now(error_response(&err))
         }
     }
 }
@@ -196,7 +220,7 @@ async fn handle(
     method: Method,
     path_token: Option<String>,
     request: Request,
-) -> Result<Response, CallError> {
+) -> Result<Answer, CallError> {
     if request.method() != HttpMethod::POST {
         return Err(CallError::new(
             Code::BadRoute,
@@ -225,6 +249,7 @@ async fn handle(
         Some(value) => Some(frame::parse_timeout(value.to_str().unwrap_or(""))?),
     };
     let remote = remote_of(request.extensions());
+    let after = request.extensions().get::<Arc<AfterWrite>>().cloned();
     let live = state.live.load_full();
     let client =
         binding::client_address(request.headers(), remote, &live.config.grpc_web.proxies());
@@ -261,7 +286,7 @@ async fn handle(
         (caller, body)
     };
     let message = body.slice_ref(frame::request_message(&body)?);
-    dispatch(state, method, caller, message, timeout).await
+    dispatch(state, method, caller, message, timeout, after).await
 }
 
 /// The token bound to the peer a tokenless `Recv` names, from the client address it comes from.
@@ -308,16 +333,17 @@ async fn dispatch(
     caller: Caller,
     message: Bytes,
     timeout: Option<Duration>,
-) -> Result<Response, CallError> {
+    after: Option<Arc<AfterWrite>>,
+) -> Result<Answer, CallError> {
     match method {
         Method::Prepare => {
             PrepareReq::decode(message).map_err(|_| malformed("PrepareReq"))?;
-            Ok(unary_response(&call::prepare(state, &caller)))
+            Ok(Answer::Now(unary_response(&call::prepare(state, &caller))))
         }
         Method::Send => {
             let incoming = message::message_of_protobuf(message)?;
             call::send(state, &caller, incoming).await?;
-            Ok(unary_response(&SendResp {}))
+            Ok(Answer::Now(unary_response(&SendResp {})))
         }
         Method::AnalyticsReport => {
             let report =
@@ -327,7 +353,7 @@ async fn dispatch(
             state
                 .usage
                 .record(project, Record::Analytics { events }, state.now_unix());
-            Ok(unary_response(&AnalyticsReportResp {}))
+            Ok(Answer::Now(unary_response(&AnalyticsReportResp {})))
         }
         Method::Recv => {
             let request = RecvReq::decode(message).map_err(|_| malformed("RecvReq"))?;
@@ -335,7 +361,9 @@ async fn dispatch(
             let settings = caller.live.config.grpc_web.clone();
             let max = Duration::from_secs(settings.max_stream_secs);
             let lifetime = timeout.map_or(max, |t| t.min(max));
-            Ok(recv::respond(state, caller, conn_id, lifetime, &settings))
+            Ok(Answer::Stream(Box::new(recv::Stream::open(
+                state, caller, conn_id, lifetime, &settings, after,
+            ))))
         }
     }
 }

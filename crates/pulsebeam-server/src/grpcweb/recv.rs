@@ -6,22 +6,27 @@
 //! asks for it, so a client that goes away (an aborted fetch, a reset HTTP/2 stream, a closed
 //! connection) drops the body and with it the wait on the mailbox, at once.
 //!
+//! The response headers go out with the first frame: the first message, the first keep-alive
+//! `Ping` (`grpc_web.keepalive_secs` after the stream opened) or the trailer. Until then the
+//! stream waits inside the handler, as a Twirp long-poll does, and writes nothing: the headers
+//! of an idle stream would make hyper touch its write buffer, a page of memory per waiting
+//! connection that a waiting long-poll does not cost (BENCHMARKS.md). The clients read the
+//! call's messages as they come and do not wait for its headers before anything else.
+//!
 //! # What a stream that breaks guarantees
 //!
-//! Messages are taken from the mailbox a batch at a time and acknowledged to the store only
-//! once hyper has taken every frame of the batch *and* then either taken a frame of the next
-//! batch or the stream has stayed open for a confirmation delay (a quarter of the store's ack
-//! lease, at most [`CONFIRM_AFTER`]): a write to a connection the client has closed or reset
-//! fails within that time and drops the stream. While messages flow, each batch is confirmed by
-//! the next one, so no more than a batch or two wait unacknowledged whatever the rate.
-//! A stream that breaks before its batch is confirmed (the client reloads, the connection
-//! resets, a newer `Recv` of the connection takes over) leaves the batch unacknowledged, and the
-//! store hands it out again to the connection's next `Recv` after the ack lease. A stream that
-//! ends normally (deadline, shutdown) confirms what it wrote before its trailer. What can still
-//! be lost is a batch whose bytes the kernel accepted on a connection that died silently (a
-//! half-open connection, a proxy that drops the answer) after the confirmation delay: TCP does
-//! not tell the sender, and gRPC-web has no acknowledgement from the client. Reliable messages
-//! are deduplicated by the client, so a message handed out twice is harmless.
+//! Messages are taken from the mailbox a batch at a time and acknowledged to the store once
+//! every frame of the batch is written to the connection (in the kernel's send buffer; see
+//! [`AfterWrite`]), as a long-poll's answer is: the acknowledgement is issued on the spot, on
+//! the connection's flush after the batch's last frame, without waiting for a later frame. A
+//! batch that is not written (the client stopped reading and the buffers are full, the
+//! connection resets, the node is killed) stays unacknowledged, and the store hands it out
+//! again: first to the connection's next `Recv`, or, while this stream stays open, to this
+//! stream after the ack lease. What can still be lost is a batch whose bytes the kernel
+//! accepted on a connection that then died silently (a half-open connection, a proxy that drops
+//! the answer): TCP does not tell the sender, and gRPC-web has no acknowledgement from the
+//! client. Reliable messages are deduplicated by the client, so a message handed out twice is
+//! harmless.
 //!
 //! # How a stream ends
 //!
@@ -46,71 +51,86 @@ use super::frame;
 use crate::call::message::{bytes_field_len, put_bytes_field};
 use crate::call::{self, Batching, Caller, Online, PendingAck};
 use crate::config::GrpcWebConfig;
+use crate::serve::{start_now, AfterWrite};
 use crate::state::State;
 use crate::store::Envelope;
-
-/// How long a handed-out batch waits, with its stream still open, before it is acknowledged
-/// without a further frame having been taken. Well within the store's ack lease.
-pub(crate) const CONFIRM_AFTER: Duration = Duration::from_millis(1_000);
 
 /// `RecvResp{msg: Message{payload: MessagePayload{ping: Ping{}}}}`: a message without a header,
 /// which the clients log and drop (0.0.18, whose schema has no `ping`, drops it unread).
 const PING: &[u8] = &[0x0a, 0x04, 0x12, 0x02, 0x2a, 0x00];
 
-struct Stream {
+/// A `Recv` stream: what it waits for and what it has to send.
+pub(super) struct Stream {
     state: Arc<State>,
     caller: Caller,
     conn_id: u32,
     deadline: Instant,
     keepalive: Duration,
-    confirm_after: Duration,
+    /// The connection's work to run once written; `None` when served without the serving loop
+    /// (then a batch is acknowledged once hyper takes it).
+    after: Option<Arc<AfterWrite>>,
     /// Frames not yet handed to hyper: a batch, a ping, or the trailer.
     frames: VecDeque<Bytes>,
     /// The acknowledgement of the batch in `frames`.
     batch_ack: Option<PendingAck>,
-    /// Batches hyper has taken whole, oldest first, and since when.
-    unconfirmed: VecDeque<(PendingAck, Instant)>,
     /// When a frame was last handed to hyper.
     last_frame: Instant,
     ended: bool,
     _online: Online,
 }
 
-/// The answer to a `Recv`: headers now, then the stream.
-pub(crate) fn respond(
-    state: &Arc<State>,
-    caller: Caller,
-    conn_id: u32,
-    lifetime: Duration,
-    settings: &GrpcWebConfig,
-) -> Response {
-    let now = Instant::now();
-    let token_left = caller.token_left(state.now_unix());
-    let lease = Duration::from_millis(caller.live.config.store.ack_lease_ms);
-    let stream = Stream {
-        _online: Online::begin(state, &caller),
-        state: Arc::clone(state),
-        caller,
-        conn_id,
-        deadline: now + lifetime.min(token_left),
-        keepalive: Duration::from_secs(settings.keepalive_secs),
-        confirm_after: (lease / 4).min(CONFIRM_AFTER),
-        // A ping first: the headers go out and the client (and any proxy) sees a live stream.
-        frames: VecDeque::from([frame::data(PING)]),
-        batch_ack: None,
-        unconfirmed: VecDeque::new(),
-        last_frame: now,
-        ended: false,
-    };
-    let mut response = Response::new(Body::from_stream(frames(stream)));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(super::CONTENT_TYPE),
-    );
-    // nginx buffers proxied answers unless told otherwise; a stream must go out frame by frame.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+impl Stream {
+    /// A `Recv` stream for `caller`'s connection `conn_id`, open for `lifetime` at most.
+    pub(super) fn open(
+        state: &Arc<State>,
+        caller: Caller,
+        conn_id: u32,
+        lifetime: Duration,
+        settings: &GrpcWebConfig,
+        after: Option<Arc<AfterWrite>>,
+    ) -> Stream {
+        let now = Instant::now();
+        let token_left = caller.token_left(state.now_unix());
+        Stream {
+            _online: Online::begin(state, &caller),
+            state: Arc::clone(state),
+            caller,
+            conn_id,
+            deadline: now + lifetime.min(token_left),
+            keepalive: Duration::from_secs(settings.keepalive_secs),
+            after,
+            frames: VecDeque::new(),
+            batch_ack: None,
+            last_frame: now,
+            ended: false,
+        }
+    }
+
+    /// The answer: the headers once the first frame is due (a message, the keep-alive `Ping`
+    /// or the trailer), then the stream.
+    ///
+    /// Until then the stream waits as a long-poll does, with nothing written: the headers of
+    /// an idle stream would have hyper touch its write buffer for every waiting connection,
+    /// where a waiting long-poll touches none (BENCHMARKS.md).
+    pub(super) fn respond(self) -> impl std::future::Future<Output = Response> + Send {
+        // Moved into the future once (an `async fn` taking `mut self` would keep two copies).
+        let mut stream = self;
+        async move {
+            while stream.frames.is_empty() && !stream.ended {
+                stream.fill().await;
+            }
+            let mut response = Response::new(Body::from_stream(frames(stream)));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(super::CONTENT_TYPE),
+            );
+            // nginx buffers proxied answers unless told otherwise; a stream must go out frame
+            // by frame.
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            response
+        }
+    }
 }
 
 /// The stream's frames, as the response body: what an open stream keeps while it waits.
@@ -133,21 +153,13 @@ impl Stream {
     /// The next frame for hyper, or `None` once the trailer went out.
     async fn next(&mut self) -> Option<Bytes> {
         loop {
-            let now = Instant::now();
-            self.confirm(now).await;
             if let Some(frame) = self.frames.pop_front() {
-                if self.batch_ack.is_some() {
-                    // A frame of a newer batch went out: the batches before it are through.
-                    while let Some((ack, _)) = self.unconfirmed.pop_front() {
-                        ack.send(&self.state).await;
-                    }
-                }
                 if self.frames.is_empty() {
                     if let Some(ack) = self.batch_ack.take() {
-                        self.unconfirmed.push_back((ack, now));
+                        self.ack_once_written(ack);
                     }
                 }
-                self.last_frame = now;
+                self.last_frame = Instant::now();
                 return Some(frame);
             }
             if self.ended {
@@ -157,16 +169,14 @@ impl Stream {
         }
     }
 
-    /// Acknowledges the batches that hyper took whole at least the confirmation delay ago.
-    async fn confirm(&mut self, now: Instant) {
-        while self
-            .unconfirmed
-            .front()
-            .is_some_and(|(_, since)| now >= *since + self.confirm_after)
-        {
-            if let Some((ack, _)) = self.unconfirmed.pop_front() {
-                ack.send(&self.state).await;
-            }
+    /// hyper took the batch's last frame: its acknowledgement waits until the connection has
+    /// written it.
+    fn ack_once_written(&self, ack: PendingAck) {
+        let state = Arc::clone(&self.state);
+        let work = move || start_now(async move { ack.send(&state).await });
+        match &self.after {
+            Some(after) => after.push(work),
+            None => work(),
         }
     }
 
@@ -175,18 +185,14 @@ impl Stream {
     async fn fill(&mut self) {
         let now = Instant::now();
         if now >= self.deadline {
-            return self.end(0, "", true).await;
+            return self.end(0, "");
         }
         let ping_at = self.last_frame + self.keepalive;
         if now >= ping_at {
             self.frames.push_back(frame::data(PING));
             return;
         }
-        let mut until = ping_at.min(self.deadline);
-        if let Some((_, since)) = self.unconfirmed.front() {
-            until = until.min(*since + self.confirm_after);
-        }
-        let wait = until - now;
+        let wait = ping_at.min(self.deadline) - now;
         match call::poll(
             &self.state,
             &mut self.caller,
@@ -198,17 +204,17 @@ impl Stream {
         {
             Err(refusal) => {
                 let message = refusal.to_string();
-                self.end(refusal.code().grpc(), &message, false).await;
+                self.end(refusal.code().grpc(), &message);
             }
-            // The connection's newer stream gets what this one has not confirmed.
-            Ok(handout) if handout.superseded => self.end(0, "", false).await,
+            // The connection's newer stream takes over what this one has not written.
+            Ok(handout) if handout.superseded => self.end(0, ""),
             Ok(handout) if handout.envelopes.is_empty() => {
                 // Nothing the receiver may see: what was handed out is done with.
                 if let Some(ack) = handout.ack {
                     ack.send(&self.state).await;
                 }
                 if *self.state.shutdown.borrow() {
-                    self.end(0, "", true).await;
+                    self.end(0, "");
                 }
             }
             Ok(handout) => {
@@ -219,14 +225,8 @@ impl Stream {
         }
     }
 
-    /// Queues the trailer that ends the stream with `code`, confirming first what was written
-    /// when the stream ends in good order.
-    async fn end(&mut self, code: u8, message: &str, confirm: bool) {
-        if confirm {
-            while let Some((ack, _)) = self.unconfirmed.pop_front() {
-                ack.send(&self.state).await;
-            }
-        }
+    /// Queues the trailer that ends the stream with `code`.
+    fn end(&mut self, code: u8, message: &str) {
         self.ended = true;
         self.frames.push_back(frame::trailer(code, message));
     }
@@ -250,10 +250,9 @@ mod tests {
             conn_id: 20,
             deadline: Instant::now(),
             keepalive: Duration::from_secs(1),
-            confirm_after: CONFIRM_AFTER,
+            after: None,
             frames: VecDeque::new(),
             batch_ack: None,
-            unconfirmed: VecDeque::new(),
             last_frame: Instant::now(),
             ended: false,
         };
@@ -262,5 +261,142 @@ mod tests {
         let size = std::mem::size_of_val(&frames);
         println!("gRPC-web Recv stream state: {stream_size} bytes, with its next frame's future: {size} bytes");
         assert!(size <= 1536, "an open stream's body takes {size} bytes");
+    }
+
+    /// A stream waiting for its first frame is the handler's future (boxed by the router),
+    /// as a waiting long-poll is: it must cost no more than Twirp's
+    /// (`a_waiting_long_poll_keeps_a_small_future`).
+    #[tokio::test]
+    async fn a_stream_waiting_for_its_first_frame_keeps_a_small_future() {
+        let (state, bearer) = crate::twirp::tests::state_and_bearer();
+        let caller = state.admit(Some(bearer), None).unwrap();
+        let settings = GrpcWebConfig::default();
+        let waiting =
+            Stream::open(&state, caller, 20, Duration::from_secs(1), &settings, None).respond();
+        println!(
+            "gRPC-web Recv stream waiting for its first frame: {} bytes",
+            std::mem::size_of_val(&waiting)
+        );
+        drop(waiting);
+        let request = axum::extract::Request::new(Body::empty());
+        let handler = super::super::grpc(
+            axum::extract::State(state),
+            "Recv".to_owned(),
+            None,
+            request,
+        );
+        let size = std::mem::size_of_val(&handler);
+        println!("gRPC-web Recv handler future: {size} bytes");
+        assert!(
+            size <= 1536,
+            "the gRPC-web handler's future takes {size} bytes"
+        );
+    }
+
+    use crate::proto::{PeerInfo, RecvReq};
+    use crate::store::PeerAddr;
+    use prost::Message as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
+
+    /// One connection to the signaling routes, in memory, `capacity` bytes each way, served as
+    /// the serving loop serves a TCP connection (its answers' work runs once written).
+    fn connect(state: &Arc<State>, capacity: usize) -> DuplexStream {
+        let (client, server) = tokio::io::duplex(capacity);
+        let after = Arc::new(crate::serve::AfterWrite::default());
+        let router = crate::routes::router(state, None);
+        let remote = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        let service = crate::serve::WithRemote::new(&router, remote, Arc::clone(&after));
+        let io = hyper_util::rt::TokioIo::new(crate::serve::WrittenIo::new(server, after));
+        let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Opens the `Recv` stream of `g`/`p`'s connection 20 on `client`.
+    async fn open_recv(client: &mut DuplexStream, bearer: &HeaderValue) {
+        let src = PeerInfo {
+            group_id: "g".into(),
+            peer_id: "p".into(),
+            conn_id: 20,
+        };
+        let body = frame::data(&RecvReq { src: Some(src) }.encode_to_vec());
+        let head = format!(
+            "POST /grpc/pulsebeam.v1.Signaling/Recv HTTP/1.1\r\nhost: test\r\ncontent-type: application/grpc-web+proto\r\nauthorization: {}\r\ncontent-length: {}\r\n\r\n",
+            bearer.to_str().unwrap(),
+            body.len()
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(&body).await.unwrap();
+    }
+
+    /// Stores a message of `len` bytes ending in `marker` for `g`/`p`'s connection 20.
+    async fn deliver(state: &State, marker: &[u8], len: usize) {
+        let mut message = vec![b'.'; len];
+        message.extend_from_slice(marker);
+        let dst = PeerAddr {
+            project: "p",
+            group: "g",
+            peer: "p",
+        };
+        let envelope = Envelope {
+            src_group: "g".into(),
+            src_peer: "q".into(),
+            message: message.into(),
+        };
+        state.store.deliver(dst, 20, envelope).await.unwrap();
+    }
+
+    fn holds(bytes: &[u8], marker: &[u8]) -> bool {
+        bytes.windows(marker.len()).any(|w| w == marker)
+    }
+
+    /// Reads from `client` until `marker` has arrived; what was read.
+    async fn read_until(client: &mut DuplexStream, marker: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        while !holds(&got, marker) {
+            let read = tokio::time::timeout(Duration::from_secs(3), client.read_buf(&mut got))
+                .await
+                .unwrap_or_else(|_| panic!("{} never arrived", String::from_utf8_lossy(marker)))
+                .unwrap();
+            assert!(read > 0, "the connection closed");
+        }
+        got
+    }
+
+    /// A batch whose frame the client never read (its connection's buffers are full) is not
+    /// acknowledged, however long the stream stays open: once the client gives up on the
+    /// connection, its next `Recv` gets the batch again.
+    #[tokio::test]
+    async fn a_batch_the_client_never_read_is_handed_out_again() {
+        let (state, bearer) = crate::twirp::tests::state_and_bearer();
+        let mut stuck = connect(&state, 1024);
+        open_recv(&mut stuck, &bearer).await;
+        deliver(&state, b"<first>", 64 * 1024).await;
+        // Two seconds with the stream open and its frame taken by hyper but not written.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(stuck);
+        let mut next = connect(&state, 1 << 20);
+        open_recv(&mut next, &bearer).await;
+        read_until(&mut next, b"<first>").await;
+    }
+
+    /// A batch is acknowledged once its frame is written, without waiting for a later frame or
+    /// a delay: a new `Recv` of the connection right after does not get it again.
+    #[tokio::test]
+    async fn a_batch_is_acknowledged_once_written() {
+        let (state, bearer) = crate::twirp::tests::state_and_bearer();
+        let mut reader = connect(&state, 1 << 20);
+        open_recv(&mut reader, &bearer).await;
+        deliver(&state, b"<first>", 16).await;
+        read_until(&mut reader, b"<first>").await;
+        drop(reader);
+        let mut next = connect(&state, 1 << 20);
+        open_recv(&mut next, &bearer).await;
+        deliver(&state, b"<second>", 16).await;
+        let got = read_until(&mut next, b"<second>").await;
+        assert!(
+            !holds(&got, b"<first>"),
+            "a batch written to the connection was handed out again"
+        );
     }
 }

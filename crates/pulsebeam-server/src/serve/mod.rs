@@ -20,10 +20,9 @@ use tokio::sync::watch;
 
 use crate::config::{Limits, MIN_HEADER_BYTES};
 use crate::state::RemoteAddr;
-use written::WrittenIo;
 
 pub(crate) use tls::TlsServing;
-pub(crate) use written::{start_now, AfterWrite};
+pub(crate) use written::{start_now, AfterWrite, WrittenIo};
 
 /// Serves `router` on `listener` until `stop` completes, then calls `on_stop`, stops accepting
 /// and drains: open calls get up to `limits.shutdown_grace_secs` to finish.

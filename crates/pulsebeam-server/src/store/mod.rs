@@ -52,9 +52,9 @@
 //!
 //! **At-least-once hand-out.** Messages a poll returns are *reserved*, not deleted, under the
 //! returned [`Receipt`]. The server calls [`MailboxStore::ack`] once the HTTP response carrying
-//! them has been handed to the client (for a long-poll: once the whole answer is written to the
-//! connection, issued on the spot, before the client can have read it and polled again; for a
-//! stream: once a later frame went out, or shortly after); acknowledged messages are deleted. What is reserved and not acknowledged comes back,
+//! them has been handed to the client (once the whole answer, or for a stream every frame of
+//! the batch, is written to the connection, issued on the spot, before the client can have read
+//! it and polled again); acknowledged messages are deleted. What is reserved and not acknowledged comes back,
 //! before any newer message, in two ways:
 //!
 //! - a poll with [`PollOptions::takeover`] (every new `Recv`) first takes back everything the
@@ -67,15 +67,15 @@
 //! So a node killed between taking messages and writing them out loses nothing, and the next
 //! `Recv` of the connection gets them first.
 //!
-//! What at-least-once covers, exactly: a long-poll's batch counts as delivered when the whole
-//! answer is in the kernel's send buffer of the client's connection (HTTP/1.1; over HTTP/2,
-//! within one flush of the connection), not when the client has read it. A server killed
-//! before that hands the batch out again; one killed after it has still sent the answer (the
-//! kernel delivers what it buffered). A connection that breaks after that (a half-open TCP
-//! connection, an HTTP/2 reset, a proxy dropping the answer) loses the batch for good, unless
-//! the client calls `Recv` again on that connection before the acknowledgement reached the
-//! store; a gRPC-web stream acknowledges a batch only once a later frame was taken, or a
-//! quarter of the lease (at most a second) after, which narrows the window.
+//! What at-least-once covers, exactly: a batch counts as delivered when all of it (a
+//! long-poll's whole answer, a stream's frames of the batch) is in the kernel's send buffer of
+//! the client's connection (HTTP/1.1; over HTTP/2, within one flush of the connection), not
+//! when the client has read it. A server killed before that, or a client that stops reading
+//! before it, gets the batch handed out again; a server killed after it has still sent the
+//! answer (the kernel delivers what it buffered). A connection that breaks after that (a
+//! half-open TCP connection, an HTTP/2 reset, a proxy dropping the answer) loses the batch for
+//! good, unless the client calls `Recv` again on that connection before the acknowledgement
+//! reached the store.
 //! A client that must not lose a message across such a break acknowledges end to end in its
 //! own messages.
 //!
