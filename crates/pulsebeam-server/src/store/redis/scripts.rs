@@ -292,7 +292,10 @@ impl Spec {
         if let Some(list) = self.arg_list {
             push_list(&mut out, list, "ARGV", self.args.len() + 1);
         }
-        out.push_str("local function reply(r, list)\n  local out = {");
+        // A prelude may set `on_reply` to finish a script's writes before any reply.
+        out.push_str(
+            "local on_reply = nil\nlocal function reply(r, list)\n  if on_reply then on_reply() end\n  local out = {",
+        );
         let fields: Vec<String> = self
             .reply
             .iter()
@@ -751,7 +754,9 @@ mod tests {
              local conn = ARGV[2]\n\
              local receipts = {}\n\
              for i = 3, #ARGV do receipts[#receipts + 1] = ARGV[i] end\n\
-             local function reply(r, list)\n  local out = {(r.acknowledged or 0)}\n  \
+             local on_reply = nil\n\
+             local function reply(r, list)\n  if on_reply then on_reply() end\n  \
+             local out = {(r.acknowledged or 0)}\n  \
              if list then\n    for i = 1, #list do out[#out + 1] = list[i] end\n  end\n  \
              return out\nend\n"
         );
