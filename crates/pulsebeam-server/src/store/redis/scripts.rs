@@ -11,7 +11,8 @@
 //! - `reply{...}`: the reply, in the order the Rust side reads it (fields left out are 0, false
 //!   or empty; the status is required), followed by an optional list (`reply({...}, messages)`).
 //!
-//! Then come the shared helpers (`prelude.lua`; the mailbox scripts also `peer.lua`), then the
+//! Then come the shared helpers (`prelude.lua`; the mailbox scripts also `peer.lua`, and those
+//! that need them `hold.lua` and `conns.lua`), then the
 //! script's own file. A new script, or a changed one, is a declaration here and its `.lua`.
 
 use std::fmt::Write as _;
@@ -23,8 +24,13 @@ use fred::types::Value;
 
 /// Helpers for every script.
 const PRELUDE: &str = include_str!("lua/prelude.lua");
-/// One peer's keys and the helpers of the mailbox scripts.
+/// One peer's keys, its hash and reservations: what every mailbox script needs.
 const PEER: &str = include_str!("lua/peer.lua");
+/// Taking and reclaiming reservations, TTLs, activity (after `PEER`).
+const HOLD: &str = include_str!("lua/hold.lua");
+/// Connections and mailboxes: sequence, capacity, idle, eviction, budgets (after `HOLD`).
+/// Each script includes only the helpers it uses: defining a Lua function costs every call.
+const CONNS: &str = include_str!("lua/conns.lua");
 
 macro_rules! statuses {
     ($($(#[$doc:meta])* $name:ident = $code:literal as $lua:literal,)*) => {
@@ -432,7 +438,7 @@ macro_rules! script {
 
 script! {
     /// Stores one message for a connection, or for the peer's discovery queue (`conn` 0).
-    Deliver -> Delivered = "deliver.lua" [PRELUDE, PEER];
+    Deliver -> Delivered = "deliver.lua" [PRELUDE, PEER, HOLD, CONNS];
     keys { h, conns, d } + boxes;
     args {
         base: String, conn: ConnId, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
@@ -447,7 +453,7 @@ script! {
 script! {
     /// Registers a poll and hands out what is waiting, with `takeover` what older polls handed
     /// out and nobody acknowledged first.
-    Begin -> Begun = "begin.lua" [PRELUDE, PEER];
+    Begin -> Begun = "begin.lua" [PRELUDE, PEER, HOLD, CONNS];
     keys { h, conns, d } + boxes;
     args {
         base: String, conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
@@ -462,7 +468,7 @@ script! {
 
 script! {
     /// Hands out what waits for a poll in flight, or ends it.
-    Take -> Taken = "take.lua" [PRELUDE, PEER];
+    Take -> Taken = "take.lua" [PRELUDE, PEER, HOLD];
     keys { h, conns, d } + boxes;
     args {
         base: String, conn: ConnId, generation: i64, max: u64, ack_lease_ms: u64, ttl_ms: u64, last: bool,

@@ -32,6 +32,9 @@ if not direct then
   if target and not has(target) then
     return reply{status = S.NEED_KEYS, need = target}
   end
+  if target then
+    fetch({'o:' .. target, 'n:' .. target, 'b:' .. target, 'k:' .. target, 'v:' .. target})
+  end
 else
   if not get('o:' .. conn) then
     victim = victim_for('m', max_per_peer)
