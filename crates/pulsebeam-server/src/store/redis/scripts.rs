@@ -726,6 +726,48 @@ mod tests {
         }
     }
 
+    /// The names `local function` defines in `lua`.
+    fn functions(lua: &str) -> Vec<String> {
+        code(lua)
+            .lines()
+            .filter_map(|line| line.trim_start().strip_prefix("local function "))
+            .filter_map(|rest| identifiers(rest).first().map(|n| (*n).to_owned()))
+            .collect()
+    }
+
+    /// Whether `lua` calls `name` (`name(`, not as a part of a longer name or a field).
+    fn calls(lua: &str, name: &str) -> bool {
+        lua.match_indices(name).any(|(at, _)| {
+            let before = lua[..at].chars().next_back();
+            let after = &lua[at + name.len()..];
+            !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                && (after.starts_with('(') || after.starts_with('{'))
+        })
+    }
+
+    #[test]
+    fn scripts_call_only_helpers_their_preludes_define() {
+        let helpers: Vec<String> = [PRELUDE, PEER, HOLD, CONNS]
+            .iter()
+            .flat_map(|lua| functions(lua))
+            .collect();
+        assert!(helpers.iter().any(|h| h == "expire_head"), "{helpers:?}");
+        for spec in all() {
+            let defined = functions(&spec.preludes.concat());
+            let lua = code(&(spec.preludes.concat() + spec.body));
+            for helper in &helpers {
+                assert!(
+                    !calls(&lua, helper) || defined.contains(helper),
+                    "{}: calls {helper}, which its preludes do not define",
+                    spec.name
+                );
+            }
+        }
+        // What the check would catch: ack without the helpers of deliver.
+        assert!(calls("local n = box_full(c, 1, 0, 2)", "box_full"));
+        assert!(!calls("x.box_full(1)", "box_full") && !calls("my_box_full(1)", "box_full"));
+    }
+
     #[test]
     fn scripts_answer_only_through_reply() {
         for spec in all() {
