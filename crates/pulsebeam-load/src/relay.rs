@@ -130,6 +130,9 @@ pub struct RelayRedis {
     /// CPU seconds Redis used over the same span, per second of it: how much of a core Redis
     /// took (it runs commands on one thread, so 1.0 is its ceiling).
     pub cpu_cores: f64,
+    /// CPU time Redis used over the same span (`used_cpu_sys` + `used_cpu_user` of
+    /// `INFO cpu`), µs per delivered message.
+    pub cpu_us_per_message: f64,
 }
 
 impl RelayReport {
@@ -143,8 +146,12 @@ impl RelayReport {
         let redis = self.redis.as_ref().map_or(String::new(), |r| {
             format!(
                 "  redis commands    {:>10.2} per message ({} in all; EVALSHA {:.2} per message)\n\
-                 \x20 redis CPU         {:>10.2} cores\n",
-                r.commands_per_message, r.commands, r.evalsha_per_message, r.cpu_cores
+                 \x20 redis CPU         {:>10.2} cores ({:.1} µs per message)\n",
+                r.commands_per_message,
+                r.commands,
+                r.evalsha_per_message,
+                r.cpu_cores,
+                r.cpu_us_per_message
             )
         });
         format!(
@@ -376,6 +383,7 @@ pub async fn drive(
                 evalsha_per_message: per(delta.calls("evalsha")),
                 by_command: delta.by_command(),
                 cpu_cores: cpu / since.elapsed().as_secs_f64(),
+                cpu_us_per_message: per(1) * cpu * 1e6,
             })
         }
         _ => None,

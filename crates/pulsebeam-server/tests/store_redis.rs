@@ -27,6 +27,9 @@ use pulsebeam_server::store::{
 };
 use pulsebeam_server::{Limits, MailboxStore, RedisStore, StoreBackend, StoreConfig};
 
+#[path = "store_redis/costs.rs"]
+mod costs;
+
 /// The URLs in `var`, or `None` after a loud SKIP line (a failure with `PULSEBEAM_REQUIRE_REDIS=1`).
 fn urls(var: &str, test: &str) -> Option<Vec<String>> {
     match std::env::var(var) {

@@ -422,6 +422,70 @@ pub async fn an_unacknowledged_batch_comes_back_after_the_lease(f: Factory) {
     assert!(take(&*s, addr("bob"), 100).await.is_empty());
 }
 
+/// A peer's connections share one sequence, so one connection's batch need not be a run of
+/// consecutive sequence numbers, and a lapsed batch handed out again can span another batch
+/// still reserved: acknowledging a batch deletes exactly its messages, and each batch comes
+/// back whole and in order.
+pub async fn batches_that_interleave_stay_apart(f: Factory) {
+    let lease = Duration::from_millis(2_000);
+    let s = node(
+        &f,
+        &Setup {
+            ack_lease: lease,
+            ..setup("interleave", |_| {})
+        },
+    )
+    .await;
+    let next = PollOptions {
+        takeover: false,
+        ..NOW
+    };
+    for i in 0..3 {
+        s.deliver(addr("bob"), 100, envelope(&format!("a{i}")))
+            .await
+            .unwrap();
+        s.deliver(addr("bob"), 200, envelope(&format!("b{i}")))
+            .await
+            .unwrap();
+    }
+    let other = s.poll(addr("bob"), 200, NOW).await.unwrap();
+    assert_eq!(texts(&other), ["b0", "b1", "b2"]);
+    // Batch 1 of conn 100: a0 a1 a2, not acknowledged.
+    assert_eq!(
+        texts(&s.poll(addr("bob"), 100, NOW).await.unwrap()),
+        ["a0", "a1", "a2"]
+    );
+    s.ack(addr("bob"), 200, other.receipt.unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    // Batch 2: a3 a4, not acknowledged either; batch 1 still within its lease.
+    s.deliver(addr("bob"), 100, envelope("a3")).await.unwrap();
+    s.deliver(addr("bob"), 100, envelope("a4")).await.unwrap();
+    assert_eq!(
+        texts(&s.poll(addr("bob"), 100, next).await.unwrap()),
+        ["a3", "a4"]
+    );
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Batch 1 lapsed and comes back with newer mail around batch 2, which stays reserved.
+    s.deliver(addr("bob"), 100, envelope("a5")).await.unwrap();
+    let third = s.poll(addr("bob"), 100, next).await.unwrap();
+    assert_eq!(texts(&third), ["a0", "a1", "a2", "a5"]);
+    s.ack(addr("bob"), 100, third.receipt.unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(lease).await;
+    // Batch 2 lapsed in turn, untouched by that acknowledgement; nothing else is left.
+    let fourth = s.poll(addr("bob"), 100, next).await.unwrap();
+    assert_eq!(texts(&fourth), ["a3", "a4"]);
+    s.ack(addr("bob"), 100, fourth.receipt.unwrap())
+        .await
+        .unwrap();
+    assert!(take(&*s, addr("bob"), 200).await.is_empty());
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    assert!(take(&*s, addr("bob"), 100).await.is_empty());
+}
+
 /// A mailbox and a discovery queue hold at most `mailbox_capacity` waiting messages; handed-out
 /// ones awaiting their ack are held apart, up to as many again.
 pub async fn mailboxes_are_bounded(f: Factory) {
@@ -654,6 +718,7 @@ pub fn all() -> Vec<(&'static str, Test)> {
         a_newer_poll_takes_over_an_unacknowledged_batch_first,
         an_unacknowledged_batch_comes_back_after_the_lease,
         a_streams_later_polls_get_its_lapsed_batches_while_waiting,
+        batches_that_interleave_stay_apart,
         mailboxes_are_bounded,
         connections_per_peer_are_bounded,
         project_budgets_are_separate,

@@ -22,23 +22,35 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P:T:h` | hash | `seq` (the peer's sequence number) and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline |
+//! | `P:T:h` | hash | `seq` (the peer's sequence number), `k` when the TTLs of `h`, `conns` and `d` run low, `f` when idle connections are next looked for, `la` the connection last recorded active, `b:d` the discovery queue's budget refresh deadline, and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline, `a:c` its activity as last written to `conns`, `k:c` when the TTLs of its keys run low, `v:c` its reservations (`receipt lease-expiry seq seq …` each, `;`-separated) |
 //! | `P:T:conns` | sorted set | connection ids by last activity (ms) |
 //! | `P:T:d` | sorted set | the discovery queue, by sequence number |
 //! | `P:T:m:c` | sorted set | connection `c`'s mailbox, by sequence number |
 //! | `P:T:r:c` | sorted set | its messages handed out and not yet acknowledged |
-//! | `P:T:rv:c` | hash | receipt -> `lease-expiry seq seq …` |
+//! | `P:T:rv:c` | hash | written only by older nodes (receipt -> `lease-expiry seq seq …`); their reservations come back with the connection's next takeover poll (every new `Recv`), which takes back all of `r:c` |
 //! | `P:{b:project}:polled`, `P:{b:project}:mail` | sorted set | the project's two budgets: members `T:c` (and `T:d` for a discovery queue), scored by expiry |
 //! | `P:{rev}:all`, `P:{rev}:version` | hash, counter | revocation target -> `until|json`; bumped on every change |
 //! | `P:{u:project}:hour` | hash | the project's usage totals of one hour, expiring after eight days |
 //! | `P:{u:project}:hour:a:batch` | string | that the usage batch `batch` (node id and sequence number) was added to that hour, expiring after a day |
 //! | `P:bind:group:peer:client` | string | the credential a tokenless gRPC-web `Recv` of that peer from that client is admitted with, expiring an hour after the token |
 //!
-//! A message is stored as the member `seq|ms|envelope`. Every key of a peer gets a TTL on each
-//! write, long enough for its longest-lived content (message TTL or idle time, plus the longest
-//! poll), so a peer nobody talks to any more vanishes by itself. When `seq` starts afresh (a
-//! new peer, or its hash evicted or expired before its mailboxes) it starts above the highest
-//! sequence number still stored, so new mail never sorts before old.
+//! A message is stored as the member `seq|ms|envelope`. Every key of a peer has a TTL of at
+//! least its keep span (the longest-lived content, message TTL or idle time, plus the longest
+//! poll) after every call that touched it, so a peer nobody talks to any more vanishes by
+//! itself: a key gets twice the span when a write makes it, and again when a call finds less
+//! than the span left (the deadlines are kept in the hash, `k` and `k:c`), so a busy peer's
+//! keys are not given their TTL again on every call. When `seq` starts afresh (a new peer, or
+//! its hash evicted or expired before its mailboxes) it starts above the highest sequence
+//! number still stored, so new mail never sorts before old.
+//!
+//! Each script reads the peer's hash once (`HMGET` of the fields it needs) and writes it once
+//! (one `HSET`, and an `HDEL` when fields go), whatever it changed; a batch moves between
+//! mailbox and reservations with one command per key (`ZPOPMIN`, a variadic `ZADD`, one
+//! `ZREMRANGEBYSCORE` per run of consecutive sequence numbers). Activity (the score in
+//! `conns`) is written unless the connection is already the most recently active one and was
+//! written less than a second ago; idle connections are looked for when a connection opens and
+//! otherwise at most every quarter of the idle time, and forgotten only once idle for the idle
+//! time plus that second.
 //!
 //! No script reads a whole mailbox: "full" is counted (`ZCARD`); expired messages are dropped
 //! from the head of a full mailbox one member at a time (a few per call), and a hand-out drops
@@ -49,7 +61,7 @@
 //! # Round trips
 //!
 //! Each operation on a peer is one Lua script (`EVALSHA`, reloaded on `NOSCRIPT`) using Redis
-//! server time (`TIME`) for leases and TTLs: `deliver` (capacity, discovery routing by poll
+//! server time (`TIME`, not needed by `ack`) for leases and TTLs: `deliver` (capacity, discovery routing by poll
 //! lease, sequence number, TTLs and the wake-up `PUBLISH`), `begin` (registers the poll with
 //! node id, generation and lease, ends an older poll, takes over what older polls handed out
 //! unacknowledged, takes the discovery queue, hands out what is waiting), `take` (on wake-up,

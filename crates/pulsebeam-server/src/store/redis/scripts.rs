@@ -11,7 +11,8 @@
 //! - `reply{...}`: the reply, in the order the Rust side reads it (fields left out are 0, false
 //!   or empty; the status is required), followed by an optional list (`reply({...}, messages)`).
 //!
-//! Then come the shared helpers (`prelude.lua`; the mailbox scripts also `peer.lua`), then the
+//! Then come the shared helpers (`prelude.lua`; the mailbox scripts also `peer.lua`, and those
+//! that need them `hold.lua` and `conns.lua`), then the
 //! script's own file. A new script, or a changed one, is a declaration here and its `.lua`.
 
 use std::fmt::Write as _;
@@ -23,8 +24,13 @@ use fred::types::Value;
 
 /// Helpers for every script.
 const PRELUDE: &str = include_str!("lua/prelude.lua");
-/// One peer's keys and the helpers of the mailbox scripts.
+/// One peer's keys, its hash and reservations: what every mailbox script needs.
 const PEER: &str = include_str!("lua/peer.lua");
+/// Taking and reclaiming reservations, TTLs, activity (after `PEER`).
+const HOLD: &str = include_str!("lua/hold.lua");
+/// Connections and mailboxes: sequence, capacity, idle, eviction, budgets (after `HOLD`).
+/// Each script includes only the helpers it uses: defining a Lua function costs every call.
+const CONNS: &str = include_str!("lua/conns.lua");
 
 macro_rules! statuses {
     ($($(#[$doc:meta])* $name:ident = $code:literal as $lua:literal,)*) => {
@@ -292,7 +298,10 @@ impl Spec {
         if let Some(list) = self.arg_list {
             push_list(&mut out, list, "ARGV", self.args.len() + 1);
         }
-        out.push_str("local function reply(r, list)\n  local out = {");
+        // A prelude may set `on_reply` to finish a script's writes before any reply.
+        out.push_str(
+            "local on_reply = nil\nlocal function reply(r, list)\n  if on_reply then on_reply() end\n  local out = {",
+        );
         let fields: Vec<String> = self
             .reply
             .iter()
@@ -429,7 +438,7 @@ macro_rules! script {
 
 script! {
     /// Stores one message for a connection, or for the peer's discovery queue (`conn` 0).
-    Deliver -> Delivered = "deliver.lua" [PRELUDE, PEER];
+    Deliver -> Delivered = "deliver.lua" [PRELUDE, PEER, HOLD, CONNS];
     keys { h, conns, d } + boxes;
     args {
         base: String, conn: ConnId, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
@@ -444,7 +453,7 @@ script! {
 script! {
     /// Registers a poll and hands out what is waiting, with `takeover` what older polls handed
     /// out and nobody acknowledged first.
-    Begin -> Begun = "begin.lua" [PRELUDE, PEER];
+    Begin -> Begun = "begin.lua" [PRELUDE, PEER, HOLD, CONNS];
     keys { h, conns, d } + boxes;
     args {
         base: String, conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
@@ -459,7 +468,7 @@ script! {
 
 script! {
     /// Hands out what waits for a poll in flight, or ends it.
-    Take -> Taken = "take.lua" [PRELUDE, PEER];
+    Take -> Taken = "take.lua" [PRELUDE, PEER, HOLD];
     keys { h, conns, d } + boxes;
     args {
         base: String, conn: ConnId, generation: i64, max: u64, ack_lease_ms: u64, ttl_ms: u64, last: bool,
@@ -717,6 +726,48 @@ mod tests {
         }
     }
 
+    /// The names `local function` defines in `lua`.
+    fn functions(lua: &str) -> Vec<String> {
+        code(lua)
+            .lines()
+            .filter_map(|line| line.trim_start().strip_prefix("local function "))
+            .filter_map(|rest| identifiers(rest).first().map(|n| (*n).to_owned()))
+            .collect()
+    }
+
+    /// Whether `lua` calls `name` (`name(`, not as a part of a longer name or a field).
+    fn calls(lua: &str, name: &str) -> bool {
+        lua.match_indices(name).any(|(at, _)| {
+            let before = lua[..at].chars().next_back();
+            let after = &lua[at + name.len()..];
+            !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                && (after.starts_with('(') || after.starts_with('{'))
+        })
+    }
+
+    #[test]
+    fn scripts_call_only_helpers_their_preludes_define() {
+        let helpers: Vec<String> = [PRELUDE, PEER, HOLD, CONNS]
+            .iter()
+            .flat_map(|lua| functions(lua))
+            .collect();
+        assert!(helpers.iter().any(|h| h == "expire_head"), "{helpers:?}");
+        for spec in all() {
+            let defined = functions(&spec.preludes.concat());
+            let lua = code(&(spec.preludes.concat() + spec.body));
+            for helper in &helpers {
+                assert!(
+                    !calls(&lua, helper) || defined.contains(helper),
+                    "{}: calls {helper}, which its preludes do not define",
+                    spec.name
+                );
+            }
+        }
+        // What the check would catch: ack without the helpers of deliver.
+        assert!(calls("local n = box_full(c, 1, 0, 2)", "box_full"));
+        assert!(!calls("x.box_full(1)", "box_full") && !calls("my_box_full(1)", "box_full"));
+    }
+
     #[test]
     fn scripts_answer_only_through_reply() {
         for spec in all() {
@@ -751,7 +802,9 @@ mod tests {
              local conn = ARGV[2]\n\
              local receipts = {}\n\
              for i = 3, #ARGV do receipts[#receipts + 1] = ARGV[i] end\n\
-             local function reply(r, list)\n  local out = {(r.acknowledged or 0)}\n  \
+             local on_reply = nil\n\
+             local function reply(r, list)\n  if on_reply then on_reply() end\n  \
+             local out = {(r.acknowledged or 0)}\n  \
              if list then\n    for i = 1, #list do out[#out + 1] = list[i] end\n  end\n  \
              return out\nend\n"
         );

@@ -2,8 +2,13 @@
 -- older poll (on any node), with `takeover` takes back what older polls handed out and nobody
 -- acknowledged (else only what is past its lease), takes the discovery queue and hands out what
 -- is waiting, oldest first.
-forget_idle(idle_ms)
-local opener = redis.call('HGET', H, 'o:' .. conn)
+now = now_ms()
+-- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
+on_reply = function() keep(keep_ms) end
+fetch({'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'g:' .. conn, 'b:' .. conn,
+  'k:' .. conn, 'v:' .. conn, 'a:' .. conn})
+forget_idle(idle_ms, not get('o:' .. conn))
+local opener = get('o:' .. conn)
 local evicted, victim = 0, nil
 if not opener then
   victim = victim_for('p', max_per_peer)
@@ -19,27 +24,31 @@ if opener ~= 'p' then
     return reply{status = S.NEED_BUDGET}
   end
   if not opener then
-    evicted = open_conn(conn, victim, 'p')
+    evicted = open_conn(conn, victim, 'p', keep_ms)
   else
-    redis.call('HSET', H, 'o:' .. conn, 'p')
+    set('o:' .. conn, 'p')
   end
-  redis.call('HSET', H, 'b:' .. conn, now + 2 * budget_span_ms + 1000)
+  set('b:' .. conn, now + 2 * budget_span_ms + 1000)
 end
-if num(redis.call('HGET', H, 'l:' .. conn)) > now then
-  redis.call('PUBLISH', channel_prefix .. (redis.call('HGET', H, 'n:' .. conn) or ''), base .. conn)
+if num(get('l:' .. conn)) > now then
+  redis.call('PUBLISH', channel_prefix .. (get('n:' .. conn) or ''), base .. conn)
 end
-local gen = redis.call('HINCRBY', H, 'g:' .. conn, 1)
-redis.call('HSET', H, 'n:' .. conn, node, 'l:' .. conn, now + wait_ms + grace_ms, 's:' .. conn, now)
-redis.call('ZADD', CONNS, now, conn)
+local gen = num(get('g:' .. conn)) + 1
+set('g:' .. conn, gen)
+set('n:' .. conn, node)
+set('l:' .. conn, now + wait_ms + grace_ms)
+set('s:' .. conn, now)
+touch(conn)
 if redis.call('ZCARD', D) > 0 then
   redis.call('ZUNIONSTORE', M(conn), 2, M(conn), D)
   redis.call('DEL', D)
+  expire_new(M(conn), keep_ms)
 end
-reclaim(conn, takeover)
-local out, expired = take(conn, gen, max, ack_lease_ms, ttl_ms)
+reclaim(conn, takeover, keep_ms)
+local out, expired = take(conn, gen, max, ack_lease_ms, ttl_ms, keep_ms)
 local left = 0
 if #out > 0 or wait_ms == 0 then
-  redis.call('HSET', H, 'l:' .. conn, 0)
+  set('l:' .. conn, 0)
 else
   left = lease_left(conn)
 end

@@ -1,22 +1,42 @@
 -- Stores one message for connection `conn`, or for the peer's discovery queue when `conn` is
 -- '0' (then for the connection whose poll in flight began last, if any): capacity, sequence
 -- number, TTLs and the wake-up of the node whose poll waits for it.
-forget_idle(idle_ms)
+now = now_ms()
+-- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
+on_reply = function() keep(keep_ms) end
+local direct = conn ~= '0'
+if direct then
+  fetch({'seq', 'k', 'f', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'b:' .. conn,
+    'k:' .. conn, 'v:' .. conn})
+else
+  fetch({'seq', 'k', 'f', 'b:d'})
+end
+forget_idle(idle_ms, direct and not get('o:' .. conn))
 local target = nil
 local evicted, victim = 0, nil
-if conn == '0' then
+if not direct then
+  local ids = redis.call('ZRANGE', CONNS, 0, -1)
+  local names = {}
+  for _, c in ipairs(ids) do
+    names[#names + 1] = 'l:' .. c
+    names[#names + 1] = 's:' .. c
+  end
+  fetch(names)
   local best = -1
-  for _, c in ipairs(redis.call('ZRANGE', CONNS, 0, -1)) do
-    if num(redis.call('HGET', H, 'l:' .. c)) > now then
-      local s = num(redis.call('HGET', H, 's:' .. c))
+  for _, c in ipairs(ids) do
+    if num(get('l:' .. c)) > now then
+      local s = num(get('s:' .. c))
       if s > best then target, best = c, s end
     end
   end
   if target and not has(target) then
     return reply{status = S.NEED_KEYS, need = target}
   end
+  if target then
+    fetch({'o:' .. target, 'n:' .. target, 'b:' .. target, 'k:' .. target, 'v:' .. target})
+  end
 else
-  if not redis.call('ZSCORE', CONNS, conn) then
+  if not get('o:' .. conn) then
     victim = victim_for('m', max_per_peer)
     if victim == false then
       return reply{status = S.TOO_MANY_PEER, budget_member = conn}
@@ -29,45 +49,58 @@ else
 end
 local need = seq_needs(target)
 if need ~= '' then return reply{status = S.NEED_KEYS, need = need} end
-if target and not redis.call('ZSCORE', CONNS, target) then
+if target and not get('o:' .. target) then
   if not granted then
     return reply{status = S.NEED_BUDGET, budget_member = conn}
   end
-  evicted = open_conn(conn, victim, 'm')
-  redis.call('HSET', H, 'b:' .. conn, now + 2 * ttl_ms + 1000)
+  evicted = open_conn(conn, victim, 'm', keep_ms)
+  set('b:' .. conn, now + 2 * ttl_ms + 1000)
 end
 local expired = 0
 local due, member = false, ''
 if target then
   -- Counted first; expired messages are dropped (a few, from the head) only from a full mailbox.
-  if full(M(target), held(target), capacity) then
-    expired = expire_head(M(target), ttl_ms) + expire_head(R(target), ttl_ms)
-    if full(M(target), held(target), capacity) then
+  local listed = 0
+  for _, parts in ipairs(reservations(target)) do listed = listed + #parts - 2 end
+  local waiting = redis.call('ZCARD', M(target))
+  if box_full(target, waiting, listed, capacity) then
+    local from_reserved, none_left = expire_head(R(target), ttl_ms)
+    expired = expire_head(M(target), ttl_ms) + from_reserved
+    waiting = redis.call('ZCARD', M(target))
+    -- Every reserved message expired: so did the reservations (the next one makes the key).
+    if none_left then
+      store_reservations(target, {})
+      listed = 0
+    end
+    if box_full(target, waiting, listed, capacity) then
       return reply{status = S.FULL, evicted = evicted, expired = expired, evicted_conn = victim}
     end
   end
   local seq = next_seq(target)
   redis.call('ZADD', M(target), seq, seq .. '|' .. now .. '|' .. envelope)
-  if num(redis.call('HGET', H, 'l:' .. target)) > now then
-    redis.call('PUBLISH', channel_prefix .. (redis.call('HGET', H, 'n:' .. target) or ''), base .. target)
+  if waiting == 0 then expire_new(M(target), keep_ms) end
+  if num(get('l:' .. target)) > now then
+    redis.call('PUBLISH', channel_prefix .. (get('n:' .. target) or ''), base .. target)
   end
-  if redis.call('HGET', H, 'o:' .. target) == 'm' then
+  if get('o:' .. target) == 'm' then
     due, member = budget_due('b:' .. target, ttl_ms), target
   end
 else
-  if full(D, 0, capacity) then
+  local n = redis.call('ZCARD', D)
+  if n >= capacity then
     expired = expire_head(D, ttl_ms)
-    if full(D, 0, capacity) then
+    n = redis.call('ZCARD', D)
+    if n >= capacity then
       return reply{status = S.FULL, expired = expired}
     end
   end
-  local n = redis.call('ZCARD', D)
   if n == 0 and not granted then
     return reply{status = S.NEED_BUDGET, budget_member = 'd', expired = expired}
   end
-  if n == 0 then redis.call('HSET', H, 'b:d', now + 2 * ttl_ms + 1000) end
+  if n == 0 then set('b:d', now + 2 * ttl_ms + 1000) end
   local seq = next_seq(nil)
   redis.call('ZADD', D, seq, seq .. '|' .. now .. '|' .. envelope)
+  if n == 0 then expire_new(D, keep_ms) end
   due, member = budget_due('b:d', ttl_ms), 'd'
 end
 keep(keep_ms, target)

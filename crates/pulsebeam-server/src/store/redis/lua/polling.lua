@@ -1,6 +1,10 @@
 -- Which of the peer's connections `asked` have a poll in flight.
+now = now_ms()
+local names = {}
+for _, c in ipairs(asked) do names[#names + 1] = 'l:' .. c end
+if #names > 0 then fetch(names) end
 local out = {}
 for _, c in ipairs(asked) do
-  if num(redis.call('HGET', H, 'l:' .. c)) > now then out[#out + 1] = c end
+  if num(get('l:' .. c)) > now then out[#out + 1] = c end
 end
 return reply({}, out)

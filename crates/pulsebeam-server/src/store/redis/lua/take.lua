@@ -1,16 +1,20 @@
 -- For the poll `generation` of connection `conn`: hands out what is waiting (up to `max`; 0
 -- takes nothing), reservations whose lease ran out first, and ends the poll when it got
 -- messages or `last` says it is over. SUPERSEDED when a newer poll of the connection took over.
-if num(redis.call('HGET', H, 'g:' .. conn)) ~= generation then
+now = now_ms()
+-- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
+on_reply = function() keep(keep_ms) end
+fetch({'k', 'la', 'g:' .. conn, 'k:' .. conn, 'v:' .. conn, 'a:' .. conn})
+if num(get('g:' .. conn)) ~= generation then
   return reply{status = S.SUPERSEDED}
 end
-reclaim(conn, false)
+reclaim(conn, false, keep_ms)
 local out, expired = {}, 0
-if max > 0 then out, expired = take(conn, generation, max, ack_lease_ms, ttl_ms) end
+if max > 0 then out, expired = take(conn, generation, max, ack_lease_ms, ttl_ms, keep_ms) end
 local left = 0
 if #out > 0 or last then
-  redis.call('HSET', H, 'l:' .. conn, 0)
-  redis.call('ZADD', CONNS, now, conn)
+  set('l:' .. conn, 0)
+  touch(conn)
 else
   left = lease_left(conn)
 end

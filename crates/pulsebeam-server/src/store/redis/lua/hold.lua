@@ -1,0 +1,130 @@
+-- What a poll holds and hands out (after peer.lua): message freshness, TTLs, taking,
+-- reclaiming and lease times of reservations, and connection activity.
+
+-- Whether a stored member `seq|ms|envelope` is younger than `ttl`.
+local function fresh(m, ttl)
+  local a = string.find(m, '|', 1, true)
+  local b = string.find(m, '|', a + 1, true)
+  return now - tonumber(string.sub(m, a + 1, b - 1)) < ttl
+end
+
+-- TTLs. Every key of a peer gets twice `keep_ms` when it is made, and again on a call that
+-- finds less than `keep_ms` left (the deadline is kept in the hash: `k` for the hash,
+-- connection set and discovery queue, `k:c` for connection c's keys), so after every call
+-- each key it touched has at least `keep_ms` left, as if refreshed on every call.
+local made = {}
+
+-- Gives `key`, just made by a write, its TTL (at once: a reply that is not OK keeps it too).
+local function expire_new(key, keep_ms)
+  if not made[key] then
+    made[key] = true
+    redis.call('PEXPIRE', key, 2 * keep_ms)
+  end
+end
+
+-- Refreshes the TTLs of the peer's keys (and connection `c`'s) that have less than `keep_ms`
+-- left, then writes the hash.
+local function keep(keep_ms, c)
+  local peer_due = num(get('k')) < now + keep_ms
+  local conn_due = c and num(get('k:' .. c)) < now + keep_ms
+  if peer_due then set('k', now + 2 * keep_ms) end
+  if conn_due then set('k:' .. c, now + 2 * keep_ms) end
+  flush()
+  local span = 2 * keep_ms
+  if peer_due then
+    redis.call('PEXPIRE', H, span)
+    redis.call('PEXPIRE', CONNS, span)
+    redis.call('PEXPIRE', D, span)
+  end
+  if conn_due then
+    redis.call('PEXPIRE', M(c), span)
+    redis.call('PEXPIRE', R(c), span)
+  end
+end
+
+-- Puts messages reserved for `c` back into its mailbox, in sequence order: with `all` every
+-- reservation (a newer poll takes over what older ones handed out), else those whose lease ran
+-- out.
+local function reclaim(c, all, keep_ms)
+  if all then
+    if redis.call('ZCARD', R(c)) > 0 then
+      redis.call('ZUNIONSTORE', M(c), 2, M(c), R(c))
+      redis.call('DEL', R(c))
+      expire_new(M(c), keep_ms)
+    end
+    store_reservations(c, {})
+    return
+  end
+  local kept, moved = {}, false
+  for _, parts in ipairs(reservations(c)) do
+    if num(parts[2]) <= now then
+      for _, r in ipairs(ranges(parts)) do
+        local ms = redis.call('ZRANGEBYSCORE', R(c), r[1], r[2], 'WITHSCORES')
+        if #ms > 0 then
+          local add = {}
+          for i = 1, #ms, 2 do
+            add[#add + 1] = ms[i + 1]
+            add[#add + 1] = ms[i]
+          end
+          redis.call('ZADD', M(c), unpack(add))
+          redis.call('ZREMRANGEBYSCORE', R(c), r[1], r[2])
+          moved = true
+        end
+      end
+    else
+      kept[#kept + 1] = parts
+    end
+  end
+  if moved then expire_new(M(c), keep_ms) end
+  store_reservations(c, kept)
+end
+
+-- Reserves up to `limit` messages of `c` under `receipt` for `lease` ms and returns them, and
+-- how many of those read had expired (dropped instead).
+local function take(c, receipt, limit, lease, ttl, keep_ms)
+  if limit <= 0 then return {}, 0 end
+  local ms = redis.call('ZPOPMIN', M(c), limit)
+  local out, entry, add = {}, {tostring(receipt), tostring(now + lease)}, {}
+  for i = 1, #ms, 2 do
+    if fresh(ms[i], ttl) then
+      out[#out + 1] = ms[i]
+      entry[#entry + 1] = ms[i + 1]
+      add[#add + 1] = ms[i + 1]
+      add[#add + 1] = ms[i]
+    end
+  end
+  if #out > 0 then
+    local list = reservations(c)
+    redis.call('ZADD', R(c), unpack(add))
+    -- Nothing reserved before: the reservations' key is new.
+    if #list == 0 then expire_new(R(c), keep_ms) end
+    list[#list + 1] = entry
+    store_reservations(c, list)
+  end
+  return out, #ms / 2 - #out
+end
+
+-- Milliseconds until the first lease of `c`'s reservations runs out; 0 when there are none.
+local function lease_left(c)
+  local first = nil
+  for _, parts in ipairs(reservations(c)) do
+    local at = tonumber(parts[2])
+    if at and (not first or at < first) then first = at end
+  end
+  if not first then return 0 end
+  return math.max(first - now, 1)
+end
+
+-- Connection activity (the score in CONNS, which orders eviction) is written unless the
+-- connection is already the most recently active one (field `la`) and its score is younger
+-- than this many ms (field `a:c`); forgetting an idle connection allows for that lag, so none
+-- is forgotten early, and the eviction order is exact.
+local ACTIVITY_STEP = 1000
+
+-- Records activity of connection `c` (opened, polled, handed out).
+local function touch(c)
+  if get('la') == c and num(get('a:' .. c)) + ACTIVITY_STEP > now then return end
+  redis.call('ZADD', CONNS, now, c)
+  set('la', c)
+  set('a:' .. c, now)
+end
