@@ -169,6 +169,23 @@ function describeTunnel() {
     tunnel.close();
   });
 
+  test('a stream reopened after a failure that says nothing yet is online once a Prepare answers', async () => {
+    const tunnel = aliceTunnel();
+    const states = [];
+    tunnel.addEventListener('state', (e) => states.push(e.detail.state));
+    server.recv.push(() => trailersOnly(14, 'busy'));
+    // The next Recv stays open without headers (the server's first frame not due yet).
+    tunnel.run();
+    await settle();
+    assert.deepEqual(states, ['reconnecting']);
+    mock.timers.tick(400);
+    await settle();
+    assert.equal(recvs(), 2);
+    assert.equal(server.calls.filter((c) => c.method === 'Prepare').length, 1, 'one probe with the reopened stream');
+    assert.deepEqual(states, ['reconnecting', 'online']);
+    tunnel.close();
+  });
+
   test('a retryable failure reopens the stream after 250 ms to 1 s; a fatal one closes the tunnel', async () => {
     const tunnel = aliceTunnel();
     const states = [];

@@ -198,14 +198,29 @@ export class Tunnel extends EventTarget {
    */
   async run() {
     let failures = 0;
+    let calls = 0; // Recv calls made; a probe speaks only for the call it was made with
     const req = proto.encodeRecvReq({ src: this.info });
     const onOpen = () => {
       if (failures > 0) this.state('online', 'signaling server reachable again');
       failures = 0;
     };
     const onBatch = (bytes) => this.receive(bytes);
+    // The gRPC-web server sends a stream's headers with its first frame, so a stream reopened
+    // after a failure may say nothing for up to its keep-alive interval: a Prepare answered
+    // meanwhile shows that the server is reachable again (the backoff stays until a Recv
+    // itself opens).
+    const probe = (call) => {
+      this.transport.prepare(proto.encodePrepareReq(), { signal: this.abort.signal }).then(
+        () => {
+          if (call === calls && failures > 0 && !this.closed) this.state('online', 'signaling server reachable again');
+        },
+        () => {},
+      );
+    };
     while (!this.closed) {
       try {
+        calls += 1;
+        if (failures > 0) probe(calls);
         await this.transport.recv(req, { signal: this.abort.signal, onOpen, onBatch });
       } catch (err) {
         if (this.closed) return;
