@@ -214,6 +214,8 @@ async fn handle(
         }
         Method::Recv => {
             let request: RecvReq = encoding.decode(&body)?;
+            // The body is a slice of hyper's read buffer: not kept while the poll waits.
+            drop(body);
             let conn_id = call::own_connection(&caller, request.src.as_ref())?.conn_id;
             let _online = Online::begin(state, &caller);
             let wait = Duration::from_millis(caller.live.config.limits.poll_timeout_ms);

@@ -47,7 +47,9 @@ pub(crate) struct Caller {
     /// The client's address, for the audit trail.
     pub(crate) remote: Option<SocketAddr>,
     /// The credential it presented (an `Authorization` header value), checked again when keys
-    /// or revocations change while its call waits.
+    /// or revocations change while its call waits. A copy: the request's own value is a slice
+    /// of hyper's read buffer, which a waiting call would otherwise keep alive (8 KiB), making
+    /// hyper take a new one for the connection.
     credential: Option<HeaderValue>,
     /// Changes of keys or revocations, subscribed to before the token was checked, so that a
     /// change made while the request body was still arriving is not missed.
@@ -55,6 +57,14 @@ pub(crate) struct Caller {
     /// Whether this call polled its mailbox before: a stream's later polls leave its own
     /// unconfirmed batches reserved instead of taking them back.
     polled: bool,
+}
+
+/// `value` in an allocation of its own (a request's header values share hyper's read buffer).
+fn owned(value: HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(value.as_bytes()))
+        .unwrap_or(value);
+    copy.set_sensitive(true);
+    copy
 }
 
 impl State {
@@ -105,7 +115,7 @@ impl State {
             live,
             identity,
             remote,
-            credential,
+            credential: credential.map(owned),
             epoch,
             polled: false,
         })
@@ -514,4 +524,26 @@ fn check_id(id: &str, field: &'static str) -> Result<(), Refusal> {
         return Err(Refusal::BadId { field });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A waiting call keeps its own copy of the credential, not the request's slice of hyper's
+    /// read buffer (which would keep the whole buffer, 8 KiB, alive while it waits).
+    #[tokio::test]
+    async fn a_caller_keeps_its_own_copy_of_the_credential() {
+        let (state, bearer) = crate::twirp::tests::state_and_bearer();
+        let mut read_buffer = bearer.as_bytes().to_vec();
+        read_buffer.resize(8192, b' ');
+        let read_buffer = bytes::Bytes::from(read_buffer);
+        let header = HeaderValue::from_maybe_shared(read_buffer.slice(..bearer.len())).unwrap();
+        let caller = state.admit(Some(header), None).unwrap();
+        assert_eq!(caller.credential(), Some(&bearer));
+        assert!(
+            read_buffer.is_unique(),
+            "the caller holds a slice of the request's buffer"
+        );
+    }
 }
