@@ -205,7 +205,9 @@ impl Mailboxes {
     /// are half on each node; the call is tried again until the keys are all on one side (or
     /// [`TRYAGAIN_FOR`] has passed).
     async fn run<C: ScriptCall + Clone>(&self, call: C) -> Result<C::Reply, StoreError> {
-        self.wakeups.ready().await;
+        // The calls to Redis run in boxes of their own, freed when they end: inline, their
+        // futures (several KiB) would size this one, which a waiting poll keeps all along.
+        Box::pin(self.wakeups.ready()).await;
         let until = Instant::now() + TRYAGAIN_FOR;
         loop {
             match self.connection.run(call.clone()).await {
@@ -520,7 +522,7 @@ impl Mailboxes {
                 tokio::time::sleep_until(until).await;
             }
             let last = Instant::now() >= deadline;
-            let taken = self.take(&base, conn_id, generation, max, last).await?;
+            let taken = Box::pin(self.take(&base, conn_id, generation, max, last)).await?;
             let Some((members, left)) = taken else {
                 // A newer poll of this connection took over (its script ended this one).
                 guard.generation = None;
@@ -706,5 +708,36 @@ impl MailboxStore for RedisStore {
 
     fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.inner.health())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StoreBackend, StoreConfig};
+
+    /// What a waiting poll keeps, with its connection, for as long as it waits: its future
+    /// (boxed by [`MailboxStore::poll`]). The script calls it makes run in boxes of their own,
+    /// freed once Redis answers, so they do not size it.
+    #[tokio::test]
+    async fn a_waiting_poll_keeps_a_small_future() {
+        let mut config = StoreConfig::default();
+        config.backend = StoreBackend::Redis;
+        config.urls = vec!["redis://127.0.0.1:1".to_owned()];
+        let store = RedisStore::new(&config, &Limits::default()).unwrap();
+        let me = PeerAddr {
+            project: "p",
+            group: "g",
+            peer: "bob",
+        };
+        let options = PollOptions {
+            wait: Duration::from_secs(30),
+            batch_window: Duration::from_millis(5),
+            max_messages: 64,
+            takeover: true,
+        };
+        let size = std::mem::size_of_val(&store.inner.poll(me, 16, options));
+        println!("a Redis poll's future: {size} bytes");
+        assert!(size <= 1_024, "a Redis poll's future is {size} bytes");
     }
 }
