@@ -721,9 +721,11 @@ mod tests {
     /// freed once Redis answers, so they do not size it.
     #[tokio::test]
     async fn a_waiting_poll_keeps_a_small_future() {
-        let mut config = StoreConfig::default();
-        config.backend = StoreBackend::Redis;
-        config.urls = vec!["redis://127.0.0.1:1".to_owned()];
+        let config = StoreConfig {
+            backend: StoreBackend::Redis,
+            urls: vec!["redis://127.0.0.1:1".to_owned()],
+            ..StoreConfig::default()
+        };
         let store = RedisStore::new(&config, &Limits::default()).unwrap();
         let me = PeerAddr {
             project: "p",
