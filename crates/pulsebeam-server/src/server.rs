@@ -188,6 +188,7 @@ impl ServerBuilder {
             tasks: Tasks::new(runtime),
             bindings: crate::binding::Bindings::new(stores.bindings),
             analytics: Default::default(),
+            acks_in_flight: Default::default(),
         });
         crate::sync::start(&state);
         Ok(Server { state, extra: None })

@@ -54,6 +54,8 @@ pub(crate) struct State {
     pub(crate) bindings: crate::binding::Bindings,
     /// What the gRPC-web clients report about their sessions.
     pub(crate) analytics: crate::call::analytics::Analytics,
+    /// Acknowledgements under way, which a new `Recv` of the same connection waits for.
+    pub(crate) acks_in_flight: Arc<crate::call::in_flight::AcksInFlight>,
 }
 
 /// The address of the client of a connection, set on every request by the serving loop.

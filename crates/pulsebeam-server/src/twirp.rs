@@ -350,6 +350,23 @@ pub(crate) mod tests {
         (Arc::clone(server.state()), bearer)
     }
 
+    /// A waiting call keeps its own copy of the credential, not the request's slice of hyper's
+    /// read buffer (which would keep the whole buffer, 8 KiB, alive while it waits).
+    #[tokio::test]
+    async fn a_caller_keeps_its_own_copy_of_the_credential() {
+        let (state, bearer) = state_and_bearer();
+        let mut read_buffer = bearer.as_bytes().to_vec();
+        read_buffer.resize(8192, b' ');
+        let read_buffer = bytes::Bytes::from(read_buffer);
+        let header = HeaderValue::from_maybe_shared(read_buffer.slice(..bearer.len())).unwrap();
+        let caller = state.admit(Some(header), None).unwrap();
+        assert_eq!(caller.credential(), Some(&bearer));
+        assert!(
+            read_buffer.is_unique(),
+            "the caller holds a slice of the request's buffer"
+        );
+    }
+
     /// A waiting long-poll keeps its handler's future (boxed by the router) for as long as it
     /// waits; with the connection it is what an idle poll costs (BENCHMARKS.md), so it must not
     /// grow unnoticed.

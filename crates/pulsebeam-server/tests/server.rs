@@ -618,6 +618,39 @@ mod relay {
         assert!(bob.recv().await.is_empty());
     }
 
+    /// A client that reads its answer and polls again before the server has stored that
+    /// answer's acknowledgement does not get the batch twice: the new `Recv` waits for it.
+    #[tokio::test]
+    async fn a_recv_sent_before_the_last_answers_acknowledgement_is_stored_does_not_get_it_again() {
+        let pair = KeyPair::generate().unwrap();
+        let mut config = Config::default()
+            .with_project(ProjectConfig::new("main").with_key(pair.api_key(), &pair.public_key()));
+        config.limits.poll_timeout_ms = 1_000;
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let started = Arc::new(AtomicU64::new(0));
+        let store = HeldAcks {
+            inner: pulsebeam_server::MemoryStore::new(&config.limits, Duration::from_secs(5))
+                .unwrap(),
+            release: Arc::clone(&release),
+            started: Arc::clone(&started),
+        };
+        let h = Harness::start_built(config, pair, |b| b.store(store)).await;
+        let alice = h.peer("room", "alice", 100);
+        let bob = h.peer("room", "bob", 200);
+        alice.send_ok(&bob.info, 1, true, offer("v=0")).await;
+        assert_eq!(bob.recv().await.len(), 1);
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        // The acknowledgement is under way (held); bob polls again at once.
+        let again = tokio::spawn({
+            let bob = bob.clone();
+            async move { bob.recv().await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!again.is_finished(), "the new Recv took the batch over");
+        release.add_permits(1);
+        assert!(again.await.unwrap().is_empty(), "the batch came twice");
+    }
+
     #[tokio::test]
     async fn a_message_sent_before_the_receiver_polls_is_delivered() {
         let h = Harness::start().await;

@@ -10,6 +10,7 @@
 
 pub(crate) mod analytics;
 mod error;
+pub(crate) mod in_flight;
 pub(crate) mod message;
 
 use std::net::SocketAddr;
@@ -309,6 +310,8 @@ pub(crate) struct PendingAck {
     peer: Arc<str>,
     conn_id: u32,
     receipt: Receipt,
+    /// Holds a new `Recv` of the connection on this node until this is stored or dropped.
+    _in_flight: in_flight::InFlight,
 }
 
 impl PendingAck {
@@ -403,6 +406,19 @@ pub(crate) async fn poll(
         max_messages: limits.max_batch_messages,
         takeover,
     };
+    if takeover {
+        // What this node has handed out to the connection and is about to acknowledge is not
+        // taken over (and so handed out twice) by a client that read the answer first.
+        let key = (
+            Arc::clone(&identity.project_id),
+            Arc::clone(&identity.group),
+            Arc::clone(&identity.peer),
+            conn_id,
+        );
+        if state.acks_in_flight.is_under_way(&key) {
+            Box::pin(state.acks_in_flight.settled(&key)).await;
+        }
+    }
     let mut shutdown = state.shutdown.subscribe();
     let shutting_down = async move {
         // The `Ref` that `wait_for` returns must not live across an await.
@@ -438,6 +454,12 @@ pub(crate) async fn poll(
         peer: Arc::clone(&identity.peer),
         conn_id,
         receipt,
+        _in_flight: state.acks_in_flight.begin((
+            Arc::clone(&identity.project_id),
+            Arc::clone(&identity.group),
+            Arc::clone(&identity.peer),
+            conn_id,
+        )),
     });
     if !caller.live.config.mutual_policy {
         return Ok(Handout {
@@ -524,26 +546,4 @@ fn check_id(id: &str, field: &'static str) -> Result<(), Refusal> {
         return Err(Refusal::BadId { field });
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A waiting call keeps its own copy of the credential, not the request's slice of hyper's
-    /// read buffer (which would keep the whole buffer, 8 KiB, alive while it waits).
-    #[tokio::test]
-    async fn a_caller_keeps_its_own_copy_of_the_credential() {
-        let (state, bearer) = crate::twirp::tests::state_and_bearer();
-        let mut read_buffer = bearer.as_bytes().to_vec();
-        read_buffer.resize(8192, b' ');
-        let read_buffer = bytes::Bytes::from(read_buffer);
-        let header = HeaderValue::from_maybe_shared(read_buffer.slice(..bearer.len())).unwrap();
-        let caller = state.admit(Some(header), None).unwrap();
-        assert_eq!(caller.credential(), Some(&bearer));
-        assert!(
-            read_buffer.is_unique(),
-            "the caller holds a slice of the request's buffer"
-        );
-    }
 }

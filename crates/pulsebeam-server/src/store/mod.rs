@@ -53,9 +53,11 @@
 //! **At-least-once hand-out.** Messages a poll returns are *reserved*, not deleted, under the
 //! returned [`Receipt`]. The server calls [`MailboxStore::ack`] once the HTTP response carrying
 //! them has been handed to the client (once the whole answer, or for a stream every frame of
-//! the batch, is written to the connection, issued on the spot, before the client can have read
-//! it and polled again); acknowledged messages are deleted. What is reserved and not acknowledged comes back,
-//! before any newer message, in two ways:
+//! the batch, is written to the connection, issued on the spot; a new `Recv` of the connection
+//! on that node first waits, briefly, for the acknowledgements it has under way, since its
+//! client may have read the answer before they were issued); acknowledged messages are
+//! deleted. What is reserved and not acknowledged comes back, before any newer message, in two
+//! ways:
 //!
 //! - a poll with [`PollOptions::takeover`] (every new `Recv`) first takes back everything the
 //!   connection's earlier polls handed out and nobody acknowledged: the answer carrying it may
