@@ -193,7 +193,10 @@ async fn handle(
     }
     let encoding = Encoding::of(request.headers())?;
     let remote = remote_of(request.extensions());
-    let after = request.extensions().get::<Arc<AfterWrite>>().cloned();
+    // Only a Recv has an answer to acknowledge once written.
+    let after = matches!(method, Method::Recv)
+        .then(|| request.extensions().get::<Arc<AfterWrite>>().cloned())
+        .flatten();
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
     let mut caller = state.admit(authorization, remote)?;
     let limits = &caller.live.config.limits;
@@ -359,7 +362,18 @@ pub(crate) mod tests {
         read_buffer.resize(8192, b' ');
         let read_buffer = bytes::Bytes::from(read_buffer);
         let header = HeaderValue::from_maybe_shared(read_buffer.slice(..bearer.len())).unwrap();
-        let caller = state.admit(Some(header), None).unwrap();
+        let mut caller = state.admit(Some(header), None).unwrap();
+        // Once it polls (here without waiting, as a wait would go on past the check).
+        let handout = call::poll(
+            &state,
+            &mut caller,
+            16,
+            Duration::ZERO,
+            call::Batching::Window,
+        )
+        .await
+        .unwrap();
+        assert!(handout.envelopes.is_empty());
         assert_eq!(caller.credential(), Some(&bearer));
         assert!(
             read_buffer.is_unique(),

@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 /// waited for longer.
 pub(crate) const SETTLE_WAIT: Duration = Duration::from_millis(500);
 
-/// One connection of one peer.
-type Key = (Arc<str>, Arc<str>, Arc<str>, u32);
+/// One connection of one peer: project, group, peer, conn id.
+pub(crate) type Key = (Arc<str>, Arc<str>, Arc<str>, u32);
 
 /// The connections with acknowledgements under way.
 #[derive(Debug, Default)]
@@ -35,6 +35,13 @@ pub(crate) struct AcksInFlight {
 pub(crate) struct InFlight {
     acks: Arc<AcksInFlight>,
     key: Key,
+}
+
+impl InFlight {
+    /// The connection whose batch this is.
+    pub(crate) fn key(&self) -> &Key {
+        &self.key
+    }
 }
 
 impl AcksInFlight {

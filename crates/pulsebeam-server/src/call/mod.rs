@@ -48,9 +48,9 @@ pub(crate) struct Caller {
     /// The client's address, for the audit trail.
     pub(crate) remote: Option<SocketAddr>,
     /// The credential it presented (an `Authorization` header value), checked again when keys
-    /// or revocations change while its call waits. A copy: the request's own value is a slice
-    /// of hyper's read buffer, which a waiting call would otherwise keep alive (8 KiB), making
-    /// hyper take a new one for the connection.
+    /// or revocations change while its call waits. [`poll`] replaces it with a copy: the
+    /// request's own value is a slice of hyper's read buffer, which a waiting call would
+    /// otherwise keep alive (8 KiB), making hyper take a new one for the connection.
     credential: Option<HeaderValue>,
     /// Changes of keys or revocations, subscribed to before the token was checked, so that a
     /// change made while the request body was still arriving is not missed.
@@ -58,6 +58,16 @@ pub(crate) struct Caller {
     /// Whether this call polled its mailbox before: a stream's later polls leave its own
     /// unconfirmed batches reserved instead of taking them back.
     polled: bool,
+}
+
+/// The connection `conn_id` of the caller `identity`, as [`in_flight`] names it.
+fn connection(identity: &Identity, conn_id: u32) -> in_flight::Key {
+    (
+        Arc::clone(&identity.project_id),
+        Arc::clone(&identity.group),
+        Arc::clone(&identity.peer),
+        conn_id,
+    )
 }
 
 /// `value` in an allocation of its own (a request's header values share hyper's read buffer).
@@ -116,7 +126,7 @@ impl State {
             live,
             identity,
             remote,
-            credential: credential.map(owned),
+            credential,
             epoch,
             polled: false,
         })
@@ -305,24 +315,22 @@ pub(crate) async fn send(state: &State, caller: &Caller, message: Incoming) -> R
 /// way to the client.
 #[derive(Debug)]
 pub(crate) struct PendingAck {
-    project: Arc<str>,
-    group: Arc<str>,
-    peer: Arc<str>,
-    conn_id: u32,
     receipt: Receipt,
-    /// Holds a new `Recv` of the connection on this node until this is stored or dropped.
-    _in_flight: in_flight::InFlight,
+    /// Names the connection, and holds a new `Recv` of it on this node until this is stored or
+    /// dropped.
+    in_flight: in_flight::InFlight,
 }
 
 impl PendingAck {
     /// Acknowledges to the store; failures only mean the messages come again after the lease.
     pub(crate) async fn send(self, state: &State) {
+        let (project, group, peer, conn_id) = self.in_flight.key();
         let me = PeerAddr {
-            project: &self.project,
-            group: &self.group,
-            peer: &self.peer,
+            project,
+            group,
+            peer,
         };
-        if let Err(err) = state.store.ack(me, self.conn_id, self.receipt).await {
+        if let Err(err) = state.store.ack(me, *conn_id, self.receipt).await {
             state.metrics.store_error(StoreOp::Ack);
             tracing::debug!(error = %err, "acknowledging delivered messages failed; they will be handed out again");
         }
@@ -407,14 +415,12 @@ pub(crate) async fn poll(
         takeover,
     };
     if takeover {
+        // The first poll of a call that may wait: its credential must not keep the request's
+        // buffer alive (see `Caller::credential`).
+        caller.credential = caller.credential.take().map(owned);
         // What this node has handed out to the connection and is about to acknowledge is not
         // taken over (and so handed out twice) by a client that read the answer first.
-        let key = (
-            Arc::clone(&identity.project_id),
-            Arc::clone(&identity.group),
-            Arc::clone(&identity.peer),
-            conn_id,
-        );
+        let key = connection(&identity, conn_id);
         if state.acks_in_flight.is_under_way(&key) {
             Box::pin(state.acks_in_flight.settled(&key)).await;
         }
@@ -449,17 +455,8 @@ pub(crate) async fn poll(
         }
     })?;
     let ack = receipt.map(|receipt| PendingAck {
-        project: Arc::clone(&identity.project_id),
-        group: Arc::clone(&identity.group),
-        peer: Arc::clone(&identity.peer),
-        conn_id,
         receipt,
-        _in_flight: state.acks_in_flight.begin((
-            Arc::clone(&identity.project_id),
-            Arc::clone(&identity.group),
-            Arc::clone(&identity.peer),
-            conn_id,
-        )),
+        in_flight: state.acks_in_flight.begin(connection(&identity, conn_id)),
     });
     if !caller.live.config.mutual_policy {
         return Ok(Handout {
