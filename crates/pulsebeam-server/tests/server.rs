@@ -573,15 +573,15 @@ mod relay {
         }
     }
 
-    /// The client has the whole answer before its acknowledgement is stored: a server killed
-    /// while the store takes the acknowledgement cannot leave the client without the batch
-    /// that the store then counts as delivered.
-    #[tokio::test]
-    async fn the_whole_answer_is_out_before_its_acknowledgement_is_stored() {
+    /// A server on [`HeldAcks`] with `poll_timeout_ms`; the semaphore lets acknowledgements
+    /// through, the counter says how many began.
+    async fn held_acks(
+        poll_timeout_ms: u64,
+    ) -> (Harness, Arc<tokio::sync::Semaphore>, Arc<AtomicU64>) {
         let pair = KeyPair::generate().unwrap();
         let mut config = Config::default()
             .with_project(ProjectConfig::new("main").with_key(pair.api_key(), &pair.public_key()));
-        config.limits.poll_timeout_ms = 2_000;
+        config.limits.poll_timeout_ms = poll_timeout_ms;
         let release = Arc::new(tokio::sync::Semaphore::new(0));
         let started = Arc::new(AtomicU64::new(0));
         let store = HeldAcks {
@@ -591,6 +591,15 @@ mod relay {
             started: Arc::clone(&started),
         };
         let h = Harness::start_built(config, pair, |b| b.store(store)).await;
+        (h, release, started)
+    }
+
+    /// The client has the whole answer before its acknowledgement is stored: a server killed
+    /// while the store takes the acknowledgement cannot leave the client without the batch
+    /// that the store then counts as delivered.
+    #[tokio::test]
+    async fn the_whole_answer_is_out_before_its_acknowledgement_is_stored() {
+        let (h, release, started) = held_acks(2_000).await;
         let alice = h.peer("room", "alice", 100);
         let bob = h.peer("room", "bob", 200);
         alice.send_ok(&bob.info, 1, true, offer("v=0")).await;
@@ -622,19 +631,7 @@ mod relay {
     /// answer's acknowledgement does not get the batch twice: the new `Recv` waits for it.
     #[tokio::test]
     async fn a_recv_sent_before_the_last_answers_acknowledgement_is_stored_does_not_get_it_again() {
-        let pair = KeyPair::generate().unwrap();
-        let mut config = Config::default()
-            .with_project(ProjectConfig::new("main").with_key(pair.api_key(), &pair.public_key()));
-        config.limits.poll_timeout_ms = 1_000;
-        let release = Arc::new(tokio::sync::Semaphore::new(0));
-        let started = Arc::new(AtomicU64::new(0));
-        let store = HeldAcks {
-            inner: pulsebeam_server::MemoryStore::new(&config.limits, Duration::from_secs(5))
-                .unwrap(),
-            release: Arc::clone(&release),
-            started: Arc::clone(&started),
-        };
-        let h = Harness::start_built(config, pair, |b| b.store(store)).await;
+        let (h, release, started) = held_acks(1_000).await;
         let alice = h.peer("room", "alice", 100);
         let bob = h.peer("room", "bob", 200);
         alice.send_ok(&bob.info, 1, true, offer("v=0")).await;

@@ -377,6 +377,30 @@ async fn a_dropped_store_closes_its_connections() {
     }
 }
 
+/// A poll waits, a message arrives and wakes it, and the receiver acknowledges it.
+async fn relay(receiver: &Arc<RedisStore>, sender: &RedisStore) {
+    let waiting = tokio::spawn({
+        let receiver = Arc::clone(receiver);
+        async move {
+            let wait = PollOptions {
+                wait: Duration::from_secs(10),
+                batch_window: Duration::from_millis(5),
+                max_messages: 64,
+                takeover: true,
+            };
+            receiver.poll(bob(), 100, wait).await.unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    sender.deliver(bob(), 100, envelope("offer")).await.unwrap();
+    let polled = waiting.await.unwrap();
+    assert_eq!(polled.messages, [envelope("offer")]);
+    receiver
+        .ack(bob(), 100, polled.receipt.unwrap())
+        .await
+        .unwrap();
+}
+
 /// The round trips of one relayed message, counted by Redis itself on a server of our own: the
 /// sender's deliver, the waiting receiver's take, and the acknowledgement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,26 +440,7 @@ async fn a_relayed_message_costs_three_round_trips() {
         String::from_utf8(out.stdout).unwrap()
     };
     cli(&["config", "resetstat"]);
-    let waiting = tokio::spawn({
-        let receiver = Arc::clone(&receiver);
-        async move {
-            let wait = PollOptions {
-                wait: Duration::from_secs(10),
-                batch_window: Duration::from_millis(5),
-                max_messages: 64,
-                takeover: true,
-            };
-            receiver.poll(bob(), 100, wait).await.unwrap()
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    sender.deliver(bob(), 100, envelope("offer")).await.unwrap();
-    let polled = waiting.await.unwrap();
-    assert_eq!(polled.messages, [envelope("offer")]);
-    receiver
-        .ack(bob(), 100, polled.receipt.unwrap())
-        .await
-        .unwrap();
+    relay(&receiver, &sender).await;
     // The client polls again at once.
     assert!(receiver
         .poll(bob(), 100, NOW)

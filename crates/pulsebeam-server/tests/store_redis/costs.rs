@@ -98,30 +98,6 @@ async fn a_relayed_message_runs_few_commands_inside_the_scripts() {
     );
 }
 
-/// A poll waits, a message arrives and wakes it, and the receiver acknowledges it.
-async fn relay(receiver: &Arc<RedisStore>, sender: &RedisStore) {
-    let waiting = tokio::spawn({
-        let receiver = Arc::clone(receiver);
-        async move {
-            let wait = PollOptions {
-                wait: Duration::from_secs(10),
-                batch_window: Duration::from_millis(5),
-                max_messages: 64,
-                takeover: true,
-            };
-            receiver.poll(bob(), 100, wait).await.unwrap()
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    sender.deliver(bob(), 100, envelope("offer")).await.unwrap();
-    let polled = waiting.await.unwrap();
-    assert_eq!(polled.messages, [envelope("offer")]);
-    receiver
-        .ack(bob(), 100, polled.receipt.unwrap())
-        .await
-        .unwrap();
-}
-
 /// The keys of a peer, every one with a TTL of at least the message TTL, after each kind of
 /// call: TTLs are set when keys are made and refreshed when they run low, never forgotten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
