@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::clients::{Client, Pool, SubscriberClient};
-use fred::interfaces::{ClientLike, ServerInterface};
+use fred::interfaces::{ClientLike, FunctionInterface, ServerInterface};
 use fred::prelude::{Builder, Config as FredConfig, Error as FredError, ReconnectPolicy};
 use fred::types::{ConnectHandle, Value};
 
-use super::scripts::ScriptCall;
+use super::scripts::{Library, ScriptCall};
 use crate::config::{redact_url, StoreConfig};
 use crate::store::{StartError, StoreError};
 
@@ -36,8 +36,10 @@ const UNRESPONSIVE_CHECK: Duration = Duration::from_millis(500);
 /// disconnect when the last clone is dropped.
 ///
 /// Every script runs through one call helper, under one policy: wait for the first
-/// connection, pick a client, `EVALSHA` (loading the script on `NOSCRIPT`), all within two
-/// seconds, and any failure is [`StoreError::Unavailable`].
+/// connection, pick a client, `FCALL` its function in the scripts' library (loading the
+/// library when Redis does not have it), all within two seconds, and any failure is
+/// [`StoreError::Unavailable`]. A Redis that cannot load the library (before 7.0, or a user
+/// without `FUNCTION`) runs each script by `EVALSHA` instead (loading it on `NOSCRIPT`).
 #[derive(Clone)]
 pub struct RedisConnection {
     inner: Arc<Inner>,
@@ -62,6 +64,8 @@ struct Inner {
     replacing: AtomicBool,
     /// `store.wait_replicas`: how many replicas must have a delivery before it is accepted.
     replication: Option<Replication>,
+    /// Set once Redis showed it cannot run the scripts' library: every call is an `EVALSHA`.
+    eval_only: AtomicBool,
 }
 
 /// `WAIT replicas timeout_ms` after each delivery.
@@ -182,6 +186,7 @@ impl RedisConnection {
                 target,
                 replacing: AtomicBool::new(false),
                 replication,
+                eval_only: AtomicBool::new(false),
             }),
         })
     }
@@ -212,7 +217,7 @@ impl RedisConnection {
             .filter(|_| name == super::scripts::Deliver::SPEC.name);
         let reply: Value = self
             .bounded_on(affinity, name, |client| async move {
-                let reply = C::script().evalsha_with_reload(client, keys, args).await?;
+                let reply = self.call::<C>(client, keys, args).await?;
                 if let Some(Replication { replicas, timeout_ms }) = replicate {
                     let acknowledged: i64 = client.wait(replicas, timeout_ms).await?;
                     if acknowledged < replicas {
@@ -232,6 +237,63 @@ impl RedisConnection {
                 "redis answered {name} {err}; is every node running the same version?"
             ))
         })
+    }
+
+    /// Runs script `C` on `client`: its function, loading the library when Redis does not
+    /// have it (a new Redis, one restarted without persistence, a new Cluster master, a
+    /// `FUNCTION FLUSH`), or `EVALSHA` where Redis cannot run the library.
+    async fn call<C: ScriptCall>(
+        &self,
+        client: &Client,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, FredError> {
+        if !self.inner.eval_only.load(Ordering::Acquire) {
+            let retry = (keys.clone(), args.clone());
+            match client.fcall(C::function(), keys, args).await {
+                Err(err) if Library::missing(&err) => match self.load_library(client).await? {
+                    Loaded::Yes => return client.fcall(C::function(), retry.0, retry.1).await,
+                    Loaded::Cannot => {}
+                },
+                Err(err) if Library::refused(&err) => self.eval_only(&err),
+                done => return done,
+            }
+            let (keys, args) = retry;
+            return C::script().evalsha_with_reload(client, keys, args).await;
+        }
+        C::script().evalsha_with_reload(client, keys, args).await
+    }
+
+    /// Loads the scripts' library (on every master of a Cluster); a library already there
+    /// (another node loaded it first) is loaded too.
+    async fn load_library(&self, client: &Client) -> Result<Loaded, FredError> {
+        let library = super::scripts::library();
+        match client
+            .function_load_cluster::<Value, _>(false, library.code.as_str())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(target = %self.inner.target, library = %library.name, "loaded the redis store's function library");
+                Ok(Loaded::Yes)
+            }
+            Err(err) if err.details().contains("already exists") => Ok(Loaded::Yes),
+            Err(err) if Library::refused(&err) => {
+                self.eval_only(&err);
+                Ok(Loaded::Cannot)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Runs every script by `EVALSHA` from now on, saying why once.
+    fn eval_only(&self, err: &FredError) {
+        if !self.inner.eval_only.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                target = %self.inner.target,
+                error = %err.details(),
+                "redis cannot run the store's function library (it needs Redis 7.0 or newer and a user allowed FUNCTION LOAD and FCALL); running each script by EVALSHA instead, which costs Redis a few microseconds more per call"
+            );
+        }
     }
 
     /// Whether Redis answers `PING`.
@@ -373,6 +435,14 @@ impl RedisConnection {
             }
         });
     }
+}
+
+/// Whether the scripts' library could be loaded.
+enum Loaded {
+    /// It is there now.
+    Yes,
+    /// Redis cannot run it: scripts run by `EVALSHA`.
+    Cannot,
 }
 
 /// Runs `client`'s connection task, and starts it again whenever it ends with an error: fred

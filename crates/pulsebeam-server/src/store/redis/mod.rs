@@ -60,7 +60,8 @@
 //!
 //! # Round trips
 //!
-//! Each operation on a peer is one Lua script (`EVALSHA`, reloaded on `NOSCRIPT`) using Redis
+//! Each operation on a peer is one Lua script (`FCALL` of a function of the scripts' library,
+//! loaded when missing; `EVALSHA` where Redis cannot run the library) using Redis
 //! server time (`TIME`, not needed by `ack`) for leases and TTLs: `deliver` (capacity, discovery routing by poll
 //! lease, sequence number, TTLs and the wake-up `PUBLISH`), `begin` (registers the poll with
 //! node id, generation and lease, ends an older poll, takes over what older polls handed out

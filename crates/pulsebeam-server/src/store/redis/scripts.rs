@@ -258,28 +258,32 @@ pub(crate) struct Spec {
 }
 
 impl Spec {
-    /// The whole script: the generated header, the preludes, the script's file.
+    /// The whole script, run by `EVALSHA`: the status codes, the preludes, the generated
+    /// header, the script's file.
     pub(crate) fn source(&self) -> String {
-        let mut out = self.header();
+        let mut out = format!(
+            "-- {}: generated from its declaration in store/redis/scripts.rs.\n",
+            self.name
+        );
+        if self.reply.iter().any(|(_, kind)| *kind == Kind::Status) {
+            out.push_str(&statuses());
+        }
         for prelude in self.preludes {
             out.push_str(prelude);
         }
+        out.push_str(&self.header());
         out.push_str(self.body);
         out
     }
 
+    /// The script's name in the library: its file's name without `.lua`.
+    fn stem(&self) -> &'static str {
+        self.name.strip_suffix(".lua").unwrap_or(self.name)
+    }
+
+    /// The locals of one call, read from `KEYS` and `ARGV`, and its `reply`.
     fn header(&self) -> String {
-        let mut out = format!(
-            "-- {}: header generated from its declaration in store/redis/scripts.rs.\n",
-            self.name
-        );
-        if self.reply.iter().any(|(_, kind)| *kind == Kind::Status) {
-            let statuses: Vec<String> = Status::ALL
-                .iter()
-                .map(|(status, lua)| format!("{lua} = {}", *status as i64))
-                .collect();
-            let _ = writeln!(out, "local S = {{{}}}", statuses.join(", "));
-        }
+        let mut out = String::new();
         for (i, name) in (1..).zip(self.keys) {
             let _ = writeln!(out, "local {name} = KEYS[{i}]");
         }
@@ -298,9 +302,10 @@ impl Spec {
         if let Some(list) = self.arg_list {
             push_list(&mut out, list, "ARGV", self.args.len() + 1);
         }
-        // A prelude may set `on_reply` to finish a script's writes before any reply.
+        // `on_reply` (prelude.lua) finishes a call's writes before any reply; a call that sets
+        // none has none, whatever the call before it set.
         out.push_str(
-            "local on_reply = nil\nlocal function reply(r, list)\n  if on_reply then on_reply() end\n  local out = {",
+            "on_reply = nil\nlocal function reply(r, list)\n  if on_reply then on_reply() end\n  local out = {",
         );
         let fields: Vec<String> = self
             .reply
@@ -339,14 +344,112 @@ fn push_list(out: &mut String, name: &str, source: &str, first: usize) {
     );
 }
 
+/// `local S = {...}`: the status codes.
+fn statuses() -> String {
+    let codes: Vec<String> = Status::ALL
+        .iter()
+        .map(|(status, lua)| format!("{lua} = {}", *status as i64))
+        .collect();
+    format!("local S = {{{}}}\n", codes.join(", "))
+}
+
+/// Every script, each a function of the library.
+const ALL: &[&Spec] = &[
+    &Deliver::SPEC,
+    &Begin::SPEC,
+    &Take::SPEC,
+    &Ack::SPEC,
+    &Polling::SPEC,
+    &TakeBudget::SPEC,
+    &ReleaseBudget::SPEC,
+    &CountBudgets::SPEC,
+    &BudgetMembers::SPEC,
+    &PutRevocation::SPEC,
+    &ListRevocations::SPEC,
+    &ReadRevocationsVersion::SPEC,
+    &AddUsage::SPEC,
+    &ReadUsage::SPEC,
+    &AcquireLease::SPEC,
+    &ReleaseLease::SPEC,
+    &PutBinding::SPEC,
+    &GetBinding::SPEC,
+];
+
+/// Every script as one Redis Functions library: the helpers, defined once when Redis loads it,
+/// and a function per script (`FCALL`), so a call runs only its header and its own file.
+#[derive(Debug)]
+pub(crate) struct Library {
+    /// `pulsebeam_` and the start of the SHA1 of the library's code: a library per version,
+    /// so nodes of two versions (a rolling upgrade) each call their own.
+    pub(crate) name: String,
+    /// What `FUNCTION LOAD` takes.
+    pub(crate) code: String,
+}
+
+impl Library {
+    /// A script's function: the library's name, `_`, the script's file's name.
+    pub(crate) fn function(&self, spec: &Spec) -> String {
+        format!("{}_{}", self.name, spec.stem())
+    }
+
+    /// Whether `err` says Redis does not have the function called (not loaded yet, or gone).
+    pub(crate) fn missing(err: &fred::error::Error) -> bool {
+        err.details().contains("Function not found")
+    }
+
+    /// Whether `err` says Redis cannot run a library at all: no such command (before 7.0), or
+    /// a user not allowed `FUNCTION LOAD` or `FCALL`.
+    pub(crate) fn refused(err: &fred::error::Error) -> bool {
+        let details = err.details();
+        details.contains("unknown command") || details.starts_with("NOPERM")
+    }
+
+    fn build() -> Library {
+        let mut body = statuses();
+        for helpers in [PRELUDE, PEER, HOLD, CONNS] {
+            body.push_str(helpers);
+        }
+        let version = fred::util::sha1_hash(&body_with_functions(&body, "pulsebeam"));
+        let name = format!("pulsebeam_{}", &version[..16]);
+        let code = format!(
+            "#!lua name={name}\n-- Generated from the declarations in store/redis/scripts.rs.\n{}",
+            body_with_functions(&body, &name)
+        );
+        Library { name, code }
+    }
+}
+
+/// `helpers` followed by a `redis.register_function` per script, named `prefix_<script>`.
+fn body_with_functions(helpers: &str, prefix: &str) -> String {
+    let mut out = helpers.to_owned();
+    for spec in ALL {
+        let _ = write!(
+            out,
+            "redis.register_function('{prefix}_{}', function(KEYS, ARGV)\n{}{}\nend)\n",
+            spec.stem(),
+            spec.header(),
+            spec.body
+        );
+    }
+    out
+}
+
+/// The library, built once per process.
+pub(crate) fn library() -> &'static Library {
+    static LIBRARY: LazyLock<Library> = LazyLock::new(Library::build);
+    &LIBRARY
+}
+
 /// A call of one script: its keys and arguments, and how its reply reads.
 pub(crate) trait ScriptCall: Sized {
     /// The reply, by name.
     type Reply;
     /// The declaration.
     const SPEC: Spec;
-    /// The script, compiled (its SHA1 computed) once per process.
+    /// The script on its own, for `EVALSHA`, compiled (its SHA1 computed) once per process.
     fn script() -> &'static Script;
+    /// The script's function in the [`library`].
+    fn function() -> &'static str;
     /// The keys and the arguments, in declaration order.
     fn into_parts(self) -> (Vec<String>, Vec<Value>);
     /// Reads a reply.
@@ -410,6 +513,12 @@ macro_rules! script {
                 static SCRIPT: LazyLock<Script> =
                     LazyLock::new(|| Script::from_lua(<$call as ScriptCall>::SPEC.source()));
                 &SCRIPT
+            }
+
+            fn function() -> &'static str {
+                static FUNCTION: LazyLock<String> =
+                    LazyLock::new(|| library().function(&<$call as ScriptCall>::SPEC));
+                &FUNCTION
             }
 
             #[allow(unused_mut)]
@@ -603,26 +712,7 @@ mod tests {
 
     /// Every declaration.
     fn all() -> Vec<&'static Spec> {
-        vec![
-            &Deliver::SPEC,
-            &Begin::SPEC,
-            &Take::SPEC,
-            &Ack::SPEC,
-            &Polling::SPEC,
-            &TakeBudget::SPEC,
-            &ReleaseBudget::SPEC,
-            &CountBudgets::SPEC,
-            &BudgetMembers::SPEC,
-            &PutRevocation::SPEC,
-            &ListRevocations::SPEC,
-            &ReadRevocationsVersion::SPEC,
-            &AddUsage::SPEC,
-            &ReadUsage::SPEC,
-            &AcquireLease::SPEC,
-            &ReleaseLease::SPEC,
-            &PutBinding::SPEC,
-            &GetBinding::SPEC,
-        ]
+        ALL.to_vec()
     }
 
     /// The Lua without comments.
@@ -792,8 +882,7 @@ mod tests {
         let header = Ack::SPEC.header();
         assert_eq!(
             header,
-            "-- ack.lua: header generated from its declaration in store/redis/scripts.rs.\n\
-             local h = KEYS[1]\n\
+            "local h = KEYS[1]\n\
              local conns = KEYS[2]\n\
              local d = KEYS[3]\n\
              local boxes = {}\n\
@@ -802,19 +891,19 @@ mod tests {
              local conn = ARGV[2]\n\
              local receipts = {}\n\
              for i = 3, #ARGV do receipts[#receipts + 1] = ARGV[i] end\n\
-             local on_reply = nil\n\
+             on_reply = nil\n\
              local function reply(r, list)\n  if on_reply then on_reply() end\n  \
              local out = {(r.acknowledged or 0)}\n  \
              if list then\n    for i = 1, #list do out[#out + 1] = list[i] end\n  end\n  \
              return out\nend\n"
         );
-        let deliver = Deliver::SPEC.header();
-        assert!(
-            deliver.contains(
-                "local S = {OK = 0, SUPERSEDED = 1, FULL = 2, TOO_MANY_PEER = 3, NEED_BUDGET = 4, NEED_KEYS = 5}\n"
-            ),
-            "{deliver}"
+        assert_eq!(
+            statuses(),
+            "local S = {OK = 0, SUPERSEDED = 1, FULL = 2, TOO_MANY_PEER = 3, NEED_BUDGET = 4, NEED_KEYS = 5}\n"
         );
+        assert!(Deliver::SPEC.source().contains(&statuses()));
+        assert!(!ReadUsage::SPEC.source().contains("local S"));
+        let deliver = Deliver::SPEC.header();
         assert!(
             deliver.contains("local granted = ARGV[9] == '1'\n"),
             "{deliver}"
@@ -833,7 +922,51 @@ mod tests {
             read.contains("for i = 1, #KEYS do hours[#hours + 1] = KEYS[i] end"),
             "{read}"
         );
-        assert!(!read.contains("local S"), "{read}");
+    }
+
+    #[test]
+    fn a_script_on_its_own_has_its_helpers_before_its_header() {
+        let source = Deliver::SPEC.source();
+        let at = |what: &str| source.find(what).unwrap_or_else(|| panic!("{what}"));
+        assert!(at("local S = ") < at("local function now_ms()"));
+        assert!(at("local function enter(") < at("local function expire_head("));
+        assert!(at("local function expire_head(") < at("local h = KEYS[1]"));
+        assert!(at("local h = KEYS[1]") < at("\nenter(h, conns, d, boxes, base)"));
+        let budget = TakeBudget::SPEC.source();
+        assert!(!budget.contains("local function enter("), "{budget}");
+    }
+
+    #[test]
+    fn the_library_defines_its_helpers_once_and_a_function_per_script() {
+        let library = library();
+        assert!(library.name.starts_with("pulsebeam_"));
+        assert_eq!(library.name.len(), "pulsebeam_".len() + 16);
+        assert!(library
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        assert!(library
+            .code
+            .starts_with(&format!("#!lua name={}\n", library.name)));
+        assert_eq!(library.code.matches("local function enter(").count(), 1);
+        assert_eq!(library.code.matches("local S = ").count(), 1);
+        for spec in all() {
+            let function = library.function(spec);
+            assert_eq!(
+                library
+                    .code
+                    .matches(&format!("redis.register_function('{function}', "))
+                    .count(),
+                1,
+                "{function}"
+            );
+        }
+        assert_eq!(Deliver::function(), library.function(&Deliver::SPEC));
+        assert!(Deliver::function().ends_with("_deliver"));
+        assert_eq!(
+            library.code.matches("redis.register_function(").count(),
+            all().len()
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 -- older poll (on any node), with `takeover` takes back what older polls handed out and nobody
 -- acknowledged (else only what is past its lease), takes the discovery queue and hands out what
 -- is waiting, oldest first.
+enter(h, conns, d, boxes, base)
 now = now_ms()
 -- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
 on_reply = function() keep(keep_ms) end

@@ -1,6 +1,7 @@
 -- Stores one message for connection `conn`, or for the peer's discovery queue when `conn` is
 -- '0' (then for the connection whose poll in flight began last, if any): capacity, sequence
 -- number, TTLs and the wake-up of the node whose poll waits for it.
+enter(h, conns, d, boxes, base)
 now = now_ms()
 -- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
 on_reply = function() keep(keep_ms) end

@@ -12,7 +12,6 @@ end
 -- finds less than `keep_ms` left (the deadline is kept in the hash: `k` for the hash,
 -- connection set and discovery queue, `k:c` for connection c's keys), so after every call
 -- each key it touched has at least `keep_ms` left, as if refreshed on every call.
-local made = {}
 
 -- Gives `key`, just made by a write, its TTL (at once: a reply that is not OK keeps it too).
 local function expire_new(key, keep_ms)

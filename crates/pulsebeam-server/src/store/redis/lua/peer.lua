@@ -10,19 +10,25 @@
 -- `get` and `set` work on that copy. Key TTLs are given when a key is made and refreshed only
 -- when less than a keep span is left (`keep`).
 
+-- A call's state. Helpers are defined once (a Redis Functions library loads them once; an
+-- EVALSHA defines them on every call), so what belongs to one call lives in these and `enter`
+-- sets them when the call begins.
 -- Redis server time (ms); set by every script that needs it (`now = now_ms()`), not by ack.
 local now = 0
-local H, CONNS, D = h, conns, d
+-- The peer's hash, connection set and discovery queue, and the prefix of its keys.
+local H, CONNS, D, BASE = nil, nil, nil, nil
+-- The keys of connections the caller declared (`has`).
 local DECLARED = {}
-for _, k in ipairs(boxes) do DECLARED[k] = true end
-local function M(c) return base .. 'm:' .. c end
-local function R(c) return base .. 'r:' .. c end
-local function RV(c) return base .. 'rv:' .. c end
--- Whether the keys of connection `c` are declared.
-local function has(c) return DECLARED[M(c)] and DECLARED[R(c)] and DECLARED[RV(c)] or false end
-
 -- The hash's fields as read (false when absent) and those changed since.
 local cache, dirty = {}, {}
+-- Keys made by this call, which got their TTL (`expire_new`, hold.lua).
+local made = {}
+
+local function M(c) return BASE .. 'm:' .. c end
+local function R(c) return BASE .. 'r:' .. c end
+local function RV(c) return BASE .. 'rv:' .. c end
+-- Whether the keys of connection `c` are declared.
+local function has(c) return DECLARED[M(c)] and DECLARED[R(c)] and DECLARED[RV(c)] or false end
 
 -- Reads the fields `names` not read yet, in one HMGET.
 local function fetch(names)
@@ -62,7 +68,16 @@ local function flush()
   if #put > 0 then redis.call('HSET', H, unpack(put)) end
   if #del > 0 then redis.call('HDEL', H, unpack(del)) end
 end
-on_reply = flush
+
+-- Begins a call on the peer whose hash, connection set and discovery queue are `h`, `conns`
+-- and `d`, with connections' keys `boxes` declared and keys prefixed by `base`; every reply
+-- writes the hash (a script may set `on_reply` to do more first).
+local function enter(h, conns, d, boxes, base)
+  H, CONNS, D, BASE = h, conns, d, base
+  DECLARED, cache, dirty, made = {}, {}, {}, {}
+  for _, k in ipairs(boxes) do DECLARED[k] = true end
+  on_reply = flush
+end
 
 -- Reservations. Field `v:c` of the hash lists connection c's polls whose messages wait for an
 -- acknowledgement, `receipt expiry seq seq ...` each, separated by ';'.

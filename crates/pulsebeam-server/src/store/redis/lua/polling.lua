@@ -1,4 +1,5 @@
 -- Which of the peer's connections `asked` have a poll in flight.
+enter(h, conns, d, boxes, base)
 now = now_ms()
 local names = {}
 for _, c in ipairs(asked) do names[#names + 1] = 'l:' .. c end

@@ -1,7 +1,10 @@
--- Helpers for every script. The header before this file is generated from the script's
--- declaration in scripts.rs: S holds the status codes, a local per declared key and argument
--- (numbers as numbers, flags as booleans), and reply{...} builds the reply in the order the
--- Rust side reads it.
+-- Helpers for every script. The status codes S come before this file, and each script's own
+-- header after the helpers, both generated from the declarations in scripts.rs: a local per
+-- declared key and argument (numbers as numbers, flags as booleans), and reply{...}, which
+-- builds the reply in the order the Rust side reads it.
+
+-- Run by reply{...} before it answers (set per call: `enter` in peer.lua, or the script).
+local on_reply = nil
 
 -- Redis server time in milliseconds: every node agrees on it.
 local function now_ms()

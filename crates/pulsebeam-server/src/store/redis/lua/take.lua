@@ -1,6 +1,7 @@
 -- For the poll `generation` of connection `conn`: hands out what is waiting (up to `max`; 0
 -- takes nothing), reservations whose lease ran out first, and ends the poll when it got
 -- messages or `last` says it is over. SUPERSEDED when a newer poll of the connection took over.
+enter(h, conns, d, boxes, base)
 now = now_ms()
 -- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
 on_reply = function() keep(keep_ms) end
