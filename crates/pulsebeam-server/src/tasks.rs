@@ -3,7 +3,7 @@
 //! finish) or, at the latest, when the server is dropped.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 #[derive(Debug)]
 pub(crate) struct Tasks {
     runtime: Handle,
-    set: Mutex<JoinSet<()>>,
+    set: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl Tasks {
@@ -21,37 +21,46 @@ impl Tasks {
     pub(crate) fn new(runtime: Handle) -> Self {
         Tasks {
             runtime,
-            set: Mutex::new(JoinSet::new()),
+            set: Arc::default(),
         }
     }
 
     /// Starts `task`.
+    ///
+    /// A task that ended keeps its memory (its future's state, a few KiB for a call to Redis)
+    /// until the set takes it back, so each task, as it ends, takes back those that ended
+    /// before it: a quiet server holds at most one ended task, not every one since its last
+    /// spawn (a poll's registration each).
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let mut set = self
-            .set
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Reap the tasks that ended, so a long-lived server's set does not grow.
-        while set.try_join_next().is_some() {}
-        set.spawn_on(task, &self.runtime);
+        let set = Arc::downgrade(&self.set);
+        let mut tasks = lock(&self.set);
+        reap(&mut tasks);
+        tasks.spawn_on(
+            async move {
+                task.await;
+                if let Some(set) = set.upgrade() {
+                    reap(&mut lock(&set));
+                }
+            },
+            &self.runtime,
+        );
+    }
+
+    /// How many tasks the set holds, running or ended and not yet taken back.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        lock(&self.set).len()
     }
 
     /// Aborts every task now (for an owner whose tasks hold a reference back to it, so that
     /// dropping the set alone would never happen).
     pub(crate) fn abort_all(&self) {
-        if let Ok(mut set) = self.set.lock() {
-            set.abort_all();
-        }
+        lock(&self.set).abort_all();
     }
 
     /// Waits up to `grace` for every task to end, then aborts the rest.
     pub(crate) async fn end(&self, grace: Duration) {
-        let mut set = std::mem::take(
-            &mut *self
-                .set
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let mut set = std::mem::take(&mut *lock(&self.set));
         let all = async { while set.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!(
@@ -63,11 +72,48 @@ impl Tasks {
     }
 }
 
+fn lock(set: &Mutex<JoinSet<()>>) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+    set.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Takes back the tasks of `set` that ended.
+fn reap(set: &mut JoinSet<()>) {
+    while set.try_join_next().is_some() {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_that_ended_are_taken_back_without_another_spawn() {
+        let tasks = Tasks::new(Handle::current());
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..50 {
+            let done = done_tx.clone();
+            tasks.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = done.send(());
+            });
+        }
+        for _ in 0..50 {
+            done_rx.recv().await.unwrap();
+        }
+        // Each task, as it ends, takes back those that ended before it: only the last ones, as
+        // many as ended at once (one per worker thread), can remain.
+        let start = std::time::Instant::now();
+        while tasks.held() > 2 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{} ended tasks are still held",
+                tasks.held()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn tasks_that_end_are_waited_for_and_the_rest_are_ended_after_the_grace() {

@@ -26,6 +26,14 @@ pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Events a command client queues for its listeners (connection errors, reconnections): few,
+/// and each of its eight event channels allocates this many slots when the client is made.
+const EVENTS_CAPACITY: usize = 32;
+
+/// Wake-ups the subscriber queues for the node's listener before the oldest are dropped (then
+/// every local waiter checks its mailbox): bursts of mail to many polls of the node.
+const MESSAGES_CAPACITY: usize = 4096;
+
 /// A connection with a command unanswered this long is closed and reconnected (the command is
 /// retried on the new one, within its caller's [`COMMAND_TIMEOUT`]).
 const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(3);
@@ -160,10 +168,13 @@ impl RedisConnection {
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = COMMAND_TIMEOUT;
-                p.broadcast_channel_capacity = 4096;
+                p.broadcast_channel_capacity = EVENTS_CAPACITY;
             });
         let failed = |e: FredError| StartError::Client(e.details().to_string());
         let pool = builder.build_pool(pool_size.max(1)).map_err(failed)?;
+        // Only the subscriber's messages (wake-ups) come in bursts worth a deep buffer; each of
+        // a client's eight event channels allocates its whole capacity up front.
+        builder.with_performance_config(|p| p.broadcast_channel_capacity = MESSAGES_CAPACITY);
         let subscriber = builder.build_subscriber_client().map_err(failed)?;
         let mut drivers: Vec<_> = pool
             .clients()
@@ -215,8 +226,9 @@ impl RedisConnection {
             .inner
             .replication
             .filter(|_| name == super::scripts::Deliver::SPEC.name);
-        let reply: Value = self
-            .bounded_on(affinity, name, |client| async move {
+        // In a box of its own, freed when Redis answers: inline, the call's future (a few KiB)
+        // would size every caller's, such as a poll's registration, kept while it runs.
+        let reply: Value = Box::pin(self.bounded_on(affinity, name, |client| async move {
                 let reply = self.call::<C>(client, keys, args).await?;
                 if let Some(Replication { replicas, timeout_ms }) = replicate {
                     let acknowledged: i64 = client.wait(replicas, timeout_ms).await?;
@@ -230,7 +242,7 @@ impl RedisConnection {
                     }
                 }
                 Ok(reply)
-            })
+            }))
             .await?;
         C::parse(reply.into_array()).map_err(|err| {
             StoreError::Unavailable(format!(
@@ -602,6 +614,29 @@ mod tests {
     fn outside_a_runtime_there_is_no_connection() {
         let err = RedisConnection::from_url("redis://127.0.0.1:1").unwrap_err();
         assert_eq!(err, StartError::NoRuntime);
+    }
+
+    #[tokio::test]
+    async fn only_the_subscriber_keeps_a_deep_event_buffer() {
+        let mut config = StoreConfig::default();
+        config.urls = vec!["redis://127.0.0.1:1".into()];
+        config.pool_size = 3;
+        let connection = RedisConnection::new(&config).unwrap();
+        let pool = connection.inner.pool.clients();
+        assert_eq!(pool.len(), 3);
+        for client in pool {
+            assert_eq!(
+                client.perf_config().broadcast_channel_capacity,
+                EVENTS_CAPACITY
+            );
+        }
+        assert_eq!(
+            connection
+                .subscriber()
+                .perf_config()
+                .broadcast_channel_capacity,
+            MESSAGES_CAPACITY
+        );
     }
 
     #[tokio::test]

@@ -740,6 +740,15 @@ mod tests {
         };
         let size = std::mem::size_of_val(&store.inner.poll(me, 16, options));
         println!("a Redis poll's future: {size} bytes");
+        // A poll's registration runs in a task of its own, which holds it until Redis answers.
+        let begin = std::mem::size_of_val(&store.inner.begin("b", "p", 16, 1, 64, true));
+        println!("a Redis poll's registration: {begin} bytes");
+        assert!(
+            begin <= 2_048,
+            "a Redis poll's registration is {begin} bytes"
+        );
+        let take = std::mem::size_of_val(&store.inner.take("b", 16, 1, 64, true));
+        assert!(take <= 1_024, "a Redis poll's take is {take} bytes");
         assert!(size <= 1_024, "a Redis poll's future is {size} bytes");
     }
 }
