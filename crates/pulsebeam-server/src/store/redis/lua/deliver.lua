@@ -78,7 +78,8 @@ if target then
     end
   end
   local seq = next_seq(target)
-  redis.call('ZADD', M(target), seq, seq .. '|' .. now .. '|' .. envelope)
+  local s = int(seq)
+  redis.call('ZADD', M(target), s, s .. fmt('|%d|', now) .. envelope)
   if waiting == 0 then expire_new(M(target), keep_ms) end
   if num(get('l:' .. target)) > now then
     redis.call('PUBLISH', channel_prefix .. (get('n:' .. target) or ''), base .. target)
@@ -100,7 +101,8 @@ else
   end
   if n == 0 then set('b:d', now + 2 * ttl_ms + 1000) end
   local seq = next_seq(nil)
-  redis.call('ZADD', D, seq, seq .. '|' .. now .. '|' .. envelope)
+  local s = int(seq)
+  redis.call('ZADD', D, s, s .. fmt('|%d|', now) .. envelope)
   if n == 0 then expire_new(D, keep_ms) end
   due, member = budget_due('b:d', ttl_ms), 'd'
 end

@@ -17,7 +17,7 @@ end
 local function expire_new(key, keep_ms)
   if not made[key] then
     made[key] = true
-    redis.call('PEXPIRE', key, 2 * keep_ms)
+    redis.call('PEXPIRE', key, int(2 * keep_ms))
   end
 end
 
@@ -29,7 +29,7 @@ local function keep(keep_ms, c)
   if peer_due then set('k', now + 2 * keep_ms) end
   if conn_due then set('k:' .. c, now + 2 * keep_ms) end
   flush()
-  local span = 2 * keep_ms
+  local span = int(2 * keep_ms)
   if peer_due then
     redis.call('PEXPIRE', H, span)
     redis.call('PEXPIRE', CONNS, span)
@@ -83,7 +83,7 @@ end
 local function take(c, receipt, limit, lease, ttl, keep_ms)
   if limit <= 0 then return {}, 0 end
   local ms = redis.call('ZPOPMIN', M(c), limit)
-  local out, entry, add = {}, {tostring(receipt), tostring(now + lease)}, {}
+  local out, entry, add = {}, {int(receipt), int(now + lease)}, {}
   for i = 1, #ms, 2 do
     if fresh(ms[i], ttl) then
       out[#out + 1] = ms[i]
@@ -123,7 +123,7 @@ local ACTIVITY_STEP = 1000
 -- Records activity of connection `c` (opened, polled, handed out).
 local function touch(c)
   if get('la') == c and num(get('a:' .. c)) + ACTIVITY_STEP > now then return end
-  redis.call('ZADD', CONNS, now, c)
+  redis.call('ZADD', CONNS, int(now), c)
   set('la', c)
   set('a:' .. c, now)
 end

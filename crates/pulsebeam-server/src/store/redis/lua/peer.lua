@@ -32,6 +32,11 @@ local function has(c) return DECLARED[M(c)] and DECLARED[R(c)] and DECLARED[RV(c
 
 -- Reads the fields `names` not read yet, in one HMGET.
 local function fetch(names)
+  if next(cache) == nil then
+    local vals = redis.call('HMGET', H, unpack(names))
+    for i, n in ipairs(names) do cache[n] = vals[i] end
+    return
+  end
   local want = {}
   for _, n in ipairs(names) do
     if cache[n] == nil then want[#want + 1] = n end
@@ -57,6 +62,7 @@ local function flush()
   local put, del = {}, {}
   for n in pairs(dirty) do
     local v = cache[n]
+    if type(v) == 'number' then v = int(v) end
     if v then
       put[#put + 1] = n
       put[#put + 1] = v
