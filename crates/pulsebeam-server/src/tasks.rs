@@ -3,7 +3,7 @@
 //! finish) or, at the latest, when the server is dropped.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;

@@ -26,6 +26,14 @@ pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Calls to Redis a node has in flight at most; more wait for a turn (within their
+/// [`COMMAND_TIMEOUT`]). A call in flight holds a few KiB (fred's command state, about 7 KiB
+/// in a release build) that the allocator keeps once freed, so a burst of polls (clients
+/// reconnecting after a restart) would otherwise leave the node that much larger per poll
+/// that arrived at once. Redis answers a call in well under a millisecond, so this many in
+/// flight is far more than one node's share of its throughput.
+pub(crate) const MAX_IN_FLIGHT: usize = 256;
+
 /// Events a command client queues for its listeners (connection errors, reconnections): few,
 /// and each of its eight event channels allocates this many slots when the client is made.
 const EVENTS_CAPACITY: usize = 32;
@@ -74,6 +82,8 @@ struct Inner {
     replication: Option<Replication>,
     /// Set once Redis showed it cannot run the scripts' library: every call is an `EVALSHA`.
     eval_only: AtomicBool,
+    /// A permit per call to Redis in flight ([`MAX_IN_FLIGHT`]).
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// `WAIT replicas timeout_ms` after each delivery.
@@ -198,6 +208,7 @@ impl RedisConnection {
                 replacing: AtomicBool::new(false),
                 replication,
                 eval_only: AtomicBool::new(false),
+                in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             }),
         })
     }
@@ -226,8 +237,10 @@ impl RedisConnection {
             .inner
             .replication
             .filter(|_| name == super::scripts::Deliver::SPEC.name);
-        // In a box of its own, freed when Redis answers: inline, the call's future (a few KiB)
-        // would size every caller's, such as a poll's registration, kept while it runs.
+        // In a box of its own, made once the call has its turn and freed when Redis answers:
+        // inline, the call's future (a few KiB) would size every caller's, such as a poll's
+        // registration, kept while it runs.
+        let _turn = self.turn(name).await?;
         let reply: Value = Box::pin(self.bounded_on(affinity, name, |client| async move {
                 let reply = self.call::<C>(client, keys, args).await?;
                 if let Some(Replication { replicas, timeout_ms }) = replicate {
@@ -365,7 +378,29 @@ impl RedisConnection {
         F: FnOnce(&'a Client) -> Fut,
         Fut: Future<Output = Result<T, FredError>> + 'a,
     {
+        let _turn = self.turn(what).await?;
         self.bounded_on(None, what, op).await
+    }
+
+    /// Waits for a turn among the calls in flight ([`MAX_IN_FLIGHT`]), at most
+    /// [`COMMAND_TIMEOUT`].
+    async fn turn(&self, what: &str) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        match tokio::time::timeout(COMMAND_TIMEOUT, self.inner.in_flight.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(StoreError::Unavailable(
+                "the redis connection is closing".into(),
+            )),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{what} waited {} s for one of the {MAX_IN_FLIGHT} calls to redis in flight to end; redis answers too slowly for this load",
+                COMMAND_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// How many calls to Redis are in flight.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        MAX_IN_FLIGHT - self.inner.in_flight.available_permits()
     }
 
     /// [`Self::bounded`] on the pool's client for `affinity` (any one for `None`).
@@ -614,6 +649,34 @@ mod tests {
     fn outside_a_runtime_there_is_no_connection() {
         let err = RedisConnection::from_url("redis://127.0.0.1:1").unwrap_err();
         assert_eq!(err, StartError::NoRuntime);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_beyond_the_bound_wait_for_a_turn() {
+        // Nothing listens on port 1: every call holds its turn until its timeout.
+        let connection = RedisConnection::from_url("redis://127.0.0.1:1").unwrap();
+        let calls: Vec<_> = (0..MAX_IN_FLIGHT + 20)
+            .map(|_| {
+                let connection = connection.clone();
+                tokio::spawn(async move { connection.ping().await })
+            })
+            .collect();
+        let start = Instant::now();
+        while connection.in_flight() < MAX_IN_FLIGHT {
+            assert!(
+                start.elapsed() < COMMAND_TIMEOUT,
+                "{}",
+                connection.in_flight()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(connection.in_flight(), MAX_IN_FLIGHT);
+        for call in calls {
+            let err = call.await.unwrap().unwrap_err();
+            assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+        }
+        assert_eq!(connection.in_flight(), 0);
     }
 
     #[tokio::test]
