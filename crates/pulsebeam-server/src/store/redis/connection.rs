@@ -681,9 +681,11 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_subscriber_keeps_a_deep_event_buffer() {
-        let mut config = StoreConfig::default();
-        config.urls = vec!["redis://127.0.0.1:1".into()];
-        config.pool_size = 3;
+        let config = StoreConfig {
+            urls: vec!["redis://127.0.0.1:1".into()],
+            pool_size: 3,
+            ..StoreConfig::default()
+        };
         let connection = RedisConnection::new(&config).unwrap();
         let pool = connection.inner.pool.clients();
         assert_eq!(pool.len(), 3);
