@@ -43,6 +43,8 @@ pub struct RelayShard {
     pub slots: u32,
     /// Receivers of the run whose keys (one hash tag per peer) live on it.
     pub receivers: usize,
+    /// Messages delivered to those receivers: the ones whose mailbox is on this shard.
+    pub messages: u64,
     /// Commands it ran.
     pub commands: u64,
     /// Commands per delivered message.
@@ -64,14 +66,23 @@ pub struct RelayShard {
     pub by_command: BTreeMap<String, u64>,
 }
 
+/// The run's receivers whose keys live on one shard, and the messages delivered to them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardPeers {
+    /// Receivers.
+    pub receivers: usize,
+    /// Messages delivered to them.
+    pub messages: u64,
+}
+
 impl RelayRedis {
     /// The figures between two snapshots of every server, taken `seconds` apart, for
-    /// `delivered` messages; `receivers` is each server's count of the run's receivers, and
+    /// `delivered` messages; `peers` is each server's share of the run's receivers, and
     /// `cluster` whether to report per shard.
     pub fn between(
         shards: &[Shard],
         (before, after): (&[Snapshot], &[Snapshot]),
-        receivers: &[usize],
+        peers: &[ShardPeers],
         delivered: u64,
         seconds: f64,
         cluster: bool,
@@ -86,10 +97,12 @@ impl RelayRedis {
                 let delta = after.commands.since(&before.commands);
                 let scripts = script_calls(&delta);
                 let cpu = (after.cpu_seconds - before.cpu_seconds).max(0.0);
+                let own = peers.get(n).copied().unwrap_or_default();
                 RelayShard {
                     addr: shard.addr.clone(),
                     slots: shard.slots,
-                    receivers: receivers.get(n).copied().unwrap_or(0),
+                    receivers: own.receivers,
+                    messages: own.messages,
                     commands: delta.total(),
                     commands_per_message: per(delta.total() as f64),
                     script_calls: scripts,
@@ -136,13 +149,15 @@ impl RelayRedis {
             self.cpu_us_per_message
         );
         if !self.shards.is_empty() {
-            out += "  per shard (per message)   slots receivers commands  scripts  publish  CPU cores  CPU µs\n";
+            let all: u64 = self.shards.iter().map(|s| s.messages).sum();
+            out += "  per shard (per message)   slots receivers  mail % commands  scripts  publish  CPU cores  CPU µs\n";
             for s in &self.shards {
                 out += &format!(
-                    "  {:<22} {:>8} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>10.2} {:>7.1}\n",
+                    "  {:<22} {:>8} {:>9} {:>7.1} {:>8.2} {:>8.2} {:>8.2} {:>10.2} {:>7.1}\n",
                     s.addr,
                     s.slots,
                     s.receivers,
+                    100.0 * s.messages as f64 / all.max(1) as f64,
                     s.commands_per_message,
                     s.script_calls_per_message,
                     s.publish_per_message,
@@ -196,7 +211,17 @@ mod tests {
                 2.25,
             ),
         ];
-        let figures = RelayRedis::between(&shards, (&before, &after), &[3, 1], 20, 2.0, true);
+        let peers = [
+            ShardPeers {
+                receivers: 3,
+                messages: 15,
+            },
+            ShardPeers {
+                receivers: 1,
+                messages: 5,
+            },
+        ];
+        let figures = RelayRedis::between(&shards, (&before, &after), &peers, 20, 2.0, true);
         assert_eq!(figures.commands, 20 + 10 + 40 + 20 + 10);
         assert_eq!(figures.script_calls, 40);
         assert_eq!(figures.by_command.get("publish"), Some(&20));
@@ -205,6 +230,7 @@ mod tests {
         assert!((figures.cpu_us_per_message - 37_500.0).abs() < 1e-6);
         let [a, b] = [&figures.shards[0], &figures.shards[1]];
         assert_eq!((a.receivers, b.receivers), (3, 1));
+        assert_eq!((a.messages, b.messages), (15, 5));
         assert_eq!((a.commands, b.commands), (70, 30));
         assert_eq!((a.publish, b.publish), (10, 10));
         assert!((a.cpu_us_per_message - 25_000.0).abs() < 1e-6);

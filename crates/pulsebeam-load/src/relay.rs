@@ -25,7 +25,7 @@ use crate::client::{metric, Connection, RECV, SEND};
 use crate::grpc_web::{Frame, GrpcConnection, SIGNALING};
 use crate::keys::{ProjectKey, GROUP};
 use crate::process::{spawn_nodes, ServerKind, ServerProcess, Store};
-use crate::redis_figures::RelayRedis;
+use crate::redis_figures::{RelayRedis, ShardPeers};
 use crate::redis_stats::RedisShards;
 use crate::stats::Percentiles;
 use crate::LoadError;
@@ -276,21 +276,19 @@ pub async fn drive(
     }
     let redis_before = match counters.as_deref_mut() {
         Some(c) => {
-            // Where the receivers' keys live, read before the counted span (`SCAN`).
-            let receivers = if c.is_cluster() {
-                c.peers_with_keys()
-                    .await?
-                    .iter()
-                    .map(|peers| {
-                        (0..pairs)
-                            .filter(|i| peers.contains(&format!("r{i}")))
-                            .count()
+            // Which shard each receiver's keys live on, read before the counted span (`SCAN`).
+            let receiver_shard: Vec<Option<usize>> = if c.is_cluster() {
+                let peers = c.peers_with_keys().await?;
+                (0..pairs)
+                    .map(|i| {
+                        let name = format!("r{i}");
+                        peers.iter().position(|on_shard| on_shard.contains(&name))
                     })
                     .collect()
             } else {
-                vec![pairs]
+                vec![Some(0); pairs]
             };
-            Some((c.snapshot().await?, receivers, Instant::now()))
+            Some((c.snapshot().await?, receiver_shard, Instant::now()))
         }
         None => None,
     };
@@ -335,6 +333,7 @@ pub async fn drive(
 
     let mut total = ReceiverResult::default();
     let mut cross_node = 0;
+    let mut delivered_to = Vec::with_capacity(pairs);
     for (i, receiver) in receivers.into_iter().enumerate() {
         // A receiver whose messages never all arrive gives up after a drain period.
         let result = tokio::time::timeout(Duration::from_secs(30), receiver)
@@ -343,6 +342,7 @@ pub async fn drive(
             .map_err(|e| LoadError::Protocol(format!("a receiver task failed: {e}")))??;
         total.latencies.extend(result.latencies);
         total.delivered += result.delivered;
+        delivered_to.push(result.delivered);
         if receiver_node(i, nodes) != sender_node(i, nodes) {
             cross_node += result.delivered;
         }
@@ -355,14 +355,21 @@ pub async fn drive(
         .map(|p| p.accepted.load(Ordering::SeqCst))
         .sum();
     let redis = match (counters, redis_before) {
-        (Some(c), Some((before, receivers, since))) => {
+        (Some(c), Some((before, receiver_shard, since))) => {
             let seconds = since.elapsed().as_secs_f64();
             let after = c.snapshot().await?;
             let shards: Vec<_> = c.shards().cloned().collect();
+            let mut peers = vec![ShardPeers::default(); shards.len()];
+            for (shard, delivered) in receiver_shard.iter().zip(&delivered_to) {
+                if let Some(p) = shard.and_then(|n| peers.get_mut(n)) {
+                    p.receivers += 1;
+                    p.messages += delivered;
+                }
+            }
             Some(RelayRedis::between(
                 &shards,
                 (&before, &after),
-                &receivers,
+                &peers,
                 total.delivered,
                 seconds,
                 c.is_cluster(),

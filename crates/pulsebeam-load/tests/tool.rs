@@ -264,6 +264,7 @@ fn relay_on_a_redis_cluster_reports_each_shard() {
     let sum = |field: &str| -> u64 { shards.iter().map(|s| s[field].as_u64().unwrap()).sum() };
     assert_eq!(sum("slots"), 16384, "{report}");
     assert_eq!(sum("receivers"), pairs, "{report}");
+    assert_eq!(sum("messages"), accepted, "{report}");
     assert_eq!(
         Some(sum("commands")),
         redis["commands"].as_u64(),
