@@ -295,6 +295,44 @@ fn relay_on_a_redis_cluster_reports_each_shard() {
 }
 
 #[test]
+fn idle_on_a_redis_cluster_counts_every_master() {
+    let Some(urls) = redis_cluster_urls() else {
+        return;
+    };
+    let report = json(&[
+        "idle",
+        "--peers",
+        "40",
+        "--nodes",
+        "2",
+        "--store",
+        "redis-cluster",
+        "--redis-cluster-urls",
+        &urls,
+        "--quiet",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(report["store"].as_str(), Some("redis-cluster"), "{report}");
+    assert_eq!(report["peers"].as_u64(), Some(40), "{report}");
+    for rate in [&report["redis_no_polls"], &report["redis_polls_open"]] {
+        // Summed over the three masters: each counted two of the tool's INFO calls between
+        // its two reads of commandstats (the first read and one of INFO cpu), which are listed
+        // but left out of the count.
+        let info = rate["by_command"]["info"].as_u64().unwrap();
+        assert_eq!(info, 3 * 2, "{report}");
+        let listed: u64 = rate["by_command"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| name.as_str() != "info")
+            .map(|(_, calls)| calls.as_u64().unwrap())
+            .sum();
+        assert_eq!(rate["commands"].as_u64(), Some(listed), "{report}");
+    }
+}
+
+#[test]
 fn a_cluster_store_needs_cluster_seeds() {
     let output = Command::new(env!("CARGO_BIN_EXE_pulsebeam-load"))
         .args(["relay", "--store", "redis-cluster", "--duration", "1"])
