@@ -9,6 +9,13 @@
 # $PULSEBEAM_TEST_REDIS_URL, else a throwaway one from scripts/redis.sh, stopped at the end).
 # Everything runs on 127.0.0.1, bounded in time and count. Needs cargo, python3 and
 # redis-server (scripts/redis.sh installs it with apt when run as root).
+#
+#   scripts/load.sh cluster               # per-shard figures on a 3-master Redis Cluster
+#
+# runs relay with 1 and 2 nodes on the Cluster of $PULSEBEAM_TEST_REDIS_CLUSTER_URLS (else a
+# throwaway one), full rate and paced at half, two runs each, and 2 nodes on the standalone
+# Redis beside them; it prints Markdown tables (BENCHMARKS.md, "Redis Cluster, 3 masters") and
+# writes nothing.
 set -euo pipefail
 
 pairs="${PAIRS:-50}"
@@ -38,6 +45,73 @@ if [ -z "${PULSEBEAM_TEST_REDIS_URL:-}" ]; then
     started_redis=1
 fi
 redis=(--store redis --redis-url "$PULSEBEAM_TEST_REDIS_URL")
+
+if [ "${1:-}" = cluster ]; then
+    : "${PULSEBEAM_TEST_REDIS_CLUSTER_URLS:?is unset: export it too (scripts/redis.sh env), or unset PULSEBEAM_TEST_REDIS_URL for throwaway servers}"
+    cluster=(--store redis-cluster --redis-cluster-urls "$PULSEBEAM_TEST_REDIS_CLUSTER_URLS")
+    run() { # name args...
+        local name="$1"
+        shift
+        echo "relay $name" >&2
+        "$load" relay --pairs "${PAIRS:-20}" --duration "$seconds" "$@" --json >"$out/$name.json"
+    }
+    half() { # mean full rate of the two runs of $1, halved
+        python3 -c "import json,sys; print(round(sum(json.load(open(f))['messages_per_s'] for f in sys.argv[1:]) / 4))" \
+            "$out/$1-r1.json" "$out/$1-r2.json"
+    }
+    for r in 1 2; do
+        run "full-n1-r$r" "${cluster[@]}" --nodes 1
+        run "full-n2-r$r" "${cluster[@]}" --nodes 2
+        run "sfull-n2-r$r" "${redis[@]}" --nodes 2
+    done
+    half1="$(half full-n1)"
+    half2="$(half full-n2)"
+    for r in 1 2; do
+        run "paced-n1-r$r" "${cluster[@]}" --nodes 1 --rate "$half1"
+        run "paced-n2-r$r" "${cluster[@]}" --nodes 2 --rate "$half2"
+        run "spaced-n2-r$r" "${redis[@]}" --nodes 2 --rate "$half2"
+    done
+    uptime >&2
+    python3 - "$out" "$half1" "$half2" <<'PY'
+import json, sys
+out, half1, half2 = sys.argv[1:]
+load = lambda name: [json.load(open(f"{out}/{name}-r{r}.json")) for r in (1, 2)]
+two = lambda values, fmt: ", ".join(fmt.format(v) for v in values)
+rows = [
+    ("1 node, full rate", "full-n1"),
+    ("2 nodes, full rate", "full-n2"),
+    (f"1 node, paced at {half1} msg/s", "paced-n1"),
+    (f"2 nodes, paced at {half2} msg/s", "paced-n2"),
+    ("2 nodes, standalone Redis, full rate", "sfull-n2"),
+    (f"2 nodes, standalone Redis, paced at {half2} msg/s", "spaced-n2"),
+]
+print("| setup | messages/s | p50 / p99 ms | Redis commands / script calls per message | `PUBLISH` per message | Redis CPU per message (all masters) | Redis CPU, cores (all masters) | node CPU per message |")
+print("|---|---|---|---|---|---|---|---|")
+for name, file in rows:
+    js = load(file)
+    rs = [j["redis"] for j in js]
+    lost = sum(j["lost"] + j["out_of_order"] for j in js)
+    print(f"| {name} | {two([j['messages_per_s'] for j in js], '{:.0f}')} "
+          f"| {two([j['latency']['p50_ms'] for j in js], '{:.1f}')} / {two([j['latency']['p99_ms'] for j in js], '{:.0f}')} "
+          f"| {two([r['commands_per_message'] for r in rs], '{:.1f}')} / {two([r['script_calls_per_message'] for r in rs], '{:.2f}')} "
+          f"| {two([r['by_command'].get('publish', 0) / max(j['delivered'], 1) for r, j in zip(rs, js)], '{:.2f}')} "
+          f"| {two([r['cpu_us_per_message'] for r in rs], '{:.0f}')} µs | {two([r['cpu_cores'] for r in rs], '{:.2f}')} "
+          f"| {two([j['server_cpu_us_per_message'] for j in js], '{:.0f}')} µs |" + ("" if lost == 0 else f" **{lost} lost or out of order**"))
+print()
+print("| setup | master | slots | receivers | mail % | commands / script calls per message | `PUBLISH` calls | Redis CPU, cores | Redis CPU per message |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name, file in rows[:4]:
+    js = load(file)
+    for k, shard in enumerate(js[0]["redis"]["shards"]):
+        ss = [j["redis"]["shards"][k] for j in js]
+        print(f"| {name if k == 0 else ''} | {shard['addr']} | {shard['slots']} | {shard['receivers']} "
+              f"| {two([100 * s['messages'] / max(j['delivered'], 1) for s, j in zip(ss, js)], '{:.0f}')} "
+              f"| {two([s['commands_per_message'] for s in ss], '{:.2f}')} / {two([s['script_calls_per_message'] for s in ss], '{:.2f}')} "
+              f"| {two([s['publish'] for s in ss], '{}')} | {two([s['cpu_cores'] for s in ss], '{:.2f}')} "
+              f"| {two([s['cpu_us_per_message'] for s in ss], '{:.0f}')} µs |")
+PY
+    exit 0
+fi
 
 echo "baseline: $((pairs * 2)) connections, ${seconds} s"
 "$load" baseline --connections $((pairs * 2)) --duration "$seconds" --json >"$out/baseline.json"

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::keys::{ProjectKey, GROUP};
 use crate::process::{spawn_nodes, ServerKind, ServerProcess, Store};
-use crate::redis_stats::{QuietRate, RedisCounters};
+use crate::redis_stats::{QuietRate, RedisShards};
 use crate::relay::Protocol;
 use crate::LoadError;
 
@@ -27,7 +27,7 @@ use crate::LoadError;
 pub struct IdleReport {
     /// What served: `pulsebeam`, or `pending` (bare axum + hyper, never answering).
     pub server: &'static str,
-    /// `memory` or `redis`.
+    /// `memory`, `redis` or `redis-cluster`.
     pub store: &'static str,
     /// `twirp` (long-polls) or `grpc-web` (streams).
     pub protocol: &'static str,
@@ -43,7 +43,8 @@ pub struct IdleReport {
     pub bytes_per_peer: f64,
     /// Each node's share.
     pub nodes: Vec<NodeIdle>,
-    /// Redis commands over the quiet interval with the nodes up and no poll open.
+    /// Redis commands over the quiet interval with the nodes up and no poll open (on a
+    /// Cluster, summed over its masters).
     pub redis_no_polls: Option<QuietRate>,
     /// Redis commands over the quiet interval with every poll open.
     pub redis_polls_open: Option<QuietRate>,
@@ -153,10 +154,7 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
     } else {
         ServerKind::Pulsebeam
     };
-    let mut counters = match store.redis_url() {
-        Some(url) => Some(RedisCounters::connect(url).await?),
-        None => None,
-    };
+    let mut counters = RedisShards::connect(store).await?;
     // The longest poll the server allows, so none returns while they are counted.
     let servers = spawn_nodes(nodes, kind, &key, 120_000, peers, store).await?;
     let result = measure(
@@ -195,7 +193,7 @@ async fn measure(
     servers: &[ServerProcess],
     key: &ProjectKey,
     peers: usize,
-    mut counters: Option<&mut RedisCounters>,
+    mut counters: Option<&mut RedisShards>,
     quiet: Duration,
     (protocol, warm): (Protocol, bool),
 ) -> Result<Measured, LoadError> {

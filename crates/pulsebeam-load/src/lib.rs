@@ -7,7 +7,9 @@
 //!   rate the relay rate is compared with.
 //!
 //! With `--store redis` the server runs as several nodes (child processes) sharing one Redis,
-//! and [`redis_stats`] reads what Redis did from `INFO commandstats`.
+//! and [`redis_stats`] reads what Redis did from `INFO commandstats`; with
+//! `--store redis-cluster` they share a Redis Cluster, and [`redis_figures`] gives the figures
+//! per master.
 //!
 //! The server runs in a child process (this binary's hidden `server` command) so its memory
 //! can be read from `/proc/PID/status` apart from the load generator's. Clients and server share
@@ -22,6 +24,7 @@ pub mod grpc_web;
 pub mod idle;
 pub mod keys;
 pub mod process;
+pub mod redis_figures;
 pub mod redis_stats;
 pub mod relay;
 pub mod stats;

@@ -99,6 +99,8 @@ enum Command {
         peers: usize,
         #[arg(long)]
         redis_url: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        redis_cluster_urls: Vec<String>,
         #[arg(long)]
         key_prefix: Option<String>,
     },
@@ -116,11 +118,16 @@ struct ClusterArgs {
     /// The Redis the nodes share, `redis://127.0.0.1:PORT` (default: $PULSEBEAM_TEST_REDIS_URL).
     #[arg(long, env = "PULSEBEAM_TEST_REDIS_URL")]
     redis_url: Option<String>,
+    /// With `--store redis-cluster`: seeds of the Redis Cluster, `redis://127.0.0.1:P1,...`
+    /// (default: $PULSEBEAM_TEST_REDIS_CLUSTER_URLS); the report then has figures per master.
+    #[arg(long, env = "PULSEBEAM_TEST_REDIS_CLUSTER_URLS", value_delimiter = ',')]
+    redis_cluster_urls: Vec<String>,
 }
 
 impl ClusterArgs {
     fn store(&self) -> Result<Store, LoadError> {
-        self.store.store(self.redis_url.as_deref())
+        self.store
+            .store(self.redis_url.as_deref(), &self.redis_cluster_urls)
     }
 }
 
@@ -222,12 +229,17 @@ async fn run(command: Command) -> Result<(), LoadError> {
             poll_timeout_ms,
             peers,
             redis_url,
+            redis_cluster_urls,
             key_prefix,
         } => {
             let public_key =
                 PublicKey::from_hex(&public_key).map_err(pulsebeam_token::Error::from)?;
             let store = match (redis_url, key_prefix) {
                 (Some(url), Some(key_prefix)) => Store::Redis { url, key_prefix },
+                (None, Some(key_prefix)) if !redis_cluster_urls.is_empty() => Store::RedisCluster {
+                    seeds: redis_cluster_urls,
+                    key_prefix,
+                },
                 _ => Store::Memory,
             };
             pulsebeam_load::process::serve_child(

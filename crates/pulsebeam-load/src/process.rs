@@ -53,22 +53,41 @@ pub enum Store {
         /// The key prefix the nodes of one run share (unique per run, so runs never mix).
         key_prefix: String,
     },
+    /// In a Redis Cluster (`backend = "redis"`, `cluster = true`), shared likewise.
+    RedisCluster {
+        /// Seed nodes, `redis://host:port` each.
+        seeds: Vec<String>,
+        /// The key prefix the nodes of one run share.
+        key_prefix: String,
+    },
 }
 
 impl Store {
-    /// `memory` or `redis`.
+    /// `memory`, `redis` or `redis-cluster`.
     pub fn name(&self) -> &'static str {
         match self {
             Store::Memory => "memory",
             Store::Redis { .. } => "redis",
+            Store::RedisCluster { .. } => "redis-cluster",
         }
     }
 
-    /// The Redis URL, if the store is Redis.
-    pub fn redis_url(&self) -> Option<&str> {
+    /// The arguments that give the server child this store.
+    fn child_args(&self) -> Vec<String> {
         match self {
-            Store::Memory => None,
-            Store::Redis { url, .. } => Some(url),
+            Store::Memory => vec![],
+            Store::Redis { url, key_prefix } => vec![
+                "--redis-url".to_owned(),
+                url.clone(),
+                "--key-prefix".to_owned(),
+                key_prefix.clone(),
+            ],
+            Store::RedisCluster { seeds, key_prefix } => vec![
+                "--redis-cluster-urls".to_owned(),
+                seeds.join(","),
+                "--key-prefix".to_owned(),
+                key_prefix.clone(),
+            ],
         }
     }
 }
@@ -81,15 +100,25 @@ pub enum StoreKind {
     Memory,
     /// Mailboxes in Redis (`--redis-url`), shared by the nodes.
     Redis,
+    /// Mailboxes in a Redis Cluster (`--redis-cluster-urls`), shared by the nodes.
+    RedisCluster,
 }
 
 impl StoreKind {
-    /// The store of a run: for Redis, `url` with a key prefix of its own (`load-<random>`).
+    /// The store of a run: for Redis, `url` (for a Cluster, the seeds `cluster_urls`) with a
+    /// key prefix of its own (`load-<random>`).
     ///
     /// # Errors
     ///
-    /// [`LoadError::ServerProcess`] for Redis without a URL.
-    pub fn store(self, url: Option<&str>) -> Result<Store, LoadError> {
+    /// [`LoadError::ServerProcess`] for Redis without a URL, or a Cluster without seeds.
+    pub fn store(self, url: Option<&str>, cluster_urls: &[String]) -> Result<Store, LoadError> {
+        let key_prefix = || {
+            let nonce = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+                ^ u128::from(std::process::id());
+            format!("load-{:x}", nonce & 0xffff_ffff_ffff)
+        };
         match self {
             StoreKind::Memory => Ok(Store::Memory),
             StoreKind::Redis => {
@@ -98,13 +127,25 @@ impl StoreKind {
                         "--store redis needs --redis-url redis://127.0.0.1:PORT (scripts/redis.sh start gives one)".into(),
                     )
                 })?;
-                let nonce = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos())
-                    ^ u128::from(std::process::id());
                 Ok(Store::Redis {
                     url: url.to_owned(),
-                    key_prefix: format!("load-{:x}", nonce & 0xffff_ffff_ffff),
+                    key_prefix: key_prefix(),
+                })
+            }
+            StoreKind::RedisCluster => {
+                let seeds: Vec<String> = cluster_urls
+                    .iter()
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| !u.is_empty())
+                    .collect();
+                if seeds.is_empty() {
+                    return Err(LoadError::ServerProcess(
+                        "--store redis-cluster needs --redis-cluster-urls redis://127.0.0.1:P1,redis://127.0.0.1:P2,... (scripts/redis.sh start gives them)".into(),
+                    ));
+                }
+                Ok(Store::RedisCluster {
+                    seeds,
+                    key_prefix: key_prefix(),
                 })
             }
         }
@@ -180,15 +221,7 @@ impl ServerProcess {
             .args(["--public-key", &key.public_key().to_hex()])
             .args(["--poll-timeout-ms", &poll_timeout_ms.to_string()])
             .args(["--peers", &peers.to_string()])
-            .args(match store {
-                Store::Memory => vec![],
-                Store::Redis { url, key_prefix } => vec![
-                    "--redis-url".to_owned(),
-                    url.clone(),
-                    "--key-prefix".to_owned(),
-                    key_prefix.clone(),
-                ],
-            })
+            .args(store.child_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -385,10 +418,19 @@ pub async fn serve_child(
     store: &Store,
 ) -> Result<(), LoadError> {
     let mut config = server_config(kid, public_key, poll_timeout_ms, peers);
-    if let Store::Redis { url, key_prefix } = store {
-        config.store.backend = pulsebeam_server::StoreBackend::Redis;
-        config.store.urls = vec![url.clone()];
-        config.store.key_prefix = key_prefix.clone();
+    match store {
+        Store::Memory => {}
+        Store::Redis { url, key_prefix } => {
+            config.store.backend = pulsebeam_server::StoreBackend::Redis;
+            config.store.urls = vec![url.clone()];
+            config.store.key_prefix = key_prefix.clone();
+        }
+        Store::RedisCluster { seeds, key_prefix } => {
+            config.store.backend = pulsebeam_server::StoreBackend::Redis;
+            config.store.urls = seeds.clone();
+            config.store.cluster = true;
+            config.store.key_prefix = key_prefix.clone();
+        }
     }
     let server = pulsebeam_server::Server::new(config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -25,7 +25,8 @@ use crate::client::{metric, Connection, RECV, SEND};
 use crate::grpc_web::{Frame, GrpcConnection, SIGNALING};
 use crate::keys::{ProjectKey, GROUP};
 use crate::process::{spawn_nodes, ServerKind, ServerProcess, Store};
-use crate::redis_stats::RedisCounters;
+use crate::redis_figures::{RelayRedis, ShardPeers};
+use crate::redis_stats::RedisShards;
 use crate::stats::Percentiles;
 use crate::LoadError;
 
@@ -72,7 +73,7 @@ impl Protocol {
 pub struct RelayReport {
     /// Server nodes.
     pub nodes: usize,
-    /// `memory` or `redis`.
+    /// `memory`, `redis` or `redis-cluster`.
     pub store: &'static str,
     /// `twirp` or `grpc-web`.
     pub protocol: &'static str,
@@ -114,28 +115,6 @@ pub struct RelayReport {
     pub server_rss_after_kib: u64,
 }
 
-/// Redis commands of a relay run, from `INFO commandstats` (its own `INFO` calls left out).
-#[derive(Debug, Clone, Serialize)]
-pub struct RelayRedis {
-    /// Commands run while the messages were sent and delivered.
-    pub commands: u64,
-    /// Script calls among them (`FCALL`, or `EVALSHA` where Redis cannot run the library): one
-    /// per store operation, so one round trip each.
-    pub script_calls: u64,
-    /// Commands per delivered message.
-    pub commands_per_message: f64,
-    /// Script calls (round trips) per delivered message.
-    pub script_calls_per_message: f64,
-    /// Calls per command name.
-    pub by_command: std::collections::BTreeMap<String, u64>,
-    /// CPU seconds Redis used over the same span, per second of it: how much of a core Redis
-    /// took (it runs commands on one thread, so 1.0 is its ceiling).
-    pub cpu_cores: f64,
-    /// CPU time Redis used over the same span (`used_cpu_sys` + `used_cpu_user` of
-    /// `INFO cpu`), µs per delivered message.
-    pub cpu_us_per_message: f64,
-}
-
 impl RelayReport {
     /// A human-readable table.
     pub fn table(&self) -> String {
@@ -144,17 +123,7 @@ impl RelayReport {
             .map_or("as fast as Send returns".to_owned(), |r| {
                 format!("{r:.0} msg/s")
             });
-        let redis = self.redis.as_ref().map_or(String::new(), |r| {
-            format!(
-                "  redis commands    {:>10.2} per message ({} in all; script calls {:.2} per message)\n\
-                 \x20 redis CPU         {:>10.2} cores ({:.1} µs per message)\n",
-                r.commands_per_message,
-                r.commands,
-                r.script_calls_per_message,
-                r.cpu_cores,
-                r.cpu_us_per_message
-            )
-        });
+        let redis = self.redis.as_ref().map_or(String::new(), RelayRedis::table);
         format!(
             "relay: {pairs} pairs, {nodes} node(s), {store} store, {protocol}, {dur:.1} s, {rate}\n\
              \x20 messages/s        {mps:>10.0}\n\
@@ -219,10 +188,7 @@ pub async fn run(options: RelayOptions) -> Result<RelayReport, LoadError> {
             "nodes share mail only through Redis: give --store redis with --nodes above 1".into(),
         ));
     }
-    let mut counters = match options.store.redis_url() {
-        Some(url) => Some(RedisCounters::connect(url).await?),
-        None => None,
-    };
+    let mut counters = RedisShards::connect(&options.store).await?;
     let key = ProjectKey::generate()?;
     let servers = spawn_nodes(
         options.nodes,
@@ -263,7 +229,7 @@ pub async fn drive(
     addrs: &[SocketAddr],
     key: &ProjectKey,
     options: RelayOptions,
-    mut counters: Option<&mut RedisCounters>,
+    mut counters: Option<&mut RedisShards>,
     rss_kib: impl Fn() -> Result<u64, LoadError>,
     cpu_seconds: impl Fn() -> Result<f64, LoadError>,
 ) -> Result<RelayReport, LoadError> {
@@ -309,7 +275,21 @@ pub async fn drive(
         wait_for_polls(*addr, polling_here).await?;
     }
     let redis_before = match counters.as_deref_mut() {
-        Some(c) => Some((c.commands().await?, c.cpu_seconds().await?, Instant::now())),
+        Some(c) => {
+            // Which shard each receiver's keys live on, read before the counted span (`SCAN`).
+            let receiver_shard: Vec<Option<usize>> = if c.is_cluster() {
+                let peers = c.peers_with_keys().await?;
+                (0..pairs)
+                    .map(|i| {
+                        let name = format!("r{i}");
+                        peers.iter().position(|on_shard| on_shard.contains(&name))
+                    })
+                    .collect()
+            } else {
+                vec![Some(0); pairs]
+            };
+            Some((c.snapshot().await?, receiver_shard, Instant::now()))
+        }
         None => None,
     };
 
@@ -353,6 +333,7 @@ pub async fn drive(
 
     let mut total = ReceiverResult::default();
     let mut cross_node = 0;
+    let mut delivered_to = Vec::with_capacity(pairs);
     for (i, receiver) in receivers.into_iter().enumerate() {
         // A receiver whose messages never all arrive gives up after a drain period.
         let result = tokio::time::timeout(Duration::from_secs(30), receiver)
@@ -361,6 +342,7 @@ pub async fn drive(
             .map_err(|e| LoadError::Protocol(format!("a receiver task failed: {e}")))??;
         total.latencies.extend(result.latencies);
         total.delivered += result.delivered;
+        delivered_to.push(result.delivered);
         if receiver_node(i, nodes) != sender_node(i, nodes) {
             cross_node += result.delivered;
         }
@@ -373,19 +355,25 @@ pub async fn drive(
         .map(|p| p.accepted.load(Ordering::SeqCst))
         .sum();
     let redis = match (counters, redis_before) {
-        (Some(c), Some((before, cpu_before, since))) => {
-            let delta = c.commands().await?.since(&before);
-            let cpu = c.cpu_seconds().await? - cpu_before;
-            let per = |n: u64| n as f64 / total.delivered.max(1) as f64;
-            Some(RelayRedis {
-                commands: delta.total(),
-                script_calls: delta.calls("fcall") + delta.calls("evalsha"),
-                commands_per_message: per(delta.total()),
-                script_calls_per_message: per(delta.calls("fcall") + delta.calls("evalsha")),
-                by_command: delta.by_command(),
-                cpu_cores: cpu / since.elapsed().as_secs_f64(),
-                cpu_us_per_message: per(1) * cpu * 1e6,
-            })
+        (Some(c), Some((before, receiver_shard, since))) => {
+            let seconds = since.elapsed().as_secs_f64();
+            let after = c.snapshot().await?;
+            let shards: Vec<_> = c.shards().cloned().collect();
+            let mut peers = vec![ShardPeers::default(); shards.len()];
+            for (shard, delivered) in receiver_shard.iter().zip(&delivered_to) {
+                if let Some(p) = shard.and_then(|n| peers.get_mut(n)) {
+                    p.receivers += 1;
+                    p.messages += delivered;
+                }
+            }
+            Some(RelayRedis::between(
+                &shards,
+                (&before, &after),
+                &peers,
+                total.delivered,
+                seconds,
+                c.is_cluster(),
+            ))
         }
         _ => None,
     };

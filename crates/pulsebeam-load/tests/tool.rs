@@ -208,6 +208,155 @@ fn relay_across_two_nodes_on_redis_loses_nothing() {
         (per * accepted as f64 - script_calls as f64).abs() < 1.0,
         "{report}"
     );
+    // A standalone Redis is one shard: no per-shard figures.
+    assert!(redis.get("shards").is_none(), "{report}");
+}
+
+/// The seeds of the 3-master Redis Cluster (`eval "$(scripts/redis.sh start)"`), or `None`
+/// after a SKIP line; with `PULSEBEAM_REQUIRE_REDIS=1` a missing Cluster fails the test.
+fn redis_cluster_urls() -> Option<String> {
+    match std::env::var("PULSEBEAM_TEST_REDIS_CLUSTER_URLS") {
+        Ok(urls) if !urls.is_empty() => Some(urls),
+        _ => {
+            assert!(
+                std::env::var("PULSEBEAM_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "PULSEBEAM_REQUIRE_REDIS=1 but PULSEBEAM_TEST_REDIS_CLUSTER_URLS is unset"
+            );
+            println!(
+                "SKIP: PULSEBEAM_TEST_REDIS_CLUSTER_URLS is unset (eval \"$(scripts/redis.sh start)\")"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn relay_on_a_redis_cluster_reports_each_shard() {
+    let Some(urls) = redis_cluster_urls() else {
+        return;
+    };
+    let pairs = 12;
+    let report = json(&[
+        "relay",
+        "--pairs",
+        &pairs.to_string(),
+        "--duration",
+        "2",
+        "--nodes",
+        "2",
+        "--store",
+        "redis-cluster",
+        "--redis-cluster-urls",
+        &urls,
+        "--json",
+    ]);
+    let accepted = report["accepted"].as_u64().unwrap();
+    assert!(accepted > 0, "{report}");
+    assert_eq!(report["store"].as_str(), Some("redis-cluster"), "{report}");
+    assert_eq!(report["delivered"].as_u64(), Some(accepted), "{report}");
+    assert_eq!(report["lost"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["out_of_order"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["cross_node"].as_u64(), Some(accepted), "{report}");
+    let redis = &report["redis"];
+    let shards = redis["shards"].as_array().unwrap();
+    // scripts/redis.sh starts three masters without replicas.
+    assert_eq!(shards.len(), 3, "{report}");
+    let sum = |field: &str| -> u64 { shards.iter().map(|s| s[field].as_u64().unwrap()).sum() };
+    assert_eq!(sum("slots"), 16384, "{report}");
+    assert_eq!(sum("receivers"), pairs, "{report}");
+    assert_eq!(sum("messages"), accepted, "{report}");
+    assert_eq!(
+        Some(sum("commands")),
+        redis["commands"].as_u64(),
+        "{report}"
+    );
+    assert_eq!(
+        Some(sum("script_calls")),
+        redis["script_calls"].as_u64(),
+        "{report}"
+    );
+    let publish = redis["by_command"]["publish"].as_u64().unwrap_or(0);
+    assert_eq!(sum("publish"), publish, "{report}");
+    // The peers' slots spread the mailboxes, so more than one shard runs scripts.
+    let busy = shards
+        .iter()
+        .filter(|s| s["script_calls"].as_u64().unwrap() > 0)
+        .count();
+    assert!(busy > 1, "{report}");
+    for shard in shards {
+        let commands = shard["commands"].as_u64().unwrap();
+        let per = shard["commands_per_message"].as_f64().unwrap();
+        assert!(
+            (per * accepted as f64 - commands as f64).abs() < 1.0,
+            "{report}"
+        );
+        assert!(shard["cpu_us_per_message"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+#[test]
+fn idle_on_a_redis_cluster_counts_every_master() {
+    let Some(urls) = redis_cluster_urls() else {
+        return;
+    };
+    let report = json(&[
+        "idle",
+        "--peers",
+        "40",
+        "--nodes",
+        "2",
+        "--store",
+        "redis-cluster",
+        "--redis-cluster-urls",
+        &urls,
+        "--quiet",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(report["store"].as_str(), Some("redis-cluster"), "{report}");
+    assert_eq!(report["peers"].as_u64(), Some(40), "{report}");
+    for rate in [&report["redis_no_polls"], &report["redis_polls_open"]] {
+        // Summed over the three masters: each counted two of the tool's INFO calls between
+        // its two reads of commandstats (the first read and one of INFO cpu), which are listed
+        // but left out of the count.
+        let info = rate["by_command"]["info"].as_u64().unwrap();
+        assert_eq!(info, 3 * 2, "{report}");
+        let listed: u64 = rate["by_command"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| name.as_str() != "info")
+            .map(|(_, calls)| calls.as_u64().unwrap())
+            .sum();
+        assert_eq!(rate["commands"].as_u64(), Some(listed), "{report}");
+    }
+}
+
+#[test]
+fn a_cluster_store_needs_cluster_seeds() {
+    let output = Command::new(env!("CARGO_BIN_EXE_pulsebeam-load"))
+        .args(["relay", "--store", "redis-cluster", "--duration", "1"])
+        .env_remove("PULSEBEAM_TEST_REDIS_CLUSTER_URLS")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--redis-cluster-urls"), "{stderr}");
+    // A standalone Redis given as a seed is named as not being a Cluster node.
+    let Some(url) = redis_url() else { return };
+    let output = load(&[
+        "relay",
+        "--store",
+        "redis-cluster",
+        "--redis-cluster-urls",
+        &url,
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a Redis Cluster node"), "{stderr}");
+    assert!(stderr.contains("--store redis"), "{stderr}");
 }
 
 #[test]
