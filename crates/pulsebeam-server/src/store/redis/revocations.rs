@@ -7,9 +7,6 @@
 //! the epoch is new, so every node reads the whole set again (and re-publishes what it holds
 //! that Redis lost: `store::revocation_mirror`).
 
-use fred::interfaces::KeysInterface;
-use fred::types::SetOptions;
-
 use super::connection::RedisConnection;
 use super::keys::Keys;
 use super::scripts::{ListRevocations, PutRevocation, ReadRevocationsVersion};
@@ -102,34 +99,17 @@ impl RevocationStore for RedisRevocations {
 
     fn version(&self) -> BoxFuture<'_, Result<RevocationsVersion, RevocationError>> {
         Box::pin(async move {
-            // The epoch first: when Redis loses its data between the two reads, the counter
-            // read may be of the new life under the old epoch, but the next read finds the
-            // epoch missing and starts a new one, so the change is seen one sync later.
-            let proposed = new_epoch();
-            let held: Option<String> = self
-                .connection
-                .bounded("SET NX GET", |client| {
-                    client.set(
-                        &self.epoch,
-                        proposed.as_str(),
-                        None,
-                        Some(SetOptions::NX),
-                        true,
-                    )
-                })
-                .await
-                .map_err(unavailable)?;
-            let counter = self
+            // One script reads both, so the counter is always of the epoch read with it.
+            let read = self
                 .connection
                 .run(ReadRevocationsVersion {
                     version: self.version.clone(),
+                    epoch: self.epoch.clone(),
+                    proposed: new_epoch(),
                 })
                 .await
                 .map_err(unavailable)?;
-            Ok(RevocationsVersion::new(
-                held.unwrap_or(proposed),
-                counter.version,
-            ))
+            Ok(RevocationsVersion::new(read.epoch, read.version))
         })
     }
 }

@@ -651,11 +651,11 @@ script! {
 }
 
 script! {
-    /// The revocations' change counter.
+    /// The revocations' epoch (`proposed` when there was none) and change counter, read at once.
     ReadRevocationsVersion -> RevocationsCounter = "revocation_version.lua" [PRELUDE];
-    keys { version };
-    args {};
-    reply { version: u64 };
+    keys { version, epoch };
+    args { proposed: String };
+    reply { epoch: String, version: u64 };
 }
 
 script! {
