@@ -106,8 +106,10 @@ mod message;
 mod policy;
 mod revocations;
 mod scripts;
+mod shard_channels;
 mod tls;
 mod usage;
+mod waiters;
 mod wakeups;
 
 pub use bindings::RedisBindings;
