@@ -297,9 +297,24 @@ fn publishes(port: u16) -> (u64, u64) {
     (calls("publish"), calls("spublish"))
 }
 
+/// Pub/sub messages the master at `port` has sent over the cluster bus so far: (classic
+/// `PUBLISH`, sharded `SPUBLISH`, which goes to the shard's replicas only).
+fn bus_publishes(port: u16) -> (u64, u64) {
+    let info = cli(port, &["cluster", "info"]);
+    let count = |field: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{field}:")))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    (
+        count("cluster_stats_messages_publish_sent"),
+        count("cluster_stats_messages_publishshard_sent"),
+    )
+}
+
 /// A relay between two nodes on a Cluster: the wake-up is published on the master serving the
 /// receiver's slot only (`SPUBLISH`), and no master runs a classic `PUBLISH`, which the Cluster
-/// would carry to every shard.
+/// would carry to every shard over the cluster bus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wake_up_reaches_only_the_shard_of_the_peers_slot() {
     if !redis_available("a_wake_up_reaches_only_the_shard_of_the_peers_slot") {
@@ -323,7 +338,30 @@ async fn a_wake_up_reaches_only_the_shard_of_the_peers_slot() {
     for port in &cluster.ports {
         cli(*port, &["config", "resetstat"]);
     }
+    let bus_before: Vec<(u64, u64)> = cluster.ports.iter().map(|p| bus_publishes(*p)).collect();
     relay(&receiver, &sender, "bob", "offer").await;
+    let bus: Vec<(u64, u64)> = cluster
+        .ports
+        .iter()
+        .zip(&bus_before)
+        .map(|(p, before)| {
+            let after = bus_publishes(*p);
+            (after.0 - before.0, after.1 - before.1)
+        })
+        .collect();
+    eprintln!(
+        "one relay between two nodes on 3 masters: (PUBLISH, SPUBLISH) per master {:?}, \
+         (publish, publishshard) messages each master sent over the cluster bus {bus:?}",
+        cluster
+            .ports
+            .iter()
+            .map(|p| publishes(*p))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        bus.iter().all(|(publish, _)| *publish == 0),
+        "wake-ups crossed the cluster bus: {bus:?}"
+    );
     for port in &cluster.ports {
         let (publish, spublish) = publishes(*port);
         assert_eq!(publish, 0, "classic PUBLISH on the master at {port}");
@@ -337,14 +375,6 @@ async fn a_wake_up_reaches_only_the_shard_of_the_peers_slot() {
             );
         }
     }
-    eprintln!(
-        "wake-ups per master (publish, spublish): {:?}",
-        cluster
-            .ports
-            .iter()
-            .map(|p| (*p, publishes(*p)))
-            .collect::<Vec<_>>()
-    );
 }
 
 /// A node subscribes to its wake-up channel of a slot when the first poll on a peer of that
