@@ -475,3 +475,44 @@ async fn a_waiting_poll_is_woken_after_its_peers_slot_moves() {
     // Followed, not found deaf.
     assert_eq!(receiver.stats().await.unwrap().subscriber_restarts, 0);
 }
+
+/// Redis closes the subscriber's connections (`CLIENT KILL TYPE pubsub` on every master): the
+/// node reconnects, subscribes to its slot's channel again, and a send wakes a waiting poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sharded_subscription_is_made_again() {
+    if !redis_available("a_killed_sharded_subscription_is_made_again") {
+        return;
+    }
+    let cluster = OwnCluster::start();
+    let prefix = unique_prefix("killed");
+    let config = cluster_config(&cluster, &prefix);
+    let receiver = Arc::new(RedisStore::new(&config, &Limits::default()).unwrap());
+    let sender = RedisStore::new(&config, &Limits::default()).unwrap();
+    wait_healthy(&receiver).await;
+    wait_healthy(&sender).await;
+    relay(&receiver, &sender, "bob", "before").await;
+    let (_, owner) = cluster.owner(cluster.slot_of(peer("bob")));
+    assert_eq!(shard_channels(owner, &prefix).len(), 1);
+
+    let killed: u32 = cluster
+        .ports
+        .iter()
+        .map(|p| {
+            cli(*p, &["client", "kill", "type", "pubsub"])
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .sum();
+    assert!(killed >= 1, "no subscriber connection was killed");
+    let start = Instant::now();
+    while shard_channels(owner, &prefix).len() != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the channel was not subscribed again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay(&receiver, &sender, "bob", "after").await;
+    assert_eq!(receiver.stats().await.unwrap().subscriber_restarts, 0);
+}

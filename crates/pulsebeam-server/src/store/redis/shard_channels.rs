@@ -470,9 +470,14 @@ async fn heartbeat(channels: Weak<ShardChannels>, subscriber: SubscriberClient) 
             "the wake-up subscriber hears nothing from a redis shard; reconnecting it"
         );
         node.waiters.wake_all();
-        drop(node);
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
-        // Give the new connections time to be heard before judging them.
+        // On a Cluster fred's reconnection keeps the connections it finds healthy (it only
+        // reads the slot map again and connects to new masters), announcing no reconnection:
+        // subscribe again here. A connection dead without a word leaves the subscription
+        // unanswered, and fred replaces an unresponsive connection by itself.
+        node.resubscribe_all().await;
+        drop(node);
+        // Give the subscriptions time to be heard before judging them.
         tokio::time::sleep(HEARTBEAT_LOST).await;
     }
 }
