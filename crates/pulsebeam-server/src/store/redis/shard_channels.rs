@@ -472,13 +472,11 @@ async fn heartbeat(channels: Weak<ShardChannels>, subscriber: SubscriberClient) 
         node.waiters.wake_all();
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
         // On a Cluster fred's reconnection keeps the connections it finds healthy (it only
-        // reads the slot map again and connects to new masters), announcing no reconnection:
-        // subscribe again here. A connection dead without a word leaves the subscription
-        // unanswered, and fred replaces an unresponsive connection by itself.
+        // reads the slot map again and connects to new masters) and announces none: subscribe
+        // again here (a connection dead without a word leaves that unanswered, and fred
+        // replaces an unresponsive connection by itself). Subscribing counts as being heard,
+        // so the next heartbeats have [`HEARTBEAT_LOST`] to arrive before the next judgement.
         node.resubscribe_all().await;
-        drop(node);
-        // Give the subscriptions time to be heard before judging them.
-        tokio::time::sleep(HEARTBEAT_LOST).await;
     }
 }
 
