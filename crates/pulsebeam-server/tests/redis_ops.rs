@@ -1,5 +1,5 @@
 //! Operating on Redis: what a node does when Redis loses its data, freezes, drops a
-//! connection or fails over, and Redis over TLS. Each test starts Redis servers of its own (on
+//! connection or fails over, Redis over TLS, and wake-ups over a Cluster's sharded pub/sub. Each test starts Redis servers of its own (on
 //! free loopback ports, without persistence), since it flushes, stops or kills them.
 //!
 //! They need `redis-server` (`scripts/redis.sh start` installs it). Without
@@ -22,5 +22,7 @@ mod faults;
 mod revocations;
 #[path = "redis_ops/sentinel.rs"]
 mod sentinel;
+#[path = "redis_ops/sharded.rs"]
+mod sharded;
 #[path = "redis_ops/tls.rs"]
 mod tls;

@@ -357,6 +357,29 @@ impl RedisConnection {
             .and_then(Value::into_string))
     }
 
+    /// Which master serves each hash slot of the Cluster (`CLUSTER SLOTS`, asked of any one
+    /// master): `(first slot, last slot, master)` ranges, the master named by its node id (or
+    /// `host:port` where Redis gives no id).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when Redis cannot be reached or answers something else.
+    pub(crate) async fn cluster_slots(&self) -> Result<Vec<(u16, u16, String)>, StoreError> {
+        let command = fred::types::CustomCommand::new_static(
+            "CLUSTER",
+            fred::types::ClusterHash::Random,
+            false,
+        );
+        let value: Value = self
+            .bounded("CLUSTER SLOTS", |client| {
+                client.custom(command, vec!["SLOTS".to_owned()])
+            })
+            .await?;
+        parse_cluster_slots(value).ok_or_else(|| {
+            StoreError::Unavailable("redis answered CLUSTER SLOTS with something else".into())
+        })
+    }
+
     /// Waits for the first connection; after it, returns at once.
     async fn ready(&self) {
         if self.inner.connected_once.load(Ordering::Acquire) {
@@ -568,6 +591,27 @@ fn affinity_of(key: &str) -> u64 {
     })
 }
 
+/// Reads a `CLUSTER SLOTS` reply: `[[first, last, [host, port, id, …], replicas…], …]`.
+fn parse_cluster_slots(value: Value) -> Option<Vec<(u16, u16, String)>> {
+    value
+        .into_array()
+        .into_iter()
+        .map(|range| {
+            let mut fields = range.into_array().into_iter();
+            let first = u16::try_from(fields.next()?.as_i64()?).ok()?;
+            let last = u16::try_from(fields.next()?.as_i64()?).ok()?;
+            let mut master = fields.next()?.into_array().into_iter();
+            let host = master.next()?.into_string()?;
+            let port = master.next()?.as_i64()?;
+            let id = master
+                .next()
+                .and_then(Value::into_string)
+                .unwrap_or_else(|| format!("{host}:{port}"));
+            Some((first, last, id))
+        })
+        .collect()
+}
+
 /// A random id for this node (its wake-up channel, its lease), unique among a deployment's nodes.
 pub(crate) fn node_id() -> String {
     crate::random_id::random_id()
@@ -731,6 +775,40 @@ mod tests {
         let err = connection.ping().await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
         assert!(start.elapsed() < COMMAND_TIMEOUT + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn cluster_slots_replies_name_each_ranges_master() {
+        let master = |host: &str, port: i64, id: Option<&str>| {
+            let mut fields = vec![Value::from(host), Value::Integer(port)];
+            fields.extend(id.map(Value::from));
+            Value::Array(fields)
+        };
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Integer(0),
+                Value::Integer(5460),
+                master("127.0.0.1", 7000, Some("a1")),
+                master("127.0.0.1", 7003, Some("r1")),
+            ]),
+            Value::Array(vec![
+                Value::Integer(5461),
+                Value::Integer(16383),
+                master("10.0.0.2", 7001, None),
+            ]),
+        ]);
+        assert_eq!(
+            parse_cluster_slots(reply).unwrap(),
+            [
+                (0, 5460, "a1".to_owned()),
+                (5461, 16383, "10.0.0.2:7001".to_owned())
+            ]
+        );
+        assert!(parse_cluster_slots(Value::Array(vec![Value::Integer(1)])).is_none());
+        assert_eq!(
+            parse_cluster_slots(Value::Array(Vec::new())),
+            Some(Vec::new())
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! ids cannot make two peers share a key or break a hash tag.
 
 use std::fmt::Write as _;
+use std::sync::LazyLock;
 
 use crate::store::PeerAddr;
 
@@ -85,6 +86,12 @@ impl Keys {
         format!("{}:node:", self.prefix)
     }
 
+    /// The start of a node's wake-up channel for the peers of one Cluster slot (sharded pub/sub),
+    /// `P:w:{tag}:`, where `tag` hashes to that slot; the node id follows.
+    pub(crate) fn shard_channel_prefix(&self, tag: u32) -> String {
+        format!("{}:w:{{{tag}}}:", self.prefix)
+    }
+
     /// `{kind:project}`: one hash tag per project and kind.
     fn tag(&self, kind: &str, project: &str) -> String {
         let mut tag = format!("{{{kind}:");
@@ -114,6 +121,37 @@ impl Keys {
             conn.parse().ok()?,
         ))
     }
+}
+
+/// How many hash slots a Redis Cluster has.
+pub(crate) const SLOTS: u16 = 16_384;
+
+/// The Cluster hash slot of `key` (CRC16 of its hash tag, or of the whole key without one).
+pub(crate) fn slot_of(key: &str) -> u16 {
+    fred::util::redis_keyslot(key.as_bytes())
+}
+
+/// A short tag whose hash slot is `slot`: the smallest decimal number that hashes there. The
+/// table of all of them is computed once per process (about 10 ms).
+pub(crate) fn slot_tag(slot: u16) -> u32 {
+    static TAGS: LazyLock<Vec<u32>> = LazyLock::new(|| {
+        let mut tags = vec![None; usize::from(SLOTS)];
+        let mut missing = tags.len();
+        // Every slot is reached well before this bound (the test below checks it).
+        for n in 0..10_000_000u32 {
+            if missing == 0 {
+                break;
+            }
+            if let Some(tag @ None) = tags.get_mut(usize::from(slot_of(&n.to_string()))) {
+                *tag = Some(n);
+                missing -= 1;
+            }
+        }
+        tags.into_iter().map(Option::unwrap_or_default).collect()
+    });
+    TAGS.get(usize::from(slot % SLOTS))
+        .copied()
+        .unwrap_or_default()
 }
 
 /// The keys a mailbox script declares (see [`Keys::mailbox_keys`]).
@@ -191,6 +229,7 @@ mod tests {
             ("pb:{rev}:all".into(), "pb:{rev}:version".into())
         );
         assert_eq!(keys.node_channel_prefix(), "pb:node:");
+        assert_eq!(keys.shard_channel_prefix(12), "pb:w:{12}:");
     }
 
     #[test]
@@ -214,6 +253,18 @@ mod tests {
         ] {
             assert!(keys.parse_member(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_slot_has_a_short_tag_hashing_to_it() {
+        let mut longest = 0;
+        for slot in 0..SLOTS {
+            let tag = slot_tag(slot).to_string();
+            assert_eq!(slot_of(&format!("pb:w:{{{tag}}}:node")), slot, "tag {tag}");
+            longest = longest.max(tag.len());
+        }
+        assert!(longest <= 6, "a tag of {longest} digits");
+        assert_eq!(slot_of("pb:{p:g:a}:h"), slot_of("{p:g:a}"));
     }
 
     proptest::proptest! {

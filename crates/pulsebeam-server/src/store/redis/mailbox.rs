@@ -59,9 +59,8 @@ struct Mailboxes {
     connection: RedisConnection,
     keys: Keys,
     node: String,
-    channel_prefix: String,
     bounds: Bounds,
-    wakeups: Arc<Wakeups>,
+    wakeups: Wakeups,
     budgets: Budgets,
     counters: Counters,
     projects_seen: Mutex<HashSet<String>>,
@@ -122,8 +121,7 @@ impl RedisStore {
         let tasks = Tasks::new(runtime);
         let keys = Keys::new(&config.key_prefix);
         let node = node_id();
-        let channel_prefix = keys.node_channel_prefix();
-        let wakeups = Wakeups::start(&connection, format!("{channel_prefix}{node}"), &tasks);
+        let wakeups = Wakeups::start(&connection, &keys, &node, config.cluster, &tasks);
         tasks.spawn(policy::warn_unless_noeviction(connection.clone()));
         let ttl_ms = limits.message_ttl_secs.saturating_mul(1000);
         let idle_ms = limits.connection_idle_secs.saturating_mul(1000);
@@ -137,7 +135,6 @@ impl RedisStore {
                 connection,
                 keys,
                 node,
-                channel_prefix,
                 bounds: Bounds {
                     capacity: limits.mailbox_capacity,
                     ttl_ms,
@@ -257,6 +254,7 @@ impl Mailboxes {
         let b = self.bounds;
         let base = self.keys.peer(dst);
         let blob = encode(&envelope);
+        let publish = self.wakeups.publish_to(&base, &self.keys);
         let mut granted = false;
         let mut declared: Vec<u32> = Vec::new();
         if conn_id != 0 {
@@ -279,7 +277,8 @@ impl Mailboxes {
                     max_per_peer: as_u64(b.max_per_peer),
                     keep_ms: b.keep_ms,
                     granted,
-                    channel_prefix: self.channel_prefix.clone(),
+                    channel_prefix: publish.channel_prefix.clone(),
+                    sharded: publish.sharded,
                 })
                 .await?;
             count(&self.counters.expired, delivered.expired);
@@ -377,6 +376,7 @@ impl Mailboxes {
         let b = self.bounds;
         let span = b.idle_ms.max(b.ttl_ms).saturating_add(wait_ms);
         let member = || format!("{base}{conn_id}");
+        let publish = self.wakeups.publish_to(base, &self.keys);
         let mut granted = false;
         let mut declared = vec![conn_id];
         loop {
@@ -398,7 +398,8 @@ impl Mailboxes {
                     max_per_peer: as_u64(b.max_per_peer),
                     keep_ms: b.keep_ms.saturating_add(wait_ms),
                     granted,
-                    channel_prefix: self.channel_prefix.clone(),
+                    channel_prefix: publish.channel_prefix.clone(),
+                    sharded: publish.sharded,
                     budget_span_ms: span,
                     grace_ms: POLL_GRACE_MS,
                     takeover,
@@ -451,8 +452,9 @@ impl Mailboxes {
         self.remember_project(me.project);
         let base = self.keys.peer(me);
         // Subscribed before registering, so that the wake-up of every local waiter after
-        // subscribing does not reach this poll.
-        self.wakeups.ready().await;
+        // subscribing does not reach this poll; and before the poll begins, so that no wake-up
+        // of it goes unheard.
+        Box::pin(self.wakeups.listen_for(&base)).await?;
         let waiter = self.wakeups.waiter(format!("{base}{conn_id}"))?;
         let mut notified = pin!(waiter.notify.notified());
         notified.as_mut().enable();

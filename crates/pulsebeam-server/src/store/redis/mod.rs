@@ -8,7 +8,7 @@
 //! | `connection` | URL to clients, the first connection, the one call helper and its timeout |
 //! | `keys` | key and channel names, ids escaped |
 //! | `scripts` + `lua/` | every Lua script, declared with its keys, arguments and reply |
-//! | `wakeups` | this node's wake-up channel and the polls waiting on it |
+//! | `wakeups`, `shard_channels`, `waiters` | this node's wake-up channels (one, or one per Cluster slot) and the polls waiting on them |
 //! | `mailbox`, `message`, `budgets` | the mailbox store, the stored message, project budgets |
 //! | `policy` | the warning at start when Redis may evict keys (`maxmemory-policy`) |
 //! | `revocations`, `usage`, `lease`, `bindings` | the other things nodes share |
@@ -63,7 +63,7 @@
 //! Each operation on a peer is one Lua script (`FCALL` of a function of the scripts' library,
 //! loaded when missing; `EVALSHA` where Redis cannot run the library) using Redis
 //! server time (`TIME`, not needed by `ack`) for leases and TTLs: `deliver` (capacity, discovery routing by poll
-//! lease, sequence number, TTLs and the wake-up `PUBLISH`), `begin` (registers the poll with
+//! lease, sequence number, TTLs and the wake-up `PUBLISH`, `SPUBLISH` on a Cluster), `begin` (registers the poll with
 //! node id, generation and lease, ends an older poll, takes over what older polls handed out
 //! unacknowledged, takes the discovery queue, hands out what is waiting), `take` (on wake-up,
 //! when a reservation's lease runs out, or at the deadline) and `ack`.
@@ -79,11 +79,22 @@
 
 //! # Wake-ups
 //!
-//! Each node has one subscriber connection on its own channel `P:node:<node id>` (a random id
-//! per process). `deliver` publishes to the channel of the node whose poll is in flight for the
-//! target connection, and `begin` to the node of a poll it replaces; the node wakes its local
-//! waiter, which runs `take`. After the subscriber reconnects every local waiter is woken to
-//! check again, so a wake-up lost while Redis was away costs at most that check.
+//! `deliver` publishes the connection's key to the wake-up channel of the node whose poll is
+//! in flight for the target connection, and `begin` to that of the node of a poll it replaces;
+//! the node wakes its local waiter, which runs `take`. The script reads the node id from the
+//! peer's hash; the calling node tells it the rest of the channel's name and how to publish:
+//!
+//! - standalone Redis and Sentinel: `PUBLISH` to `P:node:<node id>`, the node's one channel
+//!   (a random id per process), subscribed to at start;
+//! - Redis Cluster: `SPUBLISH` to `P:w:{tag}:<node id>`, the node's channel of the peer's slot
+//!   (`tag` hashes to that slot, so the channel lives on the peer's shard: a script may only
+//!   publish there, and no other shard carries the message), subscribed to with `SSUBSCRIBE`
+//!   when the first poll on a peer of that slot begins on the node, and again at the slot's
+//!   new master when the slot moves.
+//!
+//! After the subscriber reconnects every local waiter is woken to check again, so a wake-up
+//! lost while Redis was away costs at most that check. Heartbeats on the channels (per shard
+//! on a Cluster) tell a deaf subscriber from a quiet one (`wakeups`, `shard_channels`).
 //!
 //! # Budgets on Redis Cluster
 //!
@@ -106,8 +117,10 @@ mod message;
 mod policy;
 mod revocations;
 mod scripts;
+mod shard_channels;
 mod tls;
 mod usage;
+mod waiters;
 mod wakeups;
 
 pub use bindings::RedisBindings;

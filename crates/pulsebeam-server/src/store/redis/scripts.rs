@@ -551,7 +551,7 @@ script! {
     keys { h, conns, d } + boxes;
     args {
         base: String, conn: ConnId, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
-        max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
+        max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String, sharded: bool,
     };
     reply {
         status: Status, budget_due: bool, budget_member: String, evicted: u64, expired: u64,
@@ -567,7 +567,7 @@ script! {
     args {
         base: String, conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
         idle_ms: u64, max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
-        budget_span_ms: u64, grace_ms: u64, takeover: bool,
+        sharded: bool, budget_span_ms: u64, grace_ms: u64, takeover: bool,
     };
     reply {
         status: Status, generation: i64, budget_due: bool, evicted: u64, expired: u64,
@@ -1000,6 +1000,7 @@ mod tests {
             keep_ms: 4,
             granted: true,
             channel_prefix: "pb:node:".into(),
+            sharded: false,
             budget_span_ms: 5,
             grace_ms: 6,
             takeover: false,
@@ -1030,6 +1031,7 @@ mod tests {
                 "4",
                 "1",
                 "pb:node:",
+                "0",
                 "5",
                 "6",
                 "0"

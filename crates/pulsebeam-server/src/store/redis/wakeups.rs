@@ -1,19 +1,25 @@
 //! Wake-ups: how a poll waiting on this node hears that mail arrived.
 //!
-//! Each node has its own channel, `P:node:<node id>`. A script that stores mail for a poll in
-//! flight on a node (or replaces that poll) publishes the connection's key there; the node's
-//! subscriber task wakes the local waiters of that key, which then take their mail. After the
-//! subscriber (re)connects every local waiter is woken to check again, so a wake-up lost while
-//! Redis was away costs at most that check.
+//! A script that stores mail for a poll in flight on a node (or replaces that poll) publishes
+//! the connection's key on that node's wake-up channel; the node's subscriber task wakes the
+//! local waiters of that key, which then take their mail. After the subscriber (re)connects
+//! every local waiter is woken to check again, so a wake-up lost while Redis was away costs at
+//! most that check. The channels:
+//!
+//! - **Standalone Redis and Sentinel:** one channel per node, `P:node:<node id>`, subscribed to
+//!   at start, with `PUBLISH` (this module).
+//! - **Redis Cluster:** one channel per node and slot, `P:w:{tag}:<node id>`, subscribed to
+//!   lazily with `SSUBSCRIBE`, with `SPUBLISH`, so a shard carries only its own peers'
+//!   wake-ups (`shard_channels`).
 //!
 //! A subscriber connection can die silently (a NAT or firewall forgetting it, a half-open TCP
 //! connection): it hears nothing and says nothing. So the node publishes a heartbeat (an empty
 //! message) on its own channel every [`HEARTBEAT`] through the command pool, and when the
 //! subscriber has heard none for [`HEARTBEAT_LOST`] it is *deaf*: the node's health fails with
 //! that reason, the subscriber is reconnected (and subscribes again), and every local waiter is
-//! woken to check its mailbox, since its wake-up may have been lost.
+//! woken to check its mailbox, since its wake-up may have been lost. On a Cluster the same
+//! holds per shard (`shard_channels` module docs).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -28,20 +34,131 @@ use tokio::sync::broadcast::Receiver;
 use tokio::sync::Notify;
 
 use super::connection::{RedisConnection, COMMAND_TIMEOUT};
+use super::keys::Keys;
+use super::shard_channels::ShardChannels;
+use super::waiters::{Waiter, Waiters, HEARTBEAT, HEARTBEAT_LOST};
 use crate::store::StoreError;
 use crate::tasks::Tasks;
 
-/// How often a node publishes a heartbeat on its own wake-up channel.
-pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
-
-/// How long the subscriber may hear no heartbeat before it counts as deaf.
-pub(crate) const HEARTBEAT_LOST: Duration = Duration::from_secs(3);
-
-/// This node's wake-up channel and the polls waiting on it.
+/// This node's wake-up channels and the polls waiting on them.
 pub(crate) struct Wakeups {
+    waiters: Arc<Waiters>,
+    channels: Channels,
+}
+
+enum Channels {
+    /// One channel for the node (standalone Redis, Sentinel).
+    Node(Arc<NodeChannel>),
+    /// One sharded channel per slot (Redis Cluster).
+    Sharded(Arc<ShardChannels>),
+}
+
+/// What a script is told to publish a wake-up with: the channel's start (the node id follows)
+/// and whether it is sharded (`SPUBLISH`, else `PUBLISH`).
+pub(crate) struct PublishTo {
+    pub(crate) channel_prefix: String,
+    pub(crate) sharded: bool,
+}
+
+impl Wakeups {
+    /// Wake-ups of the node `node`, heard through `connection`'s subscriber by tasks in
+    /// `tasks`: on sharded channels when `cluster`, else on the node's one channel.
+    pub(crate) fn start(
+        connection: &RedisConnection,
+        keys: &Keys,
+        node: &str,
+        cluster: bool,
+        tasks: &Tasks,
+    ) -> Self {
+        let waiters = Arc::new(Waiters::default());
+        let channels = if cluster {
+            Channels::Sharded(ShardChannels::start(
+                connection,
+                keys.clone(),
+                node.to_owned(),
+                Arc::clone(&waiters),
+                tasks,
+            ))
+        } else {
+            let channel = format!("{}{node}", keys.node_channel_prefix());
+            Channels::Node(NodeChannel::start(
+                connection,
+                channel,
+                Arc::clone(&waiters),
+                tasks,
+            ))
+        };
+        Wakeups { waiters, channels }
+    }
+
+    /// How a script on the peer whose keys start with `base` publishes a wake-up.
+    pub(crate) fn publish_to(&self, base: &str, keys: &Keys) -> PublishTo {
+        match &self.channels {
+            Channels::Node(_) => PublishTo {
+                channel_prefix: keys.node_channel_prefix(),
+                sharded: false,
+            },
+            Channels::Sharded(shards) => PublishTo {
+                channel_prefix: shards.channel_prefix(base),
+                sharded: true,
+            },
+        }
+    }
+
+    /// Waits (at most [`COMMAND_TIMEOUT`]) until the node's channel has been subscribed to
+    /// once, so that a new node's first polls hear their wake-ups; after that (and on a
+    /// Cluster, where channels are subscribed to per slot by [`Wakeups::listen_for`]),
+    /// returns at once.
+    pub(crate) async fn ready(&self) {
+        if let Channels::Node(node) = &self.channels {
+            node.ready().await;
+        }
+    }
+
+    /// Makes sure this node hears the wake-ups of the peer whose keys start with `base`
+    /// before a poll of it begins here.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when Redis does not confirm a Cluster slot's subscription
+    /// within [`COMMAND_TIMEOUT`].
+    pub(crate) async fn listen_for(&self, base: &str) -> Result<(), StoreError> {
+        match &self.channels {
+            Channels::Node(node) => {
+                node.ready().await;
+                Ok(())
+            }
+            Channels::Sharded(shards) => shards.listen_for(base).await,
+        }
+    }
+
+    /// Registers a poll waiting for wake-ups of `key`; dropping the waiter unregisters it.
+    pub(crate) fn waiter(&self, key: String) -> Result<Waiter<'_>, StoreError> {
+        self.waiters.register(key)
+    }
+
+    /// Whether the subscriber hears this node's channels: an error saying why not once one
+    /// has carried no heartbeat for [`HEARTBEAT_LOST`].
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        match &self.channels {
+            Channels::Node(node) => node.check(),
+            Channels::Sharded(shards) => shards.check(),
+        }
+    }
+
+    /// How many times the subscriber was found deaf and reconnected.
+    pub(crate) fn deaf_restarts(&self) -> u64 {
+        match &self.channels {
+            Channels::Node(node) => node.deaf_restarts.load(Ordering::Relaxed),
+            Channels::Sharded(shards) => shards.deaf_restarts(),
+        }
+    }
+}
+
+/// The node's one wake-up channel (standalone Redis, Sentinel).
+struct NodeChannel {
     channel: String,
-    /// Local waiters by connection key, with how many polls share each.
-    waiters: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    waiters: Arc<Waiters>,
     /// Whether the channel has been subscribed to once.
     subscribed: AtomicBool,
     subscribed_changed: Notify,
@@ -51,12 +168,17 @@ pub(crate) struct Wakeups {
     deaf_restarts: AtomicU64,
 }
 
-impl Wakeups {
+impl NodeChannel {
     /// Wake-ups on `channel`, heard through `connection`'s subscriber by a task in `tasks`.
-    pub(crate) fn start(connection: &RedisConnection, channel: String, tasks: &Tasks) -> Arc<Self> {
-        let wakeups = Arc::new(Wakeups {
+    fn start(
+        connection: &RedisConnection,
+        channel: String,
+        waiters: Arc<Waiters>,
+        tasks: &Tasks,
+    ) -> Arc<Self> {
+        let wakeups = Arc::new(NodeChannel {
             channel,
-            waiters: Mutex::default(),
+            waiters,
             subscribed: AtomicBool::new(false),
             subscribed_changed: Notify::new(),
             heard: Mutex::new(Instant::now()),
@@ -83,9 +205,7 @@ impl Wakeups {
         wakeups
     }
 
-    /// Whether the subscriber hears this node's channel: an error saying why not once it has
-    /// heard no heartbeat for [`HEARTBEAT_LOST`].
-    pub(crate) fn check(&self) -> Result<(), StoreError> {
+    fn check(&self) -> Result<(), StoreError> {
         let silent = self.silent_for();
         if silent > HEARTBEAT_LOST {
             return Err(StoreError::Unavailable(format!(
@@ -94,11 +214,6 @@ impl Wakeups {
             )));
         }
         Ok(())
-    }
-
-    /// How many times the subscriber was found deaf and reconnected.
-    pub(crate) fn deaf_restarts(&self) -> u64 {
-        self.deaf_restarts.load(Ordering::Relaxed)
     }
 
     fn silent_for(&self) -> Duration {
@@ -114,9 +229,7 @@ impl Wakeups {
         }
     }
 
-    /// Waits (at most [`COMMAND_TIMEOUT`]) until the channel has been subscribed to once, so
-    /// that a new node's first polls hear their wake-ups; after that, returns at once.
-    pub(crate) async fn ready(&self) {
+    async fn ready(&self) {
         if self.subscribed.load(Ordering::Acquire) {
             return;
         }
@@ -133,74 +246,18 @@ impl Wakeups {
         .await;
     }
 
-    /// Registers a poll waiting for wake-ups of `key`; dropping the waiter unregisters it.
-    pub(crate) fn waiter(&self, key: String) -> Result<Waiter<'_>, StoreError> {
-        let mut map = self
-            .waiters
-            .lock()
-            .map_err(|_| StoreError::Unavailable("the waiter map lock was poisoned".into()))?;
-        let entry = map
-            .entry(key.clone())
-            .or_insert_with(|| (Arc::new(Notify::new()), 0));
-        entry.1 += 1;
-        let notify = Arc::clone(&entry.0);
-        Ok(Waiter {
-            wakeups: self,
-            key,
-            notify,
-        })
-    }
-
-    fn wake(&self, key: &str) {
-        if let Ok(map) = self.waiters.lock() {
-            if let Some((notify, _)) = map.get(key) {
-                notify.notify_waiters();
-            }
-        }
-    }
-
-    fn wake_all(&self) {
-        if let Ok(map) = self.waiters.lock() {
-            for (notify, _) in map.values() {
-                notify.notify_waiters();
-            }
-        }
-    }
-
     fn mark_subscribed(&self) {
         self.mark_heard();
         self.subscribed.store(true, Ordering::Release);
         self.subscribed_changed.notify_waiters();
-        self.wake_all();
-    }
-}
-
-/// A poll's registration among the local waiters.
-pub(crate) struct Waiter<'a> {
-    wakeups: &'a Wakeups,
-    /// The connection's key.
-    pub(crate) key: String,
-    /// Notified on every wake-up of the key.
-    pub(crate) notify: Arc<Notify>,
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut map) = self.wakeups.waiters.lock() {
-            if let Some(entry) = map.get_mut(&self.key) {
-                entry.1 = entry.1.saturating_sub(1);
-                if entry.1 == 0 {
-                    map.remove(&self.key);
-                }
-            }
-        }
+        self.waiters.wake_all();
     }
 }
 
 /// The subscriber's life: subscribe at every (re)connection and wake every local waiter, then
 /// route each message on the channel to its waiters. Ends with the store.
 async fn listen(
-    wakeups: Weak<Wakeups>,
+    wakeups: Weak<NodeChannel>,
     subscriber: SubscriberClient,
     mut reconnects: Receiver<Server>,
     mut messages: Receiver<Message>,
@@ -230,12 +287,12 @@ async fn listen(
                         match message.value.as_str() {
                             // The heartbeat.
                             Some(key) if key.is_empty() => {}
-                            Some(key) => wakeups.wake(&key),
+                            Some(key) => wakeups.waiters.wake(&key),
                             None => {}
                         }
                     }
                     Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => wakeups.wake_all(),
+                    Err(RecvError::Lagged(_)) => wakeups.waiters.wake_all(),
                     Err(RecvError::Closed) => return,
                 }
             }
@@ -244,7 +301,11 @@ async fn listen(
 }
 
 /// Subscribes until it works; `false` when the store is gone.
-async fn subscribe(subscriber: &SubscriberClient, channel: &str, wakeups: &Weak<Wakeups>) -> bool {
+async fn subscribe(
+    subscriber: &SubscriberClient,
+    channel: &str,
+    wakeups: &Weak<NodeChannel>,
+) -> bool {
     let mut attempt = 0u32;
     while let Err(err) = subscriber.subscribe(channel).await {
         if wakeups.strong_count() == 0 {
@@ -266,7 +327,7 @@ async fn subscribe(subscriber: &SubscriberClient, channel: &str, wakeups: &Weak<
 /// Publishes the heartbeat on the node's channel every [`HEARTBEAT`] and replaces a subscriber
 /// that has heard none for [`HEARTBEAT_LOST`] (see the module docs). Ends with the store.
 async fn heartbeat(
-    wakeups: Weak<Wakeups>,
+    wakeups: Weak<NodeChannel>,
     connection: RedisConnection,
     subscriber: SubscriberClient,
 ) {
@@ -300,7 +361,7 @@ async fn heartbeat(
             silent_secs = node.silent_for().as_secs(),
             "the wake-up subscriber hears nothing from redis; reconnecting it"
         );
-        node.wake_all();
+        node.waiters.wake_all();
         drop(node);
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
         // Give the new connection time to be heard before judging it.

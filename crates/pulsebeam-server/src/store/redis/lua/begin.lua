@@ -32,7 +32,7 @@ if opener ~= 'p' then
   set('b:' .. conn, now + 2 * budget_span_ms + 1000)
 end
 if num(get('l:' .. conn)) > now then
-  redis.call('PUBLISH', channel_prefix .. (get('n:' .. conn) or ''), base .. conn)
+  redis.call(sharded and 'SPUBLISH' or 'PUBLISH', channel_prefix .. (get('n:' .. conn) or ''), base .. conn)
 end
 local gen = num(get('g:' .. conn)) + 1
 set('g:' .. conn, gen)

@@ -82,7 +82,7 @@ if target then
   redis.call('ZADD', M(target), s, s .. fmt('|%d|', now) .. envelope)
   if waiting == 0 then expire_new(M(target), keep_ms) end
   if num(get('l:' .. target)) > now then
-    redis.call('PUBLISH', channel_prefix .. (get('n:' .. target) or ''), base .. target)
+    redis.call(sharded and 'SPUBLISH' or 'PUBLISH', channel_prefix .. (get('n:' .. target) or ''), base .. target)
   end
   if get('o:' .. target) == 'm' then
     due, member = budget_due('b:' .. target, ttl_ms), target
