@@ -260,4 +260,13 @@ async fn a_silently_dropped_connection_is_noticed_and_replaced() {
     }
     assert!(!reasons.is_empty(), "health never failed");
     wakes_promptly(&receiver, &sender, "after").await;
+    // The new subscriber is heard: it is not replaced again once the node is healthy.
+    let restarts = receiver.stats().await.unwrap().subscriber_restarts;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        receiver.stats().await.unwrap().subscriber_restarts,
+        restarts,
+        "the subscriber was replaced again after it was heard"
+    );
+    receiver.health().await.unwrap();
 }

@@ -362,9 +362,9 @@ async fn heartbeat(
             "the wake-up subscriber hears nothing from redis; reconnecting it"
         );
         node.waiters.wake_all();
-        drop(node);
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
-        // Give the new connection time to be heard before judging it.
-        tokio::time::sleep(HEARTBEAT_LOST).await;
+        // The new connection gets HEARTBEAT_LOST to be heard, with the heartbeats going on
+        // meanwhile (a pause without them would find it silent again when it ends).
+        node.mark_heard();
     }
 }
