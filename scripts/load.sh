@@ -171,11 +171,11 @@ each on its own port, one shared key prefix) and the clients all share the {os.c
 sender calls the other node, so every message crosses nodes. Redis commands per message come from
 `INFO commandstats` read after the polls are open and after the last delivery (its own `INFO`
 calls left out); Redis counts the commands its Lua scripts run (`HGET`, `ZADD`, `PUBLISH`, ...)
-as well as the `EVALSHA` that ran them. Each store operation is one `EVALSHA` and the nodes send
-nothing else, so script calls (`FCALL`) per message is round trips per message. A `Recv` answer carries
+as well as the `FCALL` that ran them. Each store operation is one script call (`FCALL`) and the
+nodes send nothing else, so script calls per message is round trips per message. A `Recv` answer carries
 several messages when they queue up, which is why it can be below 3.
 
-| setup | messages/s | vs 1 node memory | p50 ms | p99 ms | Redis commands / EVALSHA per message | Redis CPU (cores) | lost / out of order | crossed nodes |
+| setup | messages/s | vs 1 node memory | p50 ms | p99 ms | Redis commands / script calls per message | Redis CPU (cores) | lost / out of order | crossed nodes |
 |---|---|---|---|---|---|---|---|---|
 {row("1 node, memory", relay)}
 {row("1 node, Redis", r1)}
