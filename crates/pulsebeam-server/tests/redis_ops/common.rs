@@ -3,9 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pulsebeam_server::{Config, ProjectConfig, Server, StoreBackend, StoreConfig};
+use bytes::Bytes;
+use pulsebeam_server::store::{Envelope, MailboxStore, PollOptions};
+use pulsebeam_server::{Config, ProjectConfig, RedisStore, Server, StoreBackend, StoreConfig};
 use pulsebeam_token::KeyPair;
 
 /// Whether Redis tests run here: `false` after a loud SKIP line (a failure with
@@ -170,6 +173,91 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
     let start = Instant::now();
     while !check() {
         assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `redis-server` on `port` answers `PING`.
+pub fn wait_pong(port: u16) {
+    let start = Instant::now();
+    while !cli(port, &["ping"]).contains("PONG") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "redis did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `n` free loopback ports whose Cluster bus ports (port + 10000) are free too.
+pub fn cluster_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// Starts a Cluster-enabled `redis-server` on `port` (no persistence, its files under `dir`),
+/// with `extra` arguments, and waits until it answers.
+pub fn spawn_cluster_node(dir: &Path, port: u16, extra: &[&str]) -> Child {
+    let sub = dir.join(port.to_string());
+    std::fs::create_dir_all(&sub).unwrap();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", "nodes.conf"])
+        .args(extra)
+        .arg("--dir")
+        .arg(&sub)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/redis.sh installs it)");
+    wait_pong(port);
+    child
+}
+
+/// Joins the servers on `ports` into one Cluster, `replicas` replicas per master.
+pub fn create_cluster(ports: &[u16], replicas: u32) {
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&nodes)
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A poll that takes what waits and returns at once.
+pub const NOW: PollOptions = PollOptions {
+    wait: Duration::ZERO,
+    batch_window: Duration::ZERO,
+    max_messages: 64,
+    takeover: true,
+};
+
+/// A message from `g/alice` saying `text`.
+pub fn envelope(text: &'static str) -> Envelope {
+    Envelope {
+        src_group: Arc::from("g"),
+        src_peer: Arc::from("alice"),
+        message: Bytes::from_static(text.as_bytes()),
+    }
+}
+
+/// Waits until `store` is healthy, at most `limit`.
+pub async fn wait_healthy(store: &RedisStore, limit: Duration) {
+    let start = Instant::now();
+    while let Err(err) = store.health().await {
+        assert!(
+            start.elapsed() < limit,
+            "not healthy within {limit:?}: {err}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

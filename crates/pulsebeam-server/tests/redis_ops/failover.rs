@@ -20,7 +20,10 @@ use bytes::Bytes;
 use pulsebeam_server::store::{Envelope, PeerAddr, PollOptions};
 use pulsebeam_server::{Limits, MailboxStore, RedisStore};
 
-use crate::common::{cli, free_port, redis_available, unique_prefix};
+use crate::common::{
+    cli, cluster_ports, create_cluster, free_port, redis_available, spawn_cluster_node,
+    unique_prefix, wait_pong,
+};
 use crate::sentinel::sentinel_store;
 
 /// A master, its two replicas and a sentinel, killed when dropped.
@@ -119,17 +122,6 @@ impl Drop for SentinelSet {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-fn wait_pong(port: u16) {
-    let start = Instant::now();
-    while !cli(port, &["ping"]).contains("PONG") {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "redis did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -298,45 +290,18 @@ struct ClusterSet {
 impl ClusterSet {
     fn start(prefix: &str) -> ClusterSet {
         let dir = tempfile::tempdir().unwrap();
-        // Cluster bus ports are port + 10000: keep both free.
-        let mut ports = Vec::new();
-        while ports.len() < 6 {
-            let port = free_port();
-            if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-                ports.push(port);
-            }
-        }
-        let mut children = Vec::new();
-        for port in &ports {
-            let sub = dir.path().join(port.to_string());
-            std::fs::create_dir_all(&sub).unwrap();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                ])
-                .args(["--cluster-node-timeout", "1000"])
-                .args(["--repl-diskless-sync-delay", "0"])
-                .arg("--dir")
-                .arg(&sub)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            children.push((*port, child));
-            wait_pong(*port);
-        }
-        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&nodes)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        let ports = cluster_ports(6);
+        let extra = [
+            "--cluster-node-timeout",
+            "1000",
+            "--repl-diskless-sync-delay",
+            "0",
+        ];
+        let children = ports
+            .iter()
+            .map(|port| (*port, spawn_cluster_node(dir.path(), *port, &extra)))
+            .collect();
+        create_cluster(&ports, 1);
         let start = Instant::now();
         loop {
             let info = cli(ports[0], &["cluster", "info"]);

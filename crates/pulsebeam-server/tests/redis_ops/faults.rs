@@ -5,14 +5,15 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use pulsebeam_server::store::{Envelope, PeerAddr, PollOptions, StoreError};
+use pulsebeam_server::store::{PeerAddr, PollOptions, StoreError};
 use pulsebeam_server::{Limits, MailboxStore, RedisStore, Server};
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 
-use crate::common::{node, redis_available, store_config, unique_prefix, OwnRedis};
+use crate::common::{
+    envelope, node, redis_available, store_config, unique_prefix, wait_healthy, OwnRedis, NOW,
+};
 
 fn bob() -> PeerAddr<'static> {
     PeerAddr {
@@ -21,21 +22,6 @@ fn bob() -> PeerAddr<'static> {
         peer: "bob",
     }
 }
-
-fn envelope(text: &'static str) -> Envelope {
-    Envelope {
-        src_group: Arc::from("g"),
-        src_peer: Arc::from("alice"),
-        message: Bytes::from_static(text.as_bytes()),
-    }
-}
-
-const NOW: PollOptions = PollOptions {
-    wait: Duration::ZERO,
-    batch_window: Duration::ZERO,
-    max_messages: 64,
-    takeover: true,
-};
 
 const LONG_POLL: PollOptions = PollOptions {
     wait: Duration::from_secs(20),
@@ -62,17 +48,6 @@ async fn wait_status(server: &Server, want: StatusCode, limit: Duration) -> Stri
         assert!(
             start.elapsed() < limit,
             "/healthz not {want} within {limit:?}: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_healthy(store: &RedisStore, limit: Duration) {
-    let start = Instant::now();
-    while let Err(err) = store.health().await {
-        assert!(
-            start.elapsed() < limit,
-            "not healthy within {limit:?}: {err}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pulsebeam_server::store::{Envelope, PeerAddr, PollOptions};
+use pulsebeam_server::store::{Envelope, PeerAddr};
 use pulsebeam_server::{Limits, MailboxStore, RedisStore, SentinelConfig, StoreConfig};
 
 use std::process::Command;
 
-use crate::common::{store_config, unique_prefix};
+use crate::common::{store_config, unique_prefix, NOW};
 
 /// The Sentinel set of `scripts/redis.sh`: its sentinels, the master's name, and the passwords
 /// of the data servers and of the sentinel (they differ, as they may in a deployment).
@@ -122,13 +122,6 @@ fn envelope(n: u32) -> Envelope {
         message: Bytes::from(n.to_string()),
     }
 }
-
-const NOW: PollOptions = PollOptions {
-    wait: Duration::ZERO,
-    batch_window: Duration::ZERO,
-    max_messages: 64,
-    takeover: true,
-};
 
 /// A node on Sentinel serves; the master is failed over while it sends; it follows the new
 /// master by itself and every message sent after that is relayed.

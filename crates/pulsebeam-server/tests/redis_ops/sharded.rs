@@ -2,15 +2,20 @@
 //! slot, subscribed to when a poll there begins, and followed when the slot moves. Each test
 //! has a three-master Cluster of its own, since it counts commands per master or moves a slot.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use pulsebeam_server::store::{Envelope, PeerAddr, PollOptions, StoreError};
+use pulsebeam_server::store::{PeerAddr, PollOptions, StoreError};
 use pulsebeam_server::{Limits, MailboxStore, RedisStore, StoreConfig};
 
-use crate::common::{cli, free_port, redis_available, store_config, unique_prefix};
+use crate::common::{
+    cli, cluster_ports, create_cluster, envelope, redis_available, spawn_cluster_node,
+    store_config, unique_prefix, wait_healthy, NOW,
+};
+
+/// How long a store may take to reach a Cluster of its own.
+const HEALTHY: Duration = Duration::from_secs(10);
 
 /// Three masters without replicas, killed when dropped.
 struct OwnCluster {
@@ -22,57 +27,17 @@ struct OwnCluster {
 impl OwnCluster {
     fn start() -> OwnCluster {
         let dir = tempfile::tempdir().unwrap();
-        // Cluster bus ports are port + 10000: keep both free.
-        let mut ports = Vec::new();
-        while ports.len() < 3 {
-            let port = free_port();
-            if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-                ports.push(port);
-            }
-        }
-        let mut children = Vec::new();
-        for port in &ports {
-            let sub = dir.path().join(port.to_string());
-            std::fs::create_dir_all(&sub).unwrap();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .arg("--dir")
-                .arg(&sub)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (scripts/redis.sh installs it)");
-            children.push(child);
-        }
+        let ports = cluster_ports(3);
+        let children = ports
+            .iter()
+            .map(|port| spawn_cluster_node(dir.path(), *port, &[]))
+            .collect();
+        create_cluster(&ports, 0);
         let cluster = OwnCluster {
             ports,
             children,
             _dir: dir,
         };
-        for port in &cluster.ports {
-            let start = Instant::now();
-            while !cli(*port, &["ping"]).contains("PONG") {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "redis did not start"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let nodes: Vec<String> = cluster
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
         let start = Instant::now();
         while !cluster
             .ports
@@ -199,21 +164,6 @@ fn peer(name: &str) -> PeerAddr<'_> {
     }
 }
 
-fn envelope(text: &'static str) -> Envelope {
-    Envelope {
-        src_group: Arc::from("g"),
-        src_peer: Arc::from("alice"),
-        message: Bytes::from_static(text.as_bytes()),
-    }
-}
-
-const NOW: PollOptions = PollOptions {
-    wait: Duration::ZERO,
-    batch_window: Duration::ZERO,
-    max_messages: 64,
-    takeover: true,
-};
-
 /// A poll long enough that one answered well before its end was woken, not timed out.
 const LONG_POLL: PollOptions = PollOptions {
     wait: Duration::from_secs(20),
@@ -222,15 +172,13 @@ const LONG_POLL: PollOptions = PollOptions {
     takeover: true,
 };
 
-async fn wait_healthy(store: &RedisStore) {
-    let start = Instant::now();
-    while let Err(err) = store.health().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "redis not reachable: {err}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Two nodes of one deployment on `config`, both healthy: one to receive, one to send.
+async fn two_nodes(config: &StoreConfig) -> (Arc<RedisStore>, RedisStore) {
+    let receiver = Arc::new(RedisStore::new(config, &Limits::default()).unwrap());
+    let sender = RedisStore::new(config, &Limits::default()).unwrap();
+    wait_healthy(&receiver, HEALTHY).await;
+    wait_healthy(&sender, HEALTHY).await;
+    (receiver, sender)
 }
 
 /// Sends, retrying while the Cluster redirects or asks to try again.
@@ -322,10 +270,7 @@ async fn a_wake_up_reaches_only_the_shard_of_the_peers_slot() {
     }
     let cluster = OwnCluster::start();
     let config = cluster_config(&cluster, &unique_prefix("sharded"));
-    let receiver = Arc::new(RedisStore::new(&config, &Limits::default()).unwrap());
-    let sender = RedisStore::new(&config, &Limits::default()).unwrap();
-    wait_healthy(&receiver).await;
-    wait_healthy(&sender).await;
+    let (receiver, sender) = two_nodes(&config).await;
     // The connection's first poll opens it and subscribes to its slot: not counted.
     assert!(receiver
         .poll(peer("bob"), 100, NOW)
@@ -388,7 +333,7 @@ async fn a_node_subscribes_to_a_slots_channel_when_a_poll_there_begins() {
     let prefix = unique_prefix("lazy");
     let config = cluster_config(&cluster, &prefix);
     let store = RedisStore::new(&config, &Limits::default()).unwrap();
-    wait_healthy(&store).await;
+    wait_healthy(&store, HEALTHY).await;
     send(&store, peer("bob"), "hello").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     for port in &cluster.ports {
@@ -433,10 +378,7 @@ async fn a_waiting_poll_is_woken_after_its_peers_slot_moves() {
     let cluster = OwnCluster::start();
     let prefix = unique_prefix("moved");
     let config = cluster_config(&cluster, &prefix);
-    let receiver = Arc::new(RedisStore::new(&config, &Limits::default()).unwrap());
-    let sender = RedisStore::new(&config, &Limits::default()).unwrap();
-    wait_healthy(&receiver).await;
-    wait_healthy(&sender).await;
+    let (receiver, sender) = two_nodes(&config).await;
     relay(&receiver, &sender, "bob", "before").await;
 
     let waiting = tokio::spawn({
@@ -486,10 +428,7 @@ async fn a_killed_sharded_subscription_is_made_again() {
     let cluster = OwnCluster::start();
     let prefix = unique_prefix("killed");
     let config = cluster_config(&cluster, &prefix);
-    let receiver = Arc::new(RedisStore::new(&config, &Limits::default()).unwrap());
-    let sender = RedisStore::new(&config, &Limits::default()).unwrap();
-    wait_healthy(&receiver).await;
-    wait_healthy(&sender).await;
+    let (receiver, sender) = two_nodes(&config).await;
     relay(&receiver, &sender, "bob", "before").await;
     let (_, owner) = cluster.owner(cluster.slot_of(peer("bob")));
     assert_eq!(shard_channels(owner, &prefix).len(), 1);

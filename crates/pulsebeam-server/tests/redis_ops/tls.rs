@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pulsebeam_server::store::{Envelope, PeerAddr, PollOptions, StoreError};
+use pulsebeam_server::store::{Envelope, PeerAddr, StoreError};
 use pulsebeam_server::{BuildError, Limits, MailboxStore, RedisStore, Server, StoreTls};
 
-use crate::common::{node_config, store_config, unique_prefix};
+use crate::common::{node_config, store_config, unique_prefix, NOW};
 
 /// The TLS server's URL, CA, client certificate and key, or `None` after a SKIP line (a failure
 /// with `PULSEBEAM_REQUIRE_REDIS=1`).
@@ -60,13 +60,6 @@ fn envelope() -> Envelope {
         message: Bytes::from_static(b"over tls"),
     }
 }
-
-const NOW: PollOptions = PollOptions {
-    wait: Duration::ZERO,
-    batch_window: Duration::ZERO,
-    max_messages: 64,
-    takeover: true,
-};
 
 async fn relays(store: &RedisStore) {
     let start = Instant::now();
