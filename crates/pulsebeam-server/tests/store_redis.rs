@@ -416,15 +416,8 @@ async fn a_relayed_message_costs_three_round_trips() {
         return;
     }
     let port = free_port();
-    let _redis = OwnRedis::start(port).expect("redis-server is installed");
-    let url = vec![format!("redis://127.0.0.1:{port}")];
     let lease = Duration::from_millis(600);
-    let config = store_config(&url, false, &unique_prefix("trips"), lease);
-    let limits = Limits::default();
-    let receiver = Arc::new(RedisStore::new(&config, &limits).unwrap());
-    let sender = RedisStore::new(&config, &limits).unwrap();
-    wait_healthy(&*receiver).await;
-    wait_healthy(&sender).await;
+    let (_redis, receiver, sender) = own_pair(port, "trips", lease).await;
     // The connection's first poll opens it (and takes a project budget unit): not counted.
     assert!(receiver
         .poll(bob(), 100, NOW)
@@ -433,15 +426,7 @@ async fn a_relayed_message_costs_three_round_trips() {
         .messages
         .is_empty());
 
-    let cli = |args: &[&str]| {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
-    cli(&["config", "resetstat"]);
+    cli_at(port, &["config", "resetstat"]);
     relay(&receiver, &sender).await;
     // The client polls again at once.
     assert!(receiver
@@ -450,17 +435,8 @@ async fn a_relayed_message_costs_three_round_trips() {
         .unwrap()
         .messages
         .is_empty());
-    let stats = cli(&["info", "commandstats"]);
-    let field = |command: &str, name: &str| -> u64 {
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
-            .and_then(|rest| {
-                rest.split(',')
-                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            })
-            .map_or(0, |n| n.parse().unwrap())
-    };
+    let stats = cli_at(port, &["info", "commandstats"]);
+    let field = |command: &str, name: &str| stat(&stats, command, name);
     // deliver + take + ack for the message itself, and a begin for each of the two polls, each
     // one FCALL of the library's functions (the library was loaded by the first calls, before
     // the counters were reset).
@@ -539,20 +515,46 @@ async fn healthz_follows_redis() {
 
 /// `usec_per_call` of one command in `INFO commandstats` output.
 fn usec_per_call(stats: &str, command: &str) -> (u64, f64) {
-    let line = stats
+    (
+        stat(stats, command, "calls"),
+        stat_text(stats, command, "usec_per_call").map_or(0.0, |n| n.parse().unwrap()),
+    )
+}
+
+/// A value of `INFO commandstats` (`field` of `command`), as Redis wrote it.
+fn stat_text<'a>(stats: &'a str, command: &str, field: &str) -> Option<&'a str> {
+    stats
         .lines()
         .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
-        .unwrap_or_default();
-    let field = |name: &str| {
-        line.split(',')
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap_or("0")
-            .to_owned()
-    };
-    (
-        field("calls").parse().unwrap(),
-        field("usec_per_call").parse().unwrap(),
-    )
+        .and_then(|rest| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+        })
+        .map(str::trim)
+}
+
+/// A count of `INFO commandstats` (`field` of `command`), 0 when the command never ran.
+fn stat(stats: &str, command: &str, field: &str) -> u64 {
+    stat_text(stats, command, field).map_or(0, |n| n.parse().unwrap())
+}
+
+/// A Redis server of the test's own on `port`, and two nodes of one deployment on it (keys
+/// under a fresh prefix named after `name`, acknowledgement lease `lease`), both healthy: one to
+/// receive, one to send.
+async fn own_pair(
+    port: u16,
+    name: &str,
+    lease: Duration,
+) -> (OwnRedis, Arc<RedisStore>, RedisStore) {
+    let redis = OwnRedis::start(port).expect("redis-server is installed");
+    let url = vec![format!("redis://127.0.0.1:{port}")];
+    let config = store_config(&url, false, &unique_prefix(name), lease);
+    let limits = Limits::default();
+    let receiver = Arc::new(RedisStore::new(&config, &limits).unwrap());
+    let sender = RedisStore::new(&config, &limits).unwrap();
+    wait_healthy(&*receiver).await;
+    wait_healthy(&sender).await;
+    (redis, receiver, sender)
 }
 
 /// What one store call costs Redis once a peer's eight connections hold full mailboxes of

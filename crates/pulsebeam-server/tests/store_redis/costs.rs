@@ -50,14 +50,7 @@ async fn a_relayed_message_runs_few_commands_inside_the_scripts() {
         return;
     }
     let port = free_port();
-    let _redis = OwnRedis::start(port).expect("redis-server is installed");
-    let url = vec![format!("redis://127.0.0.1:{port}")];
-    let config = store_config(&url, false, &unique_prefix("cost"), Duration::from_secs(5));
-    let limits = Limits::default();
-    let receiver = Arc::new(RedisStore::new(&config, &limits).unwrap());
-    let sender = RedisStore::new(&config, &limits).unwrap();
-    wait_healthy(&*receiver).await;
-    wait_healthy(&sender).await;
+    let (_redis, receiver, sender) = own_pair(port, "cost", Duration::from_secs(5)).await;
     // Open the connection, then relay once, so every script is loaded and the keys are made.
     assert!(receiver
         .poll(bob(), 100, NOW)

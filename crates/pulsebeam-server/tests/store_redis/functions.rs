@@ -16,18 +16,6 @@ fn ready_cli(port: u16, args: &[&str]) -> String {
     cli_at(port, args)
 }
 
-/// A value of `INFO commandstats` (`field` of `command`), 0 when the command never ran.
-fn stat(stats: &str, command: &str, field: &str) -> u64 {
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))
-        .and_then(|rest| {
-            rest.split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
-        })
-        .map_or(0, |n| n.trim().parse().unwrap())
-}
-
 /// A user allowed everything but `FUNCTION` (as a managed Redis may set one up, or a Redis
 /// before 7.0, which has no functions): the library cannot be loaded, every script runs by
 /// `EVALSHA`, and the whole mailbox contract holds on that path too.
@@ -111,19 +99,7 @@ async fn a_library_gone_from_redis_is_loaded_again_by_the_next_call() {
         return;
     }
     let port = free_port();
-    let _redis = OwnRedis::start(port).expect("redis-server is installed");
-    ready_cli(port, &["ping"]);
-    let url = vec![format!("redis://127.0.0.1:{port}")];
-    let config = store_config(
-        &url,
-        false,
-        &unique_prefix("reload"),
-        Duration::from_secs(5),
-    );
-    let limits = Limits::default();
-    let receiver = Arc::new(RedisStore::new(&config, &limits).unwrap());
-    let sender = RedisStore::new(&config, &limits).unwrap();
-    wait_healthy(&*receiver).await;
+    let (_redis, receiver, sender) = own_pair(port, "reload", Duration::from_secs(5)).await;
     relay(&receiver, &sender).await;
     let listed = cli_at(port, &["function", "list"]);
     assert!(listed.contains("pulsebeam_"), "{listed}");
