@@ -150,22 +150,25 @@ fn too_few_open_files_is_a_clear_error() {
     assert!(stderr.contains("ulimit -n 1064"), "{stderr}");
 }
 
-/// The Redis the cluster tests run against (`eval "$(scripts/redis.sh start)"`), or `None`
-/// after a SKIP line; with `PULSEBEAM_REQUIRE_REDIS=1` a missing Redis fails the test.
-fn redis_url() -> Option<String> {
-    match std::env::var("PULSEBEAM_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+/// The value of `var`, which `eval "$(scripts/redis.sh start)"` sets, or `None` after a SKIP
+/// line; with `PULSEBEAM_REQUIRE_REDIS=1` a missing value fails the test.
+fn redis_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
         _ => {
             assert!(
                 std::env::var("PULSEBEAM_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "PULSEBEAM_REQUIRE_REDIS=1 but PULSEBEAM_TEST_REDIS_URL is unset"
+                "PULSEBEAM_REQUIRE_REDIS=1 but {var} is unset"
             );
-            println!(
-                "SKIP: PULSEBEAM_TEST_REDIS_URL is unset (eval \"$(scripts/redis.sh start)\")"
-            );
+            println!("SKIP: {var} is unset (eval \"$(scripts/redis.sh start)\")");
             None
         }
     }
+}
+
+/// The Redis the Redis tests run against.
+fn redis_url() -> Option<String> {
+    redis_env("PULSEBEAM_TEST_REDIS_URL")
 }
 
 #[test]
@@ -212,22 +215,9 @@ fn relay_across_two_nodes_on_redis_loses_nothing() {
     assert!(redis.get("shards").is_none(), "{report}");
 }
 
-/// The seeds of the 3-master Redis Cluster (`eval "$(scripts/redis.sh start)"`), or `None`
-/// after a SKIP line; with `PULSEBEAM_REQUIRE_REDIS=1` a missing Cluster fails the test.
+/// The seeds of the 3-master Redis Cluster.
 fn redis_cluster_urls() -> Option<String> {
-    match std::env::var("PULSEBEAM_TEST_REDIS_CLUSTER_URLS") {
-        Ok(urls) if !urls.is_empty() => Some(urls),
-        _ => {
-            assert!(
-                std::env::var("PULSEBEAM_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "PULSEBEAM_REQUIRE_REDIS=1 but PULSEBEAM_TEST_REDIS_CLUSTER_URLS is unset"
-            );
-            println!(
-                "SKIP: PULSEBEAM_TEST_REDIS_CLUSTER_URLS is unset (eval \"$(scripts/redis.sh start)\")"
-            );
-            None
-        }
-    }
+    redis_env("PULSEBEAM_TEST_REDIS_CLUSTER_URLS")
 }
 
 #[test]
