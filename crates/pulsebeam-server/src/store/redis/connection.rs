@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use fred::clients::{Client, Pool, SubscriberClient};
 use fred::interfaces::{ClientLike, FunctionInterface, ServerInterface};
 use fred::prelude::{Builder, Config as FredConfig, Error as FredError, ReconnectPolicy};
-use fred::types::{ConnectHandle, Value};
+use fred::types::{ConnectHandle, MultipleKeys, Value};
 
 use super::scripts::{Library, ScriptCall};
 use crate::config::{redact_url, StoreConfig};
@@ -273,18 +273,21 @@ impl RedisConnection {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, FredError> {
+        // Keys and values share their bytes: keeping them for a second try costs no copy.
+        let keys = MultipleKeys::from(keys);
+        let args = Value::Array(args);
         if !self.inner.eval_only.load(Ordering::Acquire) {
-            let retry = (keys.clone(), args.clone());
-            match client.fcall(C::function(), keys, args).await {
+            match client
+                .fcall(C::function(), keys.clone(), args.clone())
+                .await
+            {
                 Err(err) if Library::missing(&err) => match self.load_library(client).await? {
-                    Loaded::Yes => return client.fcall(C::function(), retry.0, retry.1).await,
+                    Loaded::Yes => return client.fcall(C::function(), keys, args).await,
                     Loaded::Cannot => {}
                 },
                 Err(err) if Library::refused(&err) => self.eval_only(&err),
                 done => return done,
             }
-            let (keys, args) = retry;
-            return C::script().evalsha_with_reload(client, keys, args).await;
         }
         C::script().evalsha_with_reload(client, keys, args).await
     }
