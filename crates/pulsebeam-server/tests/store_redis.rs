@@ -116,6 +116,7 @@ const NOW: PollOptions = PollOptions {
     batch_window: Duration::ZERO,
     max_messages: 64,
     takeover: true,
+    ack: None,
 };
 
 async fn run_conformance(urls: Vec<String>, cluster: bool) {
@@ -389,6 +390,7 @@ async fn relay(receiver: &Arc<RedisStore>, sender: &RedisStore) {
                 batch_window: Duration::from_millis(5),
                 max_messages: 64,
                 takeover: true,
+                ack: None,
             };
             receiver.poll(bob(), 100, wait).await.unwrap()
         }
@@ -449,6 +451,70 @@ async fn a_relayed_message_costs_three_round_trips() {
         "{stats}"
     );
     // And the acknowledgement took effect: nothing comes back after the lease.
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    assert!(receiver
+        .poll(bob(), 100, NOW)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+}
+
+/// On a stream the acknowledgement rides on the next poll: the sender's deliver, the waiting
+/// poll's take and the next poll's begin, which stores the acknowledgement too; one call fewer
+/// than a long-poll's answer and the poll after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_relayed_to_a_stream_costs_one_call_fewer() {
+    if urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "a_message_relayed_to_a_stream_costs_one_call_fewer",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let port = free_port();
+    let lease = Duration::from_millis(600);
+    let (_redis, receiver, sender) = own_pair(port, "stream", lease).await;
+    assert!(receiver
+        .poll(bob(), 100, NOW)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+    let later = PollOptions {
+        takeover: false,
+        ..NOW
+    };
+    let waiting = tokio::spawn({
+        let receiver = Arc::clone(&receiver);
+        async move {
+            let wait = PollOptions {
+                wait: Duration::from_secs(10),
+                ..later
+            };
+            receiver.poll(bob(), 100, wait).await.unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    cli_at(port, &["config", "resetstat"]);
+    sender.deliver(bob(), 100, envelope("offer")).await.unwrap();
+    let polled = waiting.await.unwrap();
+    assert_eq!(polled.messages, [envelope("offer")]);
+    let carrying = PollOptions {
+        ack: polled.receipt,
+        ..later
+    };
+    assert!(receiver
+        .poll(bob(), 100, carrying)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+    let stats = cli_at(port, &["info", "commandstats"]);
+    assert_eq!(stat(&stats, "fcall", "calls"), 3, "{stats}");
+    assert_eq!(stat(&stats, "fcall", "failed_calls"), 0, "{stats}");
+    // The carried acknowledgement took effect: nothing comes back, after the lease either.
     tokio::time::sleep(lease + Duration::from_millis(300)).await;
     assert!(receiver
         .poll(bob(), 100, NOW)

@@ -322,6 +322,11 @@ pub(crate) struct PendingAck {
 }
 
 impl PendingAck {
+    /// The receipt this acknowledges.
+    pub(crate) fn receipt(&self) -> Receipt {
+        self.receipt
+    }
+
     /// Acknowledges to the store; failures only mean the messages come again after the lease.
     pub(crate) async fn send(self, state: &State) {
         let (project, group, peer, conn_id) = self.in_flight.key();
@@ -394,6 +399,24 @@ pub(crate) async fn poll(
     wait: Duration,
     batching: Batching,
 ) -> Result<Handout, Refusal> {
+    poll_acknowledging(state, caller, conn_id, wait, batching, None).await
+}
+
+/// [`poll`], acknowledging `ack` (a receipt of the same connection, its batch written) in the
+/// poll's own store call: a stream's next poll. The store may not have stored it when this
+/// fails or is dropped; the caller then acknowledges it on its own (twice does nothing).
+///
+/// # Errors
+///
+/// As [`poll`].
+pub(crate) async fn poll_acknowledging(
+    state: &State,
+    caller: &mut Caller,
+    conn_id: u32,
+    wait: Duration,
+    batching: Batching,
+    ack: Option<Receipt>,
+) -> Result<Handout, Refusal> {
     caller.recheck(state)?;
     let identity = Arc::clone(&caller.identity);
     let me = PeerAddr {
@@ -413,6 +436,7 @@ pub(crate) async fn poll(
         },
         max_messages: limits.max_batch_messages,
         takeover,
+        ack,
     };
     if takeover {
         // The first poll of a call that may wait: its credential must not keep the request's

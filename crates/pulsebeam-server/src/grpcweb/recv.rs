@@ -17,8 +17,10 @@
 //!
 //! Messages are taken from the mailbox a batch at a time and acknowledged to the store once
 //! every frame of the batch is written to the connection (in the kernel's send buffer; see
-//! [`AfterWrite`]), as a long-poll's answer is: the acknowledgement is issued on the spot, on
-//! the connection's flush after the batch's last frame, without waiting for a later frame. A
+//! [`AfterWrite`]), as a long-poll's answer is, without waiting for a later frame: the stream's
+//! next poll, which begins once the batch is written, carries the acknowledgement in its own
+//! store call (one call to the store per batch instead of two); a stream that ends or goes
+//! away before that acknowledges on its own. A
 //! batch that is not written (the client stopped reading and the buffers are full, the
 //! connection resets, the node is killed) stays unacknowledged, and the store hands it out
 //! again: first to the connection's next `Recv`, or, while this stream stays open, to this
@@ -73,6 +75,10 @@ pub(super) struct Stream {
     frames: VecDeque<Bytes>,
     /// The acknowledgement of the batch in `frames`.
     batch_ack: Option<PendingAck>,
+    /// The acknowledgement of the batch hyper took last, handed over once it is written.
+    written: Option<tokio::sync::oneshot::Receiver<PendingAck>>,
+    /// The acknowledgement the poll under way carries, until the store has it.
+    carried: Option<PendingAck>,
     /// When a frame was last handed to hyper.
     last_frame: Instant,
     ended: bool,
@@ -101,6 +107,8 @@ impl Stream {
             after,
             frames: VecDeque::new(),
             batch_ack: None,
+            written: None,
+            carried: None,
             last_frame: now,
             ended: false,
         }
@@ -133,6 +141,16 @@ impl Stream {
     }
 }
 
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // Gone while its poll carried the acknowledgement: the store may not have it.
+        if let Some(ack) = self.carried.take() {
+            let state = Arc::clone(&self.state);
+            start_now(async move { ack.send(&state).await });
+        }
+    }
+}
+
 /// The stream's frames, as the response body: what an open stream keeps while it waits.
 fn frames(stream: Stream) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
     futures_util::stream::unfold(stream, |mut stream| async move {
@@ -156,7 +174,7 @@ impl Stream {
             if let Some(frame) = self.frames.pop_front() {
                 if self.frames.is_empty() {
                     if let Some(ack) = self.batch_ack.take() {
-                        self.ack_once_written(ack);
+                        self.written = Some(self.hand_over_once_written(ack));
                     }
                 }
                 self.last_frame = Instant::now();
@@ -169,39 +187,71 @@ impl Stream {
         }
     }
 
-    /// hyper took the batch's last frame: its acknowledgement waits until the connection has
-    /// written it.
-    fn ack_once_written(&self, ack: PendingAck) {
+    /// hyper took the batch's last frame: once the connection has written it, its
+    /// acknowledgement goes to the stream's next poll, or, when the stream is gone by then, to
+    /// the store on its own.
+    fn hand_over_once_written(
+        &self,
+        ack: PendingAck,
+    ) -> tokio::sync::oneshot::Receiver<PendingAck> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let state = Arc::clone(&self.state);
-        let work = move || start_now(async move { ack.send(&state).await });
+        let work = move || {
+            if let Err(ack) = tx.send(ack) {
+                start_now(async move { ack.send(&state).await });
+            }
+        };
         match &self.after {
             Some(after) => after.push(work),
             None => work(),
+        }
+        rx
+    }
+
+    /// Stores the acknowledgement this stream carries, if any, on its own.
+    async fn ack_alone(&mut self) {
+        if let Some(ack) = self.carried.take() {
+            ack.send(&self.state).await;
         }
     }
 
     /// Waits for mail and queues it, or a ping once the stream has been quiet for the
     /// keep-alive, or the trailer.
     async fn fill(&mut self) {
+        if let Some(written) = self.written.take() {
+            // Not written by the stream's end: the work acknowledges it if it ever is.
+            if let Ok(Ok(ack)) = tokio::time::timeout_at(self.deadline, written).await {
+                self.carried = Some(ack);
+            }
+        }
         let now = Instant::now();
         if now >= self.deadline {
+            self.ack_alone().await;
             return self.end(0, "");
         }
         let ping_at = self.last_frame + self.keepalive;
         if now >= ping_at {
+            self.ack_alone().await;
             self.frames.push_back(frame::data(PING));
             return;
         }
         let wait = ping_at.min(self.deadline) - now;
-        match call::poll(
+        let polled = call::poll_acknowledging(
             &self.state,
             &mut self.caller,
             self.conn_id,
             wait,
             Batching::None,
+            self.carried.as_ref().map(PendingAck::receipt),
         )
-        .await
-        {
+        .await;
+        if polled.is_ok() {
+            // The poll's store call stored the acknowledgement.
+            self.carried = None;
+        } else {
+            self.ack_alone().await;
+        }
+        match polled {
             Err(refusal) => {
                 let message = refusal.to_string();
                 self.end(refusal.code().grpc(), &message);
@@ -253,6 +303,8 @@ mod tests {
             after: None,
             frames: VecDeque::new(),
             batch_ack: None,
+            written: None,
+            carried: None,
             last_frame: Instant::now(),
             ended: false,
         };
@@ -378,6 +430,119 @@ mod tests {
         let mut next = connect(&state, 1 << 20);
         open_recv(&mut next, &bearer).await;
         read_until(&mut next, b"<first>").await;
+    }
+
+    /// The memory store, counting the acknowledgements sent on their own and recording those
+    /// polls carried.
+    struct Counting {
+        inner: crate::store::MemoryStore,
+        alone: Arc<std::sync::Mutex<Vec<u64>>>,
+        carried: Arc<std::sync::Mutex<Vec<u64>>>,
+    }
+
+    impl crate::store::MailboxStore for Counting {
+        fn deliver<'a>(
+            &'a self,
+            dst: PeerAddr<'a>,
+            conn_id: u32,
+            envelope: Envelope,
+        ) -> crate::store::BoxFuture<'a, Result<(), crate::store::StoreError>> {
+            self.inner.deliver(dst, conn_id, envelope)
+        }
+
+        fn poll<'a>(
+            &'a self,
+            me: PeerAddr<'a>,
+            conn_id: u32,
+            options: crate::store::PollOptions,
+        ) -> crate::store::BoxFuture<'a, Result<crate::store::Polled, crate::store::StoreError>>
+        {
+            self.carried
+                .lock()
+                .unwrap()
+                .extend(options.ack.map(|r| r.0));
+            self.inner.poll(me, conn_id, options)
+        }
+
+        fn ack<'a>(
+            &'a self,
+            me: PeerAddr<'a>,
+            conn_id: u32,
+            receipt: crate::store::Receipt,
+        ) -> crate::store::BoxFuture<'a, Result<(), crate::store::StoreError>> {
+            self.alone.lock().unwrap().push(receipt.0);
+            self.inner.ack(me, conn_id, receipt)
+        }
+
+        fn online<'a>(
+            &'a self,
+            project: &'a str,
+        ) -> crate::store::BoxFuture<
+            'a,
+            Result<Vec<crate::store::OnlineConnection>, crate::store::StoreError>,
+        > {
+            self.inner.online(project)
+        }
+
+        fn stats(
+            &self,
+        ) -> crate::store::BoxFuture<'_, Result<crate::store::StoreStats, crate::store::StoreError>>
+        {
+            self.inner.stats()
+        }
+
+        fn health(&self) -> crate::store::BoxFuture<'_, Result<(), crate::store::StoreError>> {
+            self.inner.health()
+        }
+    }
+
+    /// A stream's next poll carries the acknowledgement of the batch the stream has just
+    /// written, in its own store call: no acknowledgement goes to the store on its own, and
+    /// each batch's receipt rides on the poll after it.
+    #[tokio::test]
+    async fn a_streams_next_poll_carries_the_acknowledgement_of_its_written_batch() {
+        let (template, bearer) = crate::twirp::tests::state_and_bearer();
+        let config = (*template.live.load().config).clone();
+        let alone = Arc::default();
+        let carried = Arc::default();
+        let store = Counting {
+            inner: crate::store::MemoryStore::new(&config.limits, Duration::from_secs(5)).unwrap(),
+            alone: Arc::clone(&alone),
+            carried: Arc::clone(&carried),
+        };
+        let server = crate::Server::builder(config).store(store).build().unwrap();
+        let state = Arc::clone(server.state());
+        let mut reader = connect(&state, 1 << 20);
+        open_recv(&mut reader, &bearer).await;
+        for (i, marker) in [&b"<first>"[..], b"<second>", b"<third>"]
+            .iter()
+            .enumerate()
+        {
+            deliver(&state, marker, 16).await;
+            read_until(&mut reader, marker).await;
+            // The poll after this batch carries its receipt.
+            let start = Instant::now();
+            while carried.lock().unwrap().len() <= i {
+                assert!(
+                    start.elapsed() < Duration::from_secs(3),
+                    "no poll carried batch {i}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let carried = carried.lock().unwrap().clone();
+        assert_eq!(carried.len(), 3, "{carried:?}");
+        assert!(carried.windows(2).all(|w| w[0] < w[1]), "{carried:?}");
+        assert_eq!(*alone.lock().unwrap(), Vec::<u64>::new());
+        // And they took effect: a new `Recv` of the connection gets none of the batches again.
+        drop(reader);
+        let mut next = connect(&state, 1 << 20);
+        open_recv(&mut next, &bearer).await;
+        deliver(&state, b"<fourth>", 16).await;
+        let got = read_until(&mut next, b"<fourth>").await;
+        for marker in [&b"<first>"[..], b"<second>", b"<third>"] {
+            assert!(!holds(&got, marker), "a written batch was handed out again");
+        }
     }
 
     /// A batch is acknowledged once its frame is written, without waiting for a later frame or

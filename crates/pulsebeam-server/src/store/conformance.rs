@@ -95,6 +95,7 @@ const NOW: PollOptions = PollOptions {
     batch_window: Duration::ZERO,
     max_messages: 64,
     takeover: true,
+    ack: None,
 };
 
 const LONG: PollOptions = PollOptions {
@@ -102,6 +103,7 @@ const LONG: PollOptions = PollOptions {
     batch_window: Duration::from_millis(150),
     max_messages: 64,
     takeover: true,
+    ack: None,
 };
 
 /// A node for `setup`, once it can serve (connected, subscribed to its wake-ups).
@@ -403,6 +405,59 @@ pub async fn a_streams_later_polls_get_its_lapsed_batches_while_waiting(f: Facto
         .await
         .unwrap();
     assert!(take(&*s, addr("bob"), 100).await.is_empty());
+}
+
+/// A stream's next poll carries the acknowledgement of the batch it has just written: that
+/// batch is gone as if acknowledged on its own (counted as delivered, not handed out again,
+/// after the lease either), and the poll hands out newer mail as any later poll of a stream
+/// does. Carrying a receipt already acknowledged changes nothing.
+pub async fn a_poll_acknowledges_the_receipt_it_carries(f: Factory) {
+    let s = node(&f, &setup("carried", |_| {})).await;
+    s.deliver(addr("bob"), 100, envelope("a")).await.unwrap();
+    let first = s.poll(addr("bob"), 100, NOW).await.unwrap();
+    assert_eq!(texts(&first), ["a"]);
+    s.deliver(addr("bob"), 100, envelope("b")).await.unwrap();
+    let delivered = s.stats().await.unwrap().delivered_messages;
+    let carrying = |receipt| PollOptions {
+        takeover: false,
+        ack: receipt,
+        ..NOW
+    };
+    let second = s
+        .poll(addr("bob"), 100, carrying(first.receipt))
+        .await
+        .unwrap();
+    assert_eq!(texts(&second), ["b"]);
+    assert_eq!(
+        s.stats().await.unwrap().delivered_messages,
+        delivered + 1,
+        "the carried acknowledgement counts as a delivery"
+    );
+    let again = s
+        .poll(addr("bob"), 100, carrying(first.receipt))
+        .await
+        .unwrap();
+    assert!(again.messages.is_empty(), "{:?}", texts(&again));
+    tokio::time::sleep(ACK_LEASE + Duration::from_millis(300)).await;
+    // Only the batch nobody acknowledged comes back.
+    let later = s.poll(addr("bob"), 100, NOW).await.unwrap();
+    assert_eq!(texts(&later), ["b"]);
+    // A poll that waits carries it as well.
+    let waiting = spawn_poll(
+        &s,
+        "bob",
+        100,
+        PollOptions {
+            takeover: false,
+            ack: later.receipt,
+            ..LONG
+        },
+    );
+    settle().await;
+    s.deliver(addr("bob"), 100, envelope("c")).await.unwrap();
+    assert_eq!(texts(&waiting.await.unwrap()), ["c"]);
+    // What a new call takes over is the waiting poll's batch alone.
+    assert_eq!(take(&*s, addr("bob"), 100).await, ["c"]);
 }
 
 /// Messages handed out and not acknowledged come back to the connection's next poll also after
@@ -718,6 +773,7 @@ pub fn all() -> Vec<(&'static str, Test)> {
         a_newer_poll_takes_over_an_unacknowledged_batch_first,
         an_unacknowledged_batch_comes_back_after_the_lease,
         a_streams_later_polls_get_its_lapsed_batches_while_waiting,
+        a_poll_acknowledges_the_receipt_it_carries,
         batches_that_interleave_stay_apart,
         mailboxes_are_bounded,
         connections_per_peer_are_bounded,

@@ -679,6 +679,11 @@ impl MailboxStore for MemoryStore {
         conn_id: u32,
         options: PollOptions,
     ) -> BoxFuture<'a, Result<Polled, StoreError>> {
+        if let Some(receipt) = options.ack {
+            if let Err(err) = self.inner.ack_now(me, conn_id, receipt) {
+                return Box::pin(std::future::ready(Err(err)));
+            }
+        }
         Box::pin(self.inner.poll_inner(me, conn_id, options))
     }
 
@@ -777,6 +782,7 @@ mod tests {
             batch_window: Duration::ZERO,
             max_messages: 8,
             takeover: true,
+            ack: None,
         };
         store.poll(me, 100, now).await.unwrap();
         let carol = PeerAddr {

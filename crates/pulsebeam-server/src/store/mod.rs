@@ -55,8 +55,9 @@
 //! them has been handed to the client (once the whole answer, or for a stream every frame of
 //! the batch, is written to the connection, issued on the spot; a new `Recv` of the connection
 //! on that node first waits, briefly, for the acknowledgements it has under way, since its
-//! client may have read the answer before they were issued); acknowledged messages are
-//! deleted. What is reserved and not acknowledged comes back, before any newer message, in two
+//! client may have read the answer before they were issued; a stream's next poll carries the
+//! acknowledgement of the batch it has just written, [`PollOptions::ack`]); acknowledged
+//! messages are deleted. What is reserved and not acknowledged comes back, before any newer message, in two
 //! ways:
 //!
 //! - a poll with [`PollOptions::takeover`] (every new `Recv`) first takes back everything the
@@ -168,6 +169,11 @@ pub struct PollOptions {
     /// before any newer message. A new `Recv` does; the later polls of one stream, whose
     /// earlier batches are still being confirmed, do not.
     pub takeover: bool,
+    /// A receipt of this connection to acknowledge before the poll begins, as
+    /// [`MailboxStore::ack`] would, in the same store call: a stream's next poll carries the
+    /// acknowledgement of the batch it has just written. Acknowledged when the call is made,
+    /// even if the returned future is never polled or fails.
+    pub ack: Option<Receipt>,
 }
 
 /// Names the messages one poll handed out, for [`MailboxStore::ack`].

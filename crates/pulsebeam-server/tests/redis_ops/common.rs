@@ -239,6 +239,7 @@ pub const NOW: PollOptions = PollOptions {
     batch_window: Duration::ZERO,
     max_messages: 64,
     takeover: true,
+    ack: None,
 };
 
 /// A message from `g/alice` saying `text`.

@@ -186,6 +186,7 @@ async fn measure_on(mut set: impl Killable, config: pulsebeam_server::StoreConfi
                 batch_window: Duration::ZERO,
                 max_messages: 256,
                 takeover: true,
+                ack: None,
             };
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match receiver.poll(bob(), 100, wait).await {

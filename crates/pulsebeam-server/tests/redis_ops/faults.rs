@@ -28,6 +28,7 @@ const LONG_POLL: PollOptions = PollOptions {
     batch_window: Duration::ZERO,
     max_messages: 64,
     takeover: true,
+    ack: None,
 };
 
 async fn healthz(server: &Server) -> (StatusCode, String) {

@@ -170,6 +170,7 @@ const LONG_POLL: PollOptions = PollOptions {
     batch_window: Duration::from_millis(5),
     max_messages: 64,
     takeover: true,
+    ack: None,
 };
 
 /// Two nodes of one deployment on `config`, both healthy: one to receive, one to send.

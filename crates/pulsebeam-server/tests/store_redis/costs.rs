@@ -145,6 +145,7 @@ async fn every_key_of_a_peer_keeps_a_ttl() {
     check("a mailbox emptied and made again");
     let next = PollOptions {
         takeover: false,
+        ack: None,
         ..NOW
     };
     let lapsing = store.poll(bob(), 100, next).await.unwrap();

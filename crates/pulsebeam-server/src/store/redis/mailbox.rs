@@ -191,6 +191,11 @@ fn count(counter: &AtomicU64, n: u64) {
     }
 }
 
+/// A wait in the milliseconds the scripts count in.
+fn wait_ms(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn as_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
@@ -361,24 +366,25 @@ impl Mailboxes {
         }
     }
 
-    /// Registers a poll (taking a polled budget unit first if the connection is new to the
-    /// budget); returns its generation, the messages it took at once and, when it took none,
-    /// the milliseconds until a reservation's lease runs out (0: none).
+    /// Registers a poll that `options` describe (taking a polled budget unit first if the
+    /// connection is new to the budget); returns its generation, the messages it took at once
+    /// and, when it took none, the milliseconds until a reservation's lease runs out (0: none).
     async fn begin(
         self: &Arc<Self>,
         base: &str,
         project: &str,
         conn_id: u32,
-        wait_ms: u64,
-        max: usize,
-        takeover: bool,
+        options: PollOptions,
     ) -> Result<(i64, Vec<Value>, u64), StoreError> {
+        let wait_ms = wait_ms(options.wait);
         let b = self.bounds;
         let span = b.idle_ms.max(b.ttl_ms).saturating_add(wait_ms);
         let member = || format!("{base}{conn_id}");
         let publish = self.wakeups.publish_to(base, &self.keys);
         let mut granted = false;
         let mut declared = vec![conn_id];
+        // Acknowledged by the first call: every reply stores it.
+        let mut ack_receipt = options.ack.map_or(0, |receipt| receipt.0);
         loop {
             let keys = Keys::mailbox_keys(base, &declared);
             let begun = self
@@ -391,7 +397,7 @@ impl Mailboxes {
                     conn: ConnId(conn_id),
                     node: self.node.clone(),
                     wait_ms,
-                    max: as_u64(max),
+                    max: as_u64(options.max_messages.max(1)),
                     ack_lease_ms: b.ack_lease_ms,
                     ttl_ms: b.ttl_ms,
                     idle_ms: b.idle_ms,
@@ -402,9 +408,12 @@ impl Mailboxes {
                     sharded: publish.sharded,
                     budget_span_ms: span,
                     grace_ms: POLL_GRACE_MS,
-                    takeover,
+                    takeover: options.takeover,
+                    ack_receipt,
                 })
                 .await?;
+            ack_receipt = 0;
+            count(&self.counters.delivered, begun.acknowledged);
             count(&self.counters.expired, begun.expired);
             count(&self.counters.evicted, begun.evicted);
             self.release_evicted(project, base, &begun.evicted_conn)
@@ -458,7 +467,7 @@ impl Mailboxes {
         let waiter = self.wakeups.waiter(format!("{base}{conn_id}"))?;
         let mut notified = pin!(waiter.notify.notified());
         notified.as_mut().enable();
-        let wait_ms = u64::try_from(options.wait.as_millis()).unwrap_or(u64::MAX);
+        let wait_ms = wait_ms(options.wait);
         let deadline = Instant::now() + options.wait;
         let max = options.max_messages.max(1);
         // `begin` runs in a task of its own: if this poll is dropped while Redis registers it,
@@ -471,9 +480,7 @@ impl Mailboxes {
             let base = base.clone();
             let project = me.project.to_owned();
             async move {
-                let begun = mailboxes
-                    .begin(&base, &project, conn_id, wait_ms, max, options.takeover)
-                    .await;
+                let begun = mailboxes.begin(&base, &project, conn_id, options).await;
                 if let Err(Ok((generation, _, _))) = tx.send(begun) {
                     if wait_ms > 0 {
                         let _ = mailboxes.take(&base, conn_id, generation, 0, true).await;
@@ -739,11 +746,12 @@ mod tests {
             batch_window: Duration::from_millis(5),
             max_messages: 64,
             takeover: true,
+            ack: None,
         };
         let size = std::mem::size_of_val(&store.inner.poll(me, 16, options));
         println!("a Redis poll's future: {size} bytes");
         // A poll's registration runs in a task of its own, which holds it until Redis answers.
-        let begin = std::mem::size_of_val(&store.inner.begin("b", "p", 16, 1, 64, true));
+        let begin = std::mem::size_of_val(&store.inner.begin("b", "p", 16, options));
         println!("a Redis poll's registration: {begin} bytes");
         assert!(
             begin <= 2_048,

@@ -69,10 +69,12 @@
 //! when a reservation's lease runs out, or at the deadline) and `ack`.
 //!
 //! A relayed message costs three round trips: the sender's `deliver`, the receiver's `take`
-//! (or `begin`, when the message was waiting) and the `ack`. The acknowledgement goes out at
-//! once rather than riding on the connection's next poll: that poll may reach another node,
-//! and it takes over whatever is still reserved, so a late acknowledgement would mean a
-//! duplicate. An idle poll costs `begin` and `take` at its deadline, nothing while it waits.
+//! (or `begin`, when the message was waiting) and the `ack`. A long-poll's acknowledgement
+//! goes out at once rather than riding on the connection's next `Recv`: that call may reach
+//! another node, and it takes over whatever is still reserved, so a late acknowledgement would
+//! mean a duplicate. A stream's next poll is on the same node and begins once the batch is
+//! written, so `begin` carries the acknowledgement (`ack_receipt`) and a message relayed to a
+//! stream costs two round trips besides that poll's `begin`. An idle poll costs `begin` and `take` at its deadline, nothing while it waits.
 //! Opening a connection or a discovery queue costs one more round trip, to the project's
 //! budget (and an eviction one more, to give the evicted connection's unit back); a budget
 //! entry is refreshed in the background about once per twice its span.

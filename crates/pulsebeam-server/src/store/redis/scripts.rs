@@ -561,17 +561,17 @@ script! {
 
 script! {
     /// Registers a poll and hands out what is waiting, with `takeover` what older polls handed
-    /// out and nobody acknowledged first.
+    /// out and nobody acknowledged first; acknowledges `ack_receipt` (0: none) before.
     Begin -> Begun = "begin.lua" [PRELUDE, PEER, HOLD, CONNS];
     keys { h, conns, d } + boxes;
     args {
         base: String, conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
         idle_ms: u64, max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
-        sharded: bool, budget_span_ms: u64, grace_ms: u64, takeover: bool,
+        sharded: bool, budget_span_ms: u64, grace_ms: u64, takeover: bool, ack_receipt: u64,
     };
     reply {
         status: Status, generation: i64, budget_due: bool, evicted: u64, expired: u64,
-        evicted_conn: String, lease_left_ms: u64, need: String,
+        evicted_conn: String, lease_left_ms: u64, need: String, acknowledged: u64,
     } + messages: Value;
 }
 
@@ -1004,6 +1004,7 @@ mod tests {
             budget_span_ms: 5,
             grace_ms: 6,
             takeover: false,
+            ack_receipt: 7,
         }
         .into_parts();
         assert_eq!(
@@ -1034,7 +1035,8 @@ mod tests {
                 "0",
                 "5",
                 "6",
-                "0"
+                "0",
+                "7"
             ]
         );
         let (keys, args) = ReadUsage {

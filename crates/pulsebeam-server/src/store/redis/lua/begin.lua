@@ -8,21 +8,24 @@ now = now_ms()
 on_reply = function() keep(keep_ms) end
 fetch({'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'g:' .. conn, 'b:' .. conn,
   'k:' .. conn, 'v:' .. conn, 'a:' .. conn})
+-- A stream's next poll acknowledges the batch it has just written (every reply writes it).
+local acknowledged = 0
+if ack_receipt > 0 then acknowledged = ack(conn, int(ack_receipt)) end
 forget_idle(idle_ms, not get('o:' .. conn))
 local opener = get('o:' .. conn)
 local evicted, victim = 0, nil
 if not opener then
   victim = victim_for('p', max_per_peer)
   if victim == false then
-    return reply{status = S.TOO_MANY_PEER}
+    return reply{status = S.TOO_MANY_PEER, acknowledged = acknowledged}
   end
   if victim and not has(victim) then
-    return reply{status = S.NEED_KEYS, need = victim}
+    return reply{status = S.NEED_KEYS, need = victim, acknowledged = acknowledged}
   end
 end
 if opener ~= 'p' then
   if not granted then
-    return reply{status = S.NEED_BUDGET}
+    return reply{status = S.NEED_BUDGET, acknowledged = acknowledged}
   end
   if not opener then
     evicted = open_conn(conn, victim, 'p', keep_ms)
@@ -56,4 +59,4 @@ end
 local due = budget_due('b:' .. conn, budget_span_ms)
 keep(keep_ms, conn)
 return reply({status = S.OK, generation = gen, budget_due = due, evicted = evicted,
-  expired = expired, evicted_conn = victim, lease_left_ms = left}, out)
+  expired = expired, evicted_conn = victim, lease_left_ms = left, acknowledged = acknowledged}, out)
