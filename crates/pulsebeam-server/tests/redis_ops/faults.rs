@@ -246,3 +246,68 @@ async fn a_silently_dropped_connection_is_noticed_and_replaced() {
     );
     receiver.health().await.unwrap();
 }
+
+/// A deliver hands its message to the waiting poll in the wake-up itself; when that wake-up is
+/// lost (the node's connections went silent), the poll still gets the message once its node
+/// hears again, from Redis, where it was reserved for the poll, long before the poll's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_handed_over_in_a_lost_wake_up_still_reaches_its_poll() {
+    if !redis_available("a_message_handed_over_in_a_lost_wake_up_still_reaches_its_poll") {
+        return;
+    }
+    let redis = OwnRedis::start(&[]);
+    let proxy = Proxy::start(redis.port).await;
+    let prefix = unique_prefix("lost-handed");
+    // A lease longer than the poll: the reservation does not come back by running out.
+    let lease_past_the_poll = |mut config: pulsebeam_server::StoreConfig| {
+        config.ack_lease_ms = 60_000;
+        config
+    };
+    let through_proxy = lease_past_the_poll(store_config(
+        &[format!("redis://127.0.0.1:{}", proxy.port)],
+        &prefix,
+    ));
+    let receiver = Arc::new(RedisStore::new(&through_proxy, &Limits::default()).unwrap());
+    let sender = RedisStore::new(
+        &lease_past_the_poll(store_config(&[redis.url()], &prefix)),
+        &Limits::default(),
+    )
+    .unwrap();
+    wait_healthy(&receiver, Duration::from_secs(10)).await;
+    assert!(receiver
+        .poll(bob(), 100, NOW)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+    let waiting = tokio::spawn({
+        let receiver = Arc::clone(&receiver);
+        async move {
+            let start = Instant::now();
+            let polled = receiver.poll(bob(), 100, LONG_POLL).await.unwrap();
+            (polled, start.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.silence_open_connections();
+    sender
+        .deliver(bob(), 100, envelope("handed over"))
+        .await
+        .unwrap();
+    let (polled, waited) = waiting.await.unwrap();
+    assert_eq!(polled.messages, [envelope("handed over")]);
+    assert!(
+        waited < LONG_POLL.wait - Duration::from_secs(5),
+        "the poll waited {waited:?}: it got the message at its deadline"
+    );
+    receiver
+        .ack(bob(), 100, polled.receipt.unwrap())
+        .await
+        .unwrap();
+    assert!(receiver
+        .poll(bob(), 100, NOW)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+}

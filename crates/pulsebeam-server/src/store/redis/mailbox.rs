@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use fred::types::Value;
 use tokio::time::Instant;
 
@@ -191,8 +192,32 @@ fn count(counter: &AtomicU64, n: u64) {
     }
 }
 
-/// A wait in the milliseconds the scripts count in.
-fn wait_ms(wait: Duration) -> u64 {
+/// `taken` with the members of `handed` it lacks, in sequence order.
+fn with_handed(mut taken: Vec<Value>, handed: Vec<Bytes>) -> Vec<Value> {
+    if handed.is_empty() {
+        return taken;
+    }
+    let seq = |member: &[u8]| -> u64 {
+        member
+            .split(|b| *b == b'|')
+            .next()
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let known: HashSet<u64> = taken.iter().filter_map(Value::as_bytes).map(seq).collect();
+    taken.extend(
+        handed
+            .into_iter()
+            .filter(|m| !known.contains(&seq(m)))
+            .map(Value::Bytes),
+    );
+    taken.sort_by_key(|m| m.as_bytes().map_or(u64::MAX, seq));
+    taken
+}
+
+/// A span in the milliseconds the scripts count in.
+fn as_millis(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -284,6 +309,7 @@ impl Mailboxes {
                     granted,
                     channel_prefix: publish.channel_prefix.clone(),
                     sharded: publish.sharded,
+                    ack_lease_ms: b.ack_lease_ms,
                 })
                 .await?;
             count(&self.counters.expired, delivered.expired);
@@ -376,7 +402,7 @@ impl Mailboxes {
         conn_id: u32,
         options: PollOptions,
     ) -> Result<(i64, Vec<Value>, u64), StoreError> {
-        let wait_ms = wait_ms(options.wait);
+        let wait_ms = as_millis(options.wait);
         let b = self.bounds;
         let span = b.idle_ms.max(b.ttl_ms).saturating_add(wait_ms);
         let member = || format!("{base}{conn_id}");
@@ -410,6 +436,7 @@ impl Mailboxes {
                     grace_ms: POLL_GRACE_MS,
                     takeover: options.takeover,
                     ack_receipt,
+                    batch_ms: as_millis(options.batch_window),
                 })
                 .await?;
             ack_receipt = 0;
@@ -465,9 +492,9 @@ impl Mailboxes {
         // of it goes unheard.
         Box::pin(self.wakeups.listen_for(&base)).await?;
         let waiter = self.wakeups.waiter(format!("{base}{conn_id}"))?;
-        let mut notified = pin!(waiter.notify.notified());
+        let mut notified = pin!(waiter.slot.notify.notified());
         notified.as_mut().enable();
-        let wait_ms = wait_ms(options.wait);
+        let wait_ms = as_millis(options.wait);
         let deadline = Instant::now() + options.wait;
         let max = options.max_messages.max(1);
         // `begin` runs in a task of its own: if this poll is dropped while Redis registers it,
@@ -522,7 +549,7 @@ impl Mailboxes {
             let woken = tokio::time::timeout_at(until, notified.as_mut())
                 .await
                 .is_ok();
-            notified.set(waiter.notify.notified());
+            notified.set(waiter.slot.notify.notified());
             notified.as_mut().enable();
             if woken {
                 // Every wake-up waits the batch window before taking: a wake-up without mail (a
@@ -530,13 +557,23 @@ impl Mailboxes {
                 let until = (Instant::now() + options.batch_window).min(deadline);
                 tokio::time::sleep_until(until).await;
             }
+            let (handed, plain) = waiter.slot.take_handed(generation);
+            if !handed.is_empty() && !plain {
+                // Delivers handed these over in their wake-ups (the first one ended the poll in
+                // Redis), and no other mail came within the batch window.
+                guard.generation = None;
+                return done(handed.into_iter().map(Value::Bytes).collect());
+            }
             let last = Instant::now() >= deadline;
             let taken = Box::pin(self.take(&base, conn_id, generation, max, last)).await?;
             let Some((members, left)) = taken else {
-                // A newer poll of this connection took over (its script ended this one).
+                // A newer poll of this connection took over (its script ended this one, and
+                // took back what was handed over to it).
                 guard.generation = None;
                 return Ok(Polled::superseded());
             };
+            // The take hands out again what was handed over to this poll.
+            let members = with_handed(members, handed);
             if !members.is_empty() || last {
                 guard.generation = None;
                 return done(members);
@@ -723,6 +760,29 @@ impl MailboxStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a take hands out again of what came in wake-ups is counted once, and the whole
+    /// answer is in sequence order.
+    #[test]
+    fn handed_over_messages_join_a_take_once_and_in_order() {
+        let member = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let taken = vec![Value::Bytes(member("5|1|b")), Value::Bytes(member("9|1|d"))];
+        let handed = vec![member("5|1|b"), member("3|1|a"), member("7|1|c")];
+        let joined: Vec<Bytes> = with_handed(taken, handed)
+            .into_iter()
+            .filter_map(|v| v.as_bytes().map(Bytes::copy_from_slice))
+            .collect();
+        assert_eq!(
+            joined,
+            [
+                member("3|1|a"),
+                member("5|1|b"),
+                member("7|1|c"),
+                member("9|1|d")
+            ]
+        );
+        assert!(with_handed(Vec::new(), Vec::new()).is_empty());
+    }
     use crate::config::{StoreBackend, StoreConfig};
 
     /// What a waiting poll keeps, with its connection, for as long as it waits: its future

@@ -22,7 +22,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P:T:h` | hash | `seq` (the peer's sequence number), `k` when the TTLs of `h`, `conns` and `d` run low, `f` when idle connections are next looked for, `la` the connection last recorded active, `b:d` the discovery queue's budget refresh deadline, and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline, `a:c` its activity as last written to `conns`, `k:c` when the TTLs of its keys run low, `v:c` its reservations (`receipt lease-expiry seq seq …` each, `;`-separated) |
+//! | `P:T:h` | hash | `seq` (the peer's sequence number), `k` when the TTLs of `h`, `conns` and `d` run low, `f` when idle connections are next looked for, `la` the connection last recorded active, `b:d` the discovery queue's budget refresh deadline, and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline, `a:c` its activity as last written to `conns`, `k:c` when the TTLs of its keys run low, `v:c` its reservations (`receipt lease-expiry seq seq …` each, `;`-separated), `w:c` the batch window of its poll (ms), `h:c` until when a poll a deliver handed a message to collects more (ms) |
 //! | `P:T:conns` | sorted set | connection ids by last activity (ms) |
 //! | `P:T:d` | sorted set | the discovery queue, by sequence number |
 //! | `P:T:m:c` | sorted set | connection `c`'s mailbox, by sequence number |
@@ -68,13 +68,15 @@
 //! unacknowledged, takes the discovery queue, hands out what is waiting), `take` (on wake-up,
 //! when a reservation's lease runs out, or at the deadline) and `ack`.
 //!
-//! A relayed message costs three round trips: the sender's `deliver`, the receiver's `take`
-//! (or `begin`, when the message was waiting) and the `ack`. A long-poll's acknowledgement
+//! A relayed message costs two round trips when its receiver's poll is waiting: the sender's
+//! `deliver`, which hands the message over in the wake-up (below), and the `ack`; three when
+//! more mail joins the batch (a `take` at the end of the batch window) or when the message
+//! was waiting (the receiver's `begin` hands it out). A long-poll's acknowledgement
 //! goes out at once rather than riding on the connection's next `Recv`: that call may reach
 //! another node, and it takes over whatever is still reserved, so a late acknowledgement would
 //! mean a duplicate. A stream's next poll is on the same node and begins once the batch is
 //! written, so `begin` carries the acknowledgement (`ack_receipt`) and a message relayed to a
-//! stream costs two round trips besides that poll's `begin`. An idle poll costs `begin` and `take` at its deadline, nothing while it waits.
+//! waiting stream costs one round trip besides that poll's `begin`. An idle poll costs `begin` and `take` at its deadline, nothing while it waits.
 //! Opening a connection or a discovery queue costs one more round trip, to the project's
 //! budget (and an eviction one more, to give the evicted connection's unit back); a budget
 //! entry is refreshed in the background about once per twice its span.
@@ -93,6 +95,15 @@
 //!   publish there, and no other shard carries the message), subscribed to with `SSUBSCRIBE`
 //!   when the first poll on a peer of that slot begins on the node, and again at the slot's
 //!   new master when the slot moves.
+//!
+//! A poll waiting on an empty mailbox gets its first message in the wake-up itself: `deliver`
+//! reserves the message for the poll (its generation is the receipt), ends the poll, and
+//! publishes `\x01<generation>:<key length>:<key><member>` instead of the key; the node
+//! answers with what came so after the batch window, with no `take`. Mail arriving within the
+//! window (`h:c`) goes to the mailbox and publishes the key, and the poll then runs `take`,
+//! which hands out again what was handed over (the node counts it once): `take` always starts
+//! with the messages reserved under the poll's own generation, so a poll whose node missed the
+//! wake-up gets them from Redis at its next check.
 //!
 //! After the subscriber reconnects every local waiter is woken to check again, so a wake-up
 //! lost while Redis was away costs at most that check. Heartbeats on the channels (per shard

@@ -552,6 +552,7 @@ script! {
     args {
         base: String, conn: ConnId, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
         max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String, sharded: bool,
+        ack_lease_ms: u64,
     };
     reply {
         status: Status, budget_due: bool, budget_member: String, evicted: u64, expired: u64,
@@ -568,6 +569,7 @@ script! {
         base: String, conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
         idle_ms: u64, max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
         sharded: bool, budget_span_ms: u64, grace_ms: u64, takeover: bool, ack_receipt: u64,
+        batch_ms: u64,
     };
     reply {
         status: Status, generation: i64, budget_due: bool, evicted: u64, expired: u64,
@@ -1005,6 +1007,7 @@ mod tests {
             grace_ms: 6,
             takeover: false,
             ack_receipt: 7,
+            batch_ms: 8,
         }
         .into_parts();
         assert_eq!(
@@ -1036,7 +1039,8 @@ mod tests {
                 "5",
                 "6",
                 "0",
-                "7"
+                "7",
+                "8"
             ]
         );
         let (keys, args) = ReadUsage {

@@ -311,11 +311,8 @@ impl ShardChannels {
         if let Some(entry) = self.slots.lock().ok().and_then(|s| s.get(&slot).cloned()) {
             entry.heard();
         }
-        match message.value.as_str() {
-            // The heartbeat.
-            Some(key) if key.is_empty() => {}
-            Some(key) => self.waiters.wake(&key),
-            None => {}
+        if let Some(payload) = message.value.as_bytes() {
+            self.waiters.hear(payload);
         }
     }
 

@@ -284,11 +284,8 @@ async fn listen(
                 match message {
                     Ok(message) if *message.channel == *channel => {
                         wakeups.mark_heard();
-                        match message.value.as_str() {
-                            // The heartbeat.
-                            Some(key) if key.is_empty() => {}
-                            Some(key) => wakeups.waiters.wake(&key),
-                            None => {}
+                        if let Some(payload) = message.value.as_bytes() {
+                            wakeups.waiters.hear(payload);
                         }
                     }
                     Ok(_) => {}

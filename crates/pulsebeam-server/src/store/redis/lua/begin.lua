@@ -7,7 +7,7 @@ now = now_ms()
 -- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
 on_reply = function() keep(keep_ms) end
 fetch({'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'g:' .. conn, 'b:' .. conn,
-  'k:' .. conn, 'v:' .. conn, 'a:' .. conn})
+  'k:' .. conn, 'v:' .. conn, 'a:' .. conn, 'w:' .. conn, 'h:' .. conn})
 -- A stream's next poll acknowledges the batch it has just written (every reply writes it).
 local acknowledged = 0
 if ack_receipt > 0 then acknowledged = ack(conn, int(ack_receipt)) end
@@ -34,7 +34,8 @@ if opener ~= 'p' then
   end
   set('b:' .. conn, now + 2 * budget_span_ms + 1000)
 end
-if num(get('l:' .. conn)) > now then
+-- An older poll still in flight, or collecting what a deliver handed it, ends.
+if num(get('l:' .. conn)) > now or num(get('h:' .. conn)) > now then
   redis.call(sharded and 'SPUBLISH' or 'PUBLISH', channel_prefix .. (get('n:' .. conn) or ''), base .. conn)
 end
 local gen = num(get('g:' .. conn)) + 1
@@ -42,6 +43,10 @@ set('g:' .. conn, gen)
 set('n:' .. conn, node)
 set('l:' .. conn, now + wait_ms + grace_ms)
 set('s:' .. conn, now)
+-- How long the poll collects mail after a deliver hands it its first message.
+if num(get('w:' .. conn)) ~= batch_ms then set('w:' .. conn, batch_ms) end
+-- (one collecting still ends; a window that is over needs no write)
+if num(get('h:' .. conn)) > now then set('h:' .. conn, 0) end
 touch(conn)
 if redis.call('ZCARD', D) > 0 then
   redis.call('ZUNIONSTORE', M(conn), 2, M(conn), D)

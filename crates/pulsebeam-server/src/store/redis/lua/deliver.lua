@@ -1,16 +1,20 @@
 -- Stores one message for connection `conn`, or for the peer's discovery queue when `conn` is
 -- '0' (then for the connection whose poll in flight began last, if any): capacity, sequence
--- number, TTLs and the wake-up of the node whose poll waits for it.
+-- number, TTLs and the wake-up of the node whose poll waits for it. A poll waiting on an empty
+-- mailbox gets the message in the wake-up itself: reserved for that poll, which this ends,
+-- and carried to its node; until the poll's batch window is over, later mail goes to the
+-- mailbox and wakes it as before (a connection in that window counts as in flight for
+-- discovery).
 enter(h, conns, d, boxes, base)
 now = now_ms()
 -- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
 on_reply = function() keep(keep_ms) end
 local direct = conn ~= '0'
 if direct then
-  fetch({'seq', 'k', 'f', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'b:' .. conn,
-    'k:' .. conn, 'v:' .. conn})
+  fetch({'seq', 'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'b:' .. conn,
+    'k:' .. conn, 'v:' .. conn, 'g:' .. conn, 'w:' .. conn, 'h:' .. conn, 'a:' .. conn})
 else
-  fetch({'seq', 'k', 'f', 'b:d'})
+  fetch({'seq', 'k', 'f', 'la', 'b:d'})
 end
 forget_idle(idle_ms, direct and not get('o:' .. conn))
 local target = nil
@@ -21,11 +25,12 @@ if not direct then
   for _, c in ipairs(ids) do
     names[#names + 1] = 'l:' .. c
     names[#names + 1] = 's:' .. c
+    names[#names + 1] = 'h:' .. c
   end
   fetch(names)
   local best = -1
   for _, c in ipairs(ids) do
-    if num(get('l:' .. c)) > now then
+    if num(get('l:' .. c)) > now or num(get('h:' .. c)) > now then
       local s = num(get('s:' .. c))
       if s > best then target, best = c, s end
     end
@@ -34,7 +39,8 @@ if not direct then
     return reply{status = S.NEED_KEYS, need = target}
   end
   if target then
-    fetch({'o:' .. target, 'n:' .. target, 'b:' .. target, 'k:' .. target, 'v:' .. target})
+    fetch({'o:' .. target, 'n:' .. target, 'b:' .. target, 'k:' .. target, 'v:' .. target,
+      'g:' .. target, 'w:' .. target, 'a:' .. target})
   end
 else
   if not get('o:' .. conn) then
@@ -79,10 +85,24 @@ if target then
   end
   local seq = next_seq(target)
   local s = int(seq)
-  redis.call('ZADD', M(target), s, s .. fmt('|%d|', now) .. envelope)
-  if waiting == 0 then expire_new(M(target), keep_ms) end
-  if num(get('l:' .. target)) > now then
-    redis.call(sharded and 'SPUBLISH' or 'PUBLISH', channel_prefix .. (get('n:' .. target) or ''), base .. target)
+  local member = s .. fmt('|%d|', now) .. envelope
+  local publish = sharded and 'SPUBLISH' or 'PUBLISH'
+  local channel = channel_prefix .. (get('n:' .. target) or '')
+  if waiting == 0 and num(get('l:' .. target)) > now then
+    -- Handed over: `\1<generation>:<key length>:<key><member>` tells the node which poll.
+    local gen = num(get('g:' .. target))
+    reserve(target, gen, ack_lease_ms, {s, member}, keep_ms)
+    set('l:' .. target, 0)
+    set('h:' .. target, now + num(get('w:' .. target)))
+    touch(target)
+    local key = base .. target
+    redis.call(publish, channel, fmt('\1%d:%d:', gen, #key) .. key .. member)
+  else
+    redis.call('ZADD', M(target), s, member)
+    if waiting == 0 then expire_new(M(target), keep_ms) end
+    if num(get('l:' .. target)) > now or num(get('h:' .. target)) > now then
+      redis.call(publish, channel, base .. target)
+    end
   end
   if get('o:' .. target) == 'm' then
     due, member = budget_due('b:' .. target, ttl_ms), target

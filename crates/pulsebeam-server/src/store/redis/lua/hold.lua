@@ -78,28 +78,56 @@ local function reclaim(c, all, keep_ms)
   store_reservations(c, kept)
 end
 
+-- Reserves the messages `add` (`seq, member, ...`, in sequence order) for connection `c` under
+-- `receipt`: one reservation per poll, made with a lease of `lease` ms, whether a take took
+-- its messages or a deliver handed them over.
+local function reserve(c, receipt, lease, add, keep_ms)
+  local list = reservations(c)
+  redis.call('ZADD', R(c), unpack(add))
+  -- Nothing reserved before: the reservations' key is new.
+  if #list == 0 then expire_new(R(c), keep_ms) end
+  local r, entry = int(receipt), nil
+  for _, parts in ipairs(list) do
+    if parts[1] == r then entry = parts end
+  end
+  if not entry then
+    entry = {r, int(now + lease)}
+    list[#list + 1] = entry
+  end
+  for i = 1, #add, 2 do entry[#entry + 1] = add[i] end
+  store_reservations(c, list)
+end
+
+-- The messages reserved for `c` under `receipt`, oldest first: those a deliver handed over to
+-- the poll in its wake-up, which the poll's node may not have heard.
+local function reserved_for(c, receipt)
+  local r, out = int(receipt), {}
+  for _, parts in ipairs(reservations(c)) do
+    if parts[1] == r then
+      for _, range in ipairs(ranges(parts)) do
+        for _, m in ipairs(redis.call('ZRANGEBYSCORE', R(c), range[1], range[2])) do
+          out[#out + 1] = m
+        end
+      end
+    end
+  end
+  return out
+end
+
 -- Reserves up to `limit` messages of `c` under `receipt` for `lease` ms and returns them, and
 -- how many of those read had expired (dropped instead).
 local function take(c, receipt, limit, lease, ttl, keep_ms)
   if limit <= 0 then return {}, 0 end
   local ms = redis.call('ZPOPMIN', M(c), limit)
-  local out, entry, add = {}, {int(receipt), int(now + lease)}, {}
+  local out, add = {}, {}
   for i = 1, #ms, 2 do
     if fresh(ms[i], ttl) then
       out[#out + 1] = ms[i]
-      entry[#entry + 1] = ms[i + 1]
       add[#add + 1] = ms[i + 1]
       add[#add + 1] = ms[i]
     end
   end
-  if #out > 0 then
-    local list = reservations(c)
-    redis.call('ZADD', R(c), unpack(add))
-    -- Nothing reserved before: the reservations' key is new.
-    if #list == 0 then expire_new(R(c), keep_ms) end
-    list[#list + 1] = entry
-    store_reservations(c, list)
-  end
+  if #out > 0 then reserve(c, receipt, lease, add, keep_ms) end
   return out, #ms / 2 - #out
 end
 

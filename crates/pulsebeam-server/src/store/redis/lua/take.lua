@@ -1,6 +1,8 @@
 -- For the poll `generation` of connection `conn`: hands out what is waiting (up to `max`; 0
--- takes nothing), reservations whose lease ran out first, and ends the poll when it got
--- messages or `last` says it is over. SUPERSEDED when a newer poll of the connection took over.
+-- takes nothing): first what delivers handed over to this poll (its node may have missed the
+-- wake-up that carried it), then reservations whose lease ran out and newer mail; ends the poll
+-- when it got messages or `last` says it is over. SUPERSEDED when a newer poll of the
+-- connection took over.
 enter(h, conns, d, boxes, base)
 now = now_ms()
 -- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
@@ -11,7 +13,12 @@ if num(get('g:' .. conn)) ~= generation then
 end
 reclaim(conn, false, keep_ms)
 local out, expired = {}, 0
-if max > 0 then out, expired = take(conn, generation, max, ack_lease_ms, ttl_ms, keep_ms) end
+if max > 0 then
+  out = reserved_for(conn, generation)
+  local more
+  more, expired = take(conn, generation, max - #out, ack_lease_ms, ttl_ms, keep_ms)
+  for _, m in ipairs(more) do out[#out + 1] = m end
+end
 local left = 0
 if #out > 0 or last then
   set('l:' .. conn, 0)
