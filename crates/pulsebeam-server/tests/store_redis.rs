@@ -525,6 +525,58 @@ async fn a_message_relayed_to_a_stream_costs_one_call_fewer() {
         .is_empty());
 }
 
+/// A poll registered by a node of an older version, whose `begin` does not say it takes
+/// messages in wake-ups (`x:c`), is woken with its key, as that node expects, and takes its
+/// message: no message is handed to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_of_an_older_node_is_woken_not_handed_a_message() {
+    if urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "a_poll_of_an_older_node_is_woken_not_handed_a_message",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let port = free_port();
+    let (_redis, receiver, sender) = own_pair(port, "older", Duration::from_millis(600)).await;
+    assert!(receiver
+        .poll(bob(), 100, NOW)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+    let waiting = tokio::spawn({
+        let receiver = Arc::clone(&receiver);
+        async move {
+            let wait = PollOptions {
+                wait: Duration::from_secs(10),
+                batch_window: Duration::from_millis(5),
+                ..NOW
+            };
+            receiver.poll(bob(), 100, wait).await.unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // What an older node's begin leaves: the field it does not know about is not there.
+    let hash = cli_at(port, &["--scan", "--pattern", "*{p:g:bob}:h"]);
+    let hash = hash.trim();
+    assert!(hash.ends_with(":h"), "{hash}");
+    assert_eq!(cli_at(port, &["hdel", hash, "x:100"]).trim(), "1");
+    cli_at(port, &["config", "resetstat"]);
+    sender.deliver(bob(), 100, envelope("offer")).await.unwrap();
+    let polled = waiting.await.unwrap();
+    assert_eq!(polled.messages, [envelope("offer")]);
+    let stats = cli_at(port, &["info", "commandstats"]);
+    // The deliver and the poll's take: the message went through the mailbox.
+    assert_eq!(stat(&stats, "fcall", "calls"), 2, "{stats}");
+    assert_eq!(stat(&stats, "zpopmin", "calls"), 1, "{stats}");
+    receiver
+        .ack(bob(), 100, polled.receipt.unwrap())
+        .await
+        .unwrap();
+}
+
 /// A server configured with `[store] backend = "redis"` answers `/healthz` with 503 while Redis
 /// is away (so load balancers drain it), counts the failure, and 200 once Redis is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P:T:h` | hash | `seq` (the peer's sequence number), `k` when the TTLs of `h`, `conns` and `d` run low, `f` when idle connections are next looked for, `la` the connection last recorded active, `b:d` the discovery queue's budget refresh deadline, and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline, `a:c` its activity as last written to `conns`, `k:c` when the TTLs of its keys run low, `v:c` its reservations (`receipt lease-expiry seq seq …` each, `;`-separated), `w:c` the batch window of its poll (ms), `h:c` until when a poll a deliver handed a message to collects more (ms) |
+//! | `P:T:h` | hash | `seq` (the peer's sequence number), `k` when the TTLs of `h`, `conns` and `d` run low, `f` when idle connections are next looked for, `la` the connection last recorded active, `b:d` the discovery queue's budget refresh deadline, and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline, `a:c` its activity as last written to `conns`, `k:c` when the TTLs of its keys run low, `v:c` its reservations (`receipt lease-expiry seq seq …` each, `;`-separated), `w:c` the batch window of its poll (ms), `x:c` the generation of its poll if that poll takes a message handed over in its wake-up (a node of an older version does not write it), `h:c` until when a poll a deliver handed a message to collects more (ms) |
 //! | `P:T:conns` | sorted set | connection ids by last activity (ms) |
 //! | `P:T:d` | sorted set | the discovery queue, by sequence number |
 //! | `P:T:m:c` | sorted set | connection `c`'s mailbox, by sequence number |
@@ -96,9 +96,9 @@
 //!   when the first poll on a peer of that slot begins on the node, and again at the slot's
 //!   new master when the slot moves.
 //!
-//! A poll waiting on an empty mailbox gets its first message in the wake-up itself: `deliver`
-//! reserves the message for the poll (its generation is the receipt), ends the poll, and
-//! publishes `\x01<generation>:<key length>:<key><member>` instead of the key; the node
+//! A poll waiting on an empty mailbox (of a node that says it takes it, `x:c`) gets its first
+//! message in the wake-up itself: `deliver` reserves the message for the poll (its generation
+//! is the receipt), ends the poll, and publishes `\x01<generation>:<key length>:<key><member>` instead of the key; the node
 //! answers with what came so after the batch window, with no `take`. Mail arriving within the
 //! window (`h:c`) goes to the mailbox and publishes the key, and the poll then runs `take`,
 //! which hands out again what was handed over (the node counts it once): `take` always starts

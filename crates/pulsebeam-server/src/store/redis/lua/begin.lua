@@ -7,7 +7,7 @@ now = now_ms()
 -- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
 on_reply = function() keep(keep_ms) end
 fetch({'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'g:' .. conn, 'b:' .. conn,
-  'k:' .. conn, 'v:' .. conn, 'a:' .. conn, 'w:' .. conn, 'h:' .. conn})
+  'k:' .. conn, 'v:' .. conn, 'a:' .. conn, 'w:' .. conn, 'h:' .. conn, 'x:' .. conn})
 -- A stream's next poll acknowledges the batch it has just written (every reply writes it).
 local acknowledged = 0
 if ack_receipt > 0 then acknowledged = ack(conn, int(ack_receipt)) end
@@ -43,7 +43,9 @@ set('g:' .. conn, gen)
 set('n:' .. conn, node)
 set('l:' .. conn, now + wait_ms + grace_ms)
 set('s:' .. conn, now)
--- How long the poll collects mail after a deliver hands it its first message.
+-- This poll takes a message handed over in its wake-up (a node of an older version, which
+-- does not write `x`, does not), and collects mail for this long after it.
+set('x:' .. conn, gen)
 if num(get('w:' .. conn)) ~= batch_ms then set('w:' .. conn, batch_ms) end
 -- (one collecting still ends; a window that is over needs no write)
 if num(get('h:' .. conn)) > now then set('h:' .. conn, 0) end

@@ -12,7 +12,8 @@ on_reply = function() keep(keep_ms) end
 local direct = conn ~= '0'
 if direct then
   fetch({'seq', 'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'b:' .. conn,
-    'k:' .. conn, 'v:' .. conn, 'g:' .. conn, 'w:' .. conn, 'h:' .. conn, 'a:' .. conn})
+    'k:' .. conn, 'v:' .. conn, 'g:' .. conn, 'w:' .. conn, 'h:' .. conn, 'a:' .. conn,
+    'x:' .. conn})
 else
   fetch({'seq', 'k', 'f', 'la', 'b:d'})
 end
@@ -40,7 +41,7 @@ if not direct then
   end
   if target then
     fetch({'o:' .. target, 'n:' .. target, 'b:' .. target, 'k:' .. target, 'v:' .. target,
-      'g:' .. target, 'w:' .. target, 'a:' .. target})
+      'g:' .. target, 'w:' .. target, 'a:' .. target, 'x:' .. target})
   end
 else
   if not get('o:' .. conn) then
@@ -88,9 +89,9 @@ if target then
   local member = s .. fmt('|%d|', now) .. envelope
   local publish = sharded and 'SPUBLISH' or 'PUBLISH'
   local channel = channel_prefix .. (get('n:' .. target) or '')
-  if waiting == 0 and num(get('l:' .. target)) > now then
+  local gen = num(get('g:' .. target))
+  if waiting == 0 and num(get('l:' .. target)) > now and num(get('x:' .. target)) == gen then
     -- Handed over: `\1<generation>:<key length>:<key><member>` tells the node which poll.
-    local gen = num(get('g:' .. target))
     reserve(target, gen, ack_lease_ms, {s, member}, keep_ms)
     set('l:' .. target, 0)
     set('h:' .. target, now + num(get('w:' .. target)))
