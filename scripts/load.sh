@@ -206,7 +206,8 @@ the ratio would be higher; this machine cannot show by how much. The paced p99 h
 cause: at {r2p['messages_per_s']:.0f} msg/s the three kinds of process still compete for the cores, and a message
 waits whenever the one it needs is descheduled. Memory per idle poll on Redis is above the
 in-memory server's ({idle['bytes_per_peer']/1024:.1f} KiB in this run) by what the Redis store keeps per waiting poll
-(its registration and wake-up state); it has not been profiled further. The machine was shared
+(its poll's state and wake-up slot) and by the allocator's share; "Memory of a node on Redis"
+below has the profile. The machine was shared
 with other builds during the run (load average {os.getloadavg()[0]:.1f} at the end).
 """
 
