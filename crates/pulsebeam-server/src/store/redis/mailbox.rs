@@ -12,7 +12,7 @@ use fred::types::Value;
 use tokio::time::Instant;
 
 use super::budgets::{Budget, Budgets};
-use super::connection::{node_id, RedisConnection};
+use super::connection::{node_id, RedisConnection, COMMAND_TIMEOUT, MAX_IN_FLIGHT};
 use super::keys::Keys;
 use super::message::{decode, encode};
 use super::policy;
@@ -34,6 +34,11 @@ const TRYAGAIN_FOR: Duration = Duration::from_secs(2);
 const TRYAGAIN_PAUSE: Duration = Duration::from_millis(20);
 /// A poll's lease outlives its wait by this much, so a slow node's live poll keeps counting.
 const POLL_GRACE_MS: u64 = 2_000;
+/// Polls being registered at once at most; more wait for a turn before their registration
+/// starts. A registration holds a few KiB while it runs (its task, its script calls), which the
+/// allocator keeps once freed: unbounded, a burst of polls (every client reconnecting after a
+/// restart) would leave the node that much larger for every poll that arrived at once.
+const MAX_REGISTERING: usize = MAX_IN_FLIGHT;
 
 /// Bounds in the units the scripts use.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +70,8 @@ struct Mailboxes {
     budgets: Budgets,
     counters: Counters,
     projects_seen: Mutex<HashSet<String>>,
+    /// A permit per poll being registered ([`MAX_REGISTERING`]).
+    registering: Arc<tokio::sync::Semaphore>,
     tasks: Tasks,
 }
 
@@ -151,6 +158,7 @@ impl RedisStore {
                 wakeups,
                 counters: Counters::default(),
                 projects_seen: Mutex::default(),
+                registering: Arc::new(tokio::sync::Semaphore::new(MAX_REGISTERING)),
                 tasks,
             }),
         })
@@ -501,6 +509,7 @@ impl Mailboxes {
         // the task still sees the answer and ends the poll there, so a poll abandoned mid-way
         // never keeps counting as in flight (and never draws discovery messages) until its
         // lease runs out.
+        let turn = self.registration_turn().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tasks.spawn({
             let mailboxes = Arc::clone(self);
@@ -508,6 +517,7 @@ impl Mailboxes {
             let project = me.project.to_owned();
             async move {
                 let begun = mailboxes.begin(&base, &project, conn_id, options).await;
+                drop(turn);
                 if let Err(Ok((generation, _, _))) = tx.send(begun) {
                     if wait_ms > 0 {
                         let _ = mailboxes.take(&base, conn_id, generation, 0, true).await;
@@ -579,6 +589,20 @@ impl Mailboxes {
                 return done(members);
             }
             lease_left_ms = left;
+        }
+    }
+
+    /// Waits for a turn among the polls being registered ([`MAX_REGISTERING`]), at most
+    /// [`COMMAND_TIMEOUT`].
+    async fn registration_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        let acquire = Arc::clone(&self.registering).acquire_owned();
+        match tokio::time::timeout(COMMAND_TIMEOUT, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(StoreError::Unavailable("the store is closing".into())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the poll waited {} s for one of the {MAX_REGISTERING} registrations under way to end; redis answers too slowly for this load",
+                COMMAND_TIMEOUT.as_secs()
+            ))),
         }
     }
 
@@ -784,6 +808,44 @@ mod tests {
         assert!(with_handed(Vec::new(), Vec::new()).is_empty());
     }
     use crate::config::{StoreBackend, StoreConfig};
+
+    /// At most [`MAX_REGISTERING`] polls register at once: the next one waits for a turn, gets
+    /// it as soon as a registration ends, and is answered `unavailable` naming the bound when
+    /// none ends within the command timeout.
+    #[tokio::test]
+    async fn polls_beyond_the_bound_wait_for_a_turn_to_register() {
+        let config = StoreConfig {
+            backend: StoreBackend::Redis,
+            urls: vec!["redis://127.0.0.1:1".to_owned()],
+            ..StoreConfig::default()
+        };
+        let store = RedisStore::new(&config, &Limits::default()).unwrap();
+        let mut turns = Vec::new();
+        for _ in 0..MAX_REGISTERING {
+            turns.push(store.inner.registration_turn().await.unwrap());
+        }
+        let next = store.inner.registration_turn();
+        tokio::pin!(next);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut next)
+                .await
+                .is_err(),
+            "a registration beyond the bound started"
+        );
+        drop(turns.pop());
+        let turn = tokio::time::timeout(Duration::from_secs(1), next)
+            .await
+            .expect("the waiting registration got no turn once one ended")
+            .unwrap();
+        turns.push(turn);
+        let start = Instant::now();
+        let err = store.inner.registration_turn().await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Unavailable(why) if why.contains("256 registrations")),
+            "{err}"
+        );
+        assert!(start.elapsed() >= COMMAND_TIMEOUT, "{:?}", start.elapsed());
+    }
 
     /// What a waiting poll keeps, with its connection, for as long as it waits: its future
     /// (boxed by [`MailboxStore::poll`]). The script calls it makes run in boxes of their own,
