@@ -143,10 +143,13 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        // Gone while its poll carried the acknowledgement: the store may not have it.
+        // Gone while its poll carried the acknowledgement: the store may not have it. (Not
+        // when the runtime itself is gone: nothing could send it then.)
         if let Some(ack) = self.carried.take() {
-            let state = Arc::clone(&self.state);
-            start_now(async move { ack.send(&state).await });
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let state = Arc::clone(&self.state);
+                start_now(async move { ack.send(&state).await });
+            }
         }
     }
 }
@@ -543,6 +546,46 @@ mod tests {
         for marker in [&b"<first>"[..], b"<second>", b"<third>"] {
             assert!(!holds(&got, marker), "a written batch was handed out again");
         }
+    }
+
+    /// A stream that goes away while its poll carries an acknowledgement sends it on its own
+    /// (the store may not have stored it yet; twice does nothing).
+    #[tokio::test]
+    async fn a_stream_gone_while_its_poll_carries_an_acknowledgement_sends_it_alone() {
+        let (template, bearer) = crate::twirp::tests::state_and_bearer();
+        let config = (*template.live.load().config).clone();
+        let alone: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+        let carried: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+        let store = Counting {
+            inner: crate::store::MemoryStore::new(&config.limits, Duration::from_secs(5)).unwrap(),
+            alone: Arc::clone(&alone),
+            carried: Arc::clone(&carried),
+        };
+        let server = crate::Server::builder(config).store(store).build().unwrap();
+        let state = Arc::clone(server.state());
+        let mut reader = connect(&state, 1 << 20);
+        open_recv(&mut reader, &bearer).await;
+        deliver(&state, b"<first>", 16).await;
+        read_until(&mut reader, b"<first>").await;
+        let start = Instant::now();
+        while carried.lock().unwrap().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "no poll carried the batch"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(alone.lock().unwrap().is_empty());
+        drop(reader);
+        let start = Instant::now();
+        while alone.lock().unwrap().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "the carried acknowledgement was not sent"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*alone.lock().unwrap(), *carried.lock().unwrap());
     }
 
     /// A batch is acknowledged once its frame is written, without waiting for a later frame or
