@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::budgets::{Budget, Budgets};
 use super::connection::{node_id, RedisConnection, COMMAND_TIMEOUT, MAX_IN_FLIGHT};
 use super::keys::Keys;
-use super::message::{decode, encode};
+use super::message::{decode, encode, seq_of};
 use super::policy;
 use super::scripts::{Ack, Begin, ConnId, Deliver, Polling, ScriptCall, Status, Take};
 use super::wakeups::Wakeups;
@@ -205,14 +205,8 @@ fn with_handed(mut taken: Vec<Value>, handed: Vec<Bytes>) -> Vec<Value> {
     if handed.is_empty() {
         return taken;
     }
-    let seq = |member: &[u8]| -> u64 {
-        member
-            .split(|b| *b == b'|')
-            .next()
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(u64::MAX)
-    };
+    // An unreadable member sorts last (decoding it then says what is wrong).
+    let seq = |member: &[u8]| seq_of(member).unwrap_or(u64::MAX);
     let known: HashSet<u64> = taken.iter().filter_map(Value::as_bytes).map(seq).collect();
     taken.extend(
         handed

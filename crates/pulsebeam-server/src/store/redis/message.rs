@@ -40,6 +40,12 @@ pub(crate) fn decode(member: &Value) -> Result<Envelope, StoreError> {
     })
 }
 
+/// The sequence number of a stored member `seq|ms|envelope`.
+pub(crate) fn seq_of(member: &[u8]) -> Option<u64> {
+    let digits = member.split(|b| *b == b'|').next()?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 fn corrupt() -> StoreError {
     StoreError::Unavailable("redis returned a stored message this node cannot read".into())
 }
@@ -64,7 +70,9 @@ mod tests {
         };
         let mut member = b"12|1700000000000|".to_vec();
         member.extend_from_slice(&encode(&envelope));
+        assert_eq!(seq_of(&member), Some(12));
         assert_eq!(decode(&Value::Bytes(member.into())), Ok(envelope));
+        assert_eq!(seq_of(b"x|1|"), None);
         for bad in [
             &b"12|3"[..],
             b"1|2|\0\0\0\x09ab",

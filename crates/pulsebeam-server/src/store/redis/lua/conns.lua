@@ -76,6 +76,7 @@ end
 
 local function drop_conn(c)
   redis.call('DEL', M(c), R(c), RV(c))
+  parsed[c] = nil
   for _, f in ipairs({'g:', 'n:', 'l:', 's:', 'o:', 'b:', 'k:', 'v:', 'a:', 'w:', 'h:', 'x:'}) do
     set(f .. c, false)
   end

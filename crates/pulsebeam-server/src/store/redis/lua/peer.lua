@@ -23,6 +23,8 @@ local DECLARED = {}
 local cache, dirty = {}, {}
 -- Keys made by this call, which got their TTL (`expire_new`, hold.lua).
 local made = {}
+-- Connections' reservations as parsed by this call (`reservations`), kept as they are stored.
+local parsed = {}
 
 local function M(c) return BASE .. 'm:' .. c end
 local function R(c) return BASE .. 'r:' .. c end
@@ -80,23 +82,27 @@ end
 -- writes the hash (a script may set `on_reply` to do more first).
 local function enter(h, conns, d, boxes, base)
   H, CONNS, D, BASE = h, conns, d, base
-  DECLARED, cache, dirty, made = {}, {}, {}, {}
+  DECLARED, cache, dirty, made, parsed = {}, {}, {}, {}, {}
   for _, k in ipairs(boxes) do DECLARED[k] = true end
   on_reply = flush
 end
 
 -- Reservations. Field `v:c` of the hash lists connection c's polls whose messages wait for an
--- acknowledgement, `receipt expiry seq seq ...` each, separated by ';'.
+-- acknowledgement, `receipt expiry seq seq ...` each, separated by ';'. Parsed once per call: a
+-- caller that changes the list stores it (`store_reservations`).
 local function reservations(c)
+  if parsed[c] then return parsed[c] end
   local out = {}
   local v = get('v:' .. c)
   if v then
     for entry in string.gmatch(v, '[^;]+') do out[#out + 1] = words(entry) end
   end
+  parsed[c] = out
   return out
 end
 
 local function store_reservations(c, list)
+  parsed[c] = list
   if #list == 0 then
     if get('v:' .. c) then set('v:' .. c, false) end
     return
