@@ -499,21 +499,40 @@ mod tests {
         }
     }
 
-    /// A stream's next poll carries the acknowledgement of the batch the stream has just
-    /// written, in its own store call: no acknowledgement goes to the store on its own, and
-    /// each batch's receipt rides on the poll after it.
-    #[tokio::test]
-    async fn a_streams_next_poll_carries_the_acknowledgement_of_its_written_batch() {
+    /// Receipts a [`Counting`] store saw.
+    type Receipts = Arc<std::sync::Mutex<Vec<u64>>>;
+
+    /// A server on a [`Counting`] memory store, a token for it, and the receipts acknowledged
+    /// on their own and carried by polls.
+    fn counting_server() -> (crate::Server, HeaderValue, Receipts, Receipts) {
         let (template, bearer) = crate::twirp::tests::state_and_bearer();
         let config = (*template.live.load().config).clone();
-        let alone = Arc::default();
-        let carried = Arc::default();
+        let alone = Receipts::default();
+        let carried = Receipts::default();
         let store = Counting {
             inner: crate::store::MemoryStore::new(&config.limits, Duration::from_secs(5)).unwrap(),
             alone: Arc::clone(&alone),
             carried: Arc::clone(&carried),
         };
         let server = crate::Server::builder(config).store(store).build().unwrap();
+        (server, bearer, alone, carried)
+    }
+
+    /// Waits up to 3 s for `receipts` to hold more than `n`; `what` says what did not happen.
+    async fn wait_for_more_than(receipts: &Receipts, n: usize, what: &str) {
+        let start = Instant::now();
+        while receipts.lock().unwrap().len() <= n {
+            assert!(start.elapsed() < Duration::from_secs(3), "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A stream's next poll carries the acknowledgement of the batch the stream has just
+    /// written, in its own store call: no acknowledgement goes to the store on its own, and
+    /// each batch's receipt rides on the poll after it.
+    #[tokio::test]
+    async fn a_streams_next_poll_carries_the_acknowledgement_of_its_written_batch() {
+        let (server, bearer, alone, carried) = counting_server();
         let state = Arc::clone(server.state());
         let mut reader = connect(&state, 1 << 20);
         open_recv(&mut reader, &bearer).await;
@@ -524,14 +543,7 @@ mod tests {
             deliver(&state, marker, 16).await;
             read_until(&mut reader, marker).await;
             // The poll after this batch carries its receipt.
-            let start = Instant::now();
-            while carried.lock().unwrap().len() <= i {
-                assert!(
-                    start.elapsed() < Duration::from_secs(3),
-                    "no poll carried batch {i}"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            wait_for_more_than(&carried, i, &format!("no poll carried batch {i}")).await;
         }
         let carried = carried.lock().unwrap().clone();
         assert_eq!(carried.len(), 3, "{carried:?}");
@@ -552,39 +564,16 @@ mod tests {
     /// (the store may not have stored it yet; twice does nothing).
     #[tokio::test]
     async fn a_stream_gone_while_its_poll_carries_an_acknowledgement_sends_it_alone() {
-        let (template, bearer) = crate::twirp::tests::state_and_bearer();
-        let config = (*template.live.load().config).clone();
-        let alone: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
-        let carried: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
-        let store = Counting {
-            inner: crate::store::MemoryStore::new(&config.limits, Duration::from_secs(5)).unwrap(),
-            alone: Arc::clone(&alone),
-            carried: Arc::clone(&carried),
-        };
-        let server = crate::Server::builder(config).store(store).build().unwrap();
+        let (server, bearer, alone, carried) = counting_server();
         let state = Arc::clone(server.state());
         let mut reader = connect(&state, 1 << 20);
         open_recv(&mut reader, &bearer).await;
         deliver(&state, b"<first>", 16).await;
         read_until(&mut reader, b"<first>").await;
-        let start = Instant::now();
-        while carried.lock().unwrap().is_empty() {
-            assert!(
-                start.elapsed() < Duration::from_secs(3),
-                "no poll carried the batch"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_more_than(&carried, 0, "no poll carried the batch").await;
         assert!(alone.lock().unwrap().is_empty());
         drop(reader);
-        let start = Instant::now();
-        while alone.lock().unwrap().is_empty() {
-            assert!(
-                start.elapsed() < Duration::from_secs(3),
-                "the carried acknowledgement was not sent"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_more_than(&alone, 0, "the carried acknowledgement was not sent").await;
         assert_eq!(*alone.lock().unwrap(), *carried.lock().unwrap());
     }
 
