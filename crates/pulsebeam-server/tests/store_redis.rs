@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use pulsebeam_server::store::conformance::{self, Factory, Setup};
 use pulsebeam_server::store::{
-    BindingStore, Envelope, PeerAddr, PollOptions, RedisBindings, RedisConnection,
+    BindingStore, Envelope, PeerAddr, PollOptions, Polled, RedisBindings, RedisConnection,
     RedisRevocations, RedisUsage, RevocationStore, StoreError, UsageStore,
 };
 use pulsebeam_server::{Limits, MailboxStore, RedisStore, StoreBackend, StoreConfig};
@@ -380,22 +380,35 @@ async fn a_dropped_store_closes_its_connections() {
     }
 }
 
-/// A poll waits, a message arrives and wakes it, and the receiver acknowledges it.
-async fn relay(receiver: &Arc<RedisStore>, sender: &RedisStore) {
+/// A poll of `bob:100` that finds nothing (and opens the connection, the first time).
+async fn nothing_for_bob(store: &RedisStore) {
+    let polled = store.poll(bob(), 100, NOW).await.unwrap();
+    assert!(polled.messages.is_empty(), "{polled:?}");
+}
+
+/// A long-poll's wait: up to 10 s, then a batch window of 5 ms.
+const WAIT: PollOptions = PollOptions {
+    wait: Duration::from_secs(10),
+    batch_window: Duration::from_millis(5),
+    ..NOW
+};
+
+/// A poll of `bob:100` with `options` in a task of its own, registered once this returns.
+async fn waiting_poll(
+    receiver: &Arc<RedisStore>,
+    options: PollOptions,
+) -> tokio::task::JoinHandle<Polled> {
     let waiting = tokio::spawn({
         let receiver = Arc::clone(receiver);
-        async move {
-            let wait = PollOptions {
-                wait: Duration::from_secs(10),
-                batch_window: Duration::from_millis(5),
-                max_messages: 64,
-                takeover: true,
-                ack: None,
-            };
-            receiver.poll(bob(), 100, wait).await.unwrap()
-        }
+        async move { receiver.poll(bob(), 100, options).await.unwrap() }
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
+    waiting
+}
+
+/// A poll waits, a message arrives and wakes it, and the receiver acknowledges it.
+async fn relay(receiver: &Arc<RedisStore>, sender: &RedisStore) {
+    let waiting = waiting_poll(receiver, WAIT).await;
     sender.deliver(bob(), 100, envelope("offer")).await.unwrap();
     let polled = waiting.await.unwrap();
     assert_eq!(polled.messages, [envelope("offer")]);
@@ -422,22 +435,12 @@ async fn a_relayed_message_costs_two_round_trips() {
     let lease = Duration::from_millis(600);
     let (_redis, receiver, sender) = own_pair(port, "trips", lease).await;
     // The connection's first poll opens it (and takes a project budget unit): not counted.
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
+    nothing_for_bob(&receiver).await;
 
     cli_at(port, &["config", "resetstat"]);
     relay(&receiver, &sender).await;
     // The client polls again at once.
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
+    nothing_for_bob(&receiver).await;
     let stats = cli_at(port, &["info", "commandstats"]);
     let field = |command: &str, name: &str| stat(&stats, command, name);
     // deliver + ack for the message itself, and a begin for each of the two polls, each one
@@ -453,12 +456,7 @@ async fn a_relayed_message_costs_two_round_trips() {
     );
     // And the acknowledgement took effect: nothing comes back after the lease.
     tokio::time::sleep(lease + Duration::from_millis(300)).await;
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
+    nothing_for_bob(&receiver).await;
 }
 
 /// On a stream the acknowledgement rides on the next poll: the sender's deliver (which hands
@@ -477,27 +475,19 @@ async fn a_message_relayed_to_a_stream_costs_one_call_fewer() {
     let port = free_port();
     let lease = Duration::from_millis(600);
     let (_redis, receiver, sender) = own_pair(port, "stream", lease).await;
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
+    nothing_for_bob(&receiver).await;
     let later = PollOptions {
         takeover: false,
         ..NOW
     };
-    let waiting = tokio::spawn({
-        let receiver = Arc::clone(&receiver);
-        async move {
-            let wait = PollOptions {
-                wait: Duration::from_secs(10),
-                ..later
-            };
-            receiver.poll(bob(), 100, wait).await.unwrap()
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let waiting = waiting_poll(
+        &receiver,
+        PollOptions {
+            wait: Duration::from_secs(10),
+            ..later
+        },
+    )
+    .await;
     cli_at(port, &["config", "resetstat"]);
     sender.deliver(bob(), 100, envelope("offer")).await.unwrap();
     let polled = waiting.await.unwrap();
@@ -517,12 +507,7 @@ async fn a_message_relayed_to_a_stream_costs_one_call_fewer() {
     assert_eq!(stat(&stats, "fcall", "failed_calls"), 0, "{stats}");
     // The carried acknowledgement took effect: nothing comes back, after the lease either.
     tokio::time::sleep(lease + Duration::from_millis(300)).await;
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
+    nothing_for_bob(&receiver).await;
 }
 
 /// A poll registered by a node of an older version, whose `begin` does not say it takes
@@ -540,24 +525,8 @@ async fn a_poll_of_an_older_node_is_woken_not_handed_a_message() {
     }
     let port = free_port();
     let (_redis, receiver, sender) = own_pair(port, "older", Duration::from_millis(600)).await;
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
-    let waiting = tokio::spawn({
-        let receiver = Arc::clone(&receiver);
-        async move {
-            let wait = PollOptions {
-                wait: Duration::from_secs(10),
-                batch_window: Duration::from_millis(5),
-                ..NOW
-            };
-            receiver.poll(bob(), 100, wait).await.unwrap()
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    nothing_for_bob(&receiver).await;
+    let waiting = waiting_poll(&receiver, WAIT).await;
     // What an older node's begin leaves: the field it does not know about is not there.
     let hash = cli_at(port, &["--scan", "--pattern", "*{p:g:bob}:h"]);
     let hash = hash.trim();
@@ -812,12 +781,7 @@ async fn a_hand_out_lost_to_a_stalled_redis_comes_first_to_the_next_poll() {
     let store = RedisStore::new(&config, &Limits::default()).unwrap();
     wait_healthy(&store).await;
     // The connection is open (a poll's budget unit taken): the next poll is one script.
-    assert!(store
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
+    nothing_for_bob(&store).await;
     store.deliver(bob(), 100, envelope("m1")).await.unwrap();
     store.deliver(bob(), 100, envelope("m2")).await.unwrap();
     let sleeper = std::thread::spawn(move || {

@@ -59,12 +59,7 @@ async fn without_function_load_the_scripts_run_by_evalsha_and_keep_the_contract(
     let receiver = Arc::new(RedisStore::new(&config, &limits).unwrap());
     let sender = RedisStore::new(&config, &limits).unwrap();
     wait_healthy(&*receiver).await;
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
+    nothing_for_bob(&receiver).await;
     cli_at(port, &["config", "resetstat"]);
     relay(&receiver, &sender).await;
     let stats = cli_at(port, &["info", "commandstats"]);
