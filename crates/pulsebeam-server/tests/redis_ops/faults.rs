@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use pulsebeam_server::store::{PeerAddr, PollOptions, StoreError};
-use pulsebeam_server::{Limits, MailboxStore, RedisStore, Server};
+use pulsebeam_server::store::{PeerAddr, PollOptions, Polled, StoreError};
+use pulsebeam_server::{Limits, MailboxStore, RedisStore, Server, StoreConfig};
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 
@@ -54,9 +54,34 @@ async fn wait_status(server: &Server, want: StatusCode, limit: Duration) -> Stri
     }
 }
 
-/// A receiver polling `bob:100` for a long time gets `text` delivered by `sender` promptly:
-/// the wake-up reached it, not the poll's deadline.
-async fn wakes_promptly(receiver: &Arc<RedisStore>, sender: &RedisStore, text: &'static str) {
+/// A receiver and a sender sharing one key prefix, on Redis at `receiver_url` and
+/// `sender_url`, with their configurations as `tweak` leaves them.
+fn pair(
+    receiver_url: String,
+    sender_url: String,
+    name: &str,
+    tweak: impl Fn(&mut StoreConfig),
+) -> (Arc<RedisStore>, RedisStore) {
+    let prefix = unique_prefix(name);
+    let config = |url| {
+        let mut config = store_config(&[url], &prefix);
+        tweak(&mut config);
+        config
+    };
+    let receiver = Arc::new(RedisStore::new(&config(receiver_url), &Limits::default()).unwrap());
+    let sender = RedisStore::new(&config(sender_url), &Limits::default()).unwrap();
+    (receiver, sender)
+}
+
+/// A poll of `bob:100` that finds nothing (and opens the connection, the first time).
+async fn nothing_for_bob(store: &RedisStore) {
+    let polled = store.poll(bob(), 100, NOW).await.unwrap();
+    assert!(polled.messages.is_empty(), "{polled:?}");
+}
+
+/// A long poll of `bob:100` in a task of its own, registered once this returns; the task ends
+/// with what the poll got and how long it waited.
+async fn long_poll(receiver: &Arc<RedisStore>) -> tokio::task::JoinHandle<(Polled, Duration)> {
     let waiting = tokio::spawn({
         let receiver = Arc::clone(receiver);
         async move {
@@ -66,6 +91,13 @@ async fn wakes_promptly(receiver: &Arc<RedisStore>, sender: &RedisStore, text: &
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    waiting
+}
+
+/// A receiver polling `bob:100` for a long time gets `text` delivered by `sender` promptly:
+/// the wake-up reached it, not the poll's deadline.
+async fn wakes_promptly(receiver: &Arc<RedisStore>, sender: &RedisStore, text: &'static str) {
+    let waiting = long_poll(receiver).await;
     sender.deliver(bob(), 100, envelope(text)).await.unwrap();
     let (polled, waited) = waiting.await.unwrap();
     assert_eq!(polled.messages, [envelope(text)]);
@@ -124,16 +156,9 @@ async fn a_killed_subscriber_still_wakes_waiting_polls() {
         return;
     }
     let redis = OwnRedis::start(&[]);
-    let config = store_config(&[redis.url()], &unique_prefix("pubsub-kill"));
-    let receiver = Arc::new(RedisStore::new(&config, &Limits::default()).unwrap());
-    let sender = RedisStore::new(&config, &Limits::default()).unwrap();
+    let (receiver, sender) = pair(redis.url(), redis.url(), "pubsub-kill", |_| {});
     wait_healthy(&receiver, Duration::from_secs(10)).await;
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
+    nothing_for_bob(&receiver).await;
     wakes_promptly(&receiver, &sender, "before").await;
 
     let killed = redis.cli(&["client", "kill", "type", "pubsub"]);
@@ -150,6 +175,11 @@ struct Proxy {
 }
 
 impl Proxy {
+    /// The URL that reaches Redis through the proxy.
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
     async fn start(target: u16) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -200,18 +230,9 @@ async fn a_silently_dropped_connection_is_noticed_and_replaced() {
     }
     let redis = OwnRedis::start(&[]);
     let proxy = Proxy::start(redis.port).await;
-    let prefix = unique_prefix("silent");
-    let through_proxy = store_config(&[format!("redis://127.0.0.1:{}", proxy.port)], &prefix);
-    let receiver = Arc::new(RedisStore::new(&through_proxy, &Limits::default()).unwrap());
-    let sender =
-        RedisStore::new(&store_config(&[redis.url()], &prefix), &Limits::default()).unwrap();
+    let (receiver, sender) = pair(proxy.url(), redis.url(), "silent", |_| {});
     wait_healthy(&receiver, Duration::from_secs(10)).await;
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
+    nothing_for_bob(&receiver).await;
     wakes_promptly(&receiver, &sender, "before").await;
 
     proxy.silence_open_connections();
@@ -257,38 +278,13 @@ async fn a_message_handed_over_in_a_lost_wake_up_still_reaches_its_poll() {
     }
     let redis = OwnRedis::start(&[]);
     let proxy = Proxy::start(redis.port).await;
-    let prefix = unique_prefix("lost-handed");
     // A lease longer than the poll: the reservation does not come back by running out.
-    let lease_past_the_poll = |mut config: pulsebeam_server::StoreConfig| {
+    let (receiver, sender) = pair(proxy.url(), redis.url(), "lost-handed", |config| {
         config.ack_lease_ms = 60_000;
-        config
-    };
-    let through_proxy = lease_past_the_poll(store_config(
-        &[format!("redis://127.0.0.1:{}", proxy.port)],
-        &prefix,
-    ));
-    let receiver = Arc::new(RedisStore::new(&through_proxy, &Limits::default()).unwrap());
-    let sender = RedisStore::new(
-        &lease_past_the_poll(store_config(&[redis.url()], &prefix)),
-        &Limits::default(),
-    )
-    .unwrap();
-    wait_healthy(&receiver, Duration::from_secs(10)).await;
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
-    let waiting = tokio::spawn({
-        let receiver = Arc::clone(&receiver);
-        async move {
-            let start = Instant::now();
-            let polled = receiver.poll(bob(), 100, LONG_POLL).await.unwrap();
-            (polled, start.elapsed())
-        }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_healthy(&receiver, Duration::from_secs(10)).await;
+    nothing_for_bob(&receiver).await;
+    let waiting = long_poll(&receiver).await;
     proxy.silence_open_connections();
     sender
         .deliver(bob(), 100, envelope("handed over"))
@@ -304,10 +300,5 @@ async fn a_message_handed_over_in_a_lost_wake_up_still_reaches_its_poll() {
         .ack(bob(), 100, polled.receipt.unwrap())
         .await
         .unwrap();
-    assert!(receiver
-        .poll(bob(), 100, NOW)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
+    nothing_for_bob(&receiver).await;
 }
