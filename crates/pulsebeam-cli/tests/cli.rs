@@ -2389,7 +2389,8 @@ mod admin {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("pulsebeam.toml");
         let audit = dir.path().join("audit.jsonl");
-        let admin_addr = format!("127.0.0.1:{}", free_port());
+        // The admin listener takes a port of the system's choosing, read from the log below.
+        let admin_addr = "127.0.0.1:0";
         let write_config = |extra_project: bool| {
             let mut text = format!(
                 "[[projects]]\nid = \"main\"\n[[projects.keys]]\nkid = \"{KEY}\"\npublic_key = \"{PUBLIC}\"\n\
@@ -2424,10 +2425,18 @@ mod admin {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
+        let (addr, admin_addr) = loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(rest) = text.split("baseUrl http://").nth(1) {
-                break rest.split('/').next().unwrap().to_owned();
+            let after = |marker: &str| {
+                text.split(marker)
+                    .nth(1)
+                    .map(|rest| rest.split('/').next().unwrap().to_owned())
+            };
+            if let (Some(addr), Some(admin)) = (
+                after("baseUrl http://"),
+                after("admin API listening on http://"),
+            ) {
+                break (addr, admin);
             }
             assert!(
                 Instant::now() < deadline,

@@ -62,6 +62,8 @@ fn unique_prefix(test: &str) -> String {
 struct Node {
     child: Child,
     addr: SocketAddr,
+    /// The admin listener, on a port of the system's choosing.
+    admin: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
@@ -82,6 +84,7 @@ impl Node {
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let log = Arc::new(Mutex::new(String::new()));
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut admin = None;
         let addr = loop {
             let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
                 .await
@@ -94,6 +97,10 @@ impl Node {
             };
             log.lock().unwrap().push_str(&line);
             log.lock().unwrap().push('\n');
+            // The admin listener is bound, and logged, before the signaling one.
+            if let Some(rest) = line.split("admin API listening on http://").nth(1) {
+                admin = Some(rest.split('/').next().unwrap().parse().unwrap());
+            }
             if let Some(rest) = line.split("baseUrl http://").nth(1) {
                 break rest.split('/').next().unwrap().parse().unwrap();
             }
@@ -109,7 +116,12 @@ impl Node {
                 }
             }
         });
-        Node { child, addr, log }
+        Node {
+            child,
+            addr,
+            admin,
+            log,
+        }
     }
 
     async fn metrics(&self) -> String {
@@ -146,19 +158,11 @@ struct Cluster {
     dir: tempfile::TempDir,
     key: ProjectKey,
     nodes: Vec<Node>,
-    admins: Vec<SocketAddr>,
     prefix: String,
     redis_url: String,
 }
 
 const ADMIN_TOKEN: &str = "pba_cluster_tests_admin_token_0123456789";
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 impl Cluster {
     async fn start(redis_url: &str, test: &str, nodes: usize) -> Cluster {
@@ -168,7 +172,6 @@ impl Cluster {
             dir,
             key,
             nodes: Vec::new(),
-            admins: (0..nodes).map(|_| free_addr()).collect(),
             prefix: unique_prefix(test),
             redis_url: redis_url.to_owned(),
         };
@@ -214,12 +217,11 @@ urls = ["{redis_url}"]
 key_prefix = "{prefix}"
 
 [admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 token_sha256 = "{hash}"
 "#,
             redis_url = self.redis_url,
             prefix = self.prefix,
-            admin = self.admins[node],
             hash = hex::encode(sha2::Sha256::digest(ADMIN_TOKEN.as_bytes())),
         ));
         std::fs::write(self.config_path(node), text).unwrap();
@@ -227,7 +229,10 @@ token_sha256 = "{hash}"
 
     /// `pulsebeam admin ARGS` against node `node`'s admin listener: exit code and stdout.
     async fn admin(&self, node: usize, args: &[&str]) -> (i32, String) {
-        let url = format!("http://{}", self.admins[node]);
+        let admin = self.nodes[node]
+            .admin
+            .expect("every node has an admin listener");
+        let url = format!("http://{admin}");
         let out = Command::new(BIN)
             .args(["admin", "--url", &url])
             .args(args)

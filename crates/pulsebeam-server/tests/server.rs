@@ -2609,6 +2609,11 @@ mod ops {
         assert_eq!(err.key(), Some("admin.token_sha256"));
         config.admin = Some(AdminConfig::new(config.listen, sha256_hex("t")));
         assert_eq!(config.validate().unwrap_err().key(), Some("admin.listen"));
+        // Port 0 on both: the system gives each listener a port of its own.
+        let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        config.listen = any_port;
+        config.admin = Some(AdminConfig::new(any_port, sha256_hex("t")));
+        config.validate().unwrap();
         config.admin = None;
         config.audit.file = Some("/x".into());
         config.audit.max_file_bytes = 10;

@@ -53,7 +53,8 @@ fn default_admin_listen() -> SocketAddr {
 }
 
 impl AdminConfig {
-    /// Checks the token hash, and that the admin listener is not the main one (`listen`).
+    /// Checks the token hash, and that the admin listener is not the main one (`listen`); port 0
+    /// on both asks the system for two distinct ports, so it is allowed.
     pub(super) fn validate(&self, listen: SocketAddr) -> Result<(), ConfigError> {
         let hash = self.token_sha256.trim();
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -63,7 +64,7 @@ impl AdminConfig {
                 "give the SHA-256 of the admin token in hex; `pulsebeam admin gen-token` prints a token and this line",
             ));
         }
-        if self.listen == listen {
+        if self.listen == listen && listen.port() != 0 {
             return Err(ConfigError::invalid(
                 "admin.listen",
                 "the same address as `listen`",
