@@ -58,28 +58,45 @@ pub struct OwnRedis {
 }
 
 impl OwnRedis {
-    /// A server on a free port with `extra` arguments.
+    /// A server on a free port with `extra` arguments. The port was free when chosen; another
+    /// process may take it before the server binds it, and then another port is tried.
     pub fn start(extra: &[&str]) -> OwnRedis {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/redis.sh installs it)");
-        let redis = OwnRedis { port, child, dir };
-        redis.wait_ready();
-        redis
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = tempfile::tempdir().unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (scripts/redis.sh installs it)");
+            let mut redis = OwnRedis { port, child, dir };
+            if redis.wait_ready() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
-    fn wait_ready(&self) {
+    /// Whether this server answers; false when it exited (its port was taken).
+    fn wait_ready(&mut self) -> bool {
         let start = Instant::now();
-        while !self.cli(&["ping"]).contains("PONG") {
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            // A Redis of someone else's on the port is not ours: its process id tells.
+            if self.cli(&["ping"]).contains("PONG") {
+                let ours = format!("process_id:{}", self.pid());
+                return self
+                    .cli(&["info", "server"])
+                    .lines()
+                    .any(|l| l.trim() == ours);
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "redis did not start"
