@@ -127,8 +127,8 @@ half2=$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['m
 echo "relay on Redis: 2 nodes at $half2 msg/s (half their measured maximum)"
 "$load" relay --pairs "$pairs" --duration "$seconds" "${redis[@]}" --nodes 2 --rate "$half2" --json >"$out/redis2-paced.json"
 echo "idle: $idle_peers peers"
-"$load" idle --peers "$idle_peers" --json >"$out/idle.json"
-"$load" idle --peers "$idle_peers" --stack-only --json >"$out/idle-stack.json"
+"$load" idle --peers "$idle_peers" --quiet "$quiet" --json >"$out/idle.json"
+"$load" idle --peers "$idle_peers" --stack-only --quiet 1 --json >"$out/idle-stack.json"
 echo "idle on Redis: $idle_peers peers over 2 nodes, Redis commands/s over ${quiet} s without and with them"
 "$load" idle --peers "$idle_peers" "${redis[@]}" --nodes 2 --quiet "$quiet" --json >"$out/idle-redis.json"
 
@@ -184,7 +184,7 @@ several messages when they queue up, which is why it can be below 3.
 
 | idle | figure |
 |---|---|
-| {ir['peers']} long-polls over 2 nodes on Redis | {", ".join(f"node {i}: {n['peers']} polls, {n['bytes_per_peer']/1024:.1f} KiB per poll" for i, n in enumerate(ir['nodes']))} |
+| {ir['peers']} long-polls over 2 nodes on Redis | {", ".join(f"node {i}: {n['peers']} polls, {n['bytes_per_peer']/1024:.1f} KiB per poll ({n['bytes_per_peer_quiet']/1024:.1f} after {ir['quiet_seconds']:.0f} s quiet)" for i, n in enumerate(ir['nodes']))} |
 | Redis commands/s, nodes up, no poll open ({q0['seconds']:.0f} s) | **{q0['commands_per_s']:.1f}** ({cmds(q0)}) |
 | Redis commands/s with the {ir['peers']} polls open ({q1['seconds']:.0f} s) | **{q1['commands_per_s']:.1f}** ({cmds(q1)}) |
 
@@ -225,7 +225,7 @@ the cores, all on 127.0.0.1. Shared, noisy machine: read the ratios, not the abs
 | relay: {paced['pairs']} pairs paced at {paced['target_rate']:.0f} msg/s (half the maximum) | {paced['messages_per_s']:.0f} messages/s, p50 {paced['latency']['p50_ms']:.2f} ms, **p99 {paced['latency']['p99_ms']:.2f} ms**, max {paced['latency']['max_ms']:.2f} ms |
 | loss and order (both relay runs) | {relay['lost'] + paced['lost']} lost, {relay['out_of_order'] + paced['out_of_order']} out of order, of {relay['accepted'] + paced['accepted']} accepted; {relay['retried'] + paced['retried']} sends retried after 429/503 |
 | server RSS during relay | {relay['server_rss_before_kib']} KiB before, {relay['server_rss_after_kib']} KiB after the max-rate run |
-| idle: {idle['peers']} long-polling peers | **{idle['bytes_per_peer']:.0f} bytes per peer** ({per_kib:.1f} KiB), RSS {idle['rss_before_kib']} → {idle['rss_after_kib']} KiB |
+| idle: {idle['peers']} long-polling peers | **{idle['bytes_per_peer']:.0f} bytes per peer** ({per_kib:.1f} KiB), RSS {idle['rss_before_kib']} → {idle['rss_after_kib']} KiB; {idle['bytes_per_peer_quiet']/1024:.1f} KiB per peer after {idle['quiet_seconds']:.0f} s quiet |
 | idle, for comparison: `axum::serve` with a handler that never answers | {stack['bytes_per_peer']:.0f} bytes per peer ({stack['bytes_per_peer']/1024:.1f} KiB) |
 
 Targets on this 2-core machine:

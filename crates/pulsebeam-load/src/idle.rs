@@ -41,6 +41,13 @@ pub struct IdleReport {
     pub rss_after_kib: u64,
     /// (after - before) / peers, bytes (all nodes together).
     pub bytes_per_peer: f64,
+    /// Server RSS after the quiet interval with every peer still polling, KiB: what the
+    /// allocator kept of the pages the polls' arrival used for a moment is given back by now.
+    pub rss_quiet_kib: u64,
+    /// (quiet - before) / peers, bytes (all nodes together).
+    pub bytes_per_peer_quiet: f64,
+    /// Seconds of quiet before `rss_quiet_kib` was read.
+    pub quiet_seconds: f64,
     /// Each node's share.
     pub nodes: Vec<NodeIdle>,
     /// Redis commands over the quiet interval with the nodes up and no poll open (on a
@@ -61,6 +68,10 @@ pub struct NodeIdle {
     pub rss_after_kib: u64,
     /// (after - before) / peers, bytes.
     pub bytes_per_peer: f64,
+    /// RSS after the quiet interval, its peers still polling, KiB.
+    pub rss_quiet_kib: u64,
+    /// (quiet - before) / peers, bytes.
+    pub bytes_per_peer_quiet: f64,
 }
 
 /// What an idle run is asked to do.
@@ -74,7 +85,8 @@ pub struct IdleOptions {
     pub nodes: usize,
     /// Where the nodes keep mail.
     pub store: Store,
-    /// How long Redis's command rate is measured, with no poll and with all polls open.
+    /// How long Redis's command rate is measured, with no poll and with all polls open; the
+    /// memory is read again after that long with every poll open.
     pub quiet: Duration,
     /// Twirp long-polls or gRPC-web streams.
     pub protocol: Protocol,
@@ -89,12 +101,16 @@ impl IdleReport {
         if self.nodes.len() > 1 {
             for (n, node) in self.nodes.iter().enumerate() {
                 extra += &format!(
-                    "  node {n}: {} polls, {} KiB -> {} KiB, {:.0} bytes ({:.1} KiB) per poll\n",
+                    "  node {n}: {} polls, {} KiB -> {} KiB, {:.0} bytes ({:.1} KiB) per poll; \
+                     after the quiet {} KiB, {:.0} bytes ({:.1} KiB)\n",
                     node.peers,
                     node.rss_before_kib,
                     node.rss_after_kib,
                     node.bytes_per_peer,
-                    node.bytes_per_peer / 1024.0
+                    node.bytes_per_peer / 1024.0,
+                    node.rss_quiet_kib,
+                    node.bytes_per_peer_quiet,
+                    node.bytes_per_peer_quiet / 1024.0
                 );
             }
         }
@@ -107,7 +123,8 @@ impl IdleReport {
         format!(
             "idle ({server}, {store} store, {nodes} node(s)): {peers} peers waiting on {protocol}{warm}\n\
              \x20 server RSS        {before:>10} KiB -> {after} KiB\n\
-             \x20 per idle peer     {per:>10.0} bytes ({kib:.1} KiB)\n{extra}",
+             \x20 per idle peer     {per:>10.0} bytes ({kib:.1} KiB)\n\
+             \x20 after {quiet:.0} s quiet  {quiet_rss:>8} KiB, {quiet_per:.0} bytes ({quiet_kib:.1} KiB) per idle peer\n{extra}",
             store = self.store,
             protocol = self.protocol,
             warm = if self.warm { " (warm connections)" } else { "" },
@@ -118,6 +135,10 @@ impl IdleReport {
             after = self.rss_after_kib,
             per = self.bytes_per_peer,
             kib = self.bytes_per_peer / 1024.0,
+            quiet = self.quiet_seconds,
+            quiet_rss = self.rss_quiet_kib,
+            quiet_per = self.bytes_per_peer_quiet,
+            quiet_kib = self.bytes_per_peer_quiet / 1024.0,
         )
     }
 }
@@ -172,6 +193,7 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
     let (node_figures, redis_no_polls, redis_polls_open) = result?;
     let before: u64 = node_figures.iter().map(|n| n.rss_before_kib).sum();
     let after: u64 = node_figures.iter().map(|n| n.rss_after_kib).sum();
+    let settled: u64 = node_figures.iter().map(|n| n.rss_quiet_kib).sum();
     Ok(IdleReport {
         server: if stack_only { "pending" } else { "pulsebeam" },
         store: store.name(),
@@ -181,6 +203,9 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
         rss_before_kib: before,
         rss_after_kib: after,
         bytes_per_peer: after.saturating_sub(before) as f64 * 1024.0 / peers as f64,
+        rss_quiet_kib: settled,
+        bytes_per_peer_quiet: settled.saturating_sub(before) as f64 * 1024.0 / peers as f64,
+        quiet_seconds: quiet.as_secs_f64(),
         nodes: node_figures,
         redis_no_polls,
         redis_polls_open,
@@ -244,17 +269,27 @@ async fn measure(
         .collect::<Result<Vec<_>, _>>()?;
     let redis_polls_open = match counters {
         Some(c) => Some(c.rate_over(quiet).await?),
-        None => None,
+        None => {
+            tokio::time::sleep(quiet).await;
+            None
+        }
     };
+    let settled = servers
+        .iter()
+        .map(ServerProcess::rss_kib)
+        .collect::<Result<Vec<_>, _>>()?;
     drop(sockets);
     let nodes = node_figures
         .into_iter()
-        .zip(before.into_iter().zip(after))
-        .map(|(here, (before, after))| NodeIdle {
+        .zip(before.into_iter().zip(after.into_iter().zip(settled)))
+        .map(|(here, (before, (after, settled)))| NodeIdle {
             peers: here,
             rss_before_kib: before,
             rss_after_kib: after,
             bytes_per_peer: after.saturating_sub(before) as f64 * 1024.0 / here.max(1) as f64,
+            rss_quiet_kib: settled,
+            bytes_per_peer_quiet: settled.saturating_sub(before) as f64 * 1024.0
+                / here.max(1) as f64,
         })
         .collect();
     Ok((nodes, redis_no_polls, redis_polls_open))

@@ -64,8 +64,9 @@ enum Command {
         warm: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
-        /// With Redis: seconds over which Redis's commands per second are measured, once with no
-        /// poll open and once with all open (1 to 120).
+        /// Seconds of quiet with every poll open, after which the server's memory is read again
+        /// (with Redis, Redis's commands per second are measured over it, and over as long with
+        /// no poll open) (1 to 120).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
         quiet: u64,
         /// Print JSON instead of a table.

@@ -71,7 +71,7 @@ fn paced_relay_sends_about_the_asked_rate() {
 #[test]
 fn idle_counts_memory_per_long_poll() {
     for extra in [None, Some("--stack-only")] {
-        let mut args = vec!["idle", "--peers", "200", "--json"];
+        let mut args = vec!["idle", "--peers", "200", "--quiet", "1", "--json"];
         args.extend(extra);
         let report = json(&args);
         assert_eq!(report["peers"].as_u64(), Some(200), "{report}");
@@ -80,6 +80,12 @@ fn idle_counts_memory_per_long_poll() {
         assert!(before > 0 && after >= before, "{report}");
         let per_peer = report["bytes_per_peer"].as_f64().unwrap();
         // 200 open connections cost something, and far less than a MiB each.
+        assert!(per_peer > 0.0 && per_peer < 1024.0 * 1024.0, "{report}");
+        // Read again after the quiet second, every poll still open.
+        assert_eq!(report["quiet_seconds"].as_f64(), Some(1.0), "{report}");
+        let settled = report["rss_quiet_kib"].as_u64().unwrap();
+        assert!(settled > before, "{report}");
+        let per_peer = report["bytes_per_peer_quiet"].as_f64().unwrap();
         assert!(per_peer > 0.0 && per_peer < 1024.0 * 1024.0, "{report}");
     }
 }
