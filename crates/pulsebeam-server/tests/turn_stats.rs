@@ -23,6 +23,11 @@ use sha2::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::oneshot;
 
+/// A Redis of a test's own (the Redis operations tests' helper).
+#[path = "redis_ops/common.rs"]
+#[allow(dead_code)]
+mod common;
+
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
 fn redis_url(test: &str) -> Option<String> {
@@ -254,8 +259,8 @@ async fn a_leader_whose_lease_vanished_does_not_count_with_the_next() {
     }
     // A Redis of its own: nodes read every realm's reports, so the other test's nodes would
     // count these.
-    let own = OwnRedis::start();
-    let url = own.url.clone();
+    let own = common::OwnRedis::start(&[]);
+    let url = own.url();
     let lease = unique("lease");
     let realm = unique("realm");
     let leader = "pulsebeam_turn_stats_leader ";
@@ -310,55 +315,4 @@ async fn a_leader_whose_lease_vanished_does_not_count_with_the_next() {
         "the old holder held nothing back"
     );
     assert!(counted > 0, "nothing counted");
-}
-
-/// A redis-server of a test's own on a free port, killed when dropped.
-struct OwnRedis {
-    url: String,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/redis.sh installs it)");
-        let url = format!("redis://127.0.0.1:{port}");
-        let start = Instant::now();
-        while !Command::new("redis-cli")
-            .args(["-u", &url, "ping"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        OwnRedis {
-            url,
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
