@@ -439,8 +439,8 @@ mod tests {
     /// polls carried.
     struct Counting {
         inner: crate::store::MemoryStore,
-        alone: Arc<std::sync::Mutex<Vec<u64>>>,
-        carried: Arc<std::sync::Mutex<Vec<u64>>>,
+        alone: Receipts,
+        carried: Receipts,
     }
 
     impl crate::store::MailboxStore for Counting {

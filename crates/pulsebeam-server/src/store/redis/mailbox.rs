@@ -778,6 +778,17 @@ impl MailboxStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{StoreBackend, StoreConfig};
+
+    /// A store on a Redis that is not there: what needs no answer from Redis can be tested.
+    fn store_without_redis() -> RedisStore {
+        let config = StoreConfig {
+            backend: StoreBackend::Redis,
+            urls: vec!["redis://127.0.0.1:1".to_owned()],
+            ..StoreConfig::default()
+        };
+        RedisStore::new(&config, &Limits::default()).unwrap()
+    }
 
     /// What a take hands out again of what came in wake-ups is counted once, and the whole
     /// answer is in sequence order.
@@ -801,19 +812,13 @@ mod tests {
         );
         assert!(with_handed(Vec::new(), Vec::new()).is_empty());
     }
-    use crate::config::{StoreBackend, StoreConfig};
 
     /// At most [`MAX_REGISTERING`] polls register at once: the next one waits for a turn, gets
     /// it as soon as a registration ends, and is answered `unavailable` naming the bound when
     /// none ends within the command timeout.
     #[tokio::test]
     async fn polls_beyond_the_bound_wait_for_a_turn_to_register() {
-        let config = StoreConfig {
-            backend: StoreBackend::Redis,
-            urls: vec!["redis://127.0.0.1:1".to_owned()],
-            ..StoreConfig::default()
-        };
-        let store = RedisStore::new(&config, &Limits::default()).unwrap();
+        let store = store_without_redis();
         let mut turns = Vec::new();
         for _ in 0..MAX_REGISTERING {
             turns.push(store.inner.registration_turn().await.unwrap());
@@ -846,12 +851,7 @@ mod tests {
     /// freed once Redis answers, so they do not size it.
     #[tokio::test]
     async fn a_waiting_poll_keeps_a_small_future() {
-        let config = StoreConfig {
-            backend: StoreBackend::Redis,
-            urls: vec!["redis://127.0.0.1:1".to_owned()],
-            ..StoreConfig::default()
-        };
-        let store = RedisStore::new(&config, &Limits::default()).unwrap();
+        let store = store_without_redis();
         let me = PeerAddr {
             project: "p",
             group: "g",
