@@ -78,6 +78,9 @@ async fn a_relayed_message_runs_few_commands_inside_the_scripts() {
         per_message <= 17.0,
         "{per_message} commands per relayed message inside the scripts: {by_command:?}"
     );
+    // An acknowledgement that empties the reservations writes the list empty in the hash's one
+    // HSET: no HDEL.
+    assert_eq!(by_command.get("hdel"), None, "{by_command:?}");
     // No TTL is set again while plenty is left; only the key made again gets its own: the
     // reservations the ack emptied (made again by the deliver's hand-over).
     assert!(

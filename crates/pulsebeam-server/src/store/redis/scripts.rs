@@ -75,7 +75,7 @@ impl Status {
 /// How a declared value crosses into Lua and back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// A number (`tonumber` in the header; 0 when a reply leaves it out).
+    /// A number (`+ 0` in the header; 0 when a reply leaves it out).
     Number,
     /// A flag (`'1'`/`'0'` in ARGV, a boolean in Lua, 1/0 in a reply).
     Flag,
@@ -294,7 +294,8 @@ impl Spec {
         // every call.
         for (i, (name, kind)) in (1..).zip(self.args) {
             let _ = match kind {
-                Kind::Number => writeln!(out, "local {name} = tonumber(ARGV[{i}])"),
+                // (`+ 0`: a number sent as a string is read once; `tonumber` reads it twice)
+                Kind::Number => writeln!(out, "local {name} = ARGV[{i}] + 0"),
                 Kind::Flag => writeln!(out, "local {name} = ARGV[{i}] == '1'"),
                 Kind::Text | Kind::Status | Kind::Raw => writeln!(out, "local {name} = ARGV[{i}]"),
             };
@@ -336,12 +337,10 @@ impl Spec {
     }
 }
 
-/// `local name = {}` filled from `SOURCE[first..]`.
+/// `local name = {...}`: `SOURCE[first..]`, in a table sized once (filled one by one, it is
+/// resized at every power of two).
 fn push_list(out: &mut String, name: &str, source: &str, first: usize) {
-    let _ = writeln!(
-        out,
-        "local {name} = {{}}\nfor i = {first}, #{source} do {name}[#{name} + 1] = {source}[i] end"
-    );
+    let _ = writeln!(out, "local {name} = {{unpack({source}, {first})}}");
 }
 
 /// `local S = {...}`: the status codes.
@@ -887,12 +886,10 @@ mod tests {
             "local h = KEYS[1]\n\
              local conns = KEYS[2]\n\
              local d = KEYS[3]\n\
-             local boxes = {}\n\
-             for i = 4, #KEYS do boxes[#boxes + 1] = KEYS[i] end\n\
+             local boxes = {unpack(KEYS, 4)}\n\
              local base = ARGV[1]\n\
              local conn = ARGV[2]\n\
-             local receipts = {}\n\
-             for i = 3, #ARGV do receipts[#receipts + 1] = ARGV[i] end\n\
+             local receipts = {unpack(ARGV, 3)}\n\
              on_reply = nil\n\
              local function reply(r, list)\n  if on_reply then on_reply() end\n  \
              local out = {(r.acknowledged or 0)}\n  \
@@ -911,7 +908,7 @@ mod tests {
             "{deliver}"
         );
         assert!(
-            deliver.contains("local capacity = tonumber(ARGV[4])\n"),
+            deliver.contains("local capacity = ARGV[4] + 0\n"),
             "{deliver}"
         );
         assert!(deliver.contains("local envelope = ARGV[3]\n"), "{deliver}");
@@ -920,10 +917,7 @@ mod tests {
             "{deliver}"
         );
         let read = ReadUsage::SPEC.header();
-        assert!(
-            read.contains("for i = 1, #KEYS do hours[#hours + 1] = KEYS[i] end"),
-            "{read}"
-        );
+        assert!(read.contains("local hours = {unpack(KEYS, 1)}\n"), "{read}");
     }
 
     #[test]

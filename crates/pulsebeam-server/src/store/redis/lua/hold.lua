@@ -5,7 +5,7 @@
 local function fresh(m, ttl)
   local a = string.find(m, '|', 1, true)
   local b = string.find(m, '|', a + 1, true)
-  return now - tonumber(string.sub(m, a + 1, b - 1)) < ttl
+  return now - string.sub(m, a + 1, b - 1) < ttl
 end
 
 -- TTLs. Every key of a peer gets twice `keep_ms` when it is made, and again on a call that
@@ -119,6 +119,8 @@ end
 local function take(c, receipt, limit, lease, ttl, keep_ms)
   if limit <= 0 then return {}, 0 end
   local ms = redis.call('ZPOPMIN', M(c), limit)
+  -- (an empty mailbox, as most polls find it: its empty reply is the empty list)
+  if #ms == 0 then return ms, 0 end
   local out, add = {}, {}
   for i = 1, #ms, 2 do
     if fresh(ms[i], ttl) then
@@ -135,8 +137,8 @@ end
 local function lease_left(c)
   local first = nil
   for _, parts in ipairs(reservations(c)) do
-    local at = tonumber(parts[2])
-    if at and (not first or at < first) then first = at end
+    local at = num(parts[2])
+    if not first or at < first then first = at end
   end
   if not first then return 0 end
   return math.max(first - now, 1)

@@ -17,8 +17,9 @@
 local now = 0
 -- The peer's hash, connection set and discovery queue, and the prefix of its keys.
 local H, CONNS, D, BASE = nil, nil, nil, nil
--- The keys of connections the caller declared (`has`).
-local DECLARED = {}
+-- The keys of connections the caller declared, as given (`BOXES`) and as a set made by the
+-- first `has` of a call (most calls ask none).
+local BOXES, DECLARED = {}, nil
 -- The hash's fields as read (false when absent) and those changed since.
 local cache, dirty = {}, {}
 -- Keys made by this call, which got their TTL (`expire_new`, hold.lua).
@@ -30,7 +31,13 @@ local function M(c) return BASE .. 'm:' .. c end
 local function R(c) return BASE .. 'r:' .. c end
 local function RV(c) return BASE .. 'rv:' .. c end
 -- Whether the keys of connection `c` are declared.
-local function has(c) return DECLARED[M(c)] and DECLARED[R(c)] and DECLARED[RV(c)] or false end
+local function has(c)
+  if not DECLARED then
+    DECLARED = {}
+    for _, k in ipairs(BOXES) do DECLARED[k] = true end
+  end
+  return DECLARED[M(c)] and DECLARED[R(c)] and DECLARED[RV(c)] or false
+end
 
 -- Reads the fields `names` not read yet, in one HMGET.
 local function fetch(names)
@@ -59,9 +66,11 @@ local function set(n, v)
   dirty[n] = true
 end
 
--- Writes the changed fields: one HSET, and one HDEL when some were deleted.
+-- Writes the changed fields: one HSET, and one HDEL when some were deleted. (Every table
+-- a call makes costs it about as much as a command: none is made for nothing to write.)
 local function flush()
-  local put, del = {}, {}
+  if next(dirty) == nil then return end
+  local put, del = {}, nil
   for n in pairs(dirty) do
     local v = cache[n]
     if type(v) == 'number' then v = int(v) end
@@ -69,27 +78,27 @@ local function flush()
       put[#put + 1] = n
       put[#put + 1] = v
     else
+      del = del or {}
       del[#del + 1] = n
     end
   end
   dirty = {}
   if #put > 0 then redis.call('HSET', H, unpack(put)) end
-  if #del > 0 then redis.call('HDEL', H, unpack(del)) end
+  if del then redis.call('HDEL', H, unpack(del)) end
 end
 
 -- Begins a call on the peer whose hash, connection set and discovery queue are `h`, `conns`
 -- and `d`, with connections' keys `boxes` declared and keys prefixed by `base`; every reply
 -- writes the hash (a script may set `on_reply` to do more first).
 local function enter(h, conns, d, boxes, base)
-  H, CONNS, D, BASE = h, conns, d, base
-  DECLARED, cache, dirty, made, parsed = {}, {}, {}, {}, {}
-  for _, k in ipairs(boxes) do DECLARED[k] = true end
+  H, CONNS, D, BASE, BOXES, DECLARED = h, conns, d, base, boxes, nil
+  cache, dirty, made, parsed = {}, {}, {}, {}
   on_reply = flush
 end
 
 -- Reservations. Field `v:c` of the hash lists connection c's polls whose messages wait for an
--- acknowledgement, `receipt expiry seq seq ...` each, separated by ';'. Parsed once per call: a
--- caller that changes the list stores it (`store_reservations`).
+-- acknowledgement, `receipt expiry seq seq ...` each, separated by ';' (empty, or absent, when
+-- none). Parsed once per call: a caller that changes the list stores it (`store_reservations`).
 local function reservations(c)
   if parsed[c] then return parsed[c] end
   local out = {}
@@ -104,7 +113,10 @@ end
 local function store_reservations(c, list)
   parsed[c] = list
   if #list == 0 then
-    if get('v:' .. c) then set('v:' .. c, false) end
+    -- Emptied, not deleted: the hash's write stays one HSET (no HDEL) when the last
+    -- reservation is acknowledged, as most polls' are.
+    local v = get('v:' .. c)
+    if v and v ~= '' then set('v:' .. c, '') end
     return
   end
   local s = {}
@@ -117,7 +129,7 @@ end
 local function ranges(parts)
   local out = {}
   for j = 3, #parts do
-    local s = tonumber(parts[j])
+    local s = num(parts[j])
     local prev = out[#out]
     if prev and s == prev[2] + 1 then prev[2] = s else out[#out + 1] = {s, s} end
   end
