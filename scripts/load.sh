@@ -16,6 +16,16 @@
 # throwaway one), full rate and paced at half, two runs each, and 2 nodes on the standalone
 # Redis beside them; it prints Markdown tables (BENCHMARKS.md, "Redis Cluster, 3 masters") and
 # writes nothing.
+#
+#   scripts/load.sh instructions          # Redis instructions per relayed message
+#
+# runs a redis-server of its own under valgrind's callgrind, which counts every instruction
+# Redis executes (exact, where CPU time on shared cores varies by a tenth from run to run), and
+# relays paced at RATE (100) msg/s with PAIRS (5) pairs for SHORT (4) and LONG (8) seconds, per
+# protocol; the difference of the two runs over the messages it adds is one message's cost,
+# without the setup both share. Prints a Markdown table, writes nothing. Needs valgrind
+# (installed with apt when run as root). LOAD_BIN runs another build of pulsebeam-load (a
+# before/after comparison) instead of building this one.
 set -euo pipefail
 
 pairs="${PAIRS:-50}"
@@ -31,8 +41,12 @@ if (( $(ulimit -n) < wanted )); then
     ulimit -n "$wanted" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 fi
 
-cargo build --locked --release -p pulsebeam-load
-load="$root/target/release/pulsebeam-load"
+if [ -n "${LOAD_BIN:-}" ]; then
+    load="$LOAD_BIN"
+else
+    cargo build --locked --release -p pulsebeam-load
+    load="$root/target/release/pulsebeam-load"
+fi
 out="$(mktemp -d)"
 started_redis=""
 cleanup() {
@@ -40,6 +54,65 @@ cleanup() {
     if [ -n "$started_redis" ]; then bash "$root/scripts/redis.sh" stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
+if [ "${1:-}" = instructions ]; then
+    if ! command -v callgrind_control >/dev/null; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "load.sh: valgrind is missing: sudo apt-get install -y valgrind" >&2
+            exit 1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+    fi
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
+        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$out/valgrind.log" 2>&1 &
+    vg=$!
+    trap 'kill "$vg" 2>/dev/null || true; cleanup' EXIT
+    for _ in $(seq 1 100); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.3
+    done
+    # Instructions Redis ran since the last zeroing (callgrind acts on a request when Redis next
+    # wakes, at least every 100 ms).
+    counted() {
+        rm -f "$out"/cg.out.*
+        callgrind_control -d "$vg" >/dev/null 2>&1
+        local dump=""
+        for _ in $(seq 1 100); do
+            dump=$(ls "$out"/cg.out.* 2>/dev/null | head -1)
+            [ -n "$dump" ] && break
+            sleep 0.1
+        done
+        sleep 0.2
+        awk '/^(summary|totals):/ { print $2; exit }' "$dump"
+    }
+    for protocol in twirp grpc-web; do
+        for span in "${SHORT:-4}" "${LONG:-8}"; do
+            echo "relay under callgrind: $protocol, ${span} s at ${RATE:-100} msg/s" >&2
+            callgrind_control -z "$vg" >/dev/null 2>&1
+            "$load" relay --pairs "${PAIRS:-5}" --duration "$span" --rate "${RATE:-100}" \
+                --protocol "$protocol" --store redis --redis-url "redis://127.0.0.1:$port" \
+                --json >"$out/$protocol-$span.json"
+            counted >"$out/$protocol-$span.ir"
+        done
+    done
+    python3 - "$out" "${SHORT:-4}" "${LONG:-8}" <<'PY'
+import json, sys
+out, short, long_ = sys.argv[1:]
+print("| protocol | messages (short, long run) | Redis instructions per message | script calls / commands per message | lost / out of order |")
+print("|---|---|---|---|---|")
+for protocol in ("twirp", "grpc-web"):
+    js = [json.load(open(f"{out}/{protocol}-{s}.json")) for s in (short, long_)]
+    ir = [int(open(f"{out}/{protocol}-{s}.ir").read()) for s in (short, long_)]
+    added = js[1]["delivered"] - js[0]["delivered"]
+    per = (ir[1] - ir[0]) / added if added > 0 else float("nan")
+    rs = js[1]["redis"]
+    bad = sum(j["lost"] for j in js), sum(j["out_of_order"] for j in js)
+    print(f"| {protocol} | {js[0]['delivered']}, {js[1]['delivered']} | **{per / 1000:.0f}k** "
+          f"| {rs['script_calls_per_message']:.2f} / {rs['commands_per_message']:.2f} | {bad[0]} / {bad[1]} |")
+PY
+    exit 0
+fi
+
 if [ -z "${PULSEBEAM_TEST_REDIS_URL:-}" ]; then
     eval "$(bash "$root/scripts/redis.sh" start)"
     started_redis=1
