@@ -6,8 +6,9 @@ enter(h, conns, d, boxes, base)
 now = now_ms()
 -- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
 on_reply = function() keep(keep_ms) end
+-- (`x:conn` is written, never read: not fetched)
 fetch({'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'g:' .. conn, 'b:' .. conn,
-  'k:' .. conn, 'v:' .. conn, 'a:' .. conn, 'w:' .. conn, 'h:' .. conn, 'x:' .. conn})
+  'k:' .. conn, 'v:' .. conn, 'a:' .. conn, 'w:' .. conn, 'h:' .. conn})
 -- A stream's next poll acknowledges the batch it has just written (every reply writes it).
 local acknowledged = 0
 if ack_receipt > 0 then acknowledged = ack(conn, int(ack_receipt)) end
@@ -40,7 +41,7 @@ if num(get('l:' .. conn)) > now or num(get('h:' .. conn)) > now then
 end
 local gen = num(get('g:' .. conn)) + 1
 set('g:' .. conn, gen)
-set('n:' .. conn, node)
+if get('n:' .. conn) ~= node then set('n:' .. conn, node) end
 set('l:' .. conn, now + wait_ms + grace_ms)
 set('s:' .. conn, now)
 -- This poll takes a message handed over in its wake-up (a node of an older version, which

@@ -39,10 +39,26 @@ local function has(c)
   return DECLARED[M(c)] and DECLARED[R(c)] and DECLARED[RV(c)] or false
 end
 
+-- The fields `n` (9 to 16) with their values `v`, in a table made at its size: a table
+-- constructor sizes it once, where one filled field by field is resized at every power of two,
+-- every field it holds moved each time (9k of the 290k instructions of a deliver). The keys
+-- past the list are numbers, which no field is.
+local function sized(n, v)
+  return {
+    [n[1] or 1] = v[1], [n[2] or 2] = v[2], [n[3] or 3] = v[3], [n[4] or 4] = v[4],
+    [n[5] or 5] = v[5], [n[6] or 6] = v[6], [n[7] or 7] = v[7], [n[8] or 8] = v[8],
+    [n[9] or 9] = v[9], [n[10] or 10] = v[10], [n[11] or 11] = v[11], [n[12] or 12] = v[12],
+    [n[13] or 13] = v[13], [n[14] or 14] = v[14], [n[15] or 15] = v[15], [n[16] or 16] = v[16]}
+end
+
 -- Reads the fields `names` not read yet, in one HMGET.
 local function fetch(names)
   if next(cache) == nil then
     local vals = redis.call('HMGET', H, unpack(names))
+    if #names > 8 and #names <= 16 then
+      cache = sized(names, vals)
+      return
+    end
     for i, n in ipairs(names) do cache[n] = vals[i] end
     return
   end
