@@ -25,7 +25,9 @@
 # protocol; the difference of the two runs over the messages it adds is one message's cost,
 # without the setup both share. Prints a Markdown table, writes nothing. Needs valgrind
 # (installed with apt when run as root). LOAD_BIN runs another build of pulsebeam-load (a
-# before/after comparison) instead of building this one.
+# before/after comparison) instead of building this one; REDIS_SERVER another redis-server (one
+# built with symbols, for a profile); CALLGRIND_KEEP=DIR keeps each run's callgrind file there
+# (callgrind_annotate reads it).
 set -euo pipefail
 
 pairs="${PAIRS:-50}"
@@ -64,7 +66,7 @@ if [ "${1:-}" = instructions ]; then
     fi
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
-        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$out/valgrind.log" 2>&1 &
+        "${REDIS_SERVER:-redis-server}" --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$out/valgrind.log" 2>&1 &
     vg=$!
     trap 'kill "$vg" 2>/dev/null || true; cleanup' EXIT
     for _ in $(seq 1 100); do
@@ -84,6 +86,10 @@ if [ "${1:-}" = instructions ]; then
         done
         sleep 0.2
         awk '/^(summary|totals):/ { print $2; exit }' "$dump"
+        if [ -n "${CALLGRIND_KEEP:-}" ]; then
+            mkdir -p "$CALLGRIND_KEEP"
+            cp "$dump" "$CALLGRIND_KEEP/$1.callgrind"
+        fi
     }
     for protocol in twirp grpc-web; do
         for span in "${SHORT:-4}" "${LONG:-8}"; do
@@ -92,7 +98,7 @@ if [ "${1:-}" = instructions ]; then
             "$load" relay --pairs "${PAIRS:-5}" --duration "$span" --rate "${RATE:-100}" \
                 --protocol "$protocol" --store redis --redis-url "redis://127.0.0.1:$port" \
                 --json >"$out/$protocol-$span.json"
-            counted >"$out/$protocol-$span.ir"
+            counted "$protocol-$span" >"$out/$protocol-$span.ir"
         done
     done
     python3 - "$out" "${SHORT:-4}" "${LONG:-8}" <<'PY'
