@@ -101,6 +101,18 @@ if [ "${1:-}" = instructions ]; then
             counted "$protocol-$span" >"$out/$protocol-$span.ir"
         done
     done
+    # For scale, the same hand-off as bare commands: the message into a sorted set, its
+    # wake-up, the poll taking it; each command 2,000 times from one client, 16 in flight.
+    echo "bare commands under callgrind" >&2
+    message="$(head -c 230 /dev/zero | tr '\0' m)"
+    n=0
+    for command in "ZADD floor __rand_int__ __rand_int__|$message" "PUBLISH floor $message" "ZPOPMIN floor 1"; do
+        callgrind_control -z "$vg" >/dev/null 2>&1
+        # shellcheck disable=SC2086 # the command's words
+        redis-benchmark -p "$port" -c 1 -P 16 -n 2000 -r 100000000 $command >/dev/null
+        counted "bare-$n" >"$out/bare-$n.ir"
+        n=$((n + 1))
+    done
     python3 - "$out" "${SHORT:-4}" "${LONG:-8}" <<'PY'
 import json, sys
 out, short, long_ = sys.argv[1:]
@@ -115,6 +127,9 @@ for protocol in ("twirp", "grpc-web"):
     bad = sum(j["lost"] for j in js), sum(j["out_of_order"] for j in js)
     print(f"| {protocol} | {js[0]['delivered']}, {js[1]['delivered']} | **{per / 1000:.0f}k** "
           f"| {rs['script_calls_per_message']:.2f} / {rs['commands_per_message']:.2f} | {bad[0]} / {bad[1]} |")
+bare = [int(open(f"{out}/bare-{n}.ir").read()) / 2000 for n in range(3)]
+print(f"| bare commands for scale: `ZADD`, `PUBLISH`, `ZPOPMIN` | 2000 each | {sum(bare) / 1000:.0f}k "
+      f"({', '.join(f'{b / 1000:.1f}k' for b in bare)}) | 0 / 3 | – |")
 PY
     exit 0
 fi
