@@ -202,9 +202,9 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
         peers,
         rss_before_kib: before,
         rss_after_kib: after,
-        bytes_per_peer: after.saturating_sub(before) as f64 * 1024.0 / peers as f64,
+        bytes_per_peer: per_peer(before, after, peers),
         rss_quiet_kib: settled,
-        bytes_per_peer_quiet: settled.saturating_sub(before) as f64 * 1024.0 / peers as f64,
+        bytes_per_peer_quiet: per_peer(before, settled, peers),
         quiet_seconds: quiet.as_secs_f64(),
         nodes: node_figures,
         redis_no_polls,
@@ -213,6 +213,16 @@ pub async fn run(options: IdleOptions) -> Result<IdleReport, LoadError> {
 }
 
 type Measured = (Vec<NodeIdle>, Option<QuietRate>, Option<QuietRate>);
+
+/// Bytes per peer that memory grew from `before_kib` to `now_kib` over `peers` peers.
+fn per_peer(before_kib: u64, now_kib: u64, peers: usize) -> f64 {
+    now_kib.saturating_sub(before_kib) as f64 * 1024.0 / peers.max(1) as f64
+}
+
+/// Every node's RSS, KiB, in node order.
+fn rss_of(servers: &[ServerProcess]) -> Result<Vec<u64>, LoadError> {
+    servers.iter().map(ServerProcess::rss_kib).collect()
+}
 
 async fn measure(
     servers: &[ServerProcess],
@@ -243,10 +253,7 @@ async fn measure(
         Some(c) => Some(c.rate_over(quiet).await?),
         None => None,
     };
-    let before = servers
-        .iter()
-        .map(ServerProcess::rss_kib)
-        .collect::<Result<Vec<_>, _>>()?;
+    let before = rss_of(servers)?;
     let mut sockets = Vec::with_capacity(peers);
     for (addr, request) in &requests {
         let mut socket = TcpStream::connect(addr).await?;
@@ -263,10 +270,7 @@ async fn measure(
         node_figures.push(here);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = servers
-        .iter()
-        .map(ServerProcess::rss_kib)
-        .collect::<Result<Vec<_>, _>>()?;
+    let after = rss_of(servers)?;
     let redis_polls_open = match counters {
         Some(c) => Some(c.rate_over(quiet).await?),
         None => {
@@ -274,10 +278,7 @@ async fn measure(
             None
         }
     };
-    let settled = servers
-        .iter()
-        .map(ServerProcess::rss_kib)
-        .collect::<Result<Vec<_>, _>>()?;
+    let settled = rss_of(servers)?;
     drop(sockets);
     let nodes = node_figures
         .into_iter()
@@ -286,10 +287,9 @@ async fn measure(
             peers: here,
             rss_before_kib: before,
             rss_after_kib: after,
-            bytes_per_peer: after.saturating_sub(before) as f64 * 1024.0 / here.max(1) as f64,
+            bytes_per_peer: per_peer(before, after, here),
             rss_quiet_kib: settled,
-            bytes_per_peer_quiet: settled.saturating_sub(before) as f64 * 1024.0
-                / here.max(1) as f64,
+            bytes_per_peer_quiet: per_peer(before, settled, here),
         })
         .collect();
     Ok((nodes, redis_no_polls, redis_polls_open))
