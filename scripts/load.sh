@@ -101,18 +101,21 @@ if [ "${1:-}" = instructions ]; then
             counted "$protocol-$span" >"$out/$protocol-$span.ir"
         done
     done
-    # For scale, the same hand-off as bare commands: the message into a sorted set, its
-    # wake-up, the poll taking it; each command 2,000 times from one client, 16 in flight.
-    echo "bare commands under callgrind" >&2
-    message="$(head -c 230 /dev/zero | tr '\0' m)"
+    # One command 2,000 times from one client, 16 in flight, counted as bare-$n.
     n=0
-    for command in "ZADD floor __rand_int__ __rand_int__|$message" "PUBLISH floor $message" "ZPOPMIN floor 1"; do
+    bench_counted() {
         callgrind_control -z "$vg" >/dev/null 2>&1
-        # shellcheck disable=SC2086 # the command's words
-        redis-benchmark -p "$port" -c 1 -P 16 -n 2000 -r 100000000 $command >/dev/null
+        redis-benchmark -p "$port" -c 1 -P 16 -n 2000 -r 100000000 "$@" >/dev/null
         counted "bare-$n" >"$out/bare-$n.ir"
         n=$((n + 1))
-    done
+    }
+    # For scale, the same hand-off as bare commands: the message into a sorted set, its
+    # wake-up, the poll taking it.
+    echo "bare commands under callgrind" >&2
+    message="$(head -c 230 /dev/zero | tr '\0' m)"
+    bench_counted ZADD floor __rand_int__ "__rand_int__|$message"
+    bench_counted PUBLISH floor "$message"
+    bench_counted ZPOPMIN floor 1
     # And a hot path as thin as one could be with functions: a deliver that reads three fields
     # of the peer's hash, reserves the message, wakes the node and writes two fields; a poll
     # that acknowledges, takes and writes two fields (7 commands in 2 calls, little Lua).
@@ -133,13 +136,8 @@ redis.register_function('thin_poll', function(keys, args)
   return out
 end)
 LUA
-    for command in "FCALL thin_deliver 2 {t}h {t}r $message" "FCALL thin_poll 3 {t}h {t}r {t}m 1796619125880 __rand_int__"; do
-        callgrind_control -z "$vg" >/dev/null 2>&1
-        # shellcheck disable=SC2086 # the command's words
-        redis-benchmark -p "$port" -c 1 -P 16 -n 2000 -r 100000000 $command >/dev/null
-        counted "bare-$n" >"$out/bare-$n.ir"
-        n=$((n + 1))
-    done
+    bench_counted FCALL thin_deliver 2 '{t}h' '{t}r' "$message"
+    bench_counted FCALL thin_poll 3 '{t}h' '{t}r' '{t}m' 1796619125880 __rand_int__
     python3 - "$out" "${SHORT:-4}" "${LONG:-8}" <<'PY'
 import json, sys
 out, short, long_ = sys.argv[1:]
