@@ -652,6 +652,33 @@ pub async fn messages_expire_and_idle_connections_are_forgotten(f: Factory) {
     }
 }
 
+/// A mailbox that senders keep writing to holds its own budget unit past the first span: its
+/// unit is refreshed under its own name, so two such mailboxes still fill a budget of two when
+/// their first units would have run out.
+pub async fn a_busy_mailbox_keeps_its_budget_unit(f: Factory) {
+    let s = node(
+        &f,
+        &setup("busybudget", |l| {
+            l.message_ttl_secs = 1;
+            l.connection_idle_secs = 60;
+            l.max_connections_per_project = 2;
+        }),
+    )
+    .await;
+    // A unit is taken for 3 s (twice the TTL and a second) and refreshed once less than the
+    // TTL is left: keep writing for longer than the first span.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(3_600) {
+        s.deliver(addr("bob"), 100, envelope("x")).await.unwrap();
+        s.deliver(addr("bob"), 101, envelope("y")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        s.deliver(addr("carol"), 100, envelope("z")).await,
+        Err(StoreError::TooManyProjectConnections { max: 2 })
+    );
+}
+
 /// Budget units come back when a connection is evicted or refused: one peer cycling through
 /// fresh conn ids, or a sender writing to them, never uses up the project's budgets.
 pub async fn evicted_and_refused_connections_give_their_budget_back(f: Factory) {
@@ -779,6 +806,7 @@ pub fn all() -> Vec<(&'static str, Test)> {
         connections_per_peer_are_bounded,
         project_budgets_are_separate,
         messages_expire_and_idle_connections_are_forgotten,
+        a_busy_mailbox_keeps_its_budget_unit,
         online_lists_the_polls_in_flight,
         evicted_and_refused_connections_give_their_budget_back,
         senders_never_evict_the_receivers_own_connections,

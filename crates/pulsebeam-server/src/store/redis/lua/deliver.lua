@@ -65,7 +65,7 @@ if target and not get('o:' .. target) then
   set('b:' .. conn, now + 2 * ttl_ms + 1000)
 end
 local expired = 0
-local due, member = false, ''
+local due, budget_member = false, ''
 if target then
   -- Counted first; expired messages are dropped (a few, from the head) only from a full mailbox.
   local listed = 0
@@ -106,7 +106,7 @@ if target then
     end
   end
   if get('o:' .. target) == 'm' then
-    due, member = budget_due('b:' .. target, ttl_ms), target
+    due, budget_member = budget_due('b:' .. target, ttl_ms), target
   end
 else
   local n = redis.call('ZCARD', D)
@@ -125,8 +125,8 @@ else
   local s = int(seq)
   redis.call('ZADD', D, s, s .. fmt('|%d|', now) .. envelope)
   if n == 0 then expire_new(D, keep_ms) end
-  due, member = budget_due('b:d', ttl_ms), 'd'
+  due, budget_member = budget_due('b:d', ttl_ms), 'd'
 end
 keep(keep_ms, target)
-return reply{status = S.OK, budget_due = due, budget_member = member, evicted = evicted,
+return reply{status = S.OK, budget_due = due, budget_member = budget_member, evicted = evicted,
   expired = expired, evicted_conn = victim}
