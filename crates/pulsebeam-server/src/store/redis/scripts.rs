@@ -404,10 +404,7 @@ impl Library {
     }
 
     fn build() -> Library {
-        let mut body = statuses();
-        for helpers in [PRELUDE, PEER, HOLD, CONNS] {
-            body.push_str(helpers);
-        }
+        let body = helpers();
         let version = fred::util::sha1_hash(&body_with_functions(&body, "pulsebeam"));
         let name = format!("pulsebeam_{}", &version[..16]);
         let code = format!(
@@ -431,6 +428,25 @@ fn body_with_functions(helpers: &str, prefix: &str) -> String {
         );
     }
     out
+}
+
+/// The library's code under another name, its functions `prefix_<script>` (for a test to load
+/// a changed copy beside it).
+#[cfg(test)]
+pub(crate) fn library_code_named(prefix: &str) -> String {
+    format!(
+        "#!lua name={prefix}\n{}",
+        body_with_functions(&helpers(), prefix)
+    )
+}
+
+/// The status codes and every helper, as the library defines them once.
+fn helpers() -> String {
+    let mut body = statuses();
+    for helpers in [PRELUDE, PEER, HOLD, CONNS] {
+        body.push_str(helpers);
+    }
+    body
 }
 
 /// The library, built once per process.

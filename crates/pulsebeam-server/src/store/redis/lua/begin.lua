@@ -2,13 +2,89 @@
 -- older poll (on any node), with `takeover` takes back what older polls handed out and nobody
 -- acknowledged (else only what is past its lease), takes the discovery queue and hands out what
 -- is waiting, oldest first.
-enter(h, conns, d, boxes, base)
 now = now_ms()
+-- (`x:conn` is written, never read: not fetched)
+local names = {'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'g:' .. conn,
+  'b:' .. conn, 'k:' .. conn, 'v:' .. conn, 'a:' .. conn, 'w:' .. conn, 'h:' .. conn}
+local vals = redis.call('HMGET', h, unpack(names))
+-- The common case in straight-line code, none of the general path's tables: the next poll of
+-- a connection a poll opened, with nothing reserved but what this poll acknowledges, nothing
+-- in the discovery queue, no takeover, and no upkeep due (idle connections, TTLs, the budget,
+-- activity). It does what the general path below does in that case; in any other it hands
+-- over to it, which reads nothing twice.
+local v = vals[10]
+local reserved = v and v ~= ''
+local box, held = base .. 'm:' .. conn, base .. 'r:' .. conn
+if FAST_PATH and vals[4] == 'p' and num(vals[2]) > now
+    and num(vals[1]) >= now + keep_ms and num(vals[9]) >= now + keep_ms
+    and num(vals[8]) >= now + budget_span_ms
+    and vals[3] == conn and num(vals[11]) + ACTIVITY_STEP > now
+    -- (the one reservation, acknowledged now; or none, and with `takeover` none stored)
+    and (not reserved or (not takeover and ack_receipt > 0 and not string.find(v, ';', 1, true)
+      and string.sub(v, 1, #int(ack_receipt) + 1) == int(ack_receipt) .. ' '))
+    and redis.call('ZCARD', d) == 0
+    and (not takeover or redis.call('ZCARD', held) == 0) then
+  -- (the fast path)
+  local acknowledged = 0
+  if reserved then
+    for _, r in ipairs(ranges(words(v))) do
+      acknowledged = acknowledged + redis.call('ZREMRANGEBYSCORE', held, r[1], r[2])
+    end
+  end
+  local node_was = vals[6]
+  if num(vals[5]) > now or num(vals[13]) > now then
+    redis.call(sharded and 'SPUBLISH' or 'PUBLISH', channel_prefix .. (node_was or ''), base .. conn)
+  end
+  local gen = num(vals[7]) + 1
+  local g = int(gen)
+  local out, expired, add = {}, 0, nil
+  if max > 0 then
+    local ms = redis.call('ZPOPMIN', box, max)
+    if #ms > 0 then
+      add = {}
+      for i = 1, #ms, 2 do
+        if fresh(ms[i], ttl_ms) then
+          out[#out + 1] = ms[i]
+          add[#add + 1] = ms[i + 1]
+          add[#add + 1] = ms[i]
+        end
+      end
+      expired = #ms / 2 - #out
+    end
+  end
+  local put = {'g:' .. conn, g, 's:' .. conn, int(now), 'x:' .. conn, g,
+    names[5], (#out > 0 or wait_ms == 0) and '0' or int(now + wait_ms + grace_ms)}
+  if #out > 0 then
+    redis.call('ZADD', held, unpack(add))
+    redis.call('PEXPIRE', held, int(2 * keep_ms))
+    local seqs = {}
+    for i = 1, #add, 2 do seqs[#seqs + 1] = add[i] end
+    put[#put + 1] = names[10]
+    put[#put + 1] = g .. ' ' .. int(now + ack_lease_ms) .. ' ' .. table.concat(seqs, ' ')
+  elseif reserved then
+    put[#put + 1] = names[10]
+    put[#put + 1] = ''
+  end
+  if node_was ~= node then
+    put[#put + 1] = names[6]
+    put[#put + 1] = node
+  end
+  if num(vals[12]) ~= batch_ms then
+    put[#put + 1] = names[12]
+    put[#put + 1] = int(batch_ms)
+  end
+  if num(vals[13]) > now then
+    put[#put + 1] = names[13]
+    put[#put + 1] = '0'
+  end
+  redis.call('HSET', h, unpack(put))
+  return reply({status = S.OK, generation = gen, expired = expired,
+    acknowledged = acknowledged}, out)
+end
+enter(h, conns, d, boxes, base)
 -- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
 on_reply = function() keep(keep_ms) end
--- (`x:conn` is written, never read: not fetched)
-fetch({'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'g:' .. conn, 'b:' .. conn,
-  'k:' .. conn, 'v:' .. conn, 'a:' .. conn, 'w:' .. conn, 'h:' .. conn})
+cache = sized(names, vals)
 -- A stream's next poll acknowledges the batch it has just written (every reply writes it).
 local acknowledged = 0
 if ack_receipt > 0 then acknowledged = ack(conn, int(ack_receipt)) end

@@ -3,6 +3,10 @@
 -- declared key and argument (numbers as numbers, flags as booleans), and reply{...}, which
 -- builds the reply in the order the Rust side reads it.
 
+-- Whether deliver and begin take their fast path where it applies (the general path does
+-- the same there; a test turns this off to compare the two, store/redis/fast_path_tests.rs).
+local FAST_PATH = true
+
 -- Run by reply{...} before it answers (set per call: `enter` in peer.lua, or the script).
 local on_reply = nil
 
