@@ -258,7 +258,7 @@ fn variant(name: &str, clock: &str, fast: bool) -> String {
             code,
             "-- (the fast path)",
             &format!("redis.call('HINCRBY', '{clock}', 'fast', 1)"),
-            2,
+            3,
         )
     } else {
         replace(code, "local FAST_PATH = true", "local FAST_PATH = false", 1)
@@ -346,6 +346,9 @@ struct Seen {
     fast_begins_taking: u32,
     fast_begins_with_takeover: u32,
     general_begins: u32,
+    fast_acks_acknowledging: u32,
+    fast_acks_of_nothing: u32,
+    general_acks: u32,
 }
 
 fn random_op(rng: &mut Rng, generations: &BTreeMap<u32, i64>) -> Op {
@@ -509,7 +512,15 @@ async fn the_fast_paths_do_what_the_general_path_does() {
                         seen.fast_begins_taking += u32::from(!begun.messages.is_empty());
                     }
                 }
-                _ => {}
+                Op::Ack { .. } if fast => {
+                    if replies[0] == "[Integer(0)]" {
+                        seen.fast_acks_of_nothing += 1;
+                    } else {
+                        seen.fast_acks_acknowledging += 1;
+                    }
+                }
+                Op::Ack { .. } => seen.general_acks += 1,
+                Op::Take { .. } => {}
             }
         }
         for base in [&fast_base, &general_base] {
@@ -530,6 +541,9 @@ async fn the_fast_paths_do_what_the_general_path_does() {
         ("fast begins taking", seen.fast_begins_taking),
         ("fast begins with takeover", seen.fast_begins_with_takeover),
         ("general begins", seen.general_begins),
+        ("fast acks acknowledging", seen.fast_acks_acknowledging),
+        ("fast acks of nothing", seen.fast_acks_of_nothing),
+        ("general acks", seen.general_acks),
     ] {
         assert!(n >= 20, "{what}: {n} ({seen:?})");
     }
