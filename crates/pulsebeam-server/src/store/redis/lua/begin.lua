@@ -21,7 +21,7 @@ if FAST_PATH and vals[4] == 'p' and num(vals[2]) > now
     and vals[3] == conn and num(vals[11]) + ACTIVITY_STEP > now
     -- (the one reservation, acknowledged now; or none, and with `takeover` none stored)
     and (not reserved or (not takeover and ack_receipt > 0 and not string.find(v, ';', 1, true)
-      and string.sub(v, 1, #int(ack_receipt) + 1) == int(ack_receipt) .. ' '))
+      and string.find(v, int(ack_receipt) .. ' ', 1, true) == 1))
     and redis.call('ZCARD', d) == 0
     and (not takeover or redis.call('ZCARD', held) == 0) then
   -- (the fast path)
