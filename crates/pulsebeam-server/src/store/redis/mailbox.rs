@@ -12,7 +12,7 @@ use fred::types::Value;
 use tokio::time::Instant;
 
 use super::budgets::{Budget, Budgets};
-use super::connection::{node_id, RedisConnection, COMMAND_TIMEOUT, MAX_IN_FLIGHT};
+use super::connection::{node_id, RedisConnection, COMMAND_TIMEOUT};
 use super::keys::Keys;
 use super::message::{decode, encode, seq_of};
 use super::policy;
@@ -35,10 +35,13 @@ const TRYAGAIN_PAUSE: Duration = Duration::from_millis(20);
 /// A poll's lease outlives its wait by this much, so a slow node's live poll keeps counting.
 const POLL_GRACE_MS: u64 = 2_000;
 /// Polls being registered at once at most; more wait for a turn before their registration
-/// starts. A registration holds a few KiB while it runs (its task, its script calls), which the
-/// allocator keeps once freed: unbounded, a burst of polls (every client reconnecting after a
-/// restart) would leave the node that much larger for every poll that arrived at once.
-const MAX_REGISTERING: usize = MAX_IN_FLIGHT;
+/// starts. A registration holds a few KiB while it runs (its task, its script calls), and the
+/// more run at once during a burst of polls (every client reconnecting after a restart), the
+/// larger the node stays for every poll that arrived in it: 8,000 polls at once left 11.2-11.5
+/// KiB per waiting poll with 256 registering, 9.2-9.3 with 64, 8.6 with 32 (7.9 on the memory
+/// store). Redis runs one call at a time, so 32 in flight still keep it busy: relays of 50
+/// pairs ran as fast with 32 as with 256 (BENCHMARKS.md).
+const MAX_REGISTERING: usize = 32;
 
 /// Bounds in the units the scripts use.
 #[derive(Debug, Clone, Copy)]
@@ -840,7 +843,7 @@ mod tests {
         let start = Instant::now();
         let err = store.inner.registration_turn().await.unwrap_err();
         assert!(
-            matches!(&err, StoreError::Unavailable(why) if why.contains("256 registrations")),
+            matches!(&err, StoreError::Unavailable(why) if why.contains("32 registrations")),
             "{err}"
         );
         assert!(start.elapsed() >= COMMAND_TIMEOUT, "{:?}", start.elapsed());
