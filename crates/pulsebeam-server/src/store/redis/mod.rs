@@ -52,12 +52,13 @@
 //! otherwise at most every quarter of the idle time, and forgotten only once idle for the idle
 //! time plus that second.
 //!
-//! The two calls every relayed message makes, `deliver` and `begin`, first try a fast path: in
-//! straight-line Lua, without the general path's tables, for the common case (an open
-//! connection, nothing reserved but what the poll acknowledges, no upkeep due: TTLs, idle
-//! connections, budgets, activity). It does what the general path does in that case, which a
-//! test checks call by call on random sequences (`fast_path_tests`); anything else goes on to
-//! the general path with the hash already read.
+//! The calls every relayed message makes, `deliver`, `begin` and (for a long-poll) `ack`, first
+//! try a fast path: in straight-line Lua, without the general path's tables, for the common
+//! case (an open connection, nothing reserved but what the poll acknowledges, no upkeep due:
+//! TTLs, idle connections, budgets, activity; for `ack`, one receipt and at most one
+//! reservation stored). It does what the general path does in that case, which a test checks
+//! call by call on random sequences (`fast_path_tests`); anything else goes on to the general
+//! path with what was already read.
 //!
 //! No script reads a whole mailbox: "full" is counted (`ZCARD`); expired messages are dropped
 //! from the head of a full mailbox one member at a time (a few per call), and a hand-out drops
