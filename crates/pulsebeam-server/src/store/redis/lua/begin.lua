@@ -37,21 +37,8 @@ if FAST_PATH and vals[4] == 'p' and num(vals[2]) > now
   end
   local gen = num(vals[7]) + 1
   local g = int(gen)
-  local out, expired, add = {}, 0, nil
-  if max > 0 then
-    local ms = redis.call('ZPOPMIN', box, max)
-    if #ms > 0 then
-      add = {}
-      for i = 1, #ms, 2 do
-        if fresh(ms[i], ttl_ms) then
-          out[#out + 1] = ms[i]
-          add[#add + 1] = ms[i + 1]
-          add[#add + 1] = ms[i]
-        end
-      end
-      expired = #ms / 2 - #out
-    end
-  end
+  local out, add, expired = {}, nil, 0
+  if max > 0 then out, add, expired = pop_fresh(box, max, ttl_ms) end
   local put = {'g:' .. conn, g, 's:' .. conn, int(now), 'x:' .. conn, g,
     names[5], (#out > 0 or wait_ms == 0) and '0' or int(now + wait_ms + grace_ms)}
   if #out > 0 then

@@ -114,13 +114,12 @@ local function reserved_for(c, receipt)
   return out
 end
 
--- Reserves up to `limit` messages of `c` under `receipt` for `lease` ms and returns them, and
--- how many of those read had expired (dropped instead).
-local function take(c, receipt, limit, lease, ttl, keep_ms)
-  if limit <= 0 then return {}, 0 end
-  local ms = redis.call('ZPOPMIN', M(c), limit)
-  -- (an empty mailbox, as most polls find it: its empty reply is the empty list)
-  if #ms == 0 then return ms, 0 end
+-- Pops up to `limit` messages from mailbox `box` and returns the fresh ones, the same as
+-- `ZADD` arguments (sequence number, message), and how many had expired (dropped). An empty
+-- mailbox, as most polls find it, answers with `ZPOPMIN`'s own empty reply.
+local function pop_fresh(box, limit, ttl)
+  local ms = redis.call('ZPOPMIN', box, limit)
+  if #ms == 0 then return ms, ms, 0 end
   local out, add = {}, {}
   for i = 1, #ms, 2 do
     if fresh(ms[i], ttl) then
@@ -129,8 +128,16 @@ local function take(c, receipt, limit, lease, ttl, keep_ms)
       add[#add + 1] = ms[i]
     end
   end
+  return out, add, #ms / 2 - #out
+end
+
+-- Reserves up to `limit` messages of `c` under `receipt` for `lease` ms and returns them, and
+-- how many of those read had expired (dropped instead).
+local function take(c, receipt, limit, lease, ttl, keep_ms)
+  if limit <= 0 then return {}, 0 end
+  local out, add, expired = pop_fresh(M(c), limit, ttl)
   if #out > 0 then reserve(c, receipt, lease, add, keep_ms) end
-  return out, #ms / 2 - #out
+  return out, expired
 end
 
 -- Milliseconds until the first lease of `c`'s reservations runs out; 0 when there are none.
