@@ -156,6 +156,15 @@ fn too_few_open_files_is_a_clear_error() {
     assert!(stderr.contains("ulimit -n 1064"), "{stderr}");
 }
 
+/// The tests that run nodes on the shared test Redis take turns: each counts the commands its
+/// Redis (or every master of the Cluster) ran over its run, which another test's nodes and
+/// `INFO` calls would add to.
+fn redis_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The value of `var`, which `eval "$(scripts/redis.sh start)"` sets, or `None` after a SKIP
 /// line; with `PULSEBEAM_REQUIRE_REDIS=1` a missing value fails the test.
 fn redis_env(var: &str) -> Option<String> {
@@ -179,6 +188,7 @@ fn redis_url() -> Option<String> {
 
 #[test]
 fn relay_across_two_nodes_on_redis_loses_nothing() {
+    let _turn = redis_turn();
     let Some(url) = redis_url() else { return };
     let report = json(&[
         "relay",
@@ -228,6 +238,7 @@ fn redis_cluster_urls() -> Option<String> {
 
 #[test]
 fn relay_on_a_redis_cluster_reports_each_shard() {
+    let _turn = redis_turn();
     let Some(urls) = redis_cluster_urls() else {
         return;
     };
@@ -292,6 +303,7 @@ fn relay_on_a_redis_cluster_reports_each_shard() {
 
 #[test]
 fn idle_on_a_redis_cluster_counts_every_master() {
+    let _turn = redis_turn();
     let Some(urls) = redis_cluster_urls() else {
         return;
     };
