@@ -20,11 +20,14 @@ pub(crate) const HEARTBEAT_LOST: Duration = Duration::from_secs(3);
 /// next poll finds it).
 const HANDED_MAX: usize = 256;
 
+/// A connection key, one copy shared by the map and every poll waiting on it.
+type Key = Arc<str>;
+
 /// Local waiters by connection key (`P:{project:group:peer}:conn`), with how many polls share
 /// each.
 #[derive(Default)]
 pub(crate) struct Waiters {
-    map: Mutex<HashMap<String, (Arc<Slot>, usize)>>,
+    map: Mutex<HashMap<Key, (Arc<Slot>, usize)>>,
 }
 
 /// What the wake-ups of one connection key brought its polls on this node.
@@ -89,7 +92,12 @@ impl Waiters {
             .map
             .lock()
             .map_err(|_| StoreError::Unavailable("the waiter map lock was poisoned".into()))?;
-        let entry = map.entry(key.clone()).or_default();
+        // One copy of the key per connection, shared by its waiters and the map.
+        let key: Key = match map.get_key_value(key.as_str()) {
+            Some((shared, _)) => Arc::clone(shared),
+            None => Arc::from(key),
+        };
+        let entry = map.entry(Arc::clone(&key)).or_default();
         entry.1 += 1;
         let slot = Arc::clone(&entry.0);
         Ok(Waiter {
@@ -157,7 +165,7 @@ impl Waiters {
 pub(crate) struct Waiter<'a> {
     waiters: &'a Waiters,
     /// The connection's key.
-    pub(crate) key: String,
+    pub(crate) key: Key,
     /// What the key's wake-ups bring.
     pub(crate) slot: Arc<Slot>,
 }
@@ -165,10 +173,10 @@ pub(crate) struct Waiter<'a> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if let Ok(mut map) = self.waiters.map.lock() {
-            if let Some(entry) = map.get_mut(&self.key) {
+            if let Some(entry) = map.get_mut(&*self.key) {
                 entry.1 = entry.1.saturating_sub(1);
                 if entry.1 == 0 {
-                    map.remove(&self.key);
+                    map.remove(&*self.key);
                 }
             }
         }
@@ -212,6 +220,27 @@ mod tests {
             assert!(b_woken.now_or_never().is_some());
         }
         drop((a, b));
+        assert!(waiters.map.lock().unwrap().is_empty());
+    }
+
+    /// Polls of one connection share one copy of its key with the map (a waiting poll keeps no
+    /// string of its own), and the key stays until the last of them is dropped.
+    #[test]
+    fn polls_of_a_connection_share_its_key() {
+        let waiters = Waiters::default();
+        let first = waiters.register("k:{a}:1".into()).unwrap();
+        let second = waiters.register("k:{a}:1".into()).unwrap();
+        assert!(Arc::ptr_eq(&first.key, &second.key));
+        assert!(Arc::ptr_eq(&first.slot, &second.slot));
+        {
+            let map = waiters.map.lock().unwrap();
+            let (shared, (_, polls)) = map.get_key_value("k:{a}:1").unwrap();
+            assert!(Arc::ptr_eq(shared, &first.key));
+            assert_eq!(*polls, 2);
+        }
+        drop(first);
+        assert_eq!(waiters.map.lock().unwrap().get("k:{a}:1").unwrap().1, 1);
+        drop(second);
         assert!(waiters.map.lock().unwrap().is_empty());
     }
 
