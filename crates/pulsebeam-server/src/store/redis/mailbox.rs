@@ -548,7 +548,6 @@ impl Mailboxes {
         if !first.is_empty() || options.wait.is_zero() {
             return done(first);
         }
-        drop(first);
         guard.generation = Some(generation);
         loop {
             // A reservation whose lease runs out comes back to this poll.
