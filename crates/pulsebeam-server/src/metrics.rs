@@ -319,6 +319,16 @@ impl Metrics {
             "# HELP pulsebeam_redis_subscriber_restarts_total Times the Redis wake-up subscriber heard nothing and was reconnected.\n# TYPE pulsebeam_redis_subscriber_restarts_total counter\npulsebeam_redis_subscriber_restarts_total {}",
             store.subscriber_restarts
         );
+        let _ = writeln!(
+            out,
+            "# HELP pulsebeam_redis_script_calls_total Script calls this node made to Redis.\n# TYPE pulsebeam_redis_script_calls_total counter\npulsebeam_redis_script_calls_total {}",
+            store.redis_script_calls
+        );
+        let _ = writeln!(
+            out,
+            "# HELP pulsebeam_redis_fcalls_total FCALLs that carried them: calls made at the same moment on one connection go as one.\n# TYPE pulsebeam_redis_fcalls_total counter\npulsebeam_redis_fcalls_total {}",
+            store.redis_fcalls
+        );
         out.push_str(
             "# HELP pulsebeam_store_errors_total Mailbox store operations that failed because the backend could not be reached.\n",
         );

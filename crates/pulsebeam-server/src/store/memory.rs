@@ -730,6 +730,8 @@ impl MailboxStore for MemoryStore {
             expired_messages: c.expired.load(Ordering::Relaxed),
             evicted_messages: c.evicted.load(Ordering::Relaxed),
             subscriber_restarts: 0,
+            redis_script_calls: 0,
+            redis_fcalls: 0,
         };
         Box::pin(std::future::ready(Ok(stats)))
     }

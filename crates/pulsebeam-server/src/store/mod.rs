@@ -293,6 +293,10 @@ pub struct StoreStats {
     pub evicted_messages: u64,
     /// Times the wake-up subscriber (Redis) heard nothing and was reconnected.
     pub subscriber_restarts: u64,
+    /// Script calls this node made to Redis.
+    pub redis_script_calls: u64,
+    /// The `FCALL`s that carried them (calls made at the same moment go as one).
+    pub redis_fcalls: u64,
 }
 
 /// Storage of mailboxes and live connections; the module docs state the contract.

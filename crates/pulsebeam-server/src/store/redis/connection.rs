@@ -12,6 +12,7 @@ use fred::interfaces::{ClientLike, FunctionInterface, ServerInterface};
 use fred::prelude::{Builder, Config as FredConfig, Error as FredError, ReconnectPolicy};
 use fred::types::{ConnectHandle, MultipleKeys, Value};
 
+use super::batch::{BatchFigures, Batches};
 use super::scripts::{Library, ScriptCall};
 use crate::config::{redact_url, StoreConfig};
 use crate::store::{StartError, StoreError};
@@ -84,6 +85,8 @@ struct Inner {
     eval_only: AtomicBool,
     /// A permit per call to Redis in flight ([`MAX_IN_FLIGHT`]).
     in_flight: tokio::sync::Semaphore,
+    /// Script calls made at the same moment on one client, written together.
+    batches: Batches,
 }
 
 /// `WAIT replicas timeout_ms` after each delivery.
@@ -209,6 +212,7 @@ impl RedisConnection {
                 replication,
                 eval_only: AtomicBool::new(false),
                 in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+                batches: Batches::new(pool_size.max(1), super::scripts::batch_function()),
             }),
         })
     }
@@ -230,7 +234,7 @@ impl RedisConnection {
         // One peer's scripts take one connection, so Redis runs them in the order this node
         // issued them: the acknowledgement of an answer, issued as it is written, comes before
         // the client's next poll, which only the answer can have prompted.
-        let affinity = keys.first().map(|key| affinity_of(key));
+        let lane = keys.first().map(|key| self.lane_of(key));
         // Accepting mail waits for replicas when `store.wait_replicas` asks for it: `WAIT` on
         // the connection that ran the script covers its writes.
         let replicate = self
@@ -241,8 +245,8 @@ impl RedisConnection {
         // inline, the call's future (a few KiB) would size every caller's, such as a poll's
         // registration, kept while it runs.
         let _turn = self.turn(name).await?;
-        let reply: Value = Box::pin(self.bounded_on(affinity, name, |client| async move {
-                let reply = self.call::<C>(client, keys, args).await?;
+        let reply: Value = Box::pin(self.bounded_on(lane, name, |client| async move {
+                let reply = self.call::<C>(lane, client, keys, args).await?;
                 if let Some(Replication { replicas, timeout_ms }) = replicate {
                     let acknowledged: i64 = client.wait(replicas, timeout_ms).await?;
                     if acknowledged < replicas {
@@ -264,11 +268,13 @@ impl RedisConnection {
         })
     }
 
-    /// Runs script `C` on `client`: its function, loading the library when Redis does not
-    /// have it (a new Redis, one restarted without persistence, a new Cluster master, a
-    /// `FUNCTION FLUSH`), or `EVALSHA` where Redis cannot run the library.
+    /// Runs script `C` on `client` (the pool's client number `lane`, in the batch open on
+    /// it): its function, loading the library when Redis does not have it (a new Redis, one
+    /// restarted without persistence, a new Cluster master, a `FUNCTION FLUSH`), or `EVALSHA`
+    /// where Redis cannot run the library.
     async fn call<C: ScriptCall>(
         &self,
+        lane: Option<usize>,
         client: &Client,
         keys: Vec<String>,
         args: Vec<Value>,
@@ -277,10 +283,28 @@ impl RedisConnection {
         let keys = MultipleKeys::from(keys);
         let args = Value::Array(args);
         if !self.inner.eval_only.load(Ordering::Acquire) {
-            match client
-                .fcall(C::function(), keys.clone(), args.clone())
-                .await
-            {
+            let first = match lane {
+                Some(lane) => {
+                    let batches = &self.inner.batches;
+                    let script = C::SPEC.stem();
+                    batches
+                        .fcall(
+                            lane,
+                            client,
+                            C::function(),
+                            script,
+                            keys.clone(),
+                            args.clone(),
+                        )
+                        .await
+                }
+                None => {
+                    client
+                        .fcall(C::function(), keys.clone(), args.clone())
+                        .await
+                }
+            };
+            match first {
                 Err(err) if Library::missing(&err) => match self.load_library(client).await? {
                     Loaded::Yes => return client.fcall(C::function(), keys, args).await,
                     Loaded::Cannot => {}
@@ -429,10 +453,21 @@ impl RedisConnection {
         MAX_IN_FLIGHT - self.inner.in_flight.available_permits()
     }
 
-    /// [`Self::bounded`] on the pool's client for `affinity` (any one for `None`).
+    /// The pool's client that carries the calls on `key`.
+    fn lane_of(&self, key: &str) -> usize {
+        let clients = u64::try_from(self.inner.pool.clients().len().max(1)).unwrap_or(1);
+        usize::try_from(affinity_of(key) % clients).unwrap_or(0)
+    }
+
+    /// Script calls sent so far and the writes that carried them.
+    pub(crate) fn batch_figures(&self) -> BatchFigures {
+        self.inner.batches.figures()
+    }
+
+    /// [`Self::bounded`] on the pool's client number `lane` (any one for `None`).
     async fn bounded_on<'a, T, F, Fut>(
         &'a self,
-        affinity: Option<u64>,
+        lane: Option<usize>,
         what: &str,
         op: F,
     ) -> Result<T, StoreError>
@@ -457,11 +492,8 @@ impl RedisConnection {
             return Err(timed_out());
         }
         let clients = self.inner.pool.clients();
-        let client = affinity
-            .and_then(|affinity| {
-                let len = u64::try_from(clients.len()).ok()?;
-                clients.get(usize::try_from(affinity.checked_rem(len)?).ok()?)
-            })
+        let client = lane
+            .and_then(|lane| clients.get(lane))
             .unwrap_or_else(|| self.inner.pool.next());
         match tokio::time::timeout_at(deadline, op(client)).await {
             Ok(Ok(value)) => Ok(value),

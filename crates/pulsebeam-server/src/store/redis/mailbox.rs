@@ -656,6 +656,7 @@ impl Mailboxes {
             connections += self.budgets.count(&project).await?;
         }
         let c = &self.counters;
+        let batches = self.connection.batch_figures();
         Ok(StoreStats {
             connections,
             polling: c.polling.load(Ordering::Relaxed),
@@ -664,6 +665,8 @@ impl Mailboxes {
             expired_messages: c.expired.load(Ordering::Relaxed),
             evicted_messages: c.evicted.load(Ordering::Relaxed),
             subscriber_restarts: self.wakeups.deaf_restarts(),
+            redis_script_calls: batches.calls,
+            redis_fcalls: batches.fcalls,
         })
     }
 

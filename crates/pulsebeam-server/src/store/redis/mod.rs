@@ -128,6 +128,7 @@
 //! connection is counted up to about twice its idle span (or TTL) longer: the count is
 //! approximate, erring on the side of refusing.
 
+mod batch;
 mod bindings;
 mod budgets;
 mod connection;

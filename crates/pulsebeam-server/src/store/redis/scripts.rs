@@ -277,7 +277,7 @@ impl Spec {
     }
 
     /// The script's name in the library: its file's name without `.lua`.
-    fn stem(&self) -> &'static str {
+    pub(crate) fn stem(&self) -> &'static str {
         self.name.strip_suffix(".lua").unwrap_or(self.name)
     }
 
@@ -415,19 +415,39 @@ impl Library {
     }
 }
 
-/// `helpers` followed by a `redis.register_function` per script, named `prefix_<script>`.
+/// `helpers` followed by a `redis.register_function` per script, named `prefix_<script>`,
+/// and `prefix_batch`, which runs several calls in one `FCALL` (`lua/batch.lua`).
 fn body_with_functions(helpers: &str, prefix: &str) -> String {
     let mut out = helpers.to_owned();
+    out.push_str("local calls = {}\n");
     for spec in ALL {
+        let stem = spec.stem();
         let _ = write!(
             out,
-            "redis.register_function('{prefix}_{}', function(KEYS, ARGV)\n{}{}\nend)\n",
-            spec.stem(),
+            "calls['{stem}'] = function(KEYS, ARGV)\n{}{}\nend\nredis.register_function('{prefix}_{stem}', calls['{stem}'])\n",
             spec.header(),
             spec.body
         );
     }
+    out.push_str(BATCH);
+    let _ = writeln!(
+        out,
+        "redis.register_function('{prefix}_{BATCH_STEM}', batch)"
+    );
     out
+}
+
+/// The function that runs several calls in one `FCALL`.
+const BATCH: &str = include_str!("lua/batch.lua");
+
+/// Its name in the library, after the library's name and `_`.
+const BATCH_STEM: &str = "batch";
+
+/// The library's function that runs several calls in one `FCALL` (`lua/batch.lua`).
+pub(crate) fn batch_function() -> &'static str {
+    static FUNCTION: LazyLock<String> =
+        LazyLock::new(|| format!("{}_{BATCH_STEM}", library().name));
+    &FUNCTION
 }
 
 /// The library's code under another name, its functions `prefix_<script>` (for a test to load
@@ -977,8 +997,19 @@ mod tests {
         assert!(Deliver::function().ends_with("_deliver"));
         assert_eq!(
             library.code.matches("redis.register_function(").count(),
-            all().len()
+            all().len() + 1
         );
+        assert_eq!(
+            library
+                .code
+                .matches(&format!(
+                    "redis.register_function('{}', batch)",
+                    batch_function()
+                ))
+                .count(),
+            1
+        );
+        assert!(all().iter().all(|spec| spec.stem() != BATCH_STEM));
     }
 
     #[test]
