@@ -448,6 +448,13 @@ async fn a_relayed_message_costs_two_round_trips() {
     // counters were reset).
     assert_eq!(field("fcall", "calls"), 4, "{stats}");
     assert_eq!(field("fcall", "failed_calls"), 0, "{stats}");
+    // Each node counts its calls and the FCALLs that carried them (/metrics).
+    let figures = receiver.stats().await.unwrap();
+    assert!(figures.redis_fcalls >= 4, "{figures:?}");
+    assert!(
+        figures.redis_fcalls <= figures.redis_script_calls,
+        "{figures:?}"
+    );
     assert_eq!(field("function|load", "calls"), 0, "{stats}");
     assert_eq!(
         field("evalsha", "calls") + field("eval", "calls"),
