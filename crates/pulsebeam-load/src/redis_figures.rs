@@ -14,7 +14,8 @@ pub struct RelayRedis {
     /// Commands run while the messages were sent and delivered.
     pub commands: u64,
     /// Script calls among them (`FCALL`, or `EVALSHA` where Redis cannot run the library): one
-    /// per store operation, so one round trip each.
+    /// per round trip. A node sends the store operations it makes at the same moment on one
+    /// connection as one `FCALL`, so under load there are fewer than operations.
     pub script_calls: u64,
     /// Commands per delivered message.
     pub commands_per_message: f64,
@@ -140,7 +141,7 @@ impl RelayRedis {
     /// The lines of the relay table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "  redis commands    {:>10.2} per message ({} in all; script calls {:.2} per message)\n\
+            "  redis commands    {:>10.2} per message ({} in all; FCALLs {:.2} per message)\n\
              \x20 redis CPU         {:>10.2} cores ({:.1} µs per message)\n",
             self.commands_per_message,
             self.commands,
