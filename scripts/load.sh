@@ -321,7 +321,7 @@ Targets of issue #12 on this 2-core machine:
 
 Where the gaps come from, as far as these figures show: the 1-node in-memory server hands a
 message over under one lock, while on Redis each message is ~{r2['redis']['commands_per_message']:.0f} Redis commands
-run by ~{r2['redis']['script_calls_per_message']:.1f} scripts plus the wake-up between nodes, and Redis (one thread), the nodes and
+in ~{r2['redis']['script_calls_per_message']:.1f} `FCALL`s plus the wake-up between nodes, and Redis (one thread), the nodes and
 the clients take turns on the same 2 cores: Redis alone used {r2['redis']['cpu_cores']:.2f} of them in the 2-node run,
 so the nodes and the clients had the rest. With separate machines for Redis, nodes and clients
 the ratio would be higher; this machine cannot show by how much. The paced p99 has the same

@@ -217,8 +217,10 @@ impl Lane {
                 let _ = sent.send(sent_now);
                 continue;
             }
-            let mut keys = Vec::new();
-            let mut args = Vec::new();
+            // Sized once: growing them call by call would leave the allocator blocks of every
+            // size on the way, pages a burst of calls (polls arriving at once) keeps.
+            let mut keys = Vec::with_capacity(group.iter().map(|call| call.keys.len()).sum());
+            let mut args = Vec::with_capacity(group.iter().map(|call| 3 + call.args.len()).sum());
             let mut senders = Vec::with_capacity(group.len());
             for call in group {
                 args.push(Value::from(call.script));

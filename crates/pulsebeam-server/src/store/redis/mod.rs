@@ -88,6 +88,13 @@
 //! Opening a connection or a discovery queue costs one more round trip, to the project's
 //! budget (and an eviction one more, to give the evicted connection's unit back); a budget
 //! entry is refreshed in the background about once per twice its span.
+//!
+//! Those are calls; round trips are fewer under load. The calls a node makes at the same moment
+//! on one connection (those of every task the runtime had ready) go to Redis as one `FCALL` of
+//! the library's `batch` function, which runs them in order, each as its own `FCALL` would, and
+//! answers each one's reply or error (`batch`, `lua/batch.lua`; one `FCALL` per slot on a
+//! Cluster). A peer's calls take one connection, and a connection's batches are handed over in
+//! order, so Redis runs a peer's calls in the order the node made them.
 
 //! # Wake-ups
 //!
