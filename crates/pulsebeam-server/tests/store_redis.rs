@@ -466,6 +466,47 @@ async fn a_relayed_message_costs_two_round_trips() {
     nothing_for_bob(&receiver).await;
 }
 
+/// Delivers a node makes at the same moment go to Redis as one `FCALL`, which reads the clock
+/// once, and the messages keep the order the node made the calls in. On one thread, so that
+/// all ten calls are made before the task sending their batch runs.
+#[tokio::test]
+async fn delivers_made_together_are_one_fcall_with_one_clock_reading() {
+    if urls(
+        "PULSEBEAM_TEST_REDIS_URL",
+        "delivers_made_together_are_one_fcall_with_one_clock_reading",
+    )
+    .is_none()
+    {
+        return;
+    }
+    const TEXTS: [&str; 10] = ["m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9"];
+    let port = free_port();
+    let (_redis, receiver, sender) = own_pair(port, "together", Duration::from_secs(5)).await;
+    nothing_for_bob(&receiver).await;
+    // The sender's first deliver loads nothing and opens nothing the ten below would.
+    sender.deliver(bob(), 100, envelope("first")).await.unwrap();
+
+    cli_at(port, &["config", "resetstat"]);
+    let delivers = TEXTS.map(|text| sender.deliver(bob(), 100, envelope(text)));
+    for delivered in futures_util::future::join_all(delivers).await {
+        delivered.unwrap();
+    }
+    let stats = cli_at(port, &["info", "commandstats"]);
+    assert_eq!(stat(&stats, "fcall", "calls"), 1, "{stats}");
+    assert_eq!(stat(&stats, "time", "calls"), 1, "{stats}");
+    // A call on its own after the batch reads the clock afresh.
+    cli_at(port, &["config", "resetstat"]);
+    sender.deliver(bob(), 100, envelope("last")).await.unwrap();
+    let stats = cli_at(port, &["info", "commandstats"]);
+    assert_eq!(stat(&stats, "time", "calls"), 1, "{stats}");
+
+    let polled = receiver.poll(bob(), 100, NOW).await.unwrap();
+    let mut expected = vec![envelope("first")];
+    expected.extend(TEXTS.map(envelope));
+    expected.push(envelope("last"));
+    assert_eq!(polled.messages, expected);
+}
+
 /// On a stream the acknowledgement rides on the next poll: the sender's deliver (which hands
 /// the message to the waiting poll) and the next poll's begin, which stores the acknowledgement
 /// too; one call fewer than a long-poll's answer and the poll after it.

@@ -416,7 +416,8 @@ impl Library {
 }
 
 /// `helpers` followed by a `redis.register_function` per script, named `prefix_<script>`,
-/// and `prefix_batch`, which runs several calls in one `FCALL` (`lua/batch.lua`).
+/// and `prefix_batch`, which runs several calls in one `FCALL` (`lua/batch.lua`). A call on
+/// its own reads the clock afresh whatever a batch before it left (`now_ms`, prelude.lua).
 fn body_with_functions(helpers: &str, prefix: &str) -> String {
     let mut out = helpers.to_owned();
     out.push_str("local calls = {}\n");
@@ -424,7 +425,7 @@ fn body_with_functions(helpers: &str, prefix: &str) -> String {
         let stem = spec.stem();
         let _ = write!(
             out,
-            "calls['{stem}'] = function(KEYS, ARGV)\n{}{}\nend\nredis.register_function('{prefix}_{stem}', calls['{stem}'])\n",
+            "calls['{stem}'] = function(KEYS, ARGV)\n{}{}\nend\nredis.register_function('{prefix}_{stem}', function(KEYS, ARGV)\n  in_batch, batch_now = false, nil\n  return calls['{stem}'](KEYS, ARGV)\nend)\n",
             spec.header(),
             spec.body
         );

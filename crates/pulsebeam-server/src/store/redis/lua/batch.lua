@@ -3,9 +3,11 @@
 -- of KEYS and of ARGV are the call's own, then those arguments; KEYS holds every call's keys
 -- in the same order. The reply has two entries per call: 1 and the call's reply, or 0 and the
 -- error that ended it. A call that fails keeps what it wrote before the error, as an FCALL
--- does, and the calls after it run all the same.
+-- does, and the calls after it run all the same. The calls share one reading of the clock.
 local function batch(KEYS, ARGV)
     local out, k, a = {}, 1, 1
+    -- One clock reading for the batch (now_ms in prelude.lua).
+    in_batch, batch_now = true, nil
     while a <= #ARGV do
         local script = calls[ARGV[a]]
         local nkeys, nargs = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
@@ -33,5 +35,6 @@ local function batch(KEYS, ARGV)
             out[#out + 1] = tostring(reply)
         end
     end
+    in_batch, batch_now = false, nil
     return out
 end

@@ -10,10 +10,16 @@ local FAST_PATH = true
 -- Run by reply{...} before it answers (set per call: `enter` in peer.lua, or the script).
 local on_reply = nil
 
--- Redis server time in milliseconds: every node agrees on it.
+-- Redis server time in milliseconds: every node agrees on it. The calls of one batch
+-- (batch.lua) read it once, at the first call that needs it: they run within a few
+-- milliseconds of one another, and Redis keeps time still for a script's keys anyway.
+local in_batch, batch_now = false, nil
 local function now_ms()
+  if batch_now then return batch_now end
   local t = redis.call('TIME')
-  return t[1] * 1000 + math.floor(t[2] / 1000)
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  if in_batch then batch_now = now end
+  return now
 end
 
 -- An integer as Redis takes it. A number passed to redis.call, or joined into a string, is
