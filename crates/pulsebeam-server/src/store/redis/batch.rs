@@ -115,7 +115,8 @@ impl Batches {
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let Some(lane) = self.lanes.get(lane) else {
             self.counters.fcalls.fetch_add(1, Ordering::Relaxed);
-            return client.fcall(function, keys, args).await;
+            // Boxed: inline, fred's state for a call would size every caller's future.
+            return Box::pin(client.fcall(function, keys, args)).await;
         };
         let (sent, reply) = oneshot::channel();
         let call = Call {

@@ -235,36 +235,47 @@ impl RedisConnection {
         // issued them: the acknowledgement of an answer, issued as it is written, comes before
         // the client's next poll, which only the answer can have prompted.
         let lane = keys.first().map(|key| self.lane_of(key));
+        // In a box of its own, made once the call has its turn and freed when Redis answers:
+        // inline, the call's future would size every caller's, such as a poll's registration,
+        // kept while it runs.
+        let _turn = self.turn(name).await?;
+        let reply: Value = Box::pin(self.in_turn::<C>(lane, keys, args)).await?;
+        C::parse(reply.into_array()).map_err(|err| {
+            StoreError::Unavailable(format!(
+                "redis answered {name} {err}; is every node running the same version?"
+            ))
+        })
+    }
+
+    /// The call of script `C` once it has its turn: on the pool's client number `lane`, within
+    /// [`COMMAND_TIMEOUT`], and followed by `WAIT` where `store.wait_replicas` asks for it.
+    fn in_turn<C: ScriptCall>(
+        &self,
+        lane: Option<usize>,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> impl Future<Output = Result<Value, StoreError>> + '_ {
+        let name = C::SPEC.name;
         // Accepting mail waits for replicas when `store.wait_replicas` asks for it: `WAIT` on
         // the connection that ran the script covers its writes.
         let replicate = self
             .inner
             .replication
             .filter(|_| name == super::scripts::Deliver::SPEC.name);
-        // In a box of its own, made once the call has its turn and freed when Redis answers:
-        // inline, the call's future (a few KiB) would size every caller's, such as a poll's
-        // registration, kept while it runs.
-        let _turn = self.turn(name).await?;
-        let reply: Value = Box::pin(self.bounded_on(lane, name, |client| async move {
-                let reply = self.call::<C>(lane, client, keys, args).await?;
-                if let Some(Replication { replicas, timeout_ms }) = replicate {
-                    let acknowledged: i64 = client.wait(replicas, timeout_ms).await?;
-                    if acknowledged < replicas {
-                        return Err(FredError::new(
-                            fred::error::ErrorKind::Unknown,
-                            format!(
-                                "{acknowledged} of {replicas} replicas acknowledged the write within {timeout_ms} ms (store.wait_replicas)"
-                            ),
-                        ));
-                    }
+        self.bounded_on(lane, name, move |client| async move {
+            let reply = self.call::<C>(lane, client, keys, args).await?;
+            if let Some(Replication { replicas, timeout_ms }) = replicate {
+                let acknowledged: i64 = Box::pin(client.wait(replicas, timeout_ms)).await?;
+                if acknowledged < replicas {
+                    return Err(FredError::new(
+                        fred::error::ErrorKind::Unknown,
+                        format!(
+                            "{acknowledged} of {replicas} replicas acknowledged the write within {timeout_ms} ms (store.wait_replicas)"
+                        ),
+                    ));
                 }
-                Ok(reply)
-            }))
-            .await?;
-        C::parse(reply.into_array()).map_err(|err| {
-            StoreError::Unavailable(format!(
-                "redis answered {name} {err}; is every node running the same version?"
-            ))
+            }
+            Ok(reply)
         })
     }
 
@@ -298,22 +309,23 @@ impl RedisConnection {
                         )
                         .await
                 }
-                None => {
-                    client
-                        .fcall(C::function(), keys.clone(), args.clone())
-                        .await
-                }
+                None => Box::pin(client.fcall(C::function(), keys.clone(), args.clone())).await,
             };
+            // The paths taken seldom are boxed where they are taken: inline, fred's state
+            // for a call (some KiB) would size this future, which every call allocates and
+            // moves into its box.
             match first {
-                Err(err) if Library::missing(&err) => match self.load_library(client).await? {
-                    Loaded::Yes => return client.fcall(C::function(), keys, args).await,
+                Err(err) if Library::missing(&err) => match Box::pin(self.load_library(client))
+                    .await?
+                {
+                    Loaded::Yes => return Box::pin(client.fcall(C::function(), keys, args)).await,
                     Loaded::Cannot => {}
                 },
                 Err(err) if Library::refused(&err) => self.eval_only(&err),
                 done => return done,
             }
         }
-        C::script().evalsha_with_reload(client, keys, args).await
+        Box::pin(C::script().evalsha_with_reload(client, keys, args)).await
     }
 
     /// Loads the scripts' library (on every master of a Cluster); a library already there
@@ -728,6 +740,28 @@ mod tests {
     fn outside_a_runtime_there_is_no_connection() {
         let err = RedisConnection::from_url("redis://127.0.0.1:1").unwrap_err();
         assert_eq!(err, StartError::NoRuntime);
+    }
+
+    /// What every script call allocates and moves into its box while it runs: fred's state
+    /// for a command (some KiB) is in boxes of its own, on the paths that use it.
+    #[tokio::test]
+    async fn a_script_calls_box_is_small() {
+        let connection = RedisConnection::from_url("redis://127.0.0.1:1").unwrap();
+        let call = super::super::scripts::GetBinding {
+            binding: "b".into(),
+        };
+        let (keys, args) = call.into_parts();
+        let size = std::mem::size_of_val(&connection.in_turn::<super::super::scripts::GetBinding>(
+            Some(0),
+            keys,
+            args,
+        ));
+        println!("a script call's boxed future: {size} bytes");
+        // 7,880 bytes in a release build with fred's state inline; 936 without.
+        assert!(
+            size <= 2_048,
+            "a script call's boxed future is {size} bytes"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
