@@ -151,9 +151,12 @@ impl Batches {
                 // Behind the tasks the runtime has ready: their calls join the batch.
                 tokio::task::yield_now().await;
                 let batched = lane.send(&client, batch_function, &counters);
-                for (reply, senders) in batched {
-                    answer(senders, reply.await);
-                }
+                // Each as it comes: on a Cluster they go to several masters, and one slower
+                // than the others holds back no one else's answers.
+                let answered = batched
+                    .into_iter()
+                    .map(|(reply, senders)| async move { answer(senders, reply.await) });
+                futures_util::future::join_all(answered).await;
             });
         }
         match reply.await {
