@@ -6,6 +6,7 @@
 //! | module | what |
 //! |---|---|
 //! | `connection` | URL to clients, the first connection, the one call helper and its timeout |
+//! | `batch` + `lua/batch.lua` | the script calls of one moment on one connection, sent as one `FCALL` |
 //! | `keys` | key and channel names, ids escaped |
 //! | `scripts` + `lua/` | every Lua script, declared with its keys, arguments and reply |
 //! | `wakeups`, `shard_channels`, `waiters` | this node's wake-up channels (one, or one per Cluster slot) and the polls waiting on them |
