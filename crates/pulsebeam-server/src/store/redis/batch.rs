@@ -33,7 +33,7 @@ use tokio::sync::oneshot;
 
 /// Calls one `FCALL` of the batch function carries at most: Redis runs them without a break,
 /// so a long batch would hold every other client back.
-pub(crate) const MAX_CALLS_PER_FCALL: usize = 32;
+const MAX_CALLS_PER_FCALL: usize = 32;
 
 /// A call handed to fred, its reply still to come.
 type Reply = Pin<Box<dyn Future<Output = Result<Value, FredError>> + Send>>;
@@ -97,7 +97,7 @@ impl Batches {
     }
 
     /// `FCALL function` (script `script`) on `client`, the pool's client number `lane`, in the
-    /// batch open on it.
+    /// batch open on it; without a lane, on its own.
     ///
     /// # Errors
     ///
@@ -105,7 +105,7 @@ impl Batches {
     /// cancelled call when the runtime ended before the batch was sent.
     pub(super) async fn fcall(
         &self,
-        lane: usize,
+        lane: Option<usize>,
         client: &Client,
         function: &'static str,
         script: &'static str,
@@ -113,7 +113,7 @@ impl Batches {
         args: Value,
     ) -> Result<Value, FredError> {
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let Some(lane) = self.lanes.get(lane) else {
+        let Some(lane) = lane.and_then(|lane| self.lanes.get(lane)) else {
             self.counters.fcalls.fetch_add(1, Ordering::Relaxed);
             // Boxed: inline, fred's state for a call would size every caller's future.
             return Box::pin(client.fcall(function, keys, args)).await;
@@ -199,26 +199,12 @@ impl Lane {
         let mut batched = Vec::new();
         for group in groups(batch, client.is_clustered()) {
             counters.fcalls.fetch_add(1, Ordering::Relaxed);
-            let client = client.clone();
-            if let [_] = group.as_slice() {
-                let Some(Call {
-                    function,
-                    keys,
-                    args,
-                    sent,
-                    ..
-                }) = group.into_iter().next()
-                else {
-                    continue;
-                };
-                let mut reply: Reply =
-                    Box::pin(async move { client.fcall(function, keys, args).await });
-                let sent_now = match reply.as_mut().poll(&mut context) {
-                    Poll::Ready(answer) => Sent::Answered(answer),
-                    Poll::Pending => Sent::Queued(reply),
-                };
-                // A caller that gave up drops the reply; Redis runs the call all the same.
-                let _ = sent.send(sent_now);
+            if group.len() == 1 {
+                if let Some(call) = group.into_iter().next() {
+                    let sent = start(client, call.function, call.keys, call.args, &mut context);
+                    // A caller that gave up drops the reply; Redis runs the call all the same.
+                    let _ = call.sent.send(sent);
+                }
                 continue;
             }
             // Sized once: growing them call by call would leave the allocator blocks of every
@@ -234,14 +220,29 @@ impl Lane {
                 args.extend(call.args);
                 senders.push(call.sent);
             }
-            let mut reply: Reply =
-                Box::pin(async move { client.fcall(batch_function, keys, args).await });
-            match reply.as_mut().poll(&mut context) {
-                Poll::Ready(done) => answer(senders, done),
-                Poll::Pending => batched.push((reply, senders)),
+            match start(client, batch_function, keys, args, &mut context) {
+                Sent::Answered(done) => answer(senders, done),
+                Sent::Queued(reply) => batched.push((reply, senders)),
             }
         }
         batched
+    }
+}
+
+/// Queues `FCALL function` on `client` by polling it once (with `context`, which registers no
+/// one): its answer if fred gave it at once, else the reply to await.
+fn start(
+    client: &Client,
+    function: &'static str,
+    keys: Vec<Key>,
+    args: Vec<Value>,
+    context: &mut Context<'_>,
+) -> Sent {
+    let client = client.clone();
+    let mut reply: Reply = Box::pin(async move { client.fcall(function, keys, args).await });
+    match reply.as_mut().poll(context) {
+        Poll::Ready(answer) => Sent::Answered(answer),
+        Poll::Pending => Sent::Queued(reply),
     }
 }
 

@@ -294,23 +294,18 @@ impl RedisConnection {
         let keys = MultipleKeys::from(keys);
         let args = Value::Array(args);
         if !self.inner.eval_only.load(Ordering::Acquire) {
-            let first = match lane {
-                Some(lane) => {
-                    let batches = &self.inner.batches;
-                    let script = C::SPEC.stem();
-                    batches
-                        .fcall(
-                            lane,
-                            client,
-                            C::function(),
-                            script,
-                            keys.clone(),
-                            args.clone(),
-                        )
-                        .await
-                }
-                None => Box::pin(client.fcall(C::function(), keys.clone(), args.clone())).await,
-            };
+            let batches = &self.inner.batches;
+            let script = C::SPEC.stem();
+            let first = batches
+                .fcall(
+                    lane,
+                    client,
+                    C::function(),
+                    script,
+                    keys.clone(),
+                    args.clone(),
+                )
+                .await;
             // The paths taken seldom are boxed where they are taken: inline, fred's state
             // for a call (some KiB) would size this future, which every call allocates and
             // moves into its box.
@@ -471,7 +466,7 @@ impl RedisConnection {
         usize::try_from(affinity_of(key) % clients).unwrap_or(0)
     }
 
-    /// Script calls sent so far and the writes that carried them.
+    /// Script calls sent so far and the `FCALL`s that carried them.
     pub(crate) fn batch_figures(&self) -> BatchFigures {
         self.inner.batches.figures()
     }
