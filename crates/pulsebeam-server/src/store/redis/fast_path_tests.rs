@@ -253,13 +253,21 @@ fn variant(name: &str, clock: &str, fast: bool) -> String {
     code = replace(code, "'SPUBLISH'", "'RPUSH'", 4);
     code = replace(code, "'PUBLISH'", "'RPUSH'", 4);
     if fast {
-        // Counts the calls that took a fast path.
-        replace(
-            code,
-            "-- (the fast path)",
-            &format!("redis.call('HINCRBY', '{clock}', 'fast', 1)"),
-            3,
-        )
+        // Counts the calls that took a fast path, and two of its shortcuts: a deliver to a
+        // waiting poll that did not count the mailbox, a begin whose reservations' key lived on.
+        for (marker, field, at_least) in [
+            ("-- (the fast path)", "fast", 3),
+            ("-- (not counted)", "uncounted", 1),
+            ("-- (reservations kept)", "kept", 1),
+        ] {
+            code = replace(
+                code,
+                marker,
+                &format!("redis.call('HINCRBY', '{clock}', '{field}', 1)"),
+                at_least,
+            );
+        }
+        code
     } else {
         replace(code, "local FAST_PATH = true", "local FAST_PATH = false", 1)
     }
@@ -340,19 +348,25 @@ fn diff(fast: &BTreeMap<String, String>, general: &BTreeMap<String, String>) -> 
 #[derive(Debug, Default)]
 struct Seen {
     fast_handovers: u32,
+    /// Fast delivers that knew the mailbox empty without counting it (to a waiting poll).
+    fast_delivers_uncounted: u32,
     fast_into_mailbox: u32,
     general_delivers: u32,
     fast_begins_acknowledging: u32,
     fast_begins_taking: u32,
     fast_begins_with_takeover: u32,
+    /// Fast begins that reserved into the key of the reservations they acknowledged.
+    fast_begins_keeping_reservations: u32,
     general_begins: u32,
     fast_acks_acknowledging: u32,
     fast_acks_of_nothing: u32,
     general_acks: u32,
 }
 
-fn random_op(rng: &mut Rng, generations: &BTreeMap<u32, i64>) -> Op {
-    let conn = rng.pick(&[1, 1, 1, 2, 3]);
+/// A random call; `busy`, one connection's stream: its polls acknowledge what the one before
+/// took, and seldom take over.
+fn random_op(rng: &mut Rng, generations: &BTreeMap<u32, i64>, busy: bool) -> Op {
+    let conn = if busy { 1 } else { rng.pick(&[1, 1, 1, 2, 3]) };
     let generation = generations.get(&conn).copied().unwrap_or(0);
     let receipt = u64::try_from(generation.max(0)).unwrap();
     let max_per_peer = rng.pick(&[2, 8, 8, 8]);
@@ -372,8 +386,12 @@ fn random_op(rng: &mut Rng, generations: &BTreeMap<u32, i64>) -> Op {
             max: rng.pick(&[64, 64, 1, 0]),
             max_per_peer,
             granted,
-            takeover: rng.chance(40),
-            ack_receipt: rng.pick(&[0, receipt, receipt, receipt.saturating_sub(1), 77]),
+            takeover: rng.chance(if busy { 5 } else { 40 }),
+            ack_receipt: if busy && rng.chance(80) {
+                receipt
+            } else {
+                rng.pick(&[0, receipt, receipt, receipt.saturating_sub(1), 77])
+            },
             batch_ms: rng.pick(&[5, 5, 0]),
         },
         75..=87 => Op::Take {
@@ -393,8 +411,9 @@ fn random_op(rng: &mut Rng, generations: &BTreeMap<u32, i64>) -> Op {
     }
 }
 
-async fn fast_count(client: &Client, clock: &str) -> i64 {
-    let v = command(client, "HGET", vec![clock.into(), "fast".into()]).await;
+/// How many times the fast library passed the marker counted in `field` (`variant`).
+async fn count(client: &Client, clock: &str, field: &str) -> i64 {
+    let v = command(client, "HGET", vec![clock.into(), field.into()]).await;
     v.as_i64().unwrap_or(0)
 }
 
@@ -437,7 +456,17 @@ async fn the_fast_paths_do_what_the_general_path_does() {
         .unwrap();
 
     let mut seen = Seen::default();
-    for seed in 1..=12u64 {
+    // The later seeds run as a busy relay does: one connection's stream, the clock moving by
+    // milliseconds, so that most calls take a fast path.
+    for seed in 1..=18u64 {
+        let busy = seed > 12;
+        let steps: &[u64] = if !busy {
+            &[
+                0, 0, 1, 1, 2, 4, 7, 50, 400, 1_100, 3_000, 6_000, 16_000, 31_000, 90_000,
+            ]
+        } else {
+            &[0, 0, 1, 1, 2, 4, 7, 50]
+        };
         let fast_base = format!("pbtest-{id}-{seed}-f:{{p:g:a}}:");
         let general_base = format!("pbtest-{id}-{seed}-g:{{p:g:a}}:");
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
@@ -445,9 +474,7 @@ async fn the_fast_paths_do_what_the_general_path_does() {
         let mut generations = BTreeMap::new();
         let mut fast_state = BTreeMap::new();
         for step in 0..300 {
-            now_ms += rng.pick(&[
-                0, 0, 1, 1, 2, 4, 7, 50, 400, 1_100, 3_000, 6_000, 16_000, 31_000, 90_000,
-            ]);
+            now_ms += rng.pick(steps);
             let _ = command(
                 &client,
                 "HSET",
@@ -460,8 +487,8 @@ async fn the_fast_paths_do_what_the_general_path_does() {
                 ],
             )
             .await;
-            let op = random_op(&mut rng, &generations);
-            let before = fast_count(&client, &clock).await;
+            let op = random_op(&mut rng, &generations, busy);
+            let before = count(&client, &clock, "fast").await;
             let mut replies = Vec::new();
             let mut fast_reply = None;
             for (lib, base) in [(&fast_lib, &fast_base), (&general_lib, &general_base)] {
@@ -474,7 +501,7 @@ async fn the_fast_paths_do_what_the_general_path_does() {
                 });
                 fast_reply.get_or_insert(reply);
             }
-            let fast = fast_count(&client, &clock).await > before;
+            let fast = count(&client, &clock, "fast").await > before;
             let handovers_before = handovers(&fast_state);
             let state_before = std::mem::replace(&mut fast_state, state(&client, &fast_base).await);
             let general_state = state(&client, &general_base).await;
@@ -528,6 +555,10 @@ async fn the_fast_paths_do_what_the_general_path_does() {
             let _ = command(&client, "DEL", keys).await;
         }
     }
+    seen.fast_delivers_uncounted =
+        u32::try_from(count(&client, &clock, "uncounted").await).unwrap();
+    seen.fast_begins_keeping_reservations =
+        u32::try_from(count(&client, &clock, "kept").await).unwrap();
     let _: Result<Value, _> = client.function_delete(&fast_lib).await;
     let _: Result<Value, _> = client.function_delete(&general_lib).await;
     let _ = command(&client, "DEL", vec![clock.into()]).await;
@@ -544,6 +575,14 @@ async fn the_fast_paths_do_what_the_general_path_does() {
         ("fast acks acknowledging", seen.fast_acks_acknowledging),
         ("fast acks of nothing", seen.fast_acks_of_nothing),
         ("general acks", seen.general_acks),
+        (
+            "fast hand-overs without a count",
+            seen.fast_delivers_uncounted,
+        ),
+        (
+            "fast begins keeping their reservations' key",
+            seen.fast_begins_keeping_reservations,
+        ),
     ] {
         assert!(n >= 20, "{what}: {n} ({seen:?})");
     }

@@ -23,7 +23,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P:T:h` | hash | `seq` (the peer's sequence number), `k` when the TTLs of `h`, `conns` and `d` run low, `f` when idle connections are next looked for, `la` the connection last recorded active, `b:d` the discovery queue's budget refresh deadline, and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline, `a:c` its activity as last written to `conns`, `k:c` when the TTLs of its keys run low, `v:c` its reservations (`receipt lease-expiry seq seq …` each, `;`-separated; empty or absent when none), `w:c` the batch window of its poll (ms), `x:c` the generation of its poll if that poll takes a message handed over in its wake-up (a node of an older version does not write it), `h:c` until when a poll a deliver handed a message to collects more (ms) |
+//! | `P:T:h` | hash | `seq` (the peer's sequence number), `k` when the TTLs of `h`, `conns` and `d` run low, `f` when idle connections are next looked for, `la` the connection last recorded active, `b:d` the discovery queue's budget refresh deadline (0 once a poll took the queue, so the next poll needs not count it), and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline, `a:c` its activity as last written to `conns`, `k:c` when the TTLs of its keys run low, `v:c` its reservations (`receipt lease-expiry seq seq …` each, `;`-separated; empty or absent when none), `w:c` the batch window of its poll (ms), `x:c` the generation of its poll if that poll takes a message handed over in its wake-up (a node of an older version does not write it), `h:c` until when a poll a deliver handed a message to collects more (ms), `e:c` the generation of its poll if that poll waits on a mailbox it found empty (mail to it is then handed over without counting the mailbox) |
 //! | `P:T:conns` | sorted set | connection ids by last activity (ms) |
 //! | `P:T:d` | sorted set | the discovery queue, by sequence number |
 //! | `P:T:m:c` | sorted set | connection `c`'s mailbox, by sequence number |
@@ -60,6 +60,12 @@
 //! reservation stored). It does what the general path does in that case, which a test checks
 //! call by call on random sequences (`fast_path_tests`); anything else goes on to the general
 //! path with what was already read.
+//!
+//! Commands a relayed message need not send are spared where the hash already knows the
+//! answer: mail to a poll that waits on a mailbox it found empty (`e:c`) is handed over
+//! without counting the mailbox, a poll counts the discovery queue only when `b:d` says mail
+//! went to it, and a stream's poll reserves what it takes before deleting what it
+//! acknowledges, so the reservations' key lives on with its TTL rather than being made anew.
 //!
 //! No script reads a whole mailbox: "full" is counted (`ZCARD`); expired messages are dropped
 //! from the head of a full mailbox one member at a time (a few per call), and a hand-out drops

@@ -5,7 +5,7 @@
 now = now_ms()
 -- (`x:conn` is written, never read: not fetched)
 local names = {'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'g:' .. conn,
-  'b:' .. conn, 'k:' .. conn, 'v:' .. conn, 'a:' .. conn, 'w:' .. conn, 'h:' .. conn}
+  'b:' .. conn, 'k:' .. conn, 'v:' .. conn, 'a:' .. conn, 'w:' .. conn, 'h:' .. conn, 'b:d'}
 local vals = redis.call('HMGET', h, unpack(names))
 -- The common case in straight-line code, none of the general path's tables: the next poll of
 -- a connection a poll opened, with nothing reserved but what this poll acknowledges, nothing
@@ -22,15 +22,10 @@ if FAST_PATH and vals[4] == 'p' and num(vals[2]) > now
     -- (the one reservation, acknowledged now; or none, and with `takeover` none stored)
     and (not reserved or (not takeover and ack_receipt > 0 and not string.find(v, ';', 1, true)
       and string.find(v, int(ack_receipt) .. ' ', 1, true) == 1))
-    and redis.call('ZCARD', d) == 0
+    -- (`b:d` is 0 or absent once a begin took the discovery queue, until mail goes to it)
+    and (num(vals[14]) == 0 or redis.call('ZCARD', d) == 0)
     and (not takeover or redis.call('ZCARD', held) == 0) then
   -- (the fast path)
-  local acknowledged = 0
-  if reserved then
-    for _, r in ipairs(ranges(words(v))) do
-      acknowledged = acknowledged + redis.call('ZREMRANGEBYSCORE', held, r[1], r[2])
-    end
-  end
   local node_was = vals[6]
   if num(vals[5]) > now or num(vals[13]) > now then
     redis.call(sharded and 'SPUBLISH' or 'PUBLISH', channel_prefix .. (node_was or ''), base .. conn)
@@ -39,11 +34,24 @@ if FAST_PATH and vals[4] == 'p' and num(vals[2]) > now
   local g = int(gen)
   local out, add, expired = {}, nil, 0
   if max > 0 then out, add, expired = pop_fresh(box, max, ttl_ms) end
+  -- What this poll takes is reserved before what it acknowledges is deleted, so the
+  -- reservations' key, when it held those, lives on with its TTL rather than being made anew.
+  if #out > 0 then redis.call('ZADD', held, unpack(add)) end
+  local acknowledged = 0
+  if reserved then
+    for _, r in ipairs(ranges(words(v))) do
+      acknowledged = acknowledged + redis.call('ZREMRANGEBYSCORE', held, r[1], r[2])
+    end
+  end
+  local waits = #out == 0 and wait_ms > 0
   local put = {'g:' .. conn, g, 's:' .. conn, int(now), 'x:' .. conn, g,
-    names[5], (#out > 0 or wait_ms == 0) and '0' or int(now + wait_ms + grace_ms)}
+    names[5], waits and int(now + wait_ms + grace_ms) or '0'}
   if #out > 0 then
-    redis.call('ZADD', held, unpack(add))
-    redis.call('PEXPIRE', held, int(2 * keep_ms))
+    if acknowledged == 0 then
+      redis.call('PEXPIRE', held, int(2 * keep_ms))
+    else
+      -- (reservations kept)
+    end
     local seqs = {}
     for i = 1, #add, 2 do seqs[#seqs + 1] = add[i] end
     put[#put + 1] = names[10]
@@ -64,6 +72,14 @@ if FAST_PATH and vals[4] == 'p' and num(vals[2]) > now
     put[#put + 1] = names[13]
     put[#put + 1] = '0'
   end
+  if num(vals[14]) ~= 0 then
+    put[#put + 1] = names[14]
+    put[#put + 1] = '0'
+  end
+  -- A poll that waits on the mailbox it emptied (fewer popped than asked for) says so; every
+  -- poll writes it, so no earlier value (of a connection forgotten and opened again) stays.
+  put[#put + 1] = 'e:' .. conn
+  put[#put + 1] = (waits and max > 0 and #out + expired < max) and g or '0'
   redis.call('HSET', h, unpack(put))
   return reply({status = S.OK, generation = gen, expired = expired,
     acknowledged = acknowledged}, out)
@@ -119,14 +135,19 @@ if redis.call('ZCARD', D) > 0 then
   redis.call('DEL', D)
   expire_new(M(conn), keep_ms)
 end
+-- The queue is empty now: the next poll needs not count it until mail goes to it.
+if num(get('b:d')) ~= 0 then set('b:d', 0) end
 reclaim(conn, takeover, keep_ms)
 local out, expired = take(conn, gen, max, ack_lease_ms, ttl_ms, keep_ms)
-local left = 0
+local left, empty = 0, 0
 if #out > 0 or wait_ms == 0 then
   set('l:' .. conn, 0)
 else
   left = lease_left(conn)
+  -- A poll that waits on the mailbox it emptied says so (as in the fast path above).
+  if max > 0 and expired < max then empty = gen end
 end
+set('e:' .. conn, empty)
 local due = budget_due('b:' .. conn, budget_span_ms)
 keep(keep_ms, conn)
 return reply({status = S.OK, generation = gen, budget_due = due, evicted = evicted,

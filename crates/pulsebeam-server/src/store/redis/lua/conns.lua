@@ -77,7 +77,8 @@ end
 local function drop_conn(c)
   redis.call('DEL', M(c), R(c), RV(c))
   parsed[c] = nil
-  for _, f in ipairs({'g:', 'n:', 'l:', 's:', 'o:', 'b:', 'k:', 'v:', 'a:', 'w:', 'h:', 'x:'}) do
+  for _, f in ipairs({'g:', 'n:', 'l:', 's:', 'o:', 'b:', 'k:', 'v:', 'a:', 'w:', 'h:', 'x:',
+      'e:'}) do
     set(f .. c, false)
   end
   redis.call('ZREM', CONNS, c)

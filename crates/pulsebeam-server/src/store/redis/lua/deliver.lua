@@ -11,7 +11,7 @@ local names, vals
 if direct then
   names = {'seq', 'k', 'f', 'la', 'o:' .. conn, 'l:' .. conn, 'n:' .. conn, 'b:' .. conn,
     'k:' .. conn, 'v:' .. conn, 'g:' .. conn, 'w:' .. conn, 'h:' .. conn, 'a:' .. conn,
-    'x:' .. conn}
+    'x:' .. conn, 'e:' .. conn}
   vals = redis.call('HMGET', h, unpack(names))
   -- The common case in straight-line code, none of the general path's tables: a message for
   -- an open connection with nothing reserved, and no upkeep due (idle connections, TTLs, the
@@ -22,8 +22,16 @@ if direct then
       and num(vals[2]) >= now + keep_ms and num(vals[9]) >= now + keep_ms
       and (o ~= 'm' or num(vals[8]) >= now + ttl_ms) then
     local box = base .. 'm:' .. conn
-    local waiting = redis.call('ZCARD', box)
-    local handover = waiting == 0 and l > now and num(vals[15]) == gen
+    -- A poll that waits on a mailbox its begin (or take) found empty (`e:c`, its generation)
+    -- still waits on an empty one: mail to it is handed over, so it needs no count.
+    local polled = l > now and num(vals[15]) == gen
+    local waiting = 0
+    if polled and gen > 0 and num(vals[16]) == gen then
+      -- (not counted)
+    else
+      waiting = redis.call('ZCARD', box)
+    end
+    local handover = waiting == 0 and polled
     if waiting < capacity and not (handover and (vals[4] ~= conn
         or num(vals[14]) + ACTIVITY_STEP <= now)) then
       -- (the fast path)

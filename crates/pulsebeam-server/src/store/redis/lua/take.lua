@@ -7,7 +7,7 @@ enter(h, conns, d, boxes, base)
 now = now_ms()
 -- Every reply, OK or not, writes the hash and keeps the peer's keys' TTLs.
 on_reply = function() keep(keep_ms) end
-fetch({'k', 'la', 'g:' .. conn, 'k:' .. conn, 'v:' .. conn, 'a:' .. conn})
+fetch({'k', 'la', 'g:' .. conn, 'k:' .. conn, 'v:' .. conn, 'a:' .. conn, 'e:' .. conn})
 if num(get('g:' .. conn)) ~= generation then
   return reply{status = S.SUPERSEDED}
 end
@@ -25,6 +25,9 @@ if #out > 0 or last then
   touch(conn)
 else
   left = lease_left(conn)
+  -- Whether the poll waits on an empty mailbox (`e:c`, begin.lua): a reclaim may have filled it.
+  local empty = max > 0 and expired < max and generation or 0
+  if num(get('e:' .. conn)) ~= empty then set('e:' .. conn, empty) end
 end
 keep(keep_ms, conn)
 return reply({status = S.OK, expired = expired, lease_left_ms = left}, out)
