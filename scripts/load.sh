@@ -26,7 +26,8 @@
 # without the setup both share. Prints a Markdown table, writes nothing. Needs valgrind
 # (installed with apt when run as root). LOAD_BIN runs another build of pulsebeam-load (a
 # before/after comparison) instead of building this one; REDIS_SERVER another redis-server (one
-# built with symbols, for a profile); CALLGRIND_KEEP=DIR keeps each run's callgrind file there
+# built with symbols, for a profile); REDIS_ARGS more arguments for it (a setting to compare,
+# `--hash-max-listpack-entries 0`); CALLGRIND_KEEP=DIR keeps each run's callgrind file there
 # (callgrind_annotate reads it).
 set -euo pipefail
 
@@ -66,7 +67,8 @@ if [ "${1:-}" = instructions ]; then
     fi
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
-        "${REDIS_SERVER:-redis-server}" --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$out/valgrind.log" 2>&1 &
+        "${REDIS_SERVER:-redis-server}" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        ${REDIS_ARGS:-} >"$out/valgrind.log" 2>&1 &
     vg=$!
     trap 'kill "$vg" 2>/dev/null || true; cleanup' EXIT
     for _ in $(seq 1 100); do

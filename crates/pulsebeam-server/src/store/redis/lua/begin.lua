@@ -19,12 +19,13 @@ if FAST_PATH and vals[4] == 'p' and num(vals[2]) > now
     and num(vals[1]) >= now + keep_ms and num(vals[9]) >= now + keep_ms
     and num(vals[8]) >= now + budget_span_ms
     and vals[3] == conn and num(vals[11]) + ACTIVITY_STEP > now
-    -- (the one reservation, acknowledged now; or none, and with `takeover` none stored)
+    -- (the one reservation, acknowledged now; or none, and so none stored for a takeover to
+    -- take back: `v:c` lists whatever the reservations' key holds, written with it, but for
+    -- what a node two versions older kept under `rv:c`, which a general path takes back)
     and (not reserved or (not takeover and ack_receipt > 0 and not string.find(v, ';', 1, true)
       and string.find(v, int(ack_receipt) .. ' ', 1, true) == 1))
     -- (`b:d` is 0 or absent once a begin took the discovery queue, until mail goes to it)
-    and (num(vals[14]) == 0 or redis.call('ZCARD', d) == 0)
-    and (not takeover or redis.call('ZCARD', held) == 0) then
+    and (num(vals[14]) == 0 or redis.call('ZCARD', d) == 0) then
   -- (the fast path)
   local node_was = vals[6]
   if num(vals[5]) > now or num(vals[13]) > now then
