@@ -8,6 +8,9 @@
 //! `TIME`), and push their wake-ups onto a list under the peer's prefix (where the library
 //! publishes them), so wake-ups are compared as state too.
 //!
+//! A last test follows the hint a fast path trusts (`e:c`) through a case the random calls
+//! cannot show: a `take` that may fill the mailbox takes it back.
+//!
 //! Needs the test Redis of `scripts/redis.sh` (`PULSEBEAM_TEST_REDIS_URL`).
 
 use std::collections::BTreeMap;
@@ -586,4 +589,103 @@ async fn the_fast_paths_do_what_the_general_path_does() {
     ] {
         assert!(n >= 20, "{what}: {n} ({seen:?})");
     }
+}
+
+/// The hint that a waiting poll's mailbox is empty (`e:c`) is written by its `begin` and taken
+/// back by a `take` that may have filled the mailbox: one that put back a reservation whose
+/// lease ran out and took nothing (asked for none). A deliver after it counts the mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_that_may_fill_the_mailbox_takes_back_the_empty_hint() {
+    let Ok(url) = std::env::var("PULSEBEAM_TEST_REDIS_URL") else {
+        eprintln!("SKIP a_take_that_may_fill_the_mailbox_takes_back_the_empty_hint: PULSEBEAM_TEST_REDIS_URL is not set");
+        return;
+    };
+    let client = Builder::from_config(Config::from_url(&url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let id = format!("{:x}", std::process::id());
+    let clock = format!("pbtest-hint-clock-{id}");
+    let lib = format!("pbtest_hint_{id}");
+    let _: Value = client
+        .function_load(true, variant(&lib, &clock, true))
+        .await
+        .unwrap();
+    let base = format!("pbtest-hint-{id}:{{p:g:a}}:");
+    let set_clock = |ms: u64| {
+        vec![
+            Value::from(clock.as_str()),
+            "s".into(),
+            (ms / 1000).to_string().into(),
+            "us".into(),
+            (ms % 1000 * 1000).to_string().into(),
+        ]
+    };
+    let call = |op: Op| {
+        let (stem, keys, args) = op.parts(&base);
+        let client = client.clone();
+        let name = format!("{lib}_{stem}");
+        async move {
+            let reply: Value = client.fcall(name, keys, args).await.unwrap();
+            reply
+        }
+    };
+    let hint = || async {
+        let v = command(
+            &client,
+            "HGET",
+            vec![format!("{base}h").into(), "e:1".into()],
+        )
+        .await;
+        text(&v, &base)
+    };
+    let deliver = |envelope: &str| Op::Deliver {
+        conn: 1,
+        capacity: 64,
+        max_per_peer: 8,
+        granted: true,
+        envelope: envelope.to_owned(),
+    };
+    let begin = Op::Begin {
+        conn: 1,
+        node: "n1",
+        wait_ms: 20_000,
+        max: 64,
+        max_per_peer: 8,
+        granted: true,
+        takeover: false,
+        ack_receipt: 0,
+        batch_ms: 5,
+    };
+    let mut now_ms: u64 = 1_800_000_000_000;
+    let _ = command(&client, "HSET", set_clock(now_ms)).await;
+    // A poll takes m1 and nobody acknowledges it; the next poll waits on an empty mailbox.
+    call(deliver("m1")).await;
+    call(begin.clone()).await;
+    call(begin.clone()).await;
+    assert_eq!(hint().await, "2", "the second poll found its mailbox empty");
+    // m1's lease runs out; a take that asks for nothing puts it back in the mailbox.
+    now_ms += LEASE_MS + 1;
+    let _ = command(&client, "HSET", set_clock(now_ms)).await;
+    call(Op::Take {
+        conn: 1,
+        generation: 2,
+        max: 0,
+        last: false,
+    })
+    .await;
+    let in_box = command(&client, "ZCARD", vec![format!("{base}m:1").into()]).await;
+    assert_eq!(in_box.as_i64(), Some(1), "m1 is back in the mailbox");
+    assert_eq!(hint().await, "0", "the take took the hint back");
+    // So mail for the poll goes behind m1, not handed over ahead of it.
+    let uncounted = count(&client, &clock, "uncounted").await;
+    call(deliver("m2")).await;
+    assert_eq!(count(&client, &clock, "uncounted").await, uncounted);
+    let in_box = command(&client, "ZCARD", vec![format!("{base}m:1").into()]).await;
+    assert_eq!(in_box.as_i64(), Some(2), "m2 waits behind m1");
+
+    let mut keys: Vec<Value> = keys_of(&base).into_iter().map(Value::from).collect();
+    keys.push(clock.as_str().into());
+    let _ = command(&client, "DEL", keys).await;
+    let _: Result<Value, _> = client.function_delete(&lib).await;
 }
