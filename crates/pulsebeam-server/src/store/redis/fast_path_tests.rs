@@ -21,7 +21,9 @@ use fred::interfaces::{ClientLike, FunctionInterface, LuaInterface};
 use fred::prelude::{Builder, Config};
 use fred::types::{ClusterHash, CustomCommand, Value};
 
-use super::scripts::{library_code_named, Ack, Begin, ConnId, Deliver, ScriptCall, Status, Take};
+use super::scripts::{
+    library_code_named, Ack, Begin, ConnId, Deliver, ScriptCall, Setting, Status, Take,
+};
 
 /// The peer's connections the calls name (all declared on every call).
 const CONNS: [u32; 3] = [1, 2, 3];
@@ -148,15 +150,15 @@ impl Op {
                     base,
                     conn: ConnId(conn),
                     envelope: envelope.into(),
-                    capacity,
-                    ttl_ms: TTL_MS,
-                    idle_ms: IDLE_MS,
-                    max_per_peer,
-                    keep_ms: KEEP_MS,
+                    capacity: Setting(capacity),
+                    ttl_ms: Setting(TTL_MS),
+                    idle_ms: Setting(IDLE_MS),
+                    max_per_peer: Setting(max_per_peer),
+                    keep_ms: Setting(KEEP_MS),
                     granted,
                     channel_prefix,
                     sharded: false,
-                    ack_lease_ms: LEASE_MS,
+                    ack_lease_ms: Setting(LEASE_MS),
                 }
                 .into_parts();
                 ("deliver", keys, args)
@@ -182,16 +184,16 @@ impl Op {
                     node: node.to_owned(),
                     wait_ms,
                     max,
-                    ack_lease_ms: LEASE_MS,
-                    ttl_ms: TTL_MS,
-                    idle_ms: IDLE_MS,
-                    max_per_peer,
+                    ack_lease_ms: Setting(LEASE_MS),
+                    ttl_ms: Setting(TTL_MS),
+                    idle_ms: Setting(IDLE_MS),
+                    max_per_peer: Setting(max_per_peer),
                     keep_ms: KEEP_MS + wait_ms,
                     granted,
                     channel_prefix,
                     sharded: false,
                     budget_span_ms: IDLE_MS.max(TTL_MS) + wait_ms,
-                    grace_ms: 2_000,
+                    grace_ms: Setting(2_000),
                     takeover,
                     ack_receipt,
                     batch_ms,
@@ -214,10 +216,10 @@ impl Op {
                     conn: ConnId(conn),
                     generation,
                     max,
-                    ack_lease_ms: LEASE_MS,
-                    ttl_ms: TTL_MS,
+                    ack_lease_ms: Setting(LEASE_MS),
+                    ttl_ms: Setting(TTL_MS),
                     last,
-                    keep_ms: KEEP_MS,
+                    keep_ms: Setting(KEEP_MS),
                 }
                 .into_parts();
                 ("take", keys, args)
@@ -683,6 +685,70 @@ async fn a_take_that_may_fill_the_mailbox_takes_back_the_empty_hint() {
     assert_eq!(count(&client, &clock, "uncounted").await, uncounted);
     let in_box = command(&client, "ZCARD", vec![format!("{base}m:1").into()]).await;
     assert_eq!(in_box.as_i64(), Some(2), "m2 waits behind m1");
+
+    let mut keys: Vec<Value> = keys_of(&base).into_iter().map(Value::from).collect();
+    keys.push(clock.as_str().into());
+    let _ = command(&client, "DEL", keys).await;
+    let _: Result<Value, _> = client.function_delete(&lib).await;
+}
+
+/// A call's settings (`Kind::Setting`) go as one string the library reads once and keeps, at
+/// most 64 of them: calls with more distinct settings than that each still get their own.
+/// Here each deliver's capacity is one more than the messages already waiting, so each is
+/// accepted, and a deliver at the capacity of an earlier call (a string read before the
+/// library's store of them was emptied) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_with_many_distinct_settings_each_read_their_own() {
+    let Ok(url) = std::env::var("PULSEBEAM_TEST_REDIS_URL") else {
+        eprintln!("SKIP calls_with_many_distinct_settings_each_read_their_own: PULSEBEAM_TEST_REDIS_URL is not set");
+        return;
+    };
+    let client = Builder::from_config(Config::from_url(&url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let id = format!("{:x}", std::process::id());
+    let clock = format!("pbtest-settings-clock-{id}");
+    let lib = format!("pbtest_settings_{id}");
+    let _: Value = client
+        .function_load(true, variant(&lib, &clock, true))
+        .await
+        .unwrap();
+    let base = format!("pbtest-settings-{id}:{{p:g:a}}:");
+    let _ = command(
+        &client,
+        "HSET",
+        vec![
+            clock.as_str().into(),
+            "s".into(),
+            "1800000000".into(),
+            "us".into(),
+            "0".into(),
+        ],
+    )
+    .await;
+    let deliver = |capacity: u64| {
+        let (stem, keys, args) = Op::Deliver {
+            conn: 1,
+            capacity,
+            max_per_peer: 8,
+            granted: true,
+            envelope: format!("m{capacity}"),
+        }
+        .parts(&base);
+        let client = client.clone();
+        let name = format!("{lib}_{stem}");
+        async move {
+            let reply: Value = client.fcall(name, keys, args).await.unwrap();
+            Deliver::parse(reply.into_array()).unwrap().status
+        }
+    };
+    for capacity in 1..=100 {
+        assert_eq!(deliver(capacity).await, Status::Ok, "capacity {capacity}");
+    }
+    assert_eq!(deliver(100).await, Status::Full);
+    assert_eq!(deliver(3).await, Status::Full);
+    assert_eq!(deliver(101).await, Status::Ok);
 
     let mut keys: Vec<Value> = keys_of(&base).into_iter().map(Value::from).collect();
     keys.push(clock.as_str().into());

@@ -16,7 +16,7 @@ use super::connection::{node_id, RedisConnection, COMMAND_TIMEOUT};
 use super::keys::Keys;
 use super::message::{decode, encode, seq_of};
 use super::policy;
-use super::scripts::{Ack, Begin, ConnId, Deliver, Polling, ScriptCall, Status, Take};
+use super::scripts::{Ack, Begin, ConnId, Deliver, Polling, ScriptCall, Setting, Status, Take};
 use super::wakeups::Wakeups;
 use crate::config::{Limits, StoreConfig};
 use crate::store::{
@@ -306,15 +306,15 @@ impl Mailboxes {
                     base: base.clone(),
                     conn: ConnId(conn_id),
                     envelope: blob.clone(),
-                    capacity: as_u64(b.capacity),
-                    ttl_ms: b.ttl_ms,
-                    idle_ms: b.idle_ms,
-                    max_per_peer: as_u64(b.max_per_peer),
-                    keep_ms: b.keep_ms,
+                    capacity: Setting(as_u64(b.capacity)),
+                    ttl_ms: Setting(b.ttl_ms),
+                    idle_ms: Setting(b.idle_ms),
+                    max_per_peer: Setting(as_u64(b.max_per_peer)),
+                    keep_ms: Setting(b.keep_ms),
                     granted,
                     channel_prefix: publish.channel_prefix.clone(),
                     sharded: publish.sharded,
-                    ack_lease_ms: b.ack_lease_ms,
+                    ack_lease_ms: Setting(b.ack_lease_ms),
                 })
                 .await?;
             count(&self.counters.expired, delivered.expired);
@@ -383,10 +383,10 @@ impl Mailboxes {
                 conn: ConnId(conn),
                 generation,
                 max: as_u64(max),
-                ack_lease_ms: b.ack_lease_ms,
-                ttl_ms: b.ttl_ms,
+                ack_lease_ms: Setting(b.ack_lease_ms),
+                ttl_ms: Setting(b.ttl_ms),
                 last,
-                keep_ms: b.keep_ms,
+                keep_ms: Setting(b.keep_ms),
             })
             .await?;
         count(&self.counters.expired, taken.expired);
@@ -429,16 +429,16 @@ impl Mailboxes {
                     node: self.node.clone(),
                     wait_ms,
                     max: as_u64(options.max_messages.max(1)),
-                    ack_lease_ms: b.ack_lease_ms,
-                    ttl_ms: b.ttl_ms,
-                    idle_ms: b.idle_ms,
-                    max_per_peer: as_u64(b.max_per_peer),
+                    ack_lease_ms: Setting(b.ack_lease_ms),
+                    ttl_ms: Setting(b.ttl_ms),
+                    idle_ms: Setting(b.idle_ms),
+                    max_per_peer: Setting(as_u64(b.max_per_peer)),
                     keep_ms: b.keep_ms.saturating_add(wait_ms),
                     granted,
                     channel_prefix: publish.channel_prefix.clone(),
                     sharded: publish.sharded,
                     budget_span_ms: span,
-                    grace_ms: POLL_GRACE_MS,
+                    grace_ms: Setting(POLL_GRACE_MS),
                     takeover: options.takeover,
                     ack_receipt,
                     batch_ms: as_millis(options.batch_window),

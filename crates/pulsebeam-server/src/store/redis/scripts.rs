@@ -77,6 +77,10 @@ impl Status {
 pub(crate) enum Kind {
     /// A number (`+ 0` in the header; 0 when a reply leaves it out).
     Number,
+    /// A number that is the same on every call of a node (a limit, a TTL, a lease): a call's
+    /// settings go as one string in `ARGV[1]`, which the library reads once (`settings_of`,
+    /// prelude.lua) rather than as an `ARGV` string and a number on every call.
+    Setting,
     /// A flag (`'1'`/`'0'` in ARGV, a boolean in Lua, 1/0 in a reply).
     Flag,
     /// A string, as is.
@@ -88,11 +92,53 @@ pub(crate) enum Kind {
 }
 
 /// A value a script takes.
-pub(crate) trait Arg {
+pub(crate) trait Arg: Sized {
     /// How the header reads it.
     const KIND: Kind;
     /// The value as sent.
     fn into_value(self) -> Value;
+    /// Adds it to a call's arguments.
+    fn put(self, argv: &mut Argv) {
+        argv.values.push(self.into_value());
+    }
+}
+
+/// A call's `ARGV` as it is built: its settings, if it declares any, first and as one string
+/// of numbers; then the other arguments in their order.
+#[derive(Debug, Default)]
+pub(crate) struct Argv {
+    settings: Option<String>,
+    values: Vec<Value>,
+}
+
+impl Argv {
+    fn finish(self) -> Vec<Value> {
+        let Some(settings) = self.settings else {
+            return self.values;
+        };
+        let mut out = Vec::with_capacity(self.values.len() + 1);
+        out.push(Value::from(settings));
+        out.extend(self.values);
+        out
+    }
+}
+
+/// A node's setting, the same on every call ([`Kind::Setting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Setting(pub(crate) u64);
+
+impl Arg for Setting {
+    const KIND: Kind = Kind::Setting;
+    fn into_value(self) -> Value {
+        Value::Integer(i64::try_from(self.0).unwrap_or(i64::MAX))
+    }
+    fn put(self, argv: &mut Argv) {
+        let settings = argv.settings.get_or_insert_with(String::new);
+        if !settings.is_empty() {
+            settings.push(' ');
+        }
+        let _ = write!(settings, "{}", self.0);
+    }
 }
 
 impl Arg for u64 {
@@ -292,16 +338,32 @@ impl Spec {
         }
         // Locals, not a table: a script reads them many times and a table costs Redis time on
         // every call.
-        for (i, (name, kind)) in (1..).zip(self.args) {
+        let settings = self.args.iter().filter(|(_, kind)| *kind == Kind::Setting);
+        let mut first = 1;
+        if settings.clone().next().is_some() {
+            out.push_str(
+                "local settings = settings_of(ARGV[1])
+",
+            );
+            for (j, (name, _)) in (1..).zip(settings) {
+                let _ = writeln!(out, "local {name} = settings[{j}]");
+            }
+            first = 2;
+        }
+        let others = self.args.iter().filter(|(_, kind)| *kind != Kind::Setting);
+        let mut next = first;
+        for (i, (name, kind)) in (first..).zip(others) {
             let _ = match kind {
                 // (`+ 0`: a number sent as a string is read once; `tonumber` reads it twice)
                 Kind::Number => writeln!(out, "local {name} = ARGV[{i}] + 0"),
                 Kind::Flag => writeln!(out, "local {name} = ARGV[{i}] == '1'"),
                 Kind::Text | Kind::Status | Kind::Raw => writeln!(out, "local {name} = ARGV[{i}]"),
+                Kind::Setting => unreachable!("settings are read above"),
             };
+            next = i + 1;
         }
         if let Some(list) = self.arg_list {
-            push_list(&mut out, list, "ARGV", self.args.len() + 1);
+            push_list(&mut out, list, "ARGV", next);
         }
         // `on_reply` (prelude.lua) finishes a call's writes before any reply; a call that sets
         // none has none, whatever the call before it set.
@@ -312,7 +374,7 @@ impl Spec {
             .reply
             .iter()
             .map(|(name, kind)| match kind {
-                Kind::Number => format!("(r.{name} or 0)"),
+                Kind::Number | Kind::Setting => format!("(r.{name} or 0)"),
                 Kind::Flag => format!("(r.{name} and 1 or 0)"),
                 Kind::Text => format!("tostring(r.{name} or '')"),
                 Kind::Status | Kind::Raw => format!("r.{name}"),
@@ -561,7 +623,9 @@ macro_rules! script {
             fn into_parts(self) -> (Vec<String>, Vec<Value>) {
                 let mut keys: Vec<String> = vec![$(self.$key),*];
                 $(keys.extend(self.$key_list);)?
-                let mut args: Vec<Value> = vec![$(Arg::into_value(self.$arg)),*];
+                let mut argv = Argv::default();
+                $(Arg::put(self.$arg, &mut argv);)*
+                let mut args = argv.finish();
                 $(args.extend(self.$arg_list.into_iter().map(Arg::into_value));)?
                 (keys, args)
             }
@@ -586,9 +650,9 @@ script! {
     Deliver -> Delivered = "deliver.lua" [PRELUDE, PEER, HOLD, CONNS];
     keys { h, conns, d } + boxes;
     args {
-        base: String, conn: ConnId, envelope: Bytes, capacity: u64, ttl_ms: u64, idle_ms: u64,
-        max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String, sharded: bool,
-        ack_lease_ms: u64,
+        base: String, conn: ConnId, envelope: Bytes, capacity: Setting, ttl_ms: Setting,
+        idle_ms: Setting, max_per_peer: Setting, keep_ms: Setting, granted: bool,
+        channel_prefix: String, sharded: bool, ack_lease_ms: Setting,
     };
     reply {
         status: Status, budget_due: bool, budget_member: String, evicted: u64, expired: u64,
@@ -602,9 +666,10 @@ script! {
     Begin -> Begun = "begin.lua" [PRELUDE, PEER, HOLD, CONNS];
     keys { h, conns, d } + boxes;
     args {
-        base: String, conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: u64, ttl_ms: u64,
-        idle_ms: u64, max_per_peer: u64, keep_ms: u64, granted: bool, channel_prefix: String,
-        sharded: bool, budget_span_ms: u64, grace_ms: u64, takeover: bool, ack_receipt: u64,
+        base: String, conn: ConnId, node: String, wait_ms: u64, max: u64, ack_lease_ms: Setting,
+        ttl_ms: Setting, idle_ms: Setting, max_per_peer: Setting, keep_ms: u64, granted: bool,
+        channel_prefix: String, sharded: bool, budget_span_ms: u64, grace_ms: Setting,
+        takeover: bool, ack_receipt: u64,
         batch_ms: u64,
     };
     reply {
@@ -618,8 +683,8 @@ script! {
     Take -> Taken = "take.lua" [PRELUDE, PEER, HOLD];
     keys { h, conns, d } + boxes;
     args {
-        base: String, conn: ConnId, generation: i64, max: u64, ack_lease_ms: u64, ttl_ms: u64, last: bool,
-        keep_ms: u64,
+        base: String, conn: ConnId, generation: i64, max: u64, ack_lease_ms: Setting,
+        ttl_ms: Setting, last: bool, keep_ms: Setting,
     };
     reply { status: Status, expired: u64, lease_left_ms: u64 } + messages: Value;
 }
@@ -940,15 +1005,22 @@ mod tests {
         assert!(Deliver::SPEC.source().contains(&statuses()));
         assert!(!ReadUsage::SPEC.source().contains("local S"));
         let deliver = Deliver::SPEC.header();
+        // Settings come first, as one string the library reads once; the others after it.
         assert!(
-            deliver.contains("local granted = ARGV[9] == '1'\n"),
+            deliver.starts_with(
+                "local h = KEYS[1]\nlocal conns = KEYS[2]\nlocal d = KEYS[3]\nlocal boxes = {unpack(KEYS, 4)}\n\
+                 local settings = settings_of(ARGV[1])\nlocal capacity = settings[1]\n\
+                 local ttl_ms = settings[2]\nlocal idle_ms = settings[3]\n\
+                 local max_per_peer = settings[4]\nlocal keep_ms = settings[5]\n\
+                 local ack_lease_ms = settings[6]\nlocal base = ARGV[2]\n"
+            ),
             "{deliver}"
         );
         assert!(
-            deliver.contains("local capacity = ARGV[4] + 0\n"),
+            deliver.contains("local granted = ARGV[5] == '1'\n"),
             "{deliver}"
         );
-        assert!(deliver.contains("local envelope = ARGV[3]\n"), "{deliver}");
+        assert!(deliver.contains("local envelope = ARGV[4]\n"), "{deliver}");
         assert!(
             deliver.contains("{r.status, (r.budget_due and 1 or 0), tostring(r.budget_member or ''), (r.evicted or 0), (r.expired or 0), tostring(r.evicted_conn or ''), tostring(r.need or '')}"),
             "{deliver}"
@@ -1037,16 +1109,16 @@ mod tests {
             node: "n1".into(),
             wait_ms: 30_000,
             max: 64,
-            ack_lease_ms: 5_000,
-            ttl_ms: 1,
-            idle_ms: 2,
-            max_per_peer: 3,
+            ack_lease_ms: Setting(5_000),
+            ttl_ms: Setting(1),
+            idle_ms: Setting(2),
+            max_per_peer: Setting(3),
             keep_ms: 4,
             granted: true,
             channel_prefix: "pb:node:".into(),
             sharded: false,
             budget_span_ms: 5,
-            grace_ms: 6,
+            grace_ms: Setting(6),
             takeover: false,
             ack_receipt: 7,
             batch_ms: 8,
@@ -1065,21 +1137,18 @@ mod tests {
         assert_eq!(
             args,
             [
+                // The settings first, as one string, in their order.
+                "5000 1 2 3 6",
                 "pb:{p:g:a}:",
                 "100",
                 "n1",
                 "30000",
                 "64",
-                "5000",
-                "1",
-                "2",
-                "3",
                 "4",
                 "1",
                 "pb:node:",
                 "0",
                 "5",
-                "6",
                 "0",
                 "7",
                 "8"
