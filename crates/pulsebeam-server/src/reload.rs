@@ -67,7 +67,7 @@ impl Server {
         Ok(outcome)
     }
 
-    /// Reads the configuration file again (see [`ServerBuilder::config_file`]) and
+    /// Reads the configuration file again (see [`crate::ServerBuilder::config_file`]) and
     /// [reloads](Server::reload) it.
     ///
     /// # Errors

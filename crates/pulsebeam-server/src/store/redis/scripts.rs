@@ -7,7 +7,9 @@
 //!
 //! - `S`: the status codes, from [`Status`] (`return reply{status = S.FULL}`, never a number);
 //! - a local per key and argument, named as declared, numbers already converted (`ttl_ms`),
-//!   flags as booleans (`if granted then`); a trailing list is a table (`receipts`);
+//!   flags as booleans (`if granted then`); a trailing list is a table (`receipts`); a
+//!   node's settings ([`Setting`]: limits, TTLs, leases) arrive together in `ARGV[1]`, which
+//!   the library reads once and keeps;
 //! - `reply{...}`: the reply, in the order the Rust side reads it (fields left out are 0, false
 //!   or empty; the status is required), followed by an optional list (`reply({...}, messages)`).
 //!
