@@ -593,53 +593,99 @@ async fn the_fast_paths_do_what_the_general_path_does() {
     }
 }
 
+/// One fast library of a test's own, with its clock and a peer's prefix (`tag` names them).
+struct Fixture {
+    client: Client,
+    clock: String,
+    lib: String,
+    base: String,
+}
+
+impl Fixture {
+    /// `None` (the test skips) without the test Redis.
+    async fn new(test: &str, tag: &str) -> Option<Fixture> {
+        let Ok(url) = std::env::var("PULSEBEAM_TEST_REDIS_URL") else {
+            eprintln!("SKIP {test}: PULSEBEAM_TEST_REDIS_URL is not set");
+            return None;
+        };
+        let client = Builder::from_config(Config::from_url(&url).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        let id = format!("{:x}", std::process::id());
+        let clock = format!("pbtest-{tag}-clock-{id}");
+        let lib = format!("pbtest_{tag}_{id}");
+        let _: Value = client
+            .function_load(true, variant(&lib, &clock, true))
+            .await
+            .unwrap();
+        let base = format!("pbtest-{tag}-{id}:{{p:g:a}}:");
+        let fixture = Fixture {
+            client,
+            clock,
+            lib,
+            base,
+        };
+        fixture.set_clock(1_800_000_000_000).await;
+        Some(fixture)
+    }
+
+    async fn set_clock(&self, ms: u64) {
+        let args = vec![
+            Value::from(self.clock.as_str()),
+            "s".into(),
+            (ms / 1000).to_string().into(),
+            "us".into(),
+            (ms % 1000 * 1000).to_string().into(),
+        ];
+        let _ = command(&self.client, "HSET", args).await;
+    }
+
+    async fn call(&self, op: Op) -> Value {
+        let (stem, keys, args) = op.parts(&self.base);
+        self.client
+            .fcall(format!("{}_{stem}", self.lib), keys, args)
+            .await
+            .unwrap()
+    }
+
+    async fn zcard(&self, key: &str) -> Option<i64> {
+        let v = command(
+            &self.client,
+            "ZCARD",
+            vec![format!("{}{key}", self.base).into()],
+        )
+        .await;
+        v.as_i64()
+    }
+
+    async fn remove(self) {
+        let mut keys: Vec<Value> = keys_of(&self.base).into_iter().map(Value::from).collect();
+        keys.push(self.clock.as_str().into());
+        let _ = command(&self.client, "DEL", keys).await;
+        let _: Result<Value, _> = self.client.function_delete(&self.lib).await;
+    }
+}
+
 /// The hint that a waiting poll's mailbox is empty (`e:c`) is written by its `begin` and taken
 /// back by a `take` that may have filled the mailbox: one that put back a reservation whose
 /// lease ran out and took nothing (asked for none). A deliver after it counts the mailbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_take_that_may_fill_the_mailbox_takes_back_the_empty_hint() {
-    let Ok(url) = std::env::var("PULSEBEAM_TEST_REDIS_URL") else {
-        eprintln!("SKIP a_take_that_may_fill_the_mailbox_takes_back_the_empty_hint: PULSEBEAM_TEST_REDIS_URL is not set");
+    let Some(f) = Fixture::new(
+        "a_take_that_may_fill_the_mailbox_takes_back_the_empty_hint",
+        "hint",
+    )
+    .await
+    else {
         return;
     };
-    let client = Builder::from_config(Config::from_url(&url).unwrap())
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    let id = format!("{:x}", std::process::id());
-    let clock = format!("pbtest-hint-clock-{id}");
-    let lib = format!("pbtest_hint_{id}");
-    let _: Value = client
-        .function_load(true, variant(&lib, &clock, true))
-        .await
-        .unwrap();
-    let base = format!("pbtest-hint-{id}:{{p:g:a}}:");
-    let set_clock = |ms: u64| {
-        vec![
-            Value::from(clock.as_str()),
-            "s".into(),
-            (ms / 1000).to_string().into(),
-            "us".into(),
-            (ms % 1000 * 1000).to_string().into(),
-        ]
-    };
-    let call = |op: Op| {
-        let (stem, keys, args) = op.parts(&base);
-        let client = client.clone();
-        let name = format!("{lib}_{stem}");
-        async move {
-            let reply: Value = client.fcall(name, keys, args).await.unwrap();
-            reply
-        }
-    };
     let hint = || async {
-        let v = command(
-            &client,
-            "HGET",
-            vec![format!("{base}h").into(), "e:1".into()],
+        let h = format!("{}h", f.base);
+        text(
+            &command(&f.client, "HGET", vec![h.into(), "e:1".into()]).await,
+            &f.base,
         )
-        .await;
-        text(&v, &base)
     };
     let deliver = |envelope: &str| Op::Deliver {
         conn: 1,
@@ -659,37 +705,28 @@ async fn a_take_that_may_fill_the_mailbox_takes_back_the_empty_hint() {
         ack_receipt: 0,
         batch_ms: 5,
     };
-    let mut now_ms: u64 = 1_800_000_000_000;
-    let _ = command(&client, "HSET", set_clock(now_ms)).await;
     // A poll takes m1 and nobody acknowledges it; the next poll waits on an empty mailbox.
-    call(deliver("m1")).await;
-    call(begin.clone()).await;
-    call(begin.clone()).await;
+    f.call(deliver("m1")).await;
+    f.call(begin.clone()).await;
+    f.call(begin.clone()).await;
     assert_eq!(hint().await, "2", "the second poll found its mailbox empty");
     // m1's lease runs out; a take that asks for nothing puts it back in the mailbox.
-    now_ms += LEASE_MS + 1;
-    let _ = command(&client, "HSET", set_clock(now_ms)).await;
-    call(Op::Take {
+    f.set_clock(1_800_000_000_000 + LEASE_MS + 1).await;
+    f.call(Op::Take {
         conn: 1,
         generation: 2,
         max: 0,
         last: false,
     })
     .await;
-    let in_box = command(&client, "ZCARD", vec![format!("{base}m:1").into()]).await;
-    assert_eq!(in_box.as_i64(), Some(1), "m1 is back in the mailbox");
+    assert_eq!(f.zcard("m:1").await, Some(1), "m1 is back in the mailbox");
     assert_eq!(hint().await, "0", "the take took the hint back");
     // So mail for the poll goes behind m1, not handed over ahead of it.
-    let uncounted = count(&client, &clock, "uncounted").await;
-    call(deliver("m2")).await;
-    assert_eq!(count(&client, &clock, "uncounted").await, uncounted);
-    let in_box = command(&client, "ZCARD", vec![format!("{base}m:1").into()]).await;
-    assert_eq!(in_box.as_i64(), Some(2), "m2 waits behind m1");
-
-    let mut keys: Vec<Value> = keys_of(&base).into_iter().map(Value::from).collect();
-    keys.push(clock.as_str().into());
-    let _ = command(&client, "DEL", keys).await;
-    let _: Result<Value, _> = client.function_delete(&lib).await;
+    let uncounted = count(&f.client, &f.clock, "uncounted").await;
+    f.call(deliver("m2")).await;
+    assert_eq!(count(&f.client, &f.clock, "uncounted").await, uncounted);
+    assert_eq!(f.zcard("m:1").await, Some(2), "m2 waits behind m1");
+    f.remove().await;
 }
 
 /// A call's settings (`Kind::Setting`) go as one string the library reads once and keeps, at
@@ -699,47 +736,26 @@ async fn a_take_that_may_fill_the_mailbox_takes_back_the_empty_hint() {
 /// library's store of them was emptied) is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_with_many_distinct_settings_each_read_their_own() {
-    let Ok(url) = std::env::var("PULSEBEAM_TEST_REDIS_URL") else {
-        eprintln!("SKIP calls_with_many_distinct_settings_each_read_their_own: PULSEBEAM_TEST_REDIS_URL is not set");
+    let Some(f) = Fixture::new(
+        "calls_with_many_distinct_settings_each_read_their_own",
+        "settings",
+    )
+    .await
+    else {
         return;
     };
-    let client = Builder::from_config(Config::from_url(&url).unwrap())
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    let id = format!("{:x}", std::process::id());
-    let clock = format!("pbtest-settings-clock-{id}");
-    let lib = format!("pbtest_settings_{id}");
-    let _: Value = client
-        .function_load(true, variant(&lib, &clock, true))
-        .await
-        .unwrap();
-    let base = format!("pbtest-settings-{id}:{{p:g:a}}:");
-    let _ = command(
-        &client,
-        "HSET",
-        vec![
-            clock.as_str().into(),
-            "s".into(),
-            "1800000000".into(),
-            "us".into(),
-            "0".into(),
-        ],
-    )
-    .await;
     let deliver = |capacity: u64| {
-        let (stem, keys, args) = Op::Deliver {
-            conn: 1,
-            capacity,
-            max_per_peer: 8,
-            granted: true,
-            envelope: format!("m{capacity}"),
-        }
-        .parts(&base);
-        let client = client.clone();
-        let name = format!("{lib}_{stem}");
+        let f = &f;
         async move {
-            let reply: Value = client.fcall(name, keys, args).await.unwrap();
+            let reply = f
+                .call(Op::Deliver {
+                    conn: 1,
+                    capacity,
+                    max_per_peer: 8,
+                    granted: true,
+                    envelope: format!("m{capacity}"),
+                })
+                .await;
             Deliver::parse(reply.into_array()).unwrap().status
         }
     };
@@ -749,9 +765,5 @@ async fn calls_with_many_distinct_settings_each_read_their_own() {
     assert_eq!(deliver(100).await, Status::Full);
     assert_eq!(deliver(3).await, Status::Full);
     assert_eq!(deliver(101).await, Status::Ok);
-
-    let mut keys: Vec<Value> = keys_of(&base).into_iter().map(Value::from).collect();
-    keys.push(clock.as_str().into());
-    let _ = command(&client, "DEL", keys).await;
-    let _: Result<Value, _> = client.function_delete(&lib).await;
+    f.remove().await;
 }
