@@ -340,21 +340,19 @@ impl Spec {
         }
         // Locals, not a table: a script reads them many times and a table costs Redis time on
         // every call.
-        let settings = self.args.iter().filter(|(_, kind)| *kind == Kind::Setting);
-        let mut first = 1;
-        if settings.clone().next().is_some() {
-            out.push_str(
-                "local settings = settings_of(ARGV[1])
-",
-            );
-            for (j, (name, _)) in (1..).zip(settings) {
+        let (settings, others): (Vec<_>, Vec<_>) = self
+            .args
+            .iter()
+            .partition(|(_, kind)| *kind == Kind::Setting);
+        if !settings.is_empty() {
+            out.push_str("local settings = settings_of(ARGV[1])\n");
+            for (j, (name, _)) in (1..).zip(&settings) {
                 let _ = writeln!(out, "local {name} = settings[{j}]");
             }
-            first = 2;
         }
-        let others = self.args.iter().filter(|(_, kind)| *kind != Kind::Setting);
-        let mut next = first;
-        for (i, (name, kind)) in (first..).zip(others) {
+        // (`ARGV[1]` holds the settings when there are any)
+        let first = if settings.is_empty() { 1 } else { 2 };
+        for (i, (name, kind)) in (first..).zip(&others) {
             let _ = match kind {
                 // (`+ 0`: a number sent as a string is read once; `tonumber` reads it twice)
                 Kind::Number => writeln!(out, "local {name} = ARGV[{i}] + 0"),
@@ -362,10 +360,9 @@ impl Spec {
                 Kind::Text | Kind::Status | Kind::Raw => writeln!(out, "local {name} = ARGV[{i}]"),
                 Kind::Setting => unreachable!("settings are read above"),
             };
-            next = i + 1;
         }
         if let Some(list) = self.arg_list {
-            push_list(&mut out, list, "ARGV", next);
+            push_list(&mut out, list, "ARGV", first + others.len());
         }
         // `on_reply` (prelude.lua) finishes a call's writes before any reply; a call that sets
         // none has none, whatever the call before it set.

@@ -114,6 +114,13 @@ local function reserved_for(c, receipt)
   return out
 end
 
+-- Whether a pop of up to `limit` messages that got `popped` (fresh or expired) emptied the
+-- mailbox: fewer than it asked for. A poll that waits on a mailbox so emptied says so (`e:c`),
+-- and mail to it is then handed over without counting the mailbox.
+local function emptied(limit, popped)
+  return limit > 0 and popped < limit
+end
+
 -- Pops up to `limit` messages from mailbox `box` and returns the fresh ones, the same as
 -- `ZADD` arguments (sequence number, message), and how many had expired (dropped). An empty
 -- mailbox, as most polls find it, answers with `ZPOPMIN`'s own empty reply.

@@ -38,6 +38,12 @@ local function num(v)
   return 0
 end
 
+local function words(s)
+  local out = {}
+  for w in string.gmatch(s, '%S+') do out[#out + 1] = w end
+  return out
+end
+
 -- A call's settings (store/redis/scripts.rs, `Kind::Setting`): the numbers of `s`, read once
 -- per library and kept, since a node sends the same few strings on every call. At most 64
 -- are kept (a node sends one or two per script; a test, more).
@@ -45,16 +51,10 @@ local settings_read, settings_kept = {}, 0
 local function settings_of(s)
   local v = settings_read[s]
   if v then return v end
-  v = {}
-  for w in string.gmatch(s, '%S+') do v[#v + 1] = w + 0 end
+  v = words(s)
+  for i = 1, #v do v[i] = v[i] + 0 end
   if settings_kept >= 64 then settings_read, settings_kept = {}, 0 end
   settings_read[s] = v
   settings_kept = settings_kept + 1
   return v
-end
-
-local function words(s)
-  local out = {}
-  for w in string.gmatch(s, '%S+') do out[#out + 1] = w end
-  return out
 end

@@ -26,7 +26,7 @@ if #out > 0 or last then
 else
   left = lease_left(conn)
   -- Whether the poll waits on an empty mailbox (`e:c`, begin.lua): a reclaim may have filled it.
-  local empty = max > 0 and expired < max and generation or 0
+  local empty = emptied(max, expired) and generation or 0
   if num(get('e:' .. conn)) ~= empty then set('e:' .. conn, empty) end
 end
 keep(keep_ms, conn)
