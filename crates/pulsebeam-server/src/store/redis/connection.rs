@@ -240,7 +240,7 @@ impl RedisConnection {
         // kept while it runs.
         let _turn = self.turn(name).await?;
         let reply: Value = Box::pin(self.in_turn::<C>(lane, keys, args)).await?;
-        C::parse(reply.into_array()).map_err(|err| {
+        C::read(reply).map_err(|err| {
             StoreError::Unavailable(format!(
                 "redis answered {name} {err}; is every node running the same version?"
             ))
