@@ -29,6 +29,16 @@
 # built with symbols, for a profile); REDIS_ARGS more arguments for it (a setting to compare,
 # `--hash-max-listpack-entries 0`); CALLGRIND_KEEP=DIR keeps each run's callgrind file there
 # (callgrind_annotate reads it).
+#
+#   scripts/load.sh parts                 # where one deliver's Redis time goes, part by part
+#
+# runs a redis-server of its own, lets a short relay load the scripts' library into it, then
+# sends PARTS_CALLS (50000) calls of the library's deliver on its fast path (a message into an
+# empty mailbox, the mailbox deleted after each) through one `redis-cli --pipe`, once with the
+# whole deliver and once with each copy of the library that stops it at an earlier point.
+# Redis's main-thread CPU (INFO cpu) over a run, per call, is what the call costs up to that
+# point; one point less the one before it, that part's cost. PARTS_ROUNDS (3) rounds alternate
+# the copies; the table has each point's median. Prints a Markdown table, writes nothing.
 set -euo pipefail
 
 pairs="${PAIRS:-50}"
@@ -159,6 +169,117 @@ print(f"| bare commands for scale: `ZADD`, `PUBLISH`, `ZPOPMIN` | 2000 each | {s
       f"({', '.join(f'{b / 1000:.1f}k' for b in bare[:3])}) | 0 / 3 | – |")
 print(f"| a thin hot path for scale: two functions, 7 commands | 2000 each | {sum(bare[3:]) / 1000:.0f}k "
       f"({', '.join(f'{b / 1000:.1f}k' for b in bare[3:])}) | 2 / 9 | – |")
+PY
+    exit 0
+fi
+
+if [ "${1:-}" = parts ]; then
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$out/redis.log" 2>&1 &
+    parts_redis=$!
+    trap 'kill "$parts_redis" 2>/dev/null || true; cleanup' EXIT
+    for _ in $(seq 1 100); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    echo "a short relay, to load the library" >&2
+    "$load" relay --pairs 1 --duration 1 --rate 10 --store redis \
+        --redis-url "redis://127.0.0.1:$port" --json >/dev/null
+    redis-cli -p "$port" --raw FUNCTION LIST WITHCODE >"$out/library.txt"
+    python3 - "$port" "$out" "${PARTS_CALLS:-50000}" "${PARTS_ROUNDS:-3}" <<'PY'
+import re, statistics, subprocess, sys
+port, out, calls, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+listing = open(f"{out}/library.txt").read()
+code = listing[listing.index("#!lua name=pulsebeam_"):].rstrip("\n")
+name = re.match(r"#!lua name=(\S+)", code).group(1)
+start = code.index("calls['deliver'] = function")
+end = code.index(f"redis.register_function('{name}_deliver'")
+body = code[start:end]
+
+def cli(*args, data=None):
+    return subprocess.run(["redis-cli", "-p", port, *args], input=data, capture_output=True,
+                          check=True).stdout
+
+def stopped(tag, edit):
+    """A copy of the library, its deliver changed by `edit`, as the function's name."""
+    copy = (code[:start] + edit(body) + code[end:]).replace(name, f"parts{tag}")
+    loaded = cli("-x", "FUNCTION", "LOAD", "REPLACE", data=copy.encode())
+    assert loaded.strip() == f"parts{tag}".encode(), loaded
+    return f"parts{tag}_deliver"
+
+def at(marker, after=True, value="0"):
+    """Stops the deliver at the line holding `marker` (after it, or before it)."""
+    def edit(b):
+        assert b.count(marker) == 1, f"deliver.lua no longer has one {marker!r}: update load.sh parts"
+        i = b.index(marker)
+        if after:
+            i = b.index("\n", i) + 1
+        else:
+            i = b.rindex("\n", 0, i) + 1
+        return b[:i] + f"do return {value} end\n" + b[i:]
+    return edit
+
+peer = "parts:{p:g:r}:"
+keys = [peer + k for k in ("h", "conns", "d", "m:1", "r:1", "rv:1")]
+# keep, TTLs and leases as a node's defaults; capacity high enough never to be reached
+args = ["100000 30000 15000 8 65000 5000", peer, "1", "m" * 230, "0", "parts:node:", "0"]
+far = "9999999999999"
+
+def fresh_peer():
+    cli("DEL", *keys)
+    # a connection a poll opened, no poll in flight, nothing reserved, no upkeep due
+    cli("HSET", keys[0], "seq", "1", "k", far, "f", far, "la", "1", "o:1", "p", "l:1", "0",
+        "n:1", "n", "b:1", far, "k:1", far, "v:1", "", "g:1", "2", "w:1", "5", "h:1", "0",
+        "a:1", "0", "x:1", "2", "e:1", "0", "s:1", "0")
+
+def resp(*words):
+    b = [b"*%d\r\n" % len(words)]
+    for w in words:
+        w = w.encode() if isinstance(w, str) else w
+        b.append(b"$%d\r\n%s\r\n" % (len(w), w))
+    return b"".join(b)
+
+def main_cpu():
+    info = cli("INFO", "cpu").decode()
+    return sum(float(l.split(":")[1]) for l in info.splitlines()
+               if re.match(r"used_cpu_(sys|user)_main_thread:", l))
+
+def per_call(function):
+    fresh_peer()
+    one = resp("FCALL", function, str(len(keys)), *keys, *args) + resp("DEL", keys[3])
+    before = main_cpu()
+    cli("--pipe", data=one * calls)
+    return (main_cpu() - before) * 1e6 / calls
+
+# The copies that stop the deliver, in the order of its parts.
+points = [
+    ("the `FCALL`, its 6 keys and 7 arguments, the header's locals (and the `DEL` after it)",
+     stopped("a", at("now = now_ms()", after=False))),
+    ("reading the clock (`TIME`)", stopped("b", at("now = now_ms()"))),
+    ("16 field names made, then read from the peer's hash (`HMGET`)",
+     stopped("c", at("vals = redis.call('HMGET', h, unpack(names))"))),
+    ("the fast path's test", stopped("d", at("local box = base .. 'm:' .. conn"))),
+    ("`ZCARD`, `ZADD`, `PEXPIRE`, `HSET`, the member's string",
+     stopped("e", at("return reply{status = S.OK, budget_member = o == 'm'", after=False))),
+    ("the reply", f"{name}_deliver"),
+]
+# The calls do take the fast path: a copy that answers 7 there does.
+probe = stopped("p", at("-- (the fast path)", value="7"))
+fresh_peer()
+taken = cli("FCALL", probe, str(len(keys)), *keys, *args).strip()
+assert taken == b"7", f"the deliver did not take its fast path: {taken!r}"
+runs = {label: [] for label, _ in points}
+for _ in range(rounds):
+    for label, function in points:
+        runs[label].append(per_call(function))
+print(f"| part of a `deliver` (fast path, into an empty mailbox) | µs of Redis CPU | share |")
+print("|---|---|---|")
+last, whole = 0.0, statistics.median(runs[points[-1][0]])
+for label, _ in points:
+    upto = statistics.median(runs[label])
+    print(f"| {label} | {upto - last:.2f} | {(upto - last) / whole:.0%} |")
+    last = upto
+print(f"| **the whole call** | **{whole:.2f}** | |")
 PY
     exit 0
 fi
