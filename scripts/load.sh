@@ -39,6 +39,7 @@
 # Redis's main-thread CPU (INFO cpu) over a run, per call, is what the call costs up to that
 # point; one point less the one before it, that part's cost. PARTS_ROUNDS (3) rounds alternate
 # the copies; the table has each point's median. Prints a Markdown table, writes nothing.
+# LOAD_BIN and REDIS_ARGS as for `instructions`.
 set -euo pipefail
 
 pairs="${PAIRS:-50}"
@@ -175,7 +176,8 @@ fi
 
 if [ "${1:-}" = parts ]; then
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$out/redis.log" 2>&1 &
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no ${REDIS_ARGS:-} \
+        >"$out/redis.log" 2>&1 &
     parts_redis=$!
     trap 'kill "$parts_redis" 2>/dev/null || true; cleanup' EXIT
     for _ in $(seq 1 100); do
