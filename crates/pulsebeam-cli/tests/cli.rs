@@ -2216,8 +2216,9 @@ mod serve {
             let _ = child.kill();
             panic!("no listening line; last: {line}")
         });
-        // Keep draining the log so the server never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(String::new()));
+        // Keep draining the log so the server never blocks on a full pipe; it starts with the
+        // listening line.
+        let log = Arc::new(Mutex::new(line));
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -2255,6 +2256,39 @@ mod serve {
             "{}",
             unhealthy.stderr
         );
+    }
+
+    /// `workers` sizes the runtime `serve` builds; the listening line says how many it has.
+    #[test]
+    fn serves_with_the_workers_its_configuration_asks_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = std::fs::read_to_string(EXAMPLE).unwrap();
+        let config = config_file(dir.path(), &format!("workers = 3\n{example}"));
+        let (mut child, _, log) = spawn_serve(&config);
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = log.lock().unwrap().clone();
+        assert!(log.contains("workers=3"), "{log}");
+        // Unset, one per CPU (or TOKIO_WORKER_THREADS, as here).
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config", EXAMPLE, "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env("TOKIO_WORKER_THREADS", "5")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("listening") && stderr.read_line(&mut line).unwrap() > 0 {}
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(line.contains("workers=5"), "{line}");
+        // Zero is refused before anything starts, naming the key.
+        let zero = config_file(dir.path(), &format!("workers = 0\n{example}"));
+        let refused = pulsebeam(&["serve", "--config", &zero, "--check"]);
+        assert!(refused.stderr.contains("`workers`"), "{}", refused.stderr);
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub use code::{CallError, Code, TwirpError};
 pub use config::{
     AdminConfig, AuditConfig, Config, ConfigError, CorsConfig, GrpcWebConfig, IceConfig, KeyConfig,
     Limits, ProjectConfig, SentinelConfig, StoreBackend, StoreConfig, StoreTls, TokenlessRecv,
-    TurnConfig, UsageConfig,
+    TurnConfig, UsageConfig, MAX_WORKERS,
 };
 pub use grpcweb::SIGNALING_SERVICE;
 pub use reload::{ReloadError, ReloadOutcome};

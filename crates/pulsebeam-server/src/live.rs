@@ -77,6 +77,8 @@ pub(crate) fn keep_fixed(running: &Config, new: &mut Config) -> Vec<&'static str
         };
     }
     fixed!(listen, "listen");
+    // The runtime's threads are started with the process.
+    fixed!(workers, "workers");
     fixed!(limits.max_open_connections, "limits.max_open_connections");
     fixed!(limits.header_timeout_secs, "limits.header_timeout_secs");
     fixed!(limits.max_header_bytes, "limits.max_header_bytes");
@@ -130,5 +132,26 @@ impl Cors {
         } else {
             self.origins.iter().find(|o| *o == origin).cloned()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_keeps_the_running_workers_and_says_so() {
+        let running = Config {
+            workers: Some(2),
+            ..Config::default()
+        };
+        let mut new = Config {
+            workers: Some(8),
+            ..Config::default()
+        };
+        assert_eq!(keep_fixed(&running, &mut new), ["workers"]);
+        assert_eq!(new.workers, Some(2));
+        let mut same = running.clone();
+        assert!(keep_fixed(&running, &mut same).is_empty());
     }
 }

@@ -121,6 +121,7 @@ pub async fn run_server(
         stun = config.ice.stun_urls.len(),
         turn = config.ice.turn.len(),
         mutual_policy = config.mutual_policy,
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
         "pulsebeam signaling server listening; clients use baseUrl {scheme}://{local}/twirp (0.0.17) or {scheme}://{local}/grpc (0.0.18 on)"
     );
     serve(listener, server, shutdown)

@@ -93,7 +93,7 @@ pub(crate) fn run(args: &DevArgs, session: &mut Session<'_, '_>) -> Result<Statu
     };
     // Warnings and errors only (RUST_LOG=info shows every call): the banner says the rest.
     super::init_logging(super::serve::LogFormat::Text, "warn", session);
-    let runtime = super::server_runtime()?;
+    let runtime = super::server_runtime(None)?;
     runtime.block_on(async {
         let server = DevServer::bind(options)
             .await

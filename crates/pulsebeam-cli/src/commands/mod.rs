@@ -16,9 +16,17 @@ pub mod verify;
 pub use crate::credentials::CredentialArgs;
 pub use crate::time::Ttl;
 
-/// A multi-threaded tokio runtime for the commands that serve (`serve`, `dev`).
-pub(crate) fn server_runtime() -> Result<tokio::runtime::Runtime, crate::error::CliError> {
-    tokio::runtime::Builder::new_multi_thread()
+/// A multi-threaded tokio runtime for the commands that serve (`serve`, `dev`), with `workers`
+/// threads (a validated configuration's `workers`: 1 or more); `None`, the runtime's default
+/// (`TOKIO_WORKER_THREADS` when set, else one per CPU the process may use).
+pub(crate) fn server_runtime(
+    workers: Option<usize>,
+) -> Result<tokio::runtime::Runtime, crate::error::CliError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers.filter(|&n| n > 0) {
+        builder.worker_threads(workers);
+    }
+    builder
         .enable_all()
         .build()
         .map_err(|source| crate::error::CliError::Server {

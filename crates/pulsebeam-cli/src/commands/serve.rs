@@ -76,7 +76,7 @@ pub(crate) fn run(args: &ServeArgs, session: &mut Session<'_, '_>) -> Result<Sta
         return Ok(Status::Success);
     }
     super::init_logging(args.log_format, "info,hyper=warn", session);
-    let runtime = super::server_runtime()?;
+    let runtime = super::server_runtime(config.workers)?;
     // Built inside the runtime: the server's stores start their background tasks there.
     runtime
         .block_on(async {

@@ -89,7 +89,15 @@ pub struct Config {
     /// The gRPC-web service of the 0.0.18 to 0.1.0-rc.2 clients (`[grpc_web]`).
     #[serde(default)]
     pub grpc_web: GrpcWebConfig,
+    /// Threads that serve calls (`workers`, 1 to [`MAX_WORKERS`]); absent: the runtime's
+    /// default, one per CPU the process may use (`TOKIO_WORKER_THREADS` when set). Read by the
+    /// runtime `pulsebeam serve` builds, at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
 }
+
+/// The most threads `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 3000))
@@ -110,6 +118,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             usage: UsageConfig::default(),
             grpc_web: GrpcWebConfig::default(),
+            workers: None,
         }
     }
 }
@@ -161,6 +170,7 @@ impl Config {
 
     /// Every check of [`Config::validate`] but the projects and keys ([`Config::key_sets`]).
     pub(crate) fn validate_without_keys(&self) -> Result<(), ConfigError> {
+        self.validate_workers()?;
         self.tls.as_ref().map_or(Ok(()), TlsConfig::validate)?;
         self.ice.validate()?;
         self.limits.validate()?;
@@ -172,6 +182,22 @@ impl Config {
             admin.validate(self.listen)?;
         }
         self.audit.validate()
+    }
+
+    fn validate_workers(&self) -> Result<(), ConfigError> {
+        match self.workers {
+            Some(0) => Err(ConfigError::invalid(
+                "workers",
+                "is 0",
+                "give 1 or more threads, or leave it out for one per CPU the process may use",
+            )),
+            Some(n) if n > MAX_WORKERS => Err(ConfigError::invalid(
+                "workers",
+                format!("is {n}, above {MAX_WORKERS}"),
+                "give at most one per CPU the server may use; more threads only contend",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// One key set per project, in order, after checking ids and keys.
@@ -225,6 +251,21 @@ mod tests {
         assert!(err.contains("0.0.0.0:3000"), "{err}");
         let ok = Config::from_toml_str(&format!("listen = \"[::1]:8080\"\n{}", base())).unwrap();
         assert_eq!(ok.listen.port(), 8080);
+    }
+
+    #[test]
+    fn workers_are_one_to_the_bound_or_the_runtime_default() {
+        assert_eq!(Config::from_toml_str(&base()).unwrap().workers, None);
+        let two = Config::from_toml_str(&format!("workers = 2\n{}", base())).unwrap();
+        assert_eq!(two.workers, Some(2));
+        let zero = Config::from_toml_str(&format!("workers = 0\n{}", base())).unwrap_err();
+        assert_eq!(zero.key(), Some("workers"));
+        assert!(zero.to_string().contains("leave it out"), "{zero}");
+        let many = format!("workers = {}\n{}", MAX_WORKERS + 1, base());
+        let err = Config::from_toml_str(&many).unwrap_err().to_string();
+        assert!(err.contains("above 1024"), "{err}");
+        let negative = Config::from_toml_str(&format!("workers = -1\n{}", base())).unwrap_err();
+        assert!(negative.to_string().contains("workers"), "{negative}");
     }
 
     #[test]
