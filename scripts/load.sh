@@ -68,6 +68,21 @@ cleanup() {
     if [ -n "$started_redis" ]; then bash "$root/scripts/redis.sh" stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
+# Starts a redis-server of the run's own on a free port (`REDIS_SERVER`, with `REDIS_ARGS`),
+# run by the command in "$@" when given (valgrind), and stopped at exit; sets `port` and
+# `own_pid`.
+own_redis() {
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$@" "${REDIS_SERVER:-redis-server}" --port "$port" --bind 127.0.0.1 --save '' \
+        --appendonly no ${REDIS_ARGS:-} >"$out/redis.log" 2>&1 &
+    own_pid=$!
+    trap 'kill "$own_pid" 2>/dev/null || true; cleanup' EXIT
+    for _ in $(seq 1 100); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.3
+    done
+}
+
 if [ "${1:-}" = instructions ]; then
     if ! command -v callgrind_control >/dev/null; then
         if [ "$(id -u)" -ne 0 ]; then
@@ -76,16 +91,8 @@ if [ "${1:-}" = instructions ]; then
         fi
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
     fi
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
-        "${REDIS_SERVER:-redis-server}" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-        ${REDIS_ARGS:-} >"$out/valgrind.log" 2>&1 &
-    vg=$!
-    trap 'kill "$vg" 2>/dev/null || true; cleanup' EXIT
-    for _ in $(seq 1 100); do
-        redis-cli -p "$port" ping >/dev/null 2>&1 && break
-        sleep 0.3
-    done
+    own_redis valgrind --tool=callgrind --callgrind-out-file="$out/cg.out"
+    vg=$own_pid
     # Instructions Redis ran since the last zeroing (callgrind acts on a request when Redis next
     # wakes, at least every 100 ms).
     counted() {
@@ -175,15 +182,7 @@ PY
 fi
 
 if [ "${1:-}" = parts ]; then
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no ${REDIS_ARGS:-} \
-        >"$out/redis.log" 2>&1 &
-    parts_redis=$!
-    trap 'kill "$parts_redis" 2>/dev/null || true; cleanup' EXIT
-    for _ in $(seq 1 100); do
-        redis-cli -p "$port" ping >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    own_redis
     echo "a short relay, to load the library" >&2
     "$load" relay --pairs 1 --duration 1 --rate 10 --store redis \
         --redis-url "redis://127.0.0.1:$port" --json >/dev/null
