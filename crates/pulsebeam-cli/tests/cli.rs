@@ -2191,10 +2191,19 @@ mod serve {
     /// Starts `pulsebeam serve --config CONFIG` on a free port; the child, its address, and its
     /// log from then on (filled as it comes).
     fn spawn_serve(config: &str) -> (std::process::Child, String, Arc<Mutex<String>>) {
+        spawn_serve_with(config, &[])
+    }
+
+    /// [`spawn_serve`] with more environment variables.
+    fn spawn_serve_with(
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> (std::process::Child, String, Arc<Mutex<String>>) {
         let mut child = Command::new(BIN)
             .args(["serve", "--config", config, "--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -2270,21 +2279,11 @@ mod serve {
         let log = log.lock().unwrap().clone();
         assert!(log.contains("workers=3"), "{log}");
         // Unset, one per CPU (or TOKIO_WORKER_THREADS, as here).
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config", EXAMPLE, "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env("TOKIO_WORKER_THREADS", "5")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("listening") && stderr.read_line(&mut line).unwrap() > 0 {}
+        let (mut child, _, log) = spawn_serve_with(EXAMPLE, &[("TOKIO_WORKER_THREADS", "5")]);
         let _ = child.kill();
         let _ = child.wait();
-        assert!(line.contains("workers=5"), "{line}");
+        let log = log.lock().unwrap().clone();
+        assert!(log.contains("workers=5"), "{log}");
         // Zero is refused before anything starts, naming the key.
         let zero = config_file(dir.path(), &format!("workers = 0\n{example}"));
         let refused = pulsebeam(&["serve", "--config", &zero, "--check"]);
