@@ -30,12 +30,13 @@
 # `--hash-max-listpack-entries 0`); CALLGRIND_KEEP=DIR keeps each run's callgrind file there
 # (callgrind_annotate reads it).
 #
-#   scripts/load.sh parts                 # where one deliver's Redis time goes, part by part
+#   scripts/load.sh parts                 # where a deliver's and a begin's Redis time goes
 #
 # runs a redis-server of its own, lets a short relay load the scripts' library into it, then
-# sends PARTS_CALLS (50000) calls of the library's deliver on its fast path (a message into an
-# empty mailbox, the mailbox deleted after each) through one `redis-cli --pipe`, once with the
-# whole deliver and once with each copy of the library that stops it at an earlier point.
+# sends PARTS_CALLS (50000) calls of the library's `deliver` (or `begin`) on its fast path (a
+# message into an empty mailbox; a poll of one, the mailbox deleted after each) through one
+# `redis-cli --pipe`, once with the whole call and once with each copy of the library that
+# stops it at an earlier point.
 # Redis's main-thread CPU (INFO cpu) over a run, per call, is what the call costs up to that
 # point; one point less the one before it, that part's cost. PARTS_ROUNDS (3) rounds alternate
 # the copies; the table has each point's median. Prints a Markdown table, writes nothing.
@@ -193,37 +194,30 @@ port, out, calls, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.a
 listing = open(f"{out}/library.txt").read()
 code = listing[listing.index("#!lua name=pulsebeam_"):].rstrip("\n")
 name = re.match(r"#!lua name=(\S+)", code).group(1)
-start = code.index("calls['deliver'] = function")
-end = code.index(f"redis.register_function('{name}_deliver'")
-body = code[start:end]
 
 def cli(*args, data=None):
     return subprocess.run(["redis-cli", "-p", port, *args], input=data, capture_output=True,
                           check=True).stdout
 
-def stopped(tag, edit):
-    """A copy of the library, its deliver changed by `edit`, as the function's name."""
-    copy = (code[:start] + edit(body) + code[end:]).replace(name, f"parts{tag}")
+def stopped(script, tag, marker=None, after=True, value="0"):
+    """A copy of the library whose `script` returns `value` at the line holding `marker` (after
+    it, or before it), as the function's name; without a marker, the library's own."""
+    if marker is None:
+        return f"{name}_{script}"
+    start = code.index(f"calls['{script}'] = function")
+    end = code.index(f"redis.register_function('{name}_{script}'")
+    body = code[start:end]
+    assert body.count(marker) == 1, f"{script}.lua no longer has one {marker!r}: update load.sh parts"
+    i = body.index(marker)
+    i = body.index("\n", i) + 1 if after else body.rindex("\n", 0, i) + 1
+    body = body[:i] + f"do return {value} end\n" + body[i:]
+    copy = (code[:start] + body + code[end:]).replace(name, f"parts{tag}")
     loaded = cli("-x", "FUNCTION", "LOAD", "REPLACE", data=copy.encode())
     assert loaded.strip() == f"parts{tag}".encode(), loaded
-    return f"parts{tag}_deliver"
-
-def at(marker, after=True, value="0"):
-    """Stops the deliver at the line holding `marker` (after it, or before it)."""
-    def edit(b):
-        assert b.count(marker) == 1, f"deliver.lua no longer has one {marker!r}: update load.sh parts"
-        i = b.index(marker)
-        if after:
-            i = b.index("\n", i) + 1
-        else:
-            i = b.rindex("\n", 0, i) + 1
-        return b[:i] + f"do return {value} end\n" + b[i:]
-    return edit
+    return f"parts{tag}_{script}"
 
 peer = "parts:{p:g:r}:"
 keys = [peer + k for k in ("h", "conns", "d", "m:1", "r:1", "rv:1")]
-# keep, TTLs and leases as a node's defaults; capacity high enough never to be reached
-args = ["100000 30000 15000 8 65000 5000", peer, "1", "m" * 230, "0", "parts:node:", "0"]
 far = "9999999999999"
 
 def fresh_peer():
@@ -231,7 +225,7 @@ def fresh_peer():
     # a connection a poll opened, no poll in flight, nothing reserved, no upkeep due
     cli("HSET", keys[0], "seq", "1", "k", far, "f", far, "la", "1", "o:1", "p", "l:1", "0",
         "n:1", "n", "b:1", far, "k:1", far, "v:1", "", "g:1", "2", "w:1", "5", "h:1", "0",
-        "a:1", "0", "x:1", "2", "e:1", "0", "s:1", "0")
+        "a:1", far, "x:1", "2", "e:1", "0", "s:1", "0")
 
 def resp(*words):
     b = [b"*%d\r\n" % len(words)]
@@ -245,42 +239,73 @@ def main_cpu():
     return sum(float(l.split(":")[1]) for l in info.splitlines()
                if re.match(r"used_cpu_(sys|user)_main_thread:", l))
 
-def per_call(function):
-    fresh_peer()
-    one = resp("FCALL", function, str(len(keys)), *keys, *args) + resp("DEL", keys[3])
-    before = main_cpu()
-    cli("--pipe", data=one * calls)
-    return (main_cpu() - before) * 1e6 / calls
+# Per script: its arguments (settings as a node's defaults; a `deliver` of a 230-byte message,
+# capacity high enough never to be reached; a `begin` that registers a poll with nothing to
+# take and nothing to acknowledge, waiting 0 ms so that the next finds no poll to end) and the
+# points its copies stop at, in the order of its parts.
+scripts = {
+    "deliver": (
+        ["100000 30000 15000 8 65000 5000", peer, "1", "m" * 230, "0", "parts:node:", "0"],
+        "a message stored for an open connection (fast path, into an empty mailbox; the mailbox deleted after each call)",
+        [
+            ("the `FCALL`, its 6 keys and 7 arguments, the header's locals (and the `DEL`)",
+             "now = now_ms()", False),
+            ("reading the clock (`TIME`)", "now = now_ms()", True),
+            ("16 field names made, then read from the peer's hash (`HMGET`)",
+             "vals = redis.call('HMGET', h, unpack(names))", True),
+            ("the fast path's test", "local box = base .. 'm:' .. conn", True),
+            ("`ZCARD`, `ZADD`, `PEXPIRE`, `HSET`, the member's string",
+             "return reply{status = S.OK, budget_member = o == 'm'", False),
+            ("the reply", None, True),
+        ],
+    ),
+    "begin": (
+        ["5000 30000 15000 8 2000", peer, "1", "n", "0", "64", "85000", "0", "parts:node:",
+         "0", "50000", "0", "0", "5"],
+        "a poll registered (fast path, an empty mailbox; the mailbox deleted after each call)",
+        [
+            ("the `FCALL`, its 6 keys and 14 arguments, the header's locals (and the `DEL`)",
+             "now = now_ms()", False),
+            ("reading the clock (`TIME`)", "now = now_ms()", True),
+            ("14 field names made, then read from the peer's hash (`HMGET`)",
+             "local vals = redis.call('HMGET', h, unpack(names))", True),
+            ("the fast path's test", "-- (the fast path)", True),
+            ("taking from the mailbox (`ZPOPMIN`, empty)",
+             "if max > 0 then out, add, expired = pop_fresh(box, max, ttl_ms) end", True),
+            ("the fields to write, made", "redis.call('HSET', h, unpack(put))", False),
+            ("writing them (`HSET`)", "redis.call('HSET', h, unpack(put))", True),
+            ("the reply (a table: the poll's generation is not zero)", None, True),
+        ],
+    ),
+}
 
-# The copies that stop the deliver, in the order of its parts.
-points = [
-    ("the `FCALL`, its 6 keys and 7 arguments, the header's locals (and the `DEL` after it)",
-     stopped("a", at("now = now_ms()", after=False))),
-    ("reading the clock (`TIME`)", stopped("b", at("now = now_ms()"))),
-    ("16 field names made, then read from the peer's hash (`HMGET`)",
-     stopped("c", at("vals = redis.call('HMGET', h, unpack(names))"))),
-    ("the fast path's test", stopped("d", at("local box = base .. 'm:' .. conn"))),
-    ("`ZCARD`, `ZADD`, `PEXPIRE`, `HSET`, the member's string",
-     stopped("e", at("return reply{status = S.OK, budget_member = o == 'm'", after=False))),
-    ("the reply", f"{name}_deliver"),
-]
-# The calls do take the fast path: a copy that answers 7 there does.
-probe = stopped("p", at("-- (the fast path)", value="7"))
-fresh_peer()
-taken = cli("FCALL", probe, str(len(keys)), *keys, *args).strip()
-assert taken == b"7", f"the deliver did not take its fast path: {taken!r}"
-runs = {label: [] for label, _ in points}
-for _ in range(rounds):
-    for label, function in points:
-        runs[label].append(per_call(function))
-print(f"| part of a `deliver` (fast path, into an empty mailbox) | µs of Redis CPU | share |")
-print("|---|---|---|")
-last, whole = 0.0, statistics.median(runs[points[-1][0]])
-for label, _ in points:
-    upto = statistics.median(runs[label])
-    print(f"| {label} | {upto - last:.2f} | {(upto - last) / whole:.0%} |")
-    last = upto
-print(f"| **the whole call** | **{whole:.2f}** | |")
+for script, (args, what, marks) in scripts.items():
+    points = [(label, stopped(script, f"{script[0]}{n}", marker, after))
+              for n, (label, marker, after) in enumerate(marks)]
+    def per_call(function):
+        fresh_peer()
+        one = resp("FCALL", function, str(len(keys)), *keys, *args) + resp("DEL", keys[3])
+        before = main_cpu()
+        cli("--pipe", data=one * calls)
+        return (main_cpu() - before) * 1e6 / calls
+    # The calls do take the fast path: a copy that answers 7 there does.
+    probe = stopped(script, f"{script[0]}p", "-- (the fast path)", True, "7")
+    fresh_peer()
+    taken = cli("FCALL", probe, str(len(keys)), *keys, *args).strip()
+    assert taken == b"7", f"the {script} did not take its fast path: {taken!r}"
+    runs = {label: [] for label, _ in points}
+    for _ in range(rounds):
+        for label, function in points:
+            runs[label].append(per_call(function))
+    print(f"| part of a `{script}`: {what} | µs of Redis CPU | share |")
+    print("|---|---|---|")
+    last, whole = 0.0, statistics.median(runs[points[-1][0]])
+    for label, _ in points:
+        upto = statistics.median(runs[label])
+        print(f"| {label} | {upto - last:.2f} | {(upto - last) / whole:.0%} |")
+        last = upto
+    print(f"| **the whole call** | **{whole:.2f}** | |")
+    print()
 PY
     exit 0
 fi
