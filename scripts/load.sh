@@ -274,7 +274,7 @@ scripts = {
              "if max > 0 then out, add, expired = pop_fresh(box, max, ttl_ms) end", True),
             ("the fields to write, made", "redis.call('HSET', h, unpack(put))", False),
             ("writing them (`HSET`)", "redis.call('HSET', h, unpack(put))", True),
-            ("the reply (a table: the poll's generation is not zero)", None, True),
+            ("the reply (bare: the generation alone)", None, True),
         ],
     ),
 }

@@ -90,7 +90,7 @@ pub(crate) enum Kind {
     Flag,
     /// A string, as is.
     Text,
-    /// A [`Status`]; a reply must give it.
+    /// A [`Status`]; a reply must give it, but where the reply is bare (OK, then).
     Status,
     /// Any reply value (lists only).
     Raw,
@@ -271,7 +271,7 @@ impl Field for Status {
         Status::from_code(value.as_i64()?)
     }
     fn zero() -> Option<Self> {
-        None
+        Some(Status::Ok)
     }
 }
 
@@ -418,7 +418,8 @@ impl Spec {
                     Kind::Number | Kind::Setting => Some(format!("(r.{name} or 0) == 0")),
                     Kind::Flag => Some(format!("not r.{name}")),
                     Kind::Text => Some(format!("(r.{name} or '') == ''")),
-                    Kind::Status | Kind::Raw => None,
+                    Kind::Status => Some(format!("r.{name} == S.OK")),
+                    Kind::Raw => None,
                 })
                 .collect();
             if let (Some(bare), Some(zero)) = (bare, zero) {
@@ -762,8 +763,9 @@ script! {
         takeover: bool, ack_receipt: u64,
         batch_ms: u64,
     };
+    // (the generation first: a poll registered with nothing to hand out answers it bare)
     reply {
-        status: Status, generation: i64, budget_due: bool, evicted: u64, expired: u64,
+        generation: i64, status: Status, budget_due: bool, evicted: u64, expired: u64,
         evicted_conn: String, lease_left_ms: u64, need: String, acknowledged: u64,
     } + messages: Value;
 }
@@ -1319,6 +1321,10 @@ mod tests {
         assert_eq!(taken.status, Status::Superseded);
         assert!(taken.messages.is_empty());
         assert_eq!(Ack::read(Value::Integer(3)).unwrap().acknowledged, 3);
+        // A poll registered with nothing to hand out: its generation, OK.
+        let begun = Begin::read(Value::Integer(7)).unwrap();
+        assert_eq!((begun.generation, begun.status), (7, Status::Ok));
+        assert!(begun.messages.is_empty());
         // An array is read as declared, whatever its length.
         assert_eq!(
             Deliver::read(Value::Array(vec![Value::Integer(0)])).unwrap_err(),
@@ -1349,6 +1355,14 @@ mod tests {
                  and (r.need or '') == '' then return r.status end\n"
             ),
             "{deliver}"
+        );
+        // A status after the first field is zero when OK.
+        let begin = Begin::SPEC.header();
+        assert!(
+            begin.contains(
+                "  if (not list or #list == 0) and r.status == S.OK and not r.budget_due"
+            ),
+            "{begin}"
         );
         // A first field that is a flag has none: Lua's false would reach Redis as nil.
         let budget = TakeBudget::SPEC.header();
