@@ -279,15 +279,17 @@ scripts = {
     ),
 }
 
+def per_call(function, args):
+    """Redis's main-thread CPU per call of `function`, each followed by a DEL of the mailbox."""
+    fresh_peer()
+    one = resp("FCALL", function, str(len(keys)), *keys, *args) + resp("DEL", keys[3])
+    before = main_cpu()
+    cli("--pipe", data=one * calls)
+    return (main_cpu() - before) * 1e6 / calls
+
 for script, (args, what, marks) in scripts.items():
     points = [(label, stopped(script, f"{script[0]}{n}", marker, after))
               for n, (label, marker, after) in enumerate(marks)]
-    def per_call(function):
-        fresh_peer()
-        one = resp("FCALL", function, str(len(keys)), *keys, *args) + resp("DEL", keys[3])
-        before = main_cpu()
-        cli("--pipe", data=one * calls)
-        return (main_cpu() - before) * 1e6 / calls
     # The calls do take the fast path: a copy that answers 7 there does.
     probe = stopped(script, f"{script[0]}p", "-- (the fast path)", True, "7")
     fresh_peer()
@@ -296,7 +298,7 @@ for script, (args, what, marks) in scripts.items():
     runs = {label: [] for label, _ in points}
     for _ in range(rounds):
         for label, function in points:
-            runs[label].append(per_call(function))
+            runs[label].append(per_call(function, args))
     print(f"| part of a `{script}`: {what} | µs of Redis CPU | share |")
     print("|---|---|---|")
     last, whole = 0.0, statistics.median(runs[points[-1][0]])

@@ -545,7 +545,8 @@ async fn the_fast_paths_do_what_the_general_path_does() {
                     }
                 }
                 Op::Ack { .. } if fast => {
-                    if replies[0] == "Integer(0)" {
+                    let acked = Ack::read(reply).unwrap_or_else(|e| panic!("{context}: {e}"));
+                    if acked.acknowledged == 0 {
                         seen.fast_acks_of_nothing += 1;
                     } else {
                         seen.fast_acks_acknowledging += 1;
