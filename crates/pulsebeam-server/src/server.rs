@@ -354,6 +354,8 @@ impl Server {
     /// the same way.
     pub fn shutdown(&self) {
         self.state.shutdown.send_replace(true);
+        // Waiting calls watch the epoch: it tells them to answer now.
+        self.state.epoch.send_modify(|e| *e += 1);
     }
 
     /// Whether [`Server::shutdown`] was called.

@@ -29,7 +29,8 @@ pub(crate) struct State {
     pub(crate) store: Arc<dyn MailboxStore>,
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: watch::Sender<bool>,
-    /// Bumped when keys or revocations change: open long-polls check their caller again.
+    /// Bumped when keys or revocations change (open long-polls check their caller again) and
+    /// when the server begins to shut down (they answer at once).
     pub(crate) epoch: watch::Sender<u64>,
     /// The revocations in force, as this node checks them on every call: a copy of
     /// `revocation_store`'s, kept in step by `sync_revocations`.

@@ -70,6 +70,15 @@ fn connection(identity: &Identity, conn_id: u32) -> in_flight::Key {
     )
 }
 
+/// The mailbox address of the caller `identity`.
+fn peer_addr(identity: &Identity) -> PeerAddr<'_> {
+    PeerAddr {
+        project: &identity.project_id,
+        group: &identity.group,
+        peer: &identity.peer,
+    }
+}
+
 /// `value` in an allocation of its own (a request's header values share hyper's read buffer).
 fn owned(value: HeaderValue) -> HeaderValue {
     let mut copy = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(value.as_bytes()))
@@ -149,7 +158,11 @@ impl Caller {
     }
 
     /// Checks the caller again: its token must still be accepted, for the same project.
-    fn check_again(&self, state: &State) -> Result<(), Refusal> {
+    ///
+    /// # Errors
+    ///
+    /// As [`Caller::recheck`].
+    pub(crate) fn check_again(&self, state: &State) -> Result<(), Refusal> {
         let live = state.live.load_full();
         let again = state
             .authenticate(
@@ -164,17 +177,13 @@ impl Caller {
         Ok(())
     }
 
-    /// Completes when keys or revocations change (never, once the server is gone), having
-    /// checked the caller again.
-    ///
-    /// # Errors
-    ///
-    /// As [`Caller::recheck`].
-    pub(crate) async fn changed(&mut self, state: &State) -> Result<(), Refusal> {
+    /// Completes when keys or revocations change or the server begins to shut down (never,
+    /// once the server is gone); [`Caller::check_again`] tells whether the caller is still
+    /// accepted.
+    pub(crate) async fn epoch_changed(&mut self) {
         if self.epoch.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
-        self.check_again(state)
     }
 
     /// The credential the caller presented.
@@ -392,14 +401,15 @@ pub(crate) fn own_connection<'a>(
 /// # Errors
 ///
 /// [`Refusal::Unauthenticated`] or [`Refusal::ProjectChanged`] as said, or the store's.
-pub(crate) async fn poll(
-    state: &State,
-    caller: &mut Caller,
+pub(crate) fn poll<'a>(
+    state: &'a State,
+    caller: &'a mut Caller,
     conn_id: u32,
     wait: Duration,
     batching: Batching,
-) -> Result<Handout, Refusal> {
-    poll_acknowledging(state, caller, conn_id, wait, batching, None).await
+) -> impl std::future::Future<Output = Result<Handout, Refusal>> + Send + 'a {
+    // Its future is [`poll_acknowledging`]'s, not one more around it.
+    poll_acknowledging(state, caller, conn_id, wait, batching, None)
 }
 
 /// [`poll`], acknowledging `ack` (a receipt of the same connection, its batch written) in the
@@ -419,11 +429,6 @@ pub(crate) async fn poll_acknowledging(
 ) -> Result<Handout, Refusal> {
     caller.recheck(state)?;
     let identity = Arc::clone(&caller.identity);
-    let me = PeerAddr {
-        project: &identity.project_id,
-        group: &identity.group,
-        peer: &identity.peer,
-    };
     // A new call takes over what the connection's earlier calls handed out unacknowledged.
     let takeover = !std::mem::replace(&mut caller.polled, true);
     let limits = &caller.live.config.limits;
@@ -449,22 +454,25 @@ pub(crate) async fn poll_acknowledging(
             Box::pin(state.acks_in_flight.settled(&key)).await;
         }
     }
-    let mut shutdown = state.shutdown.subscribe();
-    let shutting_down = async move {
-        // The `Ref` that `wait_for` returns must not live across an await.
-        let _ = shutdown.wait_for(|down| *down).await;
-    };
-    tokio::pin!(shutting_down);
-    let poll = state.store.poll(me, conn_id, options);
-    tokio::pin!(poll);
+    // While it waits, one watch tells it both that keys or revocations changed and that the
+    // server is shutting down (`Server::shutdown` bumps the epoch too): a waiting call keeps
+    // one future for both.
+    let mut poll = state.store.poll(peer_addr(&identity), conn_id, options);
     let polled = loop {
+        if *state.shutdown.borrow() {
+            let now = PollOptions {
+                wait: Duration::ZERO,
+                ..options
+            };
+            break state.store.poll(peer_addr(&identity), conn_id, now).await;
+        }
         tokio::select! {
             biased;
-            // Keys or revocations changed: the caller must still be who it was.
-            checked = caller.changed(state) => checked?,
-            () = &mut shutting_down => {
-                let now = PollOptions { wait: Duration::ZERO, ..options };
-                break state.store.poll(me, conn_id, now).await;
+            () = caller.epoch_changed() => {
+                if !*state.shutdown.borrow() {
+                    // Keys or revocations changed: the caller must still be who it was.
+                    caller.check_again(state)?;
+                }
             }
             result = &mut poll => break result,
         }
