@@ -173,16 +173,28 @@ struct PollGuard<'a> {
     mailboxes: &'a Arc<Mailboxes>,
     base: String,
     conn: u32,
+    /// Counted among the polls in flight (`polling`): registered in Redis.
+    counted: bool,
+    /// The poll's generation while it is in flight in Redis.
     generation: Option<i64>,
+}
+
+impl PollGuard<'_> {
+    /// The poll ended in Redis (a script ended it): nothing to end once it is dropped.
+    fn ended(&mut self) {
+        self.generation = None;
+    }
 }
 
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
         let Some(generation) = self.generation else {
-            self.mailboxes
-                .counters
-                .polling
-                .fetch_sub(1, Ordering::Relaxed);
+            if self.counted {
+                self.mailboxes
+                    .counters
+                    .polling
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
             return;
         };
         let mailboxes = Arc::clone(self.mailboxes);
@@ -201,6 +213,16 @@ fn count(counter: &AtomicU64, n: u64) {
     if n > 0 {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// A poll's answer: `members` as stored, under the poll's `receipt` when there are any.
+fn polled(members: Vec<Value>, receipt: u64) -> Result<Polled, StoreError> {
+    let messages = members.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+    Ok(Polled {
+        receipt: (!messages.is_empty()).then_some(Receipt(receipt)),
+        messages,
+        superseded: false,
+    })
 }
 
 /// `taken` with the members of `handed` it lacks, in sequence order.
@@ -484,111 +506,132 @@ impl Mailboxes {
         }
     }
 
-    async fn poll(
-        self: &Arc<Self>,
+    /// A poll: subscribed, registered in Redis, then waiting for its wake-ups.
+    ///
+    /// Its future is what a waiting poll keeps (boxed by [`MailboxStore::poll`]), so it holds
+    /// only what the wait needs: the registration, which takes a turn and runs `begin`, is made
+    /// here and boxed on its own, freed once Redis answers; the call's arguments are used here
+    /// and not kept (an `async fn` would keep them for as long as the poll waits).
+    fn poll<'a>(
+        self: &'a Arc<Self>,
         me: PeerAddr<'_>,
         conn_id: u32,
         options: PollOptions,
-    ) -> Result<Polled, StoreError> {
+    ) -> impl std::future::Future<Output = Result<Polled, StoreError>> + Send + 'a {
         self.remember_project(me.project);
         let base = self.keys.peer(me);
-        // Subscribed before registering, so that the wake-up of every local waiter after
-        // subscribing does not reach this poll; and before the poll begins, so that no wake-up
-        // of it goes unheard.
-        Box::pin(self.wakeups.listen_for(&base)).await?;
-        let waiter = self.wakeups.waiter(format!("{base}{conn_id}"))?;
-        let mut notified = pin!(waiter.slot.notify.notified());
-        notified.as_mut().enable();
-        let wait_ms = as_millis(options.wait);
+        let registration =
+            Box::pin(self.register(base.clone(), me.project.to_owned(), conn_id, options));
+        let (waits, batch_window) = (!options.wait.is_zero(), options.batch_window);
         let deadline = Instant::now() + options.wait;
         let max = options.max_messages.max(1);
-        // `begin` runs in a task of its own: if this poll is dropped while Redis registers it,
-        // the task still sees the answer and ends the poll there, so a poll abandoned mid-way
-        // never keeps counting as in flight (and never draws discovery messages) until its
-        // lease runs out.
-        let turn = Box::pin(self.registration_turn()).await?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tasks.spawn({
-            let mailboxes = Arc::clone(self);
-            let base = base.clone();
-            let project = me.project.to_owned();
-            async move {
-                let begun = mailboxes.begin(&base, &project, conn_id, options).await;
-                drop(turn);
-                if let Err(Ok((generation, _, _))) = tx.send(begun) {
-                    if wait_ms > 0 {
-                        let _ = mailboxes.take(&base, conn_id, generation, 0, true).await;
-                    }
-                }
-            }
-        });
-        let (generation, first, mut lease_left_ms) = rx
-            .await
-            .map_err(|_| StoreError::Unavailable("the poll's registration task ended".into()))??;
-        self.counters.polling.fetch_add(1, Ordering::Relaxed);
-        // The guard keeps the peer's key prefix for the rest of the poll: one copy per waiting
-        // poll, not two.
+        // The guard keeps the peer's key prefix for the whole poll: one copy per waiting poll.
         let mut guard = PollGuard {
             mailboxes: self,
             base,
             conn: conn_id,
+            counted: false,
             generation: None,
         };
-        let receipt = u64::try_from(generation).map_err(|_| {
-            StoreError::Unavailable(format!("redis answered a poll generation of {generation}"))
-        })?;
-        let done = |members: Vec<Value>| -> Result<Polled, StoreError> {
-            let messages = members.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
-            Ok(Polled {
-                receipt: (!messages.is_empty()).then_some(Receipt(receipt)),
-                messages,
-                superseded: false,
-            })
-        };
-        if !first.is_empty() || options.wait.is_zero() {
-            return done(first);
-        }
-        guard.generation = Some(generation);
-        loop {
-            // A reservation whose lease runs out comes back to this poll.
-            let until = match lease_left_ms {
-                0 => deadline,
-                ms => (Instant::now() + Duration::from_millis(ms)).min(deadline),
-            };
-            let woken = tokio::time::timeout_at(until, notified.as_mut())
-                .await
-                .is_ok();
-            notified.set(waiter.slot.notify.notified());
+        async move {
+            // Subscribed before registering, so that the wake-up of every local waiter after
+            // subscribing does not reach this poll; and before the poll begins, so that no
+            // wake-up of it goes unheard.
+            Box::pin(self.wakeups.listen_for(&guard.base)).await?;
+            let waiter = self.wakeups.waiter(format!("{}{conn_id}", guard.base))?;
+            let mut notified = pin!(waiter.slot.notify.notified());
             notified.as_mut().enable();
-            if woken {
-                // Every wake-up waits the batch window before taking: a wake-up without mail (a
-                // reconnect, a newer poll) must not use up the batching of the real one.
-                let until = (Instant::now() + options.batch_window).min(deadline);
-                tokio::time::sleep_until(until).await;
-            }
-            let (handed, plain) = waiter.slot.take_handed(generation);
-            if !handed.is_empty() && !plain {
-                // Delivers handed these over in their wake-ups (the first one ended the poll in
-                // Redis), and no other mail came within the batch window.
-                guard.generation = None;
-                return done(handed.into_iter().map(Value::Bytes).collect());
-            }
-            let last = Instant::now() >= deadline;
-            let taken = Box::pin(self.take(&guard.base, conn_id, generation, max, last)).await?;
-            let Some((members, left)) = taken else {
-                // A newer poll of this connection took over (its script ended this one, and
-                // took back what was handed over to it).
-                guard.generation = None;
-                return Ok(Polled::superseded());
+            // (What the registration answered, in a block of its own: a waiting poll keeps no
+            // room for what it took at once.)
+            let (generation, receipt, mut lease_left_ms) = {
+                let (generation, first, lease_left_ms) = registration.await?;
+                self.counters.polling.fetch_add(1, Ordering::Relaxed);
+                guard.counted = true;
+                let receipt = u64::try_from(generation).map_err(|_| {
+                    StoreError::Unavailable(format!(
+                        "redis answered a poll generation of {generation}"
+                    ))
+                })?;
+                if !first.is_empty() || !waits {
+                    return polled(first, receipt);
+                }
+                (generation, receipt, lease_left_ms)
             };
-            // The take hands out again what was handed over to this poll.
-            let members = with_handed(members, handed);
-            if !members.is_empty() || last {
-                guard.generation = None;
-                return done(members);
+            guard.generation = Some(generation);
+            loop {
+                // A reservation whose lease runs out comes back to this poll.
+                let until = match lease_left_ms {
+                    0 => deadline,
+                    ms => (Instant::now() + Duration::from_millis(ms)).min(deadline),
+                };
+                let woken = tokio::time::timeout_at(until, notified.as_mut())
+                    .await
+                    .is_ok();
+                notified.set(waiter.slot.notify.notified());
+                notified.as_mut().enable();
+                if woken {
+                    // Every wake-up waits the batch window before taking: a wake-up without
+                    // mail (a reconnect, a newer poll) must not use up the batching of the real
+                    // one.
+                    let until = (Instant::now() + batch_window).min(deadline);
+                    tokio::time::sleep_until(until).await;
+                }
+                let (handed, plain) = waiter.slot.take_handed(generation);
+                if !handed.is_empty() && !plain {
+                    // Delivers handed these over in their wake-ups (the first one ended the poll
+                    // in Redis), and no other mail came within the batch window.
+                    guard.ended();
+                    return polled(handed.into_iter().map(Value::Bytes).collect(), receipt);
+                }
+                let last = Instant::now() >= deadline;
+                let taken =
+                    Box::pin(self.take(&guard.base, conn_id, generation, max, last)).await?;
+                let Some((members, left)) = taken else {
+                    // A newer poll of this connection took over (its script ended this one, and
+                    // took back what was handed over to it).
+                    guard.ended();
+                    return Ok(Polled::superseded());
+                };
+                // The take hands out again what was handed over to this poll.
+                let members = with_handed(members, handed);
+                if !members.is_empty() || last {
+                    guard.ended();
+                    return polled(members, receipt);
+                }
+                lease_left_ms = left;
             }
-            lease_left_ms = left;
         }
+    }
+
+    /// Registers a poll in Redis once it has a turn: its generation, what it takes at once, and
+    /// how long until the lease of a reservation it waits on runs out.
+    ///
+    /// `begin` runs in a task of its own: if the poll is dropped while Redis registers it, the
+    /// task still sees the answer and ends the poll there, so a poll abandoned mid-way never
+    /// keeps counting as in flight (and never draws discovery messages) until its lease runs
+    /// out.
+    async fn register(
+        self: &Arc<Self>,
+        base: String,
+        project: String,
+        conn_id: u32,
+        options: PollOptions,
+    ) -> Result<(i64, Vec<Value>, u64), StoreError> {
+        let turn = self.registration_turn().await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mailboxes = Arc::clone(self);
+        let wait_ms = as_millis(options.wait);
+        self.tasks.spawn(async move {
+            let begun = mailboxes.begin(&base, &project, conn_id, options).await;
+            drop(turn);
+            if let Err(Ok((generation, _, _))) = tx.send(begun) {
+                if wait_ms > 0 {
+                    let _ = mailboxes.take(&base, conn_id, generation, 0, true).await;
+                }
+            }
+        });
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the poll's registration task ended".into()))?
     }
 
     /// Waits for a turn among the polls being registered ([`MAX_REGISTERING`]), at most
@@ -883,8 +926,18 @@ mod tests {
         );
         let take = std::mem::size_of_val(&store.inner.take("b", 16, 1, 64, true));
         assert!(take <= 1_536, "a Redis poll's take is {take} bytes");
-        // 640 bytes is one of jemalloc's size classes: a byte more and each waiting poll's box
-        // takes the next one, 768.
-        assert!(size <= 640, "a Redis poll's future is {size} bytes");
+        // The registration (a turn, then `begin` in its task) is boxed apart, freed once Redis
+        // answers.
+        let register =
+            std::mem::size_of_val(&store.inner.register("b".into(), "p".into(), 16, options));
+        println!("a Redis poll's registration turn: {register} bytes");
+        // (Kept while the poll waits for a turn, beyond the registrations under way.)
+        assert!(
+            register <= 512,
+            "a Redis poll's registration turn is {register} bytes"
+        );
+        // 384 bytes is one of jemalloc's size classes: a byte more and each waiting poll's box
+        // takes the next one, 448.
+        assert!(size <= 384, "a Redis poll's future is {size} bytes");
     }
 }
