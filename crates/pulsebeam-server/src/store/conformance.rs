@@ -66,7 +66,8 @@ fn setup(namespace: &str, tweak: impl FnOnce(&mut Limits)) -> Setup {
     }
 }
 
-fn addr(peer: &str) -> PeerAddr<'_> {
+/// The peer `peer` of the suite's project and group.
+pub(crate) fn addr(peer: &str) -> PeerAddr<'_> {
     PeerAddr {
         project: "p",
         group: "g",
@@ -98,7 +99,8 @@ const NOW: PollOptions = PollOptions {
     ack: None,
 };
 
-const LONG: PollOptions = PollOptions {
+/// A poll that waits (a `Recv` with its batch window).
+pub(crate) const LONG: PollOptions = PollOptions {
     wait: Duration::from_secs(10),
     batch_window: Duration::from_millis(150),
     max_messages: 64,

@@ -855,18 +855,8 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_poll_keeps_a_small_future() {
         let store = MemoryStore::new(&Limits::default(), Duration::from_secs(5)).unwrap();
-        let me = PeerAddr {
-            project: "p",
-            group: "g",
-            peer: "bob",
-        };
-        let options = PollOptions {
-            wait: Duration::from_secs(30),
-            batch_window: Duration::from_millis(5),
-            max_messages: 64,
-            takeover: true,
-            ack: None,
-        };
+        // (The suite's waiting poll: a future's size does not depend on the values.)
+        let (me, options) = (conformance::addr("bob"), conformance::LONG);
         let size = std::mem::size_of_val(&store.inner.poll_inner(me, 16, options));
         println!("a memory poll's future: {size} bytes");
         // 512 bytes is one of jemalloc's size classes: a byte more and each waiting poll's box

@@ -830,6 +830,7 @@ impl MailboxStore for RedisStore {
 mod tests {
     use super::*;
     use crate::config::{StoreBackend, StoreConfig};
+    use crate::store::conformance;
 
     /// A store on a Redis that is not there: what needs no answer from Redis can be tested.
     fn store_without_redis() -> RedisStore {
@@ -903,18 +904,8 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_poll_keeps_a_small_future() {
         let store = store_without_redis();
-        let me = PeerAddr {
-            project: "p",
-            group: "g",
-            peer: "bob",
-        };
-        let options = PollOptions {
-            wait: Duration::from_secs(30),
-            batch_window: Duration::from_millis(5),
-            max_messages: 64,
-            takeover: true,
-            ack: None,
-        };
+        // (The suite's waiting poll: a future's size does not depend on the values.)
+        let (me, options) = (conformance::addr("bob"), conformance::LONG);
         let size = std::mem::size_of_val(&store.inner.poll(me, 16, options));
         println!("a Redis poll's future: {size} bytes");
         // A poll's registration runs in a task of its own, which holds it until Redis answers.
