@@ -163,19 +163,18 @@ enum Held {
 
 impl Held {
     fn take_batch(&mut self) -> Option<PendingAck> {
-        match std::mem::replace(self, Held::Nothing) {
-            Held::Batch(ack) => Some(ack),
-            other => {
-                *self = other;
-                None
-            }
-        }
+        self.take(false)
     }
 
     fn take_carried(&mut self) -> Option<PendingAck> {
-        match std::mem::replace(self, Held::Nothing) {
-            Held::Carried(ack) => Some(ack),
-            other => {
+        self.take(true)
+    }
+
+    /// The carried acknowledgement (`carried`) or the batch's, if that is the one held.
+    fn take(&mut self, carried: bool) -> Option<PendingAck> {
+        match (std::mem::replace(self, Held::Nothing), carried) {
+            (Held::Carried(ack), true) | (Held::Batch(ack), false) => Some(ack),
+            (other, _) => {
                 *self = other;
                 None
             }
