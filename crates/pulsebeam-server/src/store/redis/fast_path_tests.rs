@@ -3,8 +3,8 @@
 //! Two copies of one peer get the same random calls (delivers, polls with and without
 //! takeover and acknowledgement, takes, acks, the clock moving by a millisecond to minutes):
 //! one copy through the library as it is, one through the library with `FAST_PATH` off. After
-//! every call both copies must hold the same keys with the same contents, TTL or not, and the
-//! replies must be the same. Both libraries read a clock the test sets (where the library reads
+//! every call both copies must hold the same keys with the same contents, TTL or not, every key
+//! of the peer must have a TTL, and the replies must be the same. Both libraries read a clock the test sets (where the library reads
 //! `TIME`), and push their wake-ups onto a list under the peer's prefix (where the library
 //! publishes them), so wake-ups are compared as state too.
 //!
@@ -514,6 +514,14 @@ async fn the_fast_paths_do_what_the_general_path_does() {
                 "seed {seed}, step {step}, clock {now_ms}, {op:?}, fast path {fast}, before it: {state_before:#?}"
             );
             assert_eq!(replies[0], replies[1], "replies differ: {context}");
+            // Every key of the peer a call leaves expires on its own (the test's wake-up lists
+            // stand for pub/sub and have none).
+            for (key, value) in &fast_state {
+                assert!(
+                    key.starts_with("<base>w:") || value.contains(" ttl=Integer(1) "),
+                    "{key} has no TTL: {context}\n{fast_state:#?}"
+                );
+            }
             assert!(
                 fast_state == general_state,
                 "states differ: {context}\n{}",

@@ -130,11 +130,11 @@ set('x:' .. conn, gen)
 if num(get('w:' .. conn)) ~= batch_ms then set('w:' .. conn, batch_ms) end
 -- (one collecting still ends; a window that is over needs no write)
 if num(get('h:' .. conn)) > now then set('h:' .. conn, 0) end
-touch(conn)
+touch(conn, keep_ms)
 if redis.call('ZCARD', D) > 0 then
   redis.call('ZUNIONSTORE', M(conn), 2, M(conn), D)
   redis.call('DEL', D)
-  expire_new(M(conn), keep_ms)
+  expire_remade(M(conn), keep_ms)
 end
 -- The queue is empty now: the next poll needs not count it until mail goes to it.
 if num(get('b:d')) ~= 0 then set('b:d', 0) end

@@ -131,7 +131,7 @@ local function open_conn(c, victim, opener, keep_ms)
     evicted = held(victim)
     drop_conn(victim)
   end
-  touch(c)
+  touch(c, keep_ms)
   expire_new(CONNS, keep_ms)
   set('o:' .. c, opener)
   return evicted

@@ -143,7 +143,7 @@ if target then
     reserve(target, gen, ack_lease_ms, {s, member}, keep_ms)
     set('l:' .. target, 0)
     set('h:' .. target, now + num(get('w:' .. target)))
-    touch(target)
+    touch(target, keep_ms)
     local key = base .. target
     redis.call(publish, channel, fmt('\1%d:%d:', gen, #key) .. key .. member)
   else

@@ -21,6 +21,13 @@ local function expire_new(key, keep_ms)
   end
 end
 
+-- Gives `key`, just stored anew (ZUNIONSTORE drops the TTL of the key it writes), its TTL,
+-- even where an earlier write of this call gave it one.
+local function expire_remade(key, keep_ms)
+  made[key] = true
+  redis.call('PEXPIRE', key, int(2 * keep_ms))
+end
+
 -- Refreshes the TTLs of the peer's keys (and connection `c`'s) that have less than `keep_ms`
 -- left, then writes the hash.
 local function keep(keep_ms, c)
@@ -49,7 +56,7 @@ local function reclaim(c, all, keep_ms)
     if redis.call('ZCARD', R(c)) > 0 then
       redis.call('ZUNIONSTORE', M(c), 2, M(c), R(c))
       redis.call('DEL', R(c))
-      expire_new(M(c), keep_ms)
+      expire_remade(M(c), keep_ms)
     end
     store_reservations(c, {})
     return
@@ -164,10 +171,11 @@ end
 -- is forgotten early, and the eviction order is exact.
 local ACTIVITY_STEP = 1000
 
--- Records activity of connection `c` (opened, polled, handed out).
-local function touch(c)
+-- Records activity of connection `c` (opened, polled, handed out). A connection new to the set
+-- may have made it anew (a take naming a connection no poll opened), which then gets its TTL.
+local function touch(c, keep_ms)
   if get('la') == c and num(get('a:' .. c)) + ACTIVITY_STEP > now then return end
-  redis.call('ZADD', CONNS, int(now), c)
+  if redis.call('ZADD', CONNS, int(now), c) == 1 then expire_new(CONNS, keep_ms) end
   set('la', c)
   set('a:' .. c, now)
 end

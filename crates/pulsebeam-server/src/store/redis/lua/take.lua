@@ -22,7 +22,7 @@ end
 local left = 0
 if #out > 0 or last then
   set('l:' .. conn, 0)
-  touch(conn)
+  touch(conn, keep_ms)
 else
   left = lease_left(conn)
   -- Whether the poll waits on an empty mailbox (`e:c`, begin.lua): a reclaim may have filled it.
