@@ -258,12 +258,14 @@ fn variant(name: &str, clock: &str, fast: bool) -> String {
     code = replace(code, "'SPUBLISH'", "'RPUSH'", 4);
     code = replace(code, "'PUBLISH'", "'RPUSH'", 4);
     if fast {
-        // Counts the calls that took a fast path, and two of its shortcuts: a deliver to a
-        // waiting poll that did not count the mailbox, a begin whose reservations' key lived on.
+        // Counts the calls that took a fast path, and three of its shortcuts: a deliver to a
+        // waiting poll that did not count the mailbox, a begin whose reservations' key lived
+        // on, a mailbox taken whole as the reservations' key (by either path).
         for (marker, field, at_least) in [
             ("-- (the fast path)", "fast", 3),
             ("-- (not counted)", "uncounted", 1),
             ("-- (reservations kept)", "kept", 1),
+            ("-- (taken whole)", "whole", 1),
         ] {
             code = replace(
                 code,
@@ -362,6 +364,8 @@ struct Seen {
     fast_begins_with_takeover: u32,
     /// Fast begins that reserved into the key of the reservations they acknowledged.
     fast_begins_keeping_reservations: u32,
+    /// Mailboxes taken whole as the reservations' key, by the fast library's paths.
+    taken_whole: u32,
     general_begins: u32,
     fast_acks_acknowledging: u32,
     fast_acks_of_nothing: u32,
@@ -573,6 +577,7 @@ async fn the_fast_paths_do_what_the_general_path_does() {
         u32::try_from(count(&client, &clock, "uncounted").await).unwrap();
     seen.fast_begins_keeping_reservations =
         u32::try_from(count(&client, &clock, "kept").await).unwrap();
+    seen.taken_whole = u32::try_from(count(&client, &clock, "whole").await).unwrap();
     let _: Result<Value, _> = client.function_delete(&fast_lib).await;
     let _: Result<Value, _> = client.function_delete(&general_lib).await;
     let _ = command(&client, "DEL", vec![clock.into()]).await;
@@ -597,6 +602,7 @@ async fn the_fast_paths_do_what_the_general_path_does() {
             "fast begins keeping their reservations' key",
             seen.fast_begins_keeping_reservations,
         ),
+        ("mailboxes taken whole", seen.taken_whole),
     ] {
         assert!(n >= 20, "{what}: {n} ({seen:?})");
     }

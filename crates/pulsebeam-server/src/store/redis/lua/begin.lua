@@ -34,10 +34,17 @@ if FAST_PATH and vals[4] == 'p' and num(vals[2]) > now
   local gen = num(vals[7]) + 1
   local g = int(gen)
   local out, add, expired = {}, nil, 0
-  if max > 0 then out, add, expired = pop_fresh(box, max, ttl_ms) end
-  -- What this poll takes is reserved before what it acknowledges is deleted, so the
-  -- reservations' key, when it held those, lives on with its TTL rather than being made anew.
-  if #out > 0 then redis.call('ZADD', held, unpack(add)) end
+  -- With nothing reserved, a mailbox that fits in the poll becomes the reservations' key
+  -- (take_whole, hold.lua): `seqs` is then what it took.
+  local seqs = nil
+  if max > 0 and not reserved then out, seqs = take_whole(box, held, max, ttl_ms) end
+  if not seqs then
+    out = {}
+    if max > 0 then out, add, expired = pop_fresh(box, max, ttl_ms) end
+    -- What this poll takes is reserved before what it acknowledges is deleted, so the
+    -- reservations' key, when it held those, lives on with its TTL rather than being made anew.
+    if #out > 0 then redis.call('ZADD', held, unpack(add)) end
+  end
   local acknowledged = 0
   if reserved then
     for _, r in ipairs(ranges(words(v))) do
@@ -48,13 +55,15 @@ if FAST_PATH and vals[4] == 'p' and num(vals[2]) > now
   local put = {'g:' .. conn, g, 's:' .. conn, int(now), 'x:' .. conn, g,
     names[5], waits and int(now + wait_ms + grace_ms) or '0'}
   if #out > 0 then
-    if acknowledged == 0 then
-      redis.call('PEXPIRE', held, int(2 * keep_ms))
-    else
-      -- (reservations kept)
+    if not seqs then
+      if acknowledged == 0 then
+        redis.call('PEXPIRE', held, int(2 * keep_ms))
+      else
+        -- (reservations kept)
+      end
+      seqs = {}
+      for i = 1, #add, 2 do seqs[#seqs + 1] = add[i] end
     end
-    local seqs = {}
-    for i = 1, #add, 2 do seqs[#seqs + 1] = add[i] end
     put[#put + 1] = names[10]
     put[#put + 1] = g .. ' ' .. int(now + ack_lease_ms) .. ' ' .. table.concat(seqs, ' ')
   elseif reserved then

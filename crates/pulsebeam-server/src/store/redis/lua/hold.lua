@@ -145,10 +145,48 @@ local function pop_fresh(box, limit, ttl)
   return out, add, #ms / 2 - #out
 end
 
+-- Takes the whole mailbox `box` for a connection with nothing reserved, whose reservations'
+-- key `held` therefore does not exist: when all of it fits in `limit` and none of it expired,
+-- the mailbox becomes that key (RENAMENX carries its messages and its TTL, which is at least
+-- what every key of the connection has: see `keep`), one command where popping, reserving and
+-- giving the new key its TTL are three. Returns its messages, oldest first, and their
+-- sequence numbers (both empty for an empty mailbox); nothing when it cannot, and the caller
+-- pops as before.
+local function take_whole(box, held, limit, ttl)
+  local ms = redis.call('ZRANGE', box, 0, limit)
+  if #ms == 0 then return ms, ms end
+  if #ms > limit then return nil end
+  local seqs = {}
+  for i = 1, #ms do
+    local m = ms[i]
+    local a = string.find(m, '|', 1, true)
+    local b = string.find(m, '|', a + 1, true)
+    if now - string.sub(m, a + 1, b - 1) >= ttl then return nil end
+    seqs[i] = string.sub(m, 1, a - 1)
+  end
+  -- (never over a reservations' key that exists: `v:c` not listing it is no proof)
+  if redis.call('RENAMENX', box, held) == 0 then return nil end
+  -- (taken whole)
+  return ms, seqs
+end
+
 -- Reserves up to `limit` messages of `c` under `receipt` for `lease` ms and returns them, and
 -- how many of those read had expired (dropped instead).
 local function take(c, receipt, limit, lease, ttl, keep_ms)
   if limit <= 0 then return {}, 0 end
+  if #reservations(c) == 0 then
+    local ms, seqs = take_whole(M(c), R(c), limit, ttl)
+    if seqs then
+      if #ms > 0 then
+        -- The mailbox is gone and the reservations' key has its TTL.
+        made[M(c)], made[R(c)] = nil, true
+        local entry = {int(receipt), int(now + lease)}
+        for i = 1, #seqs do entry[#entry + 1] = seqs[i] end
+        store_reservations(c, {entry})
+      end
+      return ms, 0
+    end
+  end
   local out, add, expired = pop_fresh(M(c), limit, ttl)
   if #out > 0 then reserve(c, receipt, lease, add, keep_ms) end
   return out, expired
