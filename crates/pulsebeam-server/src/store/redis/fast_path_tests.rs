@@ -4,7 +4,8 @@
 //! takeover and acknowledgement, takes, acks, the clock moving by a millisecond to minutes):
 //! one copy through the library as it is, one through the library with `FAST_PATH` off. After
 //! every call both copies must hold the same keys with the same contents, TTL or not, every key
-//! of the peer must have a TTL, and the replies must be the same. Both libraries read a clock the test sets (where the library reads
+//! of the peer must have a TTL, a mailbox hinted empty (`e:c`) must be, and the replies must be
+//! the same. Both libraries read a clock the test sets (where the library reads
 //! `TIME`), and push their wake-ups onto a list under the peer's prefix (where the library
 //! publishes them), so wake-ups are compared as state too.
 //!
@@ -339,6 +340,14 @@ async fn state(client: &Client, base: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// Field `name` of the peer's hash in a state (`state`), if it is there.
+fn hash_field<'s>(state: &'s BTreeMap<String, String>, name: &str) -> Option<&'s str> {
+    let hash = state.get("<base>h")?;
+    let start = hash.find(&format!("\"{name}="))? + name.len() + 2;
+    let len = hash[start..].find('"')?;
+    Some(&hash[start..start + len])
+}
+
 /// The differences of two states, for a failure's message.
 fn diff(fast: &BTreeMap<String, String>, general: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
@@ -355,7 +364,7 @@ fn diff(fast: &BTreeMap<String, String>, general: &BTreeMap<String, String>) -> 
 #[derive(Debug, Default)]
 struct Seen {
     fast_handovers: u32,
-    /// Fast delivers that knew the mailbox empty without counting it (to a waiting poll).
+    /// Fast delivers that knew the mailbox empty without counting it (handed over, or stored).
     fast_delivers_uncounted: u32,
     fast_into_mailbox: u32,
     general_delivers: u32,
@@ -525,6 +534,19 @@ async fn the_fast_paths_do_what_the_general_path_does() {
                     key.starts_with("<base>w:") || value.contains(" ttl=Integer(1) "),
                     "{key} has no TTL: {context}\n{fast_state:#?}"
                 );
+            }
+            // The hint both paths trust: a mailbox its poll emptied (`e:c` is the poll's
+            // generation) is empty.
+            for c in CONNS {
+                let generation = hash_field(&fast_state, &format!("g:{c}"));
+                if generation.is_some_and(|g| g != "0")
+                    && hash_field(&fast_state, &format!("e:{c}")) == generation
+                {
+                    assert!(
+                        !fast_state.contains_key(&format!("<base>m:{c}")),
+                        "the mailbox of {c} is hinted empty: {context}\n{fast_state:#?}"
+                    );
+                }
             }
             assert!(
                 fast_state == general_state,

@@ -86,10 +86,11 @@ if FAST_PATH and vals[4] == 'p' and num(vals[2]) > now
     put[#put + 1] = names[14]
     put[#put + 1] = '0'
   end
-  -- A poll that waits on the mailbox it emptied says so; every poll writes it, so no earlier
-  -- value (of a connection forgotten and opened again) stays.
+  -- A poll that emptied the mailbox says so, whether it waits or took mail, until mail goes to
+  -- it; every poll writes it, so no earlier value (of a connection forgotten and opened again)
+  -- stays.
   put[#put + 1] = 'e:' .. conn
-  put[#put + 1] = (waits and emptied(max, #out + expired)) and g or '0'
+  put[#put + 1] = emptied(max, #out + expired) and g or '0'
   redis.call('HSET', h, unpack(put))
   return reply({status = S.OK, generation = gen, expired = expired,
     acknowledged = acknowledged}, out)
@@ -154,9 +155,9 @@ if #out > 0 or wait_ms == 0 then
   set('l:' .. conn, 0)
 else
   left = lease_left(conn)
-  -- A poll that waits on the mailbox it emptied says so (as in the fast path above).
-  if emptied(max, expired) then empty = gen end
 end
+-- A poll that emptied the mailbox says so (as in the fast path above).
+if emptied(max, #out + expired) then empty = gen end
 set('e:' .. conn, empty)
 local due = budget_due('b:' .. conn, budget_span_ms)
 keep(keep_ms, conn)

@@ -22,11 +22,12 @@ if direct then
       and num(vals[2]) >= now + keep_ms and num(vals[9]) >= now + keep_ms
       and (o ~= 'm' or num(vals[8]) >= now + ttl_ms) then
     local box = base .. 'm:' .. conn
-    -- A poll that waits on a mailbox its begin (or take) found empty (`e:c`, its generation)
-    -- still waits on an empty one: mail to it is handed over, so it needs no count.
+    -- A mailbox the current poll's begin (or take) emptied (`e:c`, its generation) is empty
+    -- until mail goes to it, which unsets the hint: it needs no count. (Mail to a poll that
+    -- waits on it is handed over.)
     local polled = l > now and num(vals[15]) == gen
     local waiting = 0
-    if polled and gen > 0 and num(vals[16]) == gen then
+    if gen > 0 and num(vals[16]) == gen then
       -- (not counted)
     else
       waiting = redis.call('ZCARD', box)
@@ -51,7 +52,11 @@ if direct then
         redis.call('ZADD', box, s, member)
         if waiting == 0 then redis.call('PEXPIRE', box, int(2 * keep_ms)) end
         if l > now or num(vals[13]) > now then redis.call(publish, channel, key) end
-        redis.call('HSET', h, 'seq', s)
+        if num(vals[16]) ~= 0 then
+          redis.call('HSET', h, 'seq', s, names[16], '0')
+        else
+          redis.call('HSET', h, 'seq', s)
+        end
       end
       return reply{status = S.OK, budget_member = o == 'm' and conn or nil}
     end
@@ -89,7 +94,7 @@ if not direct then
   end
   if target then
     fetch({'o:' .. target, 'n:' .. target, 'b:' .. target, 'k:' .. target, 'v:' .. target,
-      'g:' .. target, 'w:' .. target, 'a:' .. target, 'x:' .. target})
+      'g:' .. target, 'w:' .. target, 'a:' .. target, 'x:' .. target, 'e:' .. target})
   end
 else
   if not get('o:' .. conn) then
@@ -118,7 +123,11 @@ if target then
   -- Counted first; expired messages are dropped (a few, from the head) only from a full mailbox.
   local listed = 0
   for _, parts in ipairs(reservations(target)) do listed = listed + #parts - 2 end
-  local waiting = redis.call('ZCARD', M(target))
+  -- A mailbox the current poll emptied is empty until mail goes to it (`e:c`, begin.lua).
+  local waiting, polled_gen = 0, num(get('g:' .. target))
+  if not (polled_gen > 0 and num(get('e:' .. target)) == polled_gen) then
+    waiting = redis.call('ZCARD', M(target))
+  end
   if box_full(target, waiting, listed, capacity) then
     local from_reserved, none_left = expire_head(R(target), ttl_ms)
     expired = expire_head(M(target), ttl_ms) + from_reserved
@@ -149,6 +158,8 @@ if target then
   else
     redis.call('ZADD', M(target), s, member)
     if waiting == 0 then expire_new(M(target), keep_ms) end
+    -- (the mailbox is no longer known empty: `e:c`, begin.lua)
+    if num(get('e:' .. target)) ~= 0 then set('e:' .. target, 0) end
     if num(get('l:' .. target)) > now or num(get('h:' .. target)) > now then
       redis.call(publish, channel, base .. target)
     end

@@ -122,8 +122,8 @@ local function reserved_for(c, receipt)
 end
 
 -- Whether a pop of up to `limit` messages that got `popped` (fresh or expired) emptied the
--- mailbox: fewer than it asked for. A poll that waits on a mailbox so emptied says so (`e:c`),
--- and mail to it is then handed over without counting the mailbox.
+-- mailbox: fewer than it asked for. A poll that leaves its mailbox so emptied says so (`e:c`),
+-- and mail to it is then handed over or stored without counting the mailbox.
 local function emptied(limit, popped)
   return limit > 0 and popped < limit
 end

@@ -13,10 +13,14 @@ if num(get('g:' .. conn)) ~= generation then
 end
 reclaim(conn, false, keep_ms)
 local out, expired = {}, 0
+-- (what was reserved for this poll, and what it took from the mailbox)
+local reserved, taken = 0, 0
 if max > 0 then
   out = reserved_for(conn, generation)
+  reserved = #out
   local more
-  more, expired = take(conn, generation, max - #out, ack_lease_ms, ttl_ms, keep_ms)
+  more, expired = take(conn, generation, max - reserved, ack_lease_ms, ttl_ms, keep_ms)
+  taken = #more
   for _, m in ipairs(more) do out[#out + 1] = m end
 end
 local left = 0
@@ -25,9 +29,9 @@ if #out > 0 or last then
   touch(conn, keep_ms)
 else
   left = lease_left(conn)
-  -- Whether the poll waits on an empty mailbox (`e:c`, begin.lua): a reclaim may have filled it.
-  local empty = emptied(max, expired) and generation or 0
-  if num(get('e:' .. conn)) ~= empty then set('e:' .. conn, empty) end
 end
+-- Whether the poll left its mailbox empty (`e:c`, begin.lua): a reclaim may have filled it.
+local empty = emptied(max - reserved, taken + expired) and generation or 0
+if num(get('e:' .. conn)) ~= empty then set('e:' .. conn, empty) end
 keep(keep_ms, conn)
 return reply({status = S.OK, expired = expired, lease_left_ms = left}, out)
