@@ -340,6 +340,53 @@ async fn state(client: &Client, base: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// What a state's reservations must be: every message a connection's reservations' key holds
+/// is listed in `v:c` (a lease that runs out, or a takeover, hands back only what is listed),
+/// no message is both in the mailbox and reserved, and none has a sequence number above the
+/// peer's `seq`.
+fn reservations_are_listed(state: &BTreeMap<String, String>, context: &str) {
+    let last: u64 = hash_field(state, "seq").map_or(0, |s| s.parse().unwrap());
+    for c in CONNS {
+        let listed: Vec<u64> = hash_field(state, &format!("v:{c}"))
+            .unwrap_or("")
+            .split(';')
+            .flat_map(|entry| entry.split_whitespace().skip(2))
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let held = zset_scores(state, &format!("<base>r:{c}"));
+        let waiting = zset_scores(state, &format!("<base>m:{c}"));
+        for s in &held {
+            assert!(
+                listed.contains(s),
+                "message {s} reserved for {c} is not listed in v:{c}: {context}\n{state:#?}"
+            );
+            assert!(
+                !waiting.contains(s),
+                "message {s} of {c} is both waiting and reserved: {context}\n{state:#?}"
+            );
+        }
+        for s in held.iter().chain(&waiting) {
+            assert!(
+                *s <= last,
+                "message {s} of {c} is past seq {last}: {context}"
+            );
+        }
+    }
+}
+
+/// The scores of a sorted set in a state (empty when there is none).
+fn zset_scores(state: &BTreeMap<String, String>, key: &str) -> Vec<u64> {
+    let Some(value) = state.get(key) else {
+        return Vec::new();
+    };
+    let list = &value[value.find('[').expect("a zset's contents") + 1..value.len() - 1];
+    list.split(", ")
+        .skip(1)
+        .step_by(2)
+        .map(|s| s.trim_matches('"').parse().unwrap())
+        .collect()
+}
+
 /// Field `name` of the peer's hash in a state (`state`), if it is there.
 fn hash_field<'s>(state: &'s BTreeMap<String, String>, name: &str) -> Option<&'s str> {
     let hash = state.get("<base>h")?;
@@ -535,6 +582,7 @@ async fn the_fast_paths_do_what_the_general_path_does() {
                     "{key} has no TTL: {context}\n{fast_state:#?}"
                 );
             }
+            reservations_are_listed(&fast_state, &context);
             // The hint both paths trust: a mailbox its poll emptied (`e:c` is the poll's
             // generation) is empty.
             for c in CONNS {
