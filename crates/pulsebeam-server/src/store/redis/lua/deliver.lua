@@ -124,8 +124,9 @@ if target then
   local listed = 0
   for _, parts in ipairs(reservations(target)) do listed = listed + #parts - 2 end
   -- A mailbox the current poll emptied is empty until mail goes to it (`e:c`, begin.lua).
-  local waiting, polled_gen = 0, num(get('g:' .. target))
-  if not (polled_gen > 0 and num(get('e:' .. target)) == polled_gen) then
+  local gen = num(get('g:' .. target))
+  local waiting = 0
+  if not (gen > 0 and num(get('e:' .. target)) == gen) then
     waiting = redis.call('ZCARD', M(target))
   end
   if box_full(target, waiting, listed, capacity) then
@@ -146,7 +147,6 @@ if target then
   local member = s .. fmt('|%d|', now) .. envelope
   local publish = sharded and 'SPUBLISH' or 'PUBLISH'
   local channel = channel_prefix .. (get('n:' .. target) or '')
-  local gen = num(get('g:' .. target))
   if waiting == 0 and num(get('l:' .. target)) > now and num(get('x:' .. target)) == gen then
     -- Handed over: `\1<generation>:<key length>:<key><member>` tells the node which poll.
     reserve(target, gen, ack_lease_ms, {s, member}, keep_ms)
