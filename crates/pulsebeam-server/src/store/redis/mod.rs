@@ -23,7 +23,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P:T:h` | hash | `seq` (the peer's sequence number), `k` when the TTLs of `h`, `conns` and `d` run low, `f` when idle connections are next looked for, `la` the connection last recorded active, `b:d` the discovery queue's budget refresh deadline (0 once a poll took the queue, so the next poll needs not count it), and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline, `a:c` its activity as last written to `conns`, `k:c` when the TTLs of its keys run low, `v:c` its reservations (`receipt lease-expiry seq seq …` each, `;`-separated; empty or absent when none), `w:c` the batch window of its poll (ms), `x:c` the generation of its poll if that poll takes a message handed over in its wake-up (a node of an older version does not write it), `h:c` until when a poll a deliver handed a message to collects more (ms), `e:c` the generation of its poll if that poll waits on a mailbox it found empty (mail to it is then handed over without counting the mailbox) |
+//! | `P:T:h` | hash | `seq` (the peer's sequence number), `k` when the TTLs of `h`, `conns` and `d` run low, `f` when idle connections are next looked for, `la` the connection last recorded active, `b:d` the discovery queue's budget refresh deadline (0 once a poll took the queue, so the next poll needs not count it), and per connection `c`: `g:c` poll generation, `n:c` node of the poll in flight, `l:c` its lease expiry (ms; 0 = no poll in flight), `s:c` when it began, `o:c` opened by a poll (`p`) or a sender (`m`), `b:c` budget refresh deadline, `a:c` its activity as last written to `conns`, `k:c` when the TTLs of its keys run low, `v:c` its reservations (`receipt lease-expiry seq seq …` each, `;`-separated; empty or absent when none), `w:c` the batch window of its poll (ms), `x:c` the generation of its poll if that poll takes a message handed over in its wake-up (a node of an older version does not write it), `h:c` until when a poll a deliver handed a message to collects more (ms), `e:c` the generation of its poll if that poll left its mailbox empty and no mail went to it since (a deliver then needs not count the mailbox, and hands mail over to the poll if it waits) |
 //! | `P:T:conns` | sorted set | connection ids by last activity (ms) |
 //! | `P:T:d` | sorted set | the discovery queue, by sequence number |
 //! | `P:T:m:c` | sorted set | connection `c`'s mailbox, by sequence number |
@@ -47,7 +47,9 @@
 //! Each script reads the peer's hash once (`HMGET` of the fields it needs) and writes it once
 //! (one `HSET`, and an `HDEL` when fields go), whatever it changed; a batch moves between
 //! mailbox and reservations with one command per key (`ZPOPMIN`, a variadic `ZADD`, one
-//! `ZREMRANGEBYSCORE` per run of consecutive sequence numbers). Activity (the score in
+//! `ZREMRANGEBYSCORE` per run of consecutive sequence numbers), and a poll with nothing
+//! reserved that takes its whole mailbox renames it to the reservations' key (`ZRANGE`, then
+//! `RENAMENX`, which moves its TTL too). Activity (the score in
 //! `conns`) is written unless the connection is already the most recently active one and was
 //! written less than a second ago; idle connections are looked for when a connection opens and
 //! otherwise at most every quarter of the idle time, and forgotten only once idle for the idle
@@ -62,8 +64,8 @@
 //! path with what was already read.
 //!
 //! Commands a relayed message need not send are spared where the hash already knows the
-//! answer: mail to a poll that waits on a mailbox it found empty (`e:c`) is handed over
-//! without counting the mailbox, a poll counts the discovery queue only when `b:d` says mail
+//! answer: a deliver to a mailbox its poll left empty (`e:c`, unset by the deliver that stores
+//! into it) does not count the mailbox, and hands the mail over when the poll waits, a poll counts the discovery queue only when `b:d` says mail
 //! went to it, a takeover poll with nothing listed in `v:c` counts no reservations (what the
 //! key holds is listed there), and a stream's poll reserves what it takes before deleting what
 //! it acknowledges, so the reservations' key lives on with its TTL rather than being made
