@@ -49,11 +49,10 @@
 //! mailbox and reservations with one command per key (`ZPOPMIN`, a variadic `ZADD`, one
 //! `ZREMRANGEBYSCORE` per run of consecutive sequence numbers), and a poll with nothing
 //! reserved that takes its whole mailbox renames it to the reservations' key (`ZRANGE`, then
-//! `RENAMENX`, which moves its TTL too). Activity (the score in
-//! `conns`) is written unless the connection is already the most recently active one and was
-//! written less than a second ago; idle connections are looked for when a connection opens and
-//! otherwise at most every quarter of the idle time, and forgotten only once idle for the idle
-//! time plus that second.
+//! `RENAMENX`, which moves its TTL too). Activity (the score in `conns`) is written unless the
+//! connection is already the most recently active one and was written less than a second ago;
+//! idle connections are looked for when a connection opens and otherwise at most every quarter
+//! of the idle time, and forgotten only once idle for the idle time plus that second.
 //!
 //! The calls every relayed message makes, `deliver`, `begin` and (for a long-poll) `ack`, first
 //! try a fast path: in straight-line Lua, without the general path's tables, for the common
@@ -63,14 +62,15 @@
 //! call by call on random sequences (`fast_path_tests`); anything else goes on to the general
 //! path with what was already read.
 //!
-//! Commands a relayed message need not send are spared where the hash already knows the
-//! answer: a deliver to a mailbox its poll left empty (`e:c`, unset by the deliver that stores
-//! into it) does not count the mailbox, and hands the mail over when the poll waits, a poll counts the discovery queue only when `b:d` says mail
-//! went to it, a takeover poll with nothing listed in `v:c` counts no reservations (what the
-//! key holds is listed there), and a stream's poll reserves what it takes before deleting what
-//! it acknowledges, so the reservations' key lives on with its TTL rather than being made
-//! anew. A command spared is about a thousand Redis instructions; a field of the hash read or
-//! written is one or two (BENCHMARKS.md, "Commands the peer's hash spares").
+//! Commands a relayed message need not send are spared where the hash already knows the answer:
+//! a deliver to a mailbox its poll left empty (`e:c`, unset by the deliver that stores into it)
+//! does not count the mailbox, and hands the mail over when the poll waits, a poll counts the
+//! discovery queue only when `b:d` says mail went to it, a takeover poll with nothing listed in
+//! `v:c` counts no reservations (what the key holds is listed there), and a stream's poll
+//! reserves what it takes before deleting what it acknowledges, so the reservations' key lives
+//! on with its TTL rather than being made anew. A command spared is about a thousand Redis
+//! instructions; a field of the hash read or written is one or two (BENCHMARKS.md, "Commands
+//! the peer's hash spares").
 //!
 //! No script reads a whole mailbox: "full" is counted (`ZCARD`); expired messages are dropped
 //! from the head of a full mailbox one member at a time (a few per call), and a hand-out drops
