@@ -159,10 +159,8 @@ local function take_whole(box, held, limit, ttl)
   local seqs = {}
   for i = 1, #ms do
     local m = ms[i]
-    local a = string.find(m, '|', 1, true)
-    local b = string.find(m, '|', a + 1, true)
-    if now - string.sub(m, a + 1, b - 1) >= ttl then return nil end
-    seqs[i] = string.sub(m, 1, a - 1)
+    if not fresh(m, ttl) then return nil end
+    seqs[i] = string.sub(m, 1, string.find(m, '|', 1, true) - 1)
   end
   -- (never over a reservations' key that exists: `v:c` not listing it is no proof)
   if redis.call('RENAMENX', box, held) == 0 then return nil end
