@@ -374,28 +374,21 @@ fn reservations_are_listed(state: &BTreeMap<String, String>, context: &str) {
     }
 }
 
-/// The members of a sorted set in a state (empty when there is none).
-fn zset_members(state: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+/// The members of a sorted set in a state, each with its score (empty when there is none).
+fn zset<'s>(state: &'s BTreeMap<String, String>, key: &str) -> Vec<(&'s str, &'s str)> {
     let Some(value) = state.get(key) else {
         return Vec::new();
     };
     let list = &value[value.find('[').expect("a zset's contents") + 1..value.len() - 1];
-    list.split(", ")
-        .step_by(2)
-        .map(|s| s.trim_matches('"').to_owned())
-        .collect()
+    let items: Vec<&str> = list.split(", ").map(|s| s.trim_matches('"')).collect();
+    items.chunks(2).map(|pair| (pair[0], pair[1])).collect()
 }
 
 /// The scores of a sorted set in a state (empty when there is none).
 fn zset_scores(state: &BTreeMap<String, String>, key: &str) -> Vec<u64> {
-    let Some(value) = state.get(key) else {
-        return Vec::new();
-    };
-    let list = &value[value.find('[').expect("a zset's contents") + 1..value.len() - 1];
-    list.split(", ")
-        .skip(1)
-        .step_by(2)
-        .map(|s| s.trim_matches('"').parse().unwrap())
+    zset(state, key)
+        .into_iter()
+        .map(|(_, score)| score.parse().unwrap())
         .collect()
 }
 
@@ -595,20 +588,18 @@ async fn the_fast_paths_do_what_the_general_path_does() {
                 );
             }
             reservations_are_listed(&fast_state, &context);
-            // An open connection is in the connection set, which idle connections and
-            // evictions are found by.
-            let members = zset_members(&fast_state, "<base>conns");
+            let conns = zset(&fast_state, "<base>conns");
             for c in CONNS {
+                // An open connection is in the connection set, which idle connections and
+                // evictions are found by.
                 if hash_field(&fast_state, &format!("o:{c}")).is_some() {
                     assert!(
-                        members.contains(&c.to_string()),
+                        conns.iter().any(|(member, _)| *member == c.to_string()),
                         "{c} is open but not in conns: {context}\n{fast_state:#?}"
                     );
                 }
-            }
-            // The hint both paths trust: a mailbox its poll emptied (`e:c` is the poll's
-            // generation) is empty.
-            for c in CONNS {
+                // The hint both paths trust: a mailbox its poll emptied (`e:c` is the poll's
+                // generation) is empty.
                 let generation = hash_field(&fast_state, &format!("g:{c}"));
                 if generation.is_some_and(|g| g != "0")
                     && hash_field(&fast_state, &format!("e:{c}")) == generation
